@@ -1,0 +1,250 @@
+import { randomBytes, sign, verify } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { z } from 'zod';
+import { canonicalJson } from './canonical.ts';
+import { idSchema, newId } from './ids.ts';
+import { decodePublicKey, keyIdOf } from './keys.ts';
+import type { PublicKeyText, SigningKeyPair } from './keys.ts';
+
+/** How far apart the control plane's and the agent's clocks may be. */
+export const CLOCK_SKEW_MS = 30_000;
+/** A command lives at most this long, which also bounds the agent's replay cache. */
+export const MAX_COMMAND_LIFETIME_MS = 15 * 60_000;
+export const DEFAULT_COMMAND_LIFETIME_MS = 5 * 60_000;
+
+/** Domain separation: these signatures can never be mistaken for any other. */
+const COMMAND_SIGNING_CONTEXT = 'vmkit-command-v1\n';
+
+const base64url = (min: number, max: number) =>
+  z.string().min(min).max(max).regex(/^[A-Za-z0-9_-]+$/, 'must be base64url');
+
+export const keyIdSchema = z.string().regex(/^ed25519:[0-9a-f]{32}$/, 'must be an ed25519: key id');
+export const publicKeySchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url Ed25519 public key');
+export const signatureSchema = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'must be a base64url Ed25519 signature');
+const timestampMs = z.number().int().nonnegative().max(8.64e15);
+
+/** One OpenSSH public key line, e.g. `ssh-ed25519 AAAA... comment`. */
+export const sshPublicKeySchema = z
+  .string()
+  .max(16_384)
+  .regex(
+    /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/,
+    'must be one OpenSSH public key line',
+  );
+
+export const pingParams = z.strictObject({});
+export const factsParams = z.strictObject({});
+export const hardenParams = z.strictObject({
+  deploy_keys: z.array(sshPublicKeySchema).max(64),
+  dry_run: z.boolean(),
+});
+export const shellOpenParams = z.strictObject({
+  session_id: idSchema('shellSession'),
+  cols: z.number().int().min(1).max(1000),
+  rows: z.number().int().min(1).max(1000),
+});
+export const keysRotateParams = z.strictObject({
+  add: z.array(z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema })).max(8),
+  retire: z.array(keyIdSchema).max(8),
+});
+
+const envelopeBase = {
+  id: idSchema('command'),
+  agent_id: idSchema('agent'),
+  issued_at: timestampMs,
+  expires_at: timestampMs,
+  nonce: base64url(22, 86),
+  key_id: keyIdSchema,
+};
+
+/** The typed commands; there is deliberately no "run this string" command. */
+export const commandEnvelopeSchema = z
+  .discriminatedUnion('type', [
+    z.strictObject({ ...envelopeBase, type: z.literal('ping'), params: pingParams }),
+    z.strictObject({ ...envelopeBase, type: z.literal('facts'), params: factsParams }),
+    z.strictObject({ ...envelopeBase, type: z.literal('harden'), params: hardenParams }),
+    z.strictObject({ ...envelopeBase, type: z.literal('shell.open'), params: shellOpenParams }),
+    z.strictObject({ ...envelopeBase, type: z.literal('keys.rotate'), params: keysRotateParams }),
+  ])
+  .refine((e) => e.expires_at > e.issued_at, { message: 'expires_at must be after issued_at', path: ['expires_at'] })
+  .refine((e) => e.expires_at - e.issued_at <= MAX_COMMAND_LIFETIME_MS, {
+    message: `a command may live at most ${MAX_COMMAND_LIFETIME_MS} ms`,
+    path: ['expires_at'],
+  });
+
+export type CommandEnvelope = z.infer<typeof commandEnvelopeSchema>;
+export type CommandType = CommandEnvelope['type'];
+export type CommandParams<T extends CommandType> = Extract<CommandEnvelope, { type: T }>['params'];
+export const COMMAND_TYPES = ['ping', 'facts', 'harden', 'shell.open', 'keys.rotate'] as const satisfies readonly CommandType[];
+
+export interface SignedCommand {
+  envelope: CommandEnvelope;
+  signature: string;
+}
+
+function signingBytes(envelope: unknown): Buffer {
+  return Buffer.from(COMMAND_SIGNING_CONTEXT + canonicalJson(envelope), 'utf8');
+}
+
+export interface NewCommand<T extends CommandType> {
+  agentId: string;
+  type: T;
+  params: CommandParams<T>;
+  now?: number;
+  lifetimeMs?: number;
+  id?: string;
+}
+
+/** Builds and signs a command envelope with the control plane's key. */
+export function signCommand<T extends CommandType>(key: SigningKeyPair, cmd: NewCommand<T>): SignedCommand {
+  const issuedAt = cmd.now ?? Date.now();
+  const candidate = {
+    id: cmd.id ?? newId('command'),
+    agent_id: cmd.agentId,
+    type: cmd.type,
+    params: cmd.params,
+    issued_at: issuedAt,
+    expires_at: issuedAt + (cmd.lifetimeMs ?? DEFAULT_COMMAND_LIFETIME_MS),
+    nonce: randomBytes(18).toString('base64url'),
+    key_id: key.keyId,
+  };
+  // Validate before signing so the control plane never signs what an agent would refuse.
+  const envelope = commandEnvelopeSchema.parse(candidate);
+  return { envelope, signature: signEnvelope(key.privateKey, envelope) };
+}
+
+/** Signs an already-built envelope (exposed for tests that forge or tamper). */
+export function signEnvelope(privateKey: KeyObject, envelope: unknown): string {
+  return sign(null, signingBytes(envelope), privateKey).toString('base64url');
+}
+
+export type RefusalReason =
+  | 'malformed'
+  | 'unknown_key'
+  | 'bad_signature'
+  | 'wrong_agent'
+  | 'not_yet_valid'
+  | 'expired'
+  | 'replayed';
+
+export type VerifyResult =
+  | { ok: true; command: CommandEnvelope }
+  | { ok: false; reason: RefusalReason; detail: string };
+
+/** What the verifier needs to know of commands already accepted. */
+export interface SeenCommands {
+  has(commandId: string, nonce: string): boolean;
+}
+
+export type PinnedKeys = ReadonlyMap<string, KeyObject>;
+
+/** Pins public keys by their derived ids; a key whose id does not match is refused. */
+export function pinKeys(keys: Iterable<{ key_id: string; public_key: PublicKeyText }>): Map<string, KeyObject> {
+  const pinned = new Map<string, KeyObject>();
+  for (const { key_id, public_key } of keys) {
+    if (keyIdOf(public_key) !== key_id) throw new TypeError(`key id ${key_id} does not match its public key`);
+    pinned.set(key_id, decodePublicKey(public_key));
+  }
+  return pinned;
+}
+
+export interface VerifyOptions {
+  pinnedKeys: PinnedKeys;
+  selfAgentId: string;
+  now: number;
+  seen: SeenCommands;
+  skewMs?: number;
+}
+
+/**
+ * Decides whether an agent may run a command. Checks run in a fixed order and the
+ * first failure is the one reason returned: shape, key, signature (so nothing about
+ * an unsigned envelope is trusted), addressee, time window, replay.
+ */
+export function verifyCommand(envelope: unknown, signature: unknown, opts: VerifyOptions): VerifyResult {
+  const parsed = commandEnvelopeSchema.safeParse(envelope);
+  if (!parsed.success) {
+    return { ok: false, reason: 'malformed', detail: z.prettifyError(parsed.error) };
+  }
+  const sig = signatureSchema.safeParse(signature);
+  if (!sig.success) return { ok: false, reason: 'malformed', detail: 'signature must be 64 bytes of base64url' };
+  const command = parsed.data;
+
+  const key = opts.pinnedKeys.get(command.key_id);
+  if (!key) return { ok: false, reason: 'unknown_key', detail: `key ${command.key_id} is not pinned` };
+
+  // Verify over the envelope exactly as received, not the parsed copy.
+  if (!verify(null, signingBytes(envelope), key, Buffer.from(sig.data, 'base64url'))) {
+    return { ok: false, reason: 'bad_signature', detail: `signature does not verify under ${command.key_id}` };
+  }
+  if (command.agent_id !== opts.selfAgentId) {
+    return { ok: false, reason: 'wrong_agent', detail: `addressed to ${command.agent_id}` };
+  }
+  const skew = opts.skewMs ?? CLOCK_SKEW_MS;
+  if (command.issued_at > opts.now + skew) {
+    return { ok: false, reason: 'not_yet_valid', detail: `issued ${command.issued_at - opts.now} ms in the future` };
+  }
+  if (opts.now > command.expires_at + skew) {
+    return { ok: false, reason: 'expired', detail: `expired ${opts.now - command.expires_at} ms ago` };
+  }
+  if (opts.seen.has(command.id, command.nonce)) {
+    return { ok: false, reason: 'replayed', detail: `command ${command.id} was already accepted` };
+  }
+  return { ok: true, command };
+}
+
+/**
+ * Remembers accepted commands until they expire (plus skew): past that the expiry
+ * check refuses them anyway. The agent persists `entries()` to disk.
+ */
+export class ReplayCache implements SeenCommands {
+  readonly #byId = new Map<string, ReplayEntry>();
+  readonly #nonces = new Set<string>();
+
+  constructor(entries: Iterable<ReplayEntry> = []) {
+    for (const e of entries) this.add(e);
+  }
+
+  has(commandId: string, nonce: string): boolean {
+    return this.#byId.has(commandId) || this.#nonces.has(nonce);
+  }
+
+  add(entry: ReplayEntry): void {
+    this.#byId.set(entry.id, entry);
+    this.#nonces.add(entry.nonce);
+  }
+
+  remember(command: CommandEnvelope, skewMs = CLOCK_SKEW_MS): ReplayEntry {
+    const entry = { id: command.id, nonce: command.nonce, forget_after: command.expires_at + skewMs };
+    this.add(entry);
+    return entry;
+  }
+
+  /** Drops entries whose commands can no longer pass the expiry check. */
+  prune(now: number): number {
+    let dropped = 0;
+    for (const [id, entry] of this.#byId) {
+      if (entry.forget_after < now) {
+        this.#byId.delete(id);
+        this.#nonces.delete(entry.nonce);
+        dropped++;
+      }
+    }
+    return dropped;
+  }
+
+  get size(): number {
+    return this.#byId.size;
+  }
+
+  entries(): IterableIterator<ReplayEntry> {
+    return this.#byId.values();
+  }
+}
+
+export const replayEntrySchema = z.strictObject({
+  id: z.string().max(64),
+  nonce: z.string().max(86),
+  forget_after: timestampMs,
+});
+export type ReplayEntry = z.infer<typeof replayEntrySchema>;

@@ -1,0 +1,65 @@
+/**
+ * The one registry of error keys shared by the REST API, MCP tools and the agent.
+ * Keys marked "contract" come from the public MCP tools reference and must not change.
+ */
+export interface ErrorSpec {
+  readonly status: number;
+  readonly message: string;
+}
+
+export const ERRORS = {
+  // contract
+  repo_not_found: { status: 404, message: 'The repository is not connected to this VMKit workspace.' },
+  environment_not_found: { status: 404, message: 'The environment does not exist for this repository.' },
+  compute_target_missing: { status: 409, message: 'No compute provider is configured in this workspace.' },
+  github_app_not_installed: { status: 422, message: 'The GitHub App is not installed on the target repository.' },
+  vm_not_provisioned: { status: 404, message: 'No VM is associated with this instance id.' },
+  // auth and transport
+  unauthorized: { status: 401, message: 'The API key is missing, invalid, expired or revoked.' },
+  forbidden: { status: 403, message: 'The API key lacks the scope this action requires.' },
+  rate_limited: { status: 429, message: 'Too many requests; retry after the time given in Retry-After.' },
+  invalid_request: { status: 400, message: 'The request is not valid.' },
+  payload_too_large: { status: 413, message: 'The request body is larger than the server accepts.' },
+  unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
+  not_found: { status: 404, message: 'No such resource.' },
+  conflict: { status: 409, message: 'The request conflicts with the current state of the resource.' },
+  internal: { status: 500, message: 'The server failed to handle the request.' },
+  // resources
+  key_not_found: { status: 404, message: 'No API key with this id exists in this workspace.' },
+  instance_not_found: { status: 404, message: 'No instance with this id exists in this workspace.' },
+  scan_not_found: { status: 404, message: 'No scan with this id exists in this workspace.' },
+  deploy_not_found: { status: 404, message: 'No deploy with this id exists in this workspace.' },
+  enrollment_token_invalid: {
+    status: 401,
+    message: 'The enrollment token is unknown, expired or already used.',
+  },
+  // agents and commands
+  agent_not_connected: { status: 409, message: "The instance's vmkit-agent is not connected." },
+  agent_refused: { status: 409, message: 'The agent refused the command.' },
+  command_timed_out: { status: 504, message: 'The agent did not answer the command in time.' },
+  command_failed: { status: 502, message: 'The command failed on the agent.' },
+  lockout_risk: {
+    status: 409,
+    message: 'Hardening was refused because nobody could log in afterwards; nothing was changed.',
+  },
+} as const satisfies Record<string, ErrorSpec>;
+
+export type ErrorKey = keyof typeof ERRORS;
+
+/** The JSON body every REST error uses: `{"error": key, "message": sentence}`. */
+export interface ErrorBody {
+  error: ErrorKey;
+  message: string;
+}
+
+export function isErrorKey(value: unknown): value is ErrorKey {
+  return typeof value === 'string' && Object.hasOwn(ERRORS, value);
+}
+
+export function errorBody(key: ErrorKey, message?: string): ErrorBody {
+  return { error: key, message: message ?? ERRORS[key].message };
+}
+
+export function errorStatus(key: ErrorKey): number {
+  return ERRORS[key].status;
+}
