@@ -38,6 +38,12 @@ export const ERRORS = {
   agent_refused: { status: 409, message: 'The agent refused the command.' },
   command_timed_out: { status: 504, message: 'The agent did not answer the command in time.' },
   command_failed: { status: 502, message: 'The command failed on the agent.' },
+  // compute providers
+  sandbox_unavailable: {
+    status: 503,
+    message: 'The local VM sandbox cannot run on this machine (it needs root, Linux namespaces and OpenSSH).',
+  },
+  provision_failed: { status: 502, message: 'The compute provider failed to create the VM.' },
   lockout_risk: {
     status: 409,
     message: 'Hardening was refused because nobody could log in afterwards; nothing was changed.',
