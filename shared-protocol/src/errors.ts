@@ -48,6 +48,18 @@ export const ERRORS = {
     status: 409,
     message: 'Hardening was refused because nobody could log in afterwards; nothing was changed.',
   },
+  sshd_validation_failed: {
+    status: 422,
+    message: 'The hardened sshd configuration did not pass `sshd -t`; every file was restored as it was.',
+  },
+  sshd_effective_check_failed: {
+    status: 422,
+    message: 'sshd would not enforce the hardened settings (checked with `sshd -T`); every file was restored as it was.',
+  },
+  reload_failed: {
+    status: 502,
+    message: 'The running sshd could not be reloaded; every file was restored as it was.',
+  },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorKey = keyof typeof ERRORS;
