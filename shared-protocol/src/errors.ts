@@ -54,7 +54,7 @@ export const ERRORS = {
   },
   sshd_effective_check_failed: {
     status: 422,
-    message: 'sshd would not enforce the hardened settings (checked with `sshd -T`); every file was restored as it was.',
+    message: 'The running sshd would not enforce the hardened settings (checked with `sshd -T`); every file was restored as it was.',
   },
   reload_failed: {
     status: 502,
