@@ -1,0 +1,91 @@
+import { createServer } from 'node:http';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HttpGateway } from './gateway.ts';
+import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
+import { TOOLS } from './tools/index.ts';
+
+export interface StandaloneOptions {
+  /** Base URL of the control plane whose REST API the tools call. */
+  gateway: string;
+  host: string;
+  port: number;
+  maxWaitMs?: number;
+  /** Extra host names accepted in the Host header (e.g. the public name behind a proxy). */
+  allowedHosts?: string[];
+}
+
+export interface StandaloneMcp {
+  url: string;
+  close(): Promise<void>;
+}
+
+/**
+ * The hosted shape: MCP served at `/`, every tool call forwarded over real HTTP to a
+ * remote control plane with the caller's own Bearer key.
+ */
+export async function startStandaloneMcp(opts: StandaloneOptions): Promise<StandaloneMcp> {
+  const loopbackHosts = defaultAllowedHosts(opts.host);
+  const allowedHosts = loopbackHosts || opts.allowedHosts ? [...(loopbackHosts ?? []), ...(opts.allowedHosts ?? [])] : undefined;
+  const handler = new McpHttpHandler({
+    gateway: new HttpGateway(opts.gateway),
+    tools: TOOLS,
+    ...(opts.maxWaitMs === undefined ? {} : { maxWaitMs: opts.maxWaitMs }),
+    ...(allowedHosts === undefined ? {} : { allowedHosts }),
+  });
+  const server = createServer((req, res) => {
+    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    if (path !== '/' && path !== '/mcp') {
+      res.writeHead(404, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'not_found', message: 'MCP is served at /.' }));
+      return;
+    }
+    if (req.method !== 'POST' && req.method !== 'GET' && req.method !== 'DELETE') {
+      res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-type': 'application/json' });
+      res.end(JSON.stringify({ error: 'invalid_request', message: 'Use POST, GET or DELETE.' }));
+      return;
+    }
+    readJson(req, 1024 * 1024)
+      .then((body) => handler.handle(req, res, body))
+      .catch((err: unknown) => {
+        if (res.headersSent) return res.destroy();
+        const tooBig = err instanceof BodyTooLarge;
+        res.writeHead(tooBig ? 413 : 400, { 'content-type': 'application/json' });
+        res.end(
+          JSON.stringify({
+            jsonrpc: '2.0',
+            error: { code: -32700, message: tooBig ? 'Request body too large.' : 'Parse error: the body is not JSON.' },
+            id: null,
+          }),
+        );
+      });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(opts.port, opts.host, resolve);
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostForUrl = opts.host.includes(':') ? `[${opts.host}]` : opts.host;
+  return {
+    url: `http://${hostForUrl}:${port}/`,
+    close: async () => {
+      await handler.close();
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+class BodyTooLarge extends Error {}
+
+async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+  if (req.method !== 'POST') return undefined;
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of req as AsyncIterable<Buffer>) {
+    size += chunk.byteLength;
+    if (size > max) throw new BodyTooLarge();
+    chunks.push(chunk);
+  }
+  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+}

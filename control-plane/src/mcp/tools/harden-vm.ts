@@ -1,0 +1,86 @@
+import { z } from 'zod';
+import { defineTool, errorResult, expectOk, okResult, seg } from '../tool.ts';
+import type { ToolContext } from '../tool.ts';
+
+/** Longest single long-poll of a command's progress. */
+const POLL_SLICE_MS = 10_000;
+
+const progressEntry = z.looseObject({ seq: z.number(), step: z.string(), state: z.string(), message: z.string().optional() });
+const commandView = z.looseObject({
+  id: z.string(),
+  state: z.string(),
+  progress: z.array(progressEntry).optional(),
+  result: z.record(z.string(), z.unknown()).nullable().optional(),
+  error: z.looseObject({ error: z.string(), message: z.string() }).nullable().optional(),
+});
+
+const TERMINAL = new Set(['succeeded', 'failed', 'expired', 'timed_out']);
+
+function answer(instanceId: string, body: Record<string, unknown>) {
+  // The contract's two fields first; the REST answer's detail rides along as additions.
+  return okResult({ ...body, status: body.status, instance_id: instanceId });
+}
+
+async function follow(instanceId: string, commandId: string, ctx: ToolContext, started: number) {
+  let afterSeq = -1;
+  let reported = 0;
+  for (;;) {
+    const remaining = ctx.maxWaitMs - (Date.now() - started);
+    if (remaining <= 0 || ctx.signal.aborted) {
+      return okResult({
+        status: 'running',
+        instance_id: instanceId,
+        command_id: commandId,
+        message: `Hardening is still running. Poll GET /api/commands/${commandId} (or call harden_vm again later: it answers already_hardened once done).`,
+      });
+    }
+    const wait = Math.min(POLL_SLICE_MS, remaining);
+    const res = await ctx.call({ method: 'GET', path: `/api/commands/${seg(commandId)}?after_seq=${afterSeq}&wait_ms=${wait}` });
+    const view = commandView.parse(expectOk(res));
+    for (const p of view.progress ?? []) {
+      if (p.seq <= afterSeq) continue;
+      afterSeq = p.seq;
+      reported += 1;
+      await ctx.progress(reported, `${p.step}: ${p.state}${p.message ? ` — ${p.message}` : ''}`);
+    }
+    if (TERMINAL.has(view.state)) {
+      if (view.state === 'succeeded' && view.result) return answer(instanceId, { command_id: commandId, ...view.result });
+      const err = view.error ?? { error: 'command_failed', message: `The harden command ended ${view.state}.` };
+      return errorResult({ status: 409, body: err, headers: {} });
+    }
+  }
+}
+
+export const hardenVm = defineTool({
+  name: 'harden_vm',
+  title: 'Harden a VM',
+  description:
+    'Runs security hardening on a provisioned VM whose vmkit-agent is connected: creates the kamal OS user, grants it ' +
+    'Docker socket access through the docker group, installs the deploy key, and tightens SSH (no root login, no ' +
+    'password or keyboard-interactive auth), refusing if that would lock everyone out. Returns status "hardened" when ' +
+    'it changed something or "already_hardened" when the VM was already in that state, plus per-step detail and an ' +
+    'outside check over SSH. Normally deploy calls this for you; call it directly to recover a VM that was provisioned ' +
+    'but never hardened. Find instance ids with list_instances. Sends progress notifications per step; if it runs past ' +
+    'the wait bound it answers status "running" with a command_id to poll.',
+  inputSchema: z.object({
+    instance_id: z.string().min(1).max(64).describe('The instance id of a provisioned VM, e.g. inst_01jx4n9abc...'),
+  }),
+  outputSchema: z.looseObject({
+    status: z.enum(['hardened', 'already_hardened', 'running']),
+    instance_id: z.string(),
+  }),
+  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  async run(args, ctx) {
+    const started = Date.now();
+    const res = await ctx.call({
+      method: 'POST',
+      path: `/api/instances/${seg(args.instance_id)}/harden`,
+      body: { wait_ms: 0 },
+    });
+    const body = expectOk(res);
+    if (res.status === 200) return answer(args.instance_id, body);
+    const commandId = typeof body.command_id === 'string' ? body.command_id : '';
+    await ctx.progress(0, 'harden command sent to the agent');
+    return follow(args.instance_id, commandId, ctx, started);
+  },
+});
