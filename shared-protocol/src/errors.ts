@@ -33,6 +33,12 @@ export const ERRORS = {
     status: 401,
     message: 'The enrollment token is unknown, expired or already used.',
   },
+  // repository sources
+  github_rate_limited: {
+    status: 503,
+    message: "GitHub's API rate limit for VMKit is exhausted; retry after the reset time given.",
+  },
+  github_unavailable: { status: 502, message: 'GitHub could not be reached or refused the configured credentials.' },
   // agents and commands
   agent_not_connected: { status: 409, message: "The instance's vmkit-agent is not connected." },
   agent_refused: { status: 409, message: 'The agent refused the command.' },
