@@ -1,0 +1,163 @@
+import { parseArgs } from 'node:util';
+import { PROTOCOL_VERSION } from '@vmkit/protocol';
+import { ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_STATE_DIR, EXIT_CONFIG, loadConfig } from './config.ts';
+import { startDaemon } from './daemon.ts';
+import { EnrollError, enroll } from './enroll.ts';
+import { createLogger, isLevel } from './log.ts';
+import { processAlive, readStatus } from './status.ts';
+import { statePaths } from './state-dir.ts';
+import { AGENT_VERSION } from './version.ts';
+
+const USAGE = `usage: vmkit-agent <command> [options]
+
+commands:
+  enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
+                 register this machine with the control plane and pin its signing keys
+  run [--insecure]   run the daemon (systemd runs this)
+  status [--json]    connection state, agent id, last command, versions
+  version            print the agent and protocol versions
+
+options for every command:
+  --config FILE      agent config (default ${DEFAULT_CONFIG_FILE})
+  --state-dir DIR    keys, replay cache, journal, status (default ${DEFAULT_STATE_DIR},
+                     or the one recorded at enrollment)
+`;
+
+const EXIT_USAGE = 2;
+/** `status` when the daemon is not connected (like systemctl is-active). */
+const EXIT_NOT_CONNECTED = 3;
+
+class UsageError extends Error {}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`vmkit-agent: ${message.replace(/\s*\n\s*/g, ' ')}\n`);
+  process.exit(code);
+}
+
+function parse(argv: string[]) {
+  try {
+    return parseArgs({
+      args: argv,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        url: { type: 'string' },
+        token: { type: 'string' },
+        'cp-key': { type: 'string', multiple: true },
+        config: { type: 'string' },
+        'state-dir': { type: 'string' },
+        insecure: { type: 'boolean' },
+        force: { type: 'boolean' },
+        json: { type: 'boolean' },
+        'log-level': { type: 'string' },
+        help: { type: 'boolean', short: 'h' },
+      },
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+function when(ms: number | undefined): string {
+  return ms === undefined ? '-' : new Date(ms).toISOString();
+}
+
+async function status(configFile: string, stateDirFlag: string | undefined, json: boolean): Promise<number> {
+  const config = await loadConfig(configFile);
+  const stateDir = stateDirFlag ?? config.state_dir;
+  const s = await readStatus(statePaths(stateDir).status);
+  const running = s !== undefined && s.state !== 'stopped' && processAlive(s.pid);
+  const state = s === undefined ? 'not running (no status yet)' : running ? s.state : `not running (last state ${s.state})`;
+  if (json) {
+    process.stdout.write(`${JSON.stringify({ running, agent_id: config.agent_id, instance_id: config.instance_id, status: s ?? null }, null, 2)}\n`);
+  } else {
+    const lines: [string, string][] = [
+      ['agent', config.agent_id],
+      ['instance', config.instance_id],
+      ['control plane', config.connect_url],
+      ['state', `${state}${s && running ? ` since ${when(s.state_since)} (pid ${s.pid})` : ''}`],
+    ];
+    if (s?.state === 'waiting' && running) lines.push(['next attempt', when(s.next_retry_at)]);
+    if (s?.last_error) lines.push(['last error', s.last_error]);
+    if (s?.last_connected_at) lines.push(['last connected', when(s.last_connected_at)]);
+    lines.push([
+      'last command',
+      s?.last_command ? `${s.last_command.id} ${s.last_command.type} ${s.last_command.status}${s.last_command.error ? ` (${s.last_command.error})` : ''} at ${when(s.last_command.finished_at)}` : 'none',
+    ]);
+    lines.push(['unacked results', String(s?.unacked_results ?? 0)]);
+    lines.push(['pinned keys', config.signing_keys.map((k) => k.key_id).join(', ')]);
+    lines.push(['versions', `agent ${s?.agent_version ?? AGENT_VERSION}, protocol ${PROTOCOL_VERSION}, node ${s?.node_version ?? process.version}`]);
+    process.stdout.write(lines.map(([k, v]) => `${`${k}:`.padEnd(17)}${v}\n`).join(''));
+  }
+  return running && s?.state === 'connected' ? 0 : EXIT_NOT_CONNECTED;
+}
+
+async function main(argv: string[]): Promise<number | undefined> {
+  const { values, positionals } = parse(argv);
+  const [command, ...extra] = positionals;
+  if (values.help || command === undefined || command === 'help') {
+    process.stdout.write(USAGE);
+    return command === undefined && !values.help ? EXIT_USAGE : 0;
+  }
+  if (extra.length > 0) throw new UsageError(`unexpected argument ${JSON.stringify(extra[0])}`);
+  const configFile = values.config ?? DEFAULT_CONFIG_FILE;
+  const stateDirFlag = values['state-dir'];
+  const logLevel = values['log-level'];
+  if (logLevel !== undefined && !isLevel(logLevel)) throw new UsageError(`--log-level must be debug, info, warn or error`);
+
+  switch (command) {
+    case 'version':
+      process.stdout.write(`vmkit-agent ${AGENT_VERSION} (protocol ${PROTOCOL_VERSION}, node ${process.version})\n`);
+      return 0;
+    case 'enroll': {
+      if (!values.url) throw new UsageError('enroll needs --url URL');
+      if (!values.token) throw new UsageError('enroll needs --token TOKEN');
+      const config = await enroll({
+        url: values.url,
+        token: values.token,
+        cpKeys: values['cp-key'] ?? [],
+        configFile,
+        stateDir: stateDirFlag ?? DEFAULT_STATE_DIR,
+        insecure: values.insecure === true,
+        force: values.force === true,
+      });
+      process.stdout.write(
+        `enrolled as ${config.agent_id} (instance ${config.instance_id}); pinned ${config.signing_keys.map((k) => k.key_id).join(', ')}; config ${configFile}\n`,
+      );
+      return 0;
+    }
+    case 'run': {
+      const log = createLogger(logLevel !== undefined && isLevel(logLevel) ? logLevel : 'info');
+      const daemon = await startDaemon({ configFile, stateDir: stateDirFlag, insecure: values.insecure === true, log });
+      let stopping = false;
+      const stop = (signal: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info('stopping', { signal });
+        daemon.stop().then(
+          () => process.exit(0),
+          (err: unknown) => fail(`stop failed: ${(err as Error).message}`, 1),
+        );
+      };
+      process.on('SIGTERM', () => stop('SIGTERM'));
+      process.on('SIGINT', () => stop('SIGINT'));
+      return undefined; // keep running
+    }
+    case 'status':
+      return status(configFile, stateDirFlag, values.json === true);
+    default:
+      throw new UsageError(`unknown command ${JSON.stringify(command)} (enroll, run, status, version)`);
+  }
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    if (code !== undefined) process.exitCode = code;
+  },
+  (err: unknown) => {
+    if (err instanceof UsageError) fail(`${err.message} (see vmkit-agent --help)`, EXIT_USAGE);
+    if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
+    if (err instanceof EnrollError) fail(err.message, 1);
+    fail(`unexpected failure: ${(err as Error).stack ?? String(err)}`, 1);
+  },
+);

@@ -1,0 +1,267 @@
+import type { KeyObject } from 'node:crypto';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, parseServerMessage, signHello } from '@vmkit/protocol';
+import type { AgentMessage, MessageOf, RawFrame, ServerMessage } from '@vmkit/protocol';
+import WebSocket from 'ws';
+import { fullJitterDelay } from './backoff.ts';
+import type { BackoffOptions } from './backoff.ts';
+import type { Logger } from './log.ts';
+
+export type ConnectionState = 'connecting' | 'handshaking' | 'connected' | 'waiting' | 'stopped';
+
+export interface ConnectionOptions {
+  url: string;
+  agentId: string;
+  agentKey: KeyObject;
+  hostname: string;
+  os: string;
+  agentVersion: string;
+  backoff: BackoffOptions;
+  /** A connection that stayed up this long resets the backoff. */
+  stableMs: number;
+  handshakeTimeoutMs: number;
+  log: Logger;
+  /** The hub welcomed us: re-send what it has not acknowledged. */
+  onWelcome(welcome: MessageOf<'welcome'>): void;
+  /** `command` and `result_ack` once the connection is up. */
+  onMessage(message: ServerMessage): void;
+  onState(state: ConnectionState, info: { nextRetryAt?: number; error?: string; heartbeatMs?: number }): void;
+}
+
+/** Heartbeats missed before the hub is presumed gone and the socket dropped. */
+const SILENCE_LIMIT = 3;
+/** WebSocket close codes (RFC 6455). */
+const CLOSE_GOING_AWAY = 1001;
+const CLOSE_PROTOCOL_ERROR = 1002;
+const CLOSE_POLICY_VIOLATION = 1008;
+
+type Phase = 'await_challenge' | 'await_welcome' | 'ready';
+
+/**
+ * The agent's one outbound WebSocket: dial, prove identity (challenge → hello →
+ * welcome), heartbeats both ways, and reconnection with backoff that honours the
+ * hub's `retry_after_ms`. Everything above it talks through `send` and callbacks.
+ */
+export class AgentConnection {
+  readonly #o: ConnectionOptions;
+  #ws: WebSocket | undefined;
+  #phase: Phase = 'await_challenge';
+  #attempt = 0;
+  #stopping = false;
+  #connectedAt: number | undefined;
+  #lastHeard = 0;
+  #retryNotBefore = 0;
+  #timers = new Set<NodeJS.Timeout>();
+  #heartbeat: NodeJS.Timeout | undefined;
+  #reconnect: NodeJS.Timeout | undefined;
+
+  constructor(opts: ConnectionOptions) {
+    this.#o = opts;
+  }
+
+  start(): void {
+    this.#stopping = false;
+    this.#dial();
+  }
+
+  get connected(): boolean {
+    return this.#phase === 'ready' && this.#ws?.readyState === WebSocket.OPEN;
+  }
+
+  /** Sends a message if the connection is up; false means it was not sent. */
+  send(message: AgentMessage): boolean {
+    if (!this.connected || !this.#ws) return false;
+    this.#ws.send(encodeMessage(message));
+    return true;
+  }
+
+  async stop(): Promise<void> {
+    this.#stopping = true;
+    if (this.#reconnect) clearTimeout(this.#reconnect);
+    const ws = this.#ws;
+    if (ws && ws.readyState !== WebSocket.CLOSED) {
+      const closed = new Promise<void>((resolve) => ws.once('close', () => resolve()));
+      ws.close(CLOSE_GOING_AWAY, 'agent shutting down');
+      const timer = setTimeout(() => ws.terminate(), 2000);
+      await closed;
+      clearTimeout(timer);
+    }
+    this.#clearTimers();
+    this.#o.onState('stopped', {});
+  }
+
+  #dial(): void {
+    if (this.#stopping) return;
+    this.#phase = 'await_challenge';
+    this.#connectedAt = undefined;
+    this.#o.onState('connecting', {});
+    const ws = new WebSocket(this.#o.url, {
+      maxPayload: MAX_FRAME_BYTES,
+      handshakeTimeout: this.#o.handshakeTimeoutMs,
+      perMessageDeflate: false,
+      headers: { 'user-agent': `vmkit-agent/${this.#o.agentVersion}` },
+    });
+    this.#ws = ws;
+    // Challenge and welcome must both arrive in time, or the socket is dropped.
+    const handshakeTimer = this.#timer(() => {
+      if (this.#phase !== 'ready') {
+        this.#o.log.warn('handshake timed out', { url: this.#o.url });
+        ws.terminate();
+      }
+    }, this.#o.handshakeTimeoutMs);
+
+    ws.on('open', () => {
+      this.#lastHeard = Date.now();
+      this.#o.onState('handshaking', {});
+    });
+    ws.on('message', (data: RawFrame) => {
+      this.#lastHeard = Date.now();
+      this.#onFrame(ws, data);
+    });
+    // ws answers pings with pongs by itself; both count as signs of life.
+    ws.on('ping', () => {
+      this.#lastHeard = Date.now();
+    });
+    ws.on('pong', () => {
+      this.#lastHeard = Date.now();
+    });
+    ws.on('error', (err) => {
+      this.#o.log.warn('connection error', { url: this.#o.url, error: err.message });
+    });
+    ws.on('close', (code, reason) => {
+      clearTimeout(handshakeTimer);
+      this.#timers.delete(handshakeTimer);
+      if (this.#heartbeat) clearInterval(this.#heartbeat);
+      this.#heartbeat = undefined;
+      if (this.#ws !== ws) return;
+      this.#ws = undefined;
+      const wasReady = this.#phase === 'ready';
+      this.#phase = 'await_challenge';
+      this.#o.log.info('disconnected', { code, reason: reason.toString('utf8') });
+      if (this.#stopping) return;
+      this.#scheduleReconnect(wasReady, `closed with ${code}${reason.length > 0 ? ` (${reason.toString('utf8')})` : ''}`);
+    });
+  }
+
+  #scheduleReconnect(wasReady: boolean, why: string): void {
+    const now = Date.now();
+    if (wasReady && this.#connectedAt !== undefined && now - this.#connectedAt >= this.#o.stableMs) this.#attempt = 0;
+    let delay = fullJitterDelay(this.#attempt, this.#o.backoff);
+    this.#attempt++;
+    if (this.#retryNotBefore > now) delay = Math.max(delay, this.#retryNotBefore - now);
+    this.#retryNotBefore = 0;
+    const nextRetryAt = now + delay;
+    this.#o.onState('waiting', { nextRetryAt, error: why });
+    this.#o.log.info('reconnecting', { in_ms: delay, attempt: this.#attempt });
+    this.#reconnect = setTimeout(() => {
+      this.#reconnect = undefined;
+      this.#dial();
+    }, delay);
+  }
+
+  #onFrame(ws: WebSocket, data: RawFrame): void {
+    const parsed = parseServerMessage(data);
+    if (!parsed.ok) {
+      const { kind, message } = parsed.error;
+      this.#o.log.warn('frame refused', { kind, message: message.slice(0, 300) });
+      if (this.#phase !== 'ready') {
+        this.#close(ws, CLOSE_PROTOCOL_ERROR, `handshake frame refused: ${kind}`);
+        return;
+      }
+      // Once up, a bad frame is answered and the connection kept: one odd frame
+      // (a newer hub, a bug) should not cost the hub its agent.
+      this.#sendRaw(ws, { protocol: PROTOCOL_VERSION, type: 'error', key: 'invalid_request', message: `frame refused (${kind}): ${message}`.slice(0, 2048) });
+      return;
+    }
+    const msg = parsed.message;
+    if (msg.type === 'error') {
+      this.#onError(msg);
+      return;
+    }
+    switch (this.#phase) {
+      case 'await_challenge':
+        if (msg.type !== 'challenge') return this.#close(ws, CLOSE_PROTOCOL_ERROR, `expected challenge, got ${msg.type}`);
+        this.#phase = 'await_welcome';
+        this.#sendRaw(ws, {
+          protocol: PROTOCOL_VERSION,
+          type: 'hello',
+          agent_id: this.#o.agentId,
+          nonce: msg.nonce,
+          signature: signHello(this.#o.agentKey, this.#o.agentId, msg.nonce),
+          agent_version: this.#o.agentVersion,
+          hostname: this.#o.hostname,
+          os: this.#o.os,
+        });
+        return;
+      case 'await_welcome':
+        if (msg.type !== 'welcome') return this.#close(ws, CLOSE_PROTOCOL_ERROR, `expected welcome, got ${msg.type}`);
+        if (msg.agent_id !== this.#o.agentId) return this.#close(ws, CLOSE_POLICY_VIOLATION, 'welcome names another agent');
+        this.#onWelcome(ws, msg);
+        return;
+      case 'ready':
+        if (msg.type === 'challenge' || msg.type === 'welcome') {
+          this.#o.log.warn('unexpected handshake message ignored', { type: msg.type });
+          return;
+        }
+        if (msg.type === 'heartbeat') return;
+        this.#o.onMessage(msg);
+        return;
+    }
+  }
+
+  #onWelcome(ws: WebSocket, welcome: MessageOf<'welcome'>): void {
+    this.#phase = 'ready';
+    this.#connectedAt = Date.now();
+    const interval = welcome.heartbeat_interval_ms;
+    this.#o.log.info('connected', { url: this.#o.url, heartbeat_ms: interval });
+    this.#o.onState('connected', { heartbeatMs: interval });
+    this.#heartbeat = setInterval(() => {
+      if (Date.now() - this.#lastHeard > SILENCE_LIMIT * interval) {
+        this.#o.log.warn('hub silent; dropping the connection', { silent_ms: Date.now() - this.#lastHeard });
+        ws.terminate();
+        return;
+      }
+      this.#sendRaw(ws, { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
+    }, interval);
+    this.#o.onWelcome(welcome);
+  }
+
+  #onError(msg: MessageOf<'error'>): void {
+    if (msg.retry_after_ms !== undefined) {
+      this.#retryNotBefore = Math.max(this.#retryNotBefore, Date.now() + msg.retry_after_ms);
+    }
+    this.#o.log.warn('hub reported an error', {
+      key: msg.key,
+      message: msg.message,
+      ...(msg.command_id ? { command_id: msg.command_id } : {}),
+      ...(msg.retry_after_ms !== undefined ? { retry_after_ms: msg.retry_after_ms } : {}),
+    });
+  }
+
+  #sendRaw(ws: WebSocket, message: AgentMessage): void {
+    if (ws.readyState === WebSocket.OPEN) ws.send(encodeMessage(message));
+  }
+
+  #close(ws: WebSocket, code: number, reason: string): void {
+    this.#o.log.warn('closing connection', { code, reason });
+    // Close reasons are limited to 123 bytes.
+    ws.close(code, Buffer.from(reason, 'utf8').subarray(0, 123).toString('utf8'));
+    // Do not wait on a peer that ignores the close.
+    this.#timer(() => ws.terminate(), 2000);
+  }
+
+  #timer(fn: () => void, ms: number): NodeJS.Timeout {
+    const t = setTimeout(() => {
+      this.#timers.delete(t);
+      fn();
+    }, ms);
+    this.#timers.add(t);
+    return t;
+  }
+
+  #clearTimers(): void {
+    for (const t of this.#timers) clearTimeout(t);
+    this.#timers.clear();
+    if (this.#heartbeat) clearInterval(this.#heartbeat);
+    if (this.#reconnect) clearTimeout(this.#reconnect);
+  }
+}

@@ -1,0 +1,191 @@
+import { hostname } from 'node:os';
+import { PROTOCOL_VERSION, pinKeys } from '@vmkit/protocol';
+import { ConfigError, loadConfig, saveConfig } from './config.ts';
+import type { AgentConfig, PinnedKey } from './config.ts';
+import { AgentConnection } from './connection.ts';
+import { DEFAULT_BACKOFF } from './backoff.ts';
+import { CommandDispatcher } from './dispatcher.ts';
+import { defaultExecutors } from './executors/index.ts';
+import type { ExecutorRegistry, KeyRing } from './executors/index.ts';
+import { osDescription } from './host.ts';
+import { ResultJournal } from './journal.ts';
+import { createLogger } from './log.ts';
+import type { Logger } from './log.ts';
+import { StatusFile } from './status.ts';
+import { loadAgentKey, prepareStateDir } from './state-dir.ts';
+import { checkTransport, isLocalHost } from './transport-policy.ts';
+import { CommandVerifier } from './verify.ts';
+import { AGENT_VERSION } from './version.ts';
+
+export interface DaemonOptions {
+  configFile: string;
+  stateDir?: string;
+  insecure: boolean;
+  log?: Logger;
+  executors?: ExecutorRegistry;
+}
+
+export interface RunningDaemon {
+  stop(): Promise<void>;
+}
+
+const PRUNE_EVERY_MS = 60_000;
+
+/** Pinned keys backed by the config file: keys.rotate writes it before using the new set. */
+class ConfigKeyRing implements KeyRing {
+  #config: AgentConfig;
+  readonly #file: string;
+  readonly #onChange: (keys: PinnedKey[]) => void;
+
+  constructor(file: string, config: AgentConfig, onChange: (keys: PinnedKey[]) => void) {
+    this.#file = file;
+    this.#config = config;
+    this.#onChange = onChange;
+  }
+
+  keyIds(): string[] {
+    return this.#config.signing_keys.map((k) => k.key_id);
+  }
+
+  list(): PinnedKey[] {
+    return this.#config.signing_keys.map((k) => ({ ...k }));
+  }
+
+  async replace(keys: PinnedKey[]): Promise<void> {
+    pinKeys(keys); // throws on a key whose id does not match
+    const next = { ...this.#config, signing_keys: keys };
+    await saveConfig(this.#file, next);
+    this.#config = next;
+    this.#onChange(keys);
+  }
+}
+
+/** `vmkit-agent run`: loads config and state, then keeps the connection up until SIGTERM. */
+export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
+  const config = await loadConfig(opts.configFile);
+  const log = opts.log ?? createLogger(config.log_level ?? 'info');
+  const insecure = opts.insecure || config.insecure === true;
+  const transport = checkTransport(config.connect_url, 'ws', insecure);
+  if (!transport.ok) throw new ConfigError(`connect_url in ${opts.configFile}: ${transport.reason}`);
+  if (insecure) {
+    log.warn('INSECURE mode: plain ws:// is accepted towards any address; command results and shell traffic can be read on the way', {
+      connect_url: config.connect_url,
+    });
+  } else if (transport.plain && isLocalHost(transport.url.hostname)) {
+    log.info('plain ws:// towards a local address', { connect_url: config.connect_url });
+  }
+
+  const stateDir = opts.stateDir ?? config.state_dir;
+  const paths = await prepareStateDir(stateDir);
+  const agentKey = await loadAgentKey(paths);
+  const verifier = await CommandVerifier.open(paths.replay, config.agent_id, config.signing_keys);
+  const journal = await ResultJournal.open(paths.journal, log);
+  const keys = new ConfigKeyRing(opts.configFile, config, (k) => {
+    verifier.setPinnedKeys(k);
+    status.update({ pinned_keys: k.map((x) => x.key_id) });
+  });
+  const startedAt = Date.now();
+  const status = new StatusFile(
+    paths.status,
+    {
+      pid: process.pid,
+      state: 'starting',
+      state_since: startedAt,
+      agent_id: config.agent_id,
+      instance_id: config.instance_id,
+      connect_url: config.connect_url,
+      agent_version: AGENT_VERSION,
+      protocol_version: PROTOCOL_VERSION,
+      node_version: process.version,
+      started_at: startedAt,
+      updated_at: startedAt,
+      insecure,
+      pinned_keys: keys.keyIds(),
+      unacked_results: journal.unacked().length,
+    },
+    log,
+  );
+  status.update({});
+
+  const abort = new AbortController();
+  // eslint-disable-next-line prefer-const -- the dispatcher and the connection refer to each other
+  let connection: AgentConnection;
+  const dispatcher = new CommandDispatcher({
+    verifier,
+    journal,
+    executors: opts.executors ?? defaultExecutors(),
+    keys,
+    log,
+    send: (m) => connection.send(m),
+    signal: abort.signal,
+    onCommandFinished: (r, type) => {
+      status.update({
+        last_command: { id: r.command_id, type, status: r.status, ...(r.error ? { error: r.error.key } : {}), finished_at: r.finished_at },
+        unacked_results: journal.unacked().length,
+      });
+    },
+  });
+  const fail = (what: string) => (err: unknown) => log.error(what, { error: (err as Error).message });
+
+  connection = new AgentConnection({
+    url: config.connect_url,
+    agentId: config.agent_id,
+    agentKey,
+    hostname: hostname().slice(0, 253),
+    os: await osDescription(),
+    agentVersion: AGENT_VERSION,
+    backoff: { baseMs: config.reconnect?.base_ms ?? DEFAULT_BACKOFF.baseMs, capMs: config.reconnect?.cap_ms ?? DEFAULT_BACKOFF.capMs },
+    stableMs: config.reconnect?.stable_ms ?? 30_000,
+    handshakeTimeoutMs: config.reconnect?.handshake_timeout_ms ?? 15_000,
+    log,
+    onWelcome: (w) => {
+      const pinned = new Set(keys.keyIds());
+      const unknown = w.signing_keys.filter((k) => !pinned.has(k.key_id)).map((k) => k.key_id);
+      // New keys are learnt only through keys.rotate signed by a pinned key, never from a welcome.
+      if (unknown.length > 0) log.info('the hub announces keys that are not pinned; waiting for keys.rotate', { key_ids: unknown });
+      dispatcher.resendUnacked();
+    },
+    onMessage: (m) => {
+      if (m.type === 'command') dispatcher.handleCommand(m).catch(fail('command handling failed'));
+      else if (m.type === 'result_ack') {
+        dispatcher
+          .handleResultAck(m.command_id)
+          .then(() => status.update({ unacked_results: journal.unacked().length }))
+          .catch(fail('result_ack handling failed'));
+      }
+    },
+    onState: (state, info) => {
+      status.update({
+        state,
+        ...(state === 'connected' ? { last_connected_at: Date.now(), heartbeat_interval_ms: info.heartbeatMs } : {}),
+        ...(info.nextRetryAt !== undefined ? { next_retry_at: info.nextRetryAt } : {}),
+        ...(info.error !== undefined ? { last_error: info.error } : {}),
+      });
+    },
+  });
+
+  const pruneTimer = setInterval(() => {
+    const now = Date.now();
+    Promise.all([verifier.prune(now), journal.prune(now)]).catch(fail('pruning failed'));
+  }, PRUNE_EVERY_MS);
+  pruneTimer.unref();
+
+  log.info('vmkit-agent starting', {
+    version: AGENT_VERSION,
+    agent_id: config.agent_id,
+    connect_url: config.connect_url,
+    state_dir: stateDir,
+    pinned_keys: keys.keyIds(),
+    unacked_results: journal.unacked().length,
+  });
+  connection.start();
+
+  return {
+    async stop() {
+      clearInterval(pruneTimer);
+      abort.abort();
+      await connection.stop();
+      await status.flushed();
+    },
+  };
+}

@@ -1,0 +1,32 @@
+/**
+ * The `harden` executor: kamal user, docker group and socket, deploy keys, and an sshd
+ * configuration that refuses root and passwords, applied so it can never lock the
+ * owner out. `runHarden` is the executor; `hardenExecutor` plugs it into the agent's
+ * executor registry.
+ */
+import type { ExecutorSpec } from '../types.ts';
+import { runHarden } from './runner.ts';
+import type { HardenEnv } from './runner.ts';
+
+export { runHarden } from './runner.ts';
+export type { HardenEnv, HardenOutcome, HardenProgress, HardenReport } from './runner.ts';
+export { planHarden } from './plan.ts';
+export type { PlanOptions } from './plan.ts';
+export { takeSnapshot } from './snapshot.ts';
+export { defaultPaths } from './types.ts';
+export type { HardenOutput, HardenPaths, HardenPlan, StepReport, SystemSnapshot } from './types.ts';
+export { DROP_IN_NAME, BLOCK_BEGIN, BLOCK_END, MATCH_MARKER } from './sshd-plan.ts';
+
+/** The registry entry: exclusive, since it changes the system. */
+export function hardenExecutorSpec(env: HardenEnv = {}): ExecutorSpec<'harden'> {
+  return {
+    exclusive: true,
+    run: async (params, ctx) => {
+      const outcome = await runHarden(params, env, (p) => ctx.progress(p.step, p.state, p.message, p.detail));
+      const output = outcome.output as unknown as Record<string, unknown>;
+      return outcome.ok ? { status: 'succeeded', output } : { status: 'failed', error: outcome.error, output };
+    },
+  };
+}
+
+export const hardenExecutor: ExecutorSpec<'harden'> = hardenExecutorSpec();

@@ -1,0 +1,39 @@
+import type { CommandType } from '@vmkit/protocol';
+import { factsExecutor } from './facts.ts';
+import { keysRotateExecutor } from './keys-rotate.ts';
+import { pingExecutor } from './ping.ts';
+import type { ExecutorSpec } from './types.ts';
+
+export type { Executor, ExecutorContext, ExecutorOutcome, ExecutorSpec, KeyRing, StepState } from './types.ts';
+
+type SpecTable = { [T in CommandType]?: ExecutorSpec<T> };
+
+/** Executors keyed by command type; a type with no executor is answered `unsupported_command`. */
+export class ExecutorRegistry {
+  readonly #specs: SpecTable = {};
+
+  register<T extends CommandType>(type: T, spec: ExecutorSpec<T>): this {
+    (this.#specs as Record<T, ExecutorSpec<T>>)[type] = spec;
+    return this;
+  }
+
+  get<T extends CommandType>(type: T): ExecutorSpec<T> | undefined {
+    return (this.#specs as Partial<Record<T, ExecutorSpec<T>>>)[type];
+  }
+
+  types(): CommandType[] {
+    return Object.keys(this.#specs) as CommandType[];
+  }
+}
+
+/**
+ * The registration point. `harden` plugs in here from ./harden.ts (an
+ * `ExecutorSpec<'harden'>`, exclusive) and `shell.open` from the ops-shell work;
+ * until then those types are answered `unsupported_command`.
+ */
+export function defaultExecutors(): ExecutorRegistry {
+  return new ExecutorRegistry()
+    .register('ping', pingExecutor)
+    .register('facts', factsExecutor)
+    .register('keys.rotate', keysRotateExecutor);
+}

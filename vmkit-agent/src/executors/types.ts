@@ -1,0 +1,45 @@
+import type { CommandEnvelope, CommandParams, CommandType } from '@vmkit/protocol';
+import type { Logger } from '../log.ts';
+
+export type StepState = 'started' | 'done' | 'failed' | 'skipped';
+
+/** A result body as an executor produces it; the dispatcher adds id and time. */
+export type ExecutorOutcome =
+  | { status: 'succeeded'; output?: Record<string, unknown> }
+  | { status: 'failed'; error: { key: string; message: string }; output?: Record<string, unknown> };
+
+/** The pinned control-plane keys, as `keys.rotate` changes them. */
+export interface KeyRing {
+  /** Key ids pinned right now. */
+  keyIds(): string[];
+  /** Replaces the pinned set durably (config file, fsync) and in memory. */
+  replace(keys: { key_id: string; public_key: string }[]): Promise<void>;
+  /** The pinned keys with their public halves. */
+  list(): { key_id: string; public_key: string }[];
+}
+
+export interface ExecutorContext<T extends CommandType = CommandType> {
+  /** The verified envelope this run serves. */
+  command: Extract<CommandEnvelope, { type: T }>;
+  /** Streams a `progress` message to the hub (best effort: dropped while disconnected). */
+  progress(step: string, state: StepState, message?: string, detail?: Record<string, unknown>): void;
+  /** Aborted when the daemon shuts down. */
+  signal: AbortSignal;
+  log: Logger;
+  keys: KeyRing;
+}
+
+/**
+ * Runs one verified command. Throwing is allowed: the dispatcher turns an exception
+ * into a `failed` result with key `command_failed`.
+ */
+export type Executor<T extends CommandType> = (params: CommandParams<T>, ctx: ExecutorContext<T>) => Promise<ExecutorOutcome>;
+
+export interface ExecutorSpec<T extends CommandType> {
+  run: Executor<T>;
+  /**
+   * Exclusive executors (they change the system: harden, keys.rotate) run one at a
+   * time; the others (ping, facts) run alongside them.
+   */
+  exclusive: boolean;
+}

@@ -1,0 +1,11 @@
+export { startDaemon } from './daemon.ts';
+export type { DaemonOptions, RunningDaemon } from './daemon.ts';
+export { enroll, parseCpKey } from './enroll.ts';
+export { ExecutorRegistry, defaultExecutors } from './executors/index.ts';
+export type { Executor, ExecutorContext, ExecutorOutcome, ExecutorSpec, KeyRing, StepState } from './executors/index.ts';
+export { agentConfigSchema, DEFAULT_CONFIG_FILE, DEFAULT_STATE_DIR } from './config.ts';
+export type { AgentConfig } from './config.ts';
+export { statePaths } from './state-dir.ts';
+export { checkTransport, isLocalHost } from './transport-policy.ts';
+export { fullJitterDelay, backoffCeiling } from './backoff.ts';
+export { AGENT_VERSION } from './version.ts';
