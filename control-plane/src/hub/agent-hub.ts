@@ -1,0 +1,498 @@
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import type { RawData } from 'ws';
+import {
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  decodePublicKey,
+  encodeMessage,
+  newChallengeNonce,
+  parseAgentMessage,
+  verifyHello,
+} from '@vmkit/protocol';
+import type { AgentMessage, MessageOf, ServerMessage } from '@vmkit/protocol';
+import type { SigningKeyRing } from './signing-keys.ts';
+import type { AgentIdentity, AgentStateStore } from './store.ts';
+import { TokenBucket } from './token-bucket.ts';
+import { registerUpgradeRoute } from './upgrade.ts';
+
+export const AGENT_CONNECT_PATH = '/agent/v1/connect';
+
+/**
+ * Close codes the hub uses, with the reason text it sends. An agent should back off
+ * (and honour `retry_after_ms` from the preceding `error`) on every one of them.
+ */
+export const HUB_CLOSE = {
+  /** Control plane shutting down. */
+  shutdown: 1001,
+  /** Too many malformed/unknown frames, or a non-hello frame before the handshake. */
+  policy: 1008,
+  /** Storage failed during the handshake. */
+  internal: 1011,
+  /** Handshakes per second exceeded: see `retry_after_ms`. */
+  overloaded: 1013,
+  /** A newer connection of the same agent took over. */
+  replaced: 4000,
+  /** Unknown or revoked agent, wrong nonce, or a signature that does not verify. */
+  unauthorized: 4001,
+  /** No `hello` within the handshake timeout. */
+  handshakeTimeout: 4008,
+} as const;
+
+/** Minimal logger shape: pino and Fastify's logger fit it. */
+export interface HubLogger {
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+}
+
+const silentLogger: HubLogger = { debug() {}, info() {}, warn() {}, error() {} };
+
+export type CommandReply = MessageOf<'ack'> | MessageOf<'progress'> | MessageOf<'result'>;
+
+/** Who hears about agents: the command bus (delivery, results) and key rotation. */
+export interface HubListener {
+  agentConnected?(agent: AgentIdentity): void;
+  agentDisconnected?(agentId: string): void;
+  agentMessage?(agentId: string, message: CommandReply): void;
+}
+
+/** How the command bus reaches agents held by this process. */
+export interface AgentLink {
+  isConnected(agentId: string): boolean;
+  /** Sends a frame to a connected agent; false when it is not connected here. */
+  deliver(agentId: string, message: ServerMessage): boolean;
+}
+
+export interface HubOptions {
+  store: AgentStateStore;
+  keys: SigningKeyRing;
+  logger?: HubLogger;
+  /** How often the hub pings and agents send `heartbeat` (told in `welcome`). Default 15 s. */
+  heartbeatIntervalMs?: number;
+  /** An agent silent this long is marked `disconnected` and its socket dropped. Default 3 intervals. */
+  deadAfterMs?: number;
+  /** Time allowed between `challenge` and `hello`. Default 10 s. */
+  handshakeTimeoutMs?: number;
+  /** Handshakes started per second (token bucket); more are answered `overloaded`. Default 200. */
+  handshakesPerSecond?: number;
+  handshakeBurst?: number;
+  /** last_seen is written in one batch this often. Default 5 s. */
+  lastSeenFlushMs?: number;
+  /** Malformed/unknown frames tolerated on an open connection before it is closed. Default 5. */
+  maxInvalidFrames?: number;
+}
+
+type Phase = 'handshake' | 'verifying' | 'open' | 'closed';
+
+class Connection {
+  phase: Phase = 'handshake';
+  agentId: string | undefined;
+  invalidFrames = 0;
+  lastSeen: number;
+  handshakeTimer: NodeJS.Timeout | undefined;
+  constructor(
+    readonly ws: WebSocket,
+    readonly nonce: string,
+    now: number,
+    readonly remote: string,
+  ) {
+    this.lastSeen = now;
+  }
+}
+
+export interface HubStats {
+  connected: number;
+  handshaking: number;
+  handshakesCompleted: number;
+  refusedOverloaded: number;
+  refusedUnauthorized: number;
+  invalidFrames: number;
+  deadDropped: number;
+}
+
+/**
+ * The agent WebSocket hub: challenge–response handshake, one live connection per
+ * agent, heartbeats, connection state in storage, and frame routing to listeners.
+ */
+export class AgentHub implements AgentLink {
+  readonly heartbeatIntervalMs: number;
+  readonly deadAfterMs: number;
+  readonly #handshakeTimeoutMs: number;
+  readonly #lastSeenFlushMs: number;
+  readonly #maxInvalidFrames: number;
+  readonly #store: AgentStateStore;
+  readonly #keys: SigningKeyRing;
+  readonly #log: HubLogger;
+  readonly #bucket: TokenBucket;
+  readonly #wss: WebSocketServer;
+  readonly #open = new Map<string, Connection>();
+  readonly #handshaking = new Set<Connection>();
+  readonly #dirtySeen = new Map<string, number>();
+  readonly #stateChains = new Map<string, Promise<void>>();
+  readonly #listeners: HubListener[] = [];
+  readonly #timers: NodeJS.Timeout[] = [];
+  #closing = false;
+  #stats: Omit<HubStats, 'connected' | 'handshaking'> = {
+    handshakesCompleted: 0,
+    refusedOverloaded: 0,
+    refusedUnauthorized: 0,
+    invalidFrames: 0,
+    deadDropped: 0,
+  };
+
+  constructor(opts: HubOptions) {
+    this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 15_000;
+    this.deadAfterMs = opts.deadAfterMs ?? this.heartbeatIntervalMs * 3;
+    this.#handshakeTimeoutMs = opts.handshakeTimeoutMs ?? 10_000;
+    this.#lastSeenFlushMs = opts.lastSeenFlushMs ?? 5_000;
+    this.#maxInvalidFrames = opts.maxInvalidFrames ?? 5;
+    this.#store = opts.store;
+    this.#keys = opts.keys;
+    this.#log = opts.logger ?? silentLogger;
+    const perSecond = opts.handshakesPerSecond ?? 200;
+    this.#bucket = new TokenBucket({ perSecond, burst: opts.handshakeBurst ?? perSecond });
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+  }
+
+  addListener(listener: HubListener): void {
+    this.#listeners.push(listener);
+  }
+
+  /** Marks leftovers of a previous run disconnected and starts the heartbeat timers. */
+  async start(): Promise<void> {
+    await this.#store.markAllDisconnected(Date.now());
+    const tick = Math.max(50, Math.min(this.heartbeatIntervalMs, Math.ceil(this.deadAfterMs / 4)));
+    this.#timers.push(
+      setInterval(() => this.#pingAll(), this.heartbeatIntervalMs),
+      setInterval(() => this.#dropSilent(), tick),
+      setInterval(() => void this.flushLastSeen(), this.#lastSeenFlushMs),
+    );
+    for (const t of this.#timers) t.unref();
+  }
+
+  /** Serves the hub at /agent/v1/connect on this HTTP server; other upgrade paths get 404. */
+  attach(server: Server): void {
+    registerUpgradeRoute(server, AGENT_CONNECT_PATH, (req, socket, head) => this.handleUpgrade(req, socket, head));
+  }
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    if (this.#closing) {
+      socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req));
+  }
+
+  isConnected(agentId: string): boolean {
+    return this.#open.get(agentId)?.phase === 'open';
+  }
+
+  connectedAgentIds(): string[] {
+    return [...this.#open.keys()];
+  }
+
+  deliver(agentId: string, message: ServerMessage): boolean {
+    const conn = this.#open.get(agentId);
+    if (!conn || conn.phase !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return false;
+    conn.ws.send(encodeMessage(message));
+    return true;
+  }
+
+  stats(): HubStats {
+    return { connected: this.#open.size, handshaking: this.#handshaking.size, ...this.#stats };
+  }
+
+  /** Writes the batched last_seen values now (also runs on a timer). */
+  async flushLastSeen(): Promise<void> {
+    if (this.#dirtySeen.size === 0) return;
+    const batch = new Map(this.#dirtySeen);
+    this.#dirtySeen.clear();
+    try {
+      await this.#store.touchLastSeen(batch);
+    } catch (err) {
+      this.#log.error({ err }, 'hub: writing last_seen failed');
+    }
+  }
+
+  /** Closes every agent connection and marks every agent disconnected. */
+  async close(): Promise<void> {
+    if (this.#closing) return;
+    this.#closing = true;
+    for (const t of this.#timers) clearInterval(t);
+    const sockets = [...this.#handshaking, ...this.#open.values()].map((c) => c.ws);
+    for (const c of this.#handshaking) c.ws.terminate();
+    for (const c of this.#open.values()) c.ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
+    await Promise.all(
+      sockets.map(
+        (ws) =>
+          new Promise<void>((resolve) => {
+            if (ws.readyState === WebSocket.CLOSED) return resolve();
+            const timer = setTimeout(() => {
+              ws.terminate();
+              resolve();
+            }, 1_000);
+            ws.once('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+          }),
+      ),
+    );
+    await this.flushLastSeen();
+    await Promise.allSettled(this.#stateChains.values());
+    await this.#store.markAllDisconnected(Date.now());
+    await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
+  }
+
+  #accept(ws: WebSocket, req: IncomingMessage): void {
+    const remote = req.socket.remoteAddress ?? 'unknown';
+    ws.on('error', (err) => this.#log.debug({ err, remote }, 'hub: socket error'));
+    if (this.#closing) {
+      ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
+      return;
+    }
+    if (!this.#bucket.take()) {
+      this.#stats.refusedOverloaded++;
+      const retryAfter = this.#bucket.retryAfterMs();
+      this.#sendRaw(ws, {
+        protocol: PROTOCOL_VERSION,
+        type: 'error',
+        key: 'overloaded',
+        message: `too many agents are connecting; retry in ${retryAfter} ms`,
+        retry_after_ms: retryAfter,
+      });
+      ws.close(HUB_CLOSE.overloaded, 'overloaded');
+      return;
+    }
+    const conn = new Connection(ws, newChallengeNonce(), Date.now(), remote);
+    this.#handshaking.add(conn);
+    conn.handshakeTimer = setTimeout(
+      () => this.#refuse(conn, 'handshake_timeout', `no hello within ${this.#handshakeTimeoutMs} ms`, HUB_CLOSE.handshakeTimeout),
+      this.#handshakeTimeoutMs,
+    );
+    ws.on('message', (data: RawData) => this.#onFrame(conn, data));
+    ws.on('pong', () => this.#seen(conn));
+    ws.on('close', () => this.#onClose(conn));
+    this.#sendRaw(ws, { protocol: PROTOCOL_VERSION, type: 'challenge', nonce: conn.nonce, server_time: Date.now() });
+  }
+
+  #onFrame(conn: Connection, data: RawData): void {
+    if (conn.phase === 'closed') return;
+    const parsed = parseAgentMessage(data);
+    if (!parsed.ok) {
+      if (conn.phase !== 'open') {
+        this.#refuse(conn, parsed.error.kind, `handshake expected a hello: ${parsed.error.message}`, HUB_CLOSE.policy);
+      } else {
+        this.#invalid(conn, parsed.error.kind, parsed.error.message);
+      }
+      return;
+    }
+    const msg = parsed.message;
+    if (conn.phase === 'handshake') {
+      if (msg.type !== 'hello') {
+        this.#refuse(conn, 'handshake_required', `expected hello, got ${msg.type}`, HUB_CLOSE.policy);
+        return;
+      }
+      conn.phase = 'verifying';
+      void this.#onHello(conn, msg).catch((err: unknown) => {
+        this.#log.error({ err }, 'hub: handshake failed');
+        this.#refuse(conn, 'internal', 'the control plane failed during the handshake', HUB_CLOSE.internal);
+      });
+      return;
+    }
+    if (conn.phase === 'verifying') {
+      this.#refuse(conn, 'unexpected_message', 'wait for welcome before sending', HUB_CLOSE.policy);
+      return;
+    }
+    this.#seen(conn);
+    this.#onMessage(conn, msg);
+  }
+
+  #onMessage(conn: Connection, msg: AgentMessage): void {
+    const agentId = conn.agentId ?? '';
+    switch (msg.type) {
+      case 'heartbeat':
+        this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
+        return;
+      case 'hello':
+        this.#invalid(conn, 'unexpected_message', 'this connection is already authenticated');
+        return;
+      case 'error':
+        this.#log.warn({ agentId, key: msg.key, message: msg.message, commandId: msg.command_id }, 'hub: agent reported an error');
+        return;
+      default:
+        for (const l of this.#listeners) {
+          try {
+            l.agentMessage?.(agentId, msg);
+          } catch (err) {
+            this.#log.error({ err, agentId }, 'hub: listener failed');
+          }
+        }
+    }
+  }
+
+  async #onHello(conn: Connection, hello: MessageOf<'hello'>): Promise<void> {
+    if (hello.nonce !== conn.nonce) {
+      this.#unauthorized(conn, hello.agent_id, 'the hello does not answer this connection’s challenge');
+      return;
+    }
+    const agent = await this.#store.findAgent(hello.agent_id);
+    if (conn.phase !== 'verifying') return;
+    if (!agent) {
+      this.#unauthorized(conn, hello.agent_id, 'unknown agent; enroll it again');
+      return;
+    }
+    if (agent.revoked) {
+      this.#unauthorized(conn, hello.agent_id, 'this agent’s key was revoked; enroll it again');
+      return;
+    }
+    let ok = false;
+    try {
+      ok = verifyHello(decodePublicKey(agent.publicKey), agent.id, conn.nonce, hello.signature);
+    } catch {
+      ok = false;
+    }
+    if (!ok) {
+      this.#unauthorized(conn, hello.agent_id, 'the hello signature does not verify under the registered key');
+      return;
+    }
+    clearTimeout(conn.handshakeTimer);
+    this.#handshaking.delete(conn);
+    conn.agentId = agent.id;
+    conn.phase = 'open';
+    conn.lastSeen = Date.now();
+    // Register before writing, so the old connection's close handler sees it was replaced.
+    const previous = this.#open.get(agent.id);
+    this.#open.set(agent.id, conn);
+    if (previous) {
+      previous.phase = 'closed';
+      this.#sendRaw(previous.ws, {
+        protocol: PROTOCOL_VERSION,
+        type: 'error',
+        key: 'connection_replaced',
+        message: 'a newer connection of this agent took over',
+      });
+      previous.ws.close(HUB_CLOSE.replaced, 'replaced');
+      this.#log.info({ agentId: agent.id }, 'hub: older connection replaced');
+    }
+    const connectedAt = Date.now();
+    await this.#writeState(agent.id, () =>
+      this.#store.markConnected(agent.id, {
+        connectedAt,
+        agentVersion: hello.agent_version,
+        hostname: hello.hostname,
+        os: hello.os,
+      }),
+    );
+    if (conn.phase !== 'open') return;
+    this.#stats.handshakesCompleted++;
+    const welcome: ServerMessage = {
+      protocol: PROTOCOL_VERSION,
+      type: 'welcome',
+      agent_id: agent.id,
+      heartbeat_interval_ms: this.heartbeatIntervalMs,
+      server_time: Date.now(),
+      signing_keys: this.#keys.published(),
+    };
+    conn.ws.send(encodeMessage(welcome));
+    this.#log.debug({ agentId: agent.id, remote: conn.remote }, 'hub: agent connected');
+    for (const l of this.#listeners) {
+      try {
+        l.agentConnected?.(agent);
+      } catch (err) {
+        this.#log.error({ err, agentId: agent.id }, 'hub: listener failed');
+      }
+    }
+  }
+
+  #onClose(conn: Connection): void {
+    clearTimeout(conn.handshakeTimer);
+    this.#handshaking.delete(conn);
+    conn.phase = 'closed';
+    const agentId = conn.agentId;
+    if (agentId === undefined || this.#open.get(agentId) !== conn) return;
+    this.#open.delete(agentId);
+    this.#dirtySeen.delete(agentId);
+    if (!this.#closing) {
+      const at = Math.max(conn.lastSeen, 0);
+      void this.#writeState(agentId, () => this.#store.markDisconnected(agentId, at));
+    }
+    for (const l of this.#listeners) {
+      try {
+        l.agentDisconnected?.(agentId);
+      } catch (err) {
+        this.#log.error({ err, agentId }, 'hub: listener failed');
+      }
+    }
+  }
+
+  /** State writes of one agent run in order, so a fast reconnect cannot be overwritten by the old close. */
+  #writeState(agentId: string, write: () => Promise<void>): Promise<void> {
+    const prev = this.#stateChains.get(agentId) ?? Promise.resolve();
+    const next = prev.then(write).catch((err: unknown) => this.#log.error({ err, agentId }, 'hub: writing agent state failed'));
+    this.#stateChains.set(agentId, next);
+    void next.then(() => {
+      if (this.#stateChains.get(agentId) === next) this.#stateChains.delete(agentId);
+    });
+    return next;
+  }
+
+  #seen(conn: Connection): void {
+    const now = Date.now();
+    conn.lastSeen = now;
+    if (conn.phase === 'open' && conn.agentId !== undefined) this.#dirtySeen.set(conn.agentId, now);
+  }
+
+  #pingAll(): void {
+    for (const conn of this.#open.values()) {
+      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.ping();
+    }
+  }
+
+  #dropSilent(): void {
+    const now = Date.now();
+    for (const conn of this.#open.values()) {
+      if (now - conn.lastSeen > this.deadAfterMs) {
+        this.#stats.deadDropped++;
+        this.#log.info({ agentId: conn.agentId, silentMs: now - conn.lastSeen }, 'hub: agent silent, dropping');
+        // terminate() emits 'close', whose handler marks the agent disconnected.
+        conn.ws.terminate();
+      }
+    }
+  }
+
+  #invalid(conn: Connection, key: string, message: string): void {
+    this.#stats.invalidFrames++;
+    conn.invalidFrames++;
+    if (conn.invalidFrames >= this.#maxInvalidFrames) {
+      this.#refuse(conn, key, `too many invalid frames; last: ${message}`, HUB_CLOSE.policy);
+      return;
+    }
+    this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'error', key, message: message.slice(0, 2048) });
+  }
+
+  #unauthorized(conn: Connection, agentId: string, message: string): void {
+    this.#stats.refusedUnauthorized++;
+    this.#log.warn({ agentId, remote: conn.remote, reason: message }, 'hub: agent refused');
+    this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
+  }
+
+  #refuse(conn: Connection, key: string, message: string, code: number): void {
+    if (conn.phase === 'closed' && conn.ws.readyState !== WebSocket.OPEN) return;
+    this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'error', key, message: message.slice(0, 2048) });
+    // Close reasons are limited to 123 bytes.
+    conn.ws.close(code, key.slice(0, 120));
+    if (conn.phase !== 'open') {
+      clearTimeout(conn.handshakeTimer);
+      this.#handshaking.delete(conn);
+      conn.phase = 'closed';
+    }
+  }
+
+  #sendRaw(ws: WebSocket, message: ServerMessage): void {
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  }
+}

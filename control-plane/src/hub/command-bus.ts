@@ -1,0 +1,260 @@
+import { DEFAULT_COMMAND_LIFETIME_MS, MAX_COMMAND_LIFETIME_MS, PROTOCOL_VERSION, signCommand } from '@vmkit/protocol';
+import type { CommandParams, CommandType, MessageOf } from '@vmkit/protocol';
+import type { AgentLink, CommandReply, HubListener, HubLogger } from './agent-hub.ts';
+import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandBusError, CommandTimeoutError } from './errors.ts';
+import type { SigningKeyRing } from './signing-keys.ts';
+import type { AgentIdentity, CommandStore, StoredCommand, StoredResult } from './store.ts';
+
+export type CommandProgress = Omit<MessageOf<'progress'>, 'protocol' | 'type'>;
+
+export interface SendOptions {
+  /** How long to wait for the result, queueing included. Default 30 s. */
+  timeoutMs?: number;
+  /** Called for each `progress` frame, in order. */
+  onProgress?: (progress: CommandProgress) => void;
+  /** Called once with the command id, as soon as the command is persisted. */
+  onCommandId?: (commandId: string) => void;
+  /** Stop waiting (the command is still stored; a later result is still recorded). */
+  signal?: AbortSignal;
+  /** Fail at once with AgentNotConnectedError instead of queueing for a disconnected agent. */
+  requireConnected?: boolean;
+  /** Envelope validity; default max(5 min, timeoutMs), at most 15 min. */
+  lifetimeMs?: number;
+  /** Sign with this key id instead of the active key (key rotation catch-up only). */
+  signWith?: string;
+}
+
+export interface CommandOutcome {
+  commandId: string;
+  status: 'succeeded';
+  output: Record<string, unknown>;
+  finishedAt: number;
+}
+
+/**
+ * How services reach agents: sign, persist, deliver, and await the agent's result.
+ * Resolves with the successful result; rejects with AgentCommandError (the agent
+ * refused or failed: a wire error) or a CommandBusError (timeout, not connected,
+ * aborted: a local error).
+ *
+ * The in-process implementation below delivers through the hub of this process. A
+ * multi-instance deployment adds another implementation with the same interface:
+ * `send` persists the command and NOTIFYs (PostgreSQL LISTEN/NOTIFY or NATS); the
+ * process holding the agent's socket delivers it and publishes replies back.
+ */
+export interface CommandBus {
+  send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts?: SendOptions): Promise<CommandOutcome>;
+  /** The stored command, its state and result (for status pages and polling). */
+  get(commandId: string): Promise<StoredCommand | undefined>;
+  close(): Promise<void>;
+}
+
+interface Waiter {
+  agentId: string;
+  timeoutMs: number;
+  resolve(outcome: CommandOutcome): void;
+  reject(err: Error): void;
+  onProgress: ((p: CommandProgress) => void) | undefined;
+  timer: NodeJS.Timeout;
+  cleanup(): void;
+}
+
+export interface InProcessCommandBusOptions {
+  store: CommandStore;
+  link: AgentLink;
+  keys: SigningKeyRing;
+  logger?: HubLogger;
+  /** How often queued commands past their expiry are marked `expired`. Default 10 s. */
+  sweepIntervalMs?: number;
+  now?: () => number;
+}
+
+/** A queued command is only delivered while it has at least this much life left. */
+const DELIVERY_MARGIN_MS = 2_000;
+
+export class InProcessCommandBus implements CommandBus, HubListener {
+  readonly #store: CommandStore;
+  readonly #link: AgentLink;
+  readonly #keys: SigningKeyRing;
+  readonly #log: HubLogger | undefined;
+  readonly #waiters = new Map<string, Waiter>();
+  readonly #sweeper: NodeJS.Timeout;
+  #closed = false;
+
+  constructor(opts: InProcessCommandBusOptions) {
+    this.#store = opts.store;
+    this.#link = opts.link;
+    this.#keys = opts.keys;
+    this.#log = opts.logger;
+    this.#sweeper = setInterval(() => void this.#sweep(), opts.sweepIntervalMs ?? 10_000);
+    this.#sweeper.unref();
+  }
+
+  async send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts: SendOptions = {}): Promise<CommandOutcome> {
+    if (this.#closed) throw new CommandBusError('internal', 'the command bus is closed');
+    if (opts.requireConnected && !this.#link.isConnected(agentId)) throw new AgentNotConnectedError(agentId);
+    const timeoutMs = opts.timeoutMs ?? 30_000;
+    const lifetimeMs = Math.min(MAX_COMMAND_LIFETIME_MS, opts.lifetimeMs ?? Math.max(DEFAULT_COMMAND_LIFETIME_MS, timeoutMs));
+    const key = opts.signWith === undefined ? this.#keys.active() : this.#keys.get(opts.signWith);
+    if (!key) throw new CommandBusError('internal', `no signing key ${opts.signWith ?? ''}`);
+    const now = Date.now();
+    const signed = signCommand(key, { agentId, type, params, now, lifetimeMs });
+    const id = signed.envelope.id;
+    if (opts.signal?.aborted) throw new CommandAbortedError(id);
+    const stored: Omit<StoredCommand, 'result' | 'updatedAt'> = {
+      id,
+      agentId,
+      type,
+      envelope: signed.envelope,
+      signature: signed.signature,
+      state: 'queued',
+      createdAt: now,
+      expiresAt: signed.envelope.expires_at,
+    };
+    await this.#store.insert(stored);
+    const outcome = new Promise<CommandOutcome>((resolve, reject) => {
+      const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
+      const waiter: Waiter = {
+        agentId,
+        timeoutMs,
+        resolve,
+        reject,
+        onProgress: opts.onProgress,
+        timer: setTimeout(() => void this.#giveUp(id), timeoutMs),
+        cleanup: () => {
+          clearTimeout(waiter.timer);
+          opts.signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.set(id, waiter);
+    });
+    opts.onCommandId?.(id);
+    if (this.#link.isConnected(agentId)) await this.#deliver(stored);
+    return outcome;
+  }
+
+  get(commandId: string): Promise<StoredCommand | undefined> {
+    return this.#store.get(commandId);
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    for (const [id, w] of this.#waiters) {
+      w.cleanup();
+      w.reject(new CommandAbortedError(id));
+    }
+    this.#waiters.clear();
+    return Promise.resolve();
+  }
+
+  // HubListener: queued (and sent-but-never-acked) commands go out when the agent connects.
+  agentConnected(agent: AgentIdentity): void {
+    void this.#flushQueue(agent.id).catch((err: unknown) => this.#log?.error({ err, agentId: agent.id }, 'bus: delivering queued commands failed'));
+  }
+
+  agentMessage(agentId: string, message: CommandReply): void {
+    void this.#onReply(agentId, message).catch((err: unknown) =>
+      this.#log?.error({ err, agentId, commandId: message.command_id }, 'bus: handling a reply failed'),
+    );
+  }
+
+  async #flushQueue(agentId: string): Promise<void> {
+    for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
+      if (cmd.state === 'queued') await this.#deliver(cmd);
+      else this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+    }
+  }
+
+  async #deliver(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
+    // The conditional transition makes delivery at-most-once per connection even when
+    // send() and an agent's (re)connect race for the same queued command.
+    if (!(await this.#store.transition(cmd.id, ['queued'], 'sent', Date.now()))) return;
+    this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+  }
+
+  async #onReply(agentId: string, msg: CommandReply): Promise<void> {
+    const now = Date.now();
+    if (msg.type === 'result') {
+      const result: StoredResult = {
+        status: msg.status,
+        output: msg.output,
+        error: msg.error,
+        finished_at: msg.finished_at,
+      };
+      const outcome = await this.#store.recordResult(msg.command_id, agentId, result, now);
+      if (outcome === 'unknown') this.#log?.warn({ agentId, commandId: msg.command_id }, 'bus: result for an unknown command, acknowledged and dropped');
+      // Acknowledge only after the result is stored, so the agent's journal can let go.
+      this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: msg.command_id });
+      if (outcome === 'stored') this.#settle(msg.command_id, result);
+      return;
+    }
+    const cmd = await this.#store.get(msg.command_id);
+    if (!cmd || cmd.agentId !== agentId) {
+      this.#log?.warn({ agentId, commandId: msg.command_id, type: msg.type }, 'bus: reply for an unknown command');
+      return;
+    }
+    if (msg.type === 'ack') {
+      await this.#store.transition(cmd.id, ['queued', 'sent'], 'acked', now);
+      return;
+    }
+    await this.#store.transition(cmd.id, ['queued', 'sent', 'acked'], 'running', now);
+    const waiter = this.#waiters.get(cmd.id);
+    if (waiter?.onProgress) {
+      const { protocol: _p, type: _t, ...progress } = msg;
+      try {
+        waiter.onProgress(progress);
+      } catch (err) {
+        this.#log?.error({ err, commandId: cmd.id }, 'bus: onProgress threw');
+      }
+    }
+  }
+
+  #settle(commandId: string, result: StoredResult): void {
+    const waiter = this.#waiters.get(commandId);
+    if (!waiter) return;
+    this.#waiters.delete(commandId);
+    waiter.cleanup();
+    if (result.status === 'succeeded') {
+      waiter.resolve({ commandId, status: 'succeeded', output: result.output ?? {}, finishedAt: result.finished_at });
+    } else {
+      waiter.reject(
+        new AgentCommandError(commandId, result.status, result.error ?? { key: 'unknown', message: 'no error given' }, result.output),
+      );
+    }
+  }
+
+  /** Timeout or abort: record why the command ended without a result, unless one just arrived. */
+  async #giveUp(commandId: string, abortError?: CommandAbortedError): Promise<void> {
+    const waiter = this.#waiters.get(commandId);
+    if (!waiter) return;
+    const now = Date.now();
+    let state: 'expired' | 'timed_out' | undefined;
+    if (await this.#store.transition(commandId, ['queued'], 'expired', now)) state = 'expired';
+    else if (await this.#store.transition(commandId, ['sent', 'acked', 'running'], 'timed_out', now)) state = 'timed_out';
+    if (this.#waiters.get(commandId) !== waiter) return;
+    if (state === undefined) {
+      const cmd = await this.#store.get(commandId);
+      if (cmd?.result) return this.#settle(commandId, cmd.result);
+      state = 'timed_out';
+    }
+    this.#waiters.delete(commandId);
+    waiter.cleanup();
+    waiter.reject(abortError ?? new CommandTimeoutError(commandId, state, waiter.timeoutMs));
+  }
+
+  async #sweep(): Promise<void> {
+    try {
+      for (const id of await this.#store.expireQueued(Date.now())) {
+        const waiter = this.#waiters.get(id);
+        if (!waiter) continue;
+        this.#waiters.delete(id);
+        waiter.cleanup();
+        waiter.reject(new CommandTimeoutError(id, 'expired', waiter.timeoutMs));
+      }
+    } catch (err) {
+      this.#log?.error({ err }, 'bus: expiring queued commands failed');
+    }
+  }
+}

@@ -1,0 +1,89 @@
+import type { CommandEnvelope } from '@vmkit/protocol';
+
+/**
+ * What the hub and the command bus need from storage. The SQLite implementation
+ * lives in src/db/{agents,commands}.ts; an in-memory one (memory-store.ts) backs
+ * unit tests and the benchmark's sanity checks. Methods are async so a PostgreSQL
+ * implementation fits behind the same interface.
+ */
+
+export interface AgentIdentity {
+  id: string;
+  instanceId: string;
+  workspaceId: string;
+  /** base64url raw Ed25519 public key registered at enrollment. */
+  publicKey: string;
+  revoked: boolean;
+  /** Control-plane signing key ids this agent is known to have pinned. */
+  pinnedKeyIds: readonly string[];
+}
+
+export interface ConnectedInfo {
+  connectedAt: number;
+  agentVersion: string;
+  hostname: string;
+  os: string;
+}
+
+export interface AgentStateStore {
+  findAgent(agentId: string): Promise<AgentIdentity | undefined>;
+  markConnected(agentId: string, info: ConnectedInfo): Promise<void>;
+  markDisconnected(agentId: string, at: number): Promise<void>;
+  /** One write for many agents: last_seen is batched, never one write per heartbeat. */
+  touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void>;
+  /** At start-up (crash leftovers) and on close. */
+  markAllDisconnected(at: number): Promise<void>;
+  setPinnedKeys(agentId: string, keyIds: readonly string[]): Promise<void>;
+}
+
+export const COMMAND_STATES = [
+  'queued',
+  'sent',
+  'acked',
+  'running',
+  'succeeded',
+  'failed',
+  'expired',
+  'timed_out',
+] as const;
+export type CommandState = (typeof COMMAND_STATES)[number];
+
+export interface StoredResult {
+  status: 'succeeded' | 'failed' | 'refused';
+  output?: Record<string, unknown> | undefined;
+  error?: { key: string; message: string } | undefined;
+  finished_at: number;
+}
+
+export interface StoredCommand {
+  id: string;
+  agentId: string;
+  type: CommandEnvelope['type'];
+  envelope: CommandEnvelope;
+  signature: string;
+  state: CommandState;
+  createdAt: number;
+  updatedAt: number;
+  expiresAt: number;
+  result?: StoredResult | undefined;
+}
+
+export type RecordResultOutcome = 'stored' | 'duplicate' | 'unknown';
+
+export interface CommandStore {
+  insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void>;
+  get(commandId: string): Promise<StoredCommand | undefined>;
+  /** Moves a command to `to` only if its state is one of `from`; says whether it moved. */
+  transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean>;
+  /**
+   * Stores a result once (idempotent): `duplicate` when a result is already stored,
+   * `unknown` when no such command exists for this agent (nothing is applied).
+   */
+  recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome>;
+  /** Commands to (re)deliver when an agent connects: queued or sent-but-unacked, not expired, oldest first. */
+  deliverable(agentId: string, now: number): Promise<StoredCommand[]>;
+  /** Marks queued commands whose envelope expired as `expired`; returns their ids. */
+  expireQueued(now: number): Promise<string[]>;
+}
+
+export const TERMINAL_STATES: ReadonlySet<CommandState> = new Set(['succeeded', 'failed', 'expired', 'timed_out']);

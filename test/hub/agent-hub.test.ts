@@ -1,0 +1,216 @@
+import t from 'tap';
+import { generateKeyPairSync } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, newId, signHello } from '@vmkit/protocol';
+import type { MessageOf } from '@vmkit/protocol';
+import { HUB_CLOSE } from '../../control-plane/src/hub/agent-hub.ts';
+import { FakeAgent } from './fake-agent.ts';
+import { startHub, until } from './hub-setup.ts';
+
+t.test('an enrolled agent completes the handshake and is marked connected', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key, { hostname: 'vm-1' });
+  t.ok(welcome, 'welcome received');
+  t.equal(welcome?.agent_id, agentId);
+  t.same(welcome?.signing_keys, fx.ring.published(), 'welcome carries the current signing keys');
+  t.equal(welcome?.heartbeat_interval_ms, fx.hub.heartbeatIntervalMs);
+  const row = fx.store.agents.get(agentId);
+  t.equal(row?.state, 'connected');
+  t.equal(row?.hostname, 'vm-1');
+  t.equal(row?.agentVersion, '0.1.0-test');
+  t.ok(row?.connectedAt);
+  t.ok(fx.hub.isConnected(agentId));
+  await agent.close();
+  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 2_000, 'disconnected');
+  t.notOk(fx.hub.isConnected(agentId));
+});
+
+t.test('a hello signed by another key is refused with a reason', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = fx.addAgent();
+  const wrongKey = generateKeyPairSync('ed25519').privateKey;
+  const { agent, error, welcome } = await FakeAgent.connect(fx.url, agentId, wrongKey);
+  t.notOk(welcome);
+  t.equal(error?.key, 'unauthorized');
+  t.match(error?.message, /signature/);
+  const closed = await agent.closed;
+  t.equal(closed.code, HUB_CLOSE.unauthorized);
+  t.equal(fx.store.agents.get(agentId)?.state, 'disconnected');
+});
+
+t.test('an unknown agent is refused', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { error, agent } = await FakeAgent.connect(fx.url, newId('agent'), generateKeyPairSync('ed25519').privateKey);
+  t.equal(error?.key, 'unauthorized');
+  t.match(error?.message, /unknown agent/);
+  t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+});
+
+t.test('a revoked agent is refused', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const rec = fx.store.agents.get(agentId);
+  if (rec) rec.revoked = true;
+  const { error, agent } = await FakeAgent.connect(fx.url, agentId, key);
+  t.equal(error?.key, 'unauthorized');
+  t.match(error?.message, /revoked/);
+  t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+});
+
+t.test('a hello answering another challenge is refused', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const agent = await FakeAgent.open(fx.url);
+  await agent.next('challenge');
+  const otherNonce = 'A'.repeat(43);
+  agent.send({
+    protocol: PROTOCOL_VERSION,
+    type: 'hello',
+    agent_id: agentId,
+    nonce: otherNonce,
+    signature: signHello(key, agentId, otherNonce),
+    agent_version: '1',
+    hostname: 'h',
+    os: 'o',
+  });
+  const err = (await agent.next('error')) as MessageOf<'error'>;
+  t.equal(err.key, 'unauthorized');
+  t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+});
+
+t.test('a second connection of the same agent replaces the first', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const first = await FakeAgent.connect(fx.url, agentId, key);
+  const second = await FakeAgent.connect(fx.url, agentId, key);
+  t.ok(second.welcome);
+  const closed = await first.agent.closed;
+  t.equal(closed.code, HUB_CLOSE.replaced);
+  t.equal(closed.reason, 'replaced');
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(fx.store.agents.get(agentId)?.state, 'connected', 'the old close does not mark the agent disconnected');
+  t.equal(fx.hub.stats().connected, 1);
+  t.equal(second.agent.ws.readyState, WebSocket.OPEN);
+  await second.agent.close();
+});
+
+t.test('an agent that stops answering is marked disconnected within the bound', async (t) => {
+  const fx = await startHub({ heartbeatIntervalMs: 100, deadAfterMs: 400 });
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  // autoPong off and no heartbeats: as silent as a partitioned VM.
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key, { autoPong: false });
+  const start = Date.now();
+  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 3_000, 'disconnected');
+  const took = Date.now() - start;
+  t.ok(took >= 300, `not dropped too early (${took} ms)`);
+  t.ok(took <= 400 + 100 + 300, `dropped within deadAfter + one tick (+ slack): ${took} ms`);
+  await agent.closed;
+  t.equal(fx.hub.stats().deadDropped, 1);
+});
+
+t.test('an agent answering pings stays connected and last_seen advances in batches', async (t) => {
+  const fx = await startHub({ heartbeatIntervalMs: 100, deadAfterMs: 400, lastSeenFlushMs: 150 });
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const firstSeen = fx.store.agents.get(agentId)?.lastSeen ?? 0;
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
+  const echo = await agent.next('heartbeat');
+  t.equal(echo.type, 'heartbeat', 'the hub answers an app heartbeat');
+  await new Promise((r) => setTimeout(r, 1_000));
+  const rec = fx.store.agents.get(agentId);
+  t.equal(rec?.state, 'connected');
+  t.ok((rec?.lastSeen ?? 0) > firstSeen, 'last_seen moved');
+  t.ok(fx.store.lastSeenWrites <= 8, `few batched writes (${fx.store.lastSeenWrites}) for ~10 pongs`);
+  await agent.close();
+});
+
+t.test('handshakes over the bound are answered overloaded with retry_after_ms', async (t) => {
+  const fx = await startHub({ handshakesPerSecond: 2, handshakeBurst: 2 });
+  t.teardown(() => fx.close());
+  const agents = await Promise.all([1, 2, 3, 4, 5].map(() => FakeAgent.open(fx.url)));
+  const firsts = await Promise.all(agents.map((a) => a.nextOf((m) => m.type === 'challenge' || m.type === 'error')));
+  const refused = firsts.filter((m): m is MessageOf<'error'> => m.type === 'error');
+  t.equal(refused.length, 3, 'three of five refused');
+  for (const e of refused) {
+    t.equal(e.key, 'overloaded');
+    t.ok((e.retry_after_ms ?? 0) >= 250, `retry_after_ms given (${e.retry_after_ms})`);
+  }
+  const codes = await Promise.all(agents.filter((_a, i) => firsts[i]?.type === 'error').map((a) => a.closed));
+  for (const c of codes) t.equal(c.code, HUB_CLOSE.overloaded);
+  t.equal(fx.hub.stats().refusedOverloaded, 3);
+  for (const a of agents) a.kill();
+});
+
+t.test('malformed and unknown frames are answered, then the connection is closed with a reason', async (t) => {
+  const fx = await startHub({ maxInvalidFrames: 3 });
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  agent.sendRaw('{not json');
+  t.equal(((await agent.next('error')) as MessageOf<'error'>).key, 'malformed_json');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'launch_missiles' });
+  t.equal(((await agent.next('error')) as MessageOf<'error'>).key, 'unknown_type');
+  t.equal(agent.ws.readyState, WebSocket.OPEN, 'still open after two bad frames');
+  agent.sendRaw(Buffer.from([0xff, 0xfe, 0x00]));
+  const closed = await agent.closed;
+  t.equal(closed.code, HUB_CLOSE.policy);
+  t.equal(closed.reason, 'malformed_json');
+  // The hub still serves others.
+  const again = await FakeAgent.connect(fx.url, agentId, key);
+  t.ok(again.welcome);
+  await again.agent.close();
+});
+
+t.test('a frame before hello or an oversized frame closes the socket without harming the hub', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const early = await FakeAgent.open(fx.url);
+  early.send({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: 1 });
+  t.equal((await early.closed).code, HUB_CLOSE.policy);
+
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  agent.sendRaw('x'.repeat(MAX_FRAME_BYTES + 1));
+  t.equal((await agent.closed).code, 1009, 'ws closes with 1009 message too big');
+  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 2_000, 'disconnected');
+  const again = await FakeAgent.connect(fx.url, agentId, key);
+  t.ok(again.welcome, 'the hub survived');
+  await again.agent.close();
+});
+
+t.test('a client that never says hello is dropped after the handshake timeout', async (t) => {
+  const fx = await startHub({ handshakeTimeoutMs: 200 });
+  t.teardown(() => fx.close());
+  const agent = await FakeAgent.open(fx.url);
+  const err = (await agent.next('error')) as MessageOf<'error'>;
+  t.equal(err.key, 'handshake_timeout');
+  t.equal((await agent.closed).code, HUB_CLOSE.handshakeTimeout);
+});
+
+t.test('other upgrade paths get a 404', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  await t.rejects(FakeAgent.open(fx.url.replace('/agent/v1/connect', '/nope')), /HTTP 404/);
+});
+
+t.test('closing the hub marks every agent disconnected and closes sockets with 1001', async (t) => {
+  const fx = await startHub();
+  const a = fx.addAgent();
+  const b = fx.addAgent();
+  const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
+  const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
+  await fx.close();
+  t.equal((await ca.agent.closed).code, HUB_CLOSE.shutdown);
+  t.equal((await cb.agent.closed).code, HUB_CLOSE.shutdown);
+  t.equal(fx.store.agents.get(a.agentId)?.state, 'disconnected');
+  t.equal(fx.store.agents.get(b.agentId)?.state, 'disconnected');
+});

@@ -1,0 +1,253 @@
+import t from 'tap';
+import { PROTOCOL_VERSION, ReplayCache, pinKeys, verifyCommand } from '@vmkit/protocol';
+import type { MessageOf } from '@vmkit/protocol';
+import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
+import { KeyRotation } from '../../control-plane/src/hub/key-rotation.ts';
+import { FakeAgent } from './fake-agent.ts';
+import { startHub, until } from './hub-setup.ts';
+
+const verifyFor = (agentId: string, keys: { key_id: string; public_key: string }[], cmd: MessageOf<'command'>) =>
+  verifyCommand(cmd.envelope, cmd.signature, { pinnedKeys: pinKeys(keys), selfAgentId: agentId, now: Date.now(), seen: new ReplayCache() });
+
+t.test('ping through the CommandBus: signed, acked, progress streamed, result returned and acknowledged', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
+  const progress: string[] = [];
+  let commandId = '';
+  const pending = fx.bus.send(agentId, 'ping', {}, { onProgress: (p) => progress.push(`${p.step}:${p.state}`), onCommandId: (id) => (commandId = id) });
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const verdict = verifyFor(agentId, welcome?.signing_keys ?? [], cmd);
+  t.ok(verdict.ok, 'the command verifies under the key given in welcome');
+  t.equal(cmd.envelope.id, commandId);
+  t.equal(fx.store.commands.get(commandId)?.state, 'sent');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId });
+  await until(() => fx.store.commands.get(commandId)?.state === 'acked', 2_000, 'acked');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'progress', command_id: commandId, seq: 0, step: 'pong', state: 'started' });
+  await until(() => fx.store.commands.get(commandId)?.state === 'running', 2_000, 'running');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
+  const outcome = await pending;
+  t.same(outcome.output, { pong: true });
+  t.same(progress, ['pong:started']);
+  const ack = (await agent.next('result_ack')) as MessageOf<'result_ack'>;
+  t.equal(ack.command_id, commandId);
+  t.equal(fx.store.commands.get(commandId)?.state, 'succeeded');
+  await agent.close();
+});
+
+t.test('a command for a disconnected agent waits in the queue and goes out when it connects', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  let commandId = '';
+  const pending = fx.bus.send(agentId, 'facts', {}, { onCommandId: (id) => (commandId = id) });
+  await until(() => commandId !== '', 1_000, 'command id');
+  t.equal(fx.store.commands.get(commandId)?.state, 'queued');
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  t.equal(cmd.envelope.id, commandId);
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', output: { os: 'x' }, finished_at: Date.now() });
+  t.same((await pending).output, { os: 'x' });
+  await agent.close();
+});
+
+t.test('requireConnected fails at once with a local not-connected error', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = fx.addAgent();
+  await t.rejects(fx.bus.send(agentId, 'ping', {}, { requireConnected: true }), AgentNotConnectedError);
+  t.equal(fx.store.commands.size, 0, 'nothing stored');
+});
+
+t.test('no agent within the timeout: queued command expires, delivered one times out', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const queued = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 200 });
+  const err1 = await queued.catch((e: unknown) => e);
+  t.type(err1, CommandTimeoutError);
+  t.equal((err1 as CommandTimeoutError).state, 'expired');
+  t.equal((err1 as CommandTimeoutError).key, 'command_timed_out');
+  t.equal(fx.store.commands.get((err1 as CommandTimeoutError).commandId ?? '')?.state, 'expired');
+
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(agent.received.filter((m) => m.type === 'command').length, 0, 'an expired command is never delivered');
+  const sent = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 200 });
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const err2 = await sent.catch((e: unknown) => e);
+  t.type(err2, CommandTimeoutError);
+  t.equal((err2 as CommandTimeoutError).state, 'timed_out');
+  // A late result is still stored once and acknowledged.
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', output: {}, finished_at: Date.now() });
+  await agent.next('result_ack');
+  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.state, 'succeeded');
+  await agent.close();
+});
+
+t.test('a refused command surfaces as agent_refused with the reason', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const pending = fx.bus.send(agentId, 'ping', {});
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  agent.send({
+    protocol: PROTOCOL_VERSION,
+    type: 'result',
+    command_id: cmd.envelope.id,
+    status: 'refused',
+    error: { key: 'bad_signature', message: 'signature does not verify' },
+    finished_at: Date.now(),
+  });
+  const err = await pending.catch((e: unknown) => e);
+  t.type(err, AgentCommandError);
+  t.equal((err as AgentCommandError).key, 'agent_refused');
+  t.equal((err as AgentCommandError).reason, 'bad_signature');
+  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.state, 'failed');
+  await agent.close();
+});
+
+t.test('a failed command surfaces as command_failed', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const pending = fx.bus.send(agentId, 'harden', { deploy_keys: [], dry_run: true });
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  agent.send({
+    protocol: PROTOCOL_VERSION,
+    type: 'result',
+    command_id: cmd.envelope.id,
+    status: 'failed',
+    error: { key: 'lockout_risk', message: 'nobody could log in' },
+    output: { steps: [] },
+    finished_at: Date.now(),
+  });
+  const err = (await pending.catch((e: unknown) => e)) as AgentCommandError;
+  t.equal(err.key, 'command_failed');
+  t.equal(err.reason, 'lockout_risk');
+  t.same(err.output, { steps: [] });
+  await agent.close();
+});
+
+t.test('a result re-sent after a reconnect is acknowledged again but applied once', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const first = await FakeAgent.connect(fx.url, agentId, key);
+  let resolved = 0;
+  const pending = fx.bus.send(agentId, 'ping', {}).then((o) => {
+    resolved++;
+    return o;
+  });
+  const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  first.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
+  await until(() => fx.store.commands.get(id)?.state === 'acked', 2_000, 'acked');
+  // The connection drops between run and result.
+  first.agent.kill();
+  await until(() => !fx.hub.isConnected(agentId), 2_000, 'hub noticed');
+  const second = await FakeAgent.connect(fx.url, agentId, key);
+  await new Promise((r) => setTimeout(r, 100));
+  t.equal(second.agent.received.filter((m) => m.type === 'command').length, 0, 'an acked command is not re-sent');
+  const result = { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: { n: 1 }, finished_at: Date.now() };
+  second.agent.send(result);
+  await second.agent.next('result_ack');
+  second.agent.send({ ...result, output: { n: 2 } });
+  await second.agent.next('result_ack');
+  t.same((await pending).output, { n: 1 });
+  t.equal(resolved, 1);
+  t.same(fx.store.commands.get(id)?.result?.output, { n: 1 }, 'the second copy was not applied');
+  await second.agent.close();
+});
+
+t.test('a command sent but never acked is re-sent when the agent comes back', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const first = await FakeAgent.connect(fx.url, agentId, key);
+  const pending = fx.bus.send(agentId, 'ping', {});
+  const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
+  first.agent.kill();
+  await until(() => !fx.hub.isConnected(agentId), 2_000, 'hub noticed');
+  const second = await FakeAgent.connect(fx.url, agentId, key);
+  const again = (await second.agent.next('command')) as MessageOf<'command'>;
+  t.same(again.envelope, cmd.envelope, 'the same signed envelope');
+  second.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: again.envelope.id, status: 'succeeded', finished_at: Date.now() });
+  t.same((await pending).output, {});
+  await second.agent.close();
+});
+
+t.test('a result for another agent’s command is not applied', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const a = fx.addAgent();
+  const b = fx.addAgent();
+  const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
+  const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
+  const pending = fx.bus.send(a.agentId, 'ping', {}, { timeoutMs: 500 });
+  const cmd = (await ca.agent.next('command')) as MessageOf<'command'>;
+  cb.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', finished_at: Date.now() });
+  await cb.agent.next('result_ack');
+  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.result, undefined);
+  await t.rejects(pending, CommandTimeoutError);
+  await ca.agent.close();
+  await cb.agent.close();
+});
+
+t.test('an aborted wait rejects with a local error', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = fx.addAgent();
+  const ctl = new AbortController();
+  const pending = fx.bus.send(agentId, 'ping', {}, { signal: ctl.signal });
+  setTimeout(() => ctl.abort(), 50);
+  await t.rejects(pending, CommandAbortedError);
+});
+
+t.test('key rotation: connected agents learn the new key from a command signed by the old one; then the new key signs', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const rotation = new KeyRotation({ ring: fx.ring, bus: fx.bus, hub: fx.hub, store: fx.store });
+  fx.hub.addListener(rotation);
+  const { agentId, key } = fx.addAgent();
+  const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
+  let pinned = [...(welcome?.signing_keys ?? [])];
+  const oldKeyId = fx.ring.active().keyId;
+  // Answer every command like an agent would, tracking pinned keys.
+  const seen: MessageOf<'command'>[] = [];
+  const loop = (async () => {
+    while (agent.ws.readyState === agent.ws.OPEN) {
+      const cmd = (await agent.next('command', 200).catch(() => undefined)) as MessageOf<'command'> | undefined;
+      if (!cmd) continue;
+      seen.push(cmd);
+      const v = verifyFor(agentId, pinned, cmd);
+      if (v.ok && v.command.type === 'keys.rotate') {
+        const { add, retire } = v.command.params;
+        pinned = [...pinned.filter((k) => !retire.includes(k.key_id)), ...add];
+      }
+      agent.send({
+        protocol: PROTOCOL_VERSION,
+        type: 'result',
+        command_id: cmd.envelope.id,
+        ...(v.ok ? { status: 'succeeded' } : { status: 'refused', error: { key: v.reason, message: v.detail } }),
+        finished_at: Date.now(),
+      });
+    }
+  })();
+  const added = await rotation.addKey();
+  t.equal(added.updated, 1);
+  t.equal(seen[0]?.envelope.key_id, oldKeyId, 'keys.rotate add is signed by the old key');
+  t.ok(pinned.some((k) => k.key_id === added.key_id), 'agent pinned the new key');
+  const promoted = await rotation.promote();
+  t.equal(promoted.retired, oldKeyId);
+  t.equal(promoted.updated, 1);
+  t.notOk(pinned.some((k) => k.key_id === oldKeyId), 'agent dropped the retired key');
+  await fx.bus.send(agentId, 'ping', {});
+  t.equal(seen.at(-1)?.envelope.key_id, added.key_id, 'commands are now signed by the new key');
+  t.same(fx.store.agents.get(agentId)?.pinnedKeyIds, [added.key_id]);
+  await agent.close();
+  await loop;
+});
