@@ -224,7 +224,7 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
     report({ step: 'sshd_reload', state: reloadHow === 'skipped' ? 'skipped' : 'done', message: reloadHow });
     const changed = applicable.length > 0;
     const out = output(changed ? 'hardened' : 'already_hardened', true);
-    if (sshdStep?.changed) out.steps.push({ step: 'sshd_reload', changed: true, detail: reloadHow });
+    if (sshdStep?.changed) out.steps.push({ step: 'sshd_reload', changed: reloadHow !== 'skipped', detail: reloadHow });
     return { ok: true, output: out };
   } catch (err) {
     if (err instanceof StepFailure) return fail(err);
