@@ -1,0 +1,54 @@
+import type { FastifyRequest } from 'fastify';
+import type { App } from '../app.ts';
+import type { Db } from '../db/index.ts';
+import { insertAudit } from '../db/audit.ts';
+import { channelOf, requiresAuth, toolOf } from './hooks.ts';
+
+/** Route params that look like ids are the audit's target ids; nothing else of the request is kept. */
+function targetIds(request: FastifyRequest): Record<string, string> | null {
+  const params = request.params;
+  if (params === null || typeof params !== 'object') return null;
+  const out: Record<string, string> = {};
+  for (const [name, value] of Object.entries(params as Record<string, unknown>)) {
+    if (typeof value === 'string' && value.length <= 128) out[name] = value;
+  }
+  return Object.keys(out).length > 0 ? out : null;
+}
+
+/**
+ * One audit row per authenticated request, whatever its outcome (also 401 for an
+ * expired or revoked key, whose workspace is known). Bodies are never recorded.
+ */
+export function installAuditHook(app: App, db: Db, now: () => number): void {
+  app.addHook('onResponse', async (request, reply) => {
+    if (!requiresAuth(request)) return;
+    const failure = request.authFailure;
+    const who = request.auth
+      ? { workspaceId: request.auth.workspaceId, keyId: request.auth.keyId }
+      : failure && 'key' in failure
+        ? { workspaceId: failure.key.workspaceId, keyId: failure.key.id }
+        : null;
+    if (!who) return;
+    const config = request.routeOptions.config;
+    try {
+      await insertAudit(db, {
+        at: now(),
+        workspaceId: who.workspaceId,
+        keyId: who.keyId,
+        channel: channelOf(request),
+        tool: toolOf(request),
+        action: config.action ?? `${request.method.toLowerCase()} ${request.routeOptions.url ?? ''}`.trim(),
+        method: request.method,
+        route: request.routeOptions.url ?? null,
+        targetIds: targetIds(request),
+        status: reply.statusCode,
+        errorKey: request.errorKey,
+        requestId: request.id,
+        clientAddress: request.ip,
+      });
+    } catch (err) {
+      // The reply is gone already; losing an audit row must at least be loud.
+      request.log.error({ err }, 'audit row could not be written');
+    }
+  });
+}

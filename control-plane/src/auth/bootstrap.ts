@@ -1,0 +1,62 @@
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Db } from '../db/index.ts';
+import { countWorkspaces, createWorkspaceWithKey } from '../db/workspaces.ts';
+import { displayPrefix, generateApiKeySecret, hashApiKey } from './api-keys.ts';
+
+export const ADMIN_KEY_FILE = 'admin.key';
+
+export interface NewWorkspace {
+  workspaceId: string;
+  workspaceName: string;
+  keyId: string;
+  /** The admin key's secret, shown once. */
+  adminKey: string;
+}
+
+/** A workspace with its first admin key. */
+export async function createWorkspaceWithAdminKey(db: Db, name: string, now = Date.now()): Promise<NewWorkspace> {
+  const secret = generateApiKeySecret();
+  const { workspace, key } = await createWorkspaceWithKey(
+    db,
+    name,
+    { name: 'admin', hash: hashApiKey(secret), prefix: displayPrefix(secret), scopes: ['admin'] },
+    now,
+  );
+  return { workspaceId: workspace.id, workspaceName: workspace.name, keyId: key.id, adminKey: secret };
+}
+
+/**
+ * First start only: when the database has no workspace, create one with an admin key
+ * and write the key to `<dataDir>/admin.key` (0600). Later starts return null.
+ */
+export async function bootstrapIfEmpty(db: Db, dataDir: string, now = Date.now()): Promise<NewWorkspace | null> {
+  if ((await countWorkspaces(db)) > 0) return null;
+  const created = await createWorkspaceWithAdminKey(db, 'default', now);
+  writeFileSync(join(dataDir, ADMIN_KEY_FILE), `${created.adminKey}\n`, { mode: 0o600 });
+  return created;
+}
+
+/** The ready-to-paste MCP client config entry (~/.claude/mcp.json) for a key. */
+export function mcpConfigEntry(publicUrl: string, secret: string): string {
+  const entry = {
+    mcpServers: {
+      vmkit: { type: 'http', url: `${publicUrl}/mcp`, headers: { Authorization: `Bearer ${secret}` } },
+    },
+  };
+  return JSON.stringify(entry, null, 2);
+}
+
+/** What the server prints once when it made a workspace. */
+export function newWorkspaceMessage(created: NewWorkspace, publicUrl: string): string {
+  return [
+    `Created workspace ${created.workspaceName} (${created.workspaceId}) with an admin API key.`,
+    'It is shown only this once; the server keeps only its hash:',
+    '',
+    `  ${created.adminKey}`,
+    '',
+    'MCP client config entry (e.g. ~/.claude/mcp.json):',
+    mcpConfigEntry(publicUrl, created.adminKey),
+    '',
+  ].join('\n');
+}

@@ -1,0 +1,105 @@
+import type { FastifyRequest } from 'fastify';
+import type { App } from '../app.ts';
+import type { ErrorKey } from '@vmkit/protocol';
+import type { Db } from '../db/index.ts';
+import { touchApiKey } from '../db/api-keys.ts';
+import { ApiError } from '../errors.ts';
+import { bearerToken, checkApiKey } from './api-keys.ts';
+import type { KeyCheck } from './api-keys.ts';
+import { hasScope } from './scopes.ts';
+import type { Scope } from './scopes.ts';
+
+export type Channel = 'rest' | 'mcp';
+
+/** Who is calling: set on every request that carried a valid key. */
+export interface AuthContext {
+  workspaceId: string;
+  keyId: string;
+  keyName: string;
+  scopes: string[];
+}
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Scope the route requires. Routes without `auth: 'none'` require a key; the default scope is `admin`. */
+    scope?: Scope;
+    /** Audit action name, e.g. `instances.list`. */
+    action?: string;
+    /** `'none'`: the route takes no API key (health, OpenAPI, agent enrollment with its own token). */
+    auth?: 'none';
+  }
+  interface FastifyRequest {
+    /** The caller, once the key checked out; null on public routes and failed checks. */
+    auth: AuthContext | null;
+    /** Why the key did not check out (null when it did or was not asked for). */
+    authFailure: Exclude<KeyCheck, { ok: true }> | null;
+    /** The error key of the reply, for the audit trail; set by the error handler. */
+    errorKey: ErrorKey | null;
+  }
+}
+
+/** Updating last_used_at at most this often keeps hot keys from writing on every request. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+const FAILURE_MESSAGES: Record<Exclude<KeyCheck, { ok: true }>['reason'], string> = {
+  missing: 'No API key was sent; send the header "Authorization: Bearer vmk_...".',
+  malformed: 'The Authorization header does not carry a vmk_ API key.',
+  unknown: 'The API key is not valid.',
+  expired: 'The API key has expired.',
+  revoked: 'The API key has been revoked.',
+};
+
+/** The caller of an authenticated route; throws 401 if the route was public. */
+export function authOf(request: FastifyRequest): AuthContext {
+  if (!request.auth) throw new ApiError('unauthorized', FAILURE_MESSAGES.missing);
+  return request.auth;
+}
+
+export function requiresAuth(request: FastifyRequest): boolean {
+  return request.routeOptions.config.auth !== 'none' && !request.is404;
+}
+
+export function channelOf(request: FastifyRequest): Channel {
+  return request.headers['x-vmkit-channel'] === 'mcp' ? 'mcp' : 'rest';
+}
+
+const TOOL_NAME = /^[a-z_]{1,64}$/;
+export function toolOf(request: FastifyRequest): string | null {
+  const tool = request.headers['x-vmkit-tool'];
+  return typeof tool === 'string' && TOOL_NAME.test(tool) ? tool : null;
+}
+
+/**
+ * Two global hooks: onRequest resolves the key (before the rate limiter, which keys
+ * on it), preParsing enforces key and scope (after the limiter, before any body is read).
+ */
+export function installAuthHooks(app: App, db: Db, now: () => number): void {
+  app.decorateRequest('auth', null);
+  app.decorateRequest('authFailure', null);
+  app.decorateRequest('errorKey', null);
+
+  app.addHook('onRequest', async (request) => {
+    if (!requiresAuth(request)) return;
+    const t = now();
+    const check = await checkApiKey(db, bearerToken(request.headers.authorization), t);
+    if (!check.ok) {
+      request.authFailure = check;
+      return;
+    }
+    const { key } = check;
+    request.auth = { workspaceId: key.workspaceId, keyId: key.id, keyName: key.name, scopes: key.scopes };
+    if (key.lastUsedAt === null || t - key.lastUsedAt >= TOUCH_INTERVAL_MS) await touchApiKey(db, key.id, t);
+  });
+
+  app.addHook('preParsing', (request, _reply, payload, done) => {
+    if (!requiresAuth(request)) return done(null, payload);
+    if (!request.auth) {
+      return done(new ApiError('unauthorized', FAILURE_MESSAGES[request.authFailure?.reason ?? 'missing']));
+    }
+    const scope = request.routeOptions.config.scope ?? 'admin';
+    if (!hasScope(request.auth.scopes, scope)) {
+      return done(new ApiError('forbidden', `The API key ${request.auth.keyId} lacks the scope ${scope}.`));
+    }
+    done(null, payload);
+  });
+}

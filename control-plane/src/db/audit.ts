@@ -1,0 +1,46 @@
+/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
+import { and, desc, eq, gte, lt } from 'drizzle-orm';
+import type { SQL } from 'drizzle-orm';
+import { newId } from '@vmkit/protocol';
+import type { Db } from './index.ts';
+import { auditLog } from './schema.ts';
+
+export type AuditRow = typeof auditLog.$inferSelect;
+export type AuditChannel = 'rest' | 'mcp' | 'shell' | 'agent';
+
+export type NewAuditEntry = Omit<AuditRow, 'id' | 'at'> & { at?: number };
+
+export async function insertAudit(db: Db, entry: NewAuditEntry): Promise<AuditRow> {
+  const row: AuditRow = { ...entry, id: newId('audit'), at: entry.at ?? Date.now() };
+  db.insert(auditLog).values(row).run();
+  return row;
+}
+
+export interface AuditQuery {
+  action?: string;
+  keyId?: string;
+  /** Milliseconds: entries at or after. */
+  since?: number;
+  /** The id of the last entry of the previous page. */
+  cursor?: string;
+  limit: number;
+}
+
+/** Newest first. `nextCursor` is set when there may be more. */
+export async function listAudit(db: Db, workspaceId: string, q: AuditQuery): Promise<{ items: AuditRow[]; nextCursor: string | null }> {
+  const where: SQL[] = [eq(auditLog.workspaceId, workspaceId)];
+  if (q.action !== undefined) where.push(eq(auditLog.action, q.action));
+  if (q.keyId !== undefined) where.push(eq(auditLog.keyId, q.keyId));
+  if (q.since !== undefined) where.push(gte(auditLog.at, q.since));
+  if (q.cursor !== undefined) where.push(lt(auditLog.id, q.cursor));
+  const rows = db
+    .select()
+    .from(auditLog)
+    .where(and(...where))
+    .orderBy(desc(auditLog.id))
+    .limit(q.limit + 1)
+    .all();
+  const items = rows.slice(0, q.limit);
+  const last = items[items.length - 1];
+  return { items, nextCursor: rows.length > q.limit && last ? last.id : null };
+}

@@ -1,0 +1,100 @@
+/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
+import { and, asc, eq } from 'drizzle-orm';
+import { newId } from '@vmkit/protocol';
+import type { Db } from './index.ts';
+import type { AgentRow } from './agents.ts';
+import { agents, instances } from './schema.ts';
+
+export type InstanceRow = typeof instances.$inferSelect;
+export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'failed' | 'destroyed';
+
+export interface NewInstance {
+  workspaceId: string;
+  name: string;
+  provider: string;
+  status?: InstanceStatus;
+  environmentId?: string | null;
+  sshHost?: string | null;
+  sshPort?: number | null;
+  providerRef?: Record<string, unknown> | null;
+  /** Lets a caller choose the id (e.g. one it already gave a provider). */
+  id?: string;
+}
+
+export interface InstanceWithAgent {
+  instance: InstanceRow;
+  agent: AgentRow | null;
+}
+
+export async function createInstance(db: Db, input: NewInstance, now = Date.now()): Promise<InstanceRow> {
+  const row: InstanceRow = {
+    id: input.id ?? newId('instance'),
+    workspaceId: input.workspaceId,
+    name: input.name,
+    environmentId: input.environmentId ?? null,
+    provider: input.provider,
+    status: input.status ?? 'provisioning',
+    sshHost: input.sshHost ?? null,
+    sshPort: input.sshPort ?? null,
+    hardenedAt: null,
+    createdAt: now,
+    updatedAt: now,
+    providerRef: input.providerRef ?? null,
+  };
+  db.insert(instances).values(row).run();
+  return row;
+}
+
+export async function getInstance(db: Db, workspaceId: string, id: string): Promise<InstanceRow | undefined> {
+  return db
+    .select()
+    .from(instances)
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)))
+    .get();
+}
+
+/** Only for internal callers that already proved the workspace (hub, services). */
+export async function getInstanceById(db: Db, id: string): Promise<InstanceRow | undefined> {
+  return db.select().from(instances).where(eq(instances.id, id)).get();
+}
+
+export async function getInstanceWithAgent(db: Db, workspaceId: string, id: string): Promise<InstanceWithAgent | undefined> {
+  const row = db
+    .select()
+    .from(instances)
+    .leftJoin(agents, eq(agents.instanceId, instances.id))
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)))
+    .get();
+  return row ? { instance: row.instances, agent: row.agents } : undefined;
+}
+
+export async function listInstancesWithAgents(db: Db, workspaceId: string): Promise<InstanceWithAgent[]> {
+  return db
+    .select()
+    .from(instances)
+    .leftJoin(agents, eq(agents.instanceId, instances.id))
+    .where(eq(instances.workspaceId, workspaceId))
+    .orderBy(asc(instances.id))
+    .all()
+    .map((r) => ({ instance: r.instances, agent: r.agents }));
+}
+
+export type InstancePatch = Partial<
+  Pick<InstanceRow, 'name' | 'status' | 'environmentId' | 'sshHost' | 'sshPort' | 'hardenedAt' | 'providerRef'>
+>;
+
+export async function updateInstance(db: Db, id: string, patch: InstancePatch, now = Date.now()): Promise<void> {
+  db.update(instances)
+    .set({ ...patch, updatedAt: now })
+    .where(eq(instances.id, id))
+    .run();
+}
+
+export async function listInstancesForEnvironment(db: Db, workspaceId: string, environmentId: string): Promise<InstanceRow[]> {
+  return db
+    .select()
+    .from(instances)
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, environmentId)))
+    .orderBy(asc(instances.id))
+    .all();
+}

@@ -1,0 +1,293 @@
+/**
+ * The drizzle schema of the control plane (SQLite dialect). Ids are prefixed ULIDs
+ * from @vmkit/protocol `newId`, times are integer milliseconds since the epoch, JSON
+ * columns are text. Change this file, then run `npm run db:generate -w @vmkit/control-plane`
+ * (drizzle-kit) to add a migration under control-plane/drizzle/; start-up applies it.
+ */
+import { sql } from 'drizzle-orm';
+import { index, integer, sqliteTable, text, uniqueIndex } from 'drizzle-orm/sqlite-core';
+
+const createdAt = () => integer('created_at').notNull();
+
+export const workspaces = sqliteTable('workspaces', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  createdAt: createdAt(),
+});
+
+export const apiKeys = sqliteTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    /** sha-256 (hex) of the whole secret; the secret itself is never stored. */
+    hash: text('hash').notNull(),
+    /** First characters of the secret, for people to recognise a key. */
+    prefix: text('prefix').notNull(),
+    scopes: text('scopes', { mode: 'json' }).$type<string[]>().notNull(),
+    expiresAt: integer('expires_at'),
+    revokedAt: integer('revoked_at'),
+    createdAt: createdAt(),
+    lastUsedAt: integer('last_used_at'),
+  },
+  (t) => [uniqueIndex('api_keys_hash_unique').on(t.hash), index('api_keys_workspace_idx').on(t.workspaceId)],
+);
+
+export const repos = sqliteTable(
+  'repos',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    owner: text('owner').notNull(),
+    name: text('name').notNull(),
+    createdAt: createdAt(),
+  },
+  // GitHub names are case-insensitive: "Badri/App" and "badri/app" are one repo.
+  (t) => [uniqueIndex('repos_workspace_full_name_unique').on(t.workspaceId, sql`lower(${t.owner})`, sql`lower(${t.name})`)],
+);
+
+export const environments = sqliteTable(
+  'environments',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    repoId: text('repo_id')
+      .notNull()
+      .references(() => repos.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('environments_repo_name_unique').on(t.repoId, t.name)],
+);
+
+export const instances = sqliteTable(
+  'instances',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    name: text('name').notNull(),
+    environmentId: text('environment_id').references(() => environments.id, { onDelete: 'set null' }),
+    /** Compute provider name: `local`, `hetzner`, ... */
+    provider: text('provider').notNull(),
+    /** provisioning | running | stopped | failed | destroyed */
+    status: text('status').notNull(),
+    sshHost: text('ssh_host'),
+    sshPort: integer('ssh_port'),
+    hardenedAt: integer('hardened_at'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at').notNull(),
+    /** Whatever the provider needs to find the machine again (opaque to everyone else). */
+    providerRef: text('provider_ref', { mode: 'json' }).$type<Record<string, unknown>>(),
+  },
+  (t) => [index('instances_workspace_idx').on(t.workspaceId, t.id)],
+);
+
+export const agents = sqliteTable(
+  'agents',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    /** base64url of the raw Ed25519 public key. */
+    publicKey: text('public_key').notNull(),
+    /** connected | disconnected | revoked */
+    state: text('state').notNull(),
+    connectedAt: integer('connected_at'),
+    lastSeen: integer('last_seen'),
+    agentVersion: text('agent_version'),
+    hostname: text('hostname'),
+    os: text('os'),
+    /** Key ids of the control-plane signing keys this agent has pinned (rotation). */
+    pinnedKeyIds: text('pinned_key_ids', { mode: 'json' }).$type<string[]>(),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('agents_instance_unique').on(t.instanceId)],
+);
+
+export const enrollmentTokens = sqliteTable(
+  'enrollment_tokens',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    /** sha-256 (hex) of the token. */
+    hash: text('hash').notNull(),
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    expiresAt: integer('expires_at').notNull(),
+    usedAt: integer('used_at'),
+    createdAt: createdAt(),
+  },
+  (t) => [uniqueIndex('enrollment_tokens_hash_unique').on(t.hash)],
+);
+
+export const commands = sqliteTable(
+  'commands',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    agentId: text('agent_id')
+      .notNull()
+      .references(() => agents.id, { onDelete: 'cascade' }),
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    type: text('type').notNull(),
+    /** queued | sent | acked | running | succeeded | failed | expired | timed_out */
+    state: text('state').notNull(),
+    /** The signed envelope as sent. */
+    envelope: text('envelope', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** base64url Ed25519 signature over the envelope. */
+    signature: text('signature'),
+    /** The envelope's expires_at, in milliseconds. */
+    expiresAt: integer('expires_at'),
+    result: text('result', { mode: 'json' }).$type<Record<string, unknown>>(),
+    errorKey: text('error_key'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [index('commands_agent_state_idx').on(t.agentId, t.state), index('commands_instance_idx').on(t.instanceId)],
+);
+
+export const scans = sqliteTable(
+  'scans',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    repoId: text('repo_id').references(() => repos.id, { onDelete: 'set null' }),
+    /** owner/name as asked, kept even if the repo row goes away. */
+    repo: text('repo').notNull(),
+    /** running | succeeded | failed */
+    status: text('status').notNull(),
+    language: text('language'),
+    framework: text('framework'),
+    buildpack: text('buildpack'),
+    procfileDetected: integer('procfile_detected', { mode: 'boolean' }),
+    dockerfileDetected: integer('dockerfile_detected', { mode: 'boolean' }),
+    /** Everything else the scanner found (evidence, commit sha, ...). */
+    details: text('details', { mode: 'json' }).$type<Record<string, unknown>>(),
+    errorKey: text('error_key'),
+    createdAt: createdAt(),
+    finishedAt: integer('finished_at'),
+  },
+  (t) => [index('scans_workspace_idx').on(t.workspaceId, t.id)],
+);
+
+export const deploys = sqliteTable(
+  'deploys',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    repoId: text('repo_id')
+      .notNull()
+      .references(() => repos.id, { onDelete: 'cascade' }),
+    environmentId: text('environment_id')
+      .notNull()
+      .references(() => environments.id, { onDelete: 'cascade' }),
+    sha: text('sha'),
+    /** scaffolding_pr_open | running | succeeded | failed */
+    status: text('status').notNull(),
+    /** Name of the step the state machine is in (resumed after a restart). */
+    currentStep: text('current_step'),
+    instanceId: text('instance_id').references(() => instances.id, { onDelete: 'set null' }),
+    prUrl: text('pr_url'),
+    appUrl: text('app_url'),
+    runUrl: text('run_url'),
+    errorKey: text('error_key'),
+    errorMessage: text('error_message'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [index('deploys_workspace_idx').on(t.workspaceId, t.id), index('deploys_status_idx').on(t.status)],
+);
+
+export const deploySteps = sqliteTable(
+  'deploy_steps',
+  {
+    id: text('id').primaryKey(),
+    deployId: text('deploy_id')
+      .notNull()
+      .references(() => deploys.id, { onDelete: 'cascade' }),
+    /** Order within the deploy, from 0. */
+    seq: integer('seq').notNull(),
+    name: text('name').notNull(),
+    /** pending | running | succeeded | failed | skipped */
+    state: text('state').notNull(),
+    detail: text('detail', { mode: 'json' }).$type<Record<string, unknown>>(),
+    errorKey: text('error_key'),
+    startedAt: integer('started_at'),
+    finishedAt: integer('finished_at'),
+  },
+  (t) => [uniqueIndex('deploy_steps_deploy_seq_unique').on(t.deployId, t.seq)],
+);
+
+export const shellSessions = sqliteTable(
+  'shell_sessions',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    keyId: text('key_id').references(() => apiKeys.id, { onDelete: 'set null' }),
+    /** websocket | ssh */
+    via: text('via').notNull(),
+    recordingPath: text('recording_path'),
+    exitCode: integer('exit_code'),
+    startedAt: integer('started_at').notNull(),
+    endedAt: integer('ended_at'),
+  },
+  (t) => [index('shell_sessions_instance_idx').on(t.instanceId)],
+);
+
+export const auditLog = sqliteTable(
+  'audit_log',
+  {
+    id: text('id').primaryKey(),
+    at: integer('at').notNull(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    keyId: text('key_id'),
+    /** rest | mcp | shell | agent */
+    channel: text('channel').notNull(),
+    /** MCP tool name when channel is mcp. */
+    tool: text('tool'),
+    action: text('action').notNull(),
+    method: text('method'),
+    /** Route pattern (`/api/repos/:id`), never the raw URL with its query. */
+    route: text('route'),
+    targetIds: text('target_ids', { mode: 'json' }).$type<Record<string, string>>(),
+    status: integer('status').notNull(),
+    errorKey: text('error_key'),
+    requestId: text('request_id'),
+    clientAddress: text('client_address'),
+  },
+  (t) => [
+    index('audit_log_workspace_id_idx').on(t.workspaceId, t.id),
+    index('audit_log_workspace_action_idx').on(t.workspaceId, t.action, t.id),
+  ],
+);

@@ -1,0 +1,53 @@
+/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
+import { asc, count, eq } from 'drizzle-orm';
+import { newId } from '@vmkit/protocol';
+import type { Db } from './index.ts';
+import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
+import { apiKeys, workspaces } from './schema.ts';
+
+export type WorkspaceRow = typeof workspaces.$inferSelect;
+
+export async function createWorkspace(db: Db, name: string, now = Date.now()): Promise<WorkspaceRow> {
+  const row: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
+  db.insert(workspaces).values(row).run();
+  return row;
+}
+
+export async function getWorkspace(db: Db, id: string): Promise<WorkspaceRow | undefined> {
+  return db.select().from(workspaces).where(eq(workspaces.id, id)).get();
+}
+
+export async function listWorkspaces(db: Db): Promise<WorkspaceRow[]> {
+  return db.select().from(workspaces).orderBy(asc(workspaces.id)).all();
+}
+
+export async function countWorkspaces(db: Db): Promise<number> {
+  return db.select({ n: count() }).from(workspaces).get()?.n ?? 0;
+}
+
+/** A workspace and its first API key, in one transaction. */
+export async function createWorkspaceWithKey(
+  db: Db,
+  name: string,
+  key: Omit<NewApiKey, 'workspaceId'>,
+  now = Date.now(),
+): Promise<{ workspace: WorkspaceRow; key: ApiKeyRow }> {
+  const workspace: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
+  const keyRow: ApiKeyRow = {
+    id: newId('apiKey'),
+    workspaceId: workspace.id,
+    name: key.name,
+    hash: key.hash,
+    prefix: key.prefix,
+    scopes: key.scopes,
+    expiresAt: key.expiresAt ?? null,
+    revokedAt: null,
+    createdAt: now,
+    lastUsedAt: null,
+  };
+  db.transaction((tx) => {
+    tx.insert(workspaces).values(workspace).run();
+    tx.insert(apiKeys).values(keyRow).run();
+  });
+  return { workspace, key: keyRow };
+}

@@ -1,0 +1,91 @@
+import { chmodSync, mkdirSync } from 'node:fs';
+import type { Logger } from 'pino';
+import { buildApp } from './app.ts';
+import type { ApiPlugin, App, AppContext } from './app.ts';
+import type { Config } from './config.ts';
+import { closeDatabase, openDatabase } from './db/index.ts';
+import { bootstrapIfEmpty } from './auth/bootstrap.ts';
+import type { NewWorkspace } from './auth/bootstrap.ts';
+import { loadOrCreateSigningKey } from './auth/signing-key.ts';
+import { createLogger } from './logger.ts';
+
+export interface StartOptions {
+  /** Defaults to a pino logger at config.logLevel on stdout. */
+  logger?: Logger;
+  /** Replaces the route list (tests of a single plugin). */
+  routes?: ApiPlugin[];
+  now?: () => number;
+}
+
+export interface RunningControlPlane {
+  app: App;
+  /** Where the server listens, e.g. http://127.0.0.1:8080. */
+  url: string;
+  ctx: AppContext;
+  /** Set on the first start only: the workspace and admin key just created. */
+  bootstrap: NewWorkspace | null;
+  /** Stops listening, waits for in-flight requests, closes the database. Idempotent. */
+  close(): Promise<void>;
+}
+
+function hostForUrl(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/**
+ * Opens the data directory (0700), database (migrated), signing key; on an empty
+ * database creates the first workspace and admin key (`<dataDir>/admin.key`); then
+ * listens on config.host:config.port.
+ */
+export async function startControlPlane(config: Config, options: StartOptions = {}): Promise<RunningControlPlane> {
+  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
+  chmodSync(config.dataDir, 0o700);
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const now = options.now ?? Date.now;
+  const db = openDatabase(config.dataDir);
+  let app: App | undefined;
+  try {
+    const { key: signingKey, created: keyCreated } = loadOrCreateSigningKey(config.dataDir);
+    if (keyCreated) logger.info({ key_id: signingKey.keyId }, 'created the command-signing key');
+    const bootstrap = await bootstrapIfEmpty(db, config.dataDir, now());
+    if (bootstrap) logger.info({ workspace_id: bootstrap.workspaceId, key_id: bootstrap.keyId }, 'created the first workspace and admin key');
+
+    const ctx: AppContext = {
+      config,
+      db,
+      logger,
+      signingKey,
+      publicUrl: config.publicUrl ?? `http://${hostForUrl(config.host)}:${config.port}`,
+      now,
+    };
+    app = await buildApp(ctx, options.routes ? { routes: options.routes } : {});
+    await app.listen({ host: config.host, port: config.port });
+    const address = app.server.address();
+    const port = typeof address === 'object' && address ? address.port : config.port;
+    const url = `http://${hostForUrl(config.host)}:${port}`;
+    ctx.publicUrl = config.publicUrl ?? url;
+
+    let closing: Promise<void> | undefined;
+    const running = app;
+    return {
+      app,
+      url,
+      ctx,
+      bootstrap,
+      close: () => {
+        closing ??= (async () => {
+          try {
+            await running.close();
+          } finally {
+            closeDatabase(db);
+          }
+        })();
+        return closing;
+      },
+    };
+  } catch (err) {
+    if (app) await app.close().catch(() => undefined);
+    closeDatabase(db);
+    throw err;
+  }
+}
