@@ -1,0 +1,68 @@
+import type { ErrorKey } from '@vmkit/protocol';
+
+/** What a provider can tell about a VM it made. */
+export type VmStatus = 'running' | 'stopped' | 'missing';
+
+/** How the new VM's agent enrolls: cloud-init's job on a cloud VM. */
+export interface AgentEnrollment {
+  /**
+   * The control plane's URL as reachable from inside the VM. The `local` provider
+   * rewrites a loopback host (127.0.0.1, localhost, ::1, 0.0.0.0) to the host end of
+   * the sandbox's link, because loopback inside the sandbox is the sandbox's own.
+   */
+  control_plane_url: string;
+  /** One-time enrollment token (secret). */
+  token: string;
+  /** Control-plane signing keys the agent pins at enrollment (`KEY_ID:PUBLIC_KEY`). */
+  control_plane_keys?: string[];
+}
+
+export interface CreateVmSpec {
+  /** Instance id (`inst_...`); providers name their resources after it. */
+  instance_id: string;
+  /** Human name; becomes the VM's hostname once made DNS-safe. */
+  name: string;
+  /** cloud-init-like first-boot input. */
+  bootstrap?: {
+    agent?: AgentEnrollment;
+    /** Initial root password; the provider makes a random one when absent. */
+    root_password?: string;
+  };
+}
+
+export interface CreatedVm {
+  /** The provider's own handle for the VM; opaque to callers, persisted by them. */
+  ref: string;
+  /** Address the control plane reaches the VM's sshd at. */
+  address: string;
+  ssh_port: number;
+  /** The fresh VM's root password, when the provider set one (like a cloud's welcome mail). */
+  root_password?: string;
+}
+
+/**
+ * Makes and removes VMs. Implemented by `local` (namespace sandboxes) and later by
+ * cloud providers. Providers never touch the database: they return data, the caller
+ * persists it.
+ */
+export interface ComputeProvider {
+  readonly name: string;
+  create(spec: CreateVmSpec): Promise<CreatedVm>;
+  status(ref: string): Promise<VmStatus>;
+  /** Idempotent: destroying a missing or half-made VM succeeds. */
+  destroy(ref: string): Promise<void>;
+}
+
+/**
+ * A failure of a provider, carrying the error key the REST API answers with. Local to
+ * the providers: the instances service turns it into an ApiError.
+ */
+export class ComputeError extends Error {
+  override name = 'ComputeError';
+  constructor(
+    readonly key: ErrorKey,
+    message: string,
+  ) {
+    super(message);
+  }
+}
