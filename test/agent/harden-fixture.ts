@@ -100,7 +100,7 @@ export async function makeUserKey(dir: string, name: string): Promise<string> {
 export interface FixtureRoot {
   root: string;
   paths: HardenPaths;
-  cleanup(): Promise<void>;
+  cleanup: () => Promise<void>;
 }
 
 async function rewriteIncludes(dir: string, root: string): Promise<void> {
@@ -137,7 +137,8 @@ export async function fixtureRoot(name: string, opts: { kamal?: boolean } = {}):
   await writeFile(join(root, 'etc/shadow'), `root:*:19000:0:99999:7:::\n` + (withKamal ? `kamal:!:19000:0:99999:7:::\n` : ''), { mode: 0o640 });
   await mkdir(join(root, 'bin'), { recursive: true });
   await writeFile(join(root, 'bin/bash'), '#!/bin/sh\n', { mode: 0o755 });
-  await mkdir(join(root, 'run'), { recursive: true });
+  // As on a VM whose sshd runs: the ssh unit creates its privilege-separation directory.
+  await mkdir(join(root, 'run/sshd'), { recursive: true, mode: 0o755 });
   if (withKamal) {
     await mkdir(join(root, 'home/kamal'), { recursive: true });
     await chown(join(root, 'home/kamal'), KAMAL_UID, KAMAL_UID);
