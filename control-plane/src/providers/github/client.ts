@@ -177,12 +177,10 @@ export class GitHubClient {
     return items;
   }
 
-  /** Repositories the App's installation on `repo` can reach (paginated). */
-  async listInstallationRepositories(repo: RepoCoords): Promise<string[]> {
-    const repos = await this.paginate<{ full_name: string }>(repo, '/installation/repositories?per_page=100', (body) =>
-      (body as { repositories?: { full_name: string }[] }).repositories ?? [],
-    );
-    return repos.map((r) => r.full_name);
+  /** Branch names of a repository (paginated). */
+  async listBranches(repo: RepoCoords, perPage = 100): Promise<string[]> {
+    const branches = await this.paginate<{ name: string }>(repo, `/repos/${seg(repo.owner)}/${seg(repo.name)}/branches?per_page=${perPage}`);
+    return branches.map((b) => b.name);
   }
 
   // ---- authentication ----------------------------------------------------------------
