@@ -1,0 +1,89 @@
+import { parseArgs } from 'node:util';
+import { ConfigError, SERVE_OPTIONS, loadConfig } from '../config.ts';
+import { createWorkspaceWithAdminKey, newWorkspaceMessage } from '../auth/bootstrap.ts';
+import { closeDatabase, openDatabase } from '../db/index.ts';
+import { startControlPlane } from '../server.ts';
+import type { RunningControlPlane } from '../server.ts';
+import type { Io } from './output.ts';
+
+export const SERVER_USAGE = `Usage:
+  vmkit-control-plane serve [--host H] [--port P] [--data-dir D] [--public-url U]
+                            [--rate-limit-max N] [--rate-limit-anonymous-max N]
+                            [--rate-limit-window-ms MS] [--log-level L]
+  vmkit-control-plane workspaces create NAME [--data-dir D] [--public-url U]
+
+Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_PUBLIC_URL,
+VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
+VMKIT_LOG_LEVEL. Flags win over the environment.
+`;
+
+/** Starts the server; resolves once it listens. The caller owns shutdown. */
+export async function serve(argv: string[], io: Io): Promise<RunningControlPlane> {
+  const config = loadConfig(argv, io.env);
+  const running = await startControlPlane(config);
+  if (running.bootstrap) io.stdout(newWorkspaceMessage(running.bootstrap, running.ctx.publicUrl));
+  running.ctx.logger.info({ url: running.url, public_url: running.ctx.publicUrl, data_dir: config.dataDir }, 'control plane listening');
+  return running;
+}
+
+/** `workspaces create NAME`: runs against the data directory directly (the server may be running). */
+export async function createWorkspaceCommand(argv: string[], io: Io): Promise<number> {
+  const { values, positionals } = parseArgs({ args: argv, options: SERVE_OPTIONS, allowPositionals: true, strict: true });
+  const name = positionals[0];
+  if (positionals.length !== 1 || name === undefined || !/^[\w .-]{1,100}$/.test(name)) {
+    io.stderr('workspaces create needs exactly one NAME (letters, digits, space, ._-; at most 100)\n');
+    return 2;
+  }
+  const flags: string[] = [];
+  for (const [k, v] of Object.entries(values)) if (typeof v === 'string') flags.push(`--${k}`, v);
+  const config = loadConfig(flags, io.env);
+  const db = openDatabase(config.dataDir);
+  try {
+    const created = await createWorkspaceWithAdminKey(db, name);
+    io.stdout(newWorkspaceMessage(created, config.publicUrl ?? `http://${config.host}:${config.port}`));
+    return 0;
+  } finally {
+    closeDatabase(db);
+  }
+}
+
+/**
+ * The `vmkit-control-plane` entry: `serve` runs until SIGTERM/SIGINT (graceful: stops
+ * accepting, finishes in-flight requests, closes the database); a second signal exits at once.
+ */
+export async function runServerCli(argv: string[], io: Io): Promise<number> {
+  const [command, ...rest] = argv;
+  try {
+    if (command === 'serve') {
+      const running = await serve(rest, io);
+      await new Promise<void>((resolve) => {
+        let stopping = false;
+        const stop = (signal: NodeJS.Signals) => {
+          if (stopping) process.exit(130);
+          stopping = true;
+          running.ctx.logger.info({ signal }, 'shutting down');
+          running.close().then(resolve, (err: unknown) => {
+            running.ctx.logger.error({ err }, 'shutdown failed');
+            resolve();
+          });
+        };
+        process.on('SIGTERM', stop);
+        process.on('SIGINT', stop);
+      });
+      return 0;
+    }
+    if (command === 'workspaces' && rest[0] === 'create') return await createWorkspaceCommand(rest.slice(1), io);
+    if (command === undefined || command === 'help' || command === '--help' || command === '-h') {
+      io.stdout(SERVER_USAGE);
+      return command === undefined ? 2 : 0;
+    }
+    io.stderr(`unknown command: ${argv.join(' ')}\n\n${SERVER_USAGE}`);
+    return 2;
+  } catch (err) {
+    if (err instanceof ConfigError || (err as { code?: string }).code?.startsWith('ERR_PARSE_ARGS')) {
+      io.stderr(`${(err as Error).message}\n`);
+      return 2;
+    }
+    throw err;
+  }
+}

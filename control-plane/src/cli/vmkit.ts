@@ -1,0 +1,249 @@
+import { readFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { table } from './output.ts';
+import type { Io } from './output.ts';
+
+export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [--json]
+
+  keys create --name NAME --scopes s1,s2 [--expires-at ISO | --expires-in-days N]
+  keys list
+  keys revoke KEY_ID
+  repos add OWNER/NAME
+  repos list
+  repos show REPO_ID
+  environments create REPO_ID NAME
+  environments list REPO_ID
+  instances list
+  instances show INSTANCE_ID
+
+--url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
+the admin.key in $VMKIT_DATA_DIR (./data). Tables by default, --json for JSON.
+`;
+
+const OPTIONS = {
+  url: { type: 'string' },
+  key: { type: 'string' },
+  json: { type: 'boolean', default: false },
+  name: { type: 'string' },
+  scopes: { type: 'string' },
+  'expires-at': { type: 'string' },
+  'expires-in-days': { type: 'string' },
+  help: { type: 'boolean', short: 'h', default: false },
+} as const;
+
+class UsageError extends Error {}
+
+interface Client {
+  request(method: string, path: string, body?: unknown): Promise<unknown>;
+}
+
+class RequestFailed extends Error {
+  constructor(
+    readonly status: number,
+    readonly key: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+function makeClient(url: string, key: string): Client {
+  return {
+    async request(method, path, body) {
+      const res = await fetch(url.replace(/\/+$/, '') + path, {
+        method,
+        headers: {
+          authorization: `Bearer ${key}`,
+          ...(body !== undefined && { 'content-type': 'application/json' }),
+        },
+        ...(body !== undefined && { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(30_000),
+      });
+      const text = await res.text();
+      let parsed: unknown = null;
+      try {
+        parsed = text ? JSON.parse(text) : null;
+      } catch {
+        throw new RequestFailed(res.status, 'invalid_response', `the server answered ${res.status} with a body that is not JSON`);
+      }
+      if (!res.ok) {
+        const e = parsed as { error?: string; message?: string } | null;
+        throw new RequestFailed(res.status, e?.error ?? 'http_error', e?.message ?? `HTTP ${res.status}`);
+      }
+      return parsed;
+    },
+  };
+}
+
+function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv): string {
+  const key = flag ?? env.VMKIT_API_KEY;
+  if (key) return key;
+  const file = join(resolve(env.VMKIT_DATA_DIR || './data'), 'admin.key');
+  try {
+    return readFileSync(file, 'utf8').trim();
+  } catch {
+    throw new UsageError(`no API key: pass --key, set VMKIT_API_KEY, or run where ${file} exists`);
+  }
+}
+
+type Row = Record<string, unknown>;
+const s = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
+const items = (body: unknown): Row[] => ((body as { items?: Row[] }).items ?? []);
+
+function need(positionals: string[], n: number, what: string): string[] {
+  if (positionals.length !== n) throw new UsageError(`expected ${what}`);
+  return positionals;
+}
+
+/** The `vmkit` operator CLI: a small REST client. Returns the exit code. */
+export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
+  let values: { [K in keyof typeof OPTIONS]?: string | boolean };
+  let positionals: string[];
+  try {
+    ({ values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true }));
+  } catch (err) {
+    io.stderr(`${(err as Error).message}\n\n${VMKIT_USAGE}`);
+    return 2;
+  }
+  const [group, action, ...args] = positionals;
+  if (values.help || group === undefined || group === 'help') {
+    io.stdout(VMKIT_USAGE);
+    return group === undefined && !values.help ? 2 : 0;
+  }
+  const json = values.json === true;
+  const out = (body: unknown, human: () => string) => io.stdout(json ? `${JSON.stringify(body, null, 2)}\n` : human());
+  try {
+    const url = (values.url as string | undefined) ?? io.env.VMKIT_URL ?? 'http://127.0.0.1:8080';
+    const client = makeClient(url, resolveKey(values.key as string | undefined, io.env));
+    const command = `${group} ${action ?? ''}`.trim();
+    switch (command) {
+      case 'keys create': {
+        need(args, 0, 'no arguments besides --name and --scopes');
+        const name = values.name as string | undefined;
+        const scopes = (values.scopes as string | undefined)?.split(',').map((x) => x.trim()).filter(Boolean);
+        if (!name || !scopes?.length) throw new UsageError('keys create needs --name and --scopes');
+        let expiresAt = values['expires-at'] as string | undefined;
+        const days = values['expires-in-days'] as string | undefined;
+        if (days !== undefined) {
+          if (!/^\d{1,5}$/.test(days) || Number(days) < 1) throw new UsageError('--expires-in-days must be a whole number of days');
+          expiresAt = new Date(Date.now() + Number(days) * 86_400_000).toISOString();
+        }
+        const body = (await client.request('POST', '/api/keys', { name, scopes, ...(expiresAt && { expires_at: expiresAt }) })) as Row;
+        out(body, () =>
+          [
+            `Created key ${s(body.id)} (${s(body.name)}) with scopes ${(body.scopes as string[]).join(', ')}.`,
+            'The secret is shown only this once:',
+            '',
+            `  ${s(body.secret)}`,
+            '',
+          ].join('\n'),
+        );
+        return 0;
+      }
+      case 'keys list': {
+        need(args, 0, 'no arguments');
+        const body = await client.request('GET', '/api/keys');
+        out(body, () =>
+          table(
+            ['ID', 'NAME', 'PREFIX', 'SCOPES', 'CREATED', 'EXPIRES', 'LAST USED', 'REVOKED'],
+            items(body).map((k) => [
+              s(k.id),
+              s(k.name),
+              s(k.prefix),
+              (k.scopes as string[]).join(','),
+              s(k.created_at),
+              s(k.expires_at),
+              s(k.last_used_at),
+              s(k.revoked_at),
+            ]),
+          ),
+        );
+        return 0;
+      }
+      case 'keys revoke': {
+        const [id] = need(args, 1, 'keys revoke KEY_ID');
+        const body = (await client.request('DELETE', `/api/keys/${encodeURIComponent(id ?? '')}`)) as Row;
+        out(body, () => `Revoked key ${s(body.id)} (${s(body.name)}) at ${s(body.revoked_at)}.\n`);
+        return 0;
+      }
+      case 'repos add': {
+        const [repo] = need(args, 1, 'repos add OWNER/NAME');
+        const body = (await client.request('POST', '/api/repos', { repo })) as Row;
+        out(body, () => `Repo ${s(body.repo)} is ${s(body.id)}.\n`);
+        return 0;
+      }
+      case 'repos list': {
+        need(args, 0, 'no arguments');
+        const body = await client.request('GET', '/api/repos');
+        out(body, () => table(['ID', 'REPO', 'CREATED'], items(body).map((r) => [s(r.id), s(r.repo), s(r.created_at)])));
+        return 0;
+      }
+      case 'repos show': {
+        const [id] = need(args, 1, 'repos show REPO_ID');
+        const body = (await client.request('GET', `/api/repos/${encodeURIComponent(id ?? '')}`)) as Row;
+        out(body, () => table(['ID', 'REPO', 'CREATED'], [[s(body.id), s(body.repo), s(body.created_at)]]));
+        return 0;
+      }
+      case 'environments create': {
+        const [repoId, name] = need(args, 2, 'environments create REPO_ID NAME');
+        const body = (await client.request('POST', `/api/repos/${encodeURIComponent(repoId ?? '')}/environments`, { name })) as Row;
+        out(body, () => `Environment ${s(body.name)} is ${s(body.id)}.\n`);
+        return 0;
+      }
+      case 'environments list': {
+        const [repoId] = need(args, 1, 'environments list REPO_ID');
+        const body = await client.request('GET', `/api/repos/${encodeURIComponent(repoId ?? '')}/environments`);
+        out(body, () => table(['ID', 'NAME', 'CREATED'], items(body).map((e) => [s(e.id), s(e.name), s(e.created_at)])));
+        return 0;
+      }
+      case 'instances list':
+      case 'instances show': {
+        let body: unknown;
+        let rows: Row[];
+        if (action === 'list') {
+          need(args, 0, 'no arguments');
+          body = await client.request('GET', '/api/instances');
+          rows = items(body);
+        } else {
+          const [id] = need(args, 1, 'instances show INSTANCE_ID');
+          body = await client.request('GET', `/api/instances/${encodeURIComponent(id ?? '')}`);
+          rows = [body as Row];
+        }
+        out(body, () =>
+          table(
+            ['ID', 'NAME', 'STATUS', 'PROVIDER', 'SSH', 'AGENT', 'LAST SEEN', 'HARDENED'],
+            rows.map((i) => {
+              const ssh = i.ssh as { host: string; port: number } | null;
+              const agent = i.agent as { state: string; last_seen: string | null } | null;
+              return [
+                s(i.id),
+                s(i.name),
+                s(i.status),
+                s(i.provider),
+                ssh ? `${ssh.host}:${ssh.port}` : '',
+                agent?.state ?? 'none',
+                agent?.last_seen ?? '',
+                s(i.hardened_at),
+              ];
+            }),
+          ),
+        );
+        return 0;
+      }
+      default:
+        throw new UsageError(`unknown command: ${positionals.join(' ')}`);
+    }
+  } catch (err) {
+    if (err instanceof UsageError) {
+      io.stderr(`${err.message}\n\n${VMKIT_USAGE}`);
+      return 2;
+    }
+    if (err instanceof RequestFailed) {
+      io.stderr(json ? `${JSON.stringify({ error: err.key, message: err.message })}\n` : `error: ${err.key}: ${err.message}\n`);
+      return 1;
+    }
+    io.stderr(`error: ${(err as Error).message}\n`);
+    return 1;
+  }
+}
