@@ -12,7 +12,7 @@ import { ResultJournal } from './journal.ts';
 import { createLogger } from './log.ts';
 import type { Logger } from './log.ts';
 import { StatusFile } from './status.ts';
-import { loadAgentKey, prepareStateDir } from './state-dir.ts';
+import { loadAgentKey, prepareStateDir, statePaths } from './state-dir.ts';
 import { checkTransport, isLocalHost } from './transport-policy.ts';
 import { CommandVerifier } from './verify.ts';
 import { AGENT_VERSION } from './version.ts';
@@ -67,6 +67,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const insecure = opts.insecure || config.insecure === true;
   const transport = checkTransport(config.connect_url, 'ws', insecure);
   if (!transport.ok) throw new ConfigError(`connect_url in ${opts.configFile}: ${transport.reason}`);
+  const stateDir = opts.stateDir ?? config.state_dir;
+  const agentKey = await loadAgentKey(statePaths(stateDir));
+  const paths = await prepareStateDir(stateDir);
+  const verifier = await CommandVerifier.open(paths.replay, config.agent_id, config.signing_keys);
+  // Logged only once the configuration passed, so a config error stays one line.
   if (insecure) {
     log.warn('INSECURE mode: plain ws:// is accepted towards any address; command results and shell traffic can be read on the way', {
       connect_url: config.connect_url,
@@ -74,11 +79,6 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   } else if (transport.plain && isLocalHost(transport.url.hostname)) {
     log.info('plain ws:// towards a local address', { connect_url: config.connect_url });
   }
-
-  const stateDir = opts.stateDir ?? config.state_dir;
-  const paths = await prepareStateDir(stateDir);
-  const agentKey = await loadAgentKey(paths);
-  const verifier = await CommandVerifier.open(paths.replay, config.agent_id, config.signing_keys);
   const journal = await ResultJournal.open(paths.journal, log);
   const keys = new ConfigKeyRing(opts.configFile, config, (k) => {
     verifier.setPinnedKeys(k);
