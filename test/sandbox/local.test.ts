@@ -3,6 +3,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { loopbackPort } from '../../control-plane/src/providers/compute/local.ts';
 import { run } from '../../control-plane/src/providers/compute/run.ts';
 import { ComputeError } from '../../control-plane/src/providers/compute/types.ts';
 import { sandboxProvider, sandboxSkipReason, sshBanner, sshRun, startSandbox } from '../helpers/sandbox.ts';
@@ -230,4 +231,12 @@ t.test('create refuses clearly where the sandbox cannot run (not root)', async (
   t.match(r.stdout, /^sandbox_unavailable: The local VM sandbox cannot run here: it needs root/m);
   t.notOk(existsSync('/tmp/vmk-unprivileged-never-made'));
   t.ok(new ComputeError('sandbox_unavailable', 'x') instanceof Error);
+});
+
+t.test('only a loopback control-plane URL is relayed into the sandbox', async (t) => {
+  t.equal(loopbackPort('http://127.0.0.1:8080'), 8080);
+  t.equal(loopbackPort('http://localhost/'), 80);
+  t.equal(loopbackPort('https://localhost'), 443);
+  t.equal(loopbackPort('https://cp.example.com:8443'), undefined);
+  t.equal(loopbackPort('http://10.0.0.5:8080'), undefined);
 });

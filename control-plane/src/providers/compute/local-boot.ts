@@ -1,3 +1,5 @@
+import type { Forward } from './local-relay.ts';
+
 /**
  * What the host hands the sandbox's supervisor at boot (boot.json, 0600, deleted by
  * the supervisor once read) — the sandbox's equivalent of cloud-init user-data.
@@ -27,6 +29,8 @@ export interface BootConfig {
   /** Directories overlaid with a private upper layer in the sandbox folder. */
   overlays: string[];
   root_password: string;
+  /** TCP relays inside the sandbox, started before the program (loopback control plane). */
+  forwards?: Forward[];
   program?: GuestProgram;
 }
 
@@ -35,6 +39,7 @@ export const STATE_FILE = 'state.json';
 export const SUPERVISOR_LOG = 'supervisor.log';
 export const SSHD_LOG = 'sshd.log';
 export const PROGRAM_LOG = 'program.log';
+export const RELAY_LOG = 'relay.log';
 /** Printed by the supervisor once sshd listens. */
 export const READY_LINE = 'vmkit-sandbox: ready';
 

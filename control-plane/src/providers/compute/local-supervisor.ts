@@ -12,6 +12,7 @@ import type { ChildProcess } from 'node:child_process';
 import { mkdirSync, openSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join, relative, isAbsolute } from 'node:path';
+import { startRelay } from './local-relay.ts';
 import { BOOT_FILE, PROGRAM_LOG, READY_LINE, SSHD_LOG, isBootConfig, overlayName } from './local-boot.ts';
 import type { BootConfig, GuestStep } from './local-boot.ts';
 
@@ -193,6 +194,10 @@ async function main(): Promise<void> {
   configureSshd(cfg.root_password);
   void superviseSshd(sshdLog);
   for (let i = 0; i < 200 && !(await portAnswers(22)); i++) await sleep(50);
+  for (const f of cfg.forwards ?? []) {
+    const server = await startRelay(f);
+    log(`relay ${f.listen_host}:${f.listen_port} -> ${f.target_host}:${f.target_port}${server ? '' : ' not started: address in use'}`);
+  }
   log(READY_LINE);
   if (cfg.program !== undefined && cfg.program.steps.length > 0) {
     void runProgram(cfg.program.steps, cfg.program.restart_last ?? false, programLog);

@@ -13,7 +13,8 @@ import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, read
 import { connect } from 'node:net';
 import { delimiter, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BOOT_FILE, STATE_FILE, SUPERVISOR_LOG } from './local-boot.ts';
+import { BOOT_FILE, RELAY_LOG, STATE_FILE, SUPERVISOR_LOG } from './local-boot.ts';
+import { RELAY_LISTENING, RELAY_NOT_NEEDED } from './local-relay.ts';
 import type { BootConfig, GuestProgram } from './local-boot.ts';
 import { blockAt, hostIpv4Nets, overlaps, parseCidr } from './local-net.ts';
 import type { LinkBlock } from './local-net.ts';
@@ -27,6 +28,7 @@ export type { GuestProgram, GuestStep } from './local-boot.ts';
 export const DEFAULT_SUBNET = '10.201.0.0/16';
 export const DEFAULT_OVERLAYS = ['/etc', '/home', '/root', '/run', '/var', '/tmp'] as const;
 const SUPERVISOR = fileURLToPath(new URL('./local-supervisor.ts', import.meta.url));
+const RELAY = fileURLToPath(new URL('./local-relay.ts', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
 const HOST_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
@@ -73,6 +75,9 @@ export interface SandboxState {
   supervisor_start?: string;
   init_pid?: number;
   init_start?: string;
+  /** Host-side relay to a loopback control plane, when one runs. */
+  relay_pid?: number;
+  relay_start?: string;
 }
 
 export interface ExecOptions {
@@ -156,12 +161,12 @@ export function hostnameFor(name: string): string {
   return h === '' ? 'vm' : h;
 }
 
-/** The control plane's URL as seen from inside: loopback means the host end of the link. */
-export function urlFromSandbox(url: string, hostAddress: string): string {
+/** The loopback port a control-plane URL points at, or undefined when it is not loopback. */
+export function loopbackPort(url: string): number | undefined {
   const u = new URL(url);
-  if (['127.0.0.1', 'localhost', '[::1]', '0.0.0.0'].includes(u.hostname)) u.hostname = hostAddress;
-  const s = u.toString();
-  return url.endsWith('/') || u.pathname !== '/' ? s : s.replace(/\/$/, '');
+  if (u.hostname !== '127.0.0.1' && u.hostname !== 'localhost') return undefined;
+  if (u.port !== '') return Number(u.port);
+  return u.protocol === 'https:' || u.protocol === 'wss:' ? 443 : 80;
 }
 
 /**
@@ -176,7 +181,7 @@ export function defaultAgentProgram(e: AgentEnrollment): GuestProgram {
   const keys = (e.control_plane_keys ?? []).flatMap((k) => ['--cp-key', k]);
   return {
     steps: [
-      { argv: [...node, 'enroll', '--url', e.control_plane_url, '--token', e.token, '--insecure', ...keys], env, cwd: REPO_ROOT },
+      { argv: [...node, 'enroll', '--url', e.control_plane_url, '--token', e.token, ...keys], env, cwd: REPO_ROOT },
       { argv: [...node, 'run'], env, cwd: REPO_ROOT },
     ],
     restart_last: true,
@@ -300,13 +305,14 @@ export class LocalSandboxProvider implements ComputeProvider {
 
       const rootPassword = spec.bootstrap?.root_password ?? randomBytes(18).toString('base64url');
       const agent = spec.bootstrap?.agent;
-      const program =
-        extra.program ??
-        (agent === undefined
-          ? undefined
-          : this.agentProgram({ ...agent, control_plane_url: urlFromSandbox(agent.control_plane_url, block.host) }));
+      const program = extra.program ?? (agent === undefined ? undefined : this.agentProgram(agent));
       const boot: BootConfig = { version: 1, hostname: state.hostname, overlays: [...this.overlays], root_password: rootPassword };
       if (program !== undefined) boot.program = program;
+      const cpPort = agent === undefined ? undefined : loopbackPort(agent.control_plane_url);
+      if (cpPort !== undefined) {
+        await this.startHostRelay(state, block.host, cpPort);
+        boot.forwards = [{ listen_host: '127.0.0.1', listen_port: cpPort, target_host: block.host, target_port: cpPort }];
+      }
       writeFileSync(join(dir, BOOT_FILE), JSON.stringify(boot), { mode: 0o600 });
 
       await this.startSupervisor(state);
@@ -337,6 +343,32 @@ export class LocalSandboxProvider implements ComputeProvider {
       if (!/exists/i.test(r.stderr)) throw new Error(`ip link add ${hostIf} failed: ${r.stderr.trim()}`);
     }
     throw new ComputeError('provision_failed', `No free /30 is left in the sandbox pool ${this.pool.base}/${this.pool.prefix}.`);
+  }
+
+  /** Forwards <host end>:port to the host's 127.0.0.1:port (not needed when the control plane listens on all addresses). */
+  private async startHostRelay(state: SandboxState, hostAddress: string, port: number): Promise<void> {
+    const logFile = join(state.dir, RELAY_LOG);
+    const log = openSync(logFile, 'a', 0o600);
+    const child = spawn(process.execPath, ['--import', TSX_LOADER, RELAY, hostAddress, String(port), '127.0.0.1', String(port)], {
+      detached: true,
+      stdio: ['ignore', log, log],
+      cwd: '/',
+      env: HOST_ENV,
+    });
+    closeSync(log);
+    child.unref();
+    child.on('error', () => undefined);
+    if (child.pid === undefined) throw new Error('could not start the control-plane relay');
+    state.relay_pid = child.pid;
+    state.relay_start = processStart(child.pid);
+    this.writeState(state);
+    for (let i = 0; i < 500; i++) {
+      const text = tail(logFile);
+      if (text.includes(RELAY_LISTENING) || text.includes(RELAY_NOT_NEEDED)) return;
+      if (!alive(child.pid, state.relay_start)) break;
+      await sleep(20);
+    }
+    throw new Error(`the control-plane relay did not start: ${tail(logFile)}`);
   }
 
   private async startSupervisor(state: SandboxState): Promise<void> {
@@ -404,6 +436,7 @@ export class LocalSandboxProvider implements ComputeProvider {
       const pids = new Set<number>();
       if (alive(state?.init_pid, state?.init_start)) pids.add(state.init_pid);
       if (alive(state?.supervisor_pid, state?.supervisor_start)) pids.add(state.supervisor_pid);
+      if (alive(state?.relay_pid, state?.relay_start)) pids.add(state.relay_pid);
       if (existsSync(nsPath)) {
         const r = await run('ip', ['netns', 'pids', netns], { env: HOST_ENV });
         for (const p of r.stdout.split(/\s+/)) if (/^\d+$/.test(p)) pids.add(Number(p));

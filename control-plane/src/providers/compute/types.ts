@@ -6,9 +6,9 @@ export type VmStatus = 'running' | 'stopped' | 'missing';
 /** How the new VM's agent enrolls: cloud-init's job on a cloud VM. */
 export interface AgentEnrollment {
   /**
-   * The control plane's URL as reachable from inside the VM. The `local` provider
-   * rewrites a loopback host (127.0.0.1, localhost, ::1, 0.0.0.0) to the host end of
-   * the sandbox's link, because loopback inside the sandbox is the sandbox's own.
+   * The control plane's URL as the VM should use it. The `local` provider makes a
+   * loopback URL (127.0.0.1 / localhost) work inside the sandbox by relaying that port
+   * over the sandbox's link to the host's loopback.
    */
   control_plane_url: string;
   /** One-time enrollment token (secret). */
