@@ -24,6 +24,8 @@ export interface Config {
   logLevel: LogLevel;
   /** Largest accepted request body in bytes. */
   bodyLimit: number;
+  /** Longest an MCP tool blocks before answering with an id to poll (clients give up at 60 s). */
+  mcpMaxWaitMs: number;
 }
 
 export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
@@ -34,6 +36,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   rateLimit: { max: 600, anonymousMax: 60, windowMs: 60_000 },
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
+  mcpMaxWaitMs: 45_000,
 };
 
 export class ConfigError extends Error {
@@ -64,6 +67,7 @@ export const SERVE_OPTIONS = {
   'rate-limit-anonymous-max': { type: 'string' },
   'rate-limit-window-ms': { type: 'string' },
   'log-level': { type: 'string' },
+  'mcp-max-wait-ms': { type: 'string' },
 } as const;
 
 /**
@@ -71,7 +75,8 @@ export const SERVE_OPTIONS = {
  * --host/VMKIT_HOST, --port/VMKIT_PORT, --data-dir/VMKIT_DATA_DIR,
  * --public-url/VMKIT_PUBLIC_URL, --rate-limit-max/VMKIT_RATE_LIMIT_MAX,
  * --rate-limit-anonymous-max/VMKIT_RATE_LIMIT_ANONYMOUS_MAX,
- * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL.
+ * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL,
+ * --mcp-max-wait-ms/VMKIT_MCP_MAX_WAIT_MS.
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -111,6 +116,8 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
   if (anon !== undefined) rl.anonymousMax = int('anonymous rate limit max', anon, 1, 1_000_000_000);
   const win = pick('rate-limit-window-ms', 'VMKIT_RATE_LIMIT_WINDOW_MS');
   if (win !== undefined) rl.windowMs = int('rate limit window', win, 100, 86_400_000);
+  const mcpWait = pick('mcp-max-wait-ms', 'VMKIT_MCP_MAX_WAIT_MS');
+  if (mcpWait !== undefined) overrides.mcpMaxWaitMs = int('MCP max wait', mcpWait, 0, 600_000);
   const level = pick('log-level', 'VMKIT_LOG_LEVEL');
   if (level !== undefined) {
     if (!LOG_LEVELS.includes(level as LogLevel)) {

@@ -16,8 +16,8 @@ import type { McpServerOptions } from './server.ts';
 export interface McpHttpOptions extends McpServerOptions {
   maxSessions?: number;
   sessionIdleMs?: number;
-  /** Host names (no port) accepted in the Host header; undefined = no check. */
-  allowedHosts?: readonly string[];
+  /** Host names (no port) accepted in the Host header; undefined = no check. A function is asked per request. */
+  allowedHosts?: readonly string[] | (() => readonly string[] | undefined);
   /** Origins accepted when a browser sends one; undefined = same as allowedHosts. */
   allowedOrigins?: readonly string[];
   maxBodyBytes?: number;
@@ -75,7 +75,8 @@ export class McpHttpHandler {
 
   /** DNS-rebinding protection: a page on another origin must not drive a loopback server. */
   #rebindingRefusal(req: IncomingMessage): string | undefined {
-    const hosts = this.#opts.allowedHosts;
+    const option = this.#opts.allowedHosts;
+    const hosts = typeof option === 'function' ? option() : option;
     if (hosts === undefined) return undefined;
     const host = hostnameOf(req.headers.host ?? '');
     if (!hosts.includes(host)) return `Host ${JSON.stringify(req.headers.host ?? '')} is not allowed`;
