@@ -29,6 +29,11 @@ import { instanceRoutes } from './api/instances.ts';
 import { deployRoutes } from './api/deploys.ts';
 import { scanRoutes } from './api/scans.ts';
 import { auditRoutes } from './api/audit.ts';
+import { agentHubPlugin } from './hub/plugin.ts';
+import { instanceWriteRoutes } from './api/instances-write.ts';
+import { agentRoutes } from './api/agents.ts';
+import { signingKeyRoutes } from './api/signing-keys.ts';
+import { mcpRoutes } from './mcp/plugin.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -60,13 +65,19 @@ export type ApiPlugin = (app: App, opts: { ctx: AppContext }) => void | Promise<
 export const ROUTES: ApiPlugin[] = [
   healthRoutes,
   openapiRoutes,
+  // The agent hub first: later routes and services use ctx.hub / ctx.commandBus.
+  agentHubPlugin,
   keyRoutes,
   repoRoutes,
   environmentRoutes,
   instanceRoutes,
+  instanceWriteRoutes,
+  agentRoutes,
+  signingKeyRoutes,
   deployRoutes,
   scanRoutes,
   auditRoutes,
+  mcpRoutes,
 ];
 
 const STATUS_KEYS: Record<number, ErrorKey> = {

@@ -201,6 +201,12 @@ export class AgentHub implements AgentLink {
     return true;
   }
 
+  /** Closes an agent's live connection, e.g. because its key was replaced or revoked. */
+  drop(agentId: string, message: string): void {
+    const conn = this.#open.get(agentId);
+    if (conn) this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
+  }
+
   stats(): HubStats {
     return { connected: this.#open.size, handshaking: this.#handshaking.size, ...this.#stats };
   }

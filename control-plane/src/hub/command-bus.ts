@@ -78,6 +78,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #keys: SigningKeyRing;
   readonly #log: HubLogger | undefined;
   readonly #waiters = new Map<string, Waiter>();
+  readonly #replyChains = new Map<string, Promise<void>>();
   readonly #sweeper: NodeJS.Timeout;
   #closed = false;
 
@@ -155,9 +156,15 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   }
 
   agentMessage(agentId: string, message: CommandReply): void {
-    void this.#onReply(agentId, message).catch((err: unknown) =>
-      this.#log?.error({ err, agentId, commandId: message.command_id }, 'bus: handling a reply failed'),
-    );
+    // Replies of one agent are handled in arrival order (progress before its result).
+    const prev = this.#replyChains.get(agentId) ?? Promise.resolve();
+    const next = prev
+      .then(() => this.#onReply(agentId, message))
+      .catch((err: unknown) => this.#log?.error({ err, agentId, commandId: message.command_id }, 'bus: handling a reply failed'));
+    this.#replyChains.set(agentId, next);
+    void next.then(() => {
+      if (this.#replyChains.get(agentId) === next) this.#replyChains.delete(agentId);
+    });
   }
 
   async #flushQueue(agentId: string): Promise<void> {

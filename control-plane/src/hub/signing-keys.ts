@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { generateSigningKeyPair, keyIdSchema, privateKeyFromPem, privateKeyToPem, publicKeySchema, signingKeyPairFrom } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
+import type { KeyObject } from 'node:crypto';
 
 /** A control-plane signing key as agents pin it. */
 export interface PublishedKey {
@@ -56,7 +57,12 @@ export class FileKeyRing implements SigningKeyRing {
     this.dir = dir;
   }
 
-  static open(dataDir: string): FileKeyRing {
+  /**
+   * Opens (creating) the ring. With no key yet, `adoptPemFile` (the control plane's
+   * first signing key, `<dataDir>/signing-key.pem`) becomes the active key, so agents
+   * enrolled before the ring existed keep verifying.
+   */
+  static open(dataDir: string, adoptPemFile?: string): FileKeyRing {
     const ring = new FileKeyRing(join(dataDir, 'signing-keys'));
     mkdirSync(ring.dir, { recursive: true, mode: 0o700 });
     chmodSync(ring.dir, 0o700);
@@ -69,7 +75,13 @@ export class FileKeyRing implements SigningKeyRing {
         ring.#pairs.set(e.key_id, pair);
       }
     }
-    if (!ring.#entries.some((e) => e.state === 'active')) ring.#add('active');
+    if (!ring.#entries.some((e) => e.state === 'active')) {
+      if (ring.#entries.length === 0 && adoptPemFile !== undefined && existsSync(adoptPemFile)) {
+        ring.#adopt(privateKeyFromPem(readFileSync(adoptPemFile, 'utf8')));
+      } else {
+        ring.#add('active');
+      }
+    }
     return ring;
   }
 
@@ -81,6 +93,14 @@ export class FileKeyRing implements SigningKeyRing {
     const tmp = join(this.dir, `keys.json.${process.pid}.tmp`);
     writeFileSync(tmp, `${JSON.stringify({ version: 1, keys: this.#entries }, null, 2)}\n`, { mode: 0o600 });
     renameSync(tmp, join(this.dir, 'keys.json'));
+  }
+
+  #adopt(privateKey: KeyObject): void {
+    const pair = signingKeyPairFrom(privateKey);
+    writeFileSync(this.#pemPath(pair.keyId), privateKeyToPem(pair.privateKey), { mode: 0o600, flag: 'wx' });
+    this.#pairs.set(pair.keyId, pair);
+    this.#entries.push({ key_id: pair.keyId, public_key: pair.publicKey, state: 'active', created_at: Date.now(), retired_at: null });
+    this.#save();
   }
 
   #add(state: KeyState): SigningKeyPair {

@@ -1,0 +1,121 @@
+import { readFile } from 'node:fs/promises';
+import { z } from 'zod';
+import { isPublicKeyText, publicKeySchema } from '@vmkit/protocol';
+import type { ApiPlugin, AppContext } from '../app.ts';
+import { enrollWithToken } from '../db/enrollment.ts';
+import { ENROLLMENT_TOKEN_PREFIX } from '../db/enrollment.ts';
+import { ApiError } from '../errors.ts';
+import { AGENT_CONNECT_PATH } from '../hub/agent-hub.ts';
+import { INSTALL_SCRIPT } from '../hub/bundle.ts';
+import type { PublishedKey } from '../hub/signing-keys.ts';
+
+/** ws(s)://<public host>/agent/v1/connect, from the URL clients reach this server at. */
+export function agentConnectUrl(ctx: AppContext): string {
+  const url = new URL(ctx.publicUrl);
+  url.protocol = url.protocol === 'https:' ? 'wss:' : 'ws:';
+  url.pathname = AGENT_CONNECT_PATH;
+  url.search = '';
+  url.hash = '';
+  return url.toString();
+}
+
+/** The keys a newly enrolled agent pins: the ring's published keys (active first). */
+export function enrollmentAnswerKeys(ctx: AppContext): PublishedKey[] {
+  return ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
+}
+
+const EnrollBody = z.strictObject({
+  token: z.string().min(1).max(256),
+  public_key: publicKeySchema.describe('base64url raw Ed25519 public key of the agent'),
+  hostname: z.string().min(1).max(253),
+  os: z.string().max(128),
+  agent_version: z.string().max(64),
+});
+
+const EnrollView = z.object({
+  agent_id: z.string(),
+  instance_id: z.string(),
+  signing_keys: z.array(z.object({ key_id: z.string(), public_key: z.string() })),
+  connect_url: z.string(),
+});
+
+function tokenInvalid(): ApiError {
+  return new ApiError(
+    'enrollment_token_invalid',
+    'The enrollment token is unknown, expired or already used; ask for a new one with POST /api/instances/{id}/enrollment-token.',
+  );
+}
+
+/** Agent enrollment (the token is the credential) and what the install script downloads. */
+export const agentRoutes: ApiPlugin = (app, { ctx }) => {
+  app.post(
+    '/api/agents/enroll',
+    {
+      // No API key: the one-time token is the credential. Anonymous, per-address rate limits apply.
+      config: { auth: 'none', action: 'agents.enroll' },
+      schema: {
+        summary: 'Register an agent key with a one-time enrollment token',
+        security: [],
+        body: EnrollBody,
+        response: { 201: EnrollView },
+      },
+    },
+    async (request, reply) => {
+      const body = request.body;
+      if (!isPublicKeyText(body.public_key)) throw new ApiError('invalid_request', 'Invalid request: public_key is not an Ed25519 public key.');
+      if (!body.token.startsWith(ENROLLMENT_TOKEN_PREFIX)) throw tokenInvalid();
+      const signingKeys = enrollmentAnswerKeys(ctx);
+      const outcome = await enrollWithToken(
+        ctx.db,
+        {
+          token: body.token,
+          publicKey: body.public_key,
+          hostname: body.hostname,
+          os: body.os,
+          agentVersion: body.agent_version,
+          pinnedKeyIds: signingKeys.map((k) => k.key_id),
+        },
+        ctx.now(),
+      );
+      if (!outcome.ok) throw tokenInvalid();
+      if (outcome.replacedKey) ctx.hub?.drop(outcome.agentId, 'this agent was enrolled again with a new key');
+      request.log.info({ agentId: outcome.agentId, instanceId: outcome.instanceId, replacedKey: outcome.replacedKey }, 'agent enrolled');
+      return reply.code(201).send({
+        agent_id: outcome.agentId,
+        instance_id: outcome.instanceId,
+        signing_keys: signingKeys,
+        connect_url: agentConnectUrl(ctx),
+      });
+    },
+  );
+
+  app.get(
+    '/install.sh',
+    { config: { auth: 'none' }, schema: { summary: 'The agent install script (scripts/install-agent.sh)', security: [] } },
+    async (_request, reply) => {
+      let script: string;
+      try {
+        script = await readFile(INSTALL_SCRIPT, 'utf8');
+      } catch {
+        throw new ApiError('not_found', 'The agent install script is not available on this control plane.');
+      }
+      return reply.type('text/x-shellscript; charset=utf-8').header('cache-control', 'no-cache').send(script);
+    },
+  );
+
+  app.get(
+    '/agent/bundle.tar.gz',
+    {
+      config: { auth: 'none' },
+      schema: { summary: 'Tarball of vmkit-agent and @vmkit/protocol sources (see hub/bundle.ts for the layout)', security: [] },
+    },
+    async (request, reply) => {
+      if (!ctx.agentBundle) throw new ApiError('not_found', 'The agent bundle is not served by this control plane.');
+      const bundle = await ctx.agentBundle.get();
+      const etag = `"${bundle.sha256}"`;
+      reply.header('etag', etag).header('x-content-sha256', bundle.sha256).header('cache-control', 'no-cache');
+      if (request.headers['if-none-match'] === etag) return reply.code(304).send();
+      return reply.type('application/gzip').send(bundle.data);
+    },
+  );
+};

@@ -1,0 +1,81 @@
+import { z } from 'zod';
+import type { ApiPlugin } from '../app.ts';
+import { authOf } from '../auth/hooks.ts';
+import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
+import { getEnvironment } from '../db/environments.ts';
+import { getInstance } from '../db/instances.ts';
+import { ApiError } from '../errors.ts';
+import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
+import { IdParams, InstanceView, iso, instanceView } from './views.ts';
+
+const SigningKeyView = z.object({ key_id: z.string(), public_key: z.string() });
+
+export const EnrollmentTokenView = z.object({
+  token: z.string().describe('vmkenr_... one-time token; shown once'),
+  expires_at: z.string().describe('ISO 8601 time'),
+  instance_id: z.string(),
+  signing_keys: z.array(SigningKeyView).describe('The control plane public keys the agent pins'),
+  connect_url: z.string().describe('ws(s)://.../agent/v1/connect'),
+  install_command: z.string().describe('Run on the VM as root'),
+});
+
+/** POST routes of instances: register an instance, issue an enrollment token for it. */
+export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
+  app.post(
+    '/api/instances',
+    {
+      config: { scope: 'instances:write', action: 'instances.create' },
+      schema: {
+        summary: 'Register an instance that waits for its agent',
+        body: z.strictObject({
+          name: z
+            .string()
+            .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, dots, dashes or underscores'),
+          environment_id: z.string().min(1).max(128).optional(),
+        }),
+        response: { 201: InstanceView },
+      },
+    },
+    async (request, reply) => {
+      const { workspaceId } = authOf(request);
+      const envId = request.body.environment_id;
+      if (envId !== undefined && !(await getEnvironment(ctx.db, workspaceId, envId))) {
+        throw new ApiError('environment_not_found', `No environment with id ${envId} exists in this workspace.`);
+      }
+      const row = await registerInstance(
+        ctx.db,
+        { workspaceId, name: request.body.name, environmentId: envId ?? null, provider: 'manual' },
+        ctx.now(),
+      );
+      return reply.code(201).send(instanceView(row, null));
+    },
+  );
+
+  app.post(
+    '/api/instances/:id/enrollment-token',
+    {
+      config: { scope: 'instances:write', action: 'instances.enrollment_token' },
+      schema: {
+        summary: 'Issue a one-time enrollment token for the agent of an instance',
+        params: IdParams,
+        response: { 201: EnrollmentTokenView },
+      },
+    },
+    async (request, reply) => {
+      const { workspaceId } = authOf(request);
+      const instance = await getInstance(ctx.db, workspaceId, request.params.id);
+      if (!instance) throw new ApiError('instance_not_found', `No instance with id ${request.params.id} found in this workspace.`);
+      const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
+      const { token, expiresAt } = await createEnrollmentToken(ctx.db, { workspaceId, instanceId: instance.id, ttlMs }, ctx.now());
+      const base = ctx.publicUrl.replace(/\/+$/, '');
+      return reply.code(201).send({
+        token,
+        expires_at: iso(expiresAt),
+        instance_id: instance.id,
+        signing_keys: enrollmentAnswerKeys(ctx),
+        connect_url: agentConnectUrl(ctx),
+        install_command: `curl -fsSL ${base}/install.sh | sudo sh -s -- ${base} ${token}`,
+      });
+    },
+  );
+};

@@ -1,0 +1,106 @@
+/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not. */
+import { createHash, randomBytes } from 'node:crypto';
+import { and, eq, gt, isNull } from 'drizzle-orm';
+import { newId } from '@vmkit/protocol';
+import type { Db } from './index.ts';
+import { agents, enrollmentTokens, instances } from './schema.ts';
+
+export const ENROLLMENT_TOKEN_PREFIX = 'vmkenr_';
+
+export function hashEnrollmentToken(token: string): string {
+  return createHash('sha256').update(token, 'utf8').digest('hex');
+}
+
+/** Registers an instance that waits for its agent (status `awaiting_agent`). */
+export async function registerInstance(
+  db: Db,
+  input: { workspaceId: string; name: string; environmentId: string | null; provider: string },
+  now: number,
+): Promise<typeof instances.$inferSelect> {
+  const row: typeof instances.$inferInsert = {
+    id: newId('instance'),
+    workspaceId: input.workspaceId,
+    name: input.name,
+    environmentId: input.environmentId,
+    provider: input.provider,
+    status: 'awaiting_agent',
+    sshHost: null,
+    sshPort: null,
+    hardenedAt: null,
+    createdAt: now,
+    updatedAt: now,
+    providerRef: null,
+  };
+  return db.insert(instances).values(row).returning().get();
+}
+
+/**
+ * A one-time token bound to one instance. Only its sha-256 is stored; the token itself
+ * is returned once.
+ */
+export async function createEnrollmentToken(
+  db: Db,
+  input: { workspaceId: string; instanceId: string; ttlMs: number },
+  now: number,
+): Promise<{ id: string; token: string; expiresAt: number }> {
+  const token = ENROLLMENT_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  const id = newId('enrollmentToken');
+  const expiresAt = now + input.ttlMs;
+  db.insert(enrollmentTokens)
+    .values({ id, workspaceId: input.workspaceId, instanceId: input.instanceId, hash: hashEnrollmentToken(token), expiresAt, usedAt: null, createdAt: now })
+    .run();
+  return { id, token, expiresAt };
+}
+
+export interface EnrollInput {
+  token: string;
+  publicKey: string;
+  hostname: string;
+  os: string;
+  agentVersion: string;
+  /** Control-plane signing keys the agent receives (and pins) with this enrollment. */
+  pinnedKeyIds: string[];
+}
+
+export type EnrollOutcome =
+  | { ok: true; agentId: string; instanceId: string; workspaceId: string; replacedKey: boolean }
+  | { ok: false };
+
+/**
+ * Consumes the token and registers the agent key in one transaction: a token that is
+ * unknown, used or expired registers nothing, and of two concurrent uses exactly one
+ * wins. Re-enrolling an instance keeps its agent id and replaces the key, so the old
+ * key can no longer authenticate.
+ */
+export async function enrollWithToken(db: Db, input: EnrollInput, now: number): Promise<EnrollOutcome> {
+  const hash = hashEnrollmentToken(input.token);
+  return db.transaction((tx): EnrollOutcome => {
+    const token = tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.hash, hash)).get();
+    if (!token) return { ok: false };
+    const consumed = tx
+      .update(enrollmentTokens)
+      .set({ usedAt: now })
+      .where(and(eq(enrollmentTokens.id, token.id), isNull(enrollmentTokens.usedAt), gt(enrollmentTokens.expiresAt, now)))
+      .run();
+    if (consumed.changes !== 1) return { ok: false };
+    const existing = tx.select({ id: agents.id }).from(agents).where(eq(agents.instanceId, token.instanceId)).get();
+    const fields = {
+      publicKey: input.publicKey,
+      state: 'disconnected',
+      connectedAt: null,
+      agentVersion: input.agentVersion,
+      hostname: input.hostname,
+      os: input.os,
+      pinnedKeyIds: input.pinnedKeyIds,
+    };
+    if (existing) {
+      tx.update(agents).set(fields).where(eq(agents.id, existing.id)).run();
+      return { ok: true, agentId: existing.id, instanceId: token.instanceId, workspaceId: token.workspaceId, replacedKey: true };
+    }
+    const agentId = newId('agent');
+    tx.insert(agents)
+      .values({ id: agentId, workspaceId: token.workspaceId, instanceId: token.instanceId, lastSeen: null, createdAt: now, ...fields })
+      .run();
+    return { ok: true, agentId, instanceId: token.instanceId, workspaceId: token.workspaceId, replacedKey: false };
+  });
+}

@@ -1,0 +1,53 @@
+import type { Config } from '../config.ts';
+
+/** Settings of the agent hub and enrollment; all optional, with defaults below. */
+export interface AgentHubConfig {
+  /** Told to agents in `welcome`; the hub pings this often. */
+  heartbeatIntervalMs: number;
+  /** An agent silent this long is marked `disconnected`. */
+  deadAfterMs: number;
+  handshakeTimeoutMs: number;
+  /** Handshakes per second before agents are told `overloaded` with retry_after_ms. */
+  handshakesPerSecond: number;
+  lastSeenFlushMs: number;
+  /** Lifetime of an enrollment token. */
+  enrollmentTokenTtlMs: number;
+}
+
+declare module '../config.ts' {
+  interface Config {
+    /** Agent hub settings (control-plane/src/hub/config.ts); env VMKIT_AGENT_* fill what is not set. */
+    agentHub?: Partial<AgentHubConfig>;
+  }
+}
+
+const ENV: Record<keyof AgentHubConfig, string> = {
+  heartbeatIntervalMs: 'VMKIT_AGENT_HEARTBEAT_MS',
+  deadAfterMs: 'VMKIT_AGENT_DEAD_AFTER_MS',
+  handshakeTimeoutMs: 'VMKIT_AGENT_HANDSHAKE_TIMEOUT_MS',
+  handshakesPerSecond: 'VMKIT_AGENT_HANDSHAKES_PER_SECOND',
+  lastSeenFlushMs: 'VMKIT_AGENT_LAST_SEEN_FLUSH_MS',
+  enrollmentTokenTtlMs: 'VMKIT_ENROLLMENT_TOKEN_TTL_MS',
+};
+
+/** Config wins over VMKIT_AGENT_* environment variables, which win over the defaults. */
+export function agentHubConfig(config: Config, env: NodeJS.ProcessEnv = process.env): AgentHubConfig {
+  const pick = (k: keyof AgentHubConfig, fallback: number): number => {
+    const fromConfig = config.agentHub?.[k];
+    if (fromConfig !== undefined) return fromConfig;
+    const raw = env[ENV[k]];
+    if (raw === undefined || raw === '') return fallback;
+    const n = Number(raw);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`${ENV[k]} must be a positive number, got "${raw}"`);
+    return n;
+  };
+  const heartbeatIntervalMs = pick('heartbeatIntervalMs', 15_000);
+  return {
+    heartbeatIntervalMs,
+    deadAfterMs: pick('deadAfterMs', heartbeatIntervalMs * 3),
+    handshakeTimeoutMs: pick('handshakeTimeoutMs', 10_000),
+    handshakesPerSecond: pick('handshakesPerSecond', 200),
+    lastSeenFlushMs: pick('lastSeenFlushMs', 5_000),
+    enrollmentTokenTtlMs: pick('enrollmentTokenTtlMs', 60 * 60_000),
+  };
+}

@@ -1,0 +1,67 @@
+import { join } from 'node:path';
+import type { ApiPlugin, AppContext } from '../app.ts';
+import { SqliteHubStore } from '../db/hub-store.ts';
+import { AgentHub } from './agent-hub.ts';
+import { AgentBundleCache } from './bundle.ts';
+import { InProcessCommandBus } from './command-bus.ts';
+import type { CommandBus } from './command-bus.ts';
+import { agentHubConfig } from './config.ts';
+import type { AgentHubConfig } from './config.ts';
+import { KeyRotation } from './key-rotation.ts';
+import { FileKeyRing } from './signing-keys.ts';
+
+declare module '../app.ts' {
+  interface AppContext {
+    /** The agent WebSocket hub at /agent/v1/connect (set by agentHubPlugin). */
+    hub?: AgentHub;
+    /** Send typed, signed commands to agents and await their results (set by agentHubPlugin). */
+    commandBus?: CommandBus;
+    keyRing?: FileKeyRing;
+    keyRotation?: KeyRotation;
+    agentHubConfig?: AgentHubConfig;
+    agentBundle?: AgentBundleCache;
+  }
+}
+
+/** ctx.commandBus, or a clear failure when the hub plugin is not registered. */
+export function commandBusOf(ctx: AppContext): CommandBus {
+  if (!ctx.commandBus) throw new Error('the agent hub is not running (agentHubPlugin not registered)');
+  return ctx.commandBus;
+}
+
+/**
+ * Creates the hub, the command bus and the key ring, serves the hub on the app's HTTP
+ * server, and ties their lifetime to the app's: started when the app is ready, closed
+ * (every agent marked disconnected) before the server closes. Register it before any
+ * route that uses ctx.hub or ctx.commandBus.
+ */
+export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
+  const cfg = agentHubConfig(ctx.config);
+  const ring = FileKeyRing.open(ctx.config.dataDir, join(ctx.config.dataDir, 'signing-key.pem'));
+  ctx.signingKey = ring.active();
+  const store = new SqliteHubStore(ctx.db);
+  const hub = new AgentHub({
+    store,
+    keys: ring,
+    logger: ctx.logger,
+    heartbeatIntervalMs: cfg.heartbeatIntervalMs,
+    deadAfterMs: cfg.deadAfterMs,
+    handshakeTimeoutMs: cfg.handshakeTimeoutMs,
+    handshakesPerSecond: cfg.handshakesPerSecond,
+    lastSeenFlushMs: cfg.lastSeenFlushMs,
+  });
+  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger });
+  const rotation = new KeyRotation({ ring, bus, hub, store, logger: ctx.logger });
+  hub.addListener(bus);
+  hub.addListener(rotation);
+  Object.assign(ctx, { hub, commandBus: bus, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache() });
+  hub.attach(app.server);
+  app.addHook('onReady', async () => {
+    await hub.start();
+  });
+  app.addHook('preClose', async () => {
+    await bus.close();
+    await hub.close();
+  });
+  return Promise.resolve();
+};
