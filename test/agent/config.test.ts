@@ -5,6 +5,7 @@ import t from 'tap';
 import { FakeHub } from '../helpers/fake-hub.ts';
 import { BIN, enrolledAgent, runCli } from './agent-process.ts';
 import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
 
 const oneLine = (s: string) => s.trim().split('\n').length === 1;
 
@@ -57,8 +58,6 @@ t.test('usage errors exit 2 and version works through the bin shim', async (t) =
   t.equal(noToken.code, 2);
   t.match(noToken.stderr, /enroll needs --token/);
 
-  const version = await new Promise<string>((resolve, reject) =>
-    execFile(process.execPath, [BIN, 'version'], (err, stdout) => (err ? reject(err) : resolve(stdout))),
-  );
+ const { stdout: version } = await promisify(execFile)(process.execPath, [BIN, 'version']);
   t.match(version, /^vmkit-agent 0\.1\.0 \(protocol 1, node v\d+/);
 });
