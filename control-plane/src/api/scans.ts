@@ -3,8 +3,37 @@ import { authOf } from '../auth/hooks.ts';
 import { getScan } from '../db/scans.ts';
 import { ApiError } from '../errors.ts';
 import { IdParams, ScanView, scanView } from './views.ts';
+import { z } from 'zod';
+import { scanServiceFromEnv } from '../services/scan/service.ts';
+import type { ScanService } from '../services/scan/service.ts';
+import { RepoFullName } from './repos.ts';
+
+declare module '../app.ts' {
+  interface AppContext {
+    /** scan_repo's service; built from the environment on first use unless a test sets it. */
+    scanService?: ScanService;
+  }
+}
 
 export const scanRoutes: ApiPlugin = (app, { ctx }) => {
+  const service = (): ScanService => (ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now }));
+
+  app.post(
+    '/api/scans',
+    {
+      config: { scope: 'repos:read', action: 'scans.create' },
+      schema: {
+        summary: 'Scan a connected repository (read-only): language, framework, buildpack, Procfile/Dockerfile, with evidence',
+        body: z.strictObject({ repo: RepoFullName.describe('owner/name of a repository connected to this workspace') }),
+        response: { 200: ScanView, 201: ScanView },
+      },
+    },
+    async (request, reply) => {
+      const { scan, cached } = await service().scan(authOf(request).workspaceId, request.body.repo);
+      return reply.code(cached ? 200 : 201).send({ ...scanView(scan), cached });
+    },
+  );
+
   app.get(
     '/api/scans/:id',
     {

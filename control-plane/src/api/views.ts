@@ -119,13 +119,39 @@ export const ScanView = z.object({
   buildpack: z.string().nullable(),
   procfile_detected: z.boolean().nullable(),
   dockerfile_detected: z.boolean().nullable(),
+  // Additions of the scan service (issue 7), lifted out of `details`; null until a scan succeeds.
+  sha: z.string().nullable().describe('The commit that was scanned'),
+  default_branch: z.string().nullable(),
+  root: z.string().nullable().describe("The app's directory in the repository ('.' = root)"),
+  evidence: z.array(z.object({ file: z.string(), reason: z.string() })).nullable().describe('Which files decided, and why'),
+  confidence: z.number().min(0).max(1).nullable(),
+  reason: z.string().nullable().describe('Why this root and this classification'),
+  classifier: z.string().nullable().describe('rules | model | none'),
+  buildpack_note: z.string().nullable(),
+  cached: z.boolean().optional().describe('POST only: true when answered from the stored scan of the same commit'),
   details: z.record(z.string(), z.unknown()).nullable(),
   error_key: z.string().nullable(),
   created_at: time,
   finished_at: maybeTime,
 });
+function detail<T>(s: ScanRow, key: string, ok: (v: unknown) => v is T): T | null {
+  const v = s.details?.[key];
+  return ok(v) ? v : null;
+}
+const isString = (v: unknown): v is string => typeof v === 'string';
+const isNumber = (v: unknown): v is number => typeof v === 'number';
+const isEvidence = (v: unknown): v is { file: string; reason: string }[] =>
+  Array.isArray(v) && v.every((e) => typeof (e as { file?: unknown }).file === 'string' && typeof (e as { reason?: unknown }).reason === 'string');
 export function scanView(s: ScanRow): z.output<typeof ScanView> {
   return {
+    sha: detail(s, 'sha', isString),
+    default_branch: detail(s, 'default_branch', isString),
+    root: detail(s, 'root', isString),
+    evidence: detail(s, 'evidence', isEvidence),
+    confidence: detail(s, 'confidence', isNumber),
+    reason: detail(s, 'reason', isString),
+    classifier: detail(s, 'classifier', isString),
+    buildpack_note: detail(s, 'buildpack_note', isString),
     scan_id: s.id,
     repo: s.repo,
     status: s.status,

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, eq } from 'drizzle-orm';
+import { and, desc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { scans } from './schema.ts';
@@ -44,4 +44,29 @@ export type ScanPatch = Partial<Omit<ScanRow, 'id' | 'workspaceId' | 'createdAt'
 
 export async function updateScan(db: Db, id: string, patch: ScanPatch): Promise<void> {
   db.update(scans).set(patch).where(eq(scans.id, id)).run();
+}
+
+/**
+ * The newest succeeded scan of a repo at one commit, made by the same kind of source
+ * and rules version (kept in `details`), so a repeat scan can answer from it.
+ */
+export async function findScanAtSha(
+  db: Db,
+  q: { workspaceId: string; repoId: string; sha: string; source: string; rulesVersion: number },
+): Promise<ScanRow | undefined> {
+  return db
+    .select()
+    .from(scans)
+    .where(
+      and(
+        eq(scans.workspaceId, q.workspaceId),
+        eq(scans.repoId, q.repoId),
+        eq(scans.status, 'succeeded'),
+        sql`json_extract(${scans.details}, '$.sha') = ${q.sha}`,
+        sql`json_extract(${scans.details}, '$.source') = ${q.source}`,
+        sql`json_extract(${scans.details}, '$.rules_version') = ${q.rulesVersion}`,
+      ),
+    )
+    .orderBy(desc(scans.id))
+    .get();
 }

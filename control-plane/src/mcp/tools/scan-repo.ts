@@ -58,6 +58,6 @@ export const scanRepo = defineTool({
     // Contract fields first, in the contract's order; the additions after them.
     const contract = Object.fromEntries(CONTRACT_FIELDS.map((k) => [k, scan[k]]));
     const { details: _details, status: _status, error_key: _errorKey, ...additions } = scan;
-    return okResult({ ...contract, ...additions, ...contract });
+    return okResult({ ...contract, ...additions });
   },
 });
