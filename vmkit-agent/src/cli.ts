@@ -3,6 +3,7 @@ import { PROTOCOL_VERSION } from '@vmkit/protocol';
 import { ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_STATE_DIR, EXIT_CONFIG, loadConfig } from './config.ts';
 import { startDaemon } from './daemon.ts';
 import { EnrollError, enroll } from './enroll.ts';
+import { hardenCli } from './executors/harden/cli.ts';
 import { createLogger, isLevel } from './log.ts';
 import { processAlive, readStatus } from './status.ts';
 import { statePaths } from './state-dir.ts';
@@ -12,10 +13,13 @@ const USAGE = `usage: vmkit-agent <command> [options]
 
 commands:
   enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
+                 (the token may come from VMKIT_ENROLL_TOKEN instead of --token)
                  register this machine with the control plane and pin its signing keys
   run [--insecure]   run the daemon (systemd runs this)
   status [--json]    connection state, agent id, last command, versions
   version            print the agent and protocol versions
+  harden --dry-run [--deploy-key KEY ...] [--root DIR] [--json]
+                     print what the harden command would change (changes nothing)
 
 options for every command:
   --config FILE      agent config (default ${DEFAULT_CONFIG_FILE})
@@ -93,6 +97,7 @@ async function status(configFile: string, stateDirFlag: string | undefined, json
 }
 
 async function main(argv: string[]): Promise<number | undefined> {
+  if (argv[0] === 'harden') return hardenCli(argv.slice(1)); // its own options (executors/harden/cli.ts)
   const { values, positionals } = parse(argv);
   const [command, ...extra] = positionals;
   if (values.help || command === undefined || command === 'help') {
@@ -111,10 +116,12 @@ async function main(argv: string[]): Promise<number | undefined> {
       return 0;
     case 'enroll': {
       if (!values.url) throw new UsageError('enroll needs --url URL');
-      if (!values.token) throw new UsageError('enroll needs --token TOKEN');
+      // VMKIT_ENROLL_TOKEN keeps the token out of argv (visible in ps to every user).
+      const token = values.token ?? process.env.VMKIT_ENROLL_TOKEN;
+      if (!token) throw new UsageError('enroll needs --token TOKEN (or VMKIT_ENROLL_TOKEN in the environment)');
       const config = await enroll({
         url: values.url,
-        token: values.token,
+        token,
         cpKeys: values['cp-key'] ?? [],
         configFile,
         stateDir: stateDirFlag ?? DEFAULT_STATE_DIR,
