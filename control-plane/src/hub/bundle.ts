@@ -18,12 +18,14 @@ export const INSTALL_SCRIPT = join(REPO_ROOT, 'scripts', 'install-agent.sh');
  *   package.json          npm workspaces root: shared-protocol, vmkit-agent
  *   shared-protocol/      @vmkit/protocol sources (package.json, src/)
  *   vmkit-agent/          @vmkit/agent sources (package.json, bin/, src/)
+ *   scripts/vmkit-agent.service  the systemd unit install-agent.sh installs
  *
  * Install and run: `cd vmkit-agent-bundle && npm install --omit=dev`, then
  * `node --import tsx vmkit-agent/src/cli.ts <command>` (or vmkit-agent/bin/vmkit-agent.js).
  * There is no build step: sources run under tsx, like everywhere else in VMKit.
  */
-const BUNDLED = ['shared-protocol/package.json', 'shared-protocol/src', 'vmkit-agent/package.json', 'vmkit-agent/src', 'vmkit-agent/bin'];
+// scripts/vmkit-agent.service: install-agent.sh installs the unit from the bundle.
+const BUNDLED = ['shared-protocol/package.json', 'shared-protocol/src', 'vmkit-agent/package.json', 'vmkit-agent/src', 'vmkit-agent/bin', 'scripts/vmkit-agent.service'];
 
 const BUNDLE_PACKAGE_JSON = {
   name: 'vmkit-agent-bundle',
