@@ -31,9 +31,11 @@ import { scanRoutes } from './api/scans.ts';
 import { auditRoutes } from './api/audit.ts';
 import { agentHubPlugin } from './hub/plugin.ts';
 import { instanceWriteRoutes } from './api/instances-write.ts';
+import { instanceComputeRoutes } from './api/instances-compute.ts';
 import { agentRoutes } from './api/agents.ts';
 import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
+import { hardenRoutes } from './api/harden.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -72,11 +74,13 @@ export const ROUTES: ApiPlugin[] = [
   environmentRoutes,
   instanceRoutes,
   instanceWriteRoutes,
+  instanceComputeRoutes,
   agentRoutes,
   signingKeyRoutes,
   deployRoutes,
   scanRoutes,
   auditRoutes,
+  hardenRoutes,
   mcpRoutes,
 ];
 

@@ -5,6 +5,7 @@ import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
 import { getEnvironment } from '../db/environments.ts';
 import { getInstance } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
+import { MANUAL_PROVIDER, provisionInstance } from '../services/instances.ts';
 import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
 import { IdParams, InstanceView, iso, instanceView } from './views.ts';
 
@@ -32,6 +33,11 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
             .string()
             .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/, 'must be 1-64 letters, digits, dots, dashes or underscores'),
           environment_id: z.string().min(1).max(128).optional(),
+          provider: z
+            .string()
+            .regex(/^[a-z][a-z0-9_-]{0,31}$/)
+            .optional()
+            .describe('manual (default): wait for an agent installed by hand; local: provision a local VM sandbox'),
         }),
         response: { 201: InstanceView },
       },
@@ -42,11 +48,11 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
       if (envId !== undefined && !(await getEnvironment(ctx.db, workspaceId, envId))) {
         throw new ApiError('environment_not_found', `No environment with id ${envId} exists in this workspace.`);
       }
-      const row = await registerInstance(
-        ctx.db,
-        { workspaceId, name: request.body.name, environmentId: envId ?? null, provider: 'manual' },
-        ctx.now(),
-      );
+      const provider = request.body.provider ?? MANUAL_PROVIDER;
+      const row =
+        provider === MANUAL_PROVIDER
+          ? await registerInstance(ctx.db, { workspaceId, name: request.body.name, environmentId: envId ?? null, provider }, ctx.now())
+          : await provisionInstance(ctx, { workspaceId, name: request.body.name, environmentId: envId ?? null, provider });
       return reply.code(201).send(instanceView(row, null));
     },
   );

@@ -1,0 +1,127 @@
+/**
+ * Instances backed by a compute provider: provision a VM whose agent enrolls itself
+ * (status `provisioning` → `running` once the agent connects) and destroy it.
+ * The provider returns data; this service persists it.
+ */
+import type { AppContext } from '../app.ts';
+import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
+import { getInstance, getInstanceById, getInstanceWithAgent, updateInstance } from '../db/instances.ts';
+import type { InstanceRow } from '../db/instances.ts';
+import { ApiError } from '../errors.ts';
+import { localProviderFor } from '../providers/compute/local.ts';
+import { ComputeError } from '../providers/compute/types.ts';
+import type { ComputeProvider } from '../providers/compute/types.ts';
+
+declare module '../app.ts' {
+  interface AppContext {
+    /** Compute providers by name; default: `local` sandboxes under <dataDir>/sandboxes. */
+    computeProviders?: Record<string, ComputeProvider>;
+  }
+}
+
+/** Instances registered by hand: no provider makes or removes their machine. */
+export const MANUAL_PROVIDER = 'manual';
+
+export function computeProviderOf(ctx: AppContext, name: string): ComputeProvider | undefined {
+  ctx.computeProviders ??= { local: localProviderFor(ctx.config.dataDir) };
+  return Object.hasOwn(ctx.computeProviders, name) ? ctx.computeProviders[name] : undefined;
+}
+
+function apiErrorOf(err: unknown): unknown {
+  return err instanceof ComputeError ? new ApiError(err.key, err.message) : err;
+}
+
+/** The provider's handle, as persisted in providerRef. */
+function refOf(row: InstanceRow): string | undefined {
+  const ref = row.providerRef?.ref;
+  return typeof ref === 'string' ? ref : undefined;
+}
+
+export interface ProvisionInput {
+  workspaceId: string;
+  name: string;
+  environmentId: string | null;
+  provider: string;
+}
+
+/**
+ * Registers the instance, issues its enrollment token and has the provider create the
+ * VM with the agent bootstrapped. Answers once the VM exists (sshd answers); the agent
+ * connects shortly after and the instance becomes `running`.
+ */
+export async function provisionInstance(ctx: AppContext, input: ProvisionInput): Promise<InstanceRow> {
+  const provider = computeProviderOf(ctx, input.provider);
+  if (provider === undefined) {
+    throw new ApiError('compute_target_missing', `No compute provider named "${input.provider}" is configured on this control plane.`);
+  }
+  const row = await registerInstance(ctx.db, input, ctx.now());
+  await updateInstance(ctx.db, row.id, { status: 'provisioning' }, ctx.now());
+  const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
+  const { token } = await createEnrollmentToken(ctx.db, { workspaceId: input.workspaceId, instanceId: row.id, ttlMs }, ctx.now());
+  const keys = ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
+  try {
+    const vm = await provider.create({
+      instance_id: row.id,
+      name: input.name,
+      bootstrap: {
+        agent: { control_plane_url: ctx.publicUrl, token, control_plane_keys: keys.map((k) => `${k.key_id}:${k.public_key}`) },
+      },
+    });
+    // The root password is not kept: the agent, not SSH, is how the control plane gets in.
+    await updateInstance(ctx.db, row.id, { sshHost: vm.address, sshPort: vm.ssh_port, providerRef: { ref: vm.ref } }, ctx.now());
+  } catch (err) {
+    await updateInstance(ctx.db, row.id, { status: 'failed' }, ctx.now());
+    throw apiErrorOf(err);
+  }
+  await markRunningIfConnected(ctx, row.id);
+  const fresh = await getInstance(ctx.db, input.workspaceId, row.id);
+  if (!fresh) throw new ApiError('internal');
+  return fresh;
+}
+
+/** `provisioning` → `running` once the instance's agent is connected. */
+async function markRunningIfConnected(ctx: AppContext, instanceId: string, connected?: boolean): Promise<void> {
+  const row = await getInstanceById(ctx.db, instanceId);
+  if (row?.status !== 'provisioning') return;
+  if (connected !== true) {
+    const withAgent = await getInstanceWithAgent(ctx.db, row.workspaceId, instanceId);
+    if (withAgent?.agent?.state !== 'connected') return;
+  }
+  await updateInstance(ctx.db, instanceId, { status: 'running' }, ctx.now());
+}
+
+/** Flips provisioning instances to running when their agent connects (register once, after the hub). */
+export function watchProvisioning(ctx: AppContext): void {
+  ctx.hub?.addListener({
+    agentConnected: (agent) => {
+      markRunningIfConnected(ctx, agent.instanceId, true).catch((err: unknown) =>
+        ctx.logger.error({ err, instanceId: agent.instanceId }, 'instances: could not mark the instance running'),
+      );
+    },
+  });
+}
+
+/**
+ * Destroys the instance's VM through its provider (a manual instance has none) and
+ * marks it `destroyed`. Destroying twice is fine.
+ */
+export async function destroyInstance(ctx: AppContext, workspaceId: string, id: string): Promise<InstanceRow> {
+  const row = await getInstance(ctx.db, workspaceId, id);
+  if (!row) throw new ApiError('instance_not_found', `No instance with id ${id} found in this workspace.`);
+  const ref = refOf(row);
+  if (row.provider !== MANUAL_PROVIDER && ref !== undefined) {
+    const provider = computeProviderOf(ctx, row.provider);
+    if (provider === undefined) {
+      throw new ApiError('compute_target_missing', `No compute provider named "${row.provider}" is configured on this control plane.`);
+    }
+    try {
+      await provider.destroy(ref);
+    } catch (err) {
+      throw apiErrorOf(err);
+    }
+  }
+  await updateInstance(ctx.db, row.id, { status: 'destroyed', sshHost: null, sshPort: null }, ctx.now());
+  const fresh = await getInstance(ctx.db, workspaceId, id);
+  if (!fresh) throw new ApiError('internal');
+  return fresh;
+}
