@@ -1,0 +1,167 @@
+import t from 'tap';
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { keyIdOf, privateKeyFromPem } from '@vmkit/protocol';
+import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { ConfigError, loadConfig } from '../../control-plane/src/config.ts';
+import { mcpConfigEntry } from '../../control-plane/src/auth/bootstrap.ts';
+import { runServerCli } from '../../control-plane/src/cli/server-cli.ts';
+
+const mode = (file: string) => statSync(file).mode & 0o777;
+const ROOT = join(import.meta.dirname, '..', '..');
+
+t.test('first start bootstraps a workspace, an admin key and a signing key', async (t) => {
+  const cp = await startTestControlPlane({ keepDataDir: true });
+  t.teardown(async () => {
+    await cp.close();
+    rmSync(cp.dataDir, { recursive: true, force: true });
+  });
+  const db = cp.ctx.db.$client;
+
+  t.test('the admin key is written to admin.key with mode 0600 and works', async (t) => {
+    const file = join(cp.dataDir, 'admin.key');
+    t.equal(mode(file), 0o600);
+    t.equal(readFileSync(file, 'utf8').trim(), cp.adminKey);
+    t.match(cp.adminKey, /^vmk_[0-9A-Za-z]{43}$/);
+    t.equal((await cp.api('GET', '/api/keys')).status, 200);
+    t.ok(cp.running.bootstrap, 'the first start reports what it created');
+  });
+
+  t.test('the signing key is an Ed25519 PKCS#8 file with mode 0600', async (t) => {
+    const file = join(cp.dataDir, 'signing-key.pem');
+    t.equal(mode(file), 0o600);
+    const pem = readFileSync(file, 'utf8');
+    t.match(pem, /^-----BEGIN PRIVATE KEY-----/);
+    t.equal(keyIdOf(privateKeyFromPem(pem)), cp.ctx.signingKey.keyId);
+  });
+
+  t.test('the data directory is private and the database uses WAL with foreign keys', async (t) => {
+    t.equal(mode(cp.dataDir), 0o700);
+    t.equal(mode(join(cp.dataDir, 'vmkit.sqlite')), 0o600);
+    t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    t.equal(db.pragma('foreign_keys', { simple: true }), 1);
+  });
+
+  t.test('a restart keeps the data and creates nothing new', async (t) => {
+    const repo = await cp.api<{ id: string }>('POST', '/api/repos', { body: { repo: 'acme/web' } });
+    const keyId = cp.ctx.signingKey.keyId;
+    const count = (table: string) =>
+      (cp.ctx.db.$client.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;
+    const before = { workspaces: count('workspaces'), keys: count('api_keys') };
+
+    await cp.restart();
+    t.equal(cp.running.bootstrap, null, 'the second start bootstraps nothing');
+    t.same({ workspaces: count('workspaces'), keys: count('api_keys') }, before, 'no second workspace or admin key');
+    t.equal(cp.ctx.signingKey.keyId, keyId, 'the same signing key');
+    t.equal(readFileSync(join(cp.dataDir, 'admin.key'), 'utf8').trim(), cp.adminKey, 'admin.key unchanged');
+    const again = await cp.api<{ repo: string }>('GET', `/api/repos/${repo.body.id}`);
+    t.equal(again.status, 200, 'the old admin key still works');
+    t.equal(again.body.repo, 'acme/web', 'the repo survived');
+  });
+
+  t.test('workspaces create makes another workspace with its own admin key, while the server runs', async (t) => {
+    let out = '';
+    const code = await runServerCli(['workspaces', 'create', 'team two', '--data-dir', cp.dataDir, '--public-url', 'https://vmkit.example.com'], {
+      stdout: (s) => (out += s),
+      stderr: (s) => (out += s),
+      env: {},
+    });
+    t.equal(code, 0);
+    const secret = /(vmk_[0-9A-Za-z]{43})/.exec(out)?.[1];
+    t.ok(secret, 'the key is printed');
+    t.match(out, /"url": "https:\/\/vmkit.example.com\/mcp"/, 'with an MCP config entry for the public URL');
+    const res = await cp.api<{ items: { name: string }[] }>('GET', '/api/keys', { key: secret ?? '' });
+    t.equal(res.status, 200, 'the new key works against the running server');
+    t.same(res.body.items.map((k) => k.name), ['admin']);
+    const mine = await cp.api<{ items: unknown[] }>('GET', '/api/repos', { key: secret ?? '' });
+    t.same(mine.body.items, [], 'the new workspace starts empty');
+
+    const bad = await runServerCli(['workspaces', 'create'], { stdout: () => {}, stderr: () => {}, env: {} });
+    t.equal(bad, 2, 'a missing name is a usage error');
+  });
+});
+
+t.test('the MCP config entry is ready to paste', async (t) => {
+  const entry = JSON.parse(mcpConfigEntry('http://127.0.0.1:8080', 'vmk_x')) as unknown;
+  t.same(entry, {
+    mcpServers: { vmkit: { type: 'http', url: 'http://127.0.0.1:8080/mcp', headers: { Authorization: 'Bearer vmk_x' } } },
+  });
+});
+
+t.test('configuration comes from flags, then environment, then defaults', async (t) => {
+  const d = loadConfig([], {});
+  t.match(d, { host: '127.0.0.1', port: 8080, publicUrl: undefined, logLevel: 'info' });
+  t.equal(d.dataDir, join(process.cwd(), 'data'));
+  const env = { VMKIT_HOST: '0.0.0.0', VMKIT_PORT: '9000', VMKIT_DATA_DIR: '/tmp/x', VMKIT_PUBLIC_URL: 'https://cp.example.com/', VMKIT_RATE_LIMIT_MAX: '5' };
+  t.match(loadConfig([], env), { host: '0.0.0.0', port: 9000, dataDir: '/tmp/x', publicUrl: 'https://cp.example.com', rateLimit: { max: 5 } });
+  t.match(loadConfig(['--port', '0', '--host', '::1', '--rate-limit-window-ms', '2000'], env), {
+    host: '::1',
+    port: 0,
+    rateLimit: { max: 5, windowMs: 2000 },
+  });
+  t.throws(() => loadConfig(['--port', '70000'], {}), ConfigError);
+  t.throws(() => loadConfig([], { VMKIT_PORT: 'eighty' }), ConfigError);
+  t.throws(() => loadConfig(['--public-url', 'ftp://x'], {}), ConfigError);
+  t.throws(() => loadConfig(['--log-level', 'loud'], {}), ConfigError);
+  t.throws(() => loadConfig(['--bogus'], {}), ConfigError);
+});
+
+t.test('the server process prints the key once, logs JSON and stops cleanly on SIGTERM', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-proc-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+
+  const run = async (): Promise<{ out: string; logs: Record<string, unknown>[]; code: number | null }> => {
+    const child = spawn(process.execPath, ['control-plane/bin/vmkit-control-plane.js', 'serve', '--port', '0', '--data-dir', dataDir], {
+      cwd: ROOT,
+      env: { ...process.env, VMKIT_LOG_LEVEL: 'info' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const killer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+    let out = '';
+    const logs: Record<string, unknown>[] = [];
+    const lines = createInterface({ input: child.stdout });
+    const listening = new Promise<string>((resolve) => {
+      lines.on('line', (line) => {
+        out += `${line}\n`;
+        let log: Record<string, unknown>;
+        try {
+          log = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          return; // the banner, not a log line
+        }
+        if (typeof log !== 'object' || log === null || !('level' in log)) return;
+        logs.push(log);
+        if (log.msg === 'control plane listening') resolve(String(log.url));
+      });
+    });
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const url = await Promise.race([listening, exited.then(() => '')]);
+    t.ok(url, 'the server says where it listens');
+    if (url) {
+      const key = readFileSync(join(dataDir, 'admin.key'), 'utf8').trim();
+      const res = await fetch(`${url}/api/repos`, { headers: { authorization: `Bearer ${key}` } });
+      t.equal(res.status, 200, 'it serves');
+      child.kill('SIGTERM');
+    }
+    const code = await exited;
+    clearTimeout(killer);
+    return { out, logs, code };
+  };
+
+  const first = await run();
+  t.equal(first.code, 0, 'exit code 0 after SIGTERM');
+  const key = readFileSync(join(dataDir, 'admin.key'), 'utf8').trim();
+  t.equal(first.out.split(key).length - 1, 2, 'the key is printed once, as itself and inside the MCP config entry');
+  t.match(first.out, /"url": "http:\/\/127\.0\.0\.1:\d+\/mcp"/, 'the MCP entry points at this server');
+  t.ok(first.logs.some((l) => l.msg === 'shutting down'), 'it logs the shutdown');
+  t.ok(first.logs.some((l) => typeof l.reqId === 'string' && l.req !== undefined), 'request logs carry a request id');
+  const logText = JSON.stringify(first.logs);
+  t.notOk(logText.includes(key), 'the key never appears in the logs');
+
+  const second = await run();
+  t.equal(second.code, 0);
+  t.notOk(second.out.includes('vmk_'), 'the second start prints no key');
+});
