@@ -144,12 +144,15 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
   const current = await effective(tool, HARDEN_USER);
   const snapshot = await takeSnapshot(paths, current.ok ? current.config : null);
   const plan = planHarden(snapshot, { deployKeys: params.deploy_keys, manageAccounts });
+  const notes: string[] = [];
+  if (!current.ok) notes.push(`sshd -T could not read the current configuration (${current.message}); the lockout guard checked keys and shell only`);
   const output = (status: HardenOutput['status'], applied: boolean, extra: Partial<HardenOutput> = {}): HardenOutput => ({
     status,
     dry_run: params.dry_run,
     steps: stepReports(plan, applied, manageAccounts),
     docker: dockerState(plan),
     placement: plan.placement,
+    ...(notes.length > 0 ? { notes } : {}),
     ...extra,
   });
   report({ step: 'plan', state: 'done', detail: { changed: plan.changed, placement: plan.placement } });

@@ -135,4 +135,6 @@ export interface HardenOutput {
   /** The check that failed, when one did. */
   failed_check?: string;
   restored?: string[];
+  /** Things the caller should know (e.g. sshd -T could not read the current config). */
+  notes?: string[];
 }
