@@ -3,12 +3,25 @@ import { mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
+import type { Test } from 'tap';
 import { LocalRepoSource } from '../../control-plane/src/providers/repo-source/local.ts';
 import { isSafeRepoPath, parseRepoRef } from '../../control-plane/src/providers/repo-source/ref.ts';
 import { RepoSourceError } from '../../control-plane/src/providers/repo-source/types.ts';
 import { commitFixture, git, tempReposDir } from './fixture-repos.ts';
 
 const run = promisify(execFile);
+
+/** The promise rejects with a RepoSourceError of this key (and message, if given). */
+async function rejectsKey(t: Test, p: Promise<unknown>, key: string, message?: RegExp): Promise<void> {
+  try {
+    await p;
+    t.fail(`expected ${key}`);
+  } catch (err) {
+    t.type(err, RepoSourceError);
+    t.equal((err as RepoSourceError).key, key);
+    if (message) t.match((err as Error).message, message);
+  }
+}
 const repos = await tempReposDir();
 t.teardown(repos.cleanup);
 const source = new LocalRepoSource({ reposDir: join(repos.dir, 'checkouts') });
@@ -65,7 +78,7 @@ t.test('owner/name can never leave the repositories directory', async (t) => {
     { owner: '', name: 'web' },
     { owner: 'acme', name: 'web/../../x' },
   ]) {
-    await t.rejects(source.head(bad), { key: 'repo_not_found' }, JSON.stringify(bad));
+    await rejectsKey(t, source.head(bad), 'repo_not_found');
   }
   t.equal(parseRepoRef('../etc'), null);
   t.equal(parseRepoRef('acme/..'), null);
@@ -81,17 +94,17 @@ t.test('owner/name can never leave the repositories directory', async (t) => {
 t.test('file paths cannot escape the commit', async (t) => {
   t.equal(await source.readFile(ref, sha, '../../../etc/passwd'), null);
   t.equal(await source.readFile(ref, sha, '/etc/passwd'), null);
-  await t.rejects(source.readFile(ref, 'HEAD; rm -rf /', 'package.json'), { key: 'invalid_request' }, 'a sha is a sha');
+  await rejectsKey(t, source.readFile(ref, 'HEAD; rm -rf /', 'package.json'), 'invalid_request');
 });
 
 t.test('a missing or empty checkout is repo_not_found', async (t) => {
   await t.rejects(source.head({ owner: 'acme', name: 'missing' }), RepoSourceError);
   await mkdir(join(base, 'acme', 'plain-dir'), { recursive: true });
-  await t.rejects(source.head({ owner: 'acme', name: 'plain-dir' }), { key: 'repo_not_found' });
+  await rejectsKey(t, source.head({ owner: 'acme', name: 'plain-dir' }), 'repo_not_found');
   const empty = join(base, 'acme', 'empty');
   await mkdir(empty, { recursive: true });
   await git(empty, 'init', '-q', '-b', 'main');
-  await t.rejects(source.head({ owner: 'acme', name: 'empty' }), { key: 'repo_not_found', message: /no commits/ });
+  await rejectsKey(t, source.head({ owner: 'acme', name: 'empty' }), 'repo_not_found', /no commits/);
 });
 
 t.test('a clone reports its remote’s default branch; a bare mirror works too', async (t) => {
