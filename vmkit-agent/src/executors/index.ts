@@ -1,5 +1,6 @@
 import type { CommandType } from '@vmkit/protocol';
 import { factsExecutor } from './facts.ts';
+import { hardenExecutor } from './harden/index.ts';
 import { keysRotateExecutor } from './keys-rotate.ts';
 import { pingExecutor } from './ping.ts';
 import type { ExecutorSpec } from './types.ts';
@@ -35,5 +36,6 @@ export function defaultExecutors(): ExecutorRegistry {
   return new ExecutorRegistry()
     .register('ping', pingExecutor)
     .register('facts', factsExecutor)
-    .register('keys.rotate', keysRotateExecutor);
+    .register('keys.rotate', keysRotateExecutor)
+    .register('harden', hardenExecutor);
 }
