@@ -56,6 +56,10 @@ export class LocalRepoSource implements RepoSource {
     const dir = await this.#checkout(repo);
     const rev = await this.#run(dir, ['rev-parse', '--verify', '--quiet', 'HEAD^{commit}']);
     const sha = rev.stdout.toString('utf8').trim();
+    if (rev.stderr.includes('dubious ownership')) {
+      // An operator problem, not a missing repo: git refuses checkouts owned by another user.
+      throw new Error(`git refuses the checkout of ${repoFullName(repo)} (owned by another user); add it to safe.directory or fix its owner`);
+    }
     if (rev.code !== 0 || !SHA.test(sha)) {
       throw new RepoSourceError('repo_not_found', `The local checkout of ${repoFullName(repo)} has no commits.`);
     }
