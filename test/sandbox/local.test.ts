@@ -249,3 +249,25 @@ t.test('only a loopback control-plane URL is relayed into the sandbox', async (t
   t.equal(loopbackPort('https://cp.example.com:8443'), undefined);
   t.equal(loopbackPort('http://10.0.0.5:8080'), undefined);
 });
+
+t.test('sshd reloads on SIGHUP with a new config and keeps its pid, as on a VM without systemd', async (t) => {
+  const sb = await startSandbox(t, { rootPassword: 'pw-before-reload' });
+  const pid = (await sb.exec(['cat', '/run/sshd.pid'])).stdout.trim();
+  t.match(pid, /^\d+$/, 'sshd wrote /run/sshd.pid');
+  const write = await sb.exec(['sh', '-c', 'cat > /etc/ssh/sshd_config.d/00-test.conf'], { input: 'PasswordAuthentication no\n' });
+  t.equal(write.code, 0, 'exec passes stdin');
+  t.equal((await sb.exec(['kill', '-HUP', pid])).code, 0);
+  let refused = false;
+  for (let i = 0; i < 50 && !refused; i++) {
+    await new Promise((r) => setTimeout(r, 100));
+    refused = await sshRun({ host: sb.vm.address, password: 'pw-before-reload' }, 'true', 3000).then(
+      () => false,
+      () => true,
+    );
+  }
+  t.ok(refused, 'password login refused after the reload');
+  t.match(await sshBanner(sb.vm.address, 22), /^SSH-2\.0-/, 'sshd still answers');
+  t.equal((await sb.exec(['cat', '/run/sshd.pid'])).stdout.trim(), pid, 'same sshd process');
+  t.equal((await sb.exec(['sh', '-c', 'exit 7'])).code, 7, 'exec returns the exit code');
+  t.notOk(existsSync('/etc/ssh/sshd_config.d/00-test.conf'), 'the host config is untouched');
+});
