@@ -5,6 +5,7 @@
  * any failed check restores every touched file exactly as it was.
  */
 import { chmod, chown, mkdir } from 'node:fs/promises';
+import { posix } from 'node:path';
 import type { CommandParams, ErrorKey } from '@vmkit/protocol';
 import { parseGroup, parsePasswd } from './accounts.ts';
 import { execTool, tail } from './exec.ts';
@@ -99,6 +100,12 @@ async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, jou
       return;
     }
     case 'write': {
+      // sshd_config.d may be missing where the Include names it (glob matches nothing).
+      const parent = posix.dirname(action.path);
+      if ((await statOf(parent)) === null) {
+        await journal.backup(parent);
+        await mkdir(parent, { mode: 0o755 });
+      }
       await journal.backup(action.path);
       const before = await statOf(action.path);
       const { uid, gid } =
