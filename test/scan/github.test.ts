@@ -191,6 +191,7 @@ t.test('a truncated tree falls back to listing only the directories classificati
   const listed = big.requests.filter((r) => /\/contents(\/[^?]*)?\?ref=/.test(r.path) && !/\.(json|md)\?/.test(r.path)).map((r) => r.path);
   t.notOk(listed.some((p) => p.includes('/contents/docs?')), 'docs/ is never listed');
   t.ok(listed.some((p) => p.includes('/contents/apps?')), 'apps/ is listed');
+  t.notOk(listed.some((p) => /\/contents\/(config|services|src)\?/.test(p)), 'directories absent from their parent listing are never asked for');
 });
 
 t.test('GitHub Enterprise Server: the API base URL may carry a path', async (t) => {

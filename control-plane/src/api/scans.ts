@@ -16,6 +16,8 @@ declare module '../app.ts' {
 }
 
 export const scanRoutes: ApiPlugin = (app, { ctx }) => {
+  // Built at start-up so a misconfigured GitHub App key fails loudly now, not at the first scan.
+  ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now });
   const service = (): ScanService => (ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now }));
 
   app.post(

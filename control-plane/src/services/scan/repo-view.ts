@@ -41,10 +41,20 @@ export class RepoView {
     if (this.#index) return Promise.resolve(this.#index.get(dir) ?? []);
     let p = this.#dirs.get(dir);
     if (!p) {
-      p = this.#source.listDir(this.#repo, this.#sha, dir).then((entries) => [...entries].sort(byPath));
+      p = this.#listFromSource(dir);
       this.#dirs.set(dir, p);
     }
     return p;
+  }
+
+  /** Asks the source only for directories its parent listing shows, so absent paths cost no call. */
+  async #listFromSource(dir: string): Promise<TreeEntry[]> {
+    if (dir !== '') {
+      const slash = dir.lastIndexOf('/');
+      const siblings = await this.list(slash < 0 ? '' : dir.slice(0, slash));
+      if (!siblings.some((e) => e.path === dir && e.type === 'dir')) return [];
+    }
+    return [...(await this.#source.listDir(this.#repo, this.#sha, dir))].sort(byPath);
   }
 
   async entry(path: string): Promise<TreeEntry | null> {
