@@ -1,0 +1,127 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync, mkdirSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { newId, signCommand } from '@vmkit/protocol';
+import t from 'tap';
+import { backoffCeiling, fullJitterDelay } from '../../vmkit-agent/src/backoff.ts';
+import { ConfigError } from '../../vmkit-agent/src/config.ts';
+import { parseCpKey } from '../../vmkit-agent/src/enroll.ts';
+import { collectFacts, parseGroup, parseOsRelease } from '../../vmkit-agent/src/executors/facts.ts';
+import { ResultJournal } from '../../vmkit-agent/src/journal.ts';
+import { createLogger } from '../../vmkit-agent/src/log.ts';
+import { checkTransport, isLocalHost } from '../../vmkit-agent/src/transport-policy.ts';
+import { CommandVerifier } from '../../vmkit-agent/src/verify.ts';
+import { fixtureKey } from '../helpers/fixtures.ts';
+
+const quiet = createLogger('error', () => undefined);
+
+function tempDir(t: { teardown(fn: () => void): void }): string {
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-unit-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+t.test('reconnect delays use full jitter under an exponential ceiling with a cap', async (t) => {
+  const opts = { baseMs: 500, capMs: 60_000 };
+  t.same([0, 1, 2, 3, 7, 50].map((a) => backoffCeiling(a, opts)), [500, 1000, 2000, 4000, 60_000, 60_000]);
+  t.equal(fullJitterDelay(3, opts, () => 0), 0, 'can be zero');
+  t.equal(fullJitterDelay(3, opts, () => 0.999999), 3999, 'stays under the ceiling');
+  t.equal(fullJitterDelay(1000, opts, () => 0.5), 30_000, 'huge attempt counts stay capped');
+  const samples = Array.from({ length: 2000 }, () => fullJitterDelay(10, opts));
+  const mean = samples.reduce((a, b) => a + b, 0) / samples.length;
+  t.ok(mean > 25_000 && mean < 35_000, `spread over the whole window (mean ${Math.round(mean)})`);
+});
+
+t.test('plain ws:// is allowed only to loopback, link-local and private IP literals', async (t) => {
+  for (const h of ['127.0.0.1', 'localhost', '[::1]', '169.254.10.1', '10.200.0.1', '172.20.1.1', '192.168.1.5', '[fe80::1]', '[fd00::5]']) t.ok(isLocalHost(h), h);
+  for (const h of ['203.0.113.7', 'example.com', '172.32.0.1', '8.8.8.8', '[2001:db8::1]', 'localhost.evil.com', '10.0.0.1.nip.io']) t.notOk(isLocalHost(h), h);
+  t.match(checkTransport('wss://cp.example.com/agent/v1/connect', 'ws', false), { ok: true, plain: false });
+  t.match(checkTransport('ws://cp.example.com/agent/v1/connect', 'ws', false), { ok: false });
+  t.match(checkTransport('ws://cp.example.com/agent/v1/connect', 'ws', true), { ok: true, plain: true });
+  t.match(checkTransport('https://cp.example.com', 'ws', false), { ok: false, reason: /https:\/\/ is not supported here/ });
+  t.match(checkTransport('not a url', 'http', false), { ok: false, reason: /is not a URL/ });
+});
+
+t.test('--cp-key parses KEY_ID:PUBKEY and checks that the id matches the key', async (t) => {
+  const cp = fixtureKey('control_plane');
+  t.same(parseCpKey(`${cp.keyId}:${cp.publicKey}`), { key_id: cp.keyId, public_key: cp.publicKey });
+  t.throws(() => parseCpKey(cp.publicKey), ConfigError);
+  t.throws(() => parseCpKey(`${cp.keyId}:${fixtureKey('attacker').publicKey}`), /does not match/);
+});
+
+t.test('facts read os-release, users and groups of interest, and the docker socket', async (t) => {
+  const dir = tempDir(t);
+  writeFileSync(join(dir, 'os-release'), 'PRETTY_NAME="Ubuntu 24.04.1 LTS"\nNAME="Ubuntu"\nVERSION_ID="24.04"\nID=ubuntu\nID_LIKE=debian\n# comment\n');
+  writeFileSync(join(dir, 'passwd'), 'root:x:0:0:root:/root:/bin/bash\nkamal:x:1001:1001::/home/kamal:/bin/bash\n');
+  writeFileSync(join(dir, 'group'), 'root:x:0:\nkamal:x:1001:\ndocker:x:998:kamal,ops\n');
+  const sock = join(dir, 'docker.sock');
+  const server = createServer();
+  await new Promise<void>((r) => server.listen(sock, r));
+  t.teardown(() => server.close());
+  writeFileSync(join(dir, 'docker'), '#!/bin/sh\n', { mode: 0o755 });
+  const facts = await collectFacts({
+    osReleaseFiles: [join(dir, 'missing'), join(dir, 'os-release')],
+    passwdFile: join(dir, 'passwd'),
+    groupFile: join(dir, 'group'),
+    dockerSocket: sock,
+    sshdCandidates: [join(dir, 'no-sshd')],
+    path: dir,
+  });
+  t.same(facts.os_release, { id: 'ubuntu', id_like: 'debian', name: 'Ubuntu', pretty_name: 'Ubuntu 24.04.1 LTS', version_id: '24.04' });
+  t.same(facts.docker, { binary: join(dir, 'docker'), socket: true, group: { gid: 998, members: ['kamal', 'ops'] } });
+  t.same((facts.users as Record<string, unknown>).kamal, { exists: true, uid: 1001, gid: 1001, home: '/home/kamal', shell: '/bin/bash', groups: ['kamal', 'docker'] });
+  t.same(facts.sshd, { present: false });
+
+  const bare = await collectFacts({ osReleaseFiles: [], passwdFile: join(dir, 'x'), groupFile: join(dir, 'y'), dockerSocket: join(dir, 'z'), sshdCandidates: [], path: '' });
+  t.same(bare.users, { root: { exists: false }, kamal: { exists: false } });
+  t.same(bare.docker, { binary: null, socket: false, group: null });
+  t.same(parseOsRelease("A='x y'\nB=\"q\\\"uote\"\n"), { A: 'x y', B: 'q"uote' });
+  t.same(parseGroup('bad line\n'), []);
+});
+
+t.test('the replay cache survives a restart and a corrupt one stops the agent', async (t) => {
+  const dir = tempDir(t);
+  const cp = fixtureKey('control_plane');
+  const agentId = newId('agent');
+  const keys = [{ key_id: cp.keyId, public_key: cp.publicKey }];
+  const file = join(dir, 'replay.json');
+  const v1 = await CommandVerifier.open(file, agentId, keys);
+  const cmd = signCommand(cp, { agentId, type: 'ping', params: {} });
+  t.equal(v1.verify(cmd.envelope, cmd.signature).ok, true);
+  await v1.remember(cmd.envelope);
+  const v2 = await CommandVerifier.open(file, agentId, keys);
+  t.match(v2.verify(cmd.envelope, cmd.signature), { ok: false, reason: 'replayed' }, 'remembered across a restart');
+  // Entries past expiry + skew are pruned when loading.
+  const later = await CommandVerifier.open(file, agentId, keys, cmd.envelope.expires_at + 31_000);
+  t.equal(later.size, 0, 'expired entries pruned');
+
+  writeFileSync(file, '{"version":1,"entries":[{"id":');
+  await t.rejects(CommandVerifier.open(file, agentId, keys), ConfigError);
+});
+
+t.test('the journal turns interrupted commands into failures and prunes acknowledged results after expiry', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'j'));
+  const cp = fixtureKey('control_plane');
+  const agentId = newId('agent');
+  const j = await ResultJournal.open(join(dir, 'j'), quiet);
+  const a = signCommand(cp, { agentId, type: 'ping', params: {} }).envelope;
+  const b = signCommand(cp, { agentId, type: 'facts', params: {} }).envelope;
+  await j.begin(a);
+  await j.begin(b);
+  await j.finish(a.id, { protocol: 1, type: 'result', command_id: a.id, status: 'succeeded', output: { pong: true }, finished_at: 1 });
+  t.same(j.unacked().map((r) => r.command_id), [a.id]);
+  t.equal(await j.ack(a.id), true);
+  t.equal(await j.ack(a.id), false, 'acking twice is a no-op');
+  t.same(j.unacked(), []);
+  writeFileSync(join(dir, 'j', 'garbage.json'), 'nope');
+
+  const reopened = await ResultJournal.open(join(dir, 'j'), quiet);
+  t.match(reopened.get(b.id), { state: 'finished', result: { status: 'failed', error: { key: 'command_interrupted' } } });
+  t.same(reopened.unacked().map((r) => r.command_id), [b.id], 'the interrupted one is reported');
+  t.equal(reopened.get(a.id)?.acked, true);
+  t.equal(await reopened.prune(a.expires_at + 31_000), 1, 'acked record dropped once it can no longer be replayed');
+  t.equal(reopened.get(a.id), undefined);
+  t.notOk(readFileSync(join(dir, 'j', `${b.id}.json`), 'utf8').includes('"acked":true'));
+});
