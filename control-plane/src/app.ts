@@ -35,6 +35,7 @@ import { instanceComputeRoutes } from './api/instances-compute.ts';
 import { agentRoutes } from './api/agents.ts';
 import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
+import { hardenRoutes } from './api/harden.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -79,6 +80,7 @@ export const ROUTES: ApiPlugin[] = [
   deployRoutes,
   scanRoutes,
   auditRoutes,
+  hardenRoutes,
   mcpRoutes,
 ];
 

@@ -28,6 +28,7 @@ export const ERRORS = {
   key_not_found: { status: 404, message: 'No API key with this id exists in this workspace.' },
   instance_not_found: { status: 404, message: 'No instance with this id exists in this workspace.' },
   scan_not_found: { status: 404, message: 'No scan with this id exists in this workspace.' },
+  command_not_found: { status: 404, message: 'No command with this id exists in this workspace.' },
   deploy_not_found: { status: 404, message: 'No deploy with this id exists in this workspace.' },
   enrollment_token_invalid: {
     status: 401,

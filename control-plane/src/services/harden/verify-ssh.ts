@@ -49,7 +49,7 @@ function probeRoot(t: VerifyTarget): Promise<RootProbe> {
     };
     conn.on('ready', () => done({ offered, accepted: true }));
     conn.on('error', (err) => done({ offered, accepted: false, error: err.message }));
-    conn.connect({ host: t.host, port: t.port, readyTimeout: t.timeoutMs ?? 10_000, authHandler });
+    conn.connect({ host: t.host, port: t.port, username: 'root', readyTimeout: t.timeoutMs ?? 10_000, authHandler });
   });
 }
 

@@ -1,0 +1,167 @@
+import { z } from 'zod';
+import { isErrorKey, sshPublicKeySchema } from '@vmkit/protocol';
+import type { ApiPlugin, AppContext } from '../app.ts';
+import { authOf } from '../auth/hooks.ts';
+import { getCommand } from '../db/commands.ts';
+import { ApiError } from '../errors.ts';
+import { DeployKeyStore } from '../services/harden/deploy-keys.ts';
+import { HardenService } from '../services/harden/service.ts';
+import type { HardenRun } from '../services/harden/runs.ts';
+import { verifyOverSsh } from '../services/harden/verify-ssh.ts';
+import { IdParams } from './views.ts';
+
+declare module '../app.ts' {
+  interface AppContext {
+    harden?: HardenService;
+  }
+}
+
+/** Longest a REST caller may ask to wait for hardening to finish. */
+const MAX_WAIT_MS = 120_000;
+
+const HardenBody = z
+  .strictObject({
+    deploy_keys: z
+      .array(sshPublicKeySchema)
+      .max(64)
+      .optional()
+      .describe("OpenSSH public keys for kamal; default: the workspace's own deploy key"),
+    wait_ms: z
+      .number()
+      .int()
+      .min(0)
+      .max(MAX_WAIT_MS)
+      .default(60_000)
+      .describe('How long to wait for the result before answering 202 with the command id'),
+  })
+  .default({ wait_ms: 60_000 });
+
+const Step = z.looseObject({ step: z.string(), changed: z.boolean() });
+const HardenAnswer = z.looseObject({
+  status: z.enum(['hardened', 'already_hardened', 'running']),
+  instance_id: z.string(),
+  command_id: z.string(),
+  steps: z.array(Step).optional(),
+  verification: z.record(z.string(), z.unknown()).optional(),
+});
+
+const CommandQuery = z.strictObject({
+  after_seq: z.coerce.number().int().min(-1).default(-1).describe('only progress entries after this seq'),
+  wait_ms: z.coerce.number().int().min(0).max(30_000).default(0).describe('long-poll: wait this long for news'),
+});
+
+const CommandView = z.object({
+  id: z.string(),
+  instance_id: z.string(),
+  type: z.string(),
+  state: z.string(),
+  progress: z.array(
+    z.object({ seq: z.number(), step: z.string(), state: z.string(), message: z.string().optional() }),
+  ),
+  result: z.record(z.string(), z.unknown()).nullable(),
+  error: z.looseObject({ error: z.string(), message: z.string() }).nullable(),
+});
+
+function serviceOf(ctx: AppContext): HardenService {
+  if (!ctx.harden) {
+    if (!ctx.commandBus || !ctx.hub) throw new Error('the agent hub is not running');
+    const hub = ctx.hub;
+    ctx.harden = new HardenService({
+      db: ctx.db,
+      bus: ctx.commandBus,
+      isConnected: (id) => hub.isConnected(id),
+      deployKeys: new DeployKeyStore(ctx.config.dataDir),
+      verify: verifyOverSsh,
+      now: ctx.now,
+      logger: ctx.logger,
+    });
+  }
+  return ctx.harden;
+}
+
+function failure(run: HardenRun): ApiError {
+  const err = run.error ?? { error: 'command_failed', message: 'Hardening failed.' };
+  const { error, message, ...extra } = err;
+  return new ApiError(isErrorKey(error) ? error : 'command_failed', message, Object.keys(extra).length ? extra : undefined);
+}
+
+export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
+  app.post(
+    '/api/instances/:id/harden',
+    {
+      config: { scope: 'instances:harden', action: 'instances.harden' },
+      schema: {
+        summary: 'Harden the VM: kamal user, docker group, deploy key, sshd without root or passwords; verified over SSH',
+        params: IdParams,
+        body: HardenBody,
+        response: { 200: HardenAnswer, 202: HardenAnswer },
+      },
+    },
+    async (request, reply) => {
+      const auth = authOf(request);
+      const run = await serviceOf(ctx).begin({
+        workspaceId: auth.workspaceId,
+        instanceId: request.params.id,
+        deployKeys: request.body.deploy_keys,
+      });
+      const abort = new AbortController();
+      request.raw.once('close', () => abort.abort());
+      const deadline = Date.now() + request.body.wait_ms;
+      while (run.state === 'running' && Date.now() < deadline && !abort.signal.aborted) {
+        await run.waitForNews(Number.MAX_SAFE_INTEGER, deadline - Date.now(), abort.signal);
+      }
+      if (run.state === 'failed') throw failure(run);
+      if (run.state === 'succeeded' && run.answer) return run.answer;
+      return reply.code(202).send({ status: 'running', instance_id: run.instanceId, command_id: run.commandId });
+    },
+  );
+
+  app.get(
+    '/api/commands/:id',
+    {
+      config: { scope: 'instances:read', action: 'commands.get' },
+      schema: {
+        summary: 'A command sent to an agent: state, progress (long-poll with wait_ms), result',
+        params: IdParams,
+        querystring: CommandQuery,
+        response: { 200: CommandView },
+      },
+    },
+    async (request) => {
+      const auth = authOf(request);
+      const { id } = request.params;
+      const row = await getCommand(ctx.db, id);
+      if (!row || row.workspaceId !== auth.workspaceId) {
+        throw new ApiError('command_not_found', `No command with id ${id} found in this workspace.`);
+      }
+      const run = ctx.harden?.runs.get(id, ctx.now());
+      if (run) {
+        const abort = new AbortController();
+        request.raw.once('close', () => abort.abort());
+        await run.waitForNews(request.query.after_seq, request.query.wait_ms, abort.signal);
+        return {
+          id,
+          instance_id: row.instanceId,
+          type: row.type,
+          state: run.state,
+          progress: run.progress
+            .filter((p) => p.seq > request.query.after_seq)
+            .map((p) => ({ seq: p.seq, step: p.step, state: p.state, ...(p.message === undefined ? {} : { message: p.message }) })),
+          result: run.answer ?? null,
+          error: run.error ?? null,
+        };
+      }
+      // Another process ran it, or this one restarted: what the database holds.
+      const stored = row.result as { output?: Record<string, unknown>; error?: { key: string; message: string } } | null;
+      return {
+        id,
+        instance_id: row.instanceId,
+        type: row.type,
+        state: row.state,
+        progress: [],
+        result: stored?.output ?? null,
+        error: stored?.error ? { error: stored.error.key, message: stored.error.message } : null,
+      };
+    },
+  );
+};

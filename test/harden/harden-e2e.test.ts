@@ -1,0 +1,173 @@
+import t from 'tap';
+import ssh2 from 'ssh2';
+import { updateInstance } from '../../control-plane/src/db/instances.ts';
+import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
+import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
+import { startTestControlPlane } from '../helpers/control-plane.ts';
+import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { sandboxSkipReason, sshRun, startSandbox } from '../helpers/sandbox.ts';
+import type { TestSandbox } from '../helpers/sandbox.ts';
+import { connectMcp, textOf } from '../helpers/mcp-client.ts';
+
+if (sandboxSkipReason) {
+  console.log(`# skipping harden end-to-end tests: ${sandboxSkipReason}`);
+  t.plan(0, sandboxSkipReason);
+}
+
+interface InstanceBody {
+  id: string;
+  hardened_at?: string | number | null;
+  agent: { state: string } | null;
+}
+interface HardenBody {
+  status: string;
+  instance_id: string;
+  command_id: string;
+  steps?: Array<{ step: string; changed: boolean }>;
+  verification?: { ok: boolean | null; checks?: Array<{ check: string; ok: boolean }> };
+  error?: string;
+  message?: string;
+}
+
+const ROOT_PASSWORD = 'fresh-cloud-vm-password';
+
+/** A VM as a cloud would hand it over: sshd with root and passwords allowed, the agent enrolled. */
+async function freshVm(tt: { teardown(fn: () => unknown): void }, cp: TestControlPlane, name: string): Promise<{ id: string; sb: TestSandbox }> {
+  const inst = await cp.api<InstanceBody>('POST', '/api/instances', { body: { name } });
+  const tok = await cp.api<{ token: string }>('POST', `/api/instances/${inst.body.id}/enrollment-token`);
+  const sb = await startSandbox(tt, {
+    instanceId: inst.body.id,
+    name,
+    rootPassword: ROOT_PASSWORD,
+    enrollment: { control_plane_url: cp.url, token: tok.body.token },
+  });
+  await updateInstance(cp.ctx.db, inst.body.id, { sshHost: sb.vm.address, sshPort: 22, status: 'running' });
+  let state = '';
+  for (let i = 0; i < 360 && state !== 'connected'; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    state = (await cp.api<InstanceBody>('GET', `/api/instances/${inst.body.id}`)).body.agent?.state ?? '';
+  }
+  if (state !== 'connected') {
+    const log = await sb.exec(['sh', '-c', 'tail -n 30 /var/log/vmkit-agent.log 2>/dev/null; true']).catch(() => undefined);
+    const { readFileSync, existsSync } = await import('node:fs');
+    const program = `${sb.vm.dir}/program.log`;
+    throw new Error(`the agent of ${name} did not connect\n${existsSync(program) ? readFileSync(program, 'utf8').slice(-3000) : ''}\n${log?.stdout ?? ''}`);
+  }
+  return { id: inst.body.id, sb };
+}
+
+/** sha-256 and mtime of every file that hardening may touch, as seen inside the VM. */
+async function fingerprint(sb: TestSandbox): Promise<string> {
+  const res = await sb.exec([
+    'find', '/etc/ssh', '/etc/passwd', '/etc/group', '/etc/shadow', '/home', '-xdev', '-type', 'f',
+    '-exec', 'stat', '-c', '%n %Y %a %U:%G', '{}', '+',
+  ]);
+  const sums = await sb.exec(['find', '/etc/ssh', '/etc/passwd', '/etc/group', '/home', '-xdev', '-type', 'f', '-exec', 'sha256sum', '{}', '+']);
+  return `${res.stdout.split('\n').sort().join('\n')}\n${sums.stdout.split('\n').sort().join('\n')}`;
+}
+
+const cp = await startTestControlPlane();
+t.teardown(() => cp.close());
+const deployKey = await new DeployKeyStore(cp.dataDir).get(cp.workspaceId);
+
+t.test('harden over REST: a fresh VM is hardened, verified from outside, and idempotent', async (t) => {
+  const { id, sb } = await freshVm(t, cp, 'web-1');
+  const host = sb.vm.address;
+
+  const before = await sshRun({ host, password: ROOT_PASSWORD }, 'id -un');
+  t.equal(before.stdout.trim(), 'root', 'the fresh VM accepts root with a password');
+  const rootKey = ssh2.utils.generateKeyPairSync('ed25519');
+  await sb.exec(['sh', '-c', 'mkdir -p /root/.ssh && chmod 700 /root/.ssh && cat > /root/.ssh/authorized_keys'], { input: `${rootKey.public}\n` });
+  const withKey = await sshRun({ host, privateKey: rootKey.private }, 'id -un');
+  t.equal(withKey.stdout.trim(), 'root', 'and root with a key');
+
+  const res = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.equal(res.status, 200, JSON.stringify(res.body));
+  t.equal(res.body.status, 'hardened');
+  t.equal(res.body.instance_id, id);
+  t.ok((res.body.steps ?? []).some((s) => s.changed), 'per-step detail says what changed');
+  t.equal(res.body.verification?.ok, true, `verified from outside: ${JSON.stringify(res.body.verification)}`);
+
+  await t.rejects(sshRun({ host, password: ROOT_PASSWORD }, 'true'), 'root with a password is refused');
+  await t.rejects(sshRun({ host, privateKey: rootKey.private }, 'true'), 'root with a valid key is refused');
+  await t.rejects(sshRun({ host, username: 'kamal', password: 'anything' }, 'true'), 'passwords are refused for kamal too');
+  const kamal = await sshRun({ host, username: 'kamal', privateKey: deployKey.privateKey }, 'id');
+  t.match(kamal.stdout, /uid=\d+\(kamal\).*\(docker\)/, 'kamal logs in with the deploy key and is in docker');
+
+  const inst = await cp.api<InstanceBody>('GET', `/api/instances/${id}`);
+  t.ok(inst.body.hardened_at, 'hardened_at is recorded on the instance');
+
+  const printBefore = await fingerprint(sb);
+  const again = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.equal(again.status, 200, JSON.stringify(again.body));
+  t.equal(again.body.status, 'already_hardened');
+  t.notOk((again.body.steps ?? []).some((s) => s.changed), 'no step changed anything');
+  t.equal(await fingerprint(sb), printBefore, 'no file was touched (content, mtime, mode, owner)');
+
+  const audit = await cp.api<{ items: Array<{ action: string; status: number; channel: string }> }>('GET', '/api/audit?action=instances.harden');
+  t.equal(audit.body.items.length, 2, 'both calls are in the audit trail');
+});
+
+t.test('a sabotaged sshd config is rolled back byte for byte and the failed check is named', async (t) => {
+  const { id, sb } = await freshVm(t, cp, 'web-2');
+  await sb.exec(['sh', '-c', 'printf "PasswordAuthentication yes\\nNoSuchKeyword yes\\n" > /etc/ssh/sshd_config.d/60-broken.conf']);
+  const printBefore = await fingerprint(sb);
+  const res = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.not(res.status, 200, JSON.stringify(res.body));
+  t.match(res.body.error ?? '', /^sshd_(validation|effective_check)_failed$/, `the failed check is named: ${JSON.stringify(res.body)}`);
+  t.equal(await fingerprint(sb), printBefore, 'every file is exactly as it was');
+  const still = await sshRun({ host: sb.vm.address, password: ROOT_PASSWORD }, 'id -un');
+  t.equal(still.stdout.trim(), 'root', 'the VM works as before (root password still accepted)');
+});
+
+t.test('hardening that would lock everyone out is refused with lockout_risk and changes nothing', async (t) => {
+  const { id, sb } = await freshVm(t, cp, 'web-3');
+  await sb.exec(['sh', '-c', 'printf "AllowUsers root\\n" > /etc/ssh/sshd_config.d/10-allow.conf']);
+  const printBefore = await fingerprint(sb);
+  const res = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.equal(res.status, 409, JSON.stringify(res.body));
+  t.equal(res.body.error, 'lockout_risk');
+  t.equal(await fingerprint(sb), printBefore, 'nothing changed');
+});
+
+t.test('harden_vm through MCP: progress in order, hardened then already_hardened, contract errors', async (t) => {
+  const { id, sb } = await freshVm(t, cp, 'web-4');
+  const client = await connectMcp(`${cp.url}/mcp`, cp.adminKey);
+  t.teardown(() => client.close());
+  const progress: Array<{ progress: number; message?: string }> = [];
+  const res = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } }, undefined, {
+    onprogress: (p) => progress.push({ progress: p.progress, ...(p.message === undefined ? {} : { message: p.message }) }),
+    timeout: 120_000,
+  });
+  t.notOk(res.isError, textOf(res));
+  const out = res.structuredContent as HardenBody;
+  t.equal(out.status, 'hardened');
+  t.equal(out.instance_id, id);
+  t.equal(out.verification?.ok, true);
+  t.ok(progress.length >= 3, `progress notifications arrived (${progress.length})`);
+  t.same(progress.map((p) => p.progress), [...progress.map((p) => p.progress)].sort((a, b) => a - b), 'in order');
+  t.ok(progress.some((p) => /sshd/.test(p.message ?? '')), 'they name the steps');
+
+  const again = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } }, undefined, { timeout: 120_000 });
+  t.equal((again.structuredContent as HardenBody).status, 'already_hardened');
+
+  const unknown = await client.callTool({ name: 'harden_vm', arguments: { instance_id: 'inst_01jx4n9abc' } });
+  t.equal(unknown.isError, true);
+  t.equal((JSON.parse(textOf(unknown)) as { error: string }).error, 'vm_not_provisioned');
+
+  const narrow = await cp.createKey(['instances:read']);
+  const weak = await connectMcp(`${cp.url}/mcp`, narrow.secret);
+  const denied = await weak.callTool({ name: 'harden_vm', arguments: { instance_id: id } });
+  t.equal(textOf(denied), AUTH_FAILED_TEXT, 'a key without instances:harden gets the contract sentence');
+  await weak.close();
+
+  await sb.destroy();
+  let state = 'connected';
+  for (let i = 0; i < 80 && state === 'connected'; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    state = (await cp.api<InstanceBody>('GET', `/api/instances/${id}`)).body.agent?.state ?? '';
+  }
+  const offline = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } });
+  t.equal(offline.isError, true);
+  t.equal((JSON.parse(textOf(offline)) as { error: string }).error, 'agent_not_connected');
+});
