@@ -1,6 +1,7 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, asc, eq } from 'drizzle-orm';
+import { and, asc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
+import { prepared } from './index.ts';
 import type { Db } from './index.ts';
 import { apiKeys } from './schema.ts';
 
@@ -34,7 +35,10 @@ export async function insertApiKey(db: Db, key: NewApiKey, now = Date.now()): Pr
 
 /** Any workspace: the hash is what identifies the caller. */
 export async function findApiKeyByHash(db: Db, hash: string): Promise<ApiKeyRow | undefined> {
-  return db.select().from(apiKeys).where(eq(apiKeys.hash, hash)).get();
+  const stmt = prepared(db, 'apiKeys.byHash', () =>
+    db.select().from(apiKeys).where(eq(apiKeys.hash, sql.placeholder('hash'))).prepare(),
+  );
+  return stmt.get({ hash });
 }
 
 export async function getApiKey(db: Db, workspaceId: string, id: string): Promise<ApiKeyRow | undefined> {

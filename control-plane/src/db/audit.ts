@@ -2,6 +2,7 @@
 import { and, desc, eq, gte, lt } from 'drizzle-orm';
 import type { SQL } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
+import { prepared } from './index.ts';
 import type { Db } from './index.ts';
 import { auditLog } from './schema.ts';
 
@@ -12,7 +13,14 @@ export type NewAuditEntry = Omit<AuditRow, 'id' | 'at'> & { at?: number };
 
 export async function insertAudit(db: Db, entry: NewAuditEntry): Promise<AuditRow> {
   const row: AuditRow = { ...entry, id: newId('audit'), at: entry.at ?? Date.now() };
-  db.insert(auditLog).values(row).run();
+  // Plain better-sqlite3: one insert per request is the hottest write there is.
+  const stmt = prepared(db, 'audit.insert', () =>
+    db.$client.prepare(
+      `INSERT INTO audit_log (id, at, workspace_id, key_id, channel, tool, action, method, route, target_ids, status, error_key, request_id, client_address)
+       VALUES (@id, @at, @workspaceId, @keyId, @channel, @tool, @action, @method, @route, @targetIds, @status, @errorKey, @requestId, @clientAddress)`,
+    ),
+  );
+  stmt.run({ ...row, targetIds: row.targetIds === null ? null : JSON.stringify(row.targetIds) });
   return row;
 }
 

@@ -44,3 +44,20 @@ export function openDatabase(dataDir: string): Db {
 export function closeDatabase(db: Db): void {
   if (db.$client.open) db.$client.close();
 }
+
+const statements = new WeakMap<Db, Map<string, unknown>>();
+
+/**
+ * A prepared drizzle query made once per database handle: building and preparing the
+ * SQL costs more than running it, so hot paths (key lookup, audit insert) reuse one.
+ */
+export function prepared<T>(db: Db, name: string, make: () => T): T {
+  let map = statements.get(db);
+  if (!map) statements.set(db, (map = new Map()));
+  let stmt = map.get(name) as T | undefined;
+  if (stmt === undefined) {
+    stmt = make();
+    map.set(name, stmt);
+  }
+  return stmt;
+}

@@ -1,6 +1,7 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, asc, eq } from 'drizzle-orm';
+import { and, asc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
+import { prepared } from './index.ts';
 import type { Db } from './index.ts';
 import type { AgentRow } from './agents.ts';
 import { agents, instances } from './schema.ts';
@@ -69,14 +70,16 @@ export async function getInstanceWithAgent(db: Db, workspaceId: string, id: stri
 }
 
 export async function listInstancesWithAgents(db: Db, workspaceId: string): Promise<InstanceWithAgent[]> {
-  return db
-    .select()
-    .from(instances)
-    .leftJoin(agents, eq(agents.instanceId, instances.id))
-    .where(eq(instances.workspaceId, workspaceId))
-    .orderBy(asc(instances.id))
-    .all()
-    .map((r) => ({ instance: r.instances, agent: r.agents }));
+  const stmt = prepared(db, 'instances.listWithAgents', () =>
+    db
+      .select()
+      .from(instances)
+      .leftJoin(agents, eq(agents.instanceId, instances.id))
+      .where(eq(instances.workspaceId, sql.placeholder('workspaceId')))
+      .orderBy(asc(instances.id))
+      .prepare(),
+  );
+  return stmt.all({ workspaceId }).map((r) => ({ instance: r.instances, agent: r.agents }));
 }
 
 export type InstancePatch = Partial<
