@@ -53,7 +53,7 @@ const statements = new WeakMap<Db, Map<string, unknown>>();
  */
 export function prepared<T>(db: Db, name: string, make: () => T): T {
   let map = statements.get(db);
-  if (!map) statements.set(db, (map = new Map()));
+  if (!map) statements.set(db, (map = new Map<string, unknown>()));
   let stmt = map.get(name) as T | undefined;
   if (stmt === undefined) {
     stmt = make();
