@@ -1,5 +1,6 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and the hub awaits. */
-import { and, asc, eq, gt, inArray, lte, ne, sql } from 'drizzle-orm';
+import type { Statement } from 'better-sqlite3';
+import { and, asc, eq, gt, inArray, lte } from 'drizzle-orm';
 import type { CommandEnvelope } from '@vmkit/protocol';
 import { CommandBusError } from '../hub/errors.ts';
 import type {
@@ -32,53 +33,99 @@ function toStored(row: CommandRow): StoredCommand {
   };
 }
 
-/** The hub's and the command bus's storage on the control plane's SQLite database. */
+/** The columns of `commands` as better-sqlite3 returns them (hot paths use raw prepared statements). */
+interface RawCommandRow {
+  id: string;
+  agent_id: string;
+  type: string;
+  envelope: string;
+  signature: string | null;
+  state: string;
+  created_at: number;
+  updated_at: number;
+  expires_at: number | null;
+  result: string | null;
+}
+
+function fromRaw(r: RawCommandRow): StoredCommand {
+  return {
+    id: r.id,
+    agentId: r.agent_id,
+    type: r.type as CommandEnvelope['type'],
+    envelope: JSON.parse(r.envelope) as CommandEnvelope,
+    signature: r.signature ?? '',
+    state: r.state as CommandState,
+    createdAt: r.created_at,
+    updatedAt: r.updated_at,
+    expiresAt: r.expires_at ?? 0,
+    result: r.result === null ? undefined : (JSON.parse(r.result) as StoredResult),
+  };
+}
+
+const COMMAND_COLUMNS = 'id, agent_id, type, envelope, signature, state, created_at, updated_at, expires_at, result';
+
+/**
+ * The hub's and the command bus's storage on the control plane's SQLite database.
+ * The per-handshake and per-command paths use prepared statements (drizzle builds and
+ * prepares its SQL on every call, which dominated the benchmark's CPU profile); the
+ * rest stays in drizzle. Table and column names are those of db/schema.ts.
+ */
 export class SqliteHubStore implements AgentStateStore, CommandStore {
   readonly #db: Db;
+  readonly #stmt;
   constructor(db: Db) {
     this.#db = db;
+    const c = db.$client;
+    this.#stmt = {
+      findAgent: c.prepare<[string], { id: string; instance_id: string; workspace_id: string; public_key: string; state: string; pinned_key_ids: string | null }>(
+        'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ?',
+      ),
+      markConnected: c.prepare<[number, number, string, string, string, string]>(
+        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ? WHERE id = ? AND state <> 'revoked'",
+      ),
+      markDisconnected: c.prepare<[number, string]>(
+        "UPDATE agents SET state = 'disconnected', last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ? AND state = 'connected'",
+      ),
+      touch: c.prepare<[number, string]>('UPDATE agents SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?'),
+      agentScope: c.prepare<[string], { workspace_id: string; instance_id: string }>('SELECT workspace_id, instance_id FROM agents WHERE id = ?'),
+      insert: c.prepare(
+        `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at)
+         VALUES (@id, @workspace_id, @agent_id, @instance_id, @type, @state, @envelope, @signature, @expires_at, NULL, NULL, @created_at, @created_at)`,
+      ),
+      get: c.prepare<[string], RawCommandRow>(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE id = ?`),
+      recordResult: c.prepare<[string, string | null, string, number, string, string]>(
+        "UPDATE commands SET result = ?, error_key = ?, state = ?, updated_at = ? WHERE id = ? AND agent_id = ? AND result IS NULL AND state <> 'expired'",
+      ),
+      resultOwner: c.prepare<[string], { agent_id: string; has_result: number }>(
+        'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = ?',
+      ),
+    };
   }
 
   async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
-    const row = this.#db.select().from(agents).where(eq(agents.id, agentId)).get();
+    const row = this.#stmt.findAgent.get(agentId);
     if (!row) return undefined;
     return {
       id: row.id,
-      instanceId: row.instanceId,
-      workspaceId: row.workspaceId,
-      publicKey: row.publicKey,
+      instanceId: row.instance_id,
+      workspaceId: row.workspace_id,
+      publicKey: row.public_key,
       revoked: row.state === 'revoked',
-      pinnedKeyIds: row.pinnedKeyIds ?? [],
+      pinnedKeyIds: row.pinned_key_ids === null ? [] : (JSON.parse(row.pinned_key_ids) as string[]),
     };
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    this.#db
-      .update(agents)
-      .set({
-        state: 'connected',
-        connectedAt: info.connectedAt,
-        lastSeen: info.connectedAt,
-        agentVersion: info.agentVersion,
-        hostname: info.hostname,
-        os: info.os,
-      })
-      .where(and(eq(agents.id, agentId), ne(agents.state, 'revoked')))
-      .run();
+    this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, agentId);
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    this.#db
-      .update(agents)
-      .set({ state: 'disconnected', lastSeen: sql`max(coalesce(${agents.lastSeen}, 0), ${at})` })
-      .where(and(eq(agents.id, agentId), eq(agents.state, 'connected')))
-      .run();
+    this.#stmt.markDisconnected.run(at, agentId);
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
-    const stmt = this.#db.$client.prepare('UPDATE agents SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?');
     this.#db.$client.transaction(() => {
-      for (const [id, at] of seen) stmt.run(at, id);
+      for (const [id, at] of seen) this.#stmt.touch.run(at, id);
     })();
   }
 
@@ -91,72 +138,57 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
-    const agent = this.#db
-      .select({ workspaceId: agents.workspaceId, instanceId: agents.instanceId })
-      .from(agents)
-      .where(eq(agents.id, cmd.agentId))
-      .get();
+    const agent = this.#stmt.agentScope.get(cmd.agentId);
     if (!agent) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
-    this.#db
-      .insert(commands)
-      .values({
-        id: cmd.id,
-        workspaceId: agent.workspaceId,
-        agentId: cmd.agentId,
-        instanceId: agent.instanceId,
-        type: cmd.type,
-        state: cmd.state,
-        envelope: cmd.envelope,
-        signature: cmd.signature,
-        expiresAt: cmd.expiresAt,
-        result: null,
-        errorKey: null,
-        createdAt: cmd.createdAt,
-        updatedAt: cmd.createdAt,
-      })
-      .run();
+    this.#stmt.insert.run({
+      id: cmd.id,
+      workspace_id: agent.workspace_id,
+      agent_id: cmd.agentId,
+      instance_id: agent.instance_id,
+      type: cmd.type,
+      state: cmd.state,
+      envelope: JSON.stringify(cmd.envelope),
+      signature: cmd.signature,
+      expires_at: cmd.expiresAt,
+      created_at: cmd.createdAt,
+    });
   }
 
   async get(commandId: string): Promise<StoredCommand | undefined> {
-    const row = this.#db.select().from(commands).where(eq(commands.id, commandId)).get();
-    return row ? toStored(row) : undefined;
+    const row = this.#stmt.get.get(commandId);
+    return row ? fromRaw(row) : undefined;
   }
 
   async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean> {
-    const res = this.#db
-      .update(commands)
-      .set({ state: to, updatedAt: at })
-      .where(and(eq(commands.id, commandId), inArray(commands.state, [...from])))
-      .run();
+    const res = this.#transitionStmt(from.length).run(to, at, commandId, ...from);
     return res.changes === 1;
+  }
+
+  readonly #transitions = new Map<number, Statement<unknown[]>>();
+  #transitionStmt(n: number): Statement<unknown[]> {
+    let stmt = this.#transitions.get(n);
+    if (!stmt) {
+      stmt = this.#db.$client.prepare<unknown[]>(
+        `UPDATE commands SET state = ?, updated_at = ? WHERE id = ? AND state IN (${Array.from({ length: n }, () => '?').join(', ')})`,
+      );
+      this.#transitions.set(n, stmt);
+    }
+    return stmt;
   }
 
   async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
     // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
-    const res = this.#db
-      .update(commands)
-      .set({
-        result: result as unknown as Record<string, unknown>,
-        errorKey: result.error?.key ?? null,
-        state: result.status === 'succeeded' ? 'succeeded' : 'failed',
-        updatedAt: at,
-      })
-      .where(
-        and(
-          eq(commands.id, commandId),
-          eq(commands.agentId, agentId),
-          sql`${commands.result} is null`,
-          ne(commands.state, 'expired'),
-        ),
-      )
-      .run();
+    const res = this.#stmt.recordResult.run(
+      JSON.stringify(result),
+      result.error?.key ?? null,
+      result.status === 'succeeded' ? 'succeeded' : 'failed',
+      at,
+      commandId,
+      agentId,
+    );
     if (res.changes === 1) return 'stored';
-    const row = this.#db
-      .select({ agentId: commands.agentId, result: commands.result })
-      .from(commands)
-      .where(eq(commands.id, commandId))
-      .get();
-    return row && row.agentId === agentId && row.result !== null ? 'duplicate' : 'unknown';
+    const row = this.#stmt.resultOwner.get(commandId);
+    return row && row.agent_id === agentId && row.has_result === 1 ? 'duplicate' : 'unknown';
   }
 
   async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {

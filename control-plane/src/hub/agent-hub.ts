@@ -1,3 +1,4 @@
+import type { KeyObject } from 'node:crypto';
 import type { IncomingMessage, Server } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
@@ -133,6 +134,7 @@ export class AgentHub implements AgentLink {
   readonly #dirtySeen = new Map<string, number>();
   readonly #stateChains = new Map<string, Promise<void>>();
   readonly #listeners: HubListener[] = [];
+  readonly #keyCache = new Map<string, KeyObject>();
   readonly #timers: NodeJS.Timeout[] = [];
   #closing = false;
   #stats: Omit<HubStats, 'connected' | 'handshaking'> = {
@@ -357,7 +359,7 @@ export class AgentHub implements AgentLink {
     }
     let ok = false;
     try {
-      ok = verifyHello(decodePublicKey(agent.publicKey), agent.id, conn.nonce, hello.signature);
+      ok = verifyHello(this.#publicKey(agent.publicKey), agent.id, conn.nonce, hello.signature);
     } catch {
       ok = false;
     }
@@ -433,6 +435,17 @@ export class AgentHub implements AgentLink {
         this.#log.error({ err, agentId }, 'hub: listener failed');
       }
     }
+  }
+
+  /** Decoded agent keys, so a reconnect storm does not re-parse DER for every handshake. */
+  #publicKey(text: string): KeyObject {
+    let key = this.#keyCache.get(text);
+    if (!key) {
+      key = decodePublicKey(text);
+      if (this.#keyCache.size >= 100_000) this.#keyCache.clear();
+      this.#keyCache.set(text, key);
+    }
+    return key;
   }
 
   /** State writes of one agent run in order, so a fast reconnect cannot be overwritten by the old close. */

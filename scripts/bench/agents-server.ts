@@ -1,0 +1,69 @@
+/**
+ * The control-plane process of the agents benchmark: the real control plane
+ * (startControlPlane, SQLite, Fastify, hub, CommandBus) plus an IPC channel through
+ * which scripts/bench/agents.ts asks for figures and triggers ping fan-outs.
+ * Not meant to be run by hand.
+ */
+import { makeConfig } from '../../control-plane/src/config.ts';
+import { startControlPlane } from '../../control-plane/src/server.ts';
+
+interface Request {
+  id: number;
+  op: 'stats' | 'fanout';
+  /** Collect garbage first (for RSS figures only: a full GC is expensive). */
+  gc?: boolean;
+  count?: number;
+}
+
+const dataDir = process.env.BENCH_DATA_DIR ?? '';
+const port = Number(process.env.BENCH_PORT ?? '0');
+const config = makeConfig({ dataDir, port, host: '127.0.0.1', logLevel: 'error' });
+const running = await startControlPlane(config);
+const { hub, commandBus } = running.ctx;
+if (!hub || !commandBus || !process.send) throw new Error('the agents benchmark needs the hub and an IPC channel');
+const send = process.send.bind(process);
+
+function pct(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
+}
+
+async function fanout(count: number) {
+  const ids = hub?.connectedAgentIds().slice(0, count) ?? [];
+  const latencies: number[] = [];
+  let failed = 0;
+  const cpu0 = process.cpuUsage();
+  const start = performance.now();
+  await Promise.all(
+    ids.map(async (id) => {
+      const t0 = performance.now();
+      try {
+        await commandBus?.send(id, 'ping', {}, { timeoutMs: 60_000 });
+        latencies.push(performance.now() - t0);
+      } catch {
+        failed++;
+      }
+    }),
+  );
+  const total = performance.now() - start;
+  const cpu = process.cpuUsage(cpu0);
+  latencies.sort((a, b) => a - b);
+  return { agents: ids.length, failed, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
+}
+
+process.on('message', (raw: Request) => {
+  void (async () => {
+    if (raw.op === 'stats') {
+      if (raw.gc) (globalThis as { gc?: () => void }).gc?.();
+      send({ id: raw.id, rss: process.memoryUsage().rss, cpu: process.cpuUsage(), hub: hub.stats() });
+    } else if (raw.op === 'fanout') {
+      send({ id: raw.id, ...(await fanout(raw.count ?? 0)) });
+    }
+  })();
+});
+
+process.once('SIGTERM', () => {
+  void running.close().then(() => process.exit(0));
+});
+
+send({ ready: true, url: running.url });

@@ -1,0 +1,122 @@
+/**
+ * A process of simulated agents for scripts/bench/agents.ts: real Ed25519 keys, the
+ * real challenge–response handshake, signature/addressee/expiry/replay checks on every
+ * command, ack + result, and reconnects with full-jitter backoff that honours the
+ * hub's retry_after_ms (as vmkit-agent does). Not meant to be run by hand.
+ */
+import type { KeyObject } from 'node:crypto';
+import { WebSocket } from 'ws';
+import { PROTOCOL_VERSION, ReplayCache, pinKeys, privateKeyFromSeed, signHello, verifyCommand } from '@vmkit/protocol';
+import type { PinnedKeys, ServerMessage } from '@vmkit/protocol';
+import { DEFAULT_BACKOFF, fullJitterDelay } from '../../vmkit-agent/src/backoff.ts';
+import { benchSeed } from './agents-seed.ts';
+
+
+interface SimAgent {
+  id: string;
+  key: KeyObject;
+  ws: WebSocket | undefined;
+  connected: boolean;
+  attempt: number;
+  retryNotBefore: number;
+  pinned: PinnedKeys;
+  seen: ReplayCache;
+}
+
+interface Start {
+  op: 'start';
+  url: string;
+  agents: [string, number][];
+}
+
+let url = '';
+const agents: SimAgent[] = [];
+let handshakes = 0;
+let overloaded = 0;
+let commands = 0;
+let stopping = false;
+
+function send(a: SimAgent, msg: unknown): void {
+  if (a.ws?.readyState === WebSocket.OPEN) a.ws.send(JSON.stringify(msg));
+}
+
+function onMessage(a: SimAgent, m: ServerMessage): void {
+  switch (m.type) {
+    case 'challenge':
+      send(a, {
+        protocol: PROTOCOL_VERSION,
+        type: 'hello',
+        agent_id: a.id,
+        nonce: m.nonce,
+        signature: signHello(a.key, a.id, m.nonce),
+        agent_version: 'bench',
+        hostname: 'bench',
+        os: 'bench',
+      });
+      return;
+    case 'welcome':
+      a.connected = true;
+      a.attempt = 0;
+      a.pinned = pinKeys(m.signing_keys);
+      handshakes++;
+      return;
+    case 'error':
+      if (m.key === 'overloaded') overloaded++;
+      if (m.retry_after_ms !== undefined) a.retryNotBefore = Math.max(a.retryNotBefore, Date.now() + m.retry_after_ms);
+      return;
+    case 'command': {
+      commands++;
+      const v = verifyCommand(m.envelope, m.signature, { pinnedKeys: a.pinned, selfAgentId: a.id, now: Date.now(), seen: a.seen });
+      const id = typeof m.envelope.id === 'string' ? m.envelope.id : '';
+      if (!v.ok) {
+        send(a, { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'refused', error: { key: v.reason, message: v.detail }, finished_at: Date.now() });
+        return;
+      }
+      a.seen.remember(v.command);
+      send(a, { protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
+      send(a, { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
+      return;
+    }
+    default:
+      return;
+  }
+}
+
+function connect(a: SimAgent): void {
+  const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000 });
+  a.ws = ws;
+  ws.on('message', (data: Buffer) => {
+    try {
+      onMessage(a, JSON.parse(data.toString('utf8')) as ServerMessage);
+    } catch {
+      // a bad frame from the hub would be a finding, not a crash of the benchmark
+    }
+  });
+  ws.on('error', () => {});
+  ws.on('close', () => {
+    a.connected = false;
+    a.ws = undefined;
+    if (stopping) return;
+    const delay = Math.max(a.retryNotBefore - Date.now(), fullJitterDelay(a.attempt, DEFAULT_BACKOFF));
+    a.attempt++;
+    setTimeout(() => connect(a), delay);
+  });
+}
+
+process.on('message', (msg: Start | { op: 'stop' }) => {
+  if (msg.op === 'start') {
+    url = msg.url;
+    for (const [id, i] of msg.agents) {
+      agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
+    }
+    for (const a of agents) connect(a);
+  } else {
+    stopping = true;
+    for (const a of agents) a.ws?.terminate();
+    setTimeout(() => process.exit(0), 100);
+  }
+});
+
+setInterval(() => {
+  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, commands });
+}, 250).unref();
