@@ -1,5 +1,6 @@
 /**
- * Runs INSIDE `unshare -m -n` (started by harden-accounts.test.ts): overlays /etc, /home
+ * Runs INSIDE `unshare -m -n -p` (started by harden-accounts.test.ts; the pid namespace
+ * guarantees sshd dies with this script): overlays /etc, /home
  * and /root and a tmpfs /run, so the real groupadd/useradd/usermod and the sshd files
  * change only this namespace's copies; loopback only. Starts a real sshd from the
  * (overlaid) system config, hardens the "VM" with root '/', checks logins with the ssh
@@ -57,7 +58,14 @@ await mkdir('/root/.ssh', { recursive: true, mode: 0o700 });
 const pub = (await readFile(userKey + '.pub', 'utf8')).trim();
 await writeFile('/root/.ssh/authorized_keys', pub + '\n', { mode: 0o600 });
 await must('/usr/sbin/sshd', ['-h', hostKey, '-o', 'ListenAddress=127.0.0.1', '-o', 'PidFile=/run/sshd.pid']);
-const sshdPid = Number((await readFile('/run/sshd.pid', 'utf8')).trim());
+// sshd daemonizes: its child writes the pid file a moment after the parent exits.
+let pidText: string | null = null;
+for (let i = 0; i < 100 && pidText === null; i++) {
+  pidText = await readFile('/run/sshd.pid', 'utf8').catch(() => null);
+  if (pidText === null) await new Promise((r) => setTimeout(r, 50));
+}
+const sshdPid = Number(pidText?.trim());
+if (!Number.isInteger(sshdPid)) throw new Error('sshd did not write /run/sshd.pid');
 // Never leave the daemon behind, whatever happens below.
 process.on('exit', () => {
   try {

@@ -53,7 +53,7 @@ if (reason) {
     const out = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(
         'unshare',
-        ['-m', '-n', '--propagation', 'private', '--', process.execPath, '--import', 'tsx', SCRIPT, work, hostKey, userKey],
+        ['-m', '-n', '-p', '--fork', '--mount-proc', '--kill-child', '--propagation', 'private', '--', process.execPath, '--import', 'tsx', SCRIPT, work, hostKey, userKey],
         { timeout: 90_000, encoding: 'utf8', maxBuffer: 8 * 1024 * 1024 },
         (err, stdout, stderr) => resolve({ code: err ? 1 : 0, stdout, stderr }),
       );
