@@ -15,7 +15,8 @@ commands:
   enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
                  (the token may come from VMKIT_ENROLL_TOKEN instead of --token)
                  register this machine with the control plane and pin its signing keys
-  run [--insecure]   run the daemon (systemd runs this)
+  run [--insecure] [--log-level debug|info|warn|error]
+                     run the daemon (systemd runs this)
   status [--json]    connection state, agent id, last command, versions
   version            print the agent and protocol versions
   harden --dry-run [--deploy-key KEY ...] [--root DIR] [--json]

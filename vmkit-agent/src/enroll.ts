@@ -1,5 +1,4 @@
 import { generateKeyPairSync } from 'node:crypto';
-import { readFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { encodePublicKey, idSchema, keyIdOf, privateKeyToPem } from '@vmkit/protocol';
 import { z } from 'zod';
@@ -122,8 +121,4 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
   };
   await saveConfig(opts.configFile, config);
   return config;
-}
-
-export async function readPublicKey(file: string): Promise<string> {
-  return (await readFile(file, 'utf8')).trim();
 }

@@ -25,12 +25,13 @@ export const keysRotateExecutor: ExecutorSpec<'keys.rotate'> = {
     const added = params.add.filter((k) => !known.has(k.key_id));
     const retire = new Set(params.retire);
 
+    if (added.some((k) => retire.has(k.key_id))) return refuse('a key cannot be added and retired in the same command');
     if (retire.has(ctx.command.key_id) && added.length === 0) {
       return refuse(`key ${ctx.command.key_id} signed this command and cannot retire itself without adding a new key`);
     }
     const next = [...current, ...added].filter((k) => !retire.has(k.key_id));
     if (next.length === 0) return refuse('the rotation would leave no pinned key');
-    if (added.some((k) => retire.has(k.key_id))) return refuse('a key cannot be added and retired in the same command');
+    if (next.length > 8) return refuse(`at most 8 keys can be pinned (this rotation would pin ${next.length})`);
 
     ctx.progress('pin', 'started');
     await ctx.keys.replace(next);
