@@ -18,6 +18,12 @@ const GIT_ENV = {
   GIT_COMMITTER_EMAIL: 'test@vmkit.invalid',
   GIT_AUTHOR_DATE: '2026-01-01T00:00:00Z',
   GIT_COMMITTER_DATE: '2026-01-01T00:00:00Z',
+  // No background gc/maintenance writing into .git while a test removes it.
+  GIT_CONFIG_COUNT: '2',
+  GIT_CONFIG_KEY_0: 'gc.auto',
+  GIT_CONFIG_VALUE_0: '0',
+  GIT_CONFIG_KEY_1: 'maintenance.auto',
+  GIT_CONFIG_VALUE_1: 'false',
 };
 
 export async function git(dir: string, ...args: string[]): Promise<string> {
@@ -28,7 +34,7 @@ export async function git(dir: string, ...args: string[]): Promise<string> {
 /** A temp directory laid out as `<reposDir>/<owner>/<name>`; removed by the returned cleanup. */
 export async function tempReposDir(): Promise<{ dir: string; cleanup: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), 'vmkit-repos-'));
-  return { dir, cleanup: () => rm(dir, { recursive: true, force: true }) };
+  return { dir, cleanup: () => rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 100 }) };
 }
 
 /** Copies test/fixtures/repos/<fixture> to <reposDir>/<owner>/<name> and commits it; returns the head sha. */

@@ -68,7 +68,8 @@ export class LocalRepoSource implements RepoSource {
 
   async listTree(repo: RepoRef, sha: string): Promise<RepoTree> {
     const dir = await this.#checkout(repo);
-    const res = await this.#run(dir, ['ls-tree', '-r', '-t', '-z', '--long', '--full-tree', checkSha(sha)], 64 * 1024 * 1024);
+    // No --long here: sizes would cost an object lookup per blob; reads are capped anyway.
+    const res = await this.#run(dir, ['ls-tree', '-r', '-t', '-z', '--full-tree', checkSha(sha)], 64 * 1024 * 1024);
     if (res.code !== 0 && !res.overflow) throw gitFailed(repo, res);
     const entries = parseLsTree(res.stdout.toString('utf8'), '');
     const truncated = res.overflow || entries.length > MAX_TREE_ENTRIES;
@@ -87,13 +88,9 @@ export class LocalRepoSource implements RepoSource {
   async readFile(repo: RepoRef, sha: string, path: string, maxBytes = DEFAULT_MAX_FILE_BYTES): Promise<string | null> {
     if (!isSafeRepoPath(path) || path === '') return null;
     const dir = await this.#checkout(repo);
-    const object = `${checkSha(sha)}:${path}`;
-    const type = await this.#run(dir, ['cat-file', '-t', object]);
-    if (type.code !== 0 || type.stdout.toString('utf8').trim() !== 'blob') return null;
-    const size = await this.#run(dir, ['cat-file', '-s', object]);
-    if (Number(size.stdout.toString('utf8').trim()) > maxBytes) return null;
+    // One exec: cat-file fails on anything but a blob, and the buffer cap stops large files.
     // cat-file, not show: raw blob bytes, no textconv or filters from the repo's config.
-    const res = await this.#run(dir, ['cat-file', 'blob', object], maxBytes + 1);
+    const res = await this.#run(dir, ['cat-file', 'blob', `${checkSha(sha)}:${path}`], maxBytes);
     if (res.code !== 0 || res.overflow) return null;
     return res.stdout.toString('utf8');
   }
@@ -164,7 +161,7 @@ function gitFailed(repo: RepoRef, res: GitResult): Error {
   return new Error(`git failed on ${repoFullName(repo)}: ${res.stderr.trim().slice(0, 300)}`);
 }
 
-/** `<mode> SP <type> SP <object> SP+ <size> TAB <path> NUL` records of `ls-tree -z --long`. */
+/** `<mode> SP <type> SP <object> [SP+ <size>] TAB <path> NUL` records of `ls-tree -z [--long]`. */
 function parseLsTree(out: string, prefix: string): TreeEntry[] {
   const entries: TreeEntry[] = [];
   for (const record of out.split('\0')) {
@@ -174,7 +171,7 @@ function parseLsTree(out: string, prefix: string): TreeEntry[] {
     const name = record.slice(tab + 1);
     const path = prefix === '' ? name : `${prefix}/${name}`;
     if (type === 'tree') entries.push({ path, type: 'dir' });
-    else if (type === 'blob') entries.push({ path, type: 'file', size: Number(size) });
+    else if (type === 'blob') entries.push({ path, type: 'file', size: size === undefined ? undefined : Number(size) });
     // commits (submodules) are neither: their contents are not in this repository.
   }
   return entries;
