@@ -1,7 +1,7 @@
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { request as httpRequest } from 'node:http';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
-import { startStandaloneMcp } from '../../control-plane/src/mcp/standalone.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 import { revokeApiKey } from '../../control-plane/src/db/api-keys.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
@@ -155,10 +155,34 @@ t.test('an unknown session id gets 404; a request without session that is not in
   t.equal(malformed.status, 400, 'malformed JSON');
 });
 
-t.test('standalone mode forwarding to the control plane gives the same answers', async (t) => {
-  const standalone = await startStandaloneMcp({ gateway: cp.url, host: '127.0.0.1', port: 0 });
-  t.teardown(() => standalone.close());
-  const viaGateway = await connectMcp(standalone.url, cp.adminKey);
+/** `vmkit mcp` as its own process; resolves with its URL once it listens. */
+async function spawnStandalone(t: { teardown(fn: () => unknown): void }, gateway: string): Promise<string> {
+  const child = spawn(process.execPath, ['control-plane/bin/vmkit.js', 'mcp', '--gateway', gateway, '--listen', '127.0.0.1:0'], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.teardown(() => {
+    child.kill('SIGTERM');
+  });
+  let out = '';
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`vmkit mcp did not start: ${out}`)), 30_000);
+    child.stdout.on('data', (b: Buffer) => {
+      out += b.toString();
+      const m = /serving MCP at (http:\/\/\S+)/.exec(out);
+      if (m?.[1]) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    child.stderr.on('data', (b: Buffer) => (out += b.toString()));
+    child.on('exit', (code) => reject(new Error(`vmkit mcp exited ${code}: ${out}`)));
+  });
+}
+
+t.test('standalone mode (vmkit mcp, its own process) forwarding to the control plane gives the same answers', async (t) => {
+  const url = await spawnStandalone(t, cp.url);
+  t.match(url, /^http:\/\/127\.0\.0\.1:\d+\/$/, 'served at /');
+  const viaGateway = await connectMcp(url, cp.adminKey);
   const embedded = await connectMcp(mcpUrl, cp.adminKey);
   t.teardown(async () => {
     await viaGateway.close();
@@ -167,10 +191,30 @@ t.test('standalone mode forwarding to the control plane gives the same answers',
   const a = await viaGateway.callTool({ name: 'list_instances', arguments: {} });
   const b = await embedded.callTool({ name: 'list_instances', arguments: {} });
   t.same(a.structuredContent, b.structuredContent, 'same structured answer');
-  const denied = await (await connectMcp(standalone.url, null)).callTool({ name: 'list_instances', arguments: {} });
+  const { tools } = await viaGateway.listTools();
+  t.same(tools.map((x) => x.name).sort(), (await embedded.listTools()).tools.map((x) => x.name).sort(), 'same tools');
+  const anonymous = await connectMcp(url, null);
+  const denied = await anonymous.callTool({ name: 'list_instances', arguments: {} });
   t.equal(textOf(denied), AUTH_FAILED_TEXT, 'the same auth sentence through the gateway');
+  await anonymous.close();
   const missing = await viaGateway.callTool({ name: 'get_instance', arguments: { instance_id: 'inst_nope' } });
   t.equal((JSON.parse(textOf(missing)) as { error: string }).error, 'instance_not_found');
   const audit = await cp.api<{ items: Array<{ channel: string; tool: string | null }> }>('GET', '/api/audit?action=instances.list');
   t.ok(audit.body.items.some((r) => r.channel === 'mcp' && r.tool === 'list_instances'), 'audited as mcp through HTTP too');
+});
+
+t.test('vmkit mcp refuses bad options with one clear line', async (t) => {
+  const run = (args: string[]) =>
+    new Promise<{ code: number | null; err: string }>((resolve) => {
+      const child = spawn(process.execPath, ['control-plane/bin/vmkit.js', 'mcp', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
+      let err = '';
+      child.stderr.on('data', (b: Buffer) => (err += b.toString()));
+      child.on('exit', (code) => resolve({ code, err }));
+    });
+  const noGateway = await run(['--listen', '127.0.0.1:0']);
+  t.equal(noGateway.code, 2);
+  t.match(noGateway.err, /--gateway must be/);
+  const badListen = await run(['--gateway', 'http://127.0.0.1:1', '--listen', 'nope']);
+  t.equal(badListen.code, 2);
+  t.match(badListen.err, /--listen must be HOST:PORT/);
 });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { runMcpCli } from './mcp-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
 
@@ -16,6 +17,7 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [
   environments list REPO_ID
   instances list
   instances show INSTANCE_ID
+  mcp --gateway URL [--listen HOST:PORT]   serve MCP at / forwarding to a control plane
 
 --url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
 the admin.key in $VMKIT_DATA_DIR (./data). Tables by default, --json for JSON.
@@ -98,6 +100,7 @@ function need(positionals: string[], n: number, what: string): string[] {
 
 /** The `vmkit` operator CLI: a small REST client. Returns the exit code. */
 export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
+  if (argv[0] === 'mcp') return runMcpCli(argv.slice(1), io);
   let values: { [K in keyof typeof OPTIONS]?: string | boolean };
   let positionals: string[];
   try {
