@@ -53,6 +53,7 @@ const CASES: Record<string, Expect> = {
   'static-html': { language: 'static', framework: null, buildpack: BASE, evidence: ['index.html'] },
   'static-hugo': { language: 'static', framework: 'hugo', buildpack: BASE, evidence: ['hugo.toml', 'content/'] },
   'monorepo-workspaces': { language: 'node', framework: 'express', buildpack: BASE, evidence: ['apps/api/package.json'], root: 'apps/api' },
+  'monorepo-procfile': { language: 'node', framework: null, buildpack: BASE, evidence: ['package.json', 'Procfile'], procfile: true },
   'monorepo-services': { language: 'go', framework: 'gin', buildpack: BASE, evidence: ['services/api/go.mod'], root: 'services/api' },
   'ambiguous-django-assets': { language: 'python', framework: 'django', buildpack: GCP, evidence: ['requirements.txt'] },
   'ambiguous-two-servers': { language: 'python', framework: 'flask', buildpack: GCP, evidence: ['requirements.txt'] },

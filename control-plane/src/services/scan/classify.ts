@@ -111,8 +111,9 @@ async function judgeRoot(view: RepoView, root: string): Promise<RootVerdict> {
   const workspace = root === '' ? await ctx.workspaceMarker() : null;
   let deployable = (best !== undefined && best.rule.role !== 'library') || procfileWeb !== null;
   // A monorepo's root with only a generic match (a start script that runs every package)
-  // is not the app; its apps are. It stays the fallback if no app dir is deployable.
-  if (workspace && best?.rule.framework === null) deployable = false;
+  // is not the app; its apps are, unless a root Procfile says how to run it from there.
+  // It stays the fallback if no app dir is deployable.
+  if (workspace && best?.rule.framework === null && procfileWeb === null) deployable = false;
   return { root, best: best ?? null, others, procfileWeb, workspace, deployable };
 }
 
