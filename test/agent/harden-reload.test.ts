@@ -2,7 +2,7 @@
 // sshd is real (in a mount namespace); systemctl is recorded and answered by the test,
 // because the host's own systemd must never be asked to reload anything.
 import t from 'tap';
-import { appendFile, mkdir, mkdtemp, readFile, rm, rmdir } from 'node:fs/promises';
+import { appendFile, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
@@ -41,6 +41,8 @@ if (reason) {
     const fx = await fixtureRoot(name);
     t.teardown(fx.cleanup);
     await mkdir(fx.paths.systemdRunDir, { recursive: true }); // "booted with systemd"
+    await mkdir(join(fx.root, 'proc/1'), { recursive: true });
+    await writeFile(fx.paths.initComm, 'systemd\n');
     return fx;
   };
 
@@ -82,6 +84,19 @@ if (reason) {
     t.equal(r.output.failed_check, 'reload');
     t.same(withoutTimes(await treeState(fx.root)), withoutTimes(before), 'sshd files, keys and .ssh back as they were');
     t.equal(calls.filter((c) => c === 'reload ssh.service').length, 2, 'reloaded again onto the restored config (best effort)');
+  });
+
+  t.test('a /run/systemd/system seen from a sandbox whose PID 1 is not systemd does not use systemctl', async (t) => {
+    const fx = await fixtureRoot('debian-12-cloud-init');
+    t.teardown(fx.cleanup);
+    await mkdir(fx.paths.systemdRunDir, { recursive: true });
+    await mkdir(join(fx.root, 'proc/1'), { recursive: true });
+    await writeFile(fx.paths.initComm, 'sleep\n');
+    const { exec, calls } = withSystemctl({ 'is-active --quiet ssh.service': 0, 'reload ssh.service': 0 });
+    const r = await runHarden({ deploy_keys: [deployKey], dry_run: false }, { root: fx.root, manageAccounts: false, reload: 'auto', sshdArgs: ['-h', hostKey], exec });
+    t.ok(r.ok);
+    t.same(calls, [], 'systemctl never called');
+    t.match(r.ok ? r.output.steps.find((s) => s.step === 'sshd_reload')?.detail : '', /not running/, 'no pid file here: nothing to signal');
   });
 
   t.test('a missing sshd_config.d is created for the drop-in and removed again on rollback', async (t) => {

@@ -29,7 +29,10 @@ function alive(pid: number): boolean {
 }
 
 export async function reloadSshd(exec: ExecFn, paths: HardenPaths): Promise<ReloadOutcome> {
-  if (await isDir(paths.systemdRunDir)) {
+  const init = (await readFile(paths.initComm, 'utf8').catch(() => '')).trim();
+  // sd_booted() plus PID 1 itself: a namespace sandbox may see the host's /run/systemd
+  // and must never reload the host's sshd through the host's systemd.
+  if (init === 'systemd' && (await isDir(paths.systemdRunDir))) {
     const active = async (unit: string) => (await exec('systemctl', ['is-active', '--quiet', unit])).code === 0;
     for (const unit of ['ssh.service', 'sshd.service']) {
       if (await active(unit)) {

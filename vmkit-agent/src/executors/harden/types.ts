@@ -18,6 +18,8 @@ export interface HardenPaths {
   /** sshd's privilege-separation directory; `sshd -t` refuses to run without it. */
   privsepDir: string;
   systemdRunDir: string;
+  /** PID 1's name: systemd is used only when it really is PID 1 (not a sandbox that sees the host's /run). */
+  initComm: string;
   sshdPidFile: string;
 }
 
@@ -40,6 +42,7 @@ export function defaultPaths(root = '/'): HardenPaths {
     dockerd: [r('/usr/bin/dockerd'), r('/usr/sbin/dockerd'), r('/usr/local/bin/dockerd')],
     privsepDir: r('/run/sshd'),
     systemdRunDir: r('/run/systemd/system'),
+    initComm: r('/proc/1/comm'),
     sshdPidFile: r('/run/sshd.pid'),
   };
 }
