@@ -95,8 +95,9 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
   if (host !== undefined) overrides.host = host;
   const port = pick('port', 'VMKIT_PORT');
   if (port !== undefined) overrides.port = int('port', port, 0, 65535);
-  const dataDir = pick('data-dir', 'VMKIT_DATA_DIR');
-  if (dataDir !== undefined) overrides.dataDir = dataDir;
+  // `npm start` runs in control-plane/; INIT_CWD is where the user typed it.
+  const base = env.INIT_CWD || process.cwd();
+  overrides.dataDir = resolve(base, pick('data-dir', 'VMKIT_DATA_DIR') ?? DEFAULT_CONFIG.dataDir);
   const publicUrl = pick('public-url', 'VMKIT_PUBLIC_URL');
   if (publicUrl !== undefined) {
     let u: URL;

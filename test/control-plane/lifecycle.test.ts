@@ -95,6 +95,8 @@ t.test('configuration comes from flags, then environment, then defaults', async 
   const d = loadConfig([], {});
   t.match(d, { host: '127.0.0.1', port: 8080, publicUrl: undefined, logLevel: 'info' });
   t.equal(d.dataDir, join(process.cwd(), 'data'));
+  t.equal(loadConfig([], { INIT_CWD: '/srv/vmkit' }).dataDir, '/srv/vmkit/data', 'relative to where npm start was typed');
+  t.equal(loadConfig(['--data-dir', 'state'], { INIT_CWD: '/srv/vmkit' }).dataDir, '/srv/vmkit/state');
   const env = { VMKIT_HOST: '0.0.0.0', VMKIT_PORT: '9000', VMKIT_DATA_DIR: '/tmp/x', VMKIT_PUBLIC_URL: 'https://cp.example.com/', VMKIT_RATE_LIMIT_MAX: '5' };
   t.match(loadConfig([], env), { host: '0.0.0.0', port: 9000, dataDir: '/tmp/x', publicUrl: 'https://cp.example.com', rateLimit: { max: 5 } });
   t.match(loadConfig(['--port', '0', '--host', '::1', '--rate-limit-window-ms', '2000'], env), {

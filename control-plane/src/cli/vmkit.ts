@@ -81,7 +81,7 @@ function makeClient(url: string, key: string): Client {
 function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv): string {
   const key = flag ?? env.VMKIT_API_KEY;
   if (key) return key;
-  const file = join(resolve(env.VMKIT_DATA_DIR || './data'), 'admin.key');
+  const file = join(resolve(env.INIT_CWD || process.cwd(), env.VMKIT_DATA_DIR || './data'), 'admin.key');
   try {
     return readFileSync(file, 'utf8').trim();
   } catch {
