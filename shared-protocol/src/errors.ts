@@ -45,6 +45,16 @@ export const ERRORS = {
   agent_refused: { status: 409, message: 'The agent refused the command.' },
   command_timed_out: { status: 504, message: 'The agent did not answer the command in time.' },
   command_failed: { status: 502, message: 'The command failed on the agent.' },
+  // results the agent itself produces (result.error.key)
+  unsupported_command: { status: 501, message: 'This agent has no executor for the command type.' },
+  command_interrupted: {
+    status: 502,
+    message: 'The agent stopped while running the command; it may have been partly applied.',
+  },
+  key_rotation_refused: {
+    status: 409,
+    message: 'The agent refused the key rotation: it would leave no usable pinned key.',
+  },
   // compute providers
   sandbox_unavailable: {
     status: 503,
