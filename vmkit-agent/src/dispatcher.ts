@@ -1,5 +1,5 @@
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, isId } from '@vmkit/protocol';
-import type { AgentMessage, CommandEnvelope, CommandType, MessageOf } from '@vmkit/protocol';
+import type { AgentMessage, CommandEnvelope, CommandType, ErrorKey, MessageOf } from '@vmkit/protocol';
 import type { ExecutorContext, ExecutorOutcome, ExecutorRegistry, ExecutorSpec, KeyRing } from './executors/index.ts';
 import type { ResultJournal, ResultMsg } from './journal.ts';
 import type { Logger } from './log.ts';
@@ -139,14 +139,14 @@ export class CommandDispatcher {
     };
     let outcome: ExecutorOutcome;
     if (!spec) {
-      outcome = { status: 'failed', error: { key: 'unsupported_command', message: `this agent has no executor for ${command.type}` } };
+      outcome = { status: 'failed', error: { key: 'unsupported_command' satisfies ErrorKey, message: `this agent has no executor for ${command.type}` } };
     } else {
       const run = () => invoke(spec, command, ctx);
       try {
         outcome = await (spec.exclusive ? this.#exclusive.run(run) : run());
       } catch (err) {
         this.#o.log.error('executor threw', { command_id: command.id, type: command.type, error: (err as Error).message });
-        outcome = { status: 'failed', error: { key: 'command_failed', message: (err as Error).message.slice(0, 2048) || 'executor failed' } };
+        outcome = { status: 'failed', error: { key: 'command_failed' satisfies ErrorKey, message: (err as Error).message.slice(0, 2048) || 'executor failed' } };
       }
     }
     const result = toResult(command.id, outcome);

@@ -1,7 +1,7 @@
 import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { CLOCK_SKEW_MS, PROTOCOL_VERSION, isId, resultMessage } from '@vmkit/protocol';
-import type { CommandEnvelope, MessageOf } from '@vmkit/protocol';
+import type { CommandEnvelope, ErrorKey, MessageOf } from '@vmkit/protocol';
 import { z } from 'zod';
 import { removeDurably, writeFileAtomic } from './durable.ts';
 import type { Logger } from './log.ts';
@@ -67,7 +67,7 @@ export class ResultJournal {
           type: 'result',
           command_id: id,
           status: 'failed',
-          error: { key: 'command_interrupted', message: 'The agent stopped while running this command; it may have been partly applied.' },
+          error: { key: 'command_interrupted' satisfies ErrorKey, message: 'The agent stopped while running this command; it may have been partly applied.' },
           finished_at: now,
         });
       }
