@@ -1,10 +1,11 @@
 /**
- * PID 1 of a local VM sandbox. Started by the host as
- *   ip netns exec <netns> unshare -m -p -u -f --mount-proc --kill-child node --import tsx local-supervisor.ts <dir>
- * it boots the sandbox like a fresh cloud VM (private overlays, hostname, host keys,
- * root password, sshd with root and password login allowed), then keeps sshd and the
- * optional guest program running. When it dies, the kernel kills everything in the
- * sandbox's pid namespace and its mounts vanish with the mount namespace.
+ * The init of a local VM sandbox. Started by the host as
+ *   ip netns exec <netns> unshare -m -p -u -f --mount-proc --kill-child sh -c <reaper> node --import tsx local-supervisor.ts <dir>
+ * (the sh reaper is PID 1 and reaps orphans; this is PID 2), it boots the sandbox like
+ * a fresh cloud VM (private overlays, hostname, host keys, root password, sshd with
+ * root and password login allowed), then keeps sshd and the optional guest program
+ * running. When it exits, the reaper exits, the kernel kills everything left in the
+ * sandbox's pid namespace, and its mounts vanish with the mount namespace.
  * Its stdout/stderr are supervisor.log in the sandbox folder.
  */
 import { spawn, spawnSync } from 'node:child_process';

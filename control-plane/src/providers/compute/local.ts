@@ -2,8 +2,9 @@
  * The `local` compute provider: VM-like sandboxes made of Linux namespaces on this
  * machine. Per sandbox: a folder `<baseDir>/<ref>` (state.json, logs, overlay layers),
  * a network namespace with a veth pair on a /30 of a private pool (host end on the
- * host, `eth0` inside), and a supervisor (local-supervisor.ts) as PID 1 of new mount,
- * pid and uts namespaces that runs a real sshd and, optionally, the vmkit-agent.
+ * host, `eth0` inside), and a supervisor (local-supervisor.ts) in new mount, pid and
+ * uts namespaces (under a tiny sh reaper as PID 1) that runs a real sshd and,
+ * optionally, the vmkit-agent.
  * It is a test and development box, not a security boundary: root inside shares the
  * host's kernel, /usr and /dev.
  */
@@ -31,6 +32,16 @@ const SUPERVISOR = fileURLToPath(new URL('./local-supervisor.ts', import.meta.ur
 const RELAY = fileURLToPath(new URL('./local-relay.ts', import.meta.url));
 const REPO_ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const TSX_LOADER = import.meta.resolve('tsx');
+/**
+ * PID 1 of the sandbox: a constant POSIX sh script (the supervisor's argv arrives as
+ * "$@", never in the script) that runs the supervisor and reaps orphans, which Node
+ * cannot do, so processes left by exec or by the agent do not linger as zombies.
+ */
+const REAPER = [
+  '"$@" & main=$!',
+  `trap 'kill -TERM "$main" 2>/dev/null' TERM INT`,
+  'while kill -0 "$main" 2>/dev/null; do wait "$main"; done',
+].join('\n');
 const HOST_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
 const REQUIRED_TOOLS = ['ip', 'unshare', 'nsenter', 'mount', 'umount', 'hostname', 'ssh-keygen', 'chpasswd'];
 const SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
@@ -374,7 +385,8 @@ export class LocalSandboxProvider implements ComputeProvider {
   private async startSupervisor(state: SandboxState): Promise<void> {
     const log = openSync(join(state.dir, SUPERVISOR_LOG), 'a', 0o600);
     const args = ['netns', 'exec', state.netns, 'unshare', '-m', '-p', '-u', '-f', '--mount-proc', '--kill-child'];
-    const child = spawn('ip', [...args, process.execPath, '--import', TSX_LOADER, SUPERVISOR, state.dir], {
+    const supervisor = [process.execPath, '--import', TSX_LOADER, SUPERVISOR, state.dir];
+    const child = spawn('ip', [...args, '/bin/sh', '-c', REAPER, 'vmkit-init', ...supervisor], {
       detached: true,
       stdio: ['ignore', log, log],
       cwd: '/',
