@@ -43,6 +43,8 @@ export interface FakeGitHubOptions {
   nextLinkOverride?: string;
   /** Serve under a path prefix, as GitHub Enterprise Server does (`/api/v3`). */
   basePath?: string;
+  /** Renamed repositories: old `owner/name` → new `owner/name`, answered with 301 as GitHub does. */
+  renamed?: Record<string, string>;
 }
 
 interface IssuedToken {
@@ -188,6 +190,12 @@ export class FakeGitHub {
     }
 
     if (parts[0] !== 'repos' || parts.length < 3) return notFound(res);
+    const movedTo = this.#opts.renamed?.[`${parts[1]}/${parts[2]}`.toLowerCase()];
+    if (movedTo !== undefined) {
+      const target = movedTo.startsWith('http') ? movedTo : `${this.url}${base}/repos/${movedTo}/${parts.slice(3).map(encodeURIComponent).join('/')}`;
+      res.setHeader('location', `${target.replace(/\/$/, '')}${url.search}`);
+      return send(res, 301, { message: 'Moved Permanently', url: target, documentation_url: DOCS });
+    }
     const built = this.#repos.get(`${parts[1]}/${parts[2]}`.toLowerCase());
     const access = this.#checkToken(auth, built);
     if (access === 'bad') return send(res, 401, { message: 'Bad credentials', documentation_url: DOCS });

@@ -207,3 +207,19 @@ t.test('a GitHub that cannot be reached is github_unavailable, not a crash', asy
   const source = new GitHubRepoSource(new GitHubClient({ apiBaseUrl: 'http://127.0.0.1:9', auth: { kind: 'token', token: 'x' }, timeoutMs: 2000 }));
   await rejectsWith(t, source.head(repo), 'github_unavailable');
 });
+
+t.test('a renamed repository is followed through GitHub\'s 301, but never to another origin', async (t) => {
+  const moved = await FakeGitHub.start({
+    tokens: ['ghp_m'],
+    renamed: { 'acme/old-name': 'acme/new-name', 'acme/evil': 'http://127.0.0.2:9/repos/x/y' },
+    repos: [{ owner: 'acme', name: 'new-name', files: fastapi }],
+  });
+  t.teardown(() => moved.close());
+  const source = new GitHubRepoSource(new GitHubClient({ apiBaseUrl: moved.url, auth: { kind: 'token', token: 'ghp_m' } }));
+  const ref = { owner: 'acme', name: 'old-name' };
+  const head = await source.head(ref);
+  t.equal(head.sha, moved.shaOf('acme/new-name'));
+  t.match(await source.readFile(ref, head.sha, 'requirements.txt'), /fastapi/);
+  const err = await rejectsWith(t, source.head({ owner: 'acme', name: 'evil' }), 'github_unavailable');
+  t.match(err?.message, /which VMKit does not follow/);
+});

@@ -324,7 +324,25 @@ export class GitHubClient {
     return null;
   }
 
+  /**
+   * One request; GET redirects (GitHub answers 301 for renamed or transferred repos) are
+   * followed up to 3 hops, and only on the API's own origin, so the token never leaves it.
+   */
   async #send<T>(method: 'GET' | 'POST', url: string, credential: string, body?: unknown): Promise<Response<T>> {
+    let current = url;
+    for (let hop = 0; ; hop++) {
+      const res = await this.#sendOnce<T>(method, current, credential, body);
+      const location = res.headers.get('location');
+      if (method !== 'GET' || ![301, 302, 307, 308].includes(res.status) || location === null) return res;
+      const next = new URL(location, current);
+      if (next.origin !== this.#origin || hop >= 3) {
+        throw new GitHubError('upstream', `GitHub redirected ${new URL(url).pathname} to ${next.origin}${next.pathname}, which VMKit does not follow.`, res.status);
+      }
+      current = next.toString();
+    }
+  }
+
+  async #sendOnce<T>(method: 'GET' | 'POST', url: string, credential: string, body?: unknown): Promise<Response<T>> {
     const headers: Record<string, string> = {
       accept: 'application/vnd.github+json',
       'x-github-api-version': API_VERSION,
