@@ -2,6 +2,7 @@
 // sshd is real (in a mount namespace); systemctl is recorded and answered by the test,
 // because the host's own systemd must never be asked to reload anything.
 import t from 'tap';
+import { spawn } from 'node:child_process';
 import { appendFile, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -97,6 +98,40 @@ if (reason) {
     t.ok(r.ok);
     t.same(calls, [], 'systemctl never called');
     t.match(r.ok ? r.output.steps.find((s) => s.step === 'sshd_reload')?.detail : '', /not running/, 'no pid file here: nothing to signal');
+  });
+
+  /** A fixture without systemd whose pid file names a real process we own, named as given in its fake /proc. */
+  const pidFixture = async (t: { teardown: (fn: () => Promise<void>) => void }, comm: string) => {
+    const fx = await fixtureRoot('debian-12-cloud-init');
+    t.teardown(fx.cleanup);
+    const victim = spawn('sleep', ['30'], { stdio: 'ignore' });
+    t.teardown(async () => {
+      victim.kill('SIGKILL');
+    });
+    const pid = victim.pid ?? 0;
+    await writeFile(fx.paths.sshdPidFile, `${pid}\n`);
+    await mkdir(join(fx.paths.proc, String(pid)), { recursive: true });
+    await writeFile(join(fx.paths.proc, String(pid), 'comm'), comm + '\n');
+    const exited = new Promise<string>((r) => victim.once('exit', (_c, sig) => r(String(sig))));
+    return { fx, victim, exited };
+  };
+
+  t.test('without systemd a stale pid file naming another program is never signalled', async (t) => {
+    const { fx, victim } = await pidFixture(t, 'sleep');
+    const r = await runHarden({ deploy_keys: [deployKey], dry_run: false }, { root: fx.root, manageAccounts: false, reload: 'auto', sshdArgs: ['-h', hostKey], exec: ns.exec });
+    t.ok(r.ok);
+    t.equal(victim.exitCode, null, 'the process is still running');
+    t.equal(victim.signalCode, null);
+  });
+
+  t.test('without systemd sshd gets SIGHUP, and an sshd that dies on it means reload_failed and a rollback', async (t) => {
+    // The "sshd" here is a sleep: SIGHUP kills it, exactly as a config sshd cannot load would.
+    const { fx, exited } = await pidFixture(t, 'sshd');
+    const before = await treeState(fx.root);
+    const r = await runHarden({ deploy_keys: [deployKey], dry_run: false }, { root: fx.root, manageAccounts: false, reload: 'auto', sshdArgs: ['-h', hostKey], exec: ns.exec });
+    t.equal(await exited, 'SIGHUP', 'it was sent SIGHUP');
+    t.ok(!r.ok && r.error.key === 'reload_failed', r.ok ? 'succeeded?' : r.error.message);
+    t.same(withoutTimes(await treeState(fx.root)), withoutTimes(before), 'files restored');
   });
 
   t.test('a missing sshd_config.d is created for the drop-in and removed again on rollback', async (t) => {

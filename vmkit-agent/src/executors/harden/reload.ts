@@ -47,7 +47,9 @@ export async function reloadSshd(exec: ExecFn, paths: HardenPaths): Promise<Relo
   }
   const text = await readFile(paths.sshdPidFile, 'utf8').catch(() => null);
   const pid = text === null ? NaN : Number.parseInt(text.trim(), 10);
-  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid)) {
+  // A stale pid file can name any process now: signal it only if it is sshd.
+  const comm = Number.isInteger(pid) ? (await readFile(`${paths.proc}/${pid}/comm`, 'utf8').catch(() => '')).trim() : '';
+  if (!Number.isInteger(pid) || pid <= 1 || !alive(pid) || comm !== 'sshd') {
     return { ok: true, how: 'sshd is not running: it reads the new config when it starts' };
   }
   try {

@@ -20,6 +20,8 @@ export interface HardenPaths {
   systemdRunDir: string;
   /** PID 1's name: systemd is used only when it really is PID 1 (not a sandbox that sees the host's /run). */
   initComm: string;
+  /** /proc, to check a pid from a pid file really is sshd before signalling it. */
+  proc: string;
   sshdPidFile: string;
 }
 
@@ -43,6 +45,7 @@ export function defaultPaths(root = '/'): HardenPaths {
     privsepDir: r('/run/sshd'),
     systemdRunDir: r('/run/systemd/system'),
     initComm: r('/proc/1/comm'),
+    proc: r('/proc'),
     sshdPidFile: r('/run/sshd.pid'),
   };
 }
