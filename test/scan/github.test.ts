@@ -5,6 +5,7 @@ import type { Test } from 'tap';
 import { GitHubClient } from '../../control-plane/src/providers/github/client.ts';
 import type { GitHubClientOptions } from '../../control-plane/src/providers/github/client.ts';
 import { GitHubError } from '../../control-plane/src/providers/github/errors.ts';
+import { createAppJwt, loadAppPrivateKey } from '../../control-plane/src/providers/github/app-jwt.ts';
 import { GitHubRepoSource } from '../../control-plane/src/providers/repo-source/github.ts';
 import { RepoSourceError } from '../../control-plane/src/providers/repo-source/types.ts';
 import { classifyRepo } from '../../control-plane/src/services/scan/classify.ts';
@@ -222,4 +223,17 @@ t.test('a renamed repository is followed through GitHub\'s 301, but never to ano
   t.match(await source.readFile(ref, head.sha, 'requirements.txt'), /fastapi/);
   const err = await rejectsWith(t, source.head({ owner: 'acme', name: 'evil' }), 'github_unavailable');
   t.match(err?.message, /which VMKit does not follow/);
+});
+
+t.test('the fake GitHub really checks the App JWT: expired or over-long tokens are refused', async (t) => {
+  const key = loadAppPrivateKey(appPem);
+  const lookup = (jwt: string) =>
+    fetch(`${fake.url}/repos/badri/my-fastapi-app/installation`, { headers: { authorization: `Bearer ${jwt}`, accept: 'application/vnd.github+json' } });
+  t.equal((await lookup(createAppJwt(APP_ID, key, Date.now()).jwt)).status, 200, 'a fresh JWT is accepted');
+  const expired = await lookup(createAppJwt(APP_ID, key, Date.now() - 20 * 60_000).jwt);
+  t.equal(expired.status, 401, 'an expired JWT is refused');
+  t.match(((await expired.json()) as { message: string }).message, /Expiration time/);
+  const [h, p] = createAppJwt(APP_ID, key, Date.now()).jwt.split('.');
+  t.equal((await lookup(`${h}.${p}.AAAA`)).status, 401, 'a forged signature is refused');
+  t.throws(() => loadAppPrivateKey(generateKeyPairSync('ed25519').privateKey), /RSA/, 'only RSA keys sign App JWTs');
 });

@@ -3,6 +3,7 @@ import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import t from 'tap';
 import { ERRORS } from '@vmkit/protocol';
+import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
 import { GitHubClient } from '../../control-plane/src/providers/github/client.ts';
 import { GitHubRepoSource } from '../../control-plane/src/providers/repo-source/github.ts';
 import { LocalRepoSource } from '../../control-plane/src/providers/repo-source/local.ts';
@@ -89,6 +90,17 @@ t.test('a new commit is scanned again', async (t) => {
   t.equal(after.body.dockerfile_detected, true);
 });
 
+t.test('concurrent scans of one commit share one classification and one record', async (t) => {
+  await commitFixture(repos.dir, 'go-gin', 'acme', 'api');
+  await connect('acme/api');
+  const [a, b] = await Promise.all([
+    cp.api<ScanBody>('POST', '/api/scans', { body: { repo: 'acme/api' } }),
+    cp.api<ScanBody>('POST', '/api/scans', { body: { repo: 'acme/api' } }),
+  ]);
+  t.equal(a.body.scan_id, b.body.scan_id);
+  t.same([a.status, b.status].sort(), [200, 201], 'one made it, the other shared it');
+});
+
 t.test('a monorepo scan says which root it chose and why', async (t) => {
   const res = await cp.api<ScanBody>('POST', '/api/scans', { body: { repo: 'acme/platform' } });
   t.equal(res.status, 201);
@@ -150,6 +162,15 @@ t.test('MCP scan_repo answers exactly the contract fields first, then the additi
   t.ok(Array.isArray(s.evidence), 'evidence rides along');
   t.notOk('details' in s, 'internal details stay out of the tool answer');
   t.same(JSON.parse(textOf(res)), s, 'text carries the same JSON');
+});
+
+t.test('MCP scan_repo with a key lacking repos:read gets the contract authentication sentence', async (t) => {
+  const narrow = await cp.createKey(['instances:read']);
+  const client = await connectMcp(`${cp.url}/mcp`, narrow.secret);
+  t.teardown(() => client.close());
+  const res = await client.callTool({ name: 'scan_repo', arguments: { repo: 'badri/my-fastapi-app' } });
+  t.equal(res.isError, true);
+  t.equal(textOf(res), AUTH_FAILED_TEXT);
 });
 
 t.test('MCP scan_repo wraps repo_not_found as the backend JSON error', async (t) => {
