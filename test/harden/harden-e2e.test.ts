@@ -9,6 +9,9 @@ import { sandboxSkipReason, sshRun, startSandbox } from '../helpers/sandbox.ts';
 import type { TestSandbox } from '../helpers/sandbox.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
 
+// Each case boots a sandbox VM with a real sshd and agent: give the file room.
+t.setTimeout(480_000);
+
 if (sandboxSkipReason) {
   console.log(`# skipping harden end-to-end tests: ${sandboxSkipReason}`);
   t.plan(0, sandboxSkipReason);
@@ -170,4 +173,28 @@ t.test('harden_vm through MCP: progress in order, hardened then already_hardened
   const offline = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } });
   t.equal(offline.isError, true);
   t.equal((JSON.parse(textOf(offline)) as { error: string }).error, 'agent_not_connected');
+});
+
+t.test('a cancelled harden_vm call stops sending progress at once; the harden still finishes', async (t) => {
+  const { id } = await freshVm(t, cp, 'web-5');
+  const client = await connectMcp(`${cp.url}/mcp`, cp.adminKey);
+  t.teardown(() => client.close());
+  const abort = new AbortController();
+  let afterCancel = 0;
+  const call = client.callTool({ name: 'harden_vm', arguments: { instance_id: id } }, undefined, {
+    signal: abort.signal,
+    timeout: 120_000,
+    onprogress: () => {
+      if (abort.signal.aborted) afterCancel++;
+      else abort.abort();
+    },
+  });
+  await t.rejects(call, 'the client sees its own cancellation');
+  await new Promise((r) => setTimeout(r, 1500));
+  t.equal(afterCancel, 0, 'no progress after the cancellation');
+  // Joins the run still under way (or starts a new one if it is over) and waits for it.
+  const joined = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.match(joined.body.status, /^(hardened|already_hardened)$/, JSON.stringify(joined.body));
+  const again = await cp.api<HardenBody>('POST', `/api/instances/${id}/harden`, { body: { wait_ms: 120_000 } });
+  t.equal(again.body.status, 'already_hardened', 'the VM ended hardened: the cancelled run completed on the agent');
 });

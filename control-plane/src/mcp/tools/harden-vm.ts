@@ -16,6 +16,25 @@ const commandView = z.looseObject({
 
 const TERMINAL = new Set(['succeeded', 'failed', 'expired', 'timed_out']);
 
+/** The promise's value, or undefined as soon as the signal aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
+  if (signal.aborted) return Promise.resolve(undefined);
+  return new Promise<T | undefined>((resolve, reject) => {
+    const onAbort = () => resolve(undefined);
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err instanceof Error ? err : new Error(String(err)));
+      },
+    );
+  });
+}
+
 function answer(instanceId: string, body: Record<string, unknown>) {
   // The contract's two fields first; the REST answer's detail rides along as additions.
   return okResult({ ...body, status: body.status, instance_id: instanceId });
@@ -35,7 +54,13 @@ async function follow(instanceId: string, commandId: string, ctx: ToolContext, s
       });
     }
     const wait = Math.min(POLL_SLICE_MS, remaining);
-    const res = await ctx.call({ method: 'GET', path: `/api/commands/${seg(commandId)}?after_seq=${afterSeq}&wait_ms=${wait}` });
+    const res = await untilAborted(
+      ctx.call({ method: 'GET', path: `/api/commands/${seg(commandId)}?after_seq=${afterSeq}&wait_ms=${wait}` }),
+      ctx.signal,
+    );
+    // Cancelled: stop at once and send nothing more. The harden itself runs to its end on
+    // the agent (it is all-or-nothing there), and harden_vm again reports its outcome.
+    if (res === undefined) return okResult({ status: 'running', instance_id: instanceId, command_id: commandId, message: 'Cancelled by the client while hardening was running.' });
     const view = commandView.parse(expectOk(res));
     for (const p of view.progress ?? []) {
       if (p.seq <= afterSeq) continue;
