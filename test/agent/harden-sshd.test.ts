@@ -1,7 +1,7 @@
 // The harden executor against stock sshd_config trees, judged by the real sshd binary
 // (-t and -T -C) inside a mount namespace; accounts are not touched here.
 import t from 'tap';
-import { appendFile, mkdtemp, readFile, rm, stat, writeFile, mkdir, chown, chmod } from 'node:fs/promises';
+import { appendFile, chmod, chown, mkdir, mkdtemp, readFile, rm, stat, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
@@ -213,6 +213,16 @@ async function main(): Promise<void> {
     await appendFile(fx.paths.sshdConfig, 'Match User kamal\n\tPubkeyAuthentication no\n');
     const r = await runHarden({ deploy_keys: [deployKey], dry_run: false }, envFor(fx));
     t.ok(!r.ok && r.error.key === 'lockout_risk' && /PubkeyAuthentication no/.test(r.error.message));
+  });
+
+  t.test('a symlinked ~kamal/.ssh is refused, nothing followed or changed', async (t) => {
+    const fx = await fixture(t, 'debian-12');
+    await mkdir(join(fx.root, 'elsewhere'));
+    await symlink(join(fx.root, 'elsewhere'), join(fx.root, 'home/kamal/.ssh'));
+    const before = await treeState(fx.root);
+    const r = await runHarden({ deploy_keys: [deployKey], dry_run: false }, envFor(fx));
+    t.ok(!r.ok && r.error.key === 'command_failed' && /symlink/.test(r.error.message), r.ok ? 'succeeded?' : r.error.message);
+    t.same(await treeState(fx.root), before);
   });
 
   t.test('a dry run reports the plan and changes nothing', async (t) => {

@@ -84,7 +84,15 @@ class StepFailure extends Error {
   }
 }
 
+/** Re-checked right before each change: the plan's view may be stale, and root must not follow a link. */
+async function refuseLinks(path: string): Promise<void> {
+  for (const p of [path, posix.dirname(path)]) {
+    if ((await statOf(p))?.kind === 'symlink') throw new StepFailure('command_failed', 'apply', `${p} is a symbolic link; refusing to change it`);
+  }
+}
+
 async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, journal: FileJournal): Promise<void> {
+  if (action.kind !== 'exec') await refuseLinks(action.path);
   switch (action.kind) {
     case 'exec': {
       const r = await exec(action.file, action.args);
