@@ -157,7 +157,7 @@ else
   if [ "${VMKIT_AGENT_INSECURE:-0}" = 1 ]; then enroll_args+=(--insecure); fi
   # The token travels in the environment, not argv: /proc/<pid>/environ is root-only,
   # the command line is not.
-  VMKIT_ENROLL_TOKEN="$TOKEN" "${AGENT[@]}" "${enroll_args[@]}"
+  VMKIT_ENROLLMENT_TOKEN="$TOKEN" "${AGENT[@]}" "${enroll_args[@]}"
 fi
 
 # --- 4. service -------------------------------------------------------------------

@@ -13,7 +13,7 @@ const USAGE = `usage: vmkit-agent <command> [options]
 
 commands:
   enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
-                 (the token may come from VMKIT_ENROLL_TOKEN instead of --token)
+                 (or VMKIT_CONTROL_PLANE_URL / VMKIT_ENROLLMENT_TOKEN in the environment)
                  register this machine with the control plane and pin its signing keys
   run [--insecure] [--log-level debug|info|warn|error]
                      run the daemon (systemd runs this)
@@ -116,12 +116,13 @@ async function main(argv: string[]): Promise<number | undefined> {
       process.stdout.write(`vmkit-agent ${AGENT_VERSION} (protocol ${PROTOCOL_VERSION}, node ${process.version})\n`);
       return 0;
     case 'enroll': {
-      if (!values.url) throw new UsageError('enroll needs --url URL');
-      // VMKIT_ENROLL_TOKEN keeps the token out of argv (visible in ps to every user).
-      const token = values.token ?? process.env.VMKIT_ENROLL_TOKEN;
-      if (!token) throw new UsageError('enroll needs --token TOKEN (or VMKIT_ENROLL_TOKEN in the environment)');
+      const url = values.url ?? process.env.VMKIT_CONTROL_PLANE_URL;
+      if (!url) throw new UsageError('enroll needs --url URL (or VMKIT_CONTROL_PLANE_URL in the environment)');
+      // VMKIT_ENROLLMENT_TOKEN keeps the token out of argv (visible in ps to every user).
+      const token = values.token ?? process.env.VMKIT_ENROLLMENT_TOKEN;
+      if (!token) throw new UsageError('enroll needs --token TOKEN (or VMKIT_ENROLLMENT_TOKEN in the environment)');
       const config = await enroll({
-        url: values.url,
+        url,
         token,
         cpKeys: values['cp-key'] ?? [],
         configFile,
