@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and the hub awaits. */
 import type { Statement } from 'better-sqlite3';
-import { and, asc, eq, gt, inArray, lte } from 'drizzle-orm';
+import { and, eq, lte } from 'drizzle-orm';
 import type { CommandEnvelope } from '@vmkit/protocol';
 import { CommandBusError } from '../hub/errors.ts';
 import type {
@@ -15,23 +15,6 @@ import type {
 } from '../hub/store.ts';
 import type { Db } from './index.ts';
 import { agents, commands } from './schema.ts';
-
-type CommandRow = typeof commands.$inferSelect;
-
-function toStored(row: CommandRow): StoredCommand {
-  return {
-    id: row.id,
-    agentId: row.agentId,
-    type: row.type as CommandEnvelope['type'],
-    envelope: row.envelope as unknown as CommandEnvelope,
-    signature: row.signature ?? '',
-    state: row.state as CommandState,
-    createdAt: row.createdAt,
-    updatedAt: row.updatedAt,
-    expiresAt: row.expiresAt ?? 0,
-    result: (row.result as StoredResult | null) ?? undefined,
-  };
-}
 
 /** The columns of `commands` as better-sqlite3 returns them (hot paths use raw prepared statements). */
 interface RawCommandRow {
@@ -95,6 +78,9 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
       get: c.prepare<[string], RawCommandRow>(`SELECT ${COMMAND_COLUMNS} FROM commands WHERE id = ?`),
       recordResult: c.prepare<[string, string | null, string, number, string, string]>(
         "UPDATE commands SET result = ?, error_key = ?, state = ?, updated_at = ? WHERE id = ? AND agent_id = ? AND result IS NULL AND state <> 'expired'",
+      ),
+      deliverable: c.prepare<[string, number], RawCommandRow>(
+        `SELECT ${COMMAND_COLUMNS} FROM commands WHERE agent_id = ? AND state IN ('queued', 'sent') AND expires_at > ? ORDER BY created_at, id`,
       ),
       resultOwner: c.prepare<[string], { agent_id: string; has_result: number }>(
         'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = ?',
@@ -192,13 +178,8 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
-    return this.#db
-      .select()
-      .from(commands)
-      .where(and(eq(commands.agentId, agentId), inArray(commands.state, ['queued', 'sent']), gt(commands.expiresAt, now)))
-      .orderBy(asc(commands.createdAt), asc(commands.id))
-      .all()
-      .map(toStored);
+    // Runs at every handshake: a prepared statement, and the common answer is no rows.
+    return this.#stmt.deliverable.all(agentId, now).map(fromRaw);
   }
 
   async expireQueued(now: number): Promise<string[]> {
