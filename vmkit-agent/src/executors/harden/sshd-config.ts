@@ -112,10 +112,9 @@ export function globMatches(pattern: string, path: string): boolean {
   return p.every((seg, i) => (hasGlobMagic(seg) ? globComponentToRegExp(seg).test(f[i] ?? '') : seg === f[i]));
 }
 
-/** sshd resolves a relative Include against its configuration directory. */
+/** sshd resolves a relative Include against its configuration directory (no ~ expansion server-side). */
 export function resolveIncludePattern(pattern: string, sshDir: string): string {
-  const expanded = pattern.startsWith('~') ? pattern : pattern;
-  return posix.isAbsolute(expanded) ? posix.normalize(expanded) : posix.join(sshDir, expanded);
+  return posix.isAbsolute(pattern) ? posix.normalize(pattern) : posix.join(sshDir, pattern);
 }
 
 /** The files of a configuration tree as a snapshot holds them. */
@@ -191,9 +190,4 @@ export const ALIASES: Readonly<Record<string, string>> = {
 
 export function canonicalKeyword(keyword: string): string {
   return ALIASES[keyword] ?? keyword;
-}
-
-/** The first global value of a keyword (sshd keeps the first it reads), or undefined. */
-export function firstGlobal(directives: readonly FlatDirective[], keyword: string): FlatDirective | undefined {
-  return directives.find((d) => d.match === null && canonicalKeyword(d.keyword) === keyword);
 }
