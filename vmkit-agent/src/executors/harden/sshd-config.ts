@@ -183,7 +183,7 @@ function walk(tree: ConfigTree, file: string, match: string[] | null, depth: num
   });
 }
 
-/** Keywords whose values decide who may log in and how (lower-cased). */
+/** Deprecated keyword aliases (lower-cased): ChallengeResponseAuthentication means KbdInteractiveAuthentication since OpenSSH 8.7. */
 export const ALIASES: Readonly<Record<string, string>> = {
   challengeresponseauthentication: 'kbdinteractiveauthentication',
 };
