@@ -1,4 +1,4 @@
-import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -60,4 +60,22 @@ t.test('usage errors exit 2 and version works through the bin shim', async (t) =
 
  const { stdout: version } = await promisify(execFile)(process.execPath, [BIN, 'version']);
   t.match(version, /^vmkit-agent 0\.1\.0 \(protocol 1, node v\d+/);
+});
+
+t.test('a second daemon on the same state directory refuses to start; a stale pid file is taken over', async (t) => {
+  const hub = await FakeHub.start({ heartbeatIntervalMs: 200 });
+  t.teardown(() => hub.close());
+  const agent = await enrolledAgent(t, hub);
+  // A pid file left by a daemon that died (this pid is not a vmkit-agent).
+  writeFileSync(join(agent.stateDir, 'daemon.pid'), `${process.ppid}\n`);
+  const first = agent.start();
+  await hub.waitForConnection();
+  t.equal(readFileSync(join(agent.stateDir, 'daemon.pid'), 'utf8').trim(), String(first.child.pid), 'stale pid file taken over');
+  const second = await runCli(['run', '--config', agent.configFile]);
+  t.equal(second.code, 1);
+  t.ok(oneLine(second.stderr), second.stderr);
+  t.match(second.stderr, new RegExp(`another vmkit-agent \\(pid ${first.child.pid}\\) is running with this state directory`));
+  t.ok(first.alive, 'the first one keeps running');
+  await first.stop();
+  t.notOk(existsSync(join(agent.stateDir, 'daemon.pid')), 'released on stop');
 });

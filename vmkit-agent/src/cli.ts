@@ -4,6 +4,7 @@ import { ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_STATE_DIR, EXIT_CONFIG, loadC
 import { startDaemon } from './daemon.ts';
 import { EnrollError, enroll } from './enroll.ts';
 import { hardenCli } from './executors/harden/cli.ts';
+import { DaemonLockError } from './lock.ts';
 import { createLogger, isLevel } from './log.ts';
 import { processAlive, readStatus } from './status.ts';
 import { statePaths } from './state-dir.ts';
@@ -166,7 +167,7 @@ main(process.argv.slice(2)).then(
   (err: unknown) => {
     if (err instanceof UsageError) fail(`${err.message} (see vmkit-agent --help)`, EXIT_USAGE);
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
-    if (err instanceof EnrollError) fail(err.message, 1);
+    if (err instanceof EnrollError || err instanceof DaemonLockError) fail(err.message, 1);
     fail(`unexpected failure: ${(err as Error).stack ?? String(err)}`, 1);
   },
 );

@@ -11,6 +11,7 @@ import { osDescription } from './host.ts';
 import { ResultJournal } from './journal.ts';
 import { createLogger } from './log.ts';
 import type { Logger } from './log.ts';
+import { DaemonLock } from './lock.ts';
 import { StatusFile } from './status.ts';
 import { loadAgentKey, prepareStateDir, statePaths } from './state-dir.ts';
 import { checkTransport, isLocalHost } from './transport-policy.ts';
@@ -30,6 +31,7 @@ export interface RunningDaemon {
 }
 
 const PRUNE_EVERY_MS = 60_000;
+const DRAIN_MS = 10_000;
 
 /** Pinned keys backed by the config file: keys.rotate writes it before using the new set. */
 class ConfigKeyRing implements KeyRing {
@@ -70,6 +72,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const stateDir = opts.stateDir ?? config.state_dir;
   const agentKey = await loadAgentKey(statePaths(stateDir));
   const paths = await prepareStateDir(stateDir);
+  // One daemon per state directory: two would share a replay cache and a journal.
+  const lock = await DaemonLock.acquire(paths.lock);
   const verifier = await CommandVerifier.open(paths.replay, config.agent_id, config.signing_keys);
   // Logged only once the configuration passed, so a config error stays one line.
   if (insecure) {
@@ -183,9 +187,13 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   return {
     async stop() {
       clearInterval(pruneTimer);
+      // Running commands get a bounded grace period (the unit allows 15 s) to finish,
+      // journal and even send their result before the socket closes.
+      if (!(await dispatcher.drain(DRAIN_MS))) log.warn('commands still running at stop; they will be reported interrupted');
       abort.abort();
       await connection.stop();
       await status.flushed();
+      await lock.release();
     },
   };
 }

@@ -41,6 +41,7 @@ export class CommandDispatcher {
   readonly #exclusive = new Mutex();
   /** Commands being written to the replay cache and journal, before they run. */
   readonly #accepting = new Map<string, Promise<void>>();
+  readonly #running = new Set<Promise<void>>();
 
   constructor(opts: DispatcherOptions) {
     this.#o = opts;
@@ -85,7 +86,30 @@ export class CommandDispatcher {
     } finally {
       this.#accepting.delete(command.id);
     }
-    await this.#execute(command);
+    const run = this.#execute(command);
+    this.#running.add(run);
+    try {
+      await run;
+    } finally {
+      this.#running.delete(run);
+    }
+  }
+
+  /**
+   * Waits (bounded) for running executors, so a stop in the middle of a harden lets it
+   * finish and journal its result rather than leave it half applied.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    if (this.#running.size === 0) return true;
+    this.#o.log.info('waiting for running commands before stopping', { count: this.#running.size });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const done = Promise.allSettled([...this.#running]).then(() => true as const);
+    const finished = await Promise.race([done, timedOut]);
+    clearTimeout(timer);
+    return finished;
   }
 
   #refuse(id: string | undefined, reason: string, detail: string): void {

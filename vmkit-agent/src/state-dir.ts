@@ -12,6 +12,7 @@ import { ensurePrivateDir } from './durable.ts';
  *   replay.json      accepted command ids/nonces until they expire
  *   journal/<id>.json one record per accepted command: running, then its result
  *   status.json      what `vmkit-agent status` prints, rewritten by the daemon
+ *   daemon.pid       pid of the running daemon (one per state directory)
  */
 export function statePaths(stateDir: string) {
   return {
@@ -21,6 +22,7 @@ export function statePaths(stateDir: string) {
     replay: join(stateDir, 'replay.json'),
     journal: join(stateDir, 'journal'),
     status: join(stateDir, 'status.json'),
+    lock: join(stateDir, 'daemon.pid'),
   };
 }
 export type StatePaths = ReturnType<typeof statePaths>;
