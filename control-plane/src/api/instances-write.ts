@@ -80,7 +80,7 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
         instance_id: instance.id,
         signing_keys: enrollmentAnswerKeys(ctx),
         connect_url: agentConnectUrl(ctx),
-        install_command: `curl -fsSL ${base}/install.sh | sudo sh -s -- ${base} ${token}`,
+        install_command: `curl -fsSL ${base}/install.sh | sudo bash -s -- ${base} ${token}`,
       });
     },
   );
