@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
-import type { FastifyBaseLogger, FastifyError, FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } from 'fastify';
+import type { FastifyBaseLogger, FastifyError, FastifyHttpOptions, FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } from 'fastify';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import {
@@ -152,14 +152,16 @@ function sendError(error: ApiError, request: FastifyRequest, reply: FastifyReply
  */
 export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] } = {}): Promise<App> {
   const logger: FastifyBaseLogger = ctx.logger;
-  const app = Fastify({
+  const serverOptions: FastifyHttpOptions<RawServerDefault, FastifyBaseLogger> = {
     loggerInstance: logger,
     bodyLimit: ctx.config.bodyLimit,
+    trustProxy: ctx.config.trustProxy,
     // Request ids are ours, never taken from the client.
     requestIdHeader: false,
     genReqId: () => randomUUID(),
     routerOptions: { ignoreTrailingSlash: true },
-  }).withTypeProvider<ZodTypeProvider>();
+  };
+  const app = Fastify(serverOptions).withTypeProvider<ZodTypeProvider>();
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);

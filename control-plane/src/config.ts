@@ -24,6 +24,11 @@ export interface Config {
   logLevel: LogLevel;
   /** Largest accepted request body in bytes. */
   bodyLimit: number;
+  /**
+   * Behind a reverse proxy, whose X-Forwarded-For to believe (rate limits and audit
+   * addresses use the client address): false, true, or comma-separated addresses/CIDRs.
+   */
+  trustProxy: boolean | string;
   /** Longest an MCP tool blocks before answering with an id to poll (clients give up at 60 s). */
   mcpMaxWaitMs: number;
 }
@@ -37,6 +42,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
   mcpMaxWaitMs: 45_000,
+  trustProxy: false,
 };
 
 export class ConfigError extends Error {
@@ -68,6 +74,7 @@ export const SERVE_OPTIONS = {
   'rate-limit-window-ms': { type: 'string' },
   'log-level': { type: 'string' },
   'mcp-max-wait-ms': { type: 'string' },
+  'trust-proxy': { type: 'string' },
 } as const;
 
 /**
@@ -76,7 +83,8 @@ export const SERVE_OPTIONS = {
  * --public-url/VMKIT_PUBLIC_URL, --rate-limit-max/VMKIT_RATE_LIMIT_MAX,
  * --rate-limit-anonymous-max/VMKIT_RATE_LIMIT_ANONYMOUS_MAX,
  * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL,
- * --mcp-max-wait-ms/VMKIT_MCP_MAX_WAIT_MS.
+ * --mcp-max-wait-ms/VMKIT_MCP_MAX_WAIT_MS,
+ * --trust-proxy/VMKIT_TRUST_PROXY (false | true | comma-separated addresses).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -125,6 +133,12 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
       throw new ConfigError(`log level must be one of ${LOG_LEVELS.join(', ')}, got "${level}"`);
     }
     overrides.logLevel = level as LogLevel;
+  }
+  const proxy = pick('trust-proxy', 'VMKIT_TRUST_PROXY');
+  if (proxy !== undefined) {
+    if (proxy === 'true' || proxy === 'false') overrides.trustProxy = proxy === 'true';
+    else if (/^[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*$/.test(proxy)) overrides.trustProxy = proxy;
+    else throw new ConfigError(`trust proxy must be true, false, or addresses, got "${proxy}"`);
   }
   return makeConfig(overrides);
 }

@@ -1,4 +1,4 @@
-import { chmodSync, mkdirSync } from 'node:fs';
+import { mkdirSync, statSync } from 'node:fs';
 import type { Logger } from 'pino';
 import { buildApp } from './app.ts';
 import type { ApiPlugin, App, AppContext } from './app.ts';
@@ -38,9 +38,14 @@ function hostForUrl(host: string): string {
  * listens on config.host:config.port.
  */
 export async function startControlPlane(config: Config, options: StartOptions = {}): Promise<RunningControlPlane> {
-  mkdirSync(config.dataDir, { recursive: true, mode: 0o700 });
-  chmodSync(config.dataDir, 0o700);
   const logger = options.logger ?? createLogger(config.logLevel);
+  // A directory we create is private; an existing one is the operator's (maybe their
+  // cwd), so it is only warned about, never chmod-ed.
+  if (mkdirSync(config.dataDir, { recursive: true, mode: 0o700 }) === undefined) {
+    if ((statSync(config.dataDir).mode & 0o077) !== 0) {
+      logger.warn({ data_dir: config.dataDir }, 'the data directory is readable by other users; chmod 700 it');
+    }
+  }
   const now = options.now ?? Date.now;
   const db = openDatabase(config.dataDir);
   let app: App | undefined;

@@ -120,3 +120,11 @@ t.test('audit trail', async (t) => {
     t.equal((await cp.api('GET', '/api/audit', { key: secret })).status, 403);
   });
 });
+
+t.test('behind a trusted proxy the audit records the forwarded client address', async (t) => {
+  const cp = await startTestControlPlane({ config: { trustProxy: '127.0.0.1' } });
+  t.teardown(() => cp.close());
+  await cp.api('GET', '/api/repos', { headers: { 'x-forwarded-for': '198.51.100.7' } });
+  const rows = (await cp.api<AuditPage>('GET', '/api/audit?action=repos.list')).body.items;
+  t.equal(rows[0]?.client_address, '198.51.100.7');
+});

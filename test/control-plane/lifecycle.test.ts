@@ -109,6 +109,11 @@ t.test('configuration comes from flags, then environment, then defaults', async 
   t.throws(() => loadConfig(['--public-url', 'ftp://x'], {}), ConfigError);
   t.throws(() => loadConfig(['--log-level', 'loud'], {}), ConfigError);
   t.throws(() => loadConfig(['--bogus'], {}), ConfigError);
+  t.equal(loadConfig([], {}).trustProxy, false, 'no proxy is trusted by default');
+  t.equal(loadConfig(['--trust-proxy', 'true'], {}).trustProxy, true);
+  t.equal(loadConfig([], { VMKIT_TRUST_PROXY: '127.0.0.1' }).trustProxy, '127.0.0.1');
+  t.equal(loadConfig(['--trust-proxy', '10.0.0.0/8,127.0.0.1'], {}).trustProxy, '10.0.0.0/8,127.0.0.1');
+  t.throws(() => loadConfig(['--trust-proxy', 'everyone'], {}), ConfigError);
 });
 
 t.test('the server process prints the key once, logs JSON and stops cleanly on SIGTERM', async (t) => {

@@ -1,4 +1,4 @@
-import { writeFileSync } from 'node:fs';
+import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db } from '../db/index.ts';
 import { countWorkspaces, createWorkspaceWithKey } from '../db/workspaces.ts';
@@ -33,7 +33,9 @@ export async function createWorkspaceWithAdminKey(db: Db, name: string, now = Da
 export async function bootstrapIfEmpty(db: Db, dataDir: string, now = Date.now()): Promise<NewWorkspace | null> {
   if ((await countWorkspaces(db)) > 0) return null;
   const created = await createWorkspaceWithAdminKey(db, 'default', now);
-  writeFileSync(join(dataDir, ADMIN_KEY_FILE), `${created.adminKey}\n`, { mode: 0o600 });
+  const file = join(dataDir, ADMIN_KEY_FILE);
+  writeFileSync(file, `${created.adminKey}\n`, { mode: 0o600 });
+  chmodSync(file, 0o600); // a leftover file keeps its old mode through writeFileSync
   return created;
 }
 

@@ -9,12 +9,12 @@ import type { Io } from './output.ts';
 export const SERVER_USAGE = `Usage:
   vmkit-control-plane serve [--host H] [--port P] [--data-dir D] [--public-url U]
                             [--rate-limit-max N] [--rate-limit-anonymous-max N]
-                            [--rate-limit-window-ms MS] [--log-level L]
+                            [--rate-limit-window-ms MS] [--log-level L] [--trust-proxy T]
   vmkit-control-plane workspaces create NAME [--data-dir D] [--public-url U]
 
 Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_PUBLIC_URL,
 VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
-VMKIT_LOG_LEVEL. Flags win over the environment.
+VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY. Flags win over the environment.
 `;
 
 /** Starts the server; resolves once it listens. The caller owns shutdown. */
