@@ -1,7 +1,8 @@
 /**
- * Removes local VM sandboxes left behind by a crash (or all of them with --all):
- *   node --import tsx scripts/sandbox/cleanup.ts [--all] [BASE_DIR ...]   (default ./data/sandboxes)
- * e.g. after a killed test run: cleanup.ts --all /tmp/vmk-sbx-*
+ * Removes local VM sandboxes left behind by a crash: stopped ones by default, also
+ * running ones whose creating process is gone with --orphaned, all with --all:
+ *   node --import tsx scripts/sandbox/cleanup.ts [--orphaned|--all] [BASE_DIR ...]   (default ./data/sandboxes)
+ * e.g. after a killed test run: cleanup.ts --orphaned /tmp/vmk-sbx-*
  * Only sandboxes with a folder under the given base dirs are touched; a base dir left
  * empty under the system temp dir is removed too.
  */
@@ -10,11 +11,12 @@ import { tmpdir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { LocalSandboxProvider } from '../../control-plane/src/providers/compute/local.ts';
 
-const { values, positionals } = parseArgs({ options: { all: { type: 'boolean' } }, allowPositionals: true });
+const { values, positionals } = parseArgs({ options: { all: { type: 'boolean' }, orphaned: { type: 'boolean' } }, allowPositionals: true });
 for (const baseDir of positionals.length > 0 ? positionals : ['data/sandboxes']) {
   const provider = new LocalSandboxProvider({ baseDir });
-  if (values.all === true) {
+  if (values.all === true || values.orphaned === true) {
     for (const s of await provider.list()) {
+      if (values.all !== true && s.status === 'running' && !provider.ownerGone(s.ref)) continue;
       await provider.destroy(s.ref);
       console.log(`destroyed ${s.ref} (${s.status})`);
     }

@@ -195,3 +195,15 @@ t.test('orphans inside the sandbox are reaped, not left as zombies', async (t) =
   t.equal(zombies, '', 'no zombie processes');
   t.match((await sb.exec(['ps', '-o', 'args=', '-p', '1'])).stdout, /vmkit-init/, 'PID 1 is the reaper');
 });
+
+t.test("a running sandbox whose creator died is told apart from one still in use", async (t) => {
+  const provider = sandboxProvider(t);
+  const sb = await startSandbox(t, { provider });
+  t.equal(provider.readState(sb.vm.ref)?.owner_pid, process.pid, 'the creator is recorded');
+  t.notOk(provider.ownerGone(sb.vm.ref), 'this test process still owns it');
+  const file = join(sb.vm.dir, 'state.json');
+  const state = JSON.parse(readFileSync(file, 'utf8')) as Record<string, unknown>;
+  writeFileSync(file, JSON.stringify({ ...state, owner_start: 'not-the-same-process' }));
+  t.ok(provider.ownerGone(sb.vm.ref), 'a different process under the same pid is not the owner');
+  t.equal(await provider.status(sb.vm.ref), 'running', 'it still runs until someone destroys it');
+});

@@ -78,6 +78,9 @@ export interface SandboxState {
   hostname: string;
   phase: 'creating' | 'booting' | 'running';
   created_at: string;
+  /** The process that created it (a test run, a control plane): lets tools find sandboxes whose creator died. */
+  owner_pid?: number;
+  owner_start?: string;
   host_if?: string;
   link_index?: number;
   host_address?: string;
@@ -301,6 +304,8 @@ export class LocalSandboxProvider implements ComputeProvider {
       hostname: hostnameFor(spec.name),
       phase: 'creating',
       created_at: new Date().toISOString(),
+      owner_pid: process.pid,
+      owner_start: processStart(process.pid),
     };
     this.writeState(state);
     try {
@@ -505,6 +510,12 @@ export class LocalSandboxProvider implements ComputeProvider {
       return [];
     }
     return Promise.all(names.map(async (ref) => ({ ref, status: await this.status(ref) })));
+  }
+
+  /** Whether the process that created the sandbox is gone (a killed test run leaves such sandboxes running). */
+  ownerGone(ref: string): boolean {
+    const state = this.readState(ref);
+    return state?.owner_pid === undefined || !alive(state.owner_pid, state.owner_start);
   }
 
   /** Destroys every sandbox under baseDir that is not running (left by a crash); returns their refs. */
