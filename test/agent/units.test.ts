@@ -3,6 +3,9 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { newId, signCommand } from '@vmkit/protocol';
+import type { AgentMessage } from '@vmkit/protocol';
+import { CommandDispatcher } from '../../vmkit-agent/src/dispatcher.ts';
+import { ExecutorRegistry } from '../../vmkit-agent/src/executors/index.ts';
 import t from 'tap';
 import { backoffCeiling, fullJitterDelay } from '../../vmkit-agent/src/backoff.ts';
 import { ConfigError } from '../../vmkit-agent/src/config.ts';
@@ -124,4 +127,45 @@ t.test('the journal turns interrupted commands into failures and prunes acknowle
   t.equal(await reopened.prune(a.expires_at + 31_000), 1, 'acked record dropped once it can no longer be replayed');
   t.equal(reopened.get(a.id), undefined);
   t.notOk(readFileSync(join(dir, 'j', `${b.id}.json`), 'utf8').includes('"acked":true'));
+});
+
+t.test('stopping waits (bounded) for a running command to finish and journal its result', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'journal'));
+  const cp = fixtureKey('control_plane');
+  const agentId = newId('agent');
+  const keys = [{ key_id: cp.keyId, public_key: cp.publicKey }];
+  const verifier = await CommandVerifier.open(join(dir, 'replay.json'), agentId, keys);
+  const journal = await ResultJournal.open(join(dir, 'journal'), quiet);
+  let release: () => void = () => undefined;
+  const gate = new Promise<void>((r) => (release = r));
+  const executors = new ExecutorRegistry().register('ping', {
+    exclusive: true,
+    run: async (_p, ctx) => {
+      ctx.progress('wait', 'started');
+      await gate;
+      return { status: 'succeeded', output: { slow: true } };
+    },
+  });
+  const sent: AgentMessage[] = [];
+  const dispatcher = new CommandDispatcher({
+    verifier,
+    journal,
+    executors,
+    keys: { keyIds: () => [cp.keyId], list: () => keys, replace: () => Promise.resolve() },
+    log: quiet,
+    send: (m) => (sent.push(m), true),
+    signal: new AbortController().signal,
+  });
+  const cmd = signCommand(cp, { agentId, type: 'ping', params: {} });
+  const handled = dispatcher.handleCommand({ protocol: 1, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+  await new Promise((r) => setTimeout(r, 50));
+  t.same(sent.map((m) => m.type), ['ack', 'progress'], 'acked and running');
+  t.equal(await dispatcher.drain(100), false, 'a bounded wait gives up while it runs');
+  setTimeout(release, 50);
+  t.equal(await dispatcher.drain(5000), true, 'and returns once it finished');
+  await handled;
+  t.equal(journal.get(cmd.envelope.id)?.state, 'finished', 'result journaled');
+  t.match(sent.at(-1), { type: 'result', status: 'succeeded', output: { slow: true } });
+  t.equal(await dispatcher.drain(10), true, 'nothing left to wait for');
 });
