@@ -171,13 +171,13 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => sendError(toApiError(err, request), request, reply));
-  app.setNotFoundHandler((request, reply) =>
-    sendError(new ApiError('not_found', `No route ${request.method} ${request.url.split('?')[0] ?? ''}.`), request, reply),
-  );
-
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);
+  // Probing for routes costs rate-limit budget like any other request.
+  app.setNotFoundHandler({ preHandler: app.rateLimit() }, (request, reply) =>
+    sendError(new ApiError('not_found', `No route ${request.method} ${request.url.split('?')[0] ?? ''}.`), request, reply),
+  );
 
   await app.register(swagger, {
     openapi: {

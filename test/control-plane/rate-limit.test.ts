@@ -52,6 +52,13 @@ t.test('rate limits', async (t) => {
     t.same(statuses, [200, 200, 200, 429]);
   });
 
+  t.test('probing unknown routes is limited too', async (t) => {
+    await sleep(windowMs + 100);
+    const statuses: number[] = [];
+    for (let i = 0; i < 3; i++) statuses.push((await cp.api('GET', `/nope/${i}`, { key: null })).status);
+    t.same(statuses, [404, 404, 429]);
+  });
+
   t.test('the health check is never limited', async (t) => {
     for (let i = 0; i < 5; i++) t.equal((await cp.api('GET', '/healthz', { key: null })).status, 200);
   });
