@@ -130,8 +130,16 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.set(id, waiter);
     });
-    opts.onCommandId?.(id);
-    if (this.#link.isConnected(agentId)) await this.#deliver(stored);
+    try {
+      opts.onCommandId?.(id);
+      if (this.#link.isConnected(agentId)) await this.#deliver(stored);
+    } catch (err) {
+      // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
+      const waiter = this.#waiters.get(id);
+      this.#waiters.delete(id);
+      waiter?.cleanup();
+      throw err;
+    }
     return outcome;
   }
 
