@@ -155,6 +155,11 @@ function alive(pid: number | undefined, start: string | undefined): pid is numbe
   return start === undefined || now === start;
 }
 
+/** A pid from the state file, only when it is still the very process recorded (never a reused pid). */
+function recorded(pid: number | undefined, start: string | undefined): pid is number {
+  return start !== undefined && alive(pid, start);
+}
+
 function firstChild(pid: number): number | undefined {
   try {
     const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
@@ -423,7 +428,7 @@ export class LocalSandboxProvider implements ComputeProvider {
   private async waitForSsh(state: SandboxState, address: string): Promise<void> {
     const deadline = Date.now() + this.bootTimeoutMs;
     while (Date.now() < deadline) {
-      if (!alive(state.init_pid, state.init_start)) throw new Error('the sandbox supervisor exited during boot');
+      if (!recorded(state.init_pid, state.init_start)) throw new Error('the sandbox supervisor exited during boot');
       if ((await sshBanner(address, 22, 1000)) !== undefined) return;
       await sleep(100);
     }
@@ -436,7 +441,7 @@ export class LocalSandboxProvider implements ComputeProvider {
     const netns = state?.netns ?? this.netnsOf(ref);
     const nsExists = existsSync(`/run/netns/${netns}`);
     if (state === undefined && !nsExists && !existsSync(dir)) return Promise.resolve('missing');
-    if (state?.phase === 'running' && nsExists && alive(state.init_pid, state.init_start)) return Promise.resolve('running');
+    if (state?.phase === 'running' && nsExists && recorded(state.init_pid, state.init_start)) return Promise.resolve('running');
     return Promise.resolve('stopped');
   }
 
@@ -451,9 +456,9 @@ export class LocalSandboxProvider implements ComputeProvider {
     // entered its network namespace is found by `ip netns pids`.
     for (let round = 0; round < 5; round++) {
       const pids = new Set<number>();
-      if (alive(state?.init_pid, state?.init_start)) pids.add(state.init_pid);
-      if (alive(state?.supervisor_pid, state?.supervisor_start)) pids.add(state.supervisor_pid);
-      if (alive(state?.relay_pid, state?.relay_start)) pids.add(state.relay_pid);
+      if (recorded(state?.init_pid, state?.init_start)) pids.add(state.init_pid);
+      if (recorded(state?.supervisor_pid, state?.supervisor_start)) pids.add(state.supervisor_pid);
+      if (recorded(state?.relay_pid, state?.relay_start)) pids.add(state.relay_pid);
       if (existsSync(nsPath)) {
         const r = await run('ip', ['netns', 'pids', netns], { env: HOST_ENV });
         for (const p of r.stdout.split(/\s+/)) if (/^\d+$/.test(p)) pids.add(Number(p));
@@ -494,7 +499,7 @@ export class LocalSandboxProvider implements ComputeProvider {
   /** Runs a program as root inside a running sandbox (all its namespaces). */
   async exec(ref: string, argv: readonly string[], opts: ExecOptions = {}): Promise<RunResult> {
     const state = this.readState(ref);
-    if (!alive(state?.init_pid, state?.init_start)) throw new ComputeError('vm_not_provisioned', `The local sandbox ${ref} is not running.`);
+    if (!recorded(state?.init_pid, state?.init_start)) throw new ComputeError('vm_not_provisioned', `The local sandbox ${ref} is not running.`);
     if (argv.length === 0) throw new Error('exec needs a program');
     const args = ['-t', String(state.init_pid), '-m', '-u', '-p', '-n', '--', ...argv];
     const runOpts = { env: { ...HOST_ENV, HOME: '/root', ...opts.env }, timeoutMs: opts.timeoutMs ?? 60_000 };
@@ -515,7 +520,7 @@ export class LocalSandboxProvider implements ComputeProvider {
   /** Whether the process that created the sandbox is gone (a killed test run leaves such sandboxes running). */
   ownerGone(ref: string): boolean {
     const state = this.readState(ref);
-    return state?.owner_pid === undefined || !alive(state.owner_pid, state.owner_start);
+    return !recorded(state?.owner_pid, state?.owner_start);
   }
 
   /** Destroys every sandbox under baseDir that is not running (left by a crash); returns their refs. */
