@@ -240,3 +240,13 @@ t.test('the install script and the agent bundle are served', async (t) => {
     t.equal(script.status, 404, 'no script yet: a clear 404');
   }
 });
+
+t.test('enrollment is rate limited per address (the token is the only credential)', async (t) => {
+  const cp = await startTestControlPlane({ config: { rateLimit: { anonymousMax: 3 } } });
+  t.teardown(() => cp.close());
+  const statuses: number[] = [];
+  for (let i = 0; i < 4; i++) {
+    statuses.push((await cp.api('POST', '/api/agents/enroll', { key: null, body: enrollBody(`vmkenr_${'B'.repeat(43)}`, agentKeys().publicKey) })).status);
+  }
+  t.same(statuses, [401, 401, 401, 429]);
+});
