@@ -42,6 +42,9 @@ t.test('heartbeats flow at the interval the hub sets', async (t) => {
   await new Promise((r) => setTimeout(r, 1100));
   const beats = conn.messages.filter((m) => m.type === 'heartbeat').length;
   t.ok(beats >= 3 && beats <= 7, `about 5 heartbeats in 1.1 s at 200 ms (got ${beats})`);
+  const pong = new Promise<Buffer>((resolve) => conn.ws.once('pong', resolve));
+  conn.ws.ping(Buffer.from('are you there'));
+  t.equal((await pong).toString(), 'are you there', 'WebSocket pings are answered');
 });
 
 t.test('a hub that goes silent is dropped and redialled', async (t) => {
@@ -84,6 +87,11 @@ t.test('ping and facts answer with results', async (t) => {
   t.match(out.sshd, { present: true, version: /^OpenSSH_/ }, 'sshd -V parsed');
   const progress = hub.messagesOf('progress', facts.envelope.id);
   t.same(progress.map((p) => [p.seq, p.step, p.state]), [[0, 'collect', 'started'], [1, 'collect', 'done']], 'progress streamed in order');
+
+  await new Promise((r) => setTimeout(r, 300));
+  const st = await runCli(['status', '--config', agent.configFile]);
+  t.match(st.stdout, new RegExp(`last command:\\s+${facts.envelope.id} facts succeeded at `), 'status names the last command');
+  t.match(st.stdout, /unacked results:\s+0/);
 });
 
 t.test('unknown message types and malformed frames are answered and the connection survives', async (t) => {
