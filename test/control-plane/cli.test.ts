@@ -67,6 +67,19 @@ t.test('the vmkit CLI against a real server', async (t) => {
     t.match(out.stdout, /web-1\s+running\s+local\s+10\.0\.0\.2:22\s+none/);
   });
 
+  t.test('audit list shows the trail with filters and a cursor hint', async (t) => {
+    const out = await vmkit(['audit', 'list', '--action', 'repos.list', '--limit', '1']);
+    t.equal(out.code, 0);
+    t.match(out.stdout, /^AT\s+ACTION\s+STATUS\s+ERROR\s+KEY\s+CHANNEL/);
+    t.match(out.stdout, /repos\.list\s+200\s+-\s+key_\w+\s+rest/);
+    t.match(out.stdout, /\(more: --cursor aud_\w+\)/, 'more than one repos.list: a cursor is offered');
+    const json = await vmkit(['audit', 'list', '--action', 'keys.revoke', '--json']);
+    const page = JSON.parse(json.stdout) as { items: { action: string; target_ids: Record<string, string> }[] };
+    t.ok(page.items.length >= 1);
+    t.ok(page.items.every((a) => a.action === 'keys.revoke'));
+    t.equal((await vmkit(['audit', 'list', '--since', 'nope'])).code, 1, 'a bad filter is an API error');
+  });
+
   t.test('errors: API errors exit 1 with the key, usage errors exit 2', async (t) => {
     const missing = await vmkit(['repos', 'show', 'repo_nope']);
     t.equal(missing.code, 1);

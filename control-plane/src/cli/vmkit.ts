@@ -17,6 +17,7 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [
   environments list REPO_ID
   instances list
   instances show INSTANCE_ID
+  audit list [--action A] [--key-id K] [--since ISO] [--limit N] [--cursor C]
   mcp --gateway URL [--listen HOST:PORT]   serve MCP at / forwarding to a control plane
 
 --url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
@@ -31,6 +32,11 @@ const OPTIONS = {
   scopes: { type: 'string' },
   'expires-at': { type: 'string' },
   'expires-in-days': { type: 'string' },
+  action: { type: 'string' },
+  'key-id': { type: 'string' },
+  since: { type: 'string' },
+  limit: { type: 'string' },
+  cursor: { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -232,6 +238,40 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
             }),
           ),
         );
+        return 0;
+      }
+      case 'audit list': {
+        need(args, 0, 'no arguments besides the filters');
+        const query = new URLSearchParams();
+        for (const [flag, param] of [
+          ['action', 'action'],
+          ['key-id', 'key_id'],
+          ['since', 'since'],
+          ['limit', 'limit'],
+          ['cursor', 'cursor'],
+        ] as const) {
+          const v = values[flag];
+          if (typeof v === 'string') query.set(param, v);
+        }
+        const qs = query.toString();
+        const body = (await client.request('GET', `/api/audit${qs ? `?${qs}` : ''}`)) as { next_cursor: string | null };
+        out(body, () => {
+          const text = table(
+            ['AT', 'ACTION', 'STATUS', 'ERROR', 'KEY', 'CHANNEL', 'TOOL', 'TARGETS', 'CLIENT'],
+            items(body).map((a) => [
+              s(a.at),
+              s(a.action),
+              s(a.status),
+              s(a.error_key),
+              s(a.key_id),
+              s(a.channel),
+              s(a.tool),
+              a.target_ids ? Object.values(a.target_ids as Record<string, string>).join(',') : '',
+              s(a.client_address),
+            ]),
+          );
+          return body.next_cursor ? `${text}(more: --cursor ${body.next_cursor})\n` : text;
+        });
         return 0;
       }
       default:
