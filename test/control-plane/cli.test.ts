@@ -71,7 +71,8 @@ t.test('the vmkit CLI against a real server', async (t) => {
     const out = await vmkit(['audit', 'list', '--action', 'repos.list', '--limit', '1']);
     t.equal(out.code, 0);
     t.match(out.stdout, /^AT\s+ACTION\s+STATUS\s+ERROR\s+KEY\s+CHANNEL/);
-    t.match(out.stdout, /repos\.list\s+200\s+-\s+key_\w+\s+rest/);
+    // The newest repos.list is the revoked key's attempt of the test above.
+    t.match(out.stdout, /repos\.list\s+401\s+unauthorized\s+key_\w+\s+rest\s+-\s+-\s+127\.0\.0\.1/);
     t.match(out.stdout, /\(more: --cursor aud_\w+\)/, 'more than one repos.list: a cursor is offered');
     const json = await vmkit(['audit', 'list', '--action', 'keys.revoke', '--json']);
     const page = JSON.parse(json.stdout) as { items: { action: string; target_ids: Record<string, string> }[] };
