@@ -137,8 +137,14 @@ async function main(argv: string[]): Promise<number | undefined> {
       return 0;
     }
     case 'run': {
-      const log = createLogger(logLevel !== undefined && isLevel(logLevel) ? logLevel : 'info');
-      const daemon = await startDaemon({ configFile, stateDir: stateDirFlag, insecure: values.insecure === true, log });
+      // --log-level wins; without it the config file's log_level applies (the daemon's default).
+      const daemon = await startDaemon({
+        configFile,
+        stateDir: stateDirFlag,
+        insecure: values.insecure === true,
+        ...(logLevel !== undefined && isLevel(logLevel) ? { log: createLogger(logLevel) } : {}),
+      });
+      const log = daemon.log;
       let stopping = false;
       const stop = (signal: string) => {
         if (stopping) return;

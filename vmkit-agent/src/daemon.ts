@@ -27,6 +27,8 @@ export interface DaemonOptions {
 }
 
 export interface RunningDaemon {
+  /** The daemon's logger: --log-level when given, else the config's log_level, else info. */
+  log: Logger;
   stop(): Promise<void>;
 }
 
@@ -185,6 +187,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   connection.start();
 
   return {
+    log,
     async stop() {
       clearInterval(pruneTimer);
       // Running commands get a bounded grace period (the unit allows 15 s) to finish,
