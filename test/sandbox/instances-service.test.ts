@@ -92,3 +92,16 @@ t.test('DELETE destroys through the provider with the stored ref, and passes its
   const forbidden = await cp.api<{ error: string }>('DELETE', `/api/instances/${made.body.id}`, { key: noScope.secret });
   t.equal(forbidden.status, 403, 'DELETE needs instances:write');
 });
+
+t.test('a ref known up front is stored before create, so DELETE undoes a create that never finished', async (t) => {
+  const { cp, provider } = await setup(t);
+  const withRef = Object.assign(provider, { refFor: (id: string) => `early-${id}` });
+  withRef.failCreate = new ComputeError('provision_failed', 'The VM did not boot.');
+  const res = await cp.api<{ error: string }>('POST', '/api/instances', { body: { name: 'api-4', provider: 'recording' } });
+  t.equal(res.status, 502);
+  const [row] = (await cp.api<{ items: InstanceBody[] }>('GET', '/api/instances')).body.items;
+  t.equal(row?.status, 'failed');
+  const del = await cp.api<InstanceBody>('DELETE', `/api/instances/${row?.id ?? ''}`);
+  t.equal(del.status, 200);
+  t.same(provider.destroyed, [`early-${row?.id ?? ''}`], 'the half-made VM is destroyed by its early ref');
+});

@@ -23,7 +23,13 @@ declare module '../app.ts' {
 export const MANUAL_PROVIDER = 'manual';
 
 export function computeProviderOf(ctx: AppContext, name: string): ComputeProvider | undefined {
-  ctx.computeProviders ??= { local: localProviderFor(ctx.config.dataDir) };
+  if (ctx.computeProviders === undefined) {
+    try {
+      ctx.computeProviders = { local: localProviderFor(ctx.config.dataDir) };
+    } catch (err) {
+      throw new ApiError('sandbox_unavailable', `The local VM sandbox cannot run here: ${(err as Error).message}.`);
+    }
+  }
   return Object.hasOwn(ctx.computeProviders, name) ? ctx.computeProviders[name] : undefined;
 }
 
@@ -55,7 +61,9 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
     throw new ApiError('compute_target_missing', `No compute provider named "${input.provider}" is configured on this control plane.`);
   }
   const row = await registerInstance(ctx.db, input, ctx.now());
-  await updateInstance(ctx.db, row.id, { status: 'provisioning' }, ctx.now());
+  // A ref known up front is stored first, so DELETE can undo a create cut short by a crash.
+  const early = provider.refFor?.(row.id);
+  await updateInstance(ctx.db, row.id, { status: 'provisioning', ...(early === undefined ? {} : { providerRef: { ref: early } }) }, ctx.now());
   const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
   const { token } = await createEnrollmentToken(ctx.db, { workspaceId: input.workspaceId, instanceId: row.id, ttlMs }, ctx.now());
   const keys = ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];

@@ -280,6 +280,10 @@ export class LocalSandboxProvider implements ComputeProvider {
     renameSync(`${file}.tmp`, file);
   }
 
+  refFor(instanceId: string): string {
+    return instanceId.toLowerCase();
+  }
+
   create(spec: CreateVmSpec): Promise<LocalVm> {
     return this.createSandbox(spec);
   }
@@ -291,7 +295,7 @@ export class LocalSandboxProvider implements ComputeProvider {
   async createSandbox(spec: CreateVmSpec, extra: { program?: GuestProgram } = {}): Promise<LocalVm> {
     const reason = sandboxUnavailableReason();
     if (reason !== undefined) throw new ComputeError('sandbox_unavailable', `The local VM sandbox cannot run here: ${reason}.`);
-    const ref = spec.instance_id.toLowerCase();
+    const ref = this.refFor(spec.instance_id);
     const dir = this.dirOf(ref);
     const netns = this.netnsOf(ref);
     mkdirSync(this.baseDir, { recursive: true, mode: 0o700 });

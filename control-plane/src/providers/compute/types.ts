@@ -48,6 +48,11 @@ export interface CreatedVm {
 export interface ComputeProvider {
   readonly name: string;
   create(spec: CreateVmSpec): Promise<CreatedVm>;
+  /**
+   * The ref `create` will return for this instance, for providers that know it up
+   * front: callers persist it before creating, so a crash mid-create can be undone.
+   */
+  refFor?(instanceId: string): string;
   status(ref: string): Promise<VmStatus>;
   /** Idempotent: destroying a missing or half-made VM succeeds. */
   destroy(ref: string): Promise<void>;
