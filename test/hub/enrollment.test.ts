@@ -63,6 +63,7 @@ t.test('an instance is registered, enrolled with a one-time token, connects and 
   t.equal(tok.body.connect_url, `${cp.url.replace('http:', 'ws:')}/agent/v1/connect`);
   t.ok(tok.body.signing_keys.length >= 1);
   t.match(tok.body.install_command, /install\.sh/);
+  t.match(tok.body.install_command, `VMKIT_CP_KEY=${tok.body.signing_keys[0]?.key_id}:${tok.body.signing_keys[0]?.public_key}`, 'pins the active key');
   const expiresIn = Date.parse(tok.body.expires_at) - Date.now();
   t.ok(expiresIn > 59 * 60_000 && expiresIn <= 60 * 60_000, 'default TTL is one hour');
 

@@ -132,3 +132,37 @@ t.test('only an admin key of the operator workspace may manage signing keys', as
   t.equal((await cp.api('POST', '/api/admin/signing-keys', { key: narrow.secret })).status, 403);
   t.equal((await cp.api<KeyList>('GET', '/api/admin/signing-keys')).body.items.length, 1, 'nothing was added');
 });
+
+t.test('an agent enrolled mid-rotation with --cp-key (active key only) learns the next key before it is promoted', async (t) => {
+  const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 500 } } });
+  t.teardown(() => cp.close());
+  t.equal((await cp.api('POST', '/api/admin/signing-keys')).status, 201, 'a next key exists before enrollment');
+  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'mid' } })).body;
+  const tok = (await cp.api<{ token: string; signing_keys: { key_id: string; public_key: string }[] }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
+  t.equal(tok.signing_keys.length, 2);
+  const active = tok.signing_keys[0];
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-rot-'));
+  const configFile = join(dir, 'agent.json');
+  const stateDir = join(dir, 'state');
+  const r = await runCli(['enroll', '--url', cp.url, '--token', tok.token, '--cp-key', `${active?.key_id}:${active?.public_key}`, '--config', configFile, '--state-dir', stateDir]);
+  t.equal(r.code, 0, r.stderr);
+  const cfg = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+  writeFileSync(configFile, JSON.stringify({ ...cfg, reconnect: TEST_RECONNECT }), { mode: 0o600 });
+  const agent = new AgentProcess(['run', '--config', configFile, '--state-dir', stateDir]);
+  t.teardown(async () => {
+    await agent.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+  await waitConnected(cp, inst.id);
+  const agentId = String(cfg.agent_id);
+  // The connect-time catch-up (keys.rotate add, signed by the active key) runs in the background.
+  for (let i = 0; i < 100; i++) {
+    const row = cp.ctx.db.$client.prepare('select pinned_key_ids from agents where id = ?').get(agentId) as { pinned_key_ids: string };
+    if ((JSON.parse(row.pinned_key_ids) as string[]).length === 2) break;
+    await new Promise((res) => setTimeout(res, 50));
+  }
+  const promoted = await cp.api<{ agents_updated: number }>('POST', '/api/admin/signing-keys/promote');
+  t.equal(promoted.status, 200);
+  const pong = await cp.ctx.commandBus?.send(agentId, 'ping', {}, { timeoutMs: 10_000 });
+  t.equal(pong?.status, 'succeeded', 'a command signed by the promoted key is accepted');
+});

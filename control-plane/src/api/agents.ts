@@ -73,7 +73,9 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
           hostname: body.hostname,
           os: body.os,
           agentVersion: body.agent_version,
-          pinnedKeyIds: signingKeys.map((k) => k.key_id),
+          // Only the active key is certain to be pinned (an agent enrolled with --cp-key pins
+          // exactly that one); a next key reaches it by the idempotent catch-up at connect.
+          pinnedKeyIds: signingKeys.slice(0, 1).map((k) => k.key_id),
         },
         ctx.now(),
       );

@@ -74,13 +74,16 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
       const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
       const { token, expiresAt } = await createEnrollmentToken(ctx.db, { workspaceId, instanceId: instance.id, ttlMs }, ctx.now());
       const base = ctx.publicUrl.replace(/\/+$/, '');
+      const signingKeys = enrollmentAnswerKeys(ctx);
+      const activeKey = signingKeys[0] ?? { key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey };
       return reply.code(201).send({
         token,
         expires_at: iso(expiresAt),
         instance_id: instance.id,
-        signing_keys: enrollmentAnswerKeys(ctx),
+        signing_keys: signingKeys,
         connect_url: agentConnectUrl(ctx),
-        install_command: `curl -fsSL ${base}/install.sh | sudo bash -s -- ${base} ${token}`,
+        // VMKIT_CP_KEY makes the agent refuse a control plane that does not hold this key.
+        install_command: `curl -fsSL ${base}/install.sh | sudo VMKIT_CP_KEY=${activeKey.key_id}:${activeKey.public_key} bash -s -- ${base} ${token}`,
       });
     },
   );
