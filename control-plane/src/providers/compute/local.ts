@@ -10,21 +10,23 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { accessSync, closeSync, constants, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
-import { delimiter, isAbsolute, join, resolve } from 'node:path';
+import { isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BOOT_FILE, RELAY_LOG, STATE_FILE, SUPERVISOR_LOG } from './local-boot.ts';
 import { RELAY_LISTENING, RELAY_NOT_NEEDED } from './local-relay.ts';
 import type { BootConfig, GuestProgram } from './local-boot.ts';
 import { blockAt, hostIpv4Nets, overlaps, parseCidr } from './local-net.ts';
 import type { LinkBlock } from './local-net.ts';
+import { alive, firstChild, processStart, recorded, sandboxUnavailableReason, sleep } from './local-host.ts';
 import { must, run } from './run.ts';
 import type { RunResult } from './run.ts';
 import { ComputeError } from './types.ts';
 import type { AgentEnrollment, ComputeProvider, CreateVmSpec, CreatedVm, VmStatus } from './types.ts';
 
 export type { GuestProgram, GuestStep } from './local-boot.ts';
+export { sandboxUnavailableReason } from './local-host.ts';
 
 export const DEFAULT_SUBNET = '10.201.0.0/16';
 export const DEFAULT_OVERLAYS = ['/etc', '/home', '/root', '/run', '/var', '/tmp'] as const;
@@ -43,7 +45,6 @@ const REAPER = [
   'while kill -0 "$main" 2>/dev/null; do wait "$main"; done',
 ].join('\n');
 const HOST_ENV = { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', LANG: 'C.UTF-8' };
-const REQUIRED_TOOLS = ['ip', 'unshare', 'nsenter', 'mount', 'umount', 'hostname', 'ssh-keygen', 'chpasswd'];
 const SAFE_PATH = /^\/[A-Za-z0-9._/+-]*$/;
 const SAFE_REF = /^[a-z0-9][a-z0-9_-]{0,62}$/;
 
@@ -98,75 +99,6 @@ export interface ExecOptions {
   input?: string | Buffer;
   env?: Record<string, string>;
   timeoutMs?: number;
-}
-
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-function onPath(tool: string): boolean {
-  for (const dir of [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/sbin', '/usr/bin', '/bin']) {
-    if (dir === '') continue;
-    try {
-      accessSync(join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      // not in this directory
-    }
-  }
-  return false;
-}
-
-/** Why sandboxes cannot run on this machine, or undefined when they can. */
-export function sandboxUnavailableReason(): string | undefined {
-  if (process.platform !== 'linux') return `it needs Linux (this is ${process.platform})`;
-  if (process.getuid?.() !== 0) return 'it needs root (namespaces, veth links and overlay mounts)';
-  const missing = REQUIRED_TOOLS.filter((t) => !onPath(t));
-  if (!existsSync('/usr/sbin/sshd')) missing.push('/usr/sbin/sshd (openssh-server)');
-  if (missing.length > 0) return `missing tools: ${missing.join(', ')}`;
-  let fs = '';
-  try {
-    fs = readFileSync('/proc/filesystems', 'utf8');
-  } catch {
-    return 'cannot read /proc/filesystems';
-  }
-  if (!/\boverlay\b/.test(fs)) return 'the kernel has no overlay filesystem';
-  return undefined;
-}
-
-/** Start time of a process (field 22 of /proc/PID/stat), to tell it from a reused pid. */
-function processStart(pid: number): string | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
-  } catch {
-    return undefined;
-  }
-}
-
-function alive(pid: number | undefined, start: string | undefined): pid is number {
-  if (pid === undefined) return false;
-  const now = processStart(pid);
-  if (now === undefined) return false;
-  // A zombie has released its namespaces already: it is not the sandbox any more.
-  try {
-    if (/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'))) return false;
-  } catch {
-    return false;
-  }
-  return start === undefined || now === start;
-}
-
-/** A pid from the state file, only when it is still the very process recorded (never a reused pid). */
-function recorded(pid: number | undefined, start: string | undefined): pid is number {
-  return start !== undefined && alive(pid, start);
-}
-
-function firstChild(pid: number): number | undefined {
-  try {
-    const first = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/)[0];
-    return first ? Number(first) : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 /** A DNS-safe hostname from a human name. */
