@@ -209,6 +209,9 @@ t.test('closing the hub marks every agent disconnected and closes sockets with 1
   const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
   const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
   await fx.close();
+  const told = (await ca.agent.next('error')) as MessageOf<'error'>;
+  t.equal(told.key, 'shutting_down');
+  t.ok((told.retry_after_ms ?? 0) >= 1_000, `agents are told when to come back (${told.retry_after_ms} ms)`);
   t.equal((await ca.agent.closed).code, HUB_CLOSE.shutdown);
   t.equal((await cb.agent.closed).code, HUB_CLOSE.shutdown);
   t.equal(fx.store.agents.get(a.agentId)?.state, 'disconnected');

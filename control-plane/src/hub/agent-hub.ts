@@ -124,6 +124,7 @@ export class AgentHub implements AgentLink {
   readonly #handshakeTimeoutMs: number;
   readonly #lastSeenFlushMs: number;
   readonly #maxInvalidFrames: number;
+  readonly #handshakesPerSecond: number;
   readonly #store: AgentStateStore;
   readonly #keys: SigningKeyRing;
   readonly #log: HubLogger;
@@ -155,6 +156,7 @@ export class AgentHub implements AgentLink {
     this.#keys = opts.keys;
     this.#log = opts.logger ?? silentLogger;
     const perSecond = opts.handshakesPerSecond ?? 200;
+    this.#handshakesPerSecond = perSecond;
     this.#bucket = new TokenBucket({ perSecond, burst: opts.handshakeBurst ?? perSecond });
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
   }
@@ -232,7 +234,20 @@ export class AgentHub implements AgentLink {
     for (const t of this.#timers) clearInterval(t);
     const sockets = [...this.#handshaking, ...this.#open.values()].map((c) => c.ws);
     for (const c of this.#handshaking) c.ws.terminate();
-    for (const c of this.#open.values()) c.ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
+    // Spread the reconnects over the time the next process needs to take them all at the
+    // handshake bound, so a restart does not turn into a herd at the first second.
+    const spreadMs = Math.min(60_000, (this.#open.size / this.#handshakesPerSecond) * 1000);
+    for (const c of this.#open.values()) {
+      const retryAfter = Math.round(1_000 + Math.random() * spreadMs);
+      this.#sendRaw(c.ws, {
+        protocol: PROTOCOL_VERSION,
+        type: 'error',
+        key: 'shutting_down',
+        message: `the control plane is restarting; reconnect in ${retryAfter} ms`,
+        retry_after_ms: retryAfter,
+      });
+      c.ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
+    }
     await Promise.all(
       sockets.map(
         (ws) =>
