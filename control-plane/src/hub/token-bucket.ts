@@ -1,15 +1,15 @@
 /**
- * Bounds handshakes per second. A refused caller is told how long to wait, spread
- * over the backlog seen in the last second, so that a control-plane restart with
- * thousands of agents dialling at once turns into a paced queue, not a herd.
+ * Bounds handshakes per second. A refused caller is handed its own future slot
+ * (`retryAfterMs`): refusals are queued one interval (1/rate) apart, so callers told
+ * to come back return at the pace the bucket refills instead of all at once, and a
+ * control-plane restart with thousands of agents dialling becomes a paced queue.
  */
 export class TokenBucket {
   readonly #rate: number;
   readonly #burst: number;
   #tokens: number;
   #last: number;
-  #refusedWindowStart = 0;
-  #refusedInWindow = 0;
+  #nextSlot = 0;
   readonly #now: () => number;
 
   constructor(opts: { perSecond: number; burst?: number; now?: () => number }) {
@@ -30,22 +30,17 @@ export class TokenBucket {
       this.#tokens -= 1;
       return true;
     }
-    if (now - this.#refusedWindowStart > 1000) {
-      this.#refusedWindowStart = now;
-      this.#refusedInWindow = 0;
-    }
-    this.#refusedInWindow++;
     return false;
   }
 
   /**
-   * How long a refused caller should wait: at least until a token is back, and
-   * proportionally longer the larger the backlog, with jitter so callers told at the
-   * same moment do not return at the same moment.
+   * For a refused caller: the wait until its slot, at least 250 ms, each refusal one
+   * interval after the previous one, plus up to one interval of jitter. At most 10 min.
    */
   retryAfterMs(random: () => number = Math.random): number {
-    const backlogMs = (Math.max(1, this.#refusedInWindow) / this.#rate) * 1000;
-    const base = Math.max(1000 / this.#rate, backlogMs, 250);
-    return Math.min(60_000, Math.ceil(base * (0.5 + random())));
+    const now = this.#now();
+    const interval = 1000 / this.#rate;
+    this.#nextSlot = Math.max(this.#nextSlot + interval, now + Math.max(250, interval));
+    return Math.min(600_000, Math.ceil(this.#nextSlot - now + random() * interval));
   }
 }
