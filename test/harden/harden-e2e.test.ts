@@ -109,6 +109,19 @@ t.test('harden over REST: a fresh VM is hardened, verified from outside, and ide
 
   const audit = await cp.api<{ items: Array<{ action: string; status: number; channel: string }> }>('GET', '/api/audit?action=instances.harden');
   t.equal(audit.body.items.length, 2, 'both calls are in the audit trail');
+
+  const cmd = await cp.api<{ id: string; state: string; result: { status?: string } | null }>('GET', `/api/commands/${again.body.command_id}`);
+  t.equal(cmd.status, 200);
+  t.equal(cmd.body.state, 'succeeded');
+  t.equal(cmd.body.result?.status, 'already_hardened', 'the command keeps the answer for pollers');
+
+  const other = await cp.createWorkspace('other');
+  const theirs = await cp.api<{ error: string }>('POST', `/api/instances/${id}/harden`, { key: other.adminKey, body: {} });
+  t.equal(theirs.status, 404, "another workspace cannot harden this VM");
+  t.equal(theirs.body.error, 'vm_not_provisioned');
+  const theirCmd = await cp.api<{ error: string }>('GET', `/api/commands/${again.body.command_id}`, { key: other.adminKey });
+  t.equal(theirCmd.status, 404, "nor read its commands");
+  t.equal(theirCmd.body.error, 'command_not_found');
 });
 
 t.test('a sabotaged sshd config is rolled back byte for byte and the failed check is named', async (t) => {
