@@ -170,6 +170,18 @@ t.test('malformed and unknown frames are answered, then the connection is closed
   await again.agent.close();
 });
 
+t.test('frames still in flight when the hub closes for abuse are not handled', async (t) => {
+  const fx = await startHub({ maxInvalidFrames: 3 });
+  t.teardown(() => fx.close());
+  const { agentId, key } = fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const before = fx.hub.stats().invalidFrames;
+  for (let i = 0; i < 8; i++) agent.sendRaw('{bad');
+  const closed = await agent.closed;
+  t.equal(closed.code, HUB_CLOSE.policy);
+  t.equal(fx.hub.stats().invalidFrames - before, 3, 'only the frames up to the limit were handled');
+});
+
 t.test('a frame before hello or an oversized frame closes the socket without harming the hub', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());

@@ -303,7 +303,8 @@ export class AgentHub implements AgentLink {
   }
 
   #onFrame(conn: Connection, data: RawData): void {
-    if (conn.phase === 'closed') return;
+    // Frames already in flight when the hub decided to close are not handled.
+    if (conn.phase === 'closed' || conn.ws.readyState !== WebSocket.OPEN) return;
     const parsed = parseAgentMessage(data);
     if (!parsed.ok) {
       if (conn.phase !== 'open') {
