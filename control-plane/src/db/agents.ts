@@ -37,10 +37,6 @@ export async function createAgent(db: Db, input: NewAgent, now = Date.now()): Pr
   return row;
 }
 
-export async function getAgentById(db: Db, id: string): Promise<AgentRow | undefined> {
-  return db.select().from(agents).where(eq(agents.id, id)).get();
-}
-
 export async function getAgentByInstance(db: Db, instanceId: string): Promise<AgentRow | undefined> {
   return db.select().from(agents).where(eq(agents.instanceId, instanceId)).get();
 }
@@ -53,7 +49,3 @@ export async function updateAgent(db: Db, id: string, patch: AgentPatch): Promis
   db.update(agents).set(patch).where(eq(agents.id, id)).run();
 }
 
-/** At start-up nobody is connected yet, whatever the last run left behind. */
-export async function markAllAgentsDisconnected(db: Db): Promise<number> {
-  return db.update(agents).set({ state: 'disconnected' }).where(eq(agents.state, 'connected')).run().changes;
-}

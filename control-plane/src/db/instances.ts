@@ -93,11 +93,3 @@ export async function updateInstance(db: Db, id: string, patch: InstancePatch, n
     .run();
 }
 
-export async function listInstancesForEnvironment(db: Db, workspaceId: string, environmentId: string): Promise<InstanceRow[]> {
-  return db
-    .select()
-    .from(instances)
-    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, environmentId)))
-    .orderBy(asc(instances.id))
-    .all();
-}

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { asc, count, eq } from 'drizzle-orm';
+import { asc, count } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
@@ -11,10 +11,6 @@ export async function createWorkspace(db: Db, name: string, now = Date.now()): P
   const row: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
   db.insert(workspaces).values(row).run();
   return row;
-}
-
-export async function getWorkspace(db: Db, id: string): Promise<WorkspaceRow | undefined> {
-  return db.select().from(workspaces).where(eq(workspaces.id, id)).get();
 }
 
 export async function listWorkspaces(db: Db): Promise<WorkspaceRow[]> {
