@@ -36,9 +36,10 @@ t.test('reconnect delays use full jitter under an exponential ceiling with a cap
   t.ok(mean > 25_000 && mean < 35_000, `spread over the whole window (mean ${Math.round(mean)})`);
 });
 
-t.test('plain ws:// is allowed only to loopback, link-local and private IP literals', async (t) => {
-  for (const h of ['127.0.0.1', 'localhost', '[::1]', '169.254.10.1', '10.200.0.1', '172.20.1.1', '192.168.1.5', '[fe80::1]', '[fd00::5]']) t.ok(isLocalHost(h), h);
+t.test('plain ws:// is allowed only to loopback and link-local IP literals', async (t) => {
+  for (const h of ['127.0.0.1', 'localhost', '[::1]', '169.254.10.1', '[fe80::1]']) t.ok(isLocalHost(h), h);
   for (const h of ['203.0.113.7', 'example.com', '172.32.0.1', '8.8.8.8', '[2001:db8::1]', 'localhost.evil.com', '10.0.0.1.nip.io']) t.notOk(isLocalHost(h), h);
+  for (const h of ['10.200.0.1', '172.20.1.1', '192.168.1.5', '[fd00::5]']) t.notOk(isLocalHost(h), `${h}: a private network is not the machine's own link`);
   t.match(checkTransport('wss://cp.example.com/agent/v1/connect', 'ws', false), { ok: true, plain: false });
   t.match(checkTransport('ws://cp.example.com/agent/v1/connect', 'ws', false), { ok: false });
   t.match(checkTransport('ws://cp.example.com/agent/v1/connect', 'ws', true), { ok: true, plain: true });

@@ -2,19 +2,17 @@ import { BlockList, isIP } from 'node:net';
 
 /**
  * Plain ws:// (and http:// for enrollment) is allowed only towards addresses that
- * never leave the machine or a local sandbox link, written as IP literals so DNS
- * cannot redirect them: loopback, link-local, and the private ranges a sandbox veth
- * uses. Everything else needs TLS, or an explicit --insecure.
+ * never leave the machine or its own link, written as IP literals so DNS cannot
+ * redirect them: loopback and link-local. A local sandbox VM dials the control plane
+ * at its own loopback (the sandbox relays it over its link). Private ranges are NOT
+ * local: a cloud VPC carries other tenants' and operators' traffic, so a control plane
+ * at 10.x needs TLS too, or an explicit --insecure that the agent warns about.
  */
 const LOCAL = new BlockList();
 LOCAL.addSubnet('127.0.0.0', 8, 'ipv4');
 LOCAL.addSubnet('169.254.0.0', 16, 'ipv4');
-LOCAL.addSubnet('10.0.0.0', 8, 'ipv4');
-LOCAL.addSubnet('172.16.0.0', 12, 'ipv4');
-LOCAL.addSubnet('192.168.0.0', 16, 'ipv4');
 LOCAL.addAddress('::1', 'ipv6');
 LOCAL.addSubnet('fe80::', 10, 'ipv6');
-LOCAL.addSubnet('fc00::', 7, 'ipv6');
 
 export function isLocalHost(hostname: string): boolean {
   const host = hostname.replace(/^\[|\]$/g, '');
@@ -41,6 +39,6 @@ export function checkTransport(raw: string, kind: 'http' | 'ws', insecure: boole
   if (insecure || isLocalHost(url.hostname)) return { ok: true, plain: true, url };
   return {
     ok: false,
-    reason: `${plain}// to ${url.hostname} is not allowed: use ${secure}// (plain ${plain}// only towards loopback, link-local or private IP literals, or with --insecure)`,
+    reason: `${plain}// to ${url.hostname} is not allowed: use ${secure}// (plain ${plain}// only towards loopback or link-local IP literals, or with --insecure)`,
   };
 }
