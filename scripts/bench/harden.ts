@@ -12,10 +12,9 @@
 import { parseArgs } from 'node:util';
 import { cpus, loadavg } from 'node:os';
 import ssh2 from 'ssh2';
-import { updateInstance } from '../../control-plane/src/db/instances.ts';
 import { startTestControlPlane } from '../../test/helpers/control-plane.ts';
-import { sandboxSkipReason, sshRun, startSandbox } from '../../test/helpers/sandbox.ts';
-import type { TestSandbox } from '../../test/helpers/sandbox.ts';
+import { sandboxSkipReason, sshRun } from '../../test/helpers/sandbox.ts';
+import { startEnrolledVm } from '../../test/helpers/enrolled-vm.ts';
 
 const { values } = parseArgs({ options: { runs: { type: 'string', default: '3' } } });
 const RUNS = Number(values.runs);
@@ -31,23 +30,7 @@ const PASSWORD = 'bench-root-password';
 const cp = await startTestControlPlane();
 cleanups.push(() => cp.close());
 
-async function freshVm(name: string): Promise<{ id: string; sb: TestSandbox }> {
-  const inst = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name } });
-  const tok = await cp.api<{ token: string }>('POST', `/api/instances/${inst.body.id}/enrollment-token`);
-  const sb = await startSandbox(teardown, {
-    instanceId: inst.body.id,
-    name,
-    rootPassword: PASSWORD,
-    enrollment: { control_plane_url: cp.url, token: tok.body.token },
-  });
-  await updateInstance(cp.ctx.db, inst.body.id, { sshHost: sb.vm.address, sshPort: 22, status: 'running' });
-  for (let i = 0; i < 360; i++) {
-    const got = await cp.api<{ agent: { state: string } | null }>('GET', `/api/instances/${inst.body.id}`);
-    if (got.body.agent?.state === 'connected') return { id: inst.body.id, sb };
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(`${name}: the agent did not connect`);
-}
+const freshVm = (name: string) => startEnrolledVm(teardown, cp, { name, rootPassword: PASSWORD });
 
 async function timed(fn: () => Promise<void>): Promise<number> {
   const t0 = performance.now();

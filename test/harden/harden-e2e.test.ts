@@ -1,11 +1,11 @@
 import t from 'tap';
 import ssh2 from 'ssh2';
-import { updateInstance } from '../../control-plane/src/db/instances.ts';
 import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
-import { sandboxSkipReason, sshRun, startSandbox } from '../helpers/sandbox.ts';
+import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
+import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import type { TestSandbox } from '../helpers/sandbox.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
 
@@ -34,30 +34,8 @@ interface HardenBody {
 
 const ROOT_PASSWORD = 'fresh-cloud-vm-password';
 
-/** A VM as a cloud would hand it over: sshd with root and passwords allowed, the agent enrolled. */
-async function freshVm(tt: { teardown(fn: () => unknown): void }, cp: TestControlPlane, name: string): Promise<{ id: string; sb: TestSandbox }> {
-  const inst = await cp.api<InstanceBody>('POST', '/api/instances', { body: { name } });
-  const tok = await cp.api<{ token: string }>('POST', `/api/instances/${inst.body.id}/enrollment-token`);
-  const sb = await startSandbox(tt, {
-    instanceId: inst.body.id,
-    name,
-    rootPassword: ROOT_PASSWORD,
-    enrollment: { control_plane_url: cp.url, token: tok.body.token },
-  });
-  await updateInstance(cp.ctx.db, inst.body.id, { sshHost: sb.vm.address, sshPort: 22, status: 'running' });
-  let state = '';
-  for (let i = 0; i < 360 && state !== 'connected'; i++) {
-    await new Promise((r) => setTimeout(r, 250));
-    state = (await cp.api<InstanceBody>('GET', `/api/instances/${inst.body.id}`)).body.agent?.state ?? '';
-  }
-  if (state !== 'connected') {
-    const log = await sb.exec(['sh', '-c', 'tail -n 30 /var/log/vmkit-agent.log 2>/dev/null; true']).catch(() => undefined);
-    const { readFileSync, existsSync } = await import('node:fs');
-    const program = `${sb.vm.dir}/program.log`;
-    throw new Error(`the agent of ${name} did not connect\n${existsSync(program) ? readFileSync(program, 'utf8').slice(-3000) : ''}\n${log?.stdout ?? ''}`);
-  }
-  return { id: inst.body.id, sb };
-}
+const freshVm = (tt: { teardown(fn: () => unknown): void }, cp: TestControlPlane, name: string) =>
+  startEnrolledVm(tt, cp, { name, rootPassword: ROOT_PASSWORD });
 
 /** sha-256 and mtime of every file that hardening may touch, as seen inside the VM. */
 async function fingerprint(sb: TestSandbox): Promise<string> {
