@@ -122,8 +122,8 @@ export function loopbackPort(url: string): number | undefined {
 
 /**
  * The vmkit-agent of this repository, enrolled then run (restarted when it exits,
- * as its systemd unit would be). The token travels in the environment too, so a
- * CLI that reads it from there keeps it out of `ps`.
+ * as its systemd unit would be). The token travels only in the environment, never on
+ * the command line, so it stays out of `ps`.
  */
 export function defaultAgentProgram(e: AgentEnrollment): GuestProgram {
   const cli = join(REPO_ROOT, 'vmkit-agent', 'src', 'cli.ts');
@@ -132,7 +132,7 @@ export function defaultAgentProgram(e: AgentEnrollment): GuestProgram {
   const keys = (e.control_plane_keys ?? []).flatMap((k) => ['--cp-key', k]);
   return {
     steps: [
-      { argv: [...node, 'enroll', '--url', e.control_plane_url, '--token', e.token, ...keys], env, cwd: REPO_ROOT },
+      { argv: [...node, 'enroll', '--url', e.control_plane_url, ...keys], env, cwd: REPO_ROOT },
       { argv: [...node, 'run'], env, cwd: REPO_ROOT },
     ],
     restart_last: true,
