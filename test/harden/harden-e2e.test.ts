@@ -128,6 +128,13 @@ t.test('harden_vm through MCP: progress in order, hardened then already_hardened
   const { id, sb } = await freshVm(t, cp, 'web-4');
   const client = await connectMcp(`${cp.url}/mcp`, cp.adminKey);
   t.teardown(() => client.close());
+  const listed = await client.callTool({ name: 'list_instances', arguments: {} });
+  t.notOk(listed.isError, textOf(listed));
+  const mine = (listed.structuredContent as { instances: Array<{ id: string; agent: { state: string; last_seen: unknown } | null }> }).instances.find((i) => i.id === id);
+  t.equal(mine?.agent?.state, 'connected', 'list_instances shows the agent connected');
+  t.type(mine?.agent?.last_seen, 'string', "with the REST view's times (ISO 8601)");
+  const one = await client.callTool({ name: 'get_instance', arguments: { instance_id: id } });
+  t.notOk(one.isError, textOf(one));
   const progress: Array<{ progress: number; message?: string }> = [];
   const res = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } }, undefined, {
     onprogress: (p) => progress.push({ progress: p.progress, ...(p.message === undefined ? {} : { message: p.message }) }),
