@@ -30,6 +30,8 @@ t.test('tools/list works without a key and shows every tool with schemas and ann
   const harden = tools.find((x) => x.name === 'harden_vm');
   t.same(harden?.inputSchema.required, ['instance_id'], 'harden_vm takes instance_id');
   t.equal(harden?.annotations?.readOnlyHint, false);
+  t.equal(harden?.annotations?.destructiveHint, true, 'it removes root and password logins');
+  t.equal(harden?.annotations?.idempotentHint, true, 'a second call changes nothing');
   t.equal(tools.find((x) => x.name === 'list_instances')?.annotations?.readOnlyHint, true);
 });
 

@@ -94,7 +94,8 @@ export const hardenVm = defineTool({
     status: z.enum(['hardened', 'already_hardened', 'running']),
     instance_id: z.string(),
   }),
-  annotations: { readOnlyHint: false, destructiveHint: false, idempotentHint: true, openWorldHint: true },
+  // Destructive: it takes away root login and password authentication, not only adds.
+  annotations: { readOnlyHint: false, destructiveHint: true, idempotentHint: true, openWorldHint: true },
   async run(args, ctx) {
     const started = Date.now();
     const res = await ctx.call({
