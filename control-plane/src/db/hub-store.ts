@@ -1,6 +1,6 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and the hub awaits. */
 import type { Statement } from 'better-sqlite3';
-import { and, eq, lte } from 'drizzle-orm';
+import { and, eq, inArray, lt, lte } from 'drizzle-orm';
 import type { CommandEnvelope } from '@vmkit/protocol';
 import { CommandBusError } from '../hub/errors.ts';
 import type {
@@ -180,6 +180,22 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
     // Runs at every handshake: a prepared statement, and the common answer is no rows.
     return this.#stmt.deliverable.all(agentId, now).map(fromRaw);
+  }
+
+  async timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]> {
+    return this.#db
+      .update(commands)
+      .set({ state: 'timed_out', updatedAt: at })
+      .where(
+        and(
+          inArray(commands.state, ['sent', 'acked', 'running']),
+          lt(commands.createdAt, createdBefore),
+          lt(commands.expiresAt, expiredBefore),
+        ),
+      )
+      .returning({ id: commands.id })
+      .all()
+      .map((r) => r.id);
   }
 
   async expireQueued(now: number): Promise<string[]> {

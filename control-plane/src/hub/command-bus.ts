@@ -66,6 +66,12 @@ export interface InProcessCommandBusOptions {
   logger?: HubLogger;
   /** How often queued commands past their expiry are marked `expired`. Default 10 s. */
   sweepIntervalMs?: number;
+  /**
+   * In-flight commands from before this bus started (a restart lost their waiters) are
+   * marked `timed_out` this long after their envelope expired. Default 10 min, room for
+   * a reconnecting agent to re-send a journaled result first.
+   */
+  orphanGraceMs?: number;
   now?: () => number;
 }
 
@@ -80,6 +86,8 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #waiters = new Map<string, Waiter>();
   readonly #replyChains = new Map<string, Promise<void>>();
   readonly #sweeper: NodeJS.Timeout;
+  readonly #startedAt = Date.now();
+  readonly #orphanGraceMs: number;
   #closed = false;
 
   constructor(opts: InProcessCommandBusOptions) {
@@ -87,6 +95,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     this.#link = opts.link;
     this.#keys = opts.keys;
     this.#log = opts.logger;
+    this.#orphanGraceMs = opts.orphanGraceMs ?? 10 * 60_000;
     this.#sweeper = setInterval(() => void this.#sweep(), opts.sweepIntervalMs ?? 10_000);
     this.#sweeper.unref();
   }
@@ -261,7 +270,10 @@ export class InProcessCommandBus implements CommandBus, HubListener {
 
   async #sweep(): Promise<void> {
     try {
-      for (const id of await this.#store.expireQueued(Date.now())) {
+      const now = Date.now();
+      const orphans = await this.#store.timeOutOrphans(this.#startedAt, now - this.#orphanGraceMs, now);
+      if (orphans.length > 0) this.#log?.warn({ count: orphans.length }, 'bus: in-flight commands from before the restart timed out');
+      for (const id of await this.#store.expireQueued(now)) {
         const waiter = this.#waiters.get(id);
         if (!waiter) continue;
         this.#waiters.delete(id);

@@ -109,6 +109,18 @@ export class MemoryHubStore implements AgentStateStore, CommandStore {
     );
   }
 
+  timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]> {
+    const ids: string[] = [];
+    for (const c of this.commands.values()) {
+      if (['sent', 'acked', 'running'].includes(c.state) && c.createdAt < createdBefore && c.expiresAt < expiredBefore) {
+        c.state = 'timed_out';
+        c.updatedAt = at;
+        ids.push(c.id);
+      }
+    }
+    return Promise.resolve(ids);
+  }
+
   expireQueued(now: number): Promise<string[]> {
     const ids: string[] = [];
     for (const c of this.commands.values()) {

@@ -84,6 +84,12 @@ export interface CommandStore {
   deliverable(agentId: string, now: number): Promise<StoredCommand[]>;
   /** Marks queued commands whose envelope expired as `expired`; returns their ids. */
   expireQueued(now: number): Promise<string[]>;
+  /**
+   * Commands in flight (`sent`, `acked`, `running`) created before `createdBefore` whose
+   * envelope expired before `expiredBefore` become `timed_out`: after a control-plane
+   * restart nobody waits for them any more. A result that still arrives is stored anyway.
+   */
+  timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]>;
 }
 
 export const TERMINAL_STATES: ReadonlySet<CommandState> = new Set(['succeeded', 'failed', 'expired', 'timed_out']);
