@@ -16,8 +16,9 @@ export interface NewApiKey {
   expiresAt?: number | null;
 }
 
-export async function insertApiKey(db: Db, key: NewApiKey, now = Date.now()): Promise<ApiKeyRow> {
-  const row: ApiKeyRow = {
+/** The row a new key is stored as (also used inside createWorkspaceWithKey's transaction). */
+export function newApiKeyRow(key: NewApiKey, now: number): ApiKeyRow {
+  return {
     id: newId('apiKey'),
     workspaceId: key.workspaceId,
     name: key.name,
@@ -29,6 +30,10 @@ export async function insertApiKey(db: Db, key: NewApiKey, now = Date.now()): Pr
     createdAt: now,
     lastUsedAt: null,
   };
+}
+
+export async function insertApiKey(db: Db, key: NewApiKey, now = Date.now()): Promise<ApiKeyRow> {
+  const row = newApiKeyRow(key, now);
   db.insert(apiKeys).values(row).run();
   return row;
 }

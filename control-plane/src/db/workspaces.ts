@@ -2,6 +2,7 @@
 import { asc, count } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
+import { newApiKeyRow } from './api-keys.ts';
 import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
 import { apiKeys, workspaces } from './schema.ts';
 
@@ -29,18 +30,7 @@ export async function createWorkspaceWithKey(
   now = Date.now(),
 ): Promise<{ workspace: WorkspaceRow; key: ApiKeyRow }> {
   const workspace: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
-  const keyRow: ApiKeyRow = {
-    id: newId('apiKey'),
-    workspaceId: workspace.id,
-    name: key.name,
-    hash: key.hash,
-    prefix: key.prefix,
-    scopes: key.scopes,
-    expiresAt: key.expiresAt ?? null,
-    revokedAt: null,
-    createdAt: now,
-    lastUsedAt: null,
-  };
+  const keyRow = newApiKeyRow({ ...key, workspaceId: workspace.id }, now);
   db.transaction((tx) => {
     tx.insert(workspaces).values(workspace).run();
     tx.insert(apiKeys).values(keyRow).run();
