@@ -17,8 +17,9 @@ declare module '../app.ts' {
 
 export const scanRoutes: ApiPlugin = (app, { ctx }) => {
   // Built at start-up so a misconfigured GitHub App key fails loudly now, not at the first scan.
-  ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now });
-  const service = (): ScanService => (ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now }));
+  const built = (ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now }));
+  // Read per request: tests swap ctx.scanService for one on a fake GitHub.
+  const service = (): ScanService => ctx.scanService ?? built;
 
   app.post(
     '/api/scans',

@@ -12,10 +12,6 @@ export const SCOPES = [
 
 export type Scope = (typeof SCOPES)[number];
 
-export function isScope(value: unknown): value is Scope {
-  return typeof value === 'string' && (SCOPES as readonly string[]).includes(value);
-}
-
 /** `admin` implies every scope. */
 export function hasScope(granted: readonly string[], needed: Scope): boolean {
   return granted.includes('admin') || granted.includes(needed);

@@ -92,4 +92,3 @@ export interface CommandStore {
   timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]>;
 }
 
-export const TERMINAL_STATES: ReadonlySet<CommandState> = new Set(['succeeded', 'failed', 'expired', 'timed_out']);

@@ -16,11 +16,18 @@ function mcpRateKey(request: FastifyRequest): string {
 }
 
 export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
+  // The public URL is final only once the server listens (port 0); work the list out
+  // again only when it changes, not on every request.
+  let memo: { publicUrl: string; hosts: string[] | undefined } | undefined;
+  const allowedHosts = (host: string, publicUrl: string) => {
+    if (memo?.publicUrl !== publicUrl) memo = { publicUrl, hosts: defaultAllowedHosts(host, publicUrl) };
+    return memo.hosts;
+  };
   const handler = new McpHttpHandler({
     gateway: new InjectGateway(app),
     tools: TOOLS,
     maxWaitMs: ctx.config.mcpMaxWaitMs,
-    allowedHosts: () => defaultAllowedHosts(ctx.config.host, ctx.publicUrl),
+    allowedHosts: () => allowedHosts(ctx.config.host, ctx.publicUrl),
     maxBodyBytes: ctx.config.bodyLimit,
   });
   app.addHook('onClose', async () => handler.close());

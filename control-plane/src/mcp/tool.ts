@@ -1,6 +1,6 @@
 import type { CallToolResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import type { z } from 'zod';
-import type { GatewayRequest, GatewayResponse, RestGateway } from './gateway.ts';
+import type { GatewayRequest, GatewayResponse } from './gateway.ts';
 
 /** The contract's sentence for every authentication or authorization failure. */
 export const AUTH_FAILED_TEXT =
@@ -74,12 +74,4 @@ export function expectOk(res: GatewayResponse): Record<string, unknown> {
 /** Path segment from a tool argument, so an id can never change the route. */
 export function seg(value: string): string {
   return encodeURIComponent(value);
-}
-
-export async function callGateway(
-  gateway: RestGateway,
-  base: Pick<GatewayRequest, 'authorization' | 'tool' | 'clientAddress' | 'signal'>,
-  req: Omit<GatewayRequest, 'authorization' | 'tool' | 'clientAddress' | 'signal'>,
-): Promise<GatewayResponse> {
-  return gateway.request({ ...req, ...base });
 }

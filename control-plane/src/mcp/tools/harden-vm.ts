@@ -35,9 +35,9 @@ function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | 
   });
 }
 
+/** The REST answer (status first, as the agent reports it) with the contract's instance_id echoed. */
 function answer(instanceId: string, body: Record<string, unknown>) {
-  // The contract's two fields first; the REST answer's detail rides along as additions.
-  return okResult({ ...body, status: body.status, instance_id: instanceId });
+  return okResult({ ...body, instance_id: instanceId });
 }
 
 async function follow(instanceId: string, commandId: string, ctx: ToolContext, started: number) {

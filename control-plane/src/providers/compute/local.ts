@@ -139,6 +139,21 @@ export function defaultAgentProgram(e: AgentEnrollment): GuestProgram {
   };
 }
 
+/**
+ * Starts a long-lived helper in its own process group, outliving this process, its
+ * output appended to `logFile` (0600). Returns its pid; callers watch the log for it
+ * coming up (a failed exec shows there as the process never appearing).
+ */
+function spawnDetached(command: string, args: string[], logFile: string, what: string): number {
+  const log = openSync(logFile, 'a', 0o600);
+  const child = spawn(command, args, { detached: true, stdio: ['ignore', log, log], cwd: '/', env: HOST_ENV });
+  closeSync(log);
+  child.unref();
+  child.on('error', () => undefined);
+  if (child.pid === undefined) throw new Error(`could not start ${what}`);
+  return child.pid;
+}
+
 function tail(file: string, lines = 15): string {
   try {
     return readFileSync(file, 'utf8').trimEnd().split('\n').slice(-lines).join('\n');
@@ -305,44 +320,23 @@ export class LocalSandboxProvider implements ComputeProvider {
   /** Forwards <host end>:port to the host's 127.0.0.1:port (not needed when the control plane listens on all addresses). */
   private async startHostRelay(state: SandboxState, hostAddress: string, port: number): Promise<void> {
     const logFile = join(state.dir, RELAY_LOG);
-    const log = openSync(logFile, 'a', 0o600);
-    const child = spawn(process.execPath, ['--import', TSX_LOADER, RELAY, hostAddress, String(port), '127.0.0.1', String(port)], {
-      detached: true,
-      stdio: ['ignore', log, log],
-      cwd: '/',
-      env: HOST_ENV,
-    });
-    closeSync(log);
-    child.unref();
-    child.on('error', () => undefined);
-    if (child.pid === undefined) throw new Error('could not start the control-plane relay');
-    state.relay_pid = child.pid;
-    state.relay_start = processStart(child.pid);
+    const pid = spawnDetached(process.execPath, ['--import', TSX_LOADER, RELAY, hostAddress, String(port), '127.0.0.1', String(port)], logFile, 'the control-plane relay');
+    state.relay_pid = pid;
+    state.relay_start = processStart(pid);
     this.writeState(state);
     for (let i = 0; i < 500; i++) {
       const text = tail(logFile);
       if (text.includes(RELAY_LISTENING) || text.includes(RELAY_NOT_NEEDED)) return;
-      if (!alive(child.pid, state.relay_start)) break;
+      if (!alive(pid, state.relay_start)) break;
       await sleep(20);
     }
     throw new Error(`the control-plane relay did not start: ${tail(logFile)}`);
   }
 
   private async startSupervisor(state: SandboxState): Promise<void> {
-    const log = openSync(join(state.dir, SUPERVISOR_LOG), 'a', 0o600);
     const args = ['netns', 'exec', state.netns, 'unshare', '-m', '-p', '-u', '-f', '--mount-proc', '--kill-child'];
     const supervisor = [process.execPath, '--import', TSX_LOADER, SUPERVISOR, state.dir];
-    const child = spawn('ip', [...args, '/bin/sh', '-c', REAPER, 'vmkit-init', ...supervisor], {
-      detached: true,
-      stdio: ['ignore', log, log],
-      cwd: '/',
-      env: HOST_ENV,
-    });
-    closeSync(log);
-    child.unref();
-    child.on('error', () => undefined); // noticed below: the process never appears
-    const pid = child.pid;
-    if (pid === undefined) throw new Error('could not start the sandbox supervisor');
+    const pid = spawnDetached('ip', [...args, '/bin/sh', '-c', REAPER, 'vmkit-init', ...supervisor], join(state.dir, SUPERVISOR_LOG), 'the sandbox supervisor');
     state.supervisor_pid = pid;
     state.supervisor_start = processStart(pid);
     state.phase = 'booting';

@@ -6,10 +6,6 @@ import type { RepoRef } from './types.ts';
 const OWNER = /^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$/;
 const NAME = /^[A-Za-z0-9._-]{1,100}$/;
 
-export function isValidRepoName(value: string): boolean {
-  return parseRepoRef(value) !== null;
-}
-
 /** `owner/name` → RepoRef, or null when it is not a well-formed GitHub repository name. */
 export function parseRepoRef(value: string): RepoRef | null {
   const parts = value.split('/');

@@ -91,13 +91,14 @@ export class HardenService {
     void outcome.then(
       async (res) => {
         try {
-          const verification = await this.#verify(instance.sshHost, instance.sshPort, workspaceKey.privateKey, keys, workspaceKey.publicKey);
-          const at = this.#d.now();
           const status = res.output.status;
           if (status !== 'hardened' && status !== 'already_hardened') {
-            started.fail({ error: 'command_failed', message: `The agent answered an unexpected status ${JSON.stringify(status)}.` }, at);
+            started.fail({ error: 'command_failed', message: `The agent answered an unexpected status ${JSON.stringify(status)}.` }, this.#d.now());
             return;
           }
+          // Only a VM the agent says is hardened is worth an SSH round of checks.
+          const verification = await this.#verify(instance.sshHost, instance.sshPort, workspaceKey.privateKey, keys, workspaceKey.publicKey);
+          const at = this.#d.now();
           await updateInstance(db, instance.id, { hardenedAt: at }, at);
           started.succeed({ ...res.output, status, instance_id: instance.id, command_id: started.commandId, verification }, at);
         } catch (err) {

@@ -179,12 +179,8 @@ export async function classifyRepo(view: RepoView, opts: ClassifyOptions): Promi
       reason += ` ${rival.rule.id} also matched at the same root (${rival.evidence[0]?.file ?? ''}); ${m.rule.id} wins on ${rival.confidence < m.confidence ? 'confidence' : 'rule order'}.`;
     }
     if (competing.length > 0) confidence *= 0.85;
-    const bp = buildpackFor(m.rule.language);
     return {
-      language: m.rule.language,
-      framework: m.rule.framework,
-      buildpack: bp.uri,
-      buildpack_note: bp.note,
+      ...identity(m.rule.language, m.rule.framework),
       ...base,
       root: chosen.root === '' ? '.' : chosen.root,
       evidence,
@@ -203,12 +199,8 @@ export async function classifyRepo(view: RepoView, opts: ClassifyOptions): Promi
   if (opts.fallback) {
     const verdict = await askModel(view, opts, rootVerdict);
     if (verdict) {
-      const bp = buildpackFor(verdict.language);
       return {
-        language: verdict.language,
-        framework: verdict.framework,
-        buildpack: bp.uri,
-        buildpack_note: bp.note,
+        ...identity(verdict.language, verdict.framework),
         ...base,
         root: '.',
         evidence: [{ file: '.', reason: `model classifier ${opts.fallback.name}: ${verdict.reason}` }],
@@ -224,12 +216,8 @@ export async function classifyRepo(view: RepoView, opts: ClassifyOptions): Promi
   // Nothing deployable: report what the root is (a library-only match) rather than nothing.
   if (rootVerdict.best) {
     const m = rootVerdict.best;
-    const bp = buildpackFor(m.rule.language);
     return {
-      language: m.rule.language,
-      framework: m.rule.framework,
-      buildpack: bp.uri,
-      buildpack_note: bp.note,
+      ...identity(m.rule.language, m.rule.framework),
       ...base,
       root: '.',
       evidence: m.evidence,
@@ -300,6 +288,12 @@ function prefix(root: string, rel: string): string {
 
 function capitalize(s: string): string {
   return s.charAt(0).toUpperCase() + s.slice(1);
+}
+
+/** What a repo is and how it builds: the contract's language, framework and buildpack. */
+function identity(language: Classification['language'], framework: string | null) {
+  const bp = buildpackFor(language);
+  return { language, framework, buildpack: bp.uri, buildpack_note: bp.note };
 }
 
 function round(n: number): number {
