@@ -32,6 +32,7 @@ export const FIXTURE_NAMES = [
   'ubuntu-24.04-cloud-init',
   'no-include',
   'match-passwords',
+  'match-all',
   'prohibit-password',
   'crlf-odd-case',
 ] as const;

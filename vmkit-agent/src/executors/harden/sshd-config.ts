@@ -132,7 +132,7 @@ export interface FlatDirective extends Directive {
   file: string;
   /** Index of the line in its file. */
   line: number;
-  /** The `Match` arguments in force, or null in the global context. */
+  /** The `Match` arguments in force (`['all']` after `Match all`), or null in the global context. */
   match: string[] | null;
 }
 
@@ -164,7 +164,9 @@ function walk(tree: ConfigTree, file: string, match: string[] | null, depth: num
     const d = parseDirective(l.text);
     if (!d) return;
     if (d.keyword === 'match') {
-      current = d.args.length === 1 && d.args[0]?.toLowerCase() === 'all' ? null : d.args;
+      // `Match all` is still a Match: sshd applies its lines on top of the global values
+      // for every connection, so they override the hardening like any other Match would.
+      current = d.args;
       out.directives.push({ ...d, file, line: index, match: current });
       return;
     }
