@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cannotRunSshd, makeHostKey } from './harden-fixture.ts';
 import { execTool } from '../../vmkit-agent/src/executors/harden/exec.ts';
+import { fileNeeds } from '../helpers/prereq.ts';
 
 const SCRIPT = fileURLToPath(new URL('./harden-accounts-ns.ts', import.meta.url));
 const HOST_FILES = ['/etc/passwd', '/etc/group', '/etc/shadow', '/etc/gshadow', '/etc/ssh/sshd_config'];
@@ -37,10 +38,7 @@ async function missingTools(): Promise<string | null> {
   return null;
 }
 
-if (reason) {
-  console.log(`# skipping the namespace account tests: ${reason}`);
-  t.pass(`skipped: ${reason}`);
-} else {
+if (fileNeeds(reason)) {
   t.test('on a fresh VM harden creates kamal and docker, locks root and passwords out, and kamal logs in with the deploy key', async (t) => {
     const work = await mkdtemp(join(tmpdir(), 'vmkit-harden-ns-'));
     t.teardown(() => rm(work, { recursive: true, force: true }));

@@ -8,13 +8,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
 import type { ExecFn } from '../../vmkit-agent/src/executors/harden/exec.ts';
+import { fileNeeds } from '../helpers/prereq.ts';
 import { cannotRunSshd, fixtureRoot, makeHostKey, makeUserKey, sshdNamespace, treeState, withoutTimes } from './harden-fixture.ts';
 
-const reason = await cannotRunSshd();
-if (reason) {
-  console.log(`# skipping the reload tests: ${reason}`);
-  t.pass(`skipped: ${reason}`);
-} else {
+if (fileNeeds(await cannotRunSshd())) {
   const keysDir = await mkdtemp(join(tmpdir(), 'vmkit-harden-reload-'));
   const hostKey = await makeHostKey(keysDir);
   const deployKey = await makeUserKey(keysDir, 'deploy');

@@ -20,14 +20,9 @@ import {
   withoutTimes,
 } from './harden-fixture.ts';
 import type { FixtureRoot, SshdNamespace } from './harden-fixture.ts';
+import { fileNeeds } from '../helpers/prereq.ts';
 
-const reason = await cannotRunSshd();
-if (reason) {
-  console.log(`# skipping the real-sshd harden tests: ${reason}`);
-  t.pass(`skipped: ${reason}`);
-} else {
-  await main();
-}
+if (fileNeeds(await cannotRunSshd())) await main();
 
 async function main(): Promise<void> {
   const keysDir = await mkdtemp(join(tmpdir(), 'vmkit-harden-keys-'));

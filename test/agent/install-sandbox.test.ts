@@ -4,6 +4,7 @@ import t from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { sandboxSkipReason, startSandbox } from '../helpers/sandbox.ts';
 import { ROOT } from './agent-process.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
 /**
  * The install script for real: inside a local VM sandbox (namespaces, its own /etc,
@@ -11,13 +12,12 @@ import { ROOT } from './agent-process.ts';
  * downloads /agent/bundle.tar.gz, enrolls with a token and starts the daemon.
  */
 
-if (sandboxSkipReason) console.log(`# skipping: ${sandboxSkipReason}`);
 
 interface InstanceAnswer {
   agent: { id: string; state: string; hostname: string | null; agent_version: string | null } | null;
 }
 
-t.test('inside a sandbox, install.sh from the control plane installs, enrolls and starts the agent; systemd is reported skipped', { skip: sandboxSkipReason }, async (t) => {
+t.test('inside a sandbox, install.sh from the control plane installs, enrolls and starts the agent; systemd is reported skipped', { skip: prerequisite(sandboxSkipReason) }, async (t) => {
   const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 500, deadAfterMs: 1_500 } } });
   t.teardown(() => cp.close());
   const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'install-sbx' } })).body;

@@ -8,14 +8,12 @@ import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
 import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import type { TestSandbox } from '../helpers/sandbox.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
 // Each case boots a sandbox VM with a real sshd and agent: give the file room.
 t.setTimeout(480_000);
 
-if (sandboxSkipReason) {
-  console.log(`# skipping harden end-to-end tests: ${sandboxSkipReason}`);
-  t.plan(0, sandboxSkipReason);
-}
+const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 interface InstanceBody {
   id: string;
@@ -51,7 +49,7 @@ const cp = await startTestControlPlane();
 t.teardown(() => cp.close());
 const deployKey = await new DeployKeyStore(cp.dataDir).get(cp.workspaceId);
 
-t.test('harden over REST: a fresh VM is hardened, verified from outside, and idempotent', async (t) => {
+t.test('harden over REST: a fresh VM is hardened, verified from outside, and idempotent', needsSandbox, async (t) => {
   const { id, sb } = await freshVm(t, cp, 'web-1');
   const host = sb.vm.address;
 
@@ -102,7 +100,7 @@ t.test('harden over REST: a fresh VM is hardened, verified from outside, and ide
   t.equal(theirCmd.body.error, 'command_not_found');
 });
 
-t.test('a sabotaged sshd config is rolled back byte for byte and the failed check is named', async (t) => {
+t.test('a sabotaged sshd config is rolled back byte for byte and the failed check is named', needsSandbox, async (t) => {
   const { id, sb } = await freshVm(t, cp, 'web-2');
   await sb.exec(['sh', '-c', 'printf "PasswordAuthentication yes\\nNoSuchKeyword yes\\n" > /etc/ssh/sshd_config.d/60-broken.conf']);
   const printBefore = await fingerprint(sb);
@@ -114,7 +112,7 @@ t.test('a sabotaged sshd config is rolled back byte for byte and the failed chec
   t.equal(still.stdout.trim(), 'root', 'the VM works as before (root password still accepted)');
 });
 
-t.test('hardening that would lock everyone out is refused with lockout_risk and changes nothing', async (t) => {
+t.test('hardening that would lock everyone out is refused with lockout_risk and changes nothing', needsSandbox, async (t) => {
   const { id, sb } = await freshVm(t, cp, 'web-3');
   await sb.exec(['sh', '-c', 'printf "AllowUsers root\\n" > /etc/ssh/sshd_config.d/10-allow.conf']);
   const printBefore = await fingerprint(sb);
@@ -124,7 +122,7 @@ t.test('hardening that would lock everyone out is refused with lockout_risk and 
   t.equal(await fingerprint(sb), printBefore, 'nothing changed');
 });
 
-t.test('harden_vm through MCP: progress in order, hardened then already_hardened, contract errors', async (t) => {
+t.test('harden_vm through MCP: progress in order, hardened then already_hardened, contract errors', needsSandbox, async (t) => {
   const { id, sb } = await freshVm(t, cp, 'web-4');
   const client = await connectMcp(`${cp.url}/mcp`, cp.adminKey);
   t.teardown(() => client.close());
@@ -173,7 +171,7 @@ t.test('harden_vm through MCP: progress in order, hardened then already_hardened
   t.equal((JSON.parse(textOf(offline)) as { error: string }).error, 'agent_not_connected');
 });
 
-t.test('a cancelled harden_vm call stops sending progress at once; the harden still finishes', async (t) => {
+t.test('a cancelled harden_vm call stops sending progress at once; the harden still finishes', needsSandbox, async (t) => {
   const { id } = await freshVm(t, cp, 'web-5');
   const client = await connectMcp(`${cp.url}/mcp`, cp.adminKey);
   t.teardown(() => client.close());

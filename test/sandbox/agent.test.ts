@@ -3,18 +3,16 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { sandboxSkipReason, startSandbox } from '../helpers/sandbox.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
-if (sandboxSkipReason) {
-  console.log(`# skipping sandbox agent tests: ${sandboxSkipReason}`);
-  t.plan(0, sandboxSkipReason);
-}
+const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 interface InstanceBody {
   id: string;
   agent: { state: string; hostname: string | null } | null;
 }
 
-t.test('the real agent in a sandbox enrolls and connects to a control plane that listens on loopback only', async (t) => {
+t.test('the real agent in a sandbox enrolls and connects to a control plane that listens on loopback only', needsSandbox, async (t) => {
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
   t.match(cp.url, /^http:\/\/127\.0\.0\.1:\d+$/);

@@ -5,11 +5,9 @@ import { LocalSandboxProvider } from '../../control-plane/src/providers/compute/
 import { computeProviderOf } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { sandboxSkipReason, sshBanner } from '../helpers/sandbox.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
-if (sandboxSkipReason) {
-  console.log(`# skipping local instance API tests: ${sandboxSkipReason}`);
-  t.plan(0, sandboxSkipReason);
-}
+const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 interface InstanceBody {
   id: string;
@@ -19,7 +17,7 @@ interface InstanceBody {
   agent: { state: string } | null;
 }
 
-t.test('POST /api/instances with provider local provisions a sandbox that turns running when its agent connects; DELETE destroys it', async (t) => {
+t.test('POST /api/instances with provider local provisions a sandbox that turns running when its agent connects; DELETE destroys it', needsSandbox, async (t) => {
   const cp = await startTestControlPlane();
   t.teardown(async () => {
     const local = computeProviderOf(cp.ctx, 'local');
@@ -57,7 +55,7 @@ t.test('POST /api/instances with provider local provisions a sandbox that turns 
   t.equal(again.status, 200, 'deleting twice is fine');
 });
 
-t.test('an unknown provider is refused and a missing instance is not found', async (t) => {
+t.test('an unknown provider is refused and a missing instance is not found', needsSandbox, async (t) => {
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
   const bad = await cp.api<{ error: string }>('POST', '/api/instances', { body: { name: 'x', provider: 'nimbus' } });

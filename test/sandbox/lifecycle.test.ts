@@ -6,11 +6,9 @@ import { loopbackPort } from '../../control-plane/src/providers/compute/local.ts
 import { run } from '../../control-plane/src/providers/compute/run.ts';
 import { ComputeError } from '../../control-plane/src/providers/compute/types.ts';
 import { sandboxProvider, sandboxSkipReason, sshBanner, startSandbox } from '../helpers/sandbox.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
-if (sandboxSkipReason) {
-  console.log(`# skipping local sandbox lifecycle tests: ${sandboxSkipReason}`);
-  t.plan(0, sandboxSkipReason);
-}
+const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 
 /** Everything the host would show of a sandbox. */
@@ -28,7 +26,7 @@ async function hostTraces(netns: string, hostIf: string | undefined, dir: string
   return traces;
 }
 
-t.test('destroy removes the netns, the link, the processes, the mounts and the folder', async (t) => {
+t.test('destroy removes the netns, the link, the processes, the mounts and the folder', needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const sb = await startSandbox(t, { provider });
   const state = provider.readState(sb.vm.ref);
@@ -52,7 +50,7 @@ t.test('destroy removes the netns, the link, the processes, the mounts and the f
   await t.resolves(sb.destroy(), 'destroying again is fine');
 });
 
-t.test('destroy after the supervisor was killed still cleans up', async (t) => {
+t.test('destroy after the supervisor was killed still cleans up', needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const sb = await startSandbox(t, { provider });
   const pid = provider.readState(sb.vm.ref)?.init_pid;
@@ -76,7 +74,7 @@ t.test('destroy after the supervisor was killed still cleans up', async (t) => {
   t.equal(await provider.status(sb.vm.ref), 'missing');
 });
 
-t.test('killing the host-side supervisor process takes the sandbox down and destroy cleans up', async (t) => {
+t.test('killing the host-side supervisor process takes the sandbox down and destroy cleans up', needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const sb = await startSandbox(t, { provider });
   const state = provider.readState(sb.vm.ref);
@@ -89,7 +87,7 @@ t.test('killing the host-side supervisor process takes the sandbox down and dest
   t.same(await hostTraces(sb.vm.netns, state?.host_if, sb.vm.dir), []);
 });
 
-t.test('a half-made sandbox left by a crash is found and removed by destroyStale', async (t) => {
+t.test('a half-made sandbox left by a crash is found and removed by destroyStale', needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const ref = 'half-made';
   const dir = provider.dirOf(ref);
@@ -104,7 +102,7 @@ t.test('a half-made sandbox left by a crash is found and removed by destroyStale
   t.equal(await provider.status(ref), 'missing');
 });
 
-t.test('status tells running from missing', async (t) => {
+t.test('status tells running from missing', needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   t.equal(await provider.status('never-made'), 'missing');
   const sb = await startSandbox(t, { provider });
@@ -116,7 +114,7 @@ t.test('status tells running from missing', async (t) => {
   t.equal(err instanceof ComputeError ? err.key : err, 'vm_not_provisioned', 'exec on a missing sandbox fails clearly');
 });
 
-t.test('a program given at create runs inside after sshd is up, with its env, logging to program.log', async (t) => {
+t.test('a program given at create runs inside after sshd is up, with its env, logging to program.log', needsSandbox, async (t) => {
   const sb = await startSandbox(t, {
     name: 'prog',
     program: {
@@ -139,7 +137,7 @@ t.test('a program given at create runs inside after sshd is up, with its env, lo
   t.match(ps.stdout, /sleep 600/, 'the long-running step runs in the sandbox');
 });
 
-t.test('an agent enrollment becomes the agent program with the control plane URL seen from inside', async (t) => {
+t.test('an agent enrollment becomes the agent program with the control plane URL seen from inside', needsSandbox, async (t) => {
   const sb = await startSandbox(t, {
     enrollment: { control_plane_url: 'http://127.0.0.1:9/', token: 'enr-secret' },
   });
@@ -153,7 +151,7 @@ t.test('an agent enrollment becomes the agent program with the control plane URL
   t.match(text, /program step 1\/2/);
 });
 
-t.test('create refuses clearly where the sandbox cannot run (not root)', async (t) => {
+t.test('create refuses clearly where the sandbox cannot run (not root)', { skip: prerequisite(process.getuid?.() !== 0 && 'needs root to start a child as nobody') }, async (t) => {
   const script = [
     "import { LocalSandboxProvider } from './control-plane/src/providers/compute/local.ts';",
     "const p = new LocalSandboxProvider({ baseDir: '/tmp/vmk-unprivileged-never-made' });",
@@ -180,7 +178,7 @@ t.test('only a loopback control-plane URL is relayed into the sandbox', async (t
   t.equal(loopbackPort('http://10.0.0.5:8080'), undefined);
 });
 
-t.test('orphans inside the sandbox are reaped, not left as zombies', async (t) => {
+t.test('orphans inside the sandbox are reaped, not left as zombies', needsSandbox, async (t) => {
   const sb = await startSandbox(t);
   t.equal((await sb.exec(['sh', '-c', '(sleep 0.1 &); exit 0'])).code, 0);
   let zombies = 'unknown';
@@ -196,7 +194,7 @@ t.test('orphans inside the sandbox are reaped, not left as zombies', async (t) =
   t.match((await sb.exec(['ps', '-o', 'args=', '-p', '1'])).stdout, /vmkit-init/, 'PID 1 is the reaper');
 });
 
-t.test("a running sandbox whose creator died is told apart from one still in use", async (t) => {
+t.test("a running sandbox whose creator died is told apart from one still in use", needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const sb = await startSandbox(t, { provider });
   t.equal(provider.readState(sb.vm.ref)?.owner_pid, process.pid, 'the creator is recorded');

@@ -4,16 +4,14 @@ import { existsSync, readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { sandboxProvider, sandboxSkipReason, sshBanner, sshRun, startSandbox } from '../helpers/sandbox.ts';
+import { prerequisite } from '../helpers/prereq.ts';
 
-if (sandboxSkipReason) {
-  console.log(`# skipping local sandbox tests: ${sandboxSkipReason}`);
-  t.plan(0, sandboxSkipReason);
-}
+const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 const HOST_FILES = ['/etc/passwd', '/etc/shadow', '/etc/group', '/etc/hostname', '/etc/ssh/sshd_config'];
 const snapshot = (): Map<string, string> => new Map(HOST_FILES.map((f) => [f, readFileSync(f, 'latin1')]));
 
-t.test('a fresh sandbox answers SSH on its own address and accepts root with its password, like a fresh cloud VM', async (t) => {
+t.test('a fresh sandbox answers SSH on its own address and accepts root with its password, like a fresh cloud VM', needsSandbox, async (t) => {
   const sb = await startSandbox(t, { name: 'Fresh VM 1', rootPassword: 'correct horse battery' });
   t.match(sb.vm.address, /^10\.201\.\d+\.\d+$/, 'guest address from the default pool');
   t.equal(sb.vm.ssh_port, 22);
@@ -29,14 +27,14 @@ t.test('a fresh sandbox answers SSH on its own address and accepts root with its
   t.equal(readFileSync(join(sb.vm.dir, 'fs', 'etc', 'upper', 'ssh', 'sshd_config.d', '50-cloud-init.conf'), 'utf8'), 'PasswordAuthentication yes\n');
 });
 
-t.test('a generated root password is returned and works', async (t) => {
+t.test('a generated root password is returned and works', needsSandbox, async (t) => {
   const sb = await startSandbox(t);
   t.ok(sb.vm.root_password.length >= 20, 'a long random password');
   const r = await sshRun({ host: sb.vm.address, password: sb.vm.root_password }, 'id -u');
   t.equal(r.stdout.trim(), '0');
 });
 
-t.test("useradd inside changes the sandbox's /etc/passwd while the host's stays byte-identical", async (t) => {
+t.test("useradd inside changes the sandbox's /etc/passwd while the host's stays byte-identical", needsSandbox, async (t) => {
   const before = snapshot();
   const sb = await startSandbox(t, { name: 'users' });
   const add = await sb.exec(['useradd', '--create-home', '--shell', '/bin/bash', 'vmktestuser']);
@@ -50,7 +48,7 @@ t.test("useradd inside changes the sandbox's /etc/passwd while the host's stays 
   t.notOk(spawnSync('getent', ['passwd', 'vmktestuser']).status === 0, 'no such user on the host');
 });
 
-t.test("the sandbox has its own hostname and host keys, not the host's", async (t) => {
+t.test("the sandbox has its own hostname and host keys, not the host's", needsSandbox, async (t) => {
   const sb = await startSandbox(t, { name: 'named-box' });
   const h = await sb.exec(['hostname']);
   t.equal(h.stdout.trim(), 'named-box');
@@ -63,7 +61,7 @@ t.test("the sandbox has its own hostname and host keys, not the host's", async (
   }
 });
 
-t.test("two sandboxes at once get different addresses and do not see each other's /etc", async (t) => {
+t.test("two sandboxes at once get different addresses and do not see each other's /etc", needsSandbox, async (t) => {
   const provider = sandboxProvider(t);
   const [a, b] = await Promise.all([
     startSandbox(t, { provider, name: 'box-a' }),
@@ -80,7 +78,7 @@ t.test("two sandboxes at once get different addresses and do not see each other'
   t.equal((await sshRun({ host: a.vm.address, password: a.vm.root_password }, 'hostname')).stdout.trim(), 'box-a');
 });
 
-t.test('sshd reloads on SIGHUP with a new config and keeps its pid, as on a VM without systemd', async (t) => {
+t.test('sshd reloads on SIGHUP with a new config and keeps its pid, as on a VM without systemd', needsSandbox, async (t) => {
   const sb = await startSandbox(t, { rootPassword: 'pw-before-reload' });
   const pid = (await sb.exec(['cat', '/run/sshd.pid'])).stdout.trim();
   t.match(pid, /^\d+$/, 'sshd wrote /run/sshd.pid');
