@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
 import Fastify from 'fastify';
 import type { FastifyBaseLogger, FastifyError, FastifyHttpOptions, FastifyInstance, FastifyReply, FastifyRequest, RawServerDefault } from 'fastify';
@@ -171,6 +172,15 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   });
 
   app.setErrorHandler((err: FastifyError, request, reply) => sendError(toApiError(err, request), request, reply));
+  // Bodies must be UTF-8: other bytes (a lone surrogate written out, say) would turn
+  // into U+FFFD silently and be stored as if the client had sent that.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    const bytes = typeof body === 'string' ? Buffer.from(body) : body;
+    if (!isUtf8(bytes)) return done(new ApiError('invalid_request', 'Invalid request: the body is not valid UTF-8.'), undefined);
+    void parseJson(request, bytes.toString('utf8'), done);
+  });
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);

@@ -5,3 +5,4 @@ export * from './canonical.ts';
 export * from './commands.ts';
 export * from './messages.ts';
 export * from './handshake.ts';
+export * from './text.ts';

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { safeName } from '@vmkit/protocol';
 import type { ApiPlugin } from '../app.ts';
 import { createApiKey } from '../auth/api-keys.ts';
 import { authOf } from '../auth/hooks.ts';
@@ -8,7 +9,7 @@ import { ApiError } from '../errors.ts';
 import { ApiKeyView, IdParams, apiKeyView, listOf } from './views.ts';
 
 const CreateKeyBody = z.strictObject({
-  name: z.string().trim().min(1).max(100),
+  name: safeName().trim().min(1).max(100),
   scopes: z.array(z.enum(SCOPES)).min(1).max(SCOPES.length),
   expires_at: z.iso.datetime({ offset: true }).optional().describe('When the key stops working (ISO 8601)'),
 });

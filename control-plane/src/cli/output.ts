@@ -1,6 +1,13 @@
-/** A plain text table: a header row, then rows, columns padded to their widest cell. */
+import { escapeUnsafeText } from '@vmkit/protocol';
+
+/**
+ * A plain text table: a header row, then rows, columns padded to their widest cell.
+ * Cells come from the server: control characters in them are printed as escapes,
+ * never sent raw to the terminal.
+ */
 export function table(headers: string[], rows: (string | number | null | undefined)[][]): string {
-  const cells = [headers, ...rows.map((r) => r.map((c) => (c === null || c === undefined || c === '' ? '-' : String(c))))];
+  const cell = (c: string | number | null | undefined) => (c === null || c === undefined || c === '' ? '-' : escapeUnsafeText(String(c)));
+  const cells = [headers, ...rows.map((r) => r.map(cell))];
   const widths = headers.map((_, i) => Math.max(...cells.map((r) => (r[i] ?? '').length)));
   return (
     cells

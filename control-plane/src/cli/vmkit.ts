@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
 import { runMcpCli } from './mcp-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
@@ -97,6 +98,8 @@ function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv): string {
 
 type Row = Record<string, unknown>;
 const s = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
+/** A server value inside a plain text line: control characters as escapes (table() escapes its own cells). */
+const p = (v: unknown): string => escapeUnsafeText(s(v));
 const items = (body: unknown): Row[] => ((body as { items?: Row[] }).items ?? []);
 
 function need(positionals: string[], n: number, what: string): string[] {
@@ -121,7 +124,8 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
     return group === undefined && !values.help ? 2 : 0;
   }
   const json = values.json === true;
-  const out = (body: unknown, human: () => string) => io.stdout(json ? `${JSON.stringify(body, null, 2)}\n` : human());
+  const out = (body: unknown, human: () => string) =>
+    io.stdout(json ? `${escapeUnsafeJson(JSON.stringify(body, null, 2))}\n` : human());
   try {
     const url = (values.url as string | undefined) ?? io.env.VMKIT_URL ?? 'http://127.0.0.1:8080';
     const client = makeClient(url, resolveKey(values.key as string | undefined, io.env));
@@ -141,10 +145,10 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
         const body = (await client.request('POST', '/api/keys', { name, scopes, ...(expiresAt && { expires_at: expiresAt }) })) as Row;
         out(body, () =>
           [
-            `Created key ${s(body.id)} (${s(body.name)}) with scopes ${(body.scopes as string[]).join(', ')}.`,
+            `Created key ${p(body.id)} (${p(body.name)}) with scopes ${p((body.scopes as string[]).join(', '))}.`,
             'The secret is shown only this once:',
             '',
-            `  ${s(body.secret)}`,
+            `  ${p(body.secret)}`,
             '',
           ].join('\n'),
         );
@@ -173,13 +177,13 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
       case 'keys revoke': {
         const [id] = need(args, 1, 'keys revoke KEY_ID');
         const body = (await client.request('DELETE', `/api/keys/${encodeURIComponent(id ?? '')}`)) as Row;
-        out(body, () => `Revoked key ${s(body.id)} (${s(body.name)}) at ${s(body.revoked_at)}.\n`);
+        out(body, () => `Revoked key ${p(body.id)} (${p(body.name)}) at ${p(body.revoked_at)}.\n`);
         return 0;
       }
       case 'repos add': {
         const [repo] = need(args, 1, 'repos add OWNER/NAME');
         const body = (await client.request('POST', '/api/repos', { repo })) as Row;
-        out(body, () => `Repo ${s(body.repo)} is ${s(body.id)}.\n`);
+        out(body, () => `Repo ${p(body.repo)} is ${p(body.id)}.\n`);
         return 0;
       }
       case 'repos list': {
@@ -197,7 +201,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
       case 'environments create': {
         const [repoId, name] = need(args, 2, 'environments create REPO_ID NAME');
         const body = (await client.request('POST', `/api/repos/${encodeURIComponent(repoId ?? '')}/environments`, { name })) as Row;
-        out(body, () => `Environment ${s(body.name)} is ${s(body.id)}.\n`);
+        out(body, () => `Environment ${p(body.name)} is ${p(body.id)}.\n`);
         return 0;
       }
       case 'environments list': {
@@ -270,7 +274,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
               s(a.client_address),
             ]),
           );
-          return body.next_cursor ? `${text}(more: --cursor ${body.next_cursor})\n` : text;
+          return body.next_cursor ? `${text}(more: --cursor ${p(body.next_cursor)})\n` : text;
         });
         return 0;
       }
@@ -283,7 +287,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
       return 2;
     }
     if (err instanceof RequestFailed) {
-      io.stderr(json ? `${JSON.stringify({ error: err.key, message: err.message })}\n` : `error: ${err.key}: ${err.message}\n`);
+      io.stderr(json ? `${escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message }))}\n` : `error: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`);
       return 1;
     }
     io.stderr(`error: ${(err as Error).message}\n`);
