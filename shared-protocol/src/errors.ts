@@ -61,6 +61,22 @@ export const ERRORS = {
     message: 'The local VM sandbox cannot run on this machine (it needs root, Linux namespaces and OpenSSH).',
   },
   provision_failed: { status: 502, message: 'The compute provider failed to create the VM.' },
+  // provider clients (compute, DNS, GitHub writes) that deploy drives
+  provider_auth_failed: {
+    status: 502,
+    message: 'The provider refused the configured credentials, or they lack a permission this step needs.',
+  },
+  provider_rate_limited: { status: 503, message: "The provider's API rate limit is exhausted; retry after the reset time given." },
+  provider_unavailable: { status: 502, message: 'The provider could not be reached or failed to answer.' },
+  dns_record_conflict: {
+    status: 409,
+    message: 'A DNS record with this name exists and was not created by VMKit; VMKit does not change it.',
+  },
+  dns_failed: { status: 502, message: 'The DNS provider refused to create or update the record.' },
+  github_permission_missing: { status: 422, message: 'The GitHub App lacks a permission this step needs.' },
+  github_repo_empty: { status: 409, message: 'The repository is empty; push a first commit to its default branch.' },
+  github_conflict: { status: 409, message: 'GitHub refused the change because the file or branch changed meanwhile.' },
+  workflow_dispatch_failed: { status: 502, message: 'GitHub refused to start the deploy workflow.' },
   lockout_risk: {
     status: 409,
     message: 'Hardening was refused because nobody could log in afterwards; nothing was changed.',

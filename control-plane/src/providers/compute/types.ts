@@ -28,6 +28,13 @@ export interface CreateVmSpec {
     /** Initial root password; the provider makes a random one when absent. */
     root_password?: string;
   };
+  /**
+   * What the VM is for, attached where the provider can (Hetzner labels), so a retry
+   * or a person in the provider's console can tell VMKit's servers apart: e.g.
+   * `{ environment: 'staging', deploy: 'dep_...' }`. Keys and values: letters, digits,
+   * `-`, `_`, `.`; at most 63 characters.
+   */
+  labels?: Record<string, string>;
 }
 
 export interface CreatedVm {
@@ -53,6 +60,12 @@ export interface ComputeProvider {
    * front: callers persist it before creating, so a crash mid-create can be undone.
    */
   refFor?(instanceId: string): string;
+  /**
+   * The longest enrollment-token lifetime this provider should be handed, for providers
+   * that keep the bootstrap readable after boot (Hetzner keeps user_data): a leaked
+   * token then expires soon after the VM could have used it.
+   */
+  readonly enrollmentTokenTtlMs?: number;
   status(ref: string): Promise<VmStatus>;
   /** Idempotent: destroying a missing or half-made VM succeeds. */
   destroy(ref: string): Promise<void>;
