@@ -1,6 +1,7 @@
 import t from 'tap';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { loopbackPort } from '../../control-plane/src/providers/compute/local.ts';
 import { run } from '../../control-plane/src/providers/compute/run.ts';
@@ -152,21 +153,26 @@ t.test('an agent enrollment becomes the agent program with the control plane URL
 });
 
 t.test('create refuses clearly where the sandbox cannot run (not root)', { skip: prerequisite(process.getuid?.() !== 0 && 'needs root to start a child as nobody') }, async (t) => {
+  const baseDir = join(tmpdir(), `vmk-unprivileged-${process.pid}`);
+  t.teardown(() => rmSync(baseDir, { recursive: true, force: true }));
+  // The child loads the sources as root and only then becomes nobody: the checkout
+  // may be readable by root alone (cloned into /root or a 0700 directory).
   const script = [
     "import { LocalSandboxProvider } from './control-plane/src/providers/compute/local.ts';",
-    "const p = new LocalSandboxProvider({ baseDir: '/tmp/vmk-unprivileged-never-made' });",
+    'process.setgroups([]); process.setgid(65534); process.setuid(65534);',
+    "console.log('uid ' + process.getuid());",
+    `const p = new LocalSandboxProvider({ baseDir: ${JSON.stringify(baseDir)} });`,
     "p.create({ instance_id: 'x', name: 'x' }).then(() => console.log('created'), (e) => console.log(e.key + ': ' + e.message));",
   ].join('\n');
   const r = spawnSync(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', script], {
     cwd: join(import.meta.dirname, '..', '..'),
-    uid: 65534,
-    gid: 65534,
     encoding: 'utf8',
     env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: '/tmp' },
-    timeout: 30_000,
+    timeout: 60_000,
   });
+  t.match(r.stdout, /^uid 65534$/m, 'the child runs as nobody when it calls create', { stderr: r.stderr });
   t.match(r.stdout, /^sandbox_unavailable: The local VM sandbox cannot run here: it needs root/m);
-  t.notOk(existsSync('/tmp/vmk-unprivileged-never-made'));
+  t.notOk(existsSync(baseDir), 'nothing was created');
   t.ok(new ComputeError('sandbox_unavailable', 'x') instanceof Error);
 });
 
