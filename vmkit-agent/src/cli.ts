@@ -18,6 +18,8 @@ commands:
                  register this machine with the control plane and pin its signing keys
   run [--insecure] [--log-level debug|info|warn|error]
                      run the daemon (systemd runs this)
+      [--test-stop-at-harden-steps]
+                     crash tests only: SIGSTOP at every harden step boundary
   status [--json]    connection state, agent id, last command, versions
   version            print the agent and protocol versions
   harden --dry-run [--deploy-key KEY ...] [--root DIR] [--json]
@@ -56,6 +58,8 @@ function parse(argv: string[]) {
         force: { type: 'boolean' },
         json: { type: 'boolean' },
         'log-level': { type: 'string' },
+        // Crash tests only (see startDaemon); the systemd unit never passes it.
+        'test-stop-at-harden-steps': { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
       },
     });
@@ -142,6 +146,7 @@ async function main(argv: string[]): Promise<number | undefined> {
         configFile,
         stateDir: stateDirFlag,
         insecure: values.insecure === true,
+        testStopAtHardenSteps: values['test-stop-at-harden-steps'] === true,
         ...(logLevel !== undefined && isLevel(logLevel) ? { log: createLogger(logLevel) } : {}),
       });
       const log = daemon.log;

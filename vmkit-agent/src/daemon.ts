@@ -4,9 +4,13 @@ import { ConfigError, loadConfig, saveConfig } from './config.ts';
 import type { AgentConfig, PinnedKey } from './config.ts';
 import { AgentConnection } from './connection.ts';
 import { DEFAULT_BACKOFF } from './backoff.ts';
-import { CommandDispatcher } from './dispatcher.ts';
+import { CommandDispatcher, toResult } from './dispatcher.ts';
 import { defaultExecutors } from './executors/index.ts';
 import type { ExecutorRegistry, KeyRing } from './executors/index.ts';
+import { clearHardenJournal, recoverHardenAtStart } from './executors/harden/index.ts';
+import type { HardenEnv } from './executors/harden/index.ts';
+import { execTool } from './executors/harden/exec.ts';
+import { defaultPaths } from './executors/harden/types.ts';
 import { osDescription } from './host.ts';
 import { ResultJournal } from './journal.ts';
 import { createLogger } from './log.ts';
@@ -24,6 +28,12 @@ export interface DaemonOptions {
   insecure: boolean;
   log?: Logger;
   executors?: ExecutorRegistry;
+  /**
+   * Crash tests only (`run --test-stop-at-harden-steps`): the daemon stops itself with
+   * SIGSTOP at every journaled harden step boundary, so a test can SIGKILL it exactly
+   * there or SIGCONT it. Never set by the systemd unit or the installer.
+   */
+  testStopAtHardenSteps?: boolean;
 }
 
 export interface RunningDaemon {
@@ -64,6 +74,14 @@ class ConfigKeyRing implements KeyRing {
   }
 }
 
+/** The crash-test hook: say where, then stop this process until SIGCONT (or SIGKILL). */
+function stopAtBoundary(log: Logger): (step: string) => void {
+  return (step) => {
+    log.warn('test stop at harden step boundary', { step, pid: process.pid });
+    process.kill(process.pid, 'SIGSTOP');
+  };
+}
+
 /** `vmkit-agent run`: loads config and state, then keeps the connection up until SIGTERM. */
 export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const config = await loadConfig(opts.configFile);
@@ -85,7 +103,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   } else if (transport.plain && isLocalHost(transport.url.hostname)) {
     log.info('plain ws:// towards a local address', { connect_url: config.connect_url });
   }
-  const journal = await ResultJournal.open(paths.journal, log);
+  // A harden killed half-way is rolled back (or completed) before anything else runs,
+  // and its outcome becomes the interrupted command's result.
+  const recovery = await recoverHardenAtStart({ dir: paths.harden, paths: defaultPaths('/'), exec: execTool, reload: 'auto' }, log);
+  const journal = await ResultJournal.open(paths.journal, log, Date.now(), (id) => {
+    if (recovery?.commandId !== id || recovery.action === 'finished') return undefined;
+    const o = recovery.outcome;
+    return toResult(id, o.ok ? { status: 'succeeded', output: o.output } : { status: 'failed', error: o.error ?? { key: 'command_interrupted', message: recovery.reason }, output: o.output });
+  });
+  if (recovery) await clearHardenJournal(paths.harden);
+  const hardenEnv: HardenEnv = {
+    journalDir: paths.harden,
+    ...(opts.testStopAtHardenSteps === true ? { onBoundary: stopAtBoundary(log) } : {}),
+  };
   const keys = new ConfigKeyRing(opts.configFile, config, (k) => {
     verifier.setPinnedKeys(k);
     status.update({ pinned_keys: k.map((x) => x.key_id) });
@@ -119,12 +149,14 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const dispatcher = new CommandDispatcher({
     verifier,
     journal,
-    executors: opts.executors ?? defaultExecutors(),
+    executors: opts.executors ?? defaultExecutors({ harden: hardenEnv }),
     keys,
     log,
     send: (m) => connection.send(m),
     signal: abort.signal,
     onCommandFinished: (r, type) => {
+      // The result is journaled now: the harden journal has served its purpose.
+      if (type === 'harden') clearHardenJournal(paths.harden).catch(fail('clearing the harden journal failed'));
       status.update({
         last_command: { id: r.command_id, type, status: r.status, ...(r.error ? { error: r.error.key } : {}), finished_at: r.finished_at },
         unacked_results: journal.unacked().length,

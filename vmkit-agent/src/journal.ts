@@ -41,9 +41,10 @@ export class ResultJournal {
 
   /**
    * Loads the journal. A record still `running` means the agent stopped in the
-   * middle of that command: it becomes a failed result, sent like any other.
+   * middle of that command: it becomes the result `recovered` gives for it (a harden
+   * rolled back or completed at start), else a failed result; sent like any other.
    */
-  static async open(dir: string, log: Logger, now = Date.now()): Promise<ResultJournal> {
+  static async open(dir: string, log: Logger, now = Date.now(), recovered?: (commandId: string) => ResultMsg | undefined): Promise<ResultJournal> {
     const j = new ResultJournal(dir);
     for (const name of await readdir(dir)) {
       if (!name.endsWith('.json') || name.startsWith('.')) continue;
@@ -60,7 +61,11 @@ export class ResultJournal {
         continue;
       }
       j.#records.set(id, rec);
-      if (rec.state === 'running') {
+      const replacement = rec.state === 'running' ? recovered?.(id) : undefined;
+      if (replacement) {
+        log.info('interrupted command answered with the outcome of its recovery', { command_id: id, type: rec.type, status: replacement.status });
+        await j.finish(id, replacement);
+      } else if (rec.state === 'running') {
         log.warn('command was interrupted by an agent restart; reporting it failed', { command_id: id, type: rec.type });
         await j.finish(id, {
           protocol: PROTOCOL_VERSION,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { privateKeyFromPem } from '@vmkit/protocol';
 import type { KeyObject } from 'node:crypto';
 import { ConfigError } from './config.ts';
-import { ensurePrivateDir } from './durable.ts';
+import { ensurePrivateDir, fsyncDir } from './durable.ts';
 
 /**
  * Layout of the state directory (0700):
@@ -11,6 +11,8 @@ import { ensurePrivateDir } from './durable.ts';
  *   agent.pub        its public half, base64url (what the control plane registered)
  *   replay.json      accepted command ids/nonces until they expire
  *   journal/<id>.json one record per accepted command: running, then its result
+ *   harden/           the state before a harden run's first change, while it runs
+ *                     (executors/harden/journal.ts)
  *   status.json      what `vmkit-agent status` prints, rewritten by the daemon
  *   daemon.pid       pid of the running daemon (one per state directory)
  */
@@ -21,6 +23,7 @@ export function statePaths(stateDir: string) {
     publicKey: join(stateDir, 'agent.pub'),
     replay: join(stateDir, 'replay.json'),
     journal: join(stateDir, 'journal'),
+    harden: join(stateDir, 'harden'),
     status: join(stateDir, 'status.json'),
     lock: join(stateDir, 'daemon.pid'),
   };
@@ -33,6 +36,9 @@ export async function prepareStateDir(stateDir: string): Promise<StatePaths> {
   // systemd's StateDirectory= or an older install may have made it wider.
   await chmod(p.dir, 0o700);
   await ensurePrivateDir(p.journal);
+  await ensurePrivateDir(p.harden);
+  // The directories' own entries must survive a power cut before anything is journaled in them.
+  await fsyncDir(p.dir);
   return p;
 }
 

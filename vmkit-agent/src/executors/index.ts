@@ -1,6 +1,7 @@
 import type { CommandType } from '@vmkit/protocol';
 import { factsExecutor } from './facts.ts';
-import { hardenExecutor } from './harden/index.ts';
+import { hardenExecutorSpec } from './harden/index.ts';
+import type { HardenEnv } from './harden/index.ts';
 import { keysRotateExecutor } from './keys-rotate.ts';
 import { pingExecutor } from './ping.ts';
 import type { ExecutorSpec } from './types.ts';
@@ -32,10 +33,10 @@ export class ExecutorRegistry {
  * `ExecutorSpec<'harden'>`, exclusive) and `shell.open` from the ops-shell work;
  * until then those types are answered `unsupported_command`.
  */
-export function defaultExecutors(): ExecutorRegistry {
+export function defaultExecutors(opts: { harden?: HardenEnv } = {}): ExecutorRegistry {
   return new ExecutorRegistry()
     .register('ping', pingExecutor)
     .register('facts', factsExecutor)
     .register('keys.rotate', keysRotateExecutor)
-    .register('harden', hardenExecutor);
+    .register('harden', hardenExecutorSpec(opts.harden));
 }

@@ -13,6 +13,8 @@ export type { HardenEnv, HardenOutcome, HardenProgress, HardenReport } from './r
 export { planHarden } from './plan.ts';
 export type { PlanOptions } from './plan.ts';
 export { takeSnapshot } from './snapshot.ts';
+export { recoverHardenAtStart, clearHardenJournal } from './recover.ts';
+export type { Recovery } from './recover.ts';
 export { defaultPaths } from './types.ts';
 export type { HardenOutput, HardenPaths, HardenPlan, StepReport, SystemSnapshot } from './types.ts';
 export { DROP_IN_NAME, BLOCK_BEGIN, BLOCK_END, MATCH_MARKER } from './sshd-plan.ts';
@@ -22,7 +24,7 @@ export function hardenExecutorSpec(env: HardenEnv = {}): ExecutorSpec<'harden'> 
   return {
     exclusive: true,
     run: async (params, ctx) => {
-      const outcome = await runHarden(params, env, (p) => ctx.progress(p.step, p.state, p.message, p.detail));
+      const outcome = await runHarden(params, { ...env, commandId: ctx.command.id }, (p) => ctx.progress(p.step, p.state, p.message, p.detail));
       const output = outcome.output as unknown as Record<string, unknown>;
       return outcome.ok ? { status: 'succeeded', output } : { status: 'failed', error: outcome.error, output };
     },

@@ -1,8 +1,12 @@
 /**
  * The harden runner: reads a snapshot, plans, refuses what would lock everyone out,
- * then applies the plan with real tools. sshd files change first and are judged by
- * sshd itself (`-t`, then `-T -C` for root and kamal) before any account changes;
- * any failed check restores every touched file exactly as it was.
+ * then applies the plan with real tools in an order that is safe by construction:
+ * group, user, docker socket, ~kamal/.ssh and authorized_keys first, then a check that
+ * kamal can log in with the deploy keys, and only then the sshd files, judged by sshd
+ * itself (`-t`, then `-T -C` for root and kamal), and the reload. Before the first
+ * change the state of everything the plan touches is journaled on disk (journal.ts);
+ * any failed check rolls back files and accounts, and a run killed half-way is rolled
+ * back or finished when the agent starts again (recover.ts).
  */
 import { chmod, chown, mkdir } from 'node:fs/promises';
 import { posix } from 'node:path';
@@ -10,14 +14,18 @@ import type { CommandParams, ErrorKey } from '@vmkit/protocol';
 import { parseGroup, parsePasswd } from './accounts.ts';
 import { execTool, tail } from './exec.ts';
 import type { ExecFn } from './exec.ts';
-import { FileJournal, writeFileAtomic } from './files.ts';
+import { writeFileAtomic } from './files.ts';
+import { HardenJournal, clearHardenJournal, readHardenJournal } from './journal.ts';
+import { checkKamalKeys } from './keys-check.ts';
 import { planHarden } from './plan.ts';
+import { recoverHarden } from './recover.ts';
 import { reloadSshd } from './reload.ts';
+import { rollback } from './rollback.ts';
 import { readText, statOf, takeSnapshot } from './snapshot.ts';
 import { checkEffective, effective, validate } from './sshd.ts';
 import type { SshdTool } from './sshd.ts';
-import { HARDEN_USER, defaultPaths } from './types.ts';
-import type { Action, HardenOutput, HardenPaths, HardenPlan, Owner, PlannedStep, StepReport } from './types.ts';
+import { HARDEN_GROUP, HARDEN_HOME, HARDEN_USER, defaultPaths, underRoot } from './types.ts';
+import type { Action, HardenOutput, HardenPaths, HardenPlan, Owner, PlannedStep, StepName, StepReport } from './types.ts';
 
 export interface HardenEnv {
   /** Root of the file system to harden ('/' in production; a fixture tree in tests). */
@@ -31,6 +39,40 @@ export interface HardenEnv {
   /** Extra arguments for every sshd call (tests: `-h <temp host key>`). */
   sshdArgs?: readonly string[];
   exec?: ExecFn;
+  /** Where the run journals the state before its first change (the agent's state dir); none: memory only. */
+  journalDir?: string;
+  /** The command this run serves, recorded in the journal so a restart can answer it. */
+  commandId?: string | null;
+  /**
+   * Called at every step boundary once it is journaled. Only `vmkit-agent run
+   * --test-stop-at-harden-steps` sets it (crash tests); the systemd unit never does.
+   */
+  onBoundary?: (step: string) => void;
+}
+
+/** Steps that cannot lock anyone out; every other step waits for the keys check. */
+const ACCOUNT_PHASE: readonly string[] = ['group_docker', 'user_kamal', 'docker_socket', 'ssh_dir', 'authorized_keys'] satisfies StepName[];
+/** Steps applied only when accounts are managed (the real root). */
+const ACCOUNT_ONLY: readonly string[] = ['group_docker', 'user_kamal'] satisfies StepName[];
+
+/**
+ * Every path the steps may change, first change first: what each action names, the
+ * parent a write may create, and the home useradd/usermod make. New actions in the
+ * plan are covered without touching the journal.
+ */
+function touchedPaths(steps: readonly PlannedStep[], paths: HardenPaths): string[] {
+  const out: string[] = [];
+  for (const s of steps) {
+    for (const a of s.actions) {
+      if (a.kind === 'exec') {
+        if (a.file === 'useradd' || a.file === 'usermod') out.push(underRoot(paths.root, HARDEN_HOME));
+        continue;
+      }
+      if (a.kind === 'write') out.push(posix.dirname(a.path));
+      out.push(a.path);
+    }
+  }
+  return out;
 }
 
 export interface HardenProgress {
@@ -91,7 +133,7 @@ async function refuseLinks(path: string): Promise<void> {
   }
 }
 
-async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, journal: FileJournal): Promise<void> {
+async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn): Promise<void> {
   if (action.kind !== 'exec') await refuseLinks(action.path);
   switch (action.kind) {
     case 'exec': {
@@ -100,7 +142,6 @@ async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, jou
       return;
     }
     case 'mkdir': {
-      await journal.backup(action.path);
       const { uid, gid } = await resolveOwner(paths, action.owner);
       await mkdir(action.path, { mode: action.mode });
       await chown(action.path, uid, gid);
@@ -111,10 +152,8 @@ async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, jou
       // sshd_config.d may be missing where the Include names it (glob matches nothing).
       const parent = posix.dirname(action.path);
       if ((await statOf(parent)) === null) {
-        await journal.backup(parent);
         await mkdir(parent, { mode: 0o755 });
       }
-      await journal.backup(action.path);
       const before = await statOf(action.path);
       const { uid, gid } =
         action.owner === 'keep'
@@ -124,13 +163,11 @@ async function applyAction(action: Action, paths: HardenPaths, exec: ExecFn, jou
       return;
     }
     case 'chown': {
-      await journal.backup(action.path);
       const { uid, gid } = await resolveOwner(paths, action.owner);
       await chown(action.path, uid, gid);
       return;
     }
     case 'chmod': {
-      await journal.backup(action.path);
       await chmod(action.path, action.mode);
       return;
     }
@@ -186,63 +223,120 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
     return { ok: true, output: output(applicable.length > 0 ? 'hardened' : 'already_hardened', false) };
   }
 
-  const journal = new FileJournal();
+  // A run that died before this one is dealt with first (the daemon does this at start;
+  // this covers a journal left by other means).
+  if (env.journalDir !== undefined) {
+    const found = await readHardenJournal(env.journalDir);
+    if (found.state === 'unreadable') {
+      const message = `Hardening was refused, nothing was changed: the journal of an earlier run in ${env.journalDir} is unreadable (${found.reason}); inspect and remove it.`;
+      return { ok: false, error: { key: 'command_failed', message }, output: output('refused', false, { failed_check: 'journal' }) };
+    }
+    if (found.state === 'found') {
+      await recoverHarden(found, { dir: env.journalDir, paths, exec, reload: reloadMode });
+      await clearHardenJournal(env.journalDir);
+    }
+  }
+
+  const accountSteps = plan.steps.filter((s) => ACCOUNT_PHASE.includes(s.step));
+  // Everything else (the sshd files, whatever the plan adds) comes after the keys check.
+  const sshdSteps = plan.steps.filter((s) => !ACCOUNT_PHASE.includes(s.step));
+  const willApply = (s: PlannedStep) => s.changed && (manageAccounts || !ACCOUNT_ONLY.includes(s.step));
+  if (applicable.length === 0) {
+    const failures = await checkEffective(tool, ['root', HARDEN_USER]);
+    if (failures.length > 0) {
+      const message = `sshd -T shows the hardening is not in effect: ${failures.join('; ')}`;
+      report({ step: 'sshd -T', state: 'failed', message });
+      return { ok: false, error: { key: 'sshd_effective_check_failed', message }, output: output('failed', false, { failed_check: 'sshd -T' }) };
+    }
+    report({ step: 'sshd_effective', state: 'done' });
+    return { ok: true, output: output('already_hardened', true) };
+  }
+
+  const sshdChanges = sshdSteps.some(willApply);
+  const completed = output('hardened', true);
+  if (sshdChanges) completed.steps.push({ step: 'sshd_reload', changed: reloadMode === 'auto', detail: reloadMode === 'auto' ? 'reloaded' : 'skipped' });
+  let journal: HardenJournal;
+  try {
+    journal = await HardenJournal.begin({
+      dir: env.journalDir,
+      commandId: env.commandId ?? null,
+      paths,
+      files: touchedPaths(applicable, paths),
+      accounts: manageAccounts ? { users: [{ name: HARDEN_USER, home: HARDEN_HOME }], groups: [HARDEN_GROUP, HARDEN_USER] } : null,
+      output: completed,
+      onBoundary: env.onBoundary,
+    });
+  } catch (err) {
+    const message = `Hardening was refused, nothing was changed: the state before the change could not be journaled: ${(err as Error).message}`;
+    report({ step: 'journal', state: 'failed', message });
+    return { ok: false, error: { key: 'command_failed', message }, output: output('refused', false, { failed_check: 'journal' }) };
+  }
+
+  let reloadAttempted = false;
   const fail = async (err: StepFailure): Promise<HardenOutcome> => {
     report({ step: err.check, state: 'failed', message: err.message });
-    const { restored, errors } = await journal.restore();
-    const suffix = errors.length > 0 ? ` Restoring failed for: ${errors.join('; ')}` : '';
-    return {
+    const rb = await rollback(journal.before, paths, exec);
+    // sshd was told to read the hardened files: bring it back onto the restored ones.
+    if (reloadAttempted) await reloadSshd(exec, paths);
+    const suffix = rb.errors.length > 0 ? ` Restoring failed for: ${rb.errors.join('; ')}` : '';
+    const outcome: HardenOutcome = {
       ok: false,
       error: { key: err.key, message: `${err.message}${suffix}` },
-      output: output('failed', false, { failed_check: err.check, restored }),
+      output: output('failed', false, { failed_check: err.check, restored: rb.restored, ...(rb.accounts.length > 0 ? { accounts_restored: rb.accounts } : {}) }),
     };
+    await journal.finish({ ok: false, error: outcome.error, output: outcome.output as unknown as Record<string, unknown> }).catch(() => undefined);
+    return outcome;
   };
 
-  const byName = (name: PlannedStep['step']) => plan.steps.find((s) => s.step === name);
+  const apply = async (s: PlannedStep): Promise<void> => {
+    if (!s.changed) return;
+    if (!willApply(s)) {
+      report({ step: s.step, state: 'skipped', message: 'accounts are not managed in this run' });
+      return;
+    }
+    report({ step: s.step, state: 'started' });
+    for (const a of s.actions) await applyAction(a, paths, exec);
+    await journal.step(s.step);
+    report({ step: s.step, state: 'done', ...(s.step === 'sshd_config' ? { detail: { placement: plan.placement } } : {}) });
+  };
+
   try {
-    // 1. sshd files, judged by sshd before anything else changes.
-    const sshdStep = byName('sshd_config');
-    if (sshdStep?.changed) {
-      report({ step: 'sshd_config', state: 'started' });
-      for (const a of sshdStep.actions) await applyAction(a, paths, exec, journal);
+    // 1. group, user, docker socket, ~kamal/.ssh, authorized_keys: nothing here can
+    //    lock anyone out, and the sshd changes below need them in place.
+    for (const s of accountSteps) await apply(s);
+    const keyProblems = await checkKamalKeys(paths, params.deploy_keys);
+    if (keyProblems.length > 0) throw new StepFailure('command_failed', 'authorized_keys check', `${HARDEN_USER} could not log in with the deploy keys: ${keyProblems.join('; ')}`);
+    await journal.step('keys_checked', { sshdTouched: sshdChanges });
+    report({ step: 'authorized_keys_check', state: 'done' });
+
+    // 2. sshd files, judged by sshd itself.
+    for (const s of sshdSteps) await apply(s);
+    if (sshdChanges) {
       const v = await validate(tool);
       if (!v.ok) throw new StepFailure('sshd_validation_failed', 'sshd -t', `sshd -t rejected the hardened configuration: ${v.message}`);
-      report({ step: 'sshd_config', state: 'done', detail: { placement: plan.placement } });
+      await journal.step('sshd_validated');
     }
     const failures = await checkEffective(tool, ['root', HARDEN_USER]);
     if (failures.length > 0) {
       throw new StepFailure('sshd_effective_check_failed', 'sshd -T', `sshd -T shows the hardening is not in effect: ${failures.join('; ')}`);
     }
+    await journal.step('checks_passed', { checksPassed: true });
     report({ step: 'sshd_effective', state: 'done' });
-
-    // 2. accounts, docker socket, keys.
-    for (const name of ['group_docker', 'user_kamal', 'docker_socket', 'ssh_dir', 'authorized_keys'] as const) {
-      const s = byName(name);
-      if (!s?.changed) continue;
-      if (!manageAccounts && (name === 'group_docker' || name === 'user_kamal')) {
-        report({ step: name, state: 'skipped', message: 'accounts are not managed in this run' });
-        continue;
-      }
-      report({ step: name, state: 'started' });
-      for (const a of s.actions) await applyAction(a, paths, exec, journal);
-      report({ step: name, state: 'done' });
-    }
 
     // 3. the running sshd.
     let reloadHow = 'not needed';
-    if (sshdStep?.changed && reloadMode === 'auto') {
+    if (sshdChanges && reloadMode === 'auto') {
+      reloadAttempted = true;
       const r = await reloadSshd(exec, paths);
-      if (!r.ok) {
-        const outcome = await fail(new StepFailure('reload_failed', 'reload', r.message));
-        await reloadSshd(exec, paths); // best effort: back onto the restored config
-        return outcome;
-      }
+      if (!r.ok) return await fail(new StepFailure('reload_failed', 'reload', r.message));
       reloadHow = r.how;
-    } else if (sshdStep?.changed) reloadHow = 'skipped';
+      await journal.step('sshd_reload');
+    } else if (sshdChanges) reloadHow = 'skipped';
     report({ step: 'sshd_reload', state: reloadHow === 'skipped' ? 'skipped' : 'done', message: reloadHow });
-    const changed = applicable.length > 0;
-    const out = output(changed ? 'hardened' : 'already_hardened', true);
-    if (sshdStep?.changed) out.steps.push({ step: 'sshd_reload', changed: reloadHow !== 'skipped', detail: reloadHow });
+    const out = output('hardened', true);
+    if (sshdChanges) out.steps.push({ step: 'sshd_reload', changed: reloadHow !== 'skipped', detail: reloadHow });
+    // Not recorded is harmless: a restart finds the checks passed and completes the run.
+    await journal.finish({ ok: true, output: out as unknown as Record<string, unknown> }).catch(() => undefined);
     return { ok: true, output: out };
   } catch (err) {
     if (err instanceof StepFailure) return fail(err);

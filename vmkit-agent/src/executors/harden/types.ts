@@ -133,7 +133,7 @@ export interface StepReport {
 export type HardenStatus = 'hardened' | 'already_hardened';
 
 export interface HardenOutput {
-  status: HardenStatus | 'refused' | 'failed';
+  status: HardenStatus | 'refused' | 'failed' | 'rolled_back';
   dry_run: boolean;
   steps: StepReport[];
   docker: 'ok' | 'not_installed' | 'not_running';
@@ -141,6 +141,10 @@ export interface HardenOutput {
   /** The check that failed, when one did. */
   failed_check?: string;
   restored?: string[];
+  /** Accounts a rollback deleted or changed back (`user kamal deleted`). */
+  accounts_restored?: string[];
+  /** Set when the agent died mid-run and, at its next start, rolled the run back or completed it. */
+  recovery?: { action: 'rolled_back' | 'completed'; reason: string };
   /** Things the caller should know (e.g. sshd -T could not read the current config). */
   notes?: string[];
 }
