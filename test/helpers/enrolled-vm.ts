@@ -11,6 +11,7 @@ import { updateInstance } from '../../control-plane/src/db/instances.ts';
 import type { TestControlPlane } from './control-plane.ts';
 import { startSandbox } from './sandbox.ts';
 import type { TestSandbox } from './sandbox.ts';
+import type { LocalSandboxProvider } from '../../control-plane/src/providers/compute/local.ts';
 
 export interface EnrolledVm {
   id: string;
@@ -20,7 +21,7 @@ export interface EnrolledVm {
 export async function startEnrolledVm(
   t: { teardown(fn: () => unknown): void },
   cp: TestControlPlane,
-  opts: { name: string; rootPassword: string; connectTimeoutMs?: number },
+  opts: { name: string; rootPassword: string; connectTimeoutMs?: number; provider?: LocalSandboxProvider },
 ): Promise<EnrolledVm> {
   const inst = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: opts.name } });
   const tok = await cp.api<{ token: string }>('POST', `/api/instances/${inst.body.id}/enrollment-token`);
@@ -29,6 +30,7 @@ export async function startEnrolledVm(
     name: opts.name,
     rootPassword: opts.rootPassword,
     enrollment: { control_plane_url: cp.url, token: tok.body.token },
+    ...(opts.provider === undefined ? {} : { provider: opts.provider }),
   });
   await updateInstance(cp.ctx.db, inst.body.id, { sshHost: sb.vm.address, sshPort: 22, status: 'running' });
   const deadline = Date.now() + (opts.connectTimeoutMs ?? 90_000);

@@ -107,7 +107,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   // and its outcome becomes the interrupted command's result.
   const recovery = await recoverHardenAtStart({ dir: paths.harden, paths: defaultPaths('/'), exec: execTool, reload: 'auto' }, log);
   const journal = await ResultJournal.open(paths.journal, log, Date.now(), (id) => {
-    if (recovery?.commandId !== id || recovery.action === 'finished') return undefined;
+    if (recovery?.commandId !== id) return undefined;
     const o = recovery.outcome;
     return toResult(id, o.ok ? { status: 'succeeded', output: o.output } : { status: 'failed', error: o.error ?? { key: 'command_interrupted', message: recovery.reason }, output: o.output });
   });

@@ -24,7 +24,7 @@ export interface RecoveryEnv {
 
 export interface Recovery {
   commandId: string | null;
-  /** `finished`: the run had ended before the agent stopped; its own outcome stands. */
+  /** `finished`: the run had ended before the agent stopped; its own outcome stands (a success is marked completed). */
   action: 'rolled_back' | 'completed' | 'finished';
   reason: string;
   outcome: JournalFinished;
@@ -71,7 +71,11 @@ export async function recoverHarden(found: { before: JournalBefore; progress: Jo
   const journal = HardenJournal.resume(env.dir, found.before, found.progress);
   const { before, progress } = found;
   if (progress.finished) {
-    return { commandId: before.command_id, action: 'finished', reason: 'the run had finished before the agent stopped', outcome: progress.finished };
+    // Its own outcome stands; a success says how it reached the command's result.
+    const reason = 'the run had finished before the agent stopped';
+    const f = progress.finished;
+    const outcome = f.ok ? { ...f, output: { ...f.output, recovery: { action: 'completed', reason } } } : f;
+    return { commandId: before.command_id, action: 'finished', reason, outcome };
   }
   if (!progress.checks_passed) {
     return rollBack(journal, env, `last step journaled: ${lastStep(progress)}; not every check had passed`);
