@@ -107,7 +107,14 @@ export async function recoverHardenAtStart(env: RecoveryEnv, log: Logger): Promi
     log.error('harden journal unreadable; hardening is refused until it is inspected and removed', { dir: env.dir, reason: found.reason });
     return null;
   }
-  const r = await recoverHarden(found, env);
+  let r: Recovery;
+  try {
+    r = await recoverHarden(found, env);
+  } catch (err) {
+    // Left in place: the next harden run tries again before it changes anything.
+    log.error('harden journal could not be recovered; the next harden run retries first', { dir: env.dir, error: (err as Error).message });
+    return null;
+  }
   const fields = { command_id: r.commandId, reason: r.reason, ...(r.outcome.error ? { message: r.outcome.error.message } : {}) };
   if (r.action === 'rolled_back') log.warn('harden was interrupted by an agent restart: rolled back every change', fields);
   else if (r.action === 'completed') log.warn('harden was interrupted by an agent restart after every check had passed: completed it', fields);
