@@ -97,6 +97,23 @@ if (fileNeeds(await cannotRunSshd())) {
     t.same(seen, BOUNDARIES, 'accounts and keys, then their check, then sshd');
   });
 
+  t.test('a recovery killed before it recorded its outcome is simply run again', async (t) => {
+    const { fx, journalDir } = await setup(t, 'no-include');
+    const before = await treeState(fx.root);
+    const run = await killedRun(fx.root, journalDir, 'sshd_validated');
+    t.equal(run.signal, 'SIGKILL', run.stderr.slice(-1500));
+    const found = await readHardenJournal(journalDir);
+    if (found.state !== 'found') throw new Error('no journal');
+    const env = { dir: journalDir, paths: fx.paths, exec: ns.exec, reload: 'skip' as const };
+    const first = await recoverHarden(found, env);
+    t.equal(first.action, 'rolled_back');
+    // As if the agent died again right before the outcome was journaled.
+    const again = await recoverHarden({ before: found.before, progress: found.progress }, env);
+    t.equal(again.action, 'rolled_back', 'the same decision');
+    t.same((again.outcome.output as { restored?: string[] }).restored, [], 'nothing left to put back');
+    t.same(withoutTimes(await treeState(fx.root)), withoutTimes(before), 'byte for byte');
+  });
+
   for (const fixture of ['no-include', 'match-passwords', 'crlf-odd-case']) {
     t.test(`${fixture}: killed after the sshd files were rewritten, every byte comes back`, async (t) => {
       const { fx, journalDir } = await setup(t, fixture);

@@ -130,6 +130,39 @@ t.test('the journal turns interrupted commands into failures and prunes acknowle
   t.notOk(readFileSync(join(dir, 'j', `${b.id}.json`), 'utf8').includes('"acked":true'));
 });
 
+t.test('an interrupted harden gets the result its recovery at start gives, not a generic failure', async (t) => {
+  const dir = tempDir(t);
+  mkdirSync(join(dir, 'j'));
+  const cp = fixtureKey('control_plane');
+  const agentId = newId('agent');
+  const j = await ResultJournal.open(join(dir, 'j'), quiet);
+  const harden = signCommand(cp, { agentId, type: 'harden', params: { deploy_keys: [], dry_run: false } }).envelope;
+  const other = signCommand(cp, { agentId, type: 'facts', params: {} }).envelope;
+  await j.begin(harden);
+  await j.begin(other);
+  const recovered = {
+    protocol: 1 as const,
+    type: 'result' as const,
+    command_id: harden.id,
+    status: 'failed' as const,
+    error: { key: 'command_interrupted', message: 'rolled every change back' },
+    output: { status: 'rolled_back', recovery: { action: 'rolled_back', reason: 'last step journaled: user_kamal' } },
+    finished_at: 2,
+  };
+  const reopened = await ResultJournal.open(join(dir, 'j'), quiet, Date.now(), (id) => (id === harden.id ? recovered : undefined));
+  t.same(reopened.get(harden.id)?.result, recovered, 'the harden answers with its recovery');
+  t.match(reopened.get(other.id), { result: { error: { key: 'command_interrupted' } } }, 'others stay generic failures');
+});
+
+t.test('the crash-test stop flag is never passed by the systemd unit or the installer', async (t) => {
+  const root = join(import.meta.dirname, '..', '..');
+  for (const f of ['scripts/vmkit-agent.service', 'scripts/install-agent.sh']) {
+    const text = readFileSync(join(root, f), 'utf8');
+    t.match(text, /\brun\b/, `${f} starts the daemon`);
+    t.notMatch(text, /test-stop/, `${f} never passes --test-stop-at-harden-steps`);
+  }
+});
+
 t.test('stopping waits (bounded) for a running command to finish and journal its result', async (t) => {
   const dir = tempDir(t);
   mkdirSync(join(dir, 'journal'));
