@@ -145,7 +145,7 @@ t.test('an interrupted harden gets the result its recovery at start gives, not a
     type: 'result' as const,
     command_id: harden.id,
     status: 'failed' as const,
-    error: { key: 'command_interrupted', message: 'rolled every change back' },
+    error: { key: 'command_interrupted' as const, message: 'rolled every change back' },
     output: { status: 'rolled_back', recovery: { action: 'rolled_back', reason: 'last step journaled: user_kamal' } },
     finished_at: 2,
   };
