@@ -1,10 +1,9 @@
 import type { CommandEnvelope } from '@vmkit/protocol';
 
 /**
- * What the hub and the command bus need from storage. The SQLite implementation
- * lives in src/db/{agents,commands}.ts; an in-memory one (memory-store.ts) backs
- * unit tests and the benchmark's sanity checks. Methods are async so a PostgreSQL
- * implementation fits behind the same interface.
+ * What the hub and the command bus need from storage. The one implementation is
+ * SqliteHubStore (src/db/hub-store.ts), which the tests use too, on a temp file.
+ * Methods are async so a PostgreSQL implementation fits behind the same interface.
  */
 
 export interface AgentIdentity {
