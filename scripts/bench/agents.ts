@@ -127,7 +127,15 @@ interface Fanout {
 async function startServer(): Promise<ServerHandle> {
   const child = nodeProcess(
     'scripts/bench/agents-server.ts',
-    { BENCH_DATA_DIR: dataDir, BENCH_PORT: String(port), VMKIT_AGENT_HANDSHAKES_PER_SECOND: String(HPS) },
+    {
+      BENCH_DATA_DIR: dataDir,
+      BENCH_PORT: String(port),
+      VMKIT_AGENT_HANDSHAKES_PER_SECOND: String(HPS),
+      // Every simulated agent dials from 127.0.0.1: the per-address pre-auth budget
+      // would measure itself, not the hub.
+      VMKIT_AGENT_PREAUTH_PER_ADDRESS_PER_SECOND: '1000000',
+      VMKIT_AGENT_MAX_PENDING_HANDSHAKES: String(Math.max(5_000, N)),
+    },
     ['--expose-gc', ...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [])],
   );
   let next = 0;

@@ -13,6 +13,7 @@ import {
   verifyHello,
 } from '@vmkit/protocol';
 import type { AgentMessage, MessageOf, ServerMessage } from '@vmkit/protocol';
+import { PerAddressLimiter } from './pre-auth.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
 import type { AgentIdentity, AgentStateStore } from './store.ts';
 import { TokenBucket } from './token-bucket.ts';
@@ -77,9 +78,21 @@ export interface HubOptions {
   deadAfterMs?: number;
   /** Time allowed between `challenge` and `hello`. Default 10 s. */
   handshakeTimeoutMs?: number;
-  /** Handshakes started per second (token bucket); more are answered `overloaded`. Default 200. */
+  /**
+   * Verified handshakes completed per second (token bucket); an agent whose hello
+   * verified over this bound is answered `overloaded` with its retry slot. Only agents
+   * that proved their identity take tokens or slots. Default 200.
+   */
   handshakesPerSecond?: number;
   handshakeBurst?: number;
+  /** Upgrade attempts per second per client address before the hello (pre-auth stage); more get HTTP 429. Default 20. */
+  preAuthPerAddressPerSecond?: number;
+  /** Default twice the per-address rate. */
+  preAuthPerAddressBurst?: number;
+  /** Unauthenticated connections (challenge sent, no verified hello yet) held at once; more get HTTP 503. Default 5,000. */
+  maxPendingHandshakes?: number;
+  /** The client address of an upgrade request (honours --trust-proxy); default the socket's peer address. */
+  clientAddress?: (req: IncomingMessage) => string;
   /** last_seen is written in one batch this often. Default 5 s. */
   lastSeenFlushMs?: number;
   /** Malformed/unknown frames tolerated on an open connection before it is closed. Default 5. */
@@ -109,6 +122,8 @@ export interface HubStats {
   handshaking: number;
   handshakesCompleted: number;
   refusedOverloaded: number;
+  /** Upgrades refused by the per-address pre-auth budget or the pending-handshake cap. */
+  refusedPreAuth: number;
   refusedUnauthorized: number;
   invalidFrames: number;
   deadDropped: number;
@@ -129,6 +144,9 @@ export class AgentHub implements AgentLink {
   readonly #keys: SigningKeyRing;
   readonly #log: HubLogger;
   readonly #bucket: TokenBucket;
+  readonly #preAuth: PerAddressLimiter;
+  readonly #maxPending: number;
+  readonly #clientAddress: (req: IncomingMessage) => string;
   readonly #wss: WebSocketServer;
   readonly #open = new Map<string, Connection>();
   readonly #handshaking = new Set<Connection>();
@@ -141,6 +159,7 @@ export class AgentHub implements AgentLink {
   #stats: Omit<HubStats, 'connected' | 'handshaking'> = {
     handshakesCompleted: 0,
     refusedOverloaded: 0,
+    refusedPreAuth: 0,
     refusedUnauthorized: 0,
     invalidFrames: 0,
     deadDropped: 0,
@@ -158,6 +177,10 @@ export class AgentHub implements AgentLink {
     const perSecond = opts.handshakesPerSecond ?? 200;
     this.#handshakesPerSecond = perSecond;
     this.#bucket = new TokenBucket({ perSecond, burst: opts.handshakeBurst ?? perSecond });
+    const perAddress = opts.preAuthPerAddressPerSecond ?? 20;
+    this.#preAuth = new PerAddressLimiter({ perSecond: perAddress, burst: opts.preAuthPerAddressBurst ?? perAddress * 2 });
+    this.#maxPending = opts.maxPendingHandshakes ?? 5_000;
+    this.#clientAddress = opts.clientAddress ?? ((req) => req.socket.remoteAddress ?? 'unknown');
     this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
   }
 
@@ -173,6 +196,7 @@ export class AgentHub implements AgentLink {
       setInterval(() => this.#pingAll(), this.heartbeatIntervalMs),
       setInterval(() => this.#dropSilent(), tick),
       setInterval(() => void this.flushLastSeen(), this.#lastSeenFlushMs),
+      setInterval(() => this.#preAuth.prune(), 10_000),
     );
     for (const t of this.#timers) t.unref();
   }
@@ -187,7 +211,19 @@ export class AgentHub implements AgentLink {
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, req));
+    // Pre-auth stage: refused here before a WebSocket, a nonce or a timer exists, and
+    // without touching the handshake bucket or the retry slots of verified agents.
+    const address = this.#clientAddress(req);
+    if (this.#handshaking.size >= this.#maxPending) {
+      this.#refuseUpgrade(socket, 503, 1_000, address, 'too many unauthenticated connections are open');
+      return;
+    }
+    const verdict = this.#preAuth.take(address);
+    if (!verdict.ok) {
+      this.#refuseUpgrade(socket, 429, verdict.retryAfterMs, address, 'too many connection attempts from this address');
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, address));
   }
 
   isConnected(agentId: string): boolean {
@@ -270,24 +306,21 @@ export class AgentHub implements AgentLink {
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
   }
 
-  #accept(ws: WebSocket, req: IncomingMessage): void {
-    const remote = req.socket.remoteAddress ?? 'unknown';
+  #refuseUpgrade(socket: Duplex, status: 429 | 503, retryAfterMs: number, address: string, why: string): void {
+    this.#stats.refusedPreAuth++;
+    this.#log.debug({ remote: address, status, retryAfterMs }, `hub: upgrade refused: ${why}`);
+    const body = JSON.stringify({ error: 'rate_limited', message: `${why}; retry in ${retryAfterMs} ms` });
+    const reason = status === 429 ? 'Too Many Requests' : 'Service Unavailable';
+    socket.end(
+      `HTTP/1.1 ${status} ${reason}\r\nConnection: close\r\nRetry-After: ${Math.ceil(retryAfterMs / 1000)}\r\n` +
+        `Content-Type: application/json; charset=utf-8\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+
+  #accept(ws: WebSocket, remote: string): void {
     ws.on('error', (err) => this.#log.debug({ err, remote }, 'hub: socket error'));
     if (this.#closing) {
       ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
-      return;
-    }
-    if (!this.#bucket.take()) {
-      this.#stats.refusedOverloaded++;
-      const retryAfter = this.#bucket.retryAfterMs();
-      this.#sendRaw(ws, {
-        protocol: PROTOCOL_VERSION,
-        type: 'error',
-        key: 'overloaded',
-        message: `too many agents are connecting; retry in ${retryAfter} ms`,
-        retry_after_ms: retryAfter,
-      });
-      ws.close(HUB_CLOSE.overloaded, 'overloaded');
       return;
     }
     const conn = new Connection(ws, newChallengeNonce(), Date.now(), remote);
@@ -381,6 +414,14 @@ export class AgentHub implements AgentLink {
     }
     if (!ok) {
       this.#unauthorized(conn, hello.agent_id, 'the hello signature does not verify under the registered key');
+      return;
+    }
+    // The handshake bound is charged only here, by agents that proved who they are: a
+    // flood of unauthenticated peers never takes these tokens nor moves these slots.
+    if (!this.#bucket.take()) {
+      this.#stats.refusedOverloaded++;
+      const retryAfter = this.#bucket.retryAfterMs();
+      this.#refuse(conn, 'overloaded', `too many agents are connecting; retry in ${retryAfter} ms`, HUB_CLOSE.overloaded, retryAfter);
       return;
     }
     clearTimeout(conn.handshakeTimer);
@@ -515,9 +556,15 @@ export class AgentHub implements AgentLink {
     this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
   }
 
-  #refuse(conn: Connection, key: string, message: string, code: number): void {
+  #refuse(conn: Connection, key: string, message: string, code: number, retryAfterMs?: number): void {
     if (conn.phase === 'closed' && conn.ws.readyState !== WebSocket.OPEN) return;
-    this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'error', key, message: message.slice(0, 2048) });
+    this.#sendRaw(conn.ws, {
+      protocol: PROTOCOL_VERSION,
+      type: 'error',
+      key,
+      message: message.slice(0, 2048),
+      ...(retryAfterMs !== undefined && { retry_after_ms: retryAfterMs }),
+    });
     // Close reasons are limited to 123 bytes.
     conn.ws.close(code, key.slice(0, 120));
     if (conn.phase !== 'open') {

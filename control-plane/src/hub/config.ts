@@ -7,8 +7,12 @@ export interface AgentHubConfig {
   /** An agent silent this long is marked `disconnected`. */
   deadAfterMs: number;
   handshakeTimeoutMs: number;
-  /** Handshakes per second before agents are told `overloaded` with retry_after_ms. */
+  /** Verified handshakes per second before agents are told `overloaded` with retry_after_ms. */
   handshakesPerSecond: number;
+  /** Upgrade attempts per second per client address before any hello (burst twice that); more get HTTP 429. */
+  preAuthPerAddressPerSecond: number;
+  /** Unauthenticated connections held at once; more get HTTP 503. */
+  maxPendingHandshakes: number;
   lastSeenFlushMs: number;
   /** Lifetime of an enrollment token. */
   enrollmentTokenTtlMs: number;
@@ -26,6 +30,8 @@ const ENV: Record<keyof AgentHubConfig, string> = {
   deadAfterMs: 'VMKIT_AGENT_DEAD_AFTER_MS',
   handshakeTimeoutMs: 'VMKIT_AGENT_HANDSHAKE_TIMEOUT_MS',
   handshakesPerSecond: 'VMKIT_AGENT_HANDSHAKES_PER_SECOND',
+  preAuthPerAddressPerSecond: 'VMKIT_AGENT_PREAUTH_PER_ADDRESS_PER_SECOND',
+  maxPendingHandshakes: 'VMKIT_AGENT_MAX_PENDING_HANDSHAKES',
   lastSeenFlushMs: 'VMKIT_AGENT_LAST_SEEN_FLUSH_MS',
   enrollmentTokenTtlMs: 'VMKIT_ENROLLMENT_TOKEN_TTL_MS',
 };
@@ -47,6 +53,8 @@ export function agentHubConfig(config: Config, env: NodeJS.ProcessEnv = process.
     deadAfterMs: pick('deadAfterMs', heartbeatIntervalMs * 3),
     handshakeTimeoutMs: pick('handshakeTimeoutMs', 10_000),
     handshakesPerSecond: pick('handshakesPerSecond', 200),
+    preAuthPerAddressPerSecond: pick('preAuthPerAddressPerSecond', 20),
+    maxPendingHandshakes: pick('maxPendingHandshakes', 5_000),
     lastSeenFlushMs: pick('lastSeenFlushMs', 5_000),
     enrollmentTokenTtlMs: pick('enrollmentTokenTtlMs', 60 * 60_000),
   };

@@ -8,6 +8,7 @@ import type { CommandBus } from './command-bus.ts';
 import { agentHubConfig } from './config.ts';
 import type { AgentHubConfig } from './config.ts';
 import { KeyRotation } from './key-rotation.ts';
+import { clientAddressResolver } from './pre-auth.ts';
 import { FileKeyRing } from './signing-keys.ts';
 
 declare module '../app.ts' {
@@ -48,6 +49,9 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     deadAfterMs: cfg.deadAfterMs,
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     handshakesPerSecond: cfg.handshakesPerSecond,
+    preAuthPerAddressPerSecond: cfg.preAuthPerAddressPerSecond,
+    maxPendingHandshakes: cfg.maxPendingHandshakes,
+    clientAddress: clientAddressResolver(ctx.config.trustProxy),
     lastSeenFlushMs: cfg.lastSeenFlushMs,
   });
   const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger });

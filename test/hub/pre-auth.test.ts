@@ -1,0 +1,131 @@
+import t from 'tap';
+import type { IncomingMessage } from 'node:http';
+import { PerAddressLimiter, addressKey, clientAddressResolver } from '../../control-plane/src/hub/pre-auth.ts';
+import { TEST_RECONNECT } from '../agent/agent-process.ts';
+import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { upgradeFlood } from '../helpers/hub-flood.ts';
+import { HeldRelay } from '../helpers/hub-relay.ts';
+import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { FakeAgent } from './fake-agent.ts';
+import { startHub } from './hub-setup.ts';
+
+/**
+ * The hub's pre-auth budget: unauthenticated upgrades are limited per client address
+ * (HTTP 429 before any WebSocket), and only agents whose hello verified take handshake
+ * tokens or retry slots, so a flood of strangers cannot push an enrolled agent away.
+ */
+
+const FLOOD = 2_000;
+
+t.test('each address has its own pre-auth budget; a refusal names that address’s own refill, not a shared queue', async (t) => {
+  let now = 1_000_000;
+  const limiter = new PerAddressLimiter({ perSecond: 10, burst: 3, now: () => now });
+  t.same([1, 2, 3].map(() => limiter.take('192.0.2.1').ok), [true, true, true], 'the burst');
+  const refused = limiter.take('192.0.2.1');
+  t.equal(refused.ok, false, 'then refused');
+  t.equal(refused.retryAfterMs, 100, 'told when its own next token comes (1/10 s)');
+  for (let i = 0; i < 1_000; i++) limiter.take('192.0.2.1');
+  t.equal(limiter.take('192.0.2.1').retryAfterMs, 100, 'a thousand more refusals do not push the answer back');
+  t.equal(limiter.take('192.0.2.2').ok, true, 'another address is untouched');
+  now += 100;
+  t.equal(limiter.take('192.0.2.1').ok, true, 'one token back after 100 ms');
+  now += 10_000;
+  limiter.prune();
+  t.equal(limiter.size, 0, 'refilled addresses are forgotten');
+});
+
+t.test('addresses are limited as hosts hold them: IPv4-mapped IPv6 as IPv4, IPv6 per /64', async (t) => {
+  t.equal(addressKey('::ffff:192.0.2.7'), '192.0.2.7');
+  t.equal(addressKey('192.0.2.7'), '192.0.2.7');
+  t.equal(addressKey('2001:db8:1:2:aaaa::1'), '2001:db8:1:2::/64');
+  t.equal(addressKey('2001:db8:1:2:ffff:ffff:ffff:fffe'), '2001:db8:1:2::/64', 'the same /64');
+  t.equal(addressKey('2001:db8::1'), '2001:db8:0:0::/64');
+  t.equal(addressKey('::1'), '0:0:0:0::/64');
+  const limiter = new PerAddressLimiter({ perSecond: 1, burst: 1, now: () => 0 });
+  t.equal(limiter.take('2001:db8:1:2::1').ok, true);
+  t.equal(limiter.take('2001:db8:1:2::99').ok, false, 'a neighbour in the same /64 shares the budget');
+  t.equal(limiter.take('2001:db8:1:3::1').ok, true, 'the next /64 does not');
+});
+
+t.test('the client address follows --trust-proxy exactly as the REST API does', async (t) => {
+  const req = (remote: string, xff?: string) =>
+    ({ socket: { remoteAddress: remote }, headers: xff === undefined ? {} : { 'x-forwarded-for': xff } }) as unknown as IncomingMessage;
+  t.equal(clientAddressResolver(false)(req('10.0.0.5', '198.51.100.1')), '10.0.0.5', 'off: X-Forwarded-For is ignored');
+  t.equal(clientAddressResolver(true)(req('10.0.0.5', '198.51.100.1, 10.0.0.9')), '198.51.100.1', 'true: the first forwarded address');
+  const listed = clientAddressResolver('10.0.0.5, 10.0.0.9');
+  t.equal(listed(req('10.0.0.5', '198.51.100.1, 10.0.0.9')), '198.51.100.1', 'listed proxies are skipped');
+  t.equal(listed(req('10.0.0.5', '198.51.100.1, 203.0.113.4')), '203.0.113.4', 'an unlisted hop is the client: what it claims behind it is not trusted');
+  t.equal(listed(req('192.0.2.1', '198.51.100.1')), '192.0.2.1', 'a peer that is not a listed proxy cannot claim an address');
+});
+
+t.test(`a flood of ${FLOOD} unauthenticated upgrades takes no handshake token and no retry slot from verified agents`, async (t) => {
+  // One verified handshake per second: before this design, every stranger took a
+  // token or a slot and the next agent was told to come back minutes later.
+  const fx = await startHub({ handshakesPerSecond: 1, handshakeBurst: 1 });
+  t.teardown(() => fx.close());
+  const flood = upgradeFlood({ baseUrl: fx.url.replace('ws:', 'http:'), localAddress: '127.0.0.2', total: FLOOD });
+  t.teardown(() => flood.close());
+  const counts = await flood.done;
+  t.equal(counts.sent, FLOOD);
+  const upgraded = counts.byStatus.get(101) ?? 0;
+  const limited = counts.byStatus.get(429) ?? 0;
+  t.ok(limited >= FLOOD / 2, `the per-address budget answered most of them 429 (${limited} of ${FLOOD}; ${upgraded} upgraded, ${counts.errors} errors)`);
+  t.ok(upgraded <= FLOOD / 2, `few strangers got a challenge (${upgraded})`);
+  const stats = fx.hub.stats();
+  t.equal(stats.refusedPreAuth, limited, 'each 429 counted as a pre-auth refusal');
+  t.equal(stats.refusedOverloaded, 0, 'no stranger was handed a retry slot');
+
+  // Verified agents: the first takes the one token; the next that finds none gets
+  // a slot one interval away, not behind two thousand strangers.
+  const first = fx.addAgent();
+  const welcomed = await FakeAgent.connect(fx.url, first.agentId, first.key);
+  t.ok(welcomed.welcome, 'an enrolled agent is welcomed during the flood’s aftermath');
+  let refused: Awaited<ReturnType<typeof FakeAgent.connect>> | undefined;
+  for (let i = 0; i < 20 && !refused; i++) {
+    const a = fx.addAgent();
+    const got = await FakeAgent.connect(fx.url, a.agentId, a.key);
+    if (got.error) refused = got;
+    else await got.agent.close();
+  }
+  if (!refused) throw new Error('no verified handshake was refused within 20 tries at 1/s');
+  t.equal(refused.error?.key, 'overloaded');
+  const retry = refused.error?.retry_after_ms ?? Infinity;
+  t.ok(retry <= 2_000, `its retry slot is at most two intervals of 1 s away (${retry} ms), not ${FLOOD} intervals`);
+  t.equal(fx.hub.stats().refusedOverloaded, 1, 'the only slot handed out went to a verified agent');
+  await welcomed.agent.close();
+});
+
+t.test(`a real agent connects on its first dial while ${FLOOD} unauthenticated upgrades flood the hub from another loopback address`, async (t) => {
+  const cp = await startTestControlPlane();
+  t.teardown(() => cp.close());
+  // A long handshake timeout: the relay holds the dial for as long as the flood needs to start.
+  const agent = await enrollRealAgent(t, cp, { name: 'flooded', reconnect: { ...TEST_RECONNECT, handshake_timeout_ms: 60_000 } });
+  const port = Number(new URL(cp.url).port);
+  // The agent dials through a relay that holds its connection until the flood is on.
+  const relay = await HeldRelay.start(port);
+  t.teardown(() => relay.close());
+  agent.patchConfig({ connect_url: `ws://127.0.0.1:${relay.port}/agent/v1/connect` });
+  const proc = agent.start();
+  await relay.acceptedAtLeast(1);
+
+  const flood = upgradeFlood({ baseUrl: cp.url, localAddress: '127.0.0.2', total: FLOOD });
+  t.teardown(() => flood.close());
+  // The flood's address is out of budget before the agent's dial gets through.
+  await flood.answered(200);
+  const before = flood.counts.byStatus.get(429) ?? 0;
+  t.ok(before > 0, `the flood is being refused when the agent's dial arrives (${before} × 429 so far)`);
+  relay.release();
+  await waitAgentState(cp, agent.instanceId, 'connected');
+  const answeredAtConnect = [...flood.counts.byStatus.values()].reduce((a, b) => a + b, 0) + flood.counts.errors;
+  const counts = await flood.done;
+  t.comment(`flood: ${answeredAtConnect} of ${FLOOD} answered when the agent was connected; ${JSON.stringify([...counts.byStatus])}, ${counts.errors} errors`);
+
+  t.equal(relay.accepted, 1, 'one dial: the agent never had to back off and retry');
+  t.equal(proc.lines(/hub reported an error|connection error/).length, 0, 'the hub never refused or overloaded the agent');
+  t.equal(proc.lines(/^info connected/).length, 1, 'connected once');
+  const stats = cp.ctx.hub?.stats();
+  t.equal(stats?.refusedOverloaded, 0, 'no retry slot was handed to anyone');
+  t.ok((stats?.refusedPreAuth ?? 0) >= FLOOD / 2, `the flood was answered by the per-address budget (${stats?.refusedPreAuth} refusals)`);
+  const pong = await cp.ctx.commandBus?.send(agent.agentId, 'ping', {}, { timeoutMs: 30_000 });
+  t.equal(pong?.status, 'succeeded', 'and the agent answers commands');
+});
