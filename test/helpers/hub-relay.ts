@@ -1,7 +1,9 @@
 /**
  * A TCP relay on 127.0.0.1 in front of a control plane, for tests that need to choose
- * when an agent's dial reaches the hub: connections are accepted and held until
- * `release()`, then piped through (from 127.0.0.1) to the target port.
+ * when an agent's dial reaches the hub and when its connection breaks: connections are
+ * accepted and held until `release()`, then piped through (from 127.0.0.1) to the
+ * target port; `cut()` breaks every piped connection at once, `hold()` holds new ones
+ * again.
  */
 import { connect, createServer } from 'node:net';
 import type { AddressInfo, Server, Socket } from 'node:net';
@@ -9,6 +11,7 @@ import type { AddressInfo, Server, Socket } from 'node:net';
 export class HeldRelay {
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
+  readonly #piped = new Set<Socket>();
   #held: Socket[] = [];
   #released = false;
   #waiters: { n: number; resolve: () => void }[] = [];
@@ -39,6 +42,17 @@ export class HeldRelay {
     this.#held = [];
   }
 
+  /** New connections wait again until the next `release()`. */
+  hold(): void {
+    this.#released = false;
+  }
+
+  /** Breaks every connection piped so far, both sides, as a network failure would. */
+  cut(): void {
+    for (const s of this.#piped) s.destroy();
+    this.#piped.clear();
+  }
+
   async close(): Promise<void> {
     for (const s of this.#sockets) s.destroy();
     await new Promise<void>((resolve) => this.#server.close(() => resolve()));
@@ -55,12 +69,18 @@ export class HeldRelay {
     else {
       s.pause();
       this.#held.push(s);
+      s.on('close', () => (this.#held = this.#held.filter((h) => h !== s)));
     }
   }
 
   #pipe(s: Socket): void {
+    if (s.destroyed) return;
     const up = connect({ host: '127.0.0.1', port: this.targetPort, localAddress: '127.0.0.1' });
     this.#track(up);
+    this.#piped.add(s);
+    this.#piped.add(up);
+    s.on('close', () => this.#piped.delete(s));
+    up.on('close', () => this.#piped.delete(up));
     s.on('close', () => up.destroy());
     up.on('close', () => s.destroy());
     s.pipe(up).pipe(s);
