@@ -105,24 +105,35 @@ t.test('a connection that breaks between ack and result: the agent redials, re-s
   const { cp, agent, relay, proc, replies, onAck } = await connectedThroughRelay(t);
   let commandId = '';
   const outcome = busOf(cp).send(agent.agentId, 'ping', {}, {
-    timeoutMs: 60_000,
+    timeoutMs: 120_000,
     onCommandId: (id) => {
       commandId = id;
-      // The ack reached the hub; the network fails before the result can.
-      onAck(id, () => relay.cut());
+      // The ack reached the hub; the network fails before the result can, and stays
+      // down until the agent has journaled the result it could not deliver.
+      onAck(id, () => {
+        relay.hold();
+        relay.cut();
+      });
     },
   });
+  await until('the result to be journaled, unacknowledged', () => {
+    const rec = commandId === '' ? undefined : journalRecord(agent, commandId);
+    return rec?.state === 'finished' && !rec.acked;
+  });
+  const dialsBefore = relay.accepted;
+  relay.release();
   const done = await outcome;
   t.equal(done.status, 'succeeded', 'the waiting caller gets the result after the reconnect');
   t.equal(done.output.pong, true);
-  t.ok(relay.accepted >= 2, `the agent dialled again after the break (${relay.accepted} dials)`);
+  t.ok(relay.accepted > dialsBefore, `the agent dialled again once the network was back (${relay.accepted} dials in all)`);
   await proc.waitForLog(/re-sent unacknowledged results/);
+  t.pass('the agent says it re-sent the journaled result');
   t.equal(executions(proc, commandId), 1, 'the command ran once');
   const stored = await busOf(cp).get(commandId);
   t.equal(stored?.state, 'succeeded', 'stored as succeeded');
   t.equal(stored?.result?.output?.pong, true);
-  const acked = await until('the journal to record the hub’s result_ack', () => journalRecord(agent, commandId)?.acked === true);
-  t.ok(acked, 'the journal records the ack after the re-send');
+  await until('the journal to record the hub’s result_ack', () => journalRecord(agent, commandId)?.acked === true);
+  t.pass('the journal records the ack after the re-send');
   t.equal(replies.filter((m) => m.type === 'ack' && m.command_id === commandId).length, 1, 'acked once, on the first connection');
 });
 
