@@ -120,12 +120,11 @@ t.test('a connection that breaks between ack and result: the agent redials, re-s
     const rec = commandId === '' ? undefined : journalRecord(agent, commandId);
     return rec?.state === 'finished' && !rec.acked;
   });
-  const dialsBefore = relay.accepted;
   relay.release();
   const done = await outcome;
   t.equal(done.status, 'succeeded', 'the waiting caller gets the result after the reconnect');
   t.equal(done.output.pong, true);
-  t.ok(relay.accepted > dialsBefore, `the agent dialled again once the network was back (${relay.accepted} dials in all)`);
+  t.ok(relay.accepted >= 2, `the agent dialled again after the break (${relay.accepted} dials in all)`);
   await proc.waitForLog(/re-sent unacknowledged results/);
   t.pass('the agent says it re-sent the journaled result');
   t.equal(executions(proc, commandId), 1, 'the command ran once');
