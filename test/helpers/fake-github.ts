@@ -3,6 +3,7 @@ import type { KeyObject } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { FakeGitHubWrites } from './fake-github-writes.ts';
 
 /**
  * A local stand-in for api.github.com on 127.0.0.1 that answers the documented REST
@@ -18,6 +19,9 @@ import type { AddressInfo } from 'node:net';
  *
  * Failures as GitHub sends them: 401 Bad credentials, 404 Not Found, 403 with
  * x-ratelimit-remaining: 0 and x-ratelimit-reset, 429 with retry-after.
+ *
+ * Refs, contents writes, pulls, Actions secrets, dispatch and runs: `writes`
+ * (fake-github-writes.ts).
  */
 
 export interface FakeRepo {
@@ -29,6 +33,8 @@ export interface FakeRepo {
   installationId?: number;
   /** Extra branch names (all pointing at the same commit), for pagination. */
   branches?: string[];
+  /** What the App's installation grants; a token asking for more is refused (422). Default: anything. */
+  appPermissions?: Record<string, 'read' | 'write'>;
 }
 
 export interface FakeGitHubOptions {
@@ -45,6 +51,8 @@ export interface FakeGitHubOptions {
   basePath?: string;
   /** Renamed repositories: old `owner/name` → new `owner/name`, answered with 301 as GitHub does. */
   renamed?: Record<string, string>;
+  /** What the plain `tokens` may do (a fine-grained PAT's permissions); default everything. */
+  tokenPermissions?: Record<string, 'read' | 'write'>;
 }
 
 interface IssuedToken {
@@ -79,6 +87,8 @@ export class FakeGitHub {
   rateLimitResetAt: number | null = null;
   /** Set to make every request answer a secondary rate limit with this retry-after. */
   secondaryRetryAfter: number | null = null;
+  /** The write side: refs, contents PUT, pulls, secrets, dispatch, runs. */
+  writes!: FakeGitHubWrites;
   readonly #server: Server;
   readonly #opts: FakeGitHubOptions;
   readonly #repos = new Map<string, Built>();
@@ -98,8 +108,16 @@ export class FakeGitHub {
       holder.fake?.handle(req, res).catch((err: unknown) => send(res, 500, { message: String(err) }));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    holder.fake = new FakeGitHub(server, opts);
-    return holder.fake;
+    const fake = new FakeGitHub(server, opts);
+    fake.writes = await FakeGitHubWrites.create({
+      url: `${fake.url}${opts.basePath ?? ''}`,
+      defaultBranch: (n) => fake.#built(n).repo.defaultBranch ?? 'main',
+      headSha: (n) => fake.shaOf(n),
+      files: (n) => fake.#built(n).files,
+      push: (n, files) => fake.push(n, files),
+    });
+    holder.fake = fake;
+    return fake;
   }
 
   close(): Promise<void> {
@@ -119,6 +137,19 @@ export class FakeGitHub {
     const b = this.#repos.get(fullName.toLowerCase());
     if (!b) throw new Error(`no fake repo ${fullName}`);
     this.#repos.set(fullName.toLowerCase(), build({ ...b.repo, files }));
+  }
+
+  #built(fullName: string): Built {
+    const b = this.#repos.get(fullName.toLowerCase());
+    if (!b) throw new Error(`no fake repo ${fullName}`);
+    return b;
+  }
+
+  /** The permissions behind an Authorization header: an issued token's, a PAT's, or null. */
+  #permissionsOf(auth: string | undefined): Record<string, string> | 'all' {
+    const token = /^(?:Bearer|token) (.+)$/.exec(auth ?? '')?.[1] ?? '';
+    if (this.#opts.tokens?.includes(token)) return this.#opts.tokenPermissions ?? 'all';
+    return this.#tokens.get(token)?.permissions ?? {};
   }
 
   revokeAllTokens(): void {
@@ -178,6 +209,10 @@ export class FakeGitHub {
       if (wanted.repositories?.some((r) => !covered.includes(r))) {
         return send(res, 422, { message: 'There is at least one repository that does not exist or is not accessible to the parent installation.', documentation_url: DOCS });
       }
+      const granted = [...this.#repos.values()].find((b) => b.repo.installationId === id)?.repo.appPermissions;
+      if (granted && Object.entries(wanted.permissions ?? {}).some(([k, v]) => granted[k] !== 'write' && !(v === 'read' && granted[k] === 'read'))) {
+        return send(res, 422, { message: 'The permissions requested are not granted to this installation.', documentation_url: DOCS });
+      }
       const token = `ghs_${randomBytes(18).toString('base64url')}`;
       const expiresAtMs = Date.now() + (this.#opts.tokenLifetimeMs ?? 3600_000);
       this.#tokens.set(token, { installationId: id, repositories: wanted.repositories ?? null, permissions: wanted.permissions ?? { contents: 'read', metadata: 'read' }, expiresAtMs });
@@ -202,6 +237,7 @@ export class FakeGitHub {
     if (access === 'hidden' || !built) return notFound(res);
     const rest = parts.slice(3);
 
+    if (this.writes.handle(req.method ?? 'GET', `${built.repo.owner}/${built.repo.name}`, rest, url, body, this.#permissionsOf(auth), res)) return;
     if (req.method !== 'GET') return notFound(res);
     if (rest.length === 0) {
       return send(res, 200, {

@@ -74,6 +74,9 @@ interface Response<T> {
   headers: Headers;
 }
 
+export type GitHubResponse<T> = Response<T>;
+export type HttpMethod = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
+
 const API_VERSION = '2022-11-28';
 
 /**
@@ -183,6 +186,29 @@ export class GitHubClient {
     return branches.map((b) => b.name);
   }
 
+  /**
+   * Any call on a repository's behalf, with an installation token limited to
+   * `permissions`. Every answer comes back for the caller to judge, except rate limits,
+   * which throw `rate_limited` with the reset time.
+   */
+  async repoRequest<T>(
+    repo: RepoCoords,
+    method: HttpMethod,
+    path: string,
+    permissions: Readonly<Record<string, 'read' | 'write'>>,
+    body?: unknown,
+  ): Promise<Response<T>> {
+    const url = this.#url(path);
+    let res = await this.#send<T>(method, url, await this.installationToken(repo, permissions), body);
+    if (res.status === 401 && this.#auth.kind === 'app') {
+      this.forgetCredentials();
+      res = await this.#send<T>(method, url, await this.installationToken(repo, permissions), body);
+    }
+    const limited = this.#rateLimitError(res, `${method} ${new URL(url).pathname}`);
+    if (limited) throw limited;
+    return res;
+  }
+
   // ---- authentication ----------------------------------------------------------------
 
   /** The installation that covers `repo`; github_app_not_installed when there is none. */
@@ -236,6 +262,14 @@ export class GitHubClient {
       this.#appJwt(),
       { repositories: [repo.name], permissions },
     );
+    if (res.status === 422 && /permissions requested are not granted/i.test(githubMessage(res.body))) {
+      const asked = Object.entries(permissions).map(([k, v]) => `${k}: ${v}`).join(', ');
+      throw new GitHubError(
+        'permission_missing',
+        `The GitHub App installation on ${repo.owner}/${repo.name} does not grant the permissions VMKit asked for (${asked}). Add them in the App's settings (Permissions & events); existing installations must then approve the new permissions.`,
+        res.status,
+      );
+    }
     if (res.status === 404 || res.status === 422) {
       // The installation no longer covers the repo (removed from its selection, or uninstalled).
       this.#installations.delete(`${repo.owner}/${repo.name}`.toLowerCase());
@@ -285,21 +319,26 @@ export class GitHubClient {
   #expectOk(res: Response<unknown>, what: string): void {
     if (res.status >= 200 && res.status < 300) return;
     const message = githubMessage(res.body);
-    const remaining = res.headers.get('x-ratelimit-remaining');
-    const retryAfter = res.headers.get('retry-after');
-    if ((res.status === 403 || res.status === 429) && (remaining === '0' || retryAfter !== null)) {
-      const resetAt = rateLimitReset(res.headers, this.#now());
-      throw new GitHubError(
-        'rate_limited',
-        `GitHub's API rate limit is exhausted (${what}: ${message}); it resets at ${resetAt.toISOString()}.`,
-        res.status,
-        resetAt,
-      );
-    }
+    const limited = this.#rateLimitError(res, what);
+    if (limited) throw limited;
     if (res.status === 401 || res.status === 403) {
       throw new GitHubError('auth_failed', `GitHub refused the configured credentials (${what}, ${res.status}: ${message}).`, res.status);
     }
     throw new GitHubError('upstream', `GitHub answered ${res.status} to ${what}: ${message}`, res.status);
+  }
+
+  /** Primary (x-ratelimit-remaining: 0) or secondary (retry-after) rate limit, as GitHub documents them. */
+  #rateLimitError(res: Response<unknown>, what: string): GitHubError | null {
+    const remaining = res.headers.get('x-ratelimit-remaining');
+    const retryAfter = res.headers.get('retry-after');
+    if ((res.status !== 403 && res.status !== 429) || (remaining !== '0' && retryAfter === null)) return null;
+    const resetAt = rateLimitReset(res.headers, this.#now());
+    return new GitHubError(
+      'rate_limited',
+      `GitHub's API rate limit is exhausted (${what}: ${githubMessage(res.body)}); it resets at ${resetAt.toISOString()}.`,
+      res.status,
+      resetAt,
+    );
   }
 
   #url(path: string): string {
@@ -328,7 +367,7 @@ export class GitHubClient {
    * One request; GET redirects (GitHub answers 301 for renamed or transferred repos) are
    * followed up to 3 hops, and only on the API's own origin, so the token never leaves it.
    */
-  async #send<T>(method: 'GET' | 'POST', url: string, credential: string, body?: unknown): Promise<Response<T>> {
+  async #send<T>(method: HttpMethod, url: string, credential: string, body?: unknown): Promise<Response<T>> {
     let current = url;
     for (let hop = 0; ; hop++) {
       const res = await this.#sendOnce<T>(method, current, credential, body);
@@ -342,7 +381,7 @@ export class GitHubClient {
     }
   }
 
-  async #sendOnce<T>(method: 'GET' | 'POST', url: string, credential: string, body?: unknown): Promise<Response<T>> {
+  async #sendOnce<T>(method: HttpMethod, url: string, credential: string, body?: unknown): Promise<Response<T>> {
     const headers: Record<string, string> = {
       accept: 'application/vnd.github+json',
       'x-github-api-version': API_VERSION,
@@ -389,7 +428,7 @@ function repoNotFound(repo: RepoCoords): GitHubError {
   return new GitHubError('not_found', `GitHub has no repository ${repo.owner}/${repo.name} visible to these credentials.`, 404);
 }
 
-function githubMessage(body: unknown): string {
+export function githubMessage(body: unknown): string {
   const m = (body as { message?: unknown } | null)?.message;
   return typeof m === 'string' ? m.slice(0, 300) : 'no message';
 }

@@ -8,6 +8,14 @@ export type GitHubFailure =
   | 'rate_limited'
   /** 401, or 403 without a rate limit: the configured credentials are wrong or lack access. */
   | 'auth_failed'
+  /** The App (or token) lacks a permission the call needs; the message names it. */
+  | 'permission_missing'
+  /** 409 on a write: the file, branch or pull request changed meanwhile. */
+  | 'conflict'
+  /** 409 "Git Repository is empty": nothing to branch from. */
+  | 'repo_empty'
+  /** 422 that is not one of the above: GitHub refused the request as invalid. */
+  | 'validation'
   /** Anything else: 5xx, timeouts, malformed answers. */
   | 'upstream';
 
