@@ -141,3 +141,32 @@ t.test(`a real agent connects on its first dial while ${FLOOD} unauthenticated u
   const pong = await cp.ctx.commandBus?.send(agent.agentId, 'ping', {}, { timeoutMs: 30_000 });
   t.equal(pong?.status, 'succeeded', 'and the agent answers commands');
 });
+
+t.test(`a flood from the agent's own address can hold it off only with 429s while it lasts: no retry slot, and it is back after the flood`, async (t) => {
+  // What the design guarantees on a shared address (see control-plane/src/hub/README.md):
+  // the pre-auth stage cannot tell the agent from the flood, so the agent's dials may
+  // be refused 429 while the address is over budget; it is never handed a retry slot
+  // behind the flood, and once the flood stops its next dial gets in.
+  const cp = await startTestControlPlane();
+  t.teardown(() => cp.close());
+  const agent = await enrollRealAgent(t, cp, { name: 'same-address', reconnect: { ...TEST_RECONNECT, handshake_timeout_ms: 60_000 } });
+  const relay = await HeldRelay.start(Number(new URL(cp.url).port));
+  t.teardown(() => relay.close());
+  agent.patchConfig({ connect_url: `ws://127.0.0.1:${relay.port}/agent/v1/connect` });
+  const proc = agent.start();
+  await relay.acceptedAtLeast(1);
+
+  const flood = upgradeFlood({ baseUrl: cp.url, localAddress: '127.0.0.1', total: FLOOD });
+  t.teardown(() => flood.close());
+  await flood.answered(200);
+  relay.release();
+  const counts = await flood.done;
+  t.ok((counts.byStatus.get(429) ?? 0) > 0, `the address was over its budget (${counts.byStatus.get(429)} × 429)`);
+  await waitAgentState(cp, agent.instanceId, 'connected');
+  t.pass('the agent is connected once the flood is over');
+  const refusedDials = proc.lines(/connection error .*429/).length;
+  t.comment(`the agent's dials refused 429 during the flood: ${refusedDials} (of ${relay.accepted} dials)`);
+  t.equal(proc.lines(/"key":"overloaded"/).length, 0, 'the agent was never answered overloaded');
+  t.equal(cp.ctx.hub?.stats().refusedOverloaded, 0, 'no retry slot was handed to anyone');
+  t.equal(proc.lines(/connection error/).length, refusedDials, 'every dial that failed was a 429 of the pre-auth stage');
+});
