@@ -18,6 +18,7 @@ import type { ErrorKey, SigningKeyPair } from '@vmkit/protocol';
 import type { Config } from './config.ts';
 import type { Db } from './db/index.ts';
 import { ApiError } from './errors.ts';
+import { MAX_PARAM_LENGTH, badUrlError, clientErrorHandler, frameworkError, markBadUrl } from './edge.ts';
 import { installAuthHooks } from './auth/hooks.ts';
 import { installRateLimit } from './auth/rate-limit.ts';
 import { installAuditHook } from './auth/audit.ts';
@@ -160,7 +161,11 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
     // Request ids are ours, never taken from the client.
     requestIdHeader: false,
     genReqId: () => randomUUID(),
-    routerOptions: { ignoreTrailingSlash: true },
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PARAM_LENGTH },
+    // A path that does not decode runs through the hooks like any request (edge.ts).
+    rewriteUrl: markBadUrl,
+    frameworkErrors: frameworkError,
+    clientErrorHandler: clientErrorHandler(logger),
   };
   const app = Fastify(serverOptions).withTypeProvider<ZodTypeProvider>();
 
@@ -184,9 +189,15 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);
+  // After the key check and the rate limiter, before the body is validated.
+  app.addHook('preValidation', (request, _reply, done) => done(badUrlError(request)));
   // Probing for routes costs rate-limit budget like any other request.
   app.setNotFoundHandler({ preHandler: app.rateLimit() }, (request, reply) =>
-    sendError(new ApiError('not_found', `No route ${request.method} ${request.url.split('?')[0] ?? ''}.`), request, reply),
+    sendError(
+      badUrlError(request) ?? new ApiError('not_found', `No route ${request.method} ${request.url.split('?')[0] ?? ''}.`),
+      request,
+      reply,
+    ),
   );
 
   await app.register(swagger, {

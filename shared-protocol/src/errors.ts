@@ -21,6 +21,8 @@ export const ERRORS = {
   invalid_request: { status: 400, message: 'The request is not valid.' },
   payload_too_large: { status: 413, message: 'The request body is larger than the server accepts.' },
   unsupported_media_type: { status: 415, message: 'The request body must be application/json.' },
+  request_timeout: { status: 408, message: 'The request did not arrive in time.' },
+  headers_too_large: { status: 431, message: 'The request line and headers are larger than the server accepts.' },
   not_found: { status: 404, message: 'No such resource.' },
   conflict: { status: 409, message: 'The request conflicts with the current state of the resource.' },
   internal: { status: 500, message: 'The server failed to handle the request.' },

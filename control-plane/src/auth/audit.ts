@@ -2,10 +2,11 @@ import type { FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
 import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
-import { channelOf, requiresAuth, toolOf } from './hooks.ts';
+import { channelOf, resolvesKey, toolOf } from './hooks.ts';
 
 /** Route params that look like ids are the audit's target ids; nothing else of the request is kept. */
 function targetIds(request: FastifyRequest): Record<string, string> | null {
+  if (request.is404) return null;
   const params = request.params;
   if (params === null || typeof params !== 'object') return null;
   const out: Record<string, string> = {};
@@ -16,12 +17,14 @@ function targetIds(request: FastifyRequest): Record<string, string> | null {
 }
 
 /**
- * One audit row per authenticated request, whatever its outcome (also 401 for an
- * expired or revoked key, whose workspace is known). Bodies are never recorded.
+ * One audit row per request that named a known key, whatever its outcome (also 401
+ * for an expired or revoked key, 404 for an unknown route, 400 for a URL that does
+ * not decode). Bodies are never recorded. The MCP endpoint's own envelope traffic is
+ * not a row: the REST calls its tools make are.
  */
 export function installAuditHook(app: App, db: Db, now: () => number): void {
   app.addHook('onResponse', async (request, reply) => {
-    if (!requiresAuth(request)) return;
+    if (!resolvesKey(request) || request.routeOptions.config.auth === 'optional') return;
     const failure = request.authFailure;
     const who = request.auth
       ? { workspaceId: request.auth.workspaceId, keyId: request.auth.keyId }
@@ -37,7 +40,7 @@ export function installAuditHook(app: App, db: Db, now: () => number): void {
         keyId: who.keyId,
         channel: channelOf(request),
         tool: toolOf(request),
-        action: config.action ?? `${request.method.toLowerCase()} ${request.routeOptions.url ?? ''}`.trim(),
+        action: request.is404 ? 'route.unknown' : (config.action ?? `${request.method.toLowerCase()} ${request.routeOptions.url ?? ''}`.trim()),
         method: request.method,
         route: request.routeOptions.url ?? null,
         targetIds: targetIds(request),

@@ -25,8 +25,11 @@ declare module 'fastify' {
     scope?: Scope;
     /** Audit action name, e.g. `instances.list`. */
     action?: string;
-    /** `'none'`: the route takes no API key (health, OpenAPI, agent enrollment with its own token). */
-    auth?: 'none';
+    /**
+     * `'none'`: the route takes no API key (health, OpenAPI, agent enrollment with its own token).
+     * `'optional'`: a key sent is looked up (rate limits follow it) but none is required (the MCP endpoint).
+     */
+    auth?: 'none' | 'optional';
   }
   interface FastifyRequest {
     /** The caller, once the key checked out; null on public routes and failed checks. */
@@ -55,8 +58,13 @@ export function authOf(request: FastifyRequest): AuthContext {
   return request.auth;
 }
 
+/** Whether a key sent with the request is looked up: everywhere but `auth: 'none'` routes (unknown routes too). */
+export function resolvesKey(request: FastifyRequest): boolean {
+  return request.routeOptions.config.auth !== 'none';
+}
+
 export function requiresAuth(request: FastifyRequest): boolean {
-  return request.routeOptions.config.auth !== 'none' && !request.is404;
+  return resolvesKey(request) && request.routeOptions.config.auth !== 'optional' && !request.is404;
 }
 
 export function channelOf(request: FastifyRequest): Channel {
@@ -79,7 +87,7 @@ export function installAuthHooks(app: App, db: Db, now: () => number): void {
   app.decorateRequest('errorKey', null);
 
   app.addHook('onRequest', async (request) => {
-    if (!requiresAuth(request)) return;
+    if (!resolvesKey(request)) return;
     const t = now();
     const check = await checkApiKey(db, bearerToken(request.headers.authorization), t);
     if (!check.ok) {
