@@ -12,6 +12,16 @@ export interface RateLimitConfig {
   windowMs: number;
 }
 
+/** Bounds on MCP sessions (see McpHttpHandler). */
+export interface McpSessionConfig {
+  /** Sessions of valid keys, all keys together. */
+  max: number;
+  /** Sessions opened without a valid key; they only ever evict each other. */
+  anonymousMax: number;
+  /** Sessions one key may hold; its oldest goes first. */
+  perKeyMax: number;
+}
+
 export interface Config {
   host: string;
   /** 0 picks a free port (tests). */
@@ -31,6 +41,7 @@ export interface Config {
   trustProxy: boolean | string;
   /** Longest an MCP tool blocks before answering with an id to poll (clients give up at 60 s). */
   mcpMaxWaitMs: number;
+  mcpSessions: McpSessionConfig;
 }
 
 export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
@@ -42,6 +53,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
   mcpMaxWaitMs: 45_000,
+  mcpSessions: { max: 1000, anonymousMax: 100, perKeyMax: 32 },
   trustProxy: false,
 };
 
@@ -57,9 +69,19 @@ function int(name: string, raw: string, min: number, max: number): number {
 }
 
 /** Merges overrides onto the defaults (used by tests and by loadConfig). */
-export function makeConfig(overrides: Partial<Omit<Config, 'rateLimit'>> & { rateLimit?: Partial<RateLimitConfig> } = {}): Config {
-  const { rateLimit, ...rest } = overrides;
-  const merged = { ...DEFAULT_CONFIG, ...rest, rateLimit: { ...DEFAULT_CONFIG.rateLimit, ...rateLimit } };
+export function makeConfig(
+  overrides: Partial<Omit<Config, 'rateLimit' | 'mcpSessions'>> & {
+    rateLimit?: Partial<RateLimitConfig>;
+    mcpSessions?: Partial<McpSessionConfig>;
+  } = {},
+): Config {
+  const { rateLimit, mcpSessions, ...rest } = overrides;
+  const merged = {
+    ...DEFAULT_CONFIG,
+    ...rest,
+    rateLimit: { ...DEFAULT_CONFIG.rateLimit, ...rateLimit },
+    mcpSessions: { ...DEFAULT_CONFIG.mcpSessions, ...mcpSessions },
+  };
   if (merged.publicUrl !== undefined) merged.publicUrl = merged.publicUrl.replace(/\/+$/, '');
   return { ...merged, dataDir: resolve(merged.dataDir) };
 }

@@ -9,13 +9,24 @@ import type { McpServerOptions } from './server.ts';
 /**
  * Session mode, chosen over stateless: a cancellation (`notifications/cancelled`)
  * and later messages must reach the server that runs the call, which in stateless
- * mode is a throw-away instance per POST. Sessions are bounded in number, expire
- * when idle, and unknown ids get 404 so clients re-initialise. Auth is still per
- * request: every tool call uses the Authorization header of the POST carrying it.
+ * mode is a throw-away instance per POST. Auth is still per request: every tool call
+ * uses the Authorization header of the POST carrying it.
+ *
+ * Sessions are bounded so that nobody without a key can push out a user's session:
+ * those opened without a valid key live in their own small pool and only ever evict
+ * each other; a key holds at most `maxSessionsPerKey` (its own oldest goes first);
+ * over `maxSessions` in all, the key holding the most gives up its oldest. Sessions
+ * expire when idle, and unknown ids get 404 so clients re-initialise.
  */
 export interface McpHttpOptions extends McpServerOptions {
+  /** Sessions of valid keys, all keys together. */
   maxSessions?: number;
+  /** Sessions opened without a valid key. */
+  maxAnonymousSessions?: number;
+  maxSessionsPerKey?: number;
   sessionIdleMs?: number;
+  /** Idle time after which a session without a valid key ends. */
+  anonymousIdleMs?: number;
   /** Host names (no port) accepted in the Host header; undefined = no check. A function is asked per request. */
   allowedHosts?: readonly string[] | (() => readonly string[] | undefined);
   /** Origins accepted when a browser sends one; undefined = same as allowedHosts. */
@@ -23,9 +34,25 @@ export interface McpHttpOptions extends McpServerOptions {
   maxBodyBytes?: number;
 }
 
+/** Who sends a request, as far as sessions are concerned. */
+export interface McpCaller {
+  /** The valid API key the request carries; null without one. Decides the pool a new session goes to. */
+  keyId: string | null;
+  /**
+   * The credential a session is bound to: every later request on the session must
+   * carry the same (a key id, or a hash of the header); null = no credential.
+   */
+  principal: string | null;
+}
+
+const ANONYMOUS: McpCaller = { keyId: null, principal: null };
+
 interface Session {
+  id: string;
   transport: StreamableHTTPServerTransport;
   server: McpServer;
+  keyId: string | null;
+  principal: string | null;
   lastUsed: number;
 }
 
@@ -59,18 +86,26 @@ function jsonRpcError(res: ServerResponse, status: number, code: number, message
 
 export class McpHttpHandler {
   readonly #opts: McpHttpOptions;
-  readonly #sessions = new Map<string, Session>();
+  // Each map is kept in least-recently-used order: a used session is moved to the end.
+  readonly #anonymous = new Map<string, Session>();
+  readonly #keyed = new Map<string, Session>();
+  readonly #byKey = new Map<string, Map<string, Session>>();
   readonly #sweeper: NodeJS.Timeout;
 
   constructor(opts: McpHttpOptions) {
     this.#opts = opts;
     const idle = opts.sessionIdleMs ?? 30 * 60_000;
-    this.#sweeper = setInterval(() => this.#sweep(Date.now() - idle), Math.min(idle, 60_000));
+    const anonymousIdle = Math.min(idle, opts.anonymousIdleMs ?? 5 * 60_000);
+    this.#sweeper = setInterval(() => {
+      const now = Date.now();
+      this.#sweep(this.#anonymous, now - anonymousIdle);
+      this.#sweep(this.#keyed, now - idle);
+    }, Math.min(anonymousIdle, 60_000));
     this.#sweeper.unref();
   }
 
   get sessionCount(): number {
-    return this.#sessions.size;
+    return this.#anonymous.size + this.#keyed.size;
   }
 
   /** DNS-rebinding protection: a page on another origin must not drive a loopback server. */
@@ -95,68 +130,116 @@ export class McpHttpHandler {
     return undefined;
   }
 
-  /** Handles POST, GET and DELETE on the MCP endpoint. `body` is the parsed JSON body, if any. */
-  async handle(req: IncomingMessage, res: ServerResponse, body?: unknown): Promise<void> {
+  /**
+   * Handles POST, GET and DELETE on the MCP endpoint. `body` is the parsed JSON body,
+   * if any; `caller` says which key the request carries (none when not given).
+   */
+  async handle(req: IncomingMessage, res: ServerResponse, body?: unknown, caller: McpCaller = ANONYMOUS): Promise<void> {
     const refusal = this.#rebindingRefusal(req);
     if (refusal) return jsonRpcError(res, 403, -32000, `Forbidden: ${refusal}`);
 
     const sid = req.headers['mcp-session-id'];
     const sessionId = Array.isArray(sid) ? sid[0] : sid;
     if (sessionId !== undefined) {
-      const session = this.#sessions.get(sessionId);
-      if (!session) return jsonRpcError(res, 404, -32001, 'Session not found; initialize a new session.');
-      session.lastUsed = Date.now();
+      const session = this.#anonymous.get(sessionId) ?? this.#keyed.get(sessionId);
+      // A session answers only to the credential that opened it; to anyone else it does not exist.
+      if (!session || session.principal !== caller.principal) {
+        return jsonRpcError(res, 404, -32001, 'Session not found; initialize a new session.');
+      }
+      this.#touch(session);
       return session.transport.handleRequest(req, res, body);
     }
     if (req.method !== 'POST' || !isInitializeRequest(body)) {
       return jsonRpcError(res, 400, -32000, 'Bad Request: no session id; send initialize first.');
     }
-    this.#makeRoom();
-    const clientAddress = req.socket.remoteAddress;
-    const server = createMcpServer(this.#opts, clientAddress);
+    const id = randomUUID();
+    const server = createMcpServer(this.#opts, req.socket.remoteAddress);
     const transport = new StreamableHTTPServerTransport({
-      sessionIdGenerator: () => randomUUID(),
+      sessionIdGenerator: () => id,
       maxRequestBodySize: this.#opts.maxBodyBytes ?? 1024 * 1024,
-      onsessioninitialized: (id) => {
-        this.#sessions.set(id, { transport, server, lastUsed: Date.now() });
-      },
-      onsessionclosed: (id) => {
-        this.#drop(id);
-      },
+      onsessionclosed: (closed) => this.#drop(closed),
     });
-    transport.onclose = () => {
-      if (transport.sessionId !== undefined) this.#sessions.delete(transport.sessionId);
-    };
-    await server.connect(transport);
-    await transport.handleRequest(req, res, body);
-  }
-
-  /** Over the bound, the least recently used session goes first. */
-  #makeRoom(): void {
-    const max = this.#opts.maxSessions ?? 1000;
-    while (this.#sessions.size >= max) {
-      let oldest: [string, Session] | undefined;
-      for (const entry of this.#sessions) if (!oldest || entry[1].lastUsed < oldest[1].lastUsed) oldest = entry;
-      if (!oldest) return;
-      this.#drop(oldest[0]);
+    transport.onclose = () => this.#drop(id);
+    // Admitted (and room made) before anything is awaited, so concurrent initialize
+    // calls cannot all pass the bounds at once.
+    this.#admit({ id, transport, server, keyId: caller.keyId, principal: caller.principal, lastUsed: Date.now() });
+    try {
+      await server.connect(transport);
+      await transport.handleRequest(req, res, body);
+    } finally {
+      if (transport.sessionId === undefined) this.#drop(id);
     }
   }
 
-  #sweep(olderThan: number): void {
-    for (const [id, s] of this.#sessions) if (s.lastUsed < olderThan) this.#drop(id);
+  #admit(session: Session): void {
+    const { keyId } = session;
+    if (keyId === null) {
+      const max = Math.max(1, this.#opts.maxAnonymousSessions ?? 100);
+      while (this.#anonymous.size >= max && this.#dropOldest(this.#anonymous));
+      this.#anonymous.set(session.id, session);
+      return;
+    }
+    const perKey = Math.max(1, this.#opts.maxSessionsPerKey ?? 32);
+    while ((this.#byKey.get(keyId)?.size ?? 0) >= perKey && this.#dropOldest(this.#byKey.get(keyId)));
+    const max = Math.max(1, this.#opts.maxSessions ?? 1000);
+    while (this.#keyed.size >= max && this.#dropOldest(this.#largestKey()));
+    this.#keyed.set(session.id, session);
+    const mine = this.#byKey.get(keyId) ?? new Map<string, Session>();
+    mine.set(session.id, session);
+    this.#byKey.set(keyId, mine);
+  }
+
+  /** The sessions of the key that holds the most. */
+  #largestKey(): Map<string, Session> | undefined {
+    let largest: Map<string, Session> | undefined;
+    for (const sessions of this.#byKey.values()) if (!largest || sessions.size > largest.size) largest = sessions;
+    return largest;
+  }
+
+  /** Ends the least recently used of `sessions`; false when there was none (so no loop can spin). */
+  #dropOldest(sessions: Map<string, Session> | undefined): boolean {
+    const oldest = sessions?.keys().next().value;
+    if (oldest === undefined) return false;
+    this.#drop(oldest);
+    sessions?.delete(oldest); // already gone; makes progress certain whatever the other maps hold
+    return true;
+  }
+
+  #touch(session: Session): void {
+    session.lastUsed = Date.now();
+    const maps = session.keyId === null ? [this.#anonymous] : [this.#keyed, this.#byKey.get(session.keyId)];
+    for (const map of maps) {
+      if (map?.delete(session.id)) map.set(session.id, session);
+    }
+  }
+
+  #sweep(sessions: Map<string, Session>, olderThan: number): void {
+    // Oldest first: stop at the first one still in use.
+    for (const s of [...sessions.values()]) {
+      if (s.lastUsed >= olderThan) return;
+      this.#drop(s.id);
+    }
   }
 
   #drop(id: string): void {
-    const s = this.#sessions.get(id);
+    const s = this.#anonymous.get(id) ?? this.#keyed.get(id);
     if (!s) return;
-    this.#sessions.delete(id);
+    this.#anonymous.delete(id);
+    this.#keyed.delete(id);
+    if (s.keyId !== null) {
+      const mine = this.#byKey.get(s.keyId);
+      mine?.delete(id);
+      if (mine?.size === 0) this.#byKey.delete(s.keyId);
+    }
     void s.server.close().catch(() => undefined);
   }
 
   async close(): Promise<void> {
     clearInterval(this.#sweeper);
-    const all = [...this.#sessions.values()];
-    this.#sessions.clear();
+    const all = [...this.#anonymous.values(), ...this.#keyed.values()];
+    this.#anonymous.clear();
+    this.#keyed.clear();
+    this.#byKey.clear();
     await Promise.allSettled(all.map((s) => s.server.close()));
   }
 }

@@ -1,8 +1,8 @@
-import { createHash } from 'node:crypto';
 import type { FastifyRequest } from 'fastify';
 import type { ApiPlugin } from '../app.ts';
 import { InjectGateway } from './gateway.ts';
 import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
+import type { McpCaller } from './http.ts';
 import { TOOLS } from './tools/index.ts';
 
 /**
@@ -10,9 +10,22 @@ import { TOOLS } from './tools/index.ts';
  * call runs as an in-process REST request (`inject`) with the caller's own Bearer
  * header, so the REST API's auth, scopes, rate limits and audit apply unchanged.
  */
+
+/**
+ * The envelope traffic's bucket: a valid key's own, else the client address, whatever
+ * Authorization header comes with it (made-up headers buy no new budget).
+ */
 function mcpRateKey(request: FastifyRequest): string {
-  const auth = request.headers.authorization;
-  return auth ? `mcp:${createHash('sha256').update(auth).digest('hex')}` : `mcp-ip:${request.ip}`;
+  return request.auth ? `mcp-key:${request.auth.keyId}` : `mcp-ip:${request.ip}`;
+}
+
+/** The key the auth hook found (auth: 'optional' looks it up without requiring it). */
+function callerOf(request: FastifyRequest): McpCaller {
+  const failure = request.authFailure;
+  const known = request.auth?.keyId ?? (failure && 'key' in failure ? failure.key.id : null);
+  // A session stays bound to its key when the key later expires or is revoked, so
+  // its tool calls answer the contract's authentication sentence instead of 404.
+  return { keyId: request.auth?.keyId ?? null, principal: known };
 }
 
 export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
@@ -29,6 +42,9 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
     maxWaitMs: ctx.config.mcpMaxWaitMs,
     allowedHosts: () => allowedHosts(ctx.config.host, ctx.publicUrl),
     maxBodyBytes: ctx.config.bodyLimit,
+    maxSessions: ctx.config.mcpSessions.max,
+    maxAnonymousSessions: ctx.config.mcpSessions.anonymousMax,
+    maxSessionsPerKey: ctx.config.mcpSessions.perKeyMax,
   });
   app.addHook('onClose', async () => handler.close());
 
@@ -38,17 +54,20 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
     // The transport answers by itself (JSON or an SSE stream), so the reply is hijacked;
     // the REST calls the tools make are what the audit trail records.
     config: {
-      auth: 'none',
+      auth: 'optional',
       action: 'mcp',
       // The REST call inside each tool call is limited per key as usual; this limit
-      // only bounds the MCP envelope traffic (initialize, lists, SSE), per key or per
-      // address, so keyless clients behind one address do not share the tiny anonymous budget.
-      rateLimit: { max: ctx.config.rateLimit.max, keyGenerator: mcpRateKey },
+      // bounds the MCP envelope traffic (initialize, lists, SSE) apart from it: per
+      // valid key, else per address with the anonymous budget.
+      rateLimit: {
+        keyGenerator: mcpRateKey,
+        max: (_request, key) => (key.startsWith('mcp-key:') ? ctx.config.rateLimit.max : ctx.config.rateLimit.anonymousMax),
+      },
     },
     schema: { hide: true },
     handler: async (request, reply) => {
       reply.hijack();
-      await handler.handle(request.raw, reply.raw, request.body);
+      await handler.handle(request.raw, reply.raw, request.body, callerOf(request));
     },
   });
 };

@@ -1,8 +1,10 @@
+import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HttpGateway } from './gateway.ts';
 import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
+import type { McpCaller } from './http.ts';
 import { TOOLS } from './tools/index.ts';
 
 export interface StandaloneOptions {
@@ -32,6 +34,10 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
     tools: TOOLS,
     ...(opts.maxWaitMs === undefined ? {} : { maxWaitMs: opts.maxWaitMs }),
     ...(allowedHosts === undefined ? {} : { allowedHosts }),
+    // This process cannot tell a valid key from a made-up one (the control plane
+    // checks keys on each tool call), so every session is in the one LRU pool; a
+    // session is still bound to the Authorization header that opened it.
+    maxAnonymousSessions: 1000,
   });
   const server = createServer((req, res) => {
     const path = new URL(req.url ?? '/', 'http://x').pathname;
@@ -46,7 +52,7 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
       return;
     }
     readJson(req, 1024 * 1024)
-      .then((body) => handler.handle(req, res, body))
+      .then((body) => handler.handle(req, res, body, callerOf(req)))
       .catch((err: unknown) => {
         if (res.headersSent) return res.destroy();
         const tooBig = err instanceof BodyTooLarge;
@@ -74,6 +80,11 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+}
+
+function callerOf(req: IncomingMessage): McpCaller {
+  const auth = req.headers.authorization;
+  return { keyId: null, principal: auth === undefined ? null : createHash('sha256').update(auth).digest('hex') };
 }
 
 class BodyTooLarge extends Error {}
