@@ -3,7 +3,7 @@ import type { Test } from 'tap';
 import { HetznerComputeProvider, serverName } from '../../control-plane/src/providers/compute/hetzner.ts';
 import type { HetznerProviderOptions } from '../../control-plane/src/providers/compute/hetzner.ts';
 import { ENROLL_ENV_FILE } from '../../control-plane/src/providers/compute/cloud-init.ts';
-import type { CreateVmSpec } from '../../control-plane/src/providers/compute/types.ts';
+import type { AgentEnrollment, CreateVmSpec } from '../../control-plane/src/providers/compute/types.ts';
 import { FakeHetzner } from '../helpers/fake-hetzner.ts';
 
 const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
@@ -197,4 +197,18 @@ t.test('an unreachable API is provider_unavailable', async (t) => {
   await fake.close();
   const provider = new HetznerComputeProvider({ token: TOKEN, baseUrl: url, timeoutMs: 5000 });
   await t.rejects(provider.status('inst_01jx4n9abcdefghjkmnpqrstvw'), { key: 'provider_unavailable', message: /could not be reached/ });
+});
+
+t.test('enrollment values that could break out of the cloud-init env file are refused', async (t) => {
+  const { fake, provider } = await setup(t);
+  const agent = { control_plane_url: 'https://cp.example.com', token: 'vmkenr_ok' };
+  const cases: [string, AgentEnrollment][] = [
+    ['a quote in the URL', { ...agent, control_plane_url: "https://cp.example.com/'$(reboot)'" }],
+    ['a newline in the token', { ...agent, token: 'vmkenr_a\nVMKIT_X=1' }],
+    ['a malformed signing key', { ...agent, control_plane_keys: ["k1:abc' ; reboot"] }],
+  ];
+  for (const [what, bad] of cases) {
+    await t.rejects(provider.create(spec(undefined, { bootstrap: { agent: bad } })), { name: 'ComputeError', key: 'invalid_request' }, what);
+  }
+  t.equal(posts(fake), 0, 'no server was asked for');
 });
