@@ -75,7 +75,8 @@ export const AgentView = z.object({
 export const InstanceView = z.object({
   id: z.string(),
   name: z.string(),
-  status: z.string(),
+  status: z.string().describe('awaiting_agent | provisioning | running | stopped | failed | destroyed'),
+  status_reason: z.string().nullable().describe('Why the instance is in its status, when that needs saying (e.g. why it failed)'),
   provider: z.string(),
   environment_id: z.string().nullable(),
   ssh: z.object({ host: z.string(), port: z.number().int() }).nullable(),
@@ -89,6 +90,7 @@ export function instanceView(i: InstanceRow, a: AgentRow | null): z.output<typeo
     id: i.id,
     name: i.name,
     status: i.status,
+    status_reason: i.statusReason,
     provider: i.provider,
     environment_id: i.environmentId,
     ssh: i.sshHost !== null ? { host: i.sshHost, port: i.sshPort ?? 22 } : null,

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, asc, eq, sql } from 'drizzle-orm';
+import { and, asc, eq, inArray, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import { prepared } from './index.ts';
 import type { Db } from './index.ts';
@@ -7,7 +7,7 @@ import type { AgentRow } from './agents.ts';
 import { agents, instances } from './schema.ts';
 
 export type InstanceRow = typeof instances.$inferSelect;
-export type InstanceStatus = 'provisioning' | 'running' | 'stopped' | 'failed' | 'destroyed';
+export type InstanceStatus = 'awaiting_agent' | 'provisioning' | 'running' | 'stopped' | 'failed' | 'destroyed';
 
 export interface NewInstance {
   workspaceId: string;
@@ -35,6 +35,7 @@ export async function createInstance(db: Db, input: NewInstance, now = Date.now(
     environmentId: input.environmentId ?? null,
     provider: input.provider,
     status: input.status ?? 'provisioning',
+    statusReason: null,
     sshHost: input.sshHost ?? null,
     sshPort: input.sshPort ?? null,
     hardenedAt: null,
@@ -83,8 +84,39 @@ export async function listInstancesWithAgents(db: Db, workspaceId: string): Prom
 }
 
 export type InstancePatch = Partial<
-  Pick<InstanceRow, 'name' | 'status' | 'environmentId' | 'sshHost' | 'sshPort' | 'hardenedAt' | 'providerRef'>
+  Pick<InstanceRow, 'name' | 'status' | 'statusReason' | 'environmentId' | 'sshHost' | 'sshPort' | 'hardenedAt' | 'providerRef'>
 >;
+
+/** Instances of every workspace in these statuses (start-up reconciliation only). */
+export async function listInstancesInStatus(db: Db, statuses: InstanceStatus[]): Promise<InstanceWithAgent[]> {
+  return db
+    .select()
+    .from(instances)
+    .leftJoin(agents, eq(agents.instanceId, instances.id))
+    .where(inArray(instances.status, statuses))
+    .orderBy(asc(instances.id))
+    .all()
+    .map((r) => ({ instance: r.instances, agent: r.agents }));
+}
+
+/**
+ * Sets the status only while the instance is still in one of `from`; says whether it
+ * moved. Lets a watcher and a reconciler race without undoing each other.
+ */
+export async function moveInstanceStatus(
+  db: Db,
+  id: string,
+  from: InstanceStatus[],
+  patch: InstancePatch & { status: InstanceStatus },
+  now = Date.now(),
+): Promise<boolean> {
+  const r = db
+    .update(instances)
+    .set({ ...patch, updatedAt: now })
+    .where(and(eq(instances.id, id), inArray(instances.status, from)))
+    .run();
+  return r.changes === 1;
+}
 
 export async function updateInstance(db: Db, id: string, patch: InstancePatch, now = Date.now()): Promise<void> {
   db.update(instances)

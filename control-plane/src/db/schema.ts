@@ -78,8 +78,10 @@ export const instances = sqliteTable(
     environmentId: text('environment_id').references(() => environments.id, { onDelete: 'set null' }),
     /** Compute provider name: `local`, `hetzner`, ... */
     provider: text('provider').notNull(),
-    /** provisioning | running | stopped | failed | destroyed */
+    /** awaiting_agent | provisioning | running | stopped | failed | destroyed */
     status: text('status').notNull(),
+    /** Why the instance is in its status, when that needs saying (e.g. why it `failed`). */
+    statusReason: text('status_reason'),
     sshHost: text('ssh_host'),
     sshPort: integer('ssh_port'),
     hardenedAt: integer('hardened_at'),
@@ -164,6 +166,35 @@ export const commands = sqliteTable(
     updatedAt: integer('updated_at').notNull(),
   },
   (t) => [index('commands_agent_state_idx').on(t.agentId, t.state), index('commands_instance_idx').on(t.instanceId)],
+);
+
+/**
+ * What the control plane still owes a harden command once the agent answers: the
+ * outside SSH check, `hardened_at` and the audit row. Written when the command is
+ * stored, so a restart finds the work a killed process left undone.
+ */
+export const hardenFollowUps = sqliteTable(
+  'harden_follow_ups',
+  {
+    commandId: text('command_id')
+      .primaryKey()
+      .references(() => commands.id, { onDelete: 'cascade' }),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    instanceId: text('instance_id')
+      .notNull()
+      .references(() => instances.id, { onDelete: 'cascade' }),
+    /** The API key that asked, for the audit row. */
+    keyId: text('key_id'),
+    /** owed | done */
+    state: text('state').notNull(),
+    /** harden_vm's answer (verification included), or `{error, message}`. */
+    answer: text('answer', { mode: 'json' }).$type<Record<string, unknown>>(),
+    createdAt: createdAt(),
+    finishedAt: integer('finished_at'),
+  },
+  (t) => [index('harden_follow_ups_state_idx').on(t.state)],
 );
 
 export const scans = sqliteTable(
