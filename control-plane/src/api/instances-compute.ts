@@ -1,16 +1,35 @@
 import type { ApiPlugin } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { getInstanceWithAgent } from '../db/instances.ts';
-import { destroyInstance, watchProvisioning } from '../services/instances.ts';
+import { instancesToRecover, recoverInstances } from '../services/instance-recovery.ts';
+import type { RecoveryOutcome } from '../services/instance-recovery.ts';
+import { clearAgentDeadlines, destroyInstance, watchProvisioning } from '../services/instances.ts';
+
+declare module '../app.ts' {
+  interface AppContext {
+    /** The start-up reconciliation of instances a previous process left waiting (runs in the background). */
+    instanceRecovery?: Promise<Record<RecoveryOutcome, number>>;
+  }
+}
 import { IdParams, InstanceView, instanceView } from './views.ts';
 
 /**
  * Instances made by a compute provider: DELETE destroys the VM. (POST /api/instances
  * with `provider` lives in instances-write.ts and calls the same service.) Registered
  * after the agent hub, whose connections move `provisioning` instances to `running`.
+ * At start-up it reconciles the instances a killed control plane left waiting.
  */
 export const instanceComputeRoutes: ApiPlugin = (app, { ctx }) => {
   watchProvisioning(ctx);
+  app.addHook('onReady', async () => {
+    // Read before the server listens; reconciled in the background (removing a VM takes a while).
+    const rows = await instancesToRecover(ctx);
+    ctx.instanceRecovery = recoverInstances(ctx, rows);
+  });
+  app.addHook('onClose', async () => {
+    clearAgentDeadlines(ctx);
+    await ctx.instanceRecovery;
+  });
   app.delete(
     '/api/instances/:id',
     {

@@ -1,11 +1,13 @@
 /**
  * Instances backed by a compute provider: provision a VM whose agent enrolls itself
- * (status `provisioning` → `running` once the agent connects) and destroy it.
- * The provider returns data; this service persists it.
+ * (status `provisioning` → `running` once the agent connects) and destroy it. A
+ * manual instance goes `awaiting_agent` → `running` the same way. The provider
+ * returns data; this service persists it. What a crash leaves is picked up at
+ * start-up by instance-recovery.ts.
  */
 import type { AppContext } from '../app.ts';
 import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
-import { getInstance, getInstanceById, getInstanceWithAgent, updateInstance } from '../db/instances.ts';
+import { getInstance, getInstanceById, getInstanceWithAgent, moveInstanceStatus, updateInstance } from '../db/instances.ts';
 import type { InstanceRow } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { localProviderFor } from '../providers/compute/local.ts';
@@ -16,6 +18,8 @@ declare module '../app.ts' {
   interface AppContext {
     /** Compute providers by name; default: `local` sandboxes under <dataDir>/sandboxes. */
     computeProviders?: Record<string, ComputeProvider>;
+    /** How long a new VM's agent has to connect before the instance is failed and its VM removed; default 15 min. */
+    agentConnectTimeoutMs?: number;
   }
 }
 
@@ -33,12 +37,12 @@ export function computeProviderOf(ctx: AppContext, name: string): ComputeProvide
   return Object.hasOwn(ctx.computeProviders, name) ? ctx.computeProviders[name] : undefined;
 }
 
-function apiErrorOf(err: unknown): unknown {
+export function apiErrorOf(err: unknown): unknown {
   return err instanceof ComputeError ? new ApiError(err.key, err.message) : err;
 }
 
 /** The provider's handle, as persisted in providerRef. */
-function refOf(row: InstanceRow): string | undefined {
+export function refOf(row: InstanceRow): string | undefined {
   const ref = row.providerRef?.ref;
   return typeof ref === 'string' ? ref : undefined;
 }
@@ -78,27 +82,86 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
     // The root password is not kept: the agent, not SSH, is how the control plane gets in.
     await updateInstance(ctx.db, row.id, { sshHost: vm.address, sshPort: vm.ssh_port, providerRef: { ref: vm.ref } }, ctx.now());
   } catch (err) {
-    await updateInstance(ctx.db, row.id, { status: 'failed' }, ctx.now());
+    await updateInstance(ctx.db, row.id, { status: 'failed', statusReason: `The compute provider failed to create the VM: ${(err as Error).message}` }, ctx.now());
     throw apiErrorOf(err);
   }
   await markRunningIfConnected(ctx, row.id);
+  armAgentDeadline(ctx, row.id);
   const fresh = await getInstance(ctx.db, input.workspaceId, row.id);
   if (!fresh) throw new ApiError('internal');
   return fresh;
 }
 
-/** `provisioning` → `running` once the instance's agent is connected. */
-async function markRunningIfConnected(ctx: AppContext, instanceId: string, connected?: boolean): Promise<void> {
+/** Statuses that mean "waiting for the agent": its first connection makes the instance `running`. */
+const WAITING_FOR_AGENT = ['provisioning', 'awaiting_agent'] as const;
+
+/** `provisioning` or `awaiting_agent` → `running` once the instance's agent is connected. */
+export async function markRunningIfConnected(ctx: AppContext, instanceId: string, connected?: boolean): Promise<void> {
   const row = await getInstanceById(ctx.db, instanceId);
-  if (row?.status !== 'provisioning') return;
+  if (row === undefined || !(WAITING_FOR_AGENT as readonly string[]).includes(row.status)) return;
   if (connected !== true) {
     const withAgent = await getInstanceWithAgent(ctx.db, row.workspaceId, instanceId);
     if (withAgent?.agent?.state !== 'connected') return;
   }
-  await updateInstance(ctx.db, instanceId, { status: 'running' }, ctx.now());
+  await moveInstanceStatus(ctx.db, instanceId, [...WAITING_FOR_AGENT], { status: 'running', statusReason: null }, ctx.now());
 }
 
-/** Flips provisioning instances to running when their agent connects (register once, after the hub). */
+const deadlines = new WeakMap<AppContext, Set<NodeJS.Timeout>>();
+
+/**
+ * A provisioned VM whose agent never connects would stay `provisioning` forever: after
+ * ctx.agentConnectTimeoutMs it is marked `failed` and its VM removed.
+ */
+export function armAgentDeadline(ctx: AppContext, instanceId: string, ms = ctx.agentConnectTimeoutMs ?? 15 * 60_000): void {
+  let timers = deadlines.get(ctx);
+  if (!timers) deadlines.set(ctx, (timers = new Set()));
+  const all = timers;
+  const timer = setTimeout(() => {
+    all.delete(timer);
+    const reason = `Its vmkit-agent did not connect within ${Math.round(ms / 1000)} s of the VM being created.`;
+    failAndRemove(ctx, instanceId, reason).catch((err: unknown) =>
+      ctx.logger.error({ err, instanceId }, 'instances: could not fail an instance whose agent never connected'),
+    );
+  }, ms);
+  timer.unref();
+  all.add(timer);
+}
+
+/** Stops the deadlines of this control plane (on close). */
+export function clearAgentDeadlines(ctx: AppContext): void {
+  for (const t of deadlines.get(ctx) ?? []) clearTimeout(t);
+  deadlines.delete(ctx);
+}
+
+/**
+ * `provisioning` → `failed` with the reason, then has the provider remove whatever it
+ * made (its destroy is idempotent and copes with half-made VMs). Does nothing when the
+ * instance left `provisioning` meanwhile (its agent connected, someone deleted it).
+ */
+export async function failAndRemove(ctx: AppContext, instanceId: string, reason: string): Promise<boolean> {
+  const row = await getInstanceById(ctx.db, instanceId);
+  if (!row) return false;
+  // Failed first, so an agent connecting meanwhile cannot flip it to running; the reason then says how the removal went.
+  const claimed = await moveInstanceStatus(ctx.db, instanceId, ['provisioning'], { status: 'failed', statusReason: `${reason} Removing what the provider made.` }, ctx.now());
+  if (!claimed) return false;
+  const ref = refOf(row);
+  if (ref === undefined) {
+    await updateInstance(ctx.db, instanceId, { statusReason: `${reason} The provider gave no handle for it, so anything it made must be removed by hand.` }, ctx.now());
+    return true;
+  }
+  try {
+    const provider = computeProviderOf(ctx, row.provider);
+    if (provider === undefined) throw new Error(`no compute provider named "${row.provider}" is configured`);
+    await provider.destroy(ref);
+    await updateInstance(ctx.db, instanceId, { statusReason: `${reason} What the provider had made was removed.`, sshHost: null, sshPort: null }, ctx.now());
+  } catch (err) {
+    const why = `${reason} Removing the VM failed (${(err as Error).message}); DELETE the instance to try again.`;
+    await updateInstance(ctx.db, instanceId, { statusReason: why }, ctx.now());
+  }
+  return true;
+}
+
+/** Flips waiting instances to running when their agent connects (register once, after the hub). */
 export function watchProvisioning(ctx: AppContext): void {
   ctx.hub?.addListener({
     agentConnected: (agent) => {
@@ -128,7 +191,7 @@ export async function destroyInstance(ctx: AppContext, workspaceId: string, id: 
       throw apiErrorOf(err);
     }
   }
-  await updateInstance(ctx.db, row.id, { status: 'destroyed', sshHost: null, sshPort: null }, ctx.now());
+  await updateInstance(ctx.db, row.id, { status: 'destroyed', statusReason: null, sshHost: null, sshPort: null }, ctx.now());
   const fresh = await getInstance(ctx.db, workspaceId, id);
   if (!fresh) throw new ApiError('internal');
   return fresh;

@@ -1,0 +1,83 @@
+// A control plane killed with SIGKILL while a local VM is being created, then started
+// again on the same data dir and port: the instance does not stay `provisioning`.
+import t from 'tap';
+import type { Test } from 'tap';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { localProviderFor } from '../../control-plane/src/providers/compute/local.ts';
+import type { SandboxState } from '../../control-plane/src/providers/compute/local.ts';
+import { alive } from '../../control-plane/src/providers/compute/local-host.ts';
+import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
+import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { sandboxSkipReason } from '../helpers/sandbox.ts';
+
+t.setTimeout(600_000);
+
+if (sandboxSkipReason) {
+  if (process.env.CI === 'true') t.fail(`CI must run the crash tests: ${sandboxSkipReason}`);
+  else t.plan(0, sandboxSkipReason);
+}
+
+interface InstanceBody {
+  id: string;
+  status: string;
+  status_reason: string | null;
+  ssh: { host: string } | null;
+}
+
+/** The processes a half-made sandbox left on the host, by what its state file recorded. */
+function leftovers(state: SandboxState): number[] {
+  return [state.relay_pid, state.supervisor_pid, state.init_pid].filter((p): p is number => p !== undefined && alive(p, undefined));
+}
+
+async function killMidCreate(t: Test, killWhen: (s: SandboxState) => boolean) {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
+  const provider = localProviderFor(dataDir);
+  let cp: ControlPlaneProcess | undefined;
+  t.teardown(async () => {
+    cp?.kill('SIGKILL');
+    await cp?.exited;
+    for (const s of await provider.list()) await provider.destroy(s.ref).catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const port = await freePort();
+  cp = await startControlPlaneProcess({ dataDir, port });
+  const first = cp;
+
+  // The answer never comes: the process dies under it.
+  const answer = first.api('POST', '/api/instances', { name: 'web-1', provider: 'local' }, 120_000).catch((err: unknown) => err);
+  const ref = await eventually('the sandbox folder', () => provider.list().then((l) => l[0]?.ref));
+  const state = await eventually('the sandbox reaching the kill point', () => {
+    const s = provider.readState(ref);
+    return s !== undefined && killWhen(s) ? s : undefined;
+  });
+  first.kill('SIGKILL');
+  await first.exited;
+  t.type(await answer, Error, 'the create request died with the process');
+  t.ok(leftovers(state).length > 0 || existsSync(`/run/netns/${state.netns}`), 'the killed create left processes or a namespace behind');
+
+  cp = await startControlPlaneProcess({ dataDir, port });
+  const inst = await eventually('the instance leaving provisioning and its leftovers removed', async () => {
+    const list = await cp.api<{ items: InstanceBody[] }>('GET', '/api/instances');
+    const i = list.body.items[0];
+    // Failed at once, then the reason tells how removing the leftovers went.
+    return i !== undefined && i.status !== 'provisioning' && !/Removing what/.test(i.status_reason ?? '') ? i : undefined;
+  });
+  t.equal(inst.status, 'failed', 'the instance is failed');
+  t.match(inst.status_reason, /control plane stopped while the VM was being created.*removed/, `with the reason: ${inst.status_reason}`);
+  t.equal(inst.ssh, null, 'and no address');
+  t.notOk(existsSync(provider.dirOf(ref)), 'the sandbox folder is gone');
+  t.notOk(existsSync(`/run/netns/${state.netns}`), 'its network namespace is gone');
+  t.same(leftovers(state), [], 'no process of it is left');
+  const del = await cp.api<InstanceBody>('DELETE', `/api/instances/${inst.id}`);
+  t.equal(del.status, 200, 'the failed instance can still be deleted');
+}
+
+t.test('killed while the sandbox network and relay are being set up: the instance fails with a reason and nothing is left', (t) =>
+  killMidCreate(t, (s) => s.phase === 'creating' && s.relay_pid !== undefined),
+);
+
+t.test('killed while the sandbox boots (before sshd answers): the instance fails with a reason and nothing is left', (t) =>
+  killMidCreate(t, (s) => s.phase === 'booting' && s.init_pid !== undefined),
+);

@@ -1,0 +1,148 @@
+/**
+ * The control plane as its own process (`vmkit-control-plane serve`), for tests that
+ * kill it with SIGKILL and start it again on the same data dir and port, as a crash
+ * and a supervisor's restart would.
+ *
+ *   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-proc-'));
+ *   const port = await freePort();
+ *   let cp = await startControlPlaneProcess({ dataDir, port });
+ *   await cp.api('GET', '/api/instances');
+ *   cp.kill('SIGKILL'); await cp.exited;
+ *   cp = await startControlPlaneProcess({ dataDir, port });
+ *   const db = openReadOnly(dataDir);   // what the server wrote, read from the test
+ */
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import Database from 'better-sqlite3';
+import type { ApiResponse } from './control-plane.ts';
+
+const ROOT = join(import.meta.dirname, '..', '..');
+
+export interface ControlPlaneProcess {
+  url: string;
+  adminKey: string;
+  child: ChildProcess;
+  /** Every JSON log line so far. */
+  logs: Record<string, unknown>[];
+  /** Resolves with the exit code (null after a signal). */
+  exited: Promise<number | null>;
+  /** Resolves with the first log line that matches. */
+  waitForLog(match: (log: Record<string, unknown>) => boolean, timeoutMs?: number): Promise<Record<string, unknown>>;
+  api<T = unknown>(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<ApiResponse<T>>;
+  kill(signal: NodeJS.Signals): void;
+}
+
+/** A TCP port nothing listens on right now (the server binds it with SO_REUSEADDR, so a restart gets it again). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.on('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const addr = s.address();
+      const port = typeof addr === 'object' && addr ? addr.port : 0;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+/** Starts `vmkit-control-plane serve` and resolves once it logs that it listens. */
+export async function startControlPlaneProcess(opts: { dataDir: string; port: number; startTimeoutMs?: number }): Promise<ControlPlaneProcess> {
+  const child = spawn(
+    process.execPath,
+    ['control-plane/bin/vmkit-control-plane.js', 'serve', '--port', String(opts.port), '--data-dir', opts.dataDir],
+    { cwd: ROOT, env: { ...process.env, VMKIT_LOG_LEVEL: 'info' }, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
+  const logs: Record<string, unknown>[] = [];
+  const watchers = new Set<(log: Record<string, unknown>) => void>();
+  let stderr = '';
+  child.stderr?.on('data', (b: Buffer) => (stderr = (stderr + b.toString('utf8')).slice(-4000)));
+  createInterface({ input: child.stdout }).on('line', (line) => {
+    let log: unknown;
+    try {
+      log = JSON.parse(line);
+    } catch {
+      return; // the first start's banner
+    }
+    if (typeof log !== 'object' || log === null) return;
+    logs.push(log as Record<string, unknown>);
+    for (const w of [...watchers]) w(log as Record<string, unknown>);
+  });
+  const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+
+  const waitForLog = (match: (log: Record<string, unknown>) => boolean, timeoutMs = 120_000): Promise<Record<string, unknown>> => {
+    const seen = logs.find(match);
+    if (seen) return Promise.resolve(seen);
+    return new Promise((resolve, reject) => {
+      const done = (err: Error | undefined, log?: Record<string, unknown>): void => {
+        clearTimeout(timer);
+        watchers.delete(watch);
+        if (err) reject(err);
+        else resolve(log ?? {});
+      };
+      const watch = (log: Record<string, unknown>): void => {
+        if (match(log)) done(undefined, log);
+      };
+      const timer = setTimeout(() => done(new Error(`no such log line within ${timeoutMs} ms\n${stderr}`)), timeoutMs);
+      watchers.add(watch);
+      void exited.then((code) => done(new Error(`the control plane exited (${code}) first\n${stderr}`)));
+    });
+  };
+
+  try {
+    await waitForLog((l) => l.msg === 'control plane listening', opts.startTimeoutMs ?? 120_000);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  }
+  const url = `http://127.0.0.1:${opts.port}`;
+  const adminKey = readFileSync(join(opts.dataDir, 'admin.key'), 'utf8').trim();
+  return {
+    url,
+    adminKey,
+    child,
+    logs,
+    exited,
+    waitForLog,
+    kill: (signal) => child.kill(signal),
+    async api<T = unknown>(method: string, path: string, body?: unknown, timeoutMs = 30_000): Promise<ApiResponse<T>> {
+      const headers: Record<string, string> = { authorization: `Bearer ${adminKey}` };
+      if (body !== undefined) headers['content-type'] = 'application/json';
+      const res = await fetch(url + path, {
+        method,
+        headers,
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      const text = await res.text();
+      let parsed: unknown = text;
+      try {
+        parsed = text === '' ? null : JSON.parse(text);
+      } catch {
+        // not JSON: keep the text
+      }
+      return { status: res.status, headers: res.headers, body: parsed as T };
+    },
+  };
+}
+
+/** The server's database, read-only, from the test process (WAL lets both sides work). */
+export function openReadOnly(dataDir: string): Database.Database {
+  const db = new Database(join(dataDir, 'vmkit.sqlite'), { readonly: true, fileMustExist: true });
+  db.pragma('busy_timeout = 5000');
+  return db;
+}
+
+/** Polls `probe` until it returns something other than undefined; fails after `timeoutMs`. */
+export async function eventually<T>(what: string, probe: () => T | undefined | Promise<T | undefined>, timeoutMs = 120_000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await probe();
+    if (v !== undefined) return v;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
