@@ -3,6 +3,7 @@ import { isErrorKey, sshPublicKeySchema } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { getCommand } from '../db/commands.ts';
+import { getHardenFollowUp } from '../db/harden-follow-ups.ts';
 import { ApiError } from '../errors.ts';
 import { DeployKeyStore } from '../services/harden/deploy-keys.ts';
 import { HardenService } from '../services/harden/service.ts';
@@ -86,6 +87,11 @@ function failure(run: HardenRun): ApiError {
 }
 
 export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
+  // Follow-ups a killed process left owed are finished by this one.
+  app.addHook('onReady', async () => {
+    if (ctx.commandBus && ctx.hub) await serviceOf(ctx).resumeOwed();
+  });
+
   app.post(
     '/api/instances/:id/harden',
     {
@@ -103,6 +109,7 @@ export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
         workspaceId: auth.workspaceId,
         instanceId: request.params.id,
         deployKeys: request.body.deploy_keys,
+        keyId: auth.keyId,
       });
       const abort = new AbortController();
       request.raw.once('close', () => abort.abort());
@@ -151,16 +158,24 @@ export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
           error: run.error ?? null,
         };
       }
-      // Another process ran it, or this one restarted: what the database holds.
+      // Another process ran it, or this one restarted: what the database holds, with
+      // harden_vm's own answer (verification included) once its follow-up is done.
       const stored = row.result as { output?: Record<string, unknown>; error?: { key: string; message: string } } | null;
+      const followUp = row.type === 'harden' ? await getHardenFollowUp(ctx.db, id) : undefined;
+      const answer = followUp?.state === 'done' ? followUp.answer : null;
+      const answerError = answer !== null && typeof answer.error === 'string' && typeof answer.message === 'string';
       return {
         id,
         instance_id: row.instanceId,
         type: row.type,
         state: row.state,
         progress: [],
-        result: stored?.output ?? null,
-        error: stored?.error ? { error: stored.error.key, message: stored.error.message } : null,
+        result: answer !== null && !answerError ? answer : (stored?.output ?? null),
+        error: answerError
+          ? { ...answer, error: String(answer.error), message: String(answer.message) }
+          : stored?.error
+            ? { error: stored.error.key, message: stored.error.message }
+            : null,
       };
     },
   );

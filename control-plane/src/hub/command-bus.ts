@@ -24,6 +24,8 @@ export interface SendOptions {
   signWith?: string;
 }
 
+export type ResumeOptions = Pick<SendOptions, 'timeoutMs' | 'onProgress' | 'signal'>;
+
 export interface CommandOutcome {
   commandId: string;
   status: 'succeeded';
@@ -46,6 +48,12 @@ export interface CommandBus {
   send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts?: SendOptions): Promise<CommandOutcome>;
   /** The stored command, its state and result (for status pages and polling). */
   get(commandId: string): Promise<StoredCommand | undefined>;
+  /**
+   * Awaits a command stored earlier, typically by a process that died before its
+   * result came: resolves or rejects as `send` would have. Its result may already be
+   * stored, or still arrive from the agent's journal once it reconnects.
+   */
+  resume(commandId: string, opts?: ResumeOptions): Promise<CommandOutcome>;
   close(): Promise<void>;
 }
 
@@ -122,23 +130,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       expiresAt: signed.envelope.expires_at,
     };
     await this.#store.insert(stored);
-    const outcome = new Promise<CommandOutcome>((resolve, reject) => {
-      const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
-      const waiter: Waiter = {
-        agentId,
-        timeoutMs,
-        resolve,
-        reject,
-        onProgress: opts.onProgress,
-        timer: setTimeout(() => void this.#giveUp(id), timeoutMs),
-        cleanup: () => {
-          clearTimeout(waiter.timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-        },
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
-      this.#waiters.set(id, waiter);
-    });
+    const outcome = this.#wait(id, agentId, timeoutMs, opts);
     try {
       opts.onCommandId?.(id);
       if (this.#link.isConnected(agentId)) await this.#deliver(stored);
@@ -156,6 +148,19 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     return this.#store.get(commandId);
   }
 
+  async resume(commandId: string, opts: ResumeOptions = {}): Promise<CommandOutcome> {
+    if (this.#closed) throw new CommandBusError('internal', 'the command bus is closed');
+    const cmd = await this.#store.get(commandId);
+    if (!cmd) throw new CommandBusError('command_not_found', `no command ${commandId}`);
+    if (this.#waiters.has(commandId)) throw new CommandBusError('conflict', `command ${commandId} is already awaited`);
+    const outcome = this.#wait(commandId, cmd.agentId, opts.timeoutMs ?? 30_000, opts);
+    // Read again now that the waiter is in place: a result stored meanwhile settles it.
+    const now = await this.#store.get(commandId);
+    if (now?.result) this.#settle(commandId, now.result);
+    else if (now?.state === 'expired' || now?.state === 'timed_out') void this.#giveUp(commandId);
+    return outcome;
+  }
+
   async close(): Promise<void> {
     this.#closed = true;
     clearInterval(this.#sweeper);
@@ -165,6 +170,26 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     }
     this.#waiters.clear();
     return Promise.resolve();
+  }
+
+  #wait(id: string, agentId: string, timeoutMs: number, opts: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<CommandOutcome> {
+    return new Promise<CommandOutcome>((resolve, reject) => {
+      const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
+      const waiter: Waiter = {
+        agentId,
+        timeoutMs,
+        resolve,
+        reject,
+        onProgress: opts.onProgress,
+        timer: setTimeout(() => void this.#giveUp(id), timeoutMs),
+        cleanup: () => {
+          clearTimeout(waiter.timer);
+          opts.signal?.removeEventListener('abort', onAbort);
+        },
+      };
+      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      this.#waiters.set(id, waiter);
+    });
   }
 
   // HubListener: queued (and sent-but-never-acked) commands go out when the agent connects.

@@ -16,26 +16,33 @@ export interface DeployKey {
  */
 export class DeployKeyStore {
   readonly #dir: string;
-  readonly #cache = new Map<string, DeployKey>();
+  /** Promises, so parallel first uses of a workspace share one key instead of racing to create two. */
+  readonly #cache = new Map<string, Promise<DeployKey>>();
 
   constructor(dataDir: string) {
     this.#dir = join(dataDir, 'deploy-keys');
   }
 
-  async get(workspaceId: string): Promise<DeployKey> {
-    if (!isId('workspace', workspaceId)) throw new TypeError('not a workspace id');
-    const cached = this.#cache.get(workspaceId);
-    if (cached) return cached;
+  get(workspaceId: string): Promise<DeployKey> {
+    if (!isId('workspace', workspaceId)) return Promise.reject(new TypeError('not a workspace id'));
+    let key = this.#cache.get(workspaceId);
+    if (!key) {
+      key = this.#load(workspaceId);
+      this.#cache.set(workspaceId, key);
+      // A failure is not cached: the next call tries again.
+      key.catch(() => this.#cache.delete(workspaceId));
+    }
+    return key;
+  }
+
+  async #load(workspaceId: string): Promise<DeployKey> {
     const base = join(this.#dir, workspaceId);
-    let key: DeployKey;
     try {
-      key = { privateKey: await readFile(base, 'utf8'), publicKey: (await readFile(`${base}.pub`, 'utf8')).trim() };
+      return { privateKey: await readFile(base, 'utf8'), publicKey: (await readFile(`${base}.pub`, 'utf8')).trim() };
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      key = await this.#create(workspaceId, base);
+      return this.#create(workspaceId, base);
     }
-    this.#cache.set(workspaceId, key);
-    return key;
   }
 
   async #create(workspaceId: string, base: string): Promise<DeployKey> {

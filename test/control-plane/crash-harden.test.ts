@@ -1,0 +1,100 @@
+// A control plane killed with SIGKILL while its harden command runs on a real agent,
+// then started again on the same data dir and port: the agent re-sends its journaled
+// result and the follow-up (outside SSH check, hardened_at, audit row) still happens.
+import t from 'tap';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { localProviderFor } from '../../control-plane/src/providers/compute/local.ts';
+import { eventually, freePort, openReadOnly, startControlPlaneProcess } from '../helpers/cp-process.ts';
+import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
+
+t.setTimeout(600_000);
+
+if (sandboxSkipReason) {
+  if (process.env.CI === 'true') t.fail(`CI must run the crash tests: ${sandboxSkipReason}`);
+  else t.plan(0, sandboxSkipReason);
+}
+
+interface InstanceBody {
+  id: string;
+  status: string;
+  hardened_at: string | null;
+  ssh: { host: string } | null;
+  agent: { state: string } | null;
+}
+interface CommandBody {
+  state: string;
+  result: { status?: string; command_id?: string; verification?: { ok: boolean | null } } | null;
+  error: unknown;
+}
+interface AuditBody {
+  items: Array<{ action: string; status: number; target_ids: Record<string, string> | null }>;
+}
+
+t.test('killed 0.3 s into a harden: after the restart the command succeeds, is verified over SSH, hardened_at is set and audited', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
+  const provider = localProviderFor(dataDir);
+  let cp: ControlPlaneProcess | undefined;
+  t.teardown(async () => {
+    cp?.kill('SIGKILL');
+    await cp?.exited;
+    for (const s of await provider.list()) await provider.destroy(s.ref).catch(() => undefined);
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const port = await freePort();
+  cp = await startControlPlaneProcess({ dataDir, port });
+  const first = cp;
+
+  const made = await first.api<InstanceBody>('POST', '/api/instances', { name: 'web-1', provider: 'local' }, 180_000);
+  t.equal(made.status, 201, JSON.stringify(made.body));
+  const id = made.body.id;
+  await eventually('the agent connecting', async () => {
+    const got = await first.api<InstanceBody>('GET', `/api/instances/${id}`);
+    return got.body.agent?.state === 'connected' ? got.body : undefined;
+  });
+
+  const db = openReadOnly(dataDir);
+  t.teardown(() => db.close());
+  const hardenCommand = () =>
+    db.prepare("select id, state from commands where instance_id = ? and type = 'harden'").all(id) as Array<{ id: string; state: string }>;
+  const answer = first.api('POST', `/api/instances/${id}/harden`, { wait_ms: 120_000 }, 180_000).catch((err: unknown) => err);
+  // The agent has it: acked or reporting progress, not finished.
+  const cmd = await eventually('the agent working on the harden command', () => {
+    const c = hardenCommand()[0];
+    return c !== undefined && (c.state === 'acked' || c.state === 'running') ? c : undefined;
+  }, 120_000, 20);
+  first.kill('SIGKILL');
+  await first.exited;
+  t.type(await answer, Error, 'the harden request died with the process');
+
+  cp = await startControlPlaneProcess({ dataDir, port });
+  const restarted = cp;
+  const inst = await eventually('hardened_at after the restart', async () => {
+    const got = await restarted.api<InstanceBody>('GET', `/api/instances/${id}`);
+    return got.body.hardened_at !== null ? got.body : undefined;
+  }, 240_000, 250);
+  t.ok(inst.hardened_at, 'hardened_at is set');
+  t.ok(restarted.logs.some((l) => l.msg === 'harden: resumed follow-ups a restart left owed'), 'by the restarted process, which found the follow-up owed');
+  t.equal(hardenCommand().length, 1, 'no second harden command was sent');
+
+  const view = await restarted.api<CommandBody>('GET', `/api/commands/${cmd.id}`);
+  t.equal(view.body.state, 'succeeded', 'the command succeeded');
+  t.equal(view.body.result?.status, 'hardened');
+  t.equal(view.body.result?.verification?.ok, true, `verified from outside over SSH: ${JSON.stringify(view.body.result?.verification)}`);
+
+  const audit = await restarted.api<AuditBody>('GET', '/api/audit?action=instances.harden.completed');
+  t.equal(audit.body.items.length, 1, 'one audit row for the outcome');
+  t.same(audit.body.items[0]?.target_ids, { id, command_id: cmd.id });
+  t.equal(audit.body.items[0]?.status, 200);
+
+  const { workspace_id: workspaceId } = db.prepare('select workspace_id from instances where id = ?').get(id) as { workspace_id: string };
+  const key = readFileSync(join(dataDir, 'deploy-keys', workspaceId), 'utf8');
+  const kamal = await sshRun({ host: inst.ssh?.host ?? '', username: 'kamal', privateKey: key }, 'id');
+  t.match(kamal.stdout, /\(kamal\).*\(docker\)/, 'kamal logs in with the deploy key');
+
+  const again = await restarted.api<{ status: string; command_id: string }>('POST', `/api/instances/${id}/harden`, { wait_ms: 120_000 }, 180_000);
+  t.equal(again.status, 200, JSON.stringify(again.body));
+  t.equal(again.body.status, 'already_hardened', 'a later harden finds the VM hardened');
+});

@@ -1,0 +1,50 @@
+// Parallel harden calls on one VM share one run: one command, one outside check.
+import t from 'tap';
+import { getCommand } from '../../control-plane/src/db/commands.ts';
+import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
+import { sandboxSkipReason } from '../helpers/sandbox.ts';
+
+t.setTimeout(480_000);
+
+if (sandboxSkipReason) {
+  if (process.env.CI === 'true') t.fail(`CI must run the harden tests: ${sandboxSkipReason}`);
+  else t.plan(0, sandboxSkipReason);
+}
+
+interface HardenBody {
+  status: string;
+  command_id: string;
+  verification?: { ok: boolean | null };
+}
+
+t.test('six parallel harden calls on one VM send one command and verify once; all six get its answer', async (t) => {
+  const cp = await startTestControlPlane();
+  t.teardown(() => cp.close());
+  const { id } = await startEnrolledVm(t, cp, { name: 'web-1', rootPassword: 'fresh-cloud-vm-password' });
+
+  // Six real HTTP requests at once, each on its own connection.
+  const calls = Array.from({ length: 6 }, () =>
+    fetch(`${cp.url}/api/instances/${id}/harden`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${cp.adminKey}`, 'content-type': 'application/json', connection: 'close' },
+      body: JSON.stringify({ wait_ms: 120_000 }),
+      signal: AbortSignal.timeout(180_000),
+    }).then(async (res) => ({ status: res.status, body: (await res.json()) as HardenBody })),
+  );
+  const answers = await Promise.all(calls);
+  const statuses = answers.map((a) => a.status);
+  t.same(statuses, Array(6).fill(200), statuses.every((s) => s === 200) ? 'all six answer 200' : JSON.stringify(answers.map((a) => a.body)));
+  const ids = new Set(answers.map((a) => a.body.command_id));
+  t.equal(ids.size, 1, 'they share one command');
+  t.same(answers.map((a) => a.body.status), Array(6).fill('hardened'), 'and its answer');
+  t.ok(answers.every((a) => a.body.verification?.ok === true), 'verified from outside');
+
+  const commands = cp.ctx.db.$client.prepare("select id from commands where instance_id = ? and type = 'harden'").all(id);
+  t.equal(commands.length, 1, 'one harden command reached the agent');
+  t.equal((await getCommand(cp.ctx.db, [...ids][0] ?? ''))?.state, 'succeeded');
+  const audit = await cp.api<{ items: Array<{ action: string }> }>('GET', '/api/audit?limit=50');
+  const actions = audit.body.items.map((i) => i.action);
+  t.equal(actions.filter((a) => a === 'instances.harden').length, 6, 'each call is audited');
+  t.equal(actions.filter((a) => a === 'instances.harden.completed').length, 1, 'the one run and its outside check once');
+});
