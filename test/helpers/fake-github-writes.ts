@@ -71,6 +71,8 @@ let nextRunId = 9_000_000;
 
 export class FakeGitHubWrites {
   dispatchMode: DispatchMode = 'details';
+  /** The runs list leaves out new runs for this many reads (GitHub lists a dispatched run after a delay). */
+  runsListedAfterReads = 0;
   /** Repositories without a single commit. */
   readonly emptyRepos = new Set<string>();
   readonly #host: WriteHost;
@@ -270,6 +272,10 @@ export class FakeGitHubWrites {
     if (a === 'actions' && b === 'workflows' && c !== undefined) {
       if (method === 'POST' && d === 'dispatches') return this.#dispatch(fn, c, body, need('actions', 'write'), reply, message);
       if (method === 'GET' && d === 'runs') {
+        if (this.runsListedAfterReads > 0) {
+          this.runsListedAfterReads--;
+          return reply(200, { total_count: 0, workflow_runs: [] });
+        }
         const created = /^>=(.+)$/.exec(url.searchParams.get('created') ?? '')?.[1];
         const event = url.searchParams.get('event');
         const runs = this.runs(fn)

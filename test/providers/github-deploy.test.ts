@@ -6,7 +6,7 @@ import { GitHubError } from '../../control-plane/src/providers/github/errors.ts'
 import { githubErrorKey } from '../../control-plane/src/providers/github/failures.ts';
 import { defaultBranchHead, ensureBranch, getContent, putContent, upsertFile } from '../../control-plane/src/providers/github/contents.ts';
 import { ensurePull, findOpenPull, getPull, listPulls } from '../../control-plane/src/providers/github/pulls.ts';
-import { dispatchWorkflow, failingJob, getRun, putRepoSecret } from '../../control-plane/src/providers/github/actions.ts';
+import { dispatchWorkflow, failingJob, followRun, getRun, putRepoSecret } from '../../control-plane/src/providers/github/actions.ts';
 import { FakeGitHub } from '../helpers/fake-github.ts';
 import type { FakeRepo } from '../helpers/fake-github.ts';
 
@@ -248,4 +248,50 @@ t.test('GitHub rate limits surface with their reset time', async (t) => {
     t.equal((err as GitHubError).failure, 'rate_limited');
     t.equal((err as GitHubError).resetAt?.getTime(), (fake.rateLimitResetAt ?? 0) * 1000, 'x-ratelimit-reset');
   }
+});
+
+t.test('a run GitHub lists only after a while is still found, by polling', async (t) => {
+  const { fake, gh } = await setup(t);
+  fake.writes.mergePull(FULL, await scaffold(gh));
+  fake.writes.dispatchMode = 'no_content';
+  fake.writes.runsListedAfterReads = 3;
+  const run = await dispatchWorkflow(gh, REPO, { workflow: WORKFLOW, ref: 'main', inputs: { dest: 'staging', host: 'h', sha: 's', deploy_id: 'dep_04' }, marker: 'dep_04' }, { pollMs: 10 });
+  t.equal(run.found_by, 'run_name');
+  t.equal(fake.requests.filter((r) => r.path.includes('/runs?')).length, 4, 'three empty lists, then the run');
+});
+
+t.test('a dispatched run that never shows up ends the search with a clear error', async (t) => {
+  const { fake, gh } = await setup(t);
+  fake.writes.mergePull(FULL, await scaffold(gh));
+  fake.writes.dispatchMode = 'no_content';
+  fake.writes.runsListedAfterReads = 1_000;
+  let clock = Date.now();
+  await rejectsKey(
+    t,
+    dispatchWorkflow(gh, REPO, { workflow: WORKFLOW, ref: 'main', inputs: { dest: 'staging', host: 'h', sha: 's', deploy_id: 'dep_05' }, marker: 'dep_05' }, { findTimeoutMs: 30_000, pollMs: 10_000, now: () => clock, sleep: async (ms) => void (clock += ms) }),
+    'github_unavailable',
+    /listed no run named with dep_05 within 30 s/,
+  );
+  t.equal(fake.writes.runs(FULL).length, 1, 'dispatched once, never again');
+});
+
+t.test('following a run: running while the wait lasts, then its conclusion and failing step', async (t) => {
+  const { fake, gh } = await setup(t);
+  fake.writes.mergePull(FULL, await scaffold(gh));
+  const { run_id: runId } = await dispatchWorkflow(gh, REPO, { workflow: WORKFLOW, ref: 'main', inputs: { dest: 'staging', host: 'h', sha: 's', deploy_id: 'dep_06' }, marker: 'dep_06' });
+  let clock = Date.now();
+  const pending = await followRun(gh, REPO, runId, { timeoutMs: 20_000, pollMs: 5_000, now: () => clock, sleep: async (ms) => void (clock += ms) });
+  t.same([pending.run.status, pending.failing], ['queued', null], 'the bounded wait ran out with the run still queued');
+  let reads = 0;
+  const done = await followRun(gh, REPO, runId, {
+    timeoutMs: 60_000,
+    pollMs: 1,
+    sleep: async () => {
+      if (++reads === 2) fake.writes.completeRun(FULL, runId, 'failure', { job: 'deploy', step: 'kamal deploy -d staging' });
+    },
+  });
+  t.same([done.run.status, done.run.conclusion], ['completed', 'failure']);
+  t.match(done.failing, { job: 'deploy', step: 'kamal deploy -d staging' });
+  fake.writes.completeRun(FULL, runId, 'success');
+  t.equal((await followRun(gh, REPO, runId, { timeoutMs: 0 })).failing, null, 'a successful run has no failing job');
 });

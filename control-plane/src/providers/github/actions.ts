@@ -90,6 +90,37 @@ export async function failingJob(client: GitHubClient, repo: RepoCoords, runId: 
   return { job: failed.name, step: step?.name ?? null, html_url: failed.html_url };
 }
 
+export interface RunOutcome {
+  run: WorkflowRun;
+  /** Where a failed, cancelled or timed-out run broke; null otherwise. */
+  failing: { job: string; step: string | null; html_url: string } | null;
+}
+
+/**
+ * Follows a run until it completes or `timeoutMs` runs out (then `run.status` is still
+ * queued or in_progress: the caller answers `running` and polls later). Polls every
+ * `pollMs` (default 5 s: a deploy takes minutes, and each read costs one of the
+ * installation's 5,000 requests an hour).
+ */
+export async function followRun(
+  client: GitHubClient,
+  repo: RepoCoords,
+  runId: number,
+  opts: { timeoutMs: number; pollMs?: number; sleep?: (ms: number) => Promise<void>; now?: () => number },
+): Promise<RunOutcome> {
+  const now = opts.now ?? Date.now;
+  const sleep = opts.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+  const deadline = now() + opts.timeoutMs;
+  for (;;) {
+    const run = await getRun(client, repo, runId);
+    if (run.status === 'completed') {
+      return { run, failing: run.conclusion === 'success' ? null : await failingJob(client, repo, runId) };
+    }
+    if (now() >= deadline) return { run, failing: null };
+    await sleep(opts.pollMs ?? 5_000);
+  }
+}
+
 /**
  * The run of `workflow` whose run name carries `marker` (the deploy id), among runs
  * started by workflow_dispatch at or after `createdAfter`; null when it is not listed yet.
