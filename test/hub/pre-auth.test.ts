@@ -1,4 +1,5 @@
 import t from 'tap';
+import { request } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import { PerAddressLimiter, addressKey, clientAddressResolver } from '../../control-plane/src/hub/pre-auth.ts';
 import { TEST_RECONNECT } from '../agent/agent-process.ts';
@@ -62,6 +63,55 @@ t.test('the client address follows --trust-proxy exactly as the REST API does', 
   t.equal(listed(req('10.0.0.5', '198.51.100.1, 10.0.0.9')), '198.51.100.1', 'listed proxies are skipped');
   t.equal(listed(req('10.0.0.5', '198.51.100.1, 203.0.113.4')), '203.0.113.4', 'an unlisted hop is the client: what it claims behind it is not trusted');
   t.equal(listed(req('192.0.2.1', '198.51.100.1')), '192.0.2.1', 'a peer that is not a listed proxy cannot claim an address');
+});
+
+t.test('unauthenticated connections held at once are capped with HTTP 503; closed ones free their place', async (t) => {
+  const fx = await startHub({ maxPendingHandshakes: 2 });
+  t.teardown(() => fx.close());
+  const a = await FakeAgent.open(fx.url);
+  const b = await FakeAgent.open(fx.url);
+  await a.next('challenge');
+  await b.next('challenge');
+  await t.rejects(FakeAgent.open(fx.url), /HTTP 503/, 'a third stranger is refused before any WebSocket');
+  t.equal(fx.hub.stats().refusedPreAuth, 1);
+  a.kill();
+  b.kill();
+  const deadline = Date.now() + 60_000;
+  while (fx.hub.stats().handshaking > 0) {
+    if (Date.now() > deadline) throw new Error('the closed handshakes were never released');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  const enrolled = fx.addAgent();
+  const { welcome, agent } = await FakeAgent.connect(fx.url, enrolled.agentId, enrolled.key);
+  t.ok(welcome, 'once they are gone an enrolled agent gets in');
+  await agent.close();
+});
+
+t.test('over its address budget a peer gets HTTP 429 with Retry-After and a registered error key, before any WebSocket', async (t) => {
+  const fx = await startHub({ preAuthPerAddressPerSecond: 0.01, preAuthPerAddressBurst: 1 });
+  t.teardown(() => fx.close());
+  const first = await FakeAgent.open(fx.url);
+  await first.next('challenge');
+  const res = await new Promise<{ status: number | undefined; retryAfter: string | undefined; text: string }>((resolve, reject) => {
+    const req = request(fx.url.replace('ws:', 'http:'), {
+      headers: { connection: 'Upgrade', upgrade: 'websocket', 'sec-websocket-version': '13', 'sec-websocket-key': 'dGhlIHNhbXBsZSBub25jZQ==' },
+    });
+    req.on('response', (r) => {
+      let text = '';
+      r.on('data', (d: Buffer) => (text += d.toString('utf8')));
+      r.on('end', () => resolve({ status: r.statusCode, retryAfter: r.headers['retry-after'], text }));
+    });
+    req.on('upgrade', () => reject(new Error('upgraded')));
+    req.on('error', reject);
+    req.end();
+  });
+  t.equal(res.status, 429);
+  t.ok(Number(res.retryAfter) >= 1, `Retry-After: ${res.retryAfter} s`);
+  const body = JSON.parse(res.text) as { error: string; message: string };
+  t.equal(body.error, 'rate_limited');
+  t.match(body.message, /too many connection attempts from this address; retry in \d+ ms/);
+  t.equal(fx.hub.stats().handshaking, 1, 'no handshake was started for it');
+  first.kill();
 });
 
 t.test(`a flood of ${FLOOD} unauthenticated upgrades takes no handshake token and no retry slot from verified agents`, async (t) => {
