@@ -196,7 +196,7 @@ export class AgentHub implements AgentLink {
       setInterval(() => this.#pingAll(), this.heartbeatIntervalMs),
       setInterval(() => this.#dropSilent(), tick),
       setInterval(() => void this.flushLastSeen(), this.#lastSeenFlushMs),
-      setInterval(() => this.#preAuth.prune(), 10_000),
+      setInterval(() => this.#preAuthTick(), 10_000),
     );
     for (const t of this.#timers) t.unref();
   }
@@ -304,6 +304,16 @@ export class AgentHub implements AgentLink {
     await Promise.allSettled(this.#stateChains.values());
     await this.#store.markAllDisconnected(Date.now());
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
+  }
+
+  #preAuthReported = 0;
+
+  /** Forgets refilled addresses, and says once per tick (not once per request) that a flood is being refused. */
+  #preAuthTick(): void {
+    this.#preAuth.prune();
+    const refused = this.#stats.refusedPreAuth - this.#preAuthReported;
+    this.#preAuthReported = this.#stats.refusedPreAuth;
+    if (refused > 0) this.#log.warn({ refused, addressesTracked: this.#preAuth.size }, 'hub: unauthenticated upgrades refused by the pre-auth budget');
   }
 
   #refuseUpgrade(socket: Duplex, status: 429 | 503, retryAfterMs: number, address: string, why: string): void {
