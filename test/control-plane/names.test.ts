@@ -106,6 +106,22 @@ t.test('instance, environment and repository names refuse the same characters, n
   t.same(instances.body.items, [], 'no instance was created');
 });
 
+t.test('an agent enrolling with a host name, OS or version holding such characters is refused, naming the field', async (t) => {
+  const good = { token: 'vmkenr_unknown', public_key: Buffer.alloc(32, 7).toString('base64url'), hostname: 'web-1', os: 'Debian 12', agent_version: '0.1.0' };
+  for (const [field, bad] of [
+    ['hostname', 'web\u001b[2J'],
+    ['hostname', 'web\u202e1'],
+    ['os', 'Debian\u0000'],
+    ['agent_version', '0.1\ud800'],
+  ] as const) {
+    const res = await cp.api<ErrorBody>('POST', '/api/agents/enroll', { key: null, body: { ...good, [field]: bad } });
+    t.equal(res.status, 400, `${field} ${JSON.stringify(bad)}`);
+    t.match(res.body, { error: 'invalid_request', message: new RegExp(`body\\.${field}: must not contain control characters`) });
+  }
+  const fine = await cp.api<ErrorBody>('POST', '/api/agents/enroll', { key: null, body: good });
+  t.equal(fine.body.error, 'enrollment_token_invalid', 'ordinary values pass on to the token check');
+});
+
 t.test('vmkit keys list never prints raw control characters a name holds', async (t) => {
   // Written straight to the database, as a name stored before the rule would be.
   const hostile = 'ops\u001b]0;pwned\u0007\u001b[2J\u202eevil\ud800';

@@ -5,6 +5,7 @@ import type { ApiPlugin, AppContext } from '../app.ts';
 import { enrollWithToken } from '../db/enrollment.ts';
 import { ENROLLMENT_TOKEN_PREFIX } from '../db/enrollment.ts';
 import { ApiError } from '../errors.ts';
+import { UNSAFE_TEXT_MESSAGE, isSafeText } from '@vmkit/protocol';
 import { AGENT_CONNECT_PATH } from '../hub/agent-hub.ts';
 import { INSTALL_SCRIPT } from '../hub/bundle.ts';
 import type { PublishedKey } from '../hub/signing-keys.ts';
@@ -62,6 +63,10 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
     },
     async (request, reply) => {
       const body = request.body;
+      // Shown to operators as names: the same rule as every other name (@vmkit/protocol text.ts).
+      for (const field of ['hostname', 'os', 'agent_version'] as const) {
+        if (!isSafeText(body[field])) throw new ApiError('invalid_request', `Invalid request: body.${field}: ${UNSAFE_TEXT_MESSAGE}.`);
+      }
       if (!isPublicKeyText(body.public_key)) throw new ApiError('invalid_request', 'Invalid request: public_key is not an Ed25519 public key.');
       if (!body.token.startsWith(ENROLLMENT_TOKEN_PREFIX)) throw tokenInvalid();
       const signingKeys = enrollmentAnswerKeys(ctx);
