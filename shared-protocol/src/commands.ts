@@ -37,6 +37,9 @@ export const factsParams = z.strictObject({});
 export const hardenParams = z.strictObject({
   deploy_keys: z.array(sshPublicKeySchema).max(64),
   dry_run: z.boolean(),
+  /** The SSH crypto, forwarding and login-limit policy; absent means on. Sent only to opt out,
+   * so agents from before the policy keep accepting the command. */
+  ssh_policy: z.boolean().optional(),
 });
 export const shellOpenParams = z.strictObject({
   session_id: idSchema('shellSession'),

@@ -27,6 +27,13 @@ const HardenBody = z
       .max(64)
       .optional()
       .describe("OpenSSH public keys for kamal; default: the workspace's own deploy key"),
+    ssh_policy: z
+      .boolean()
+      .default(true)
+      .describe(
+        'Also apply the SSH policy: modern key exchange, ciphers, MACs and host-key algorithms, X11 and agent forwarding off, ' +
+          'MaxAuthTries 3, LoginGraceTime 30 (TCP forwarding stays for Kamal). false leaves those settings as they are',
+      ),
     wait_ms: z
       .number()
       .int()
@@ -35,7 +42,7 @@ const HardenBody = z
       .default(60_000)
       .describe('How long to wait for the result before answering 202 with the command id'),
   })
-  .default({ wait_ms: 60_000 });
+  .default({ wait_ms: 60_000, ssh_policy: true });
 
 const Step = z.looseObject({ step: z.string(), changed: z.boolean() });
 const HardenAnswer = z.looseObject({
@@ -110,6 +117,7 @@ export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
         instanceId: request.params.id,
         deployKeys: request.body.deploy_keys,
         keyId: auth.keyId,
+        sshPolicy: request.body.ssh_policy,
       });
       const abort = new AbortController();
       request.raw.once('close', () => abort.abort());

@@ -89,6 +89,13 @@ export const hardenVm = defineTool({
     'the wait bound it answers status "running" with a command_id to poll.',
   inputSchema: z.object({
     instance_id: z.string().min(1).max(64).describe('The instance id of a provisioned VM, e.g. inst_01jx4n9abc...'),
+    ssh_policy: z
+      .boolean()
+      .optional()
+      .describe(
+        'Optional, default true: also enforce the SSH policy (modern key exchange, ciphers, MACs and host keys; X11 and agent ' +
+          'forwarding off; MaxAuthTries 3; LoginGraceTime 30; TCP forwarding stays for Kamal). false leaves those settings as they are.',
+      ),
   }),
   outputSchema: z.looseObject({
     status: z.enum(['hardened', 'already_hardened', 'running']),
@@ -101,7 +108,7 @@ export const hardenVm = defineTool({
     const res = await ctx.call({
       method: 'POST',
       path: `/api/instances/${seg(args.instance_id)}/harden`,
-      body: { wait_ms: 0 },
+      body: { wait_ms: 0, ...(args.ssh_policy === undefined ? {} : { ssh_policy: args.ssh_policy }) },
     });
     const body = expectOk(res);
     if (res.status === 200) return answer(args.instance_id, body);

@@ -42,6 +42,8 @@ export interface HardenRequest {
   deployKeys?: string[] | undefined;
   /** The API key that asked, for the audit row of the outcome. */
   keyId?: string | null | undefined;
+  /** The SSH crypto/forwarding policy; default on. */
+  sshPolicy?: boolean | undefined;
 }
 
 /** The outside check, or why it did not run. */
@@ -107,7 +109,8 @@ export class HardenService {
     const outcome = this.#d.bus.send(
       agentId,
       'harden',
-      { deploy_keys: keys, dry_run: false },
+      // ssh_policy goes on the wire only to opt out: agents from before the policy refuse unknown fields.
+      { deploy_keys: keys, dry_run: false, ...(req.sshPolicy === false ? { ssh_policy: false } : {}) },
       {
         timeoutMs: HARDEN_TIMEOUT_MS,
         requireConnected: true,

@@ -7,6 +7,7 @@ import { posix } from 'node:path';
 import { groupsOf, parseGroup, parsePasswd, shadowPassword } from './accounts.ts';
 import { mergeAuthorizedKeys } from './authorized-keys.ts';
 import { lockoutReason } from './lockout.ts';
+import { MIN_MODULUS_BITS, rulesFor, strongModuli } from './ssh-policy.ts';
 import { planSshd } from './sshd-plan.ts';
 import { HARDEN_GROUP, HARDEN_HOME, HARDEN_SHELL, HARDEN_USER } from './types.ts';
 import type { Action, FileStat, HardenPlan, Owner, PlannedStep, SystemSnapshot } from './types.ts';
@@ -15,6 +16,8 @@ export interface PlanOptions {
   deployKeys: readonly string[];
   /** When false the group/user steps are reported but never applied (fixture runs). */
   manageAccounts: boolean;
+  /** The SSH crypto, forwarding and login-limit policy (ssh-policy.ts); default on. */
+  sshPolicy?: boolean;
 }
 
 const KAMAL: Owner = { user: HARDEN_USER, group: HARDEN_USER };
@@ -148,7 +151,8 @@ export function planHarden(snap: SystemSnapshot, opts: PlanOptions): HardenPlan 
   });
 
   // sshd
-  const sshd = planSshd(snap.sshd);
+  const sshPolicy = opts.sshPolicy ?? true;
+  const sshd = planSshd(snap.sshd, rulesFor(sshPolicy));
   problems.push(...sshd.problems);
   const sshdActions: Action[] = sshd.writes.map((w) => ({
     kind: 'write',
@@ -159,9 +163,18 @@ export function planHarden(snap: SystemSnapshot, opts: PlanOptions): HardenPlan 
   }));
   const detailParts = [`placement ${sshd.placement}`, ...sshd.writes.map((w) => `${w.create ? 'create' : 'rewrite'} ${w.path}`)];
   if (sshd.neutralised.length > 0) detailParts.push(`Match lines commented out: ${sshd.neutralised.join('; ')}`);
+  detailParts.push(sshPolicy ? 'ssh policy on' : 'ssh policy off: crypto, forwarding and login limits left as they are');
+  // Group exchange stays for net-ssh (Kamal); its primes must be strong enough.
+  const moduli = sshPolicy && snap.moduli ? strongModuli(snap.moduli.content) : null;
+  if (sshPolicy && !snap.moduli) detailParts.push(`${snap.paths.moduli} not found: sshd uses its built-in groups for group exchange`);
+  else if (sshPolicy && !moduli) detailParts.push(`${snap.paths.moduli} has no prime of ${MIN_MODULUS_BITS} bits or more; left as it is`);
+  if (moduli && snap.moduli && moduli.dropped > 0) {
+    sshdActions.push({ kind: 'write', path: snap.paths.moduli, content: moduli.content, mode: snap.moduli.stat.mode, owner: 'keep' });
+    detailParts.push(`rewrite ${snap.paths.moduli}: ${moduli.dropped} prime(s) under ${MIN_MODULUS_BITS} bits removed, ${moduli.kept} kept`);
+  }
   steps.push({
     step: 'sshd_config',
-    changed: sshd.changed,
+    changed: sshdActions.length > 0,
     before: sshd.before,
     after: sshd.after,
     detail: detailParts.join('; '),

@@ -21,6 +21,7 @@ import { planHarden } from './plan.ts';
 import { recoverHarden } from './recover.ts';
 import { reloadSshd } from './reload.ts';
 import { rollback } from './rollback.ts';
+import { rulesFor } from './ssh-policy.ts';
 import { readText, statOf, takeSnapshot } from './snapshot.ts';
 import { checkEffective, effective, validate } from './sshd.ts';
 import type { SshdTool } from './sshd.ts';
@@ -195,7 +196,8 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
   report({ step: 'plan', state: 'started' });
   const current = await effective(tool, HARDEN_USER);
   const snapshot = await takeSnapshot(paths, current.ok ? current.config : null);
-  const plan = planHarden(snapshot, { deployKeys: params.deploy_keys, manageAccounts });
+  const sshPolicy = params.ssh_policy ?? true;
+  const plan = planHarden(snapshot, { deployKeys: params.deploy_keys, manageAccounts, sshPolicy });
   const notes: string[] = [];
   if (!current.ok) notes.push(`sshd -T could not read the current configuration (${current.message}); the lockout guard checked keys and shell only`);
   const output = (status: HardenOutput['status'], applied: boolean, extra: Partial<HardenOutput> = {}): HardenOutput => ({
@@ -242,7 +244,7 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
   const sshdSteps = plan.steps.filter((s) => !ACCOUNT_PHASE.includes(s.step));
   const willApply = (s: PlannedStep) => s.changed && (manageAccounts || !ACCOUNT_ONLY.includes(s.step));
   if (applicable.length === 0) {
-    const failures = await checkEffective(tool, ['root', HARDEN_USER]);
+    const failures = await checkEffective(tool, ['root', HARDEN_USER], rulesFor(sshPolicy));
     if (failures.length > 0) {
       const message = `sshd -T shows the hardening is not in effect: ${failures.join('; ')}`;
       report({ step: 'sshd -T', state: 'failed', message });
@@ -316,7 +318,7 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
       if (!v.ok) throw new StepFailure('sshd_validation_failed', 'sshd -t', `sshd -t rejected the hardened configuration: ${v.message}`);
       await journal.step('sshd_validated');
     }
-    const failures = await checkEffective(tool, ['root', HARDEN_USER]);
+    const failures = await checkEffective(tool, ['root', HARDEN_USER], rulesFor(sshPolicy));
     if (failures.length > 0) {
       throw new StepFailure('sshd_effective_check_failed', 'sshd -T', `sshd -T shows the hardening is not in effect: ${failures.join('; ')}`);
     }

@@ -100,6 +100,8 @@ export async function takeSnapshot(paths: HardenPaths, effectiveKamal: Effective
   let daemonInstalled = false;
   for (const d of paths.dockerd) if (await executable(d)) daemonInstalled = true;
   const socketStat = await statOf(paths.dockerSocket);
+  const moduliStat = await statOf(paths.moduli);
+  const moduliContent = moduliStat?.kind === 'file' ? await readText(paths.moduli) : null;
   return {
     paths,
     passwd: await readText(paths.passwd),
@@ -118,5 +120,6 @@ export async function takeSnapshot(paths: HardenPaths, effectiveKamal: Effective
     docker: { socketStat: socketStat?.kind === 'socket' ? socketStat : null, daemonInstalled },
     shellUsable: await executable(underRoot(paths.root, HARDEN_SHELL)),
     effectiveKamal,
+    moduli: moduliStat && moduliContent !== null ? { content: moduliContent, stat: moduliStat } : null,
   };
 }

@@ -6,9 +6,13 @@
  * `Include`d directory when that Include is global and precedes every conflicting
  * value, otherwise a managed block at the very top of sshd_config.
  *
- * Values inside `Match` blocks override the global ones for matching connections.
- * We rewrite (comment out, with a marker) the Match lines that would re-enable root
- * login, passwords or keyboard-interactive auth rather than refusing: a refusal would
+ * The settings are the rules of ssh-policy.ts: always no root login, passwords or
+ * keyboard-interactive auth; with the SSH policy also the crypto, forwarding and
+ * login limits.
+ *
+ * Values inside `Match` blocks (`Match all` included) override the global ones for
+ * matching connections. We rewrite (comment out, with a marker) the Match lines that
+ * would loosen a rule (root login, passwords, X11 forwarding...) rather than refusing: a refusal would
  * leave the VM unhardened, the original line stays visible in the comment, and the
  * backup restores it byte for byte if any check fails.
  */
@@ -24,39 +28,32 @@ import {
   splitLines,
 } from './sshd-config.ts';
 import type { ConfigTree, FlatDirective } from './sshd-config.ts';
+import { BASE_RULES } from './ssh-policy.ts';
+import type { PolicyRule } from './ssh-policy.ts';
 
 export const DROP_IN_NAME = '00-vmkit-hardening.conf';
 export const BLOCK_BEGIN = '# BEGIN vmkit-hardening (managed by vmkit-agent; sshd keeps the first value it reads)';
 export const BLOCK_END = '# END vmkit-hardening';
 export const MATCH_MARKER = '# vmkit-hardening disabled: ';
 
-/** The hardened values, as `sshd -T` prints them. */
-export const HARDENED: Readonly<Record<string, string>> = {
-  permitrootlogin: 'no',
-  passwordauthentication: 'no',
-  kbdinteractiveauthentication: 'no',
-};
+/** The setting lines. ChallengeResponseAuthentication is a deprecated alias of
+ * KbdInteractiveAuthentication on 8.7+; setting it too keeps older sshd (Ubuntu 20.04's
+ * 8.2, Debian 11's 8.4) closed as well. */
+function settings(rules: readonly PolicyRule[]): string[] {
+  return rules.flatMap((r) => (r.keyword === 'kbdinteractiveauthentication' ? [r.line, 'ChallengeResponseAuthentication no'] : [r.line]));
+}
 
-/** ChallengeResponseAuthentication is a deprecated alias of KbdInteractiveAuthentication on 8.7+;
- * setting it too keeps older sshd (Ubuntu 20.04's 8.2, Debian 11's 8.4) closed as well. */
-const SETTINGS = [
-  'PermitRootLogin no',
-  'PasswordAuthentication no',
-  'KbdInteractiveAuthentication no',
-  'ChallengeResponseAuthentication no',
-];
-
-export function dropInContent(): string {
+export function dropInContent(rules: readonly PolicyRule[] = BASE_RULES): string {
   return [
     '# Managed by vmkit-agent (harden). Named to sort first: sshd keeps the first value it reads.',
     '# Edits are overwritten the next time the VM is hardened.',
-    ...SETTINGS,
+    ...settings(rules),
     '',
   ].join('\n');
 }
 
-export function blockLines(): string[] {
-  return [BLOCK_BEGIN, ...SETTINGS, BLOCK_END];
+export function blockLines(rules: readonly PolicyRule[] = BASE_RULES): string[] {
+  return [BLOCK_BEGIN, ...settings(rules), BLOCK_END];
 }
 
 /** sshd's defaults (OpenSSH 9.x) for keywords nobody set. */
@@ -64,21 +61,26 @@ const DEFAULTS: Readonly<Record<string, string>> = {
   permitrootlogin: 'prohibit-password',
   passwordauthentication: 'yes',
   kbdinteractiveauthentication: 'yes',
+  x11forwarding: 'no',
+  allowagentforwarding: 'yes',
+  maxauthtries: '6',
+  logingracetime: '120',
 };
 
 function valueOf(d: FlatDirective): string {
-  return (d.args[0] ?? '').toLowerCase();
+  // Algorithm lists and times keep their case-sensitive spelling; yes/no compare lower-cased.
+  return d.args[0] ?? '';
 }
 
-function isHardened(keyword: string, value: string): boolean {
-  return HARDENED[keyword] === value;
+function accepted(rules: readonly PolicyRule[], keyword: string, value: string): boolean {
+  return rules.find((r) => r.keyword === keyword)?.accepts(value) ?? true;
 }
 
-/** A Match line that would undo the hardening for the connections it matches. */
-function isOffendingInMatch(d: FlatDirective): boolean {
+/** A Match line that would undo a rule for the connections it matches. */
+function isOffendingInMatch(rules: readonly PolicyRule[], d: FlatDirective): boolean {
   if (d.match === null) return false;
   const k = canonicalKeyword(d.keyword);
-  return k in HARDENED && !isHardened(k, valueOf(d));
+  return rules.some((r) => r.keyword === k) && !accepted(rules, k, valueOf(d));
 }
 
 export interface SshdFileWrite {
@@ -100,16 +102,16 @@ export interface SshdPlan {
 }
 
 /** The first global value of each hardened keyword, in read order. */
-function summary(directives: readonly FlatDirective[]): Record<string, string> {
+function summary(rules: readonly PolicyRule[], directives: readonly FlatDirective[]): Record<string, string> {
   const out: Record<string, string> = {};
-  for (const k of Object.keys(HARDENED)) {
+  for (const { keyword: k } of rules) {
     const d = directives.find((x) => x.match === null && canonicalKeyword(x.keyword) === k);
-    out[k] = d ? valueOf(d) : (DEFAULTS[k] ?? '');
+    out[k] = d ? valueOf(d).toLowerCase() : (DEFAULTS[k] ?? 'default');
   }
-  const overrides = directives.filter(isOffendingInMatch);
+  const overrides = directives.filter((d) => isOffendingInMatch(rules, d));
   for (const d of overrides) {
     const k = canonicalKeyword(d.keyword);
-    out[k] = `${out[k] ?? ''} (Match ${d.match?.join(' ') ?? ''}: ${valueOf(d)})`;
+    out[k] = `${out[k] ?? ''} (Match ${d.match?.join(' ') ?? ''}: ${valueOf(d).toLowerCase()})`;
   }
   return out;
 }
@@ -121,20 +123,20 @@ function describe(s: Record<string, string>): string {
 }
 
 /** True when, in this tree, the hardened values are the first global ones and no Match undoes them. */
-export function treeIsHardened(tree: ConfigTree): boolean {
+export function treeIsHardened(tree: ConfigTree, rules: readonly PolicyRule[] = BASE_RULES): boolean {
   const { directives, problems } = flatten(tree);
   if (problems.length > 0) return false;
-  if (directives.some(isOffendingInMatch)) return false;
-  return Object.keys(HARDENED).every((k) => {
-    const d = directives.find((x) => x.match === null && canonicalKeyword(x.keyword) === k);
-    return d !== undefined && isHardened(k, valueOf(d));
+  if (directives.some((d) => isOffendingInMatch(rules, d))) return false;
+  return rules.every((r) => {
+    const d = directives.find((x) => x.match === null && canonicalKeyword(x.keyword) === r.keyword);
+    return d !== undefined && r.accepts(valueOf(d));
   });
 }
 
 /** True when our own settings (drop-in or block) are the first global values read. */
-function oursWin(tree: ConfigTree, ourFile: string, ourLines: (line: number) => boolean): boolean {
+function oursWin(rules: readonly PolicyRule[], tree: ConfigTree, ourFile: string, ourLines: (line: number) => boolean): boolean {
   const { directives } = flatten(tree);
-  return Object.keys(HARDENED).every((k) => {
+  return rules.every(({ keyword: k }) => {
     const d = directives.find((x) => x.match === null && canonicalKeyword(x.keyword) === k);
     return d !== undefined && d.file === ourFile && ourLines(d.line);
   });
@@ -164,10 +166,10 @@ function withoutBlock(content: string): string {
   return joinLines([...lines.slice(0, begin), ...lines.slice(end + 1)]);
 }
 
-function withBlockOnTop(content: string): string {
+function withBlockOnTop(rules: readonly PolicyRule[], content: string): string {
   const rest = withoutBlock(content);
   const eol = content === '' ? '\n' : dominantEol(content);
-  return blockLines().map((l) => l + eol).join('') + rest;
+  return blockLines(rules).map((l) => l + eol).join('') + rest;
 }
 
 /** Global Include patterns of the main file that could hold our drop-in, in order. */
@@ -187,9 +189,9 @@ function dropInCandidates(tree: ConfigTree): string[] {
   return out;
 }
 
-function neutralise(tree: ConfigTree): { tree: ConfigTree; lines: string[] } {
+function neutralise(rules: readonly PolicyRule[], tree: ConfigTree): { tree: ConfigTree; lines: string[] } {
   const { directives } = flatten(tree);
-  const offending = directives.filter(isOffendingInMatch);
+  const offending = directives.filter((d) => isOffendingInMatch(rules, d));
   if (offending.length === 0) return { tree, lines: [] };
   const files = new Map(tree.files);
   const lines: string[] = [];
@@ -207,10 +209,10 @@ function neutralise(tree: ConfigTree): { tree: ConfigTree; lines: string[] } {
   return { tree: { ...tree, files }, lines };
 }
 
-/** Plans the sshd files. Pure: reads only the tree it is given. */
-export function planSshd(tree: ConfigTree): SshdPlan {
+/** Plans the sshd files for these rules. Pure: reads only the tree it is given. */
+export function planSshd(tree: ConfigTree, rules: readonly PolicyRule[] = BASE_RULES): SshdPlan {
   const base = flatten(tree);
-  const before = describe(summary(base.directives));
+  const before = describe(summary(rules, base.directives));
   const plan: SshdPlan = {
     changed: false,
     placement: 'none',
@@ -228,37 +230,37 @@ export function planSshd(tree: ConfigTree): SshdPlan {
 
   const existingDropIn = dropInCandidates(tree)
     .map((p) => posix.join(posix.dirname(p), DROP_IN_NAME))
-    .find((p) => tree.files.get(p) === dropInContent());
+    .find((p) => tree.files.get(p) === dropInContent(rules));
   const mainContent = tree.files.get(tree.main) ?? '';
 
-  if (treeIsHardened(tree)) {
+  if (treeIsHardened(tree, rules)) {
     const hasBlock = mainContent.startsWith(BLOCK_BEGIN);
     plan.placement = existingDropIn ? 'drop-in' : hasBlock ? 'managed-block' : 'none';
     return plan;
   }
 
-  const { tree: cleaned, lines } = neutralise(tree);
+  const { tree: cleaned, lines } = neutralise(rules, tree);
   plan.neutralised = lines;
   let candidate: ConfigTree | null = null;
 
   for (const pattern of dropInCandidates(cleaned)) {
     const path = posix.join(posix.dirname(pattern), DROP_IN_NAME);
-    const next = withFile(cleaned, path, dropInContent(), pattern);
-    if (oursWin(next, path, () => true)) {
+    const next = withFile(cleaned, path, dropInContent(rules), pattern);
+    if (oursWin(rules, next, path, () => true)) {
       candidate = next;
       plan.placement = 'drop-in';
       break;
     }
   }
   if (!candidate) {
-    const content = withBlockOnTop(cleaned.files.get(cleaned.main) ?? '');
+    const content = withBlockOnTop(rules, cleaned.files.get(cleaned.main) ?? '');
     const next = withFile(cleaned, cleaned.main, content);
-    if (oursWin(next, cleaned.main, (line) => line < blockLines().length)) {
+    if (oursWin(rules, next, cleaned.main, (line) => line < blockLines(rules).length)) {
       candidate = next;
       plan.placement = 'managed-block';
     }
   }
-  if (!candidate || !treeIsHardened(candidate)) {
+  if (!candidate || !treeIsHardened(candidate, rules)) {
     plan.problems.push('no placement of the hardened settings would win over the existing configuration');
     return plan;
   }
@@ -267,6 +269,6 @@ export function planSshd(tree: ConfigTree): SshdPlan {
     if (old !== content) plan.writes.push({ path, content, create: old === undefined });
   }
   plan.changed = plan.writes.length > 0;
-  plan.after = describe(summary(flatten(candidate).directives));
+  plan.after = describe(summary(rules, flatten(candidate).directives));
   return plan;
 }

@@ -1,8 +1,10 @@
 /** The real sshd as the judge: `sshd -t` validates, `sshd -T -C ...` prints effective values. */
 import { tail } from './exec.ts';
 import type { ExecFn } from './exec.ts';
+import { readFile } from 'node:fs/promises';
 import { parseEffective } from './lockout.ts';
-import { HARDENED } from './sshd-plan.ts';
+import { BASE_RULES, hostKeyType } from './ssh-policy.ts';
+import type { PolicyRule } from './ssh-policy.ts';
 import type { EffectiveConfig } from './types.ts';
 
 export interface SshdTool {
@@ -29,25 +31,54 @@ export async function effective(tool: SshdTool, user: string): Promise<{ ok: tru
   return { ok: true, config: parseEffective(r.stdout) };
 }
 
-/** The hardened keywords whose effective value is wrong, as "keyword value" strings. */
-export function wrongValues(config: EffectiveConfig): string[] {
+/** The rules whose effective value is wrong, as "keyword value" strings. */
+export function wrongValues(config: EffectiveConfig, rules: readonly PolicyRule[] = BASE_RULES): string[] {
   const wrong: string[] = [];
-  for (const [k, want] of Object.entries(HARDENED)) {
-    const got = (config.get(k) ?? [])[0];
-    if (got !== want) wrong.push(`${k} ${got ?? '(not printed)'}`);
+  for (const rule of rules) {
+    const got = (config.get(rule.keyword) ?? [])[0];
+    if (got === undefined || !rule.holds(got)) wrong.push(`${rule.keyword} ${got ?? '(not printed)'}`);
   }
   return wrong;
 }
 
+/** Which signature algorithms a host key of each type can serve. */
+const SERVES: Readonly<Record<string, (alg: string) => boolean>> = {
+  'ssh-ed25519': (a) => a === 'ssh-ed25519',
+  'ssh-rsa': (a) => a === 'rsa-sha2-256' || a === 'rsa-sha2-512',
+};
+
+/**
+ * Null when sshd has a host key it may still offer under its HostKeyAlgorithms,
+ * otherwise why not: a client could not even start a connection.
+ */
+export async function hostKeyProblem(config: EffectiveConfig): Promise<string | null> {
+  const algorithms = ((config.get('hostkeyalgorithms') ?? [])[0] ?? '').split(',');
+  const paths = config.get('hostkey') ?? [];
+  const types: string[] = [];
+  for (const path of paths) {
+    const content = await readFile(path, 'utf8').catch(() => null);
+    const type = content === null ? null : hostKeyType(content);
+    if (type && algorithms.some((a) => SERVES[type]?.(a) ?? false)) return null;
+    types.push(`${path}: ${type ?? 'unreadable'}`);
+  }
+  return `no host key sshd may offer under HostKeyAlgorithms ${algorithms.join(',') || '(none)'} (host keys: ${types.join(', ') || 'none'}); add an Ed25519 or RSA host key, or harden without the SSH policy`;
+}
+
 /** Checks the effective values for each user; returns the failures, empty when all hold. */
-export async function checkEffective(tool: SshdTool, users: readonly string[]): Promise<string[]> {
+export async function checkEffective(tool: SshdTool, users: readonly string[], rules: readonly PolicyRule[] = BASE_RULES): Promise<string[]> {
   const failures: string[] = [];
+  let hostKeysChecked = !rules.some((r) => r.keyword === 'hostkeyalgorithms');
   for (const user of users) {
     const r = await effective(tool, user);
     if (!r.ok) failures.push(`sshd -T for user=${user} failed: ${r.message}`);
     else {
-      const wrong = wrongValues(r.config);
+      const wrong = wrongValues(r.config, rules);
       if (wrong.length > 0) failures.push(`for user=${user}: ${wrong.join(', ')}`);
+      if (!hostKeysChecked) {
+        hostKeysChecked = true;
+        const problem = await hostKeyProblem(r.config);
+        if (problem) failures.push(problem);
+      }
     }
   }
   return failures;

@@ -13,6 +13,8 @@ export interface HardenPaths {
   shadow: string;
   sshDir: string;
   sshdConfig: string;
+  /** Group-exchange primes; the SSH policy keeps only the strong ones. */
+  moduli: string;
   dockerSocket: string;
   dockerd: readonly string[];
   /** sshd's privilege-separation directory; `sshd -t` refuses to run without it. */
@@ -40,6 +42,7 @@ export function defaultPaths(root = '/'): HardenPaths {
     shadow: r('/etc/shadow'),
     sshDir: r('/etc/ssh'),
     sshdConfig: r('/etc/ssh/sshd_config'),
+    moduli: r('/etc/ssh/moduli'),
     dockerSocket: r('/run/docker.sock'),
     dockerd: [r('/usr/bin/dockerd'), r('/usr/sbin/dockerd'), r('/usr/local/bin/dockerd')],
     privsepDir: r('/run/sshd'),
@@ -84,6 +87,8 @@ export interface SystemSnapshot {
   shellUsable: boolean;
   /** `sshd -T` on the current configuration for user=kamal, when it could be read. */
   effectiveKamal: EffectiveConfig | null;
+  /** /etc/ssh/moduli, when it was read (absent: no such file or not looked at). */
+  moduli?: { content: string; stat: FileStat } | null;
 }
 
 export interface Owner {
