@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { canonicalJson } from './canonical.ts';
 import { idSchema, newId } from './ids.ts';
 import { decodePublicKey, keyIdOf } from './keys.ts';
-import type { PublicKeyText, SigningKeyPair } from './keys.ts';
+import type { SigningKeyPair } from './keys.ts';
+import type { ErrorKey } from './errors.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -21,6 +22,9 @@ const base64url = (min: number, max: number) =>
 export const keyIdSchema = z.string().regex(/^ed25519:[0-9a-f]{32}$/, 'must be an ed25519: key id');
 export const publicKeySchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url Ed25519 public key');
 export const signatureSchema = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'must be a base64url Ed25519 signature');
+/** A control-plane command-signing key as it travels: the key id and its public half. */
+export const signingKeySchema = z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema });
+export type SigningKey = z.infer<typeof signingKeySchema>;
 const timestampMs = z.number().int().nonnegative().max(8.64e15);
 
 /** One OpenSSH public key line, e.g. `ssh-ed25519 AAAA... comment`. */
@@ -47,7 +51,7 @@ export const shellOpenParams = z.strictObject({
   rows: z.number().int().min(1).max(1000),
 });
 export const keysRotateParams = z.strictObject({
-  add: z.array(z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema })).max(8),
+  add: z.array(signingKeySchema).max(8),
   retire: z.array(keyIdSchema).max(8),
 });
 
@@ -121,14 +125,17 @@ export function signEnvelope(privateKey: KeyObject, envelope: unknown): string {
   return sign(null, signingBytes(envelope), privateKey).toString('base64url');
 }
 
-export type RefusalReason =
-  | 'malformed'
-  | 'unknown_key'
-  | 'bad_signature'
-  | 'wrong_agent'
-  | 'not_yet_valid'
-  | 'expired'
-  | 'replayed';
+/** Why an agent would not run a command; each is a registered error key, sent as a refused result's key. */
+export const REFUSAL_REASONS = [
+  'malformed',
+  'unknown_key',
+  'bad_signature',
+  'wrong_agent',
+  'not_yet_valid',
+  'expired',
+  'replayed',
+] as const satisfies readonly ErrorKey[];
+export type RefusalReason = (typeof REFUSAL_REASONS)[number];
 
 export type VerifyResult =
   | { ok: true; command: CommandEnvelope }
@@ -142,7 +149,7 @@ export interface SeenCommands {
 export type PinnedKeys = ReadonlyMap<string, KeyObject>;
 
 /** Pins public keys by their derived ids; a key whose id does not match is refused. */
-export function pinKeys(keys: Iterable<{ key_id: string; public_key: PublicKeyText }>): Map<string, KeyObject> {
+export function pinKeys(keys: Iterable<SigningKey>): Map<string, KeyObject> {
   const pinned = new Map<string, KeyObject>();
   for (const { key_id, public_key } of keys) {
     if (keyIdOf(public_key) !== key_id) throw new TypeError(`key id ${key_id} does not match its public key`);

@@ -1,3 +1,5 @@
+import { z } from 'zod';
+
 /**
  * The one registry of error keys shared by the REST API, MCP tools and the agent.
  * Keys marked "contract" come from the public MCP tools reference and must not change.
@@ -95,15 +97,48 @@ export const ERRORS = {
     status: 502,
     message: 'The running sshd could not be reloaded; every file was restored as it was.',
   },
+  // Said on the agent WebSocket only (`error.key`, or a refused result's `error.key`);
+  // the statuses are what each would be over HTTP.
+  overloaded: { status: 503, message: 'The hub is taking too many handshakes; retry after the time given.' },
+  shutting_down: { status: 503, message: 'The control plane is shutting down; reconnect after the time given.' },
+  connection_replaced: { status: 409, message: 'The agent connected again; this older connection was closed.' },
+  handshake_timeout: { status: 408, message: 'The agent did not say hello in time.' },
+  handshake_required: { status: 400, message: 'The first message on a connection must be hello.' },
+  unexpected_message: { status: 400, message: 'The message is not allowed at this point of the conversation.' },
+  // ParseErrorKind: why a frame was refused
+  oversized: { status: 413, message: 'The frame is larger than the protocol allows.' },
+  malformed_json: { status: 400, message: 'The frame is not UTF-8 JSON.' },
+  unsupported_protocol: { status: 400, message: 'The frame names a protocol version this side does not speak.' },
+  unknown_type: { status: 400, message: 'The frame has a message type this side does not accept.' },
+  schema_violation: { status: 400, message: 'The frame does not match the schema of its message type.' },
+  // RefusalReason: why an agent would not run a signed command
+  malformed: { status: 400, message: 'The command envelope or its signature is not well formed.' },
+  unknown_key: { status: 401, message: 'The command is signed with a key the agent has not pinned.' },
+  bad_signature: { status: 401, message: 'The command signature does not verify.' },
+  wrong_agent: { status: 403, message: 'The command is addressed to another agent.' },
+  not_yet_valid: { status: 401, message: 'The command was issued in the future, beyond the allowed clock skew.' },
+  expired: { status: 401, message: 'The command expired before it reached the agent.' },
+  replayed: { status: 409, message: 'The command was already accepted once.' },
+  // the vmkit CLI's own: the server's answer was not a VMKit answer
+  invalid_response: { status: 502, message: 'The server answered with something that is not a VMKit answer.' },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorKey = keyof typeof ERRORS;
 
-/** The JSON body every REST error uses: `{"error": key, "message": sentence}`. */
-export interface ErrorBody {
-  error: ErrorKey;
-  message: string;
-}
+export const ERROR_KEYS = Object.keys(ERRORS) as [ErrorKey, ...ErrorKey[]];
+
+/** A registered error key: what every `error` on the wire (REST, MCP, agent WebSocket) carries. */
+export const errorKeySchema = z.enum(ERROR_KEYS);
+
+/**
+ * The JSON body every REST error uses: `{"error": key, "message": sentence}`, plus
+ * the few additions some errors carry (e.g. a harden failure's `detail`).
+ */
+export const errorBodySchema = z.looseObject({
+  error: errorKeySchema,
+  message: z.string().max(4096),
+});
+export type ErrorBody = { error: ErrorKey; message: string };
 
 export function isErrorKey(value: unknown): value is ErrorKey {
   return typeof value === 'string' && Object.hasOwn(ERRORS, value);

@@ -6,3 +6,5 @@ export * from './commands.ts';
 export * from './messages.ts';
 export * from './handshake.ts';
 export * from './text.ts';
+export * from './enrollment.ts';
+export * from './harden.ts';

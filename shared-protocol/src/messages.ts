@@ -1,6 +1,8 @@
 import { z } from 'zod';
 import { idSchema } from './ids.ts';
-import { keyIdSchema, publicKeySchema, signatureSchema } from './commands.ts';
+import { signatureSchema, signingKeySchema } from './commands.ts';
+import { errorKeySchema } from './errors.ts';
+import type { ErrorKey } from './errors.ts';
 
 /** Version of the agent WebSocket protocol; every message carries it. */
 export const PROTOCOL_VERSION = 1;
@@ -16,7 +18,6 @@ const commandId = idSchema('command');
 const shortText = (max: number) => z.string().max(max);
 /** A challenge nonce: 32 random bytes, base64url. */
 const challengeNonce = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be 32 bytes of base64url');
-const errorKey = z.string().regex(/^[a-z][a-z0-9_]{0,63}$/, 'must be a snake_case error key');
 const detail = z.record(z.string().max(128), z.unknown());
 
 export const challengeMessage = z.strictObject({
@@ -43,7 +44,7 @@ export const welcomeMessage = z.strictObject({
   agent_id: idSchema('agent'),
   heartbeat_interval_ms: z.number().int().min(100).max(600_000),
   server_time: timestampMs,
-  signing_keys: z.array(z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema })).max(8),
+  signing_keys: z.array(signingKeySchema).max(8),
 });
 
 export const heartbeatMessage = z.strictObject({
@@ -85,7 +86,7 @@ export const resultMessage = z
     command_id: commandId,
     status: z.enum(['succeeded', 'failed', 'refused']),
     output: detail.optional(),
-    error: z.strictObject({ key: errorKey, message: shortText(2048) }).optional(),
+    error: z.strictObject({ key: errorKeySchema, message: shortText(2048) }).optional(),
     finished_at: timestampMs,
   })
   .refine((m) => (m.status === 'succeeded') === (m.error === undefined), {
@@ -102,7 +103,7 @@ export const resultAckMessage = z.strictObject({
 export const errorMessage = z.strictObject({
   protocol,
   type: z.literal('error'),
-  key: errorKey,
+  key: errorKeySchema,
   message: shortText(2048),
   command_id: commandId.optional(),
   /** Sent by an overloaded hub: wait at least this long before dialling again. */
@@ -163,12 +164,15 @@ const AGENT_TYPES: ReadonlySet<string> = new Set(
 );
 const ALL_TYPES: ReadonlySet<string> = new Set(MESSAGE_TYPES);
 
-export type ParseErrorKind =
-  | 'oversized'
-  | 'malformed_json'
-  | 'unsupported_protocol'
-  | 'unknown_type'
-  | 'schema_violation';
+/** Why a frame was refused; each is a registered error key, so a peer can be told it as is. */
+export const PARSE_ERROR_KINDS = [
+  'oversized',
+  'malformed_json',
+  'unsupported_protocol',
+  'unknown_type',
+  'schema_violation',
+] as const satisfies readonly ErrorKey[];
+export type ParseErrorKind = (typeof PARSE_ERROR_KINDS)[number];
 
 export interface ParseError {
   kind: ParseErrorKind;

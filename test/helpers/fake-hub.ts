@@ -6,13 +6,15 @@ import {
   PROTOCOL_VERSION,
   decodePublicKey,
   encodeMessage,
+  enrollRequestSchema,
+  errorBody,
   newChallengeNonce,
   newId,
   parseAgentMessage,
   signCommand,
   verifyHello,
 } from '@vmkit/protocol';
-import type { AgentMessage, CommandParams, CommandType, MessageOf, NewCommand, SignedCommand, SigningKeyPair } from '@vmkit/protocol';
+import type { AgentMessage, CommandParams, CommandType, EnrollResponse, MessageOf, NewCommand, SignedCommand, SigningKeyPair } from '@vmkit/protocol';
 import { WebSocket, WebSocketServer } from 'ws';
 import { fixtureKey } from './fixtures.ts';
 
@@ -91,6 +93,8 @@ export class FakeHub {
   bundle: Buffer | undefined;
   /** The connect URL the enrollment answer names (tests override to check the agent's policy). */
   connectUrlOverride: string | undefined;
+  /** Sent instead of the enrollment answer (tests of what the agent accepts). */
+  enrollAnswerOverride: unknown;
 
   private constructor(opts: FakeHubOptions) {
     this.signingKey = opts.signingKey ?? fixtureKey('control_plane');
@@ -214,38 +218,45 @@ export class FakeHub {
     res.setHeader('content-type', 'application/json');
     if (req.method !== 'POST' || req.url !== '/api/agents/enroll') {
       res.statusCode = 404;
-      res.end(JSON.stringify({ error: 'not_found', message: 'No such resource.' }));
+      res.end(JSON.stringify(errorBody('not_found')));
       return;
     }
     const chunks: Buffer[] = [];
     for await (const c of req) chunks.push(c as Buffer);
-    const body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as Record<string, unknown>;
-    this.enrollRequests.push(body);
+    const raw: unknown = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+    this.enrollRequests.push(raw);
+    // The same schema the control plane's route uses: an agent that sends anything else fails here too.
+    const parsed = enrollRequestSchema.safeParse(raw);
+    if (!parsed.success) {
+      res.statusCode = 400;
+      res.end(JSON.stringify(errorBody('invalid_request', `Invalid request: ${parsed.error.issues[0]?.message ?? 'invalid'}`)));
+      return;
+    }
+    const body = parsed.data;
     const token = body.token;
-    if (typeof token !== 'string' || !this.tokens.has(token)) {
+    if (!this.tokens.has(token)) {
       res.statusCode = 401;
-      res.end(JSON.stringify({ error: 'enrollment_token_invalid', message: 'The enrollment token is unknown, expired or already used.' }));
+      res.end(JSON.stringify(errorBody('enrollment_token_invalid')));
       return;
     }
     this.tokens.delete(token);
     const agent: RegisteredAgent = {
       agentId: newId('agent'),
       instanceId: newId('instance'),
-      publicKey: String(body.public_key),
-      hostname: String(body.hostname),
-      os: String(body.os),
-      agentVersion: String(body.agent_version),
+      publicKey: body.public_key,
+      hostname: body.hostname,
+      os: body.os,
+      agentVersion: body.agent_version,
     };
     this.agents.set(agent.agentId, agent);
+    const answer: EnrollResponse = {
+      agent_id: agent.agentId,
+      instance_id: agent.instanceId,
+      signing_keys: [this.signingKey, ...this.announcedKeys].map((k) => ({ key_id: k.keyId, public_key: k.publicKey })),
+      connect_url: this.connectUrlOverride ?? this.connectUrl,
+    };
     res.statusCode = 201;
-    res.end(
-      JSON.stringify({
-        agent_id: agent.agentId,
-        instance_id: agent.instanceId,
-        signing_keys: [this.signingKey, ...this.announcedKeys].map((k) => ({ key_id: k.keyId, public_key: k.publicKey })),
-        connect_url: this.connectUrlOverride ?? this.connectUrl,
-      }),
-    );
+    res.end(JSON.stringify(this.enrollAnswerOverride ?? answer));
   }
 
   #onUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {

@@ -1,7 +1,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { mkdir } from 'node:fs/promises';
-import { idSchema, keyIdSchema, publicKeySchema } from '@vmkit/protocol';
+import { idSchema, signingKeySchema } from '@vmkit/protocol';
+import type { SigningKey } from '@vmkit/protocol';
 import { z } from 'zod';
 import { writeFileAtomic } from './durable.ts';
 
@@ -15,8 +16,8 @@ export class ConfigError extends Error {
 
 export const EXIT_CONFIG = 78;
 
-export const pinnedKeySchema = z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema });
-export type PinnedKey = z.infer<typeof pinnedKeySchema>;
+/** A control-plane key this agent pinned: the wire's signing key, kept as it came. */
+export type PinnedKey = SigningKey;
 
 export const agentConfigSchema = z.strictObject({
   version: z.literal(1),
@@ -27,7 +28,7 @@ export const agentConfigSchema = z.strictObject({
   /** ws(s)://.../agent/v1/connect as the control plane announced it. */
   connect_url: z.string().max(2048),
   /** Control-plane keys commands must be signed with; changed only by keys.rotate. */
-  signing_keys: z.array(pinnedKeySchema).min(1).max(8),
+  signing_keys: z.array(signingKeySchema).min(1).max(8),
   /** State directory chosen at enrollment; --state-dir overrides it. */
   state_dir: z.string().min(1).max(4096),
   /** Plain ws:// to a non-local address, accepted at enrollment with --insecure. */

@@ -1,5 +1,5 @@
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, isId } from '@vmkit/protocol';
-import type { AgentMessage, CommandEnvelope, CommandType, ErrorKey, MessageOf } from '@vmkit/protocol';
+import type { AgentMessage, CommandEnvelope, CommandType, ErrorKey, MessageOf, RefusalReason } from '@vmkit/protocol';
 import type { ExecutorContext, ExecutorOutcome, ExecutorRegistry, ExecutorSpec, KeyRing } from './executors/index.ts';
 import type { ResultJournal, ResultMsg } from './journal.ts';
 import type { Logger } from './log.ts';
@@ -112,7 +112,7 @@ export class CommandDispatcher {
     return finished;
   }
 
-  #refuse(id: string | undefined, reason: string, detail: string): void {
+  #refuse(id: string | undefined, reason: RefusalReason, detail: string): void {
     this.#o.log.warn('command refused', { command_id: id ?? null, reason, detail: detail.slice(0, 500) });
     if (id !== undefined) {
       this.#trySend({

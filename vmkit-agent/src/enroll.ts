@@ -1,22 +1,14 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { hostname } from 'node:os';
-import { encodePublicKey, idSchema, keyIdOf, privateKeyToPem } from '@vmkit/protocol';
-import { z } from 'zod';
-import { ConfigError, fileExists, pinnedKeySchema, saveConfig } from './config.ts';
+import { encodePublicKey, enrollResponseSchema, errorBodySchema, keyIdOf, privateKeyToPem, signingKeySchema } from '@vmkit/protocol';
+import type { EnrollRequest } from '@vmkit/protocol';
+import { ConfigError, fileExists, saveConfig } from './config.ts';
 import type { AgentConfig, PinnedKey } from './config.ts';
 import { writeFileAtomic } from './durable.ts';
 import { checkTransport } from './transport-policy.ts';
 import { prepareStateDir } from './state-dir.ts';
 import { AGENT_VERSION } from './version.ts';
 import { osDescription } from './host.ts';
-
-/** What `POST /api/agents/enroll` answers. */
-export const enrollResponseSchema = z.object({
-  agent_id: idSchema('agent'),
-  instance_id: idSchema('instance'),
-  signing_keys: z.array(pinnedKeySchema).min(1).max(8),
-  connect_url: z.string().max(2048),
-});
 
 export interface EnrollOptions {
   url: string;
@@ -33,7 +25,7 @@ export interface EnrollOptions {
 export function parseCpKey(text: string): PinnedKey {
   const at = text.lastIndexOf(':');
   const candidate = { key_id: text.slice(0, at), public_key: text.slice(at + 1) };
-  const parsed = pinnedKeySchema.safeParse(candidate);
+  const parsed = signingKeySchema.safeParse(candidate);
   if (at <= 0 || !parsed.success) throw new ConfigError(`--cp-key ${JSON.stringify(text)} is not KEY_ID:PUBLIC_KEY (ed25519:<32 hex>:<43 base64url>)`);
   if (keyIdOf(parsed.data.public_key) !== parsed.data.key_id) throw new ConfigError(`--cp-key ${parsed.data.key_id} does not match its public key`);
   return parsed.data;
@@ -58,12 +50,13 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
   const { privateKey } = generateKeyPairSync('ed25519');
   const publicKey = encodePublicKey(privateKey);
   const endpoint = new URL('api/agents/enroll', base.url.href.endsWith('/') ? base.url : new URL(`${base.url.href}/`));
+  const request: EnrollRequest = { token: opts.token, public_key: publicKey, hostname: hostname().slice(0, 253), os: await osDescription(), agent_version: AGENT_VERSION };
   let res: Response;
   try {
     res = await fetch(endpoint, {
       method: 'POST',
       headers: { 'content-type': 'application/json', 'user-agent': `vmkit-agent/${AGENT_VERSION}` },
-      body: JSON.stringify({ token: opts.token, public_key: publicKey, hostname: hostname().slice(0, 253), os: await osDescription(), agent_version: AGENT_VERSION }),
+      body: JSON.stringify(request),
       signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
       redirect: 'error',
     });
@@ -79,9 +72,9 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
     body = undefined;
   }
   if (!res.ok) {
-    const b = body as { error?: unknown; message?: unknown } | undefined;
-    const msg = typeof b?.message === 'string' ? b.message : text.slice(0, 200).replace(/\s+/g, ' ');
-    const key = typeof b?.error === 'string' ? ` (${b.error})` : '';
+    const refusal = errorBodySchema.safeParse(body);
+    const msg = refusal.success ? refusal.data.message : text.slice(0, 200).replace(/\s+/g, ' ');
+    const key = refusal.success ? ` (${refusal.data.error})` : '';
     throw new EnrollError(`enrollment refused by the control plane: HTTP ${res.status}${key}: ${msg}`);
   }
   const parsed = enrollResponseSchema.safeParse(body);

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
-import { z } from 'zod';
-import { isPublicKeyText, publicKeySchema } from '@vmkit/protocol';
+import { enrollRequestSchema, enrollResponseSchema, isPublicKeyText } from '@vmkit/protocol';
+import type { EnrollResponse, SigningKey } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { enrollWithToken } from '../db/enrollment.ts';
 import { ENROLLMENT_TOKEN_PREFIX } from '../db/enrollment.ts';
@@ -8,7 +8,6 @@ import { ApiError } from '../errors.ts';
 import { UNSAFE_TEXT_MESSAGE, isSafeText } from '@vmkit/protocol';
 import { AGENT_CONNECT_PATH } from '../hub/agent-hub.ts';
 import { INSTALL_SCRIPT } from '../hub/bundle.ts';
-import type { PublishedKey } from '../hub/signing-keys.ts';
 
 /** ws(s)://<public host>/agent/v1/connect, from the URL clients reach this server at. */
 export function agentConnectUrl(ctx: AppContext): string {
@@ -21,24 +20,9 @@ export function agentConnectUrl(ctx: AppContext): string {
 }
 
 /** The keys a newly enrolled agent pins: the ring's published keys (active first). */
-export function enrollmentAnswerKeys(ctx: AppContext): PublishedKey[] {
+export function enrollmentAnswerKeys(ctx: AppContext): SigningKey[] {
   return ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
 }
-
-const EnrollBody = z.strictObject({
-  token: z.string().min(1).max(256),
-  public_key: publicKeySchema.describe('base64url raw Ed25519 public key of the agent'),
-  hostname: z.string().min(1).max(253),
-  os: z.string().max(128),
-  agent_version: z.string().max(64),
-});
-
-const EnrollView = z.object({
-  agent_id: z.string(),
-  instance_id: z.string(),
-  signing_keys: z.array(z.object({ key_id: z.string(), public_key: z.string() })),
-  connect_url: z.string(),
-});
 
 function tokenInvalid(): ApiError {
   return new ApiError(
@@ -57,8 +41,8 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
       schema: {
         summary: 'Register an agent key with a one-time enrollment token',
         security: [],
-        body: EnrollBody,
-        response: { 201: EnrollView },
+        body: enrollRequestSchema,
+        response: { 201: enrollResponseSchema },
       },
     },
     async (request, reply) => {
@@ -87,12 +71,13 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
       if (!outcome.ok) throw tokenInvalid();
       if (outcome.replacedKey) ctx.hub?.drop(outcome.agentId, 'this agent was enrolled again with a new key');
       request.log.info({ agentId: outcome.agentId, instanceId: outcome.instanceId, replacedKey: outcome.replacedKey }, 'agent enrolled');
-      return reply.code(201).send({
+      const answer: EnrollResponse = {
         agent_id: outcome.agentId,
         instance_id: outcome.instanceId,
         signing_keys: signingKeys,
         connect_url: agentConnectUrl(ctx),
-      });
+      };
+      return reply.code(201).send(answer);
     },
   );
 

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { isErrorKey, sshPublicKeySchema } from '@vmkit/protocol';
+import { errorKeySchema, isErrorKey, sshPublicKeySchema } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { getCommand } from '../db/commands.ts';
@@ -8,6 +8,7 @@ import { ApiError } from '../errors.ts';
 import { DeployKeyStore } from '../services/harden/deploy-keys.ts';
 import { HardenService } from '../services/harden/service.ts';
 import type { HardenRun } from '../services/harden/runs.ts';
+import type { StoredResult } from '../hub/store.ts';
 import { verifyOverSsh } from '../services/harden/verify-ssh.ts';
 import { IdParams } from './views.ts';
 
@@ -67,7 +68,7 @@ const CommandView = z.object({
     z.object({ seq: z.number(), step: z.string(), state: z.string(), message: z.string().optional() }),
   ),
   result: z.record(z.string(), z.unknown()).nullable(),
-  error: z.looseObject({ error: z.string(), message: z.string() }).nullable(),
+  error: z.looseObject({ error: errorKeySchema, message: z.string() }).nullable(),
 });
 
 function serviceOf(ctx: AppContext): HardenService {
@@ -90,7 +91,7 @@ function serviceOf(ctx: AppContext): HardenService {
 function failure(run: HardenRun): ApiError {
   const err = run.error ?? { error: 'command_failed', message: 'Hardening failed.' };
   const { error, message, ...extra } = err;
-  return new ApiError(isErrorKey(error) ? error : 'command_failed', message, Object.keys(extra).length ? extra : undefined);
+  return new ApiError(error, message, Object.keys(extra).length ? extra : undefined);
 }
 
 export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
@@ -168,10 +169,11 @@ export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
       }
       // Another process ran it, or this one restarted: what the database holds, with
       // harden_vm's own answer (verification included) once its follow-up is done.
-      const stored = row.result as { output?: Record<string, unknown>; error?: { key: string; message: string } } | null;
+      // Written from a schema-checked result message, so its key is a registered one.
+      const stored = row.result as Pick<StoredResult, 'output' | 'error'> | null;
       const followUp = row.type === 'harden' ? await getHardenFollowUp(ctx.db, id) : undefined;
       const answer = followUp?.state === 'done' ? followUp.answer : null;
-      const answerError = answer !== null && typeof answer.error === 'string' && typeof answer.message === 'string';
+      const answerError = answer !== null && isErrorKey(answer.error) && typeof answer.message === 'string' ? { ...answer, error: answer.error, message: answer.message } : null;
       return {
         id,
         instance_id: row.instanceId,
@@ -179,11 +181,7 @@ export const hardenRoutes: ApiPlugin = (app, { ctx }) => {
         state: row.state,
         progress: [],
         result: answer !== null && !answerError ? answer : (stored?.output ?? null),
-        error: answerError
-          ? { ...answer, error: String(answer.error), message: String(answer.message) }
-          : stored?.error
-            ? { error: stored.error.key, message: stored.error.message }
-            : null,
+        error: answerError ?? (stored?.error ? { error: stored.error.key, message: stored.error.message } : null),
       };
     },
   );

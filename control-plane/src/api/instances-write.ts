@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signingKeySchema } from '@vmkit/protocol';
 import type { ApiPlugin } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
@@ -9,13 +10,11 @@ import { MANUAL_PROVIDER, provisionInstance } from '../services/instances.ts';
 import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
 import { IdParams, InstanceView, iso, instanceView } from './views.ts';
 
-const SigningKeyView = z.object({ key_id: z.string(), public_key: z.string() });
-
 export const EnrollmentTokenView = z.object({
   token: z.string().describe('vmkenr_... one-time token; shown once'),
   expires_at: z.string().describe('ISO 8601 time'),
   instance_id: z.string(),
-  signing_keys: z.array(SigningKeyView).describe('The control plane public keys the agent pins'),
+  signing_keys: z.array(signingKeySchema).describe('The control plane public keys the agent pins'),
   connect_url: z.string().describe('ws(s)://.../agent/v1/connect'),
   install_command: z.string().describe('Run on the VM as root'),
 });

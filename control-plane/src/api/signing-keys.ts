@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { signingKeySchema } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import type { AuthContext } from '../auth/hooks.ts';
@@ -6,9 +7,7 @@ import { listWorkspaces } from '../db/workspaces.ts';
 import { ApiError } from '../errors.ts';
 import { iso } from './views.ts';
 
-const KeyView = z.object({
-  key_id: z.string(),
-  public_key: z.string(),
+const KeyView = signingKeySchema.extend({
   state: z.enum(['active', 'next', 'retired']),
   created_at: z.string(),
   retired_at: z.string().nullable(),

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
+import { errorBodySchema, escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
+import type { ErrorKey } from '@vmkit/protocol';
 import { runMcpCli } from './mcp-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
@@ -50,7 +51,7 @@ interface Client {
 class RequestFailed extends Error {
   constructor(
     readonly status: number,
-    readonly key: string,
+    readonly key: ErrorKey,
     message: string,
   ) {
     super(message);
@@ -77,8 +78,10 @@ function makeClient(url: string, key: string): Client {
         throw new RequestFailed(res.status, 'invalid_response', `the server answered ${res.status} with a body that is not JSON`);
       }
       if (!res.ok) {
-        const e = parsed as { error?: string; message?: string } | null;
-        throw new RequestFailed(res.status, e?.error ?? 'http_error', e?.message ?? `HTTP ${res.status}`);
+        // Only a registered key is repeated; anything else (a proxy's page, a foreign key) is not ours.
+        const e = errorBodySchema.safeParse(parsed);
+        if (e.success) throw new RequestFailed(res.status, e.data.error, e.data.message);
+        throw new RequestFailed(res.status, 'invalid_response', `the server answered HTTP ${res.status} without a VMKit error body`);
       }
       return parsed;
     },

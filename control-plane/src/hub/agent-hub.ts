@@ -12,7 +12,7 @@ import {
   parseAgentMessage,
   verifyHello,
 } from '@vmkit/protocol';
-import type { AgentMessage, MessageOf, ServerMessage } from '@vmkit/protocol';
+import type { AgentMessage, ErrorKey, MessageOf, ServerMessage } from '@vmkit/protocol';
 import { PerAddressLimiter } from './pre-auth.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
 import type { AgentIdentity, AgentStateStore } from './store.ts';
@@ -550,7 +550,7 @@ export class AgentHub implements AgentLink {
     }
   }
 
-  #invalid(conn: Connection, key: string, message: string): void {
+  #invalid(conn: Connection, key: ErrorKey, message: string): void {
     this.#stats.invalidFrames++;
     conn.invalidFrames++;
     if (conn.invalidFrames >= this.#maxInvalidFrames) {
@@ -566,7 +566,7 @@ export class AgentHub implements AgentLink {
     this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
   }
 
-  #refuse(conn: Connection, key: string, message: string, code: number, retryAfterMs?: number): void {
+  #refuse(conn: Connection, key: ErrorKey, message: string, code: number, retryAfterMs?: number): void {
     if (conn.phase === 'closed' && conn.ws.readyState !== WebSocket.OPEN) return;
     this.#sendRaw(conn.ws, {
       protocol: PROTOCOL_VERSION,

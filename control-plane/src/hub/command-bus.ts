@@ -269,7 +269,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       waiter.resolve({ commandId, status: 'succeeded', output: result.output ?? {}, finishedAt: result.finished_at });
     } else {
       waiter.reject(
-        new AgentCommandError(commandId, result.status, result.error ?? { key: 'unknown', message: 'no error given' }, result.output),
+        new AgentCommandError(commandId, result.status, result.error ?? { key: 'command_failed', message: 'no error given' }, result.output),
       );
     }
   }

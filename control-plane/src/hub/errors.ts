@@ -55,9 +55,9 @@ export class AgentCommandError extends Error {
   readonly key: 'agent_refused' | 'command_failed';
   readonly commandId: string;
   /** The agent's own error key, e.g. `bad_signature` or `lockout_risk`. */
-  readonly reason: string;
+  readonly reason: ErrorKey;
   readonly output: Record<string, unknown> | undefined;
-  constructor(commandId: string, status: 'failed' | 'refused', agentError: { key: string; message: string }, output?: Record<string, unknown>) {
+  constructor(commandId: string, status: 'failed' | 'refused', agentError: { key: ErrorKey; message: string }, output?: Record<string, unknown>) {
     super(
       status === 'refused'
         ? `the agent refused command ${commandId}: ${agentError.key}: ${agentError.message}`

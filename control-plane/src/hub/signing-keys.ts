@@ -1,15 +1,12 @@
 import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { generateSigningKeyPair, keyIdSchema, privateKeyFromPem, privateKeyToPem, publicKeySchema, signingKeyPairFrom } from '@vmkit/protocol';
-import type { SigningKeyPair } from '@vmkit/protocol';
+import { generateSigningKeyPair, privateKeyFromPem, privateKeyToPem, signingKeyPairFrom, signingKeySchema } from '@vmkit/protocol';
+import type { SigningKey, SigningKeyPair } from '@vmkit/protocol';
 import type { KeyObject } from 'node:crypto';
 
 /** A control-plane signing key as agents pin it. */
-export interface PublishedKey {
-  key_id: string;
-  public_key: string;
-}
+export type PublishedKey = SigningKey;
 
 /**
  * `active` signs commands; `next` is published (agents pin it) but does not sign yet;
@@ -22,9 +19,7 @@ export type KeyState = 'active' | 'next' | 'retired';
 const ringFileSchema = z.strictObject({
   version: z.literal(1),
   keys: z.array(
-    z.strictObject({
-      key_id: keyIdSchema,
-      public_key: publicKeySchema,
+    signingKeySchema.extend({
       state: z.enum(['active', 'next', 'retired']),
       created_at: z.number().int(),
       retired_at: z.number().int().nullable(),

@@ -1,4 +1,4 @@
-import type { CommandEnvelope } from '@vmkit/protocol';
+import type { CommandEnvelope, ErrorKey } from '@vmkit/protocol';
 
 /**
  * What the hub and the command bus need from storage. The one implementation is
@@ -50,7 +50,7 @@ export type CommandState = (typeof COMMAND_STATES)[number];
 export interface StoredResult {
   status: 'succeeded' | 'failed' | 'refused';
   output?: Record<string, unknown> | undefined;
-  error?: { key: string; message: string } | undefined;
+  error?: { key: ErrorKey; message: string } | undefined;
   finished_at: number;
 }
 

@@ -1,3 +1,5 @@
+import { errorBody } from '@vmkit/protocol';
+
 /**
  * How MCP tools reach the REST API. Every tool call is a REST call made with the
  * caller's own Authorization header, so REST and MCP share one code path for auth,
@@ -38,7 +40,7 @@ function parseBody(text: string): unknown {
   try {
     return JSON.parse(text) as unknown;
   } catch {
-    return { error: 'internal', message: `The control plane answered with a non-JSON body: ${text.slice(0, 200)}` };
+    return errorBody('internal', `The control plane answered with a non-JSON body: ${text.slice(0, 200)}`);
   }
 }
 

@@ -1,5 +1,6 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
+import { errorBody } from '@vmkit/protocol';
 import type { RestGateway } from './gateway.ts';
 import { RestFailure, errorResult } from './tool.ts';
 import type { AnyToolSpec, ToolContext } from './tool.ts';
@@ -60,7 +61,7 @@ export function createMcpServer(opts: McpServerOptions, clientAddress?: string):
           opts.onError?.(err, tool.name);
           return errorResult({
             status: 500,
-            body: { error: 'internal', message: `The ${tool.name} tool failed inside the MCP server.` },
+            body: errorBody('internal', `The ${tool.name} tool failed inside the MCP server.`),
             headers: {},
           });
         }

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { errorBody } from '@vmkit/protocol';
 import { HttpGateway } from './gateway.ts';
 import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
 import type { McpCaller } from './http.ts';
@@ -43,12 +44,12 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
     const path = new URL(req.url ?? '/', 'http://x').pathname;
     if (path !== '/' && path !== '/mcp') {
       res.writeHead(404, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: 'not_found', message: 'MCP is served at /.' }));
+      res.end(JSON.stringify(errorBody('not_found', 'MCP is served at /.')));
       return;
     }
     if (req.method !== 'POST' && req.method !== 'GET' && req.method !== 'DELETE') {
       res.writeHead(405, { allow: 'GET, POST, DELETE', 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: 'invalid_request', message: 'Use POST, GET or DELETE.' }));
+      res.end(JSON.stringify(errorBody('invalid_request', 'Use POST, GET or DELETE.')));
       return;
     }
     readJson(req, 1024 * 1024)

@@ -1,5 +1,6 @@
 import type { CallToolResult, ToolAnnotations } from '@modelcontextprotocol/sdk/types.js';
 import type { z } from 'zod';
+import { errorBody, errorBodySchema } from '@vmkit/protocol';
 import type { GatewayRequest, GatewayResponse } from './gateway.ts';
 
 /** The contract's sentence for every authentication or authorization failure. */
@@ -48,11 +49,9 @@ function isAuthFailure(res: GatewayResponse): boolean {
 
 /** The backend's JSON error body as text, exactly as the REST API sent it. */
 function errorText(res: GatewayResponse): string {
-  const body = res.body as { error?: unknown; message?: unknown } | null;
-  if (body && typeof body.error === 'string' && typeof body.message === 'string') {
-    return JSON.stringify({ error: body.error, message: body.message });
-  }
-  return JSON.stringify({ error: 'internal', message: `The control plane answered ${res.status}.` });
+  const body = errorBodySchema.safeParse(res.body);
+  if (body.success) return JSON.stringify({ error: body.data.error, message: body.data.message });
+  return JSON.stringify(errorBody('internal', `The control plane answered ${res.status}.`));
 }
 
 /** Maps a failed REST answer to the contract's tool error. */

@@ -11,7 +11,7 @@ import type { ExecutorSpec } from './types.ts';
 export const keysRotateExecutor: ExecutorSpec<'keys.rotate'> = {
   exclusive: true,
   run: async (params, ctx) => {
-    const refuse = (message: string) => ({ status: 'failed' as const, error: { key: 'key_rotation_refused' satisfies ErrorKey, message } });
+    const refuse = (message: string) => ({ status: 'failed' as const, error: { key: 'key_rotation_refused' as const satisfies ErrorKey, message } });
     for (const k of params.add) {
       let derived: string;
       try {

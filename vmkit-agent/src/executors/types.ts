@@ -1,4 +1,4 @@
-import type { CommandEnvelope, CommandParams, CommandType } from '@vmkit/protocol';
+import type { CommandEnvelope, CommandParams, CommandType, ErrorKey, SigningKey } from '@vmkit/protocol';
 import type { Logger } from '../log.ts';
 
 export type StepState = 'started' | 'done' | 'failed' | 'skipped';
@@ -6,16 +6,16 @@ export type StepState = 'started' | 'done' | 'failed' | 'skipped';
 /** A result body as an executor produces it; the dispatcher adds id and time. */
 export type ExecutorOutcome =
   | { status: 'succeeded'; output?: Record<string, unknown> }
-  | { status: 'failed'; error: { key: string; message: string }; output?: Record<string, unknown> };
+  | { status: 'failed'; error: { key: ErrorKey; message: string }; output?: Record<string, unknown> };
 
 /** The pinned control-plane keys, as `keys.rotate` changes them. */
 export interface KeyRing {
   /** Key ids pinned right now. */
   keyIds(): string[];
   /** Replaces the pinned set durably (config file, fsync) and in memory. */
-  replace(keys: { key_id: string; public_key: string }[]): Promise<void>;
+  replace(keys: SigningKey[]): Promise<void>;
   /** The pinned keys with their public halves. */
-  list(): { key_id: string; public_key: string }[];
+  list(): SigningKey[];
 }
 
 export interface ExecutorContext<T extends CommandType = CommandType> {

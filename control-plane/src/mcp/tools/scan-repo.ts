@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { errorBody } from '@vmkit/protocol';
 import { defineTool, errorResult, expectOk, okResult } from '../tool.ts';
 
 /** The public contract's six fields; everything else the REST answer carries rides along as additions. */
@@ -52,7 +53,7 @@ export const scanRepo = defineTool({
     const body = expectOk(res);
     const parsed = restScan.safeParse(body);
     if (!parsed.success) {
-      return errorResult({ status: 500, headers: {}, body: { error: 'internal', message: 'The scan finished without a classification.' } });
+      return errorResult({ status: 500, headers: {}, body: errorBody('internal', 'The scan finished without a classification.') });
     }
     const scan = parsed.data;
     // Contract fields first, in the contract's order; the additions after them.

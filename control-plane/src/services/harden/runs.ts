@@ -1,3 +1,4 @@
+import type { ErrorKey } from '@vmkit/protocol';
 import type { CommandProgress } from '../../hub/command-bus.ts';
 
 export type RunState = 'running' | 'succeeded' | 'failed';
@@ -11,7 +12,7 @@ export interface HardenAnswer {
 }
 
 export interface RunError {
-  error: string;
+  error: ErrorKey;
   message: string;
   [extra: string]: unknown;
 }

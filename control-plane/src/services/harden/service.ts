@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { isErrorKey } from '@vmkit/protocol';
+import { hardenResultSchema } from '@vmkit/protocol';
 import type { Db } from '../../db/index.ts';
 import { getAgentByInstance } from '../../db/agents.ts';
 import { insertAudit } from '../../db/audit.ts';
@@ -168,7 +168,14 @@ export class HardenService {
   async #succeed(f: FollowUp, output: Record<string, unknown>): Promise<void> {
     const { run } = f;
     try {
-      const status = output.status;
+      const result = hardenResultSchema.safeParse(output);
+      if (!result.success) {
+        const issue = result.error.issues[0];
+        const where = issue?.path.join('.') || 'output';
+        await this.#fail(f, new ApiError('command_failed', `The agent answered a harden result the protocol does not allow (${where}: ${issue?.message ?? 'invalid'}).`));
+        return;
+      }
+      const status = result.data.status;
       if (status !== 'hardened' && status !== 'already_hardened') {
         await this.#fail(f, new ApiError('command_failed', `The agent answered an unexpected status ${JSON.stringify(status)}.`));
         return;
@@ -180,7 +187,7 @@ export class HardenService {
       const verification = await this.#verify(instance?.sshHost ?? null, instance?.sshPort ?? null, workspaceKey.privateKey, f.keys, workspaceKey.publicKey);
       const at = this.#d.now();
       await updateInstance(this.#d.db, run.instanceId, { hardenedAt: at }, at);
-      const answer: HardenAnswer = { ...output, status, instance_id: run.instanceId, command_id: run.commandId, verification };
+      const answer: HardenAnswer = { ...result.data, status, instance_id: run.instanceId, command_id: run.commandId, verification };
       await this.#record(f, answer, { status: 200, errorKey: null }, at);
       run.succeed(answer, at);
     } catch (err) {
@@ -247,8 +254,9 @@ export class HardenService {
 export function toApiError(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   if (err instanceof AgentCommandError) {
-    // The agent's own key (lockout_risk, sshd_validation_failed, ...) when we know it.
-    const key = isErrorKey(err.reason) ? err.reason : err.key;
+    // A failure names the agent's own key (lockout_risk, sshd_validation_failed, ...); a
+    // refusal (bad_signature, expired, ...) is agent_refused with the reason in the message.
+    const key = err.key === 'command_failed' ? err.reason : err.key;
     const output = err.output;
     return new ApiError(key, err.message, output ? { detail: output } : undefined);
   }

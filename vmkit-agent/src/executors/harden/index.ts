@@ -25,7 +25,8 @@ export function hardenExecutorSpec(env: HardenEnv = {}): ExecutorSpec<'harden'> 
     exclusive: true,
     run: async (params, ctx) => {
       const outcome = await runHarden(params, { ...env, commandId: ctx.command.id }, (p) => ctx.progress(p.step, p.state, p.message, p.detail));
-      const output = outcome.output as unknown as Record<string, unknown>;
+      // Typed by shared-protocol's hardenResultSchema; the control plane parses it.
+      const output: Record<string, unknown> = outcome.output;
       return outcome.ok ? { status: 'succeeded', output } : { status: 'failed', error: outcome.error, output };
     },
   };

@@ -15,6 +15,7 @@
  */
 import { lstat, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { errorKeySchema } from '@vmkit/protocol';
 import { z } from 'zod';
 import { removeDurably, writeFileAtomic } from '../../durable.ts';
 import { groupsOf, parseGroup, parsePasswd, shadowPassword } from './accounts.ts';
@@ -60,7 +61,7 @@ export type JournalBefore = z.infer<typeof beforeSchema>;
 
 const finishedSchema = z.strictObject({
   ok: z.boolean(),
-  error: z.strictObject({ key: z.string(), message: z.string() }).optional(),
+  error: z.strictObject({ key: errorKeySchema, message: z.string() }).optional(),
   output: z.record(z.string(), z.unknown()),
 });
 export type JournalFinished = z.infer<typeof finishedSchema>;

@@ -1,3 +1,4 @@
+import type { HardenResult, HardenStepReport } from '@vmkit/protocol';
 import type { ConfigTree } from './sshd-config.ts';
 
 export const HARDEN_USER = 'kamal';
@@ -126,30 +127,8 @@ export interface HardenPlan {
   changed: boolean;
 }
 
-/** What a step looks like in the result: short, serialisable. */
-export interface StepReport {
-  step: string;
-  changed: boolean;
-  before?: string;
-  after?: string;
-  detail?: string;
-}
+/** What a step looks like in the result: short, serialisable (shared-protocol's schema). */
+export type StepReport = HardenStepReport;
 
-export type HardenStatus = 'hardened' | 'already_hardened';
-
-export interface HardenOutput {
-  status: HardenStatus | 'refused' | 'failed' | 'rolled_back';
-  dry_run: boolean;
-  steps: StepReport[];
-  docker: 'ok' | 'not_installed' | 'not_running';
-  placement: HardenPlan['placement'];
-  /** The check that failed, when one did. */
-  failed_check?: string;
-  restored?: string[];
-  /** Accounts a rollback deleted or changed back (`user kamal deleted`). */
-  accounts_restored?: string[];
-  /** Set when the agent died mid-run and, at its next start, rolled the run back or completed it. */
-  recovery?: { action: 'rolled_back' | 'completed'; reason: string };
-  /** Things the caller should know (e.g. sshd -T could not read the current config). */
-  notes?: string[];
-}
+/** The harden command's result output (shared-protocol's hardenResultSchema, which the control plane parses). */
+export type HardenOutput = HardenResult;
