@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { privateKeyFromSeed, signingKeyPairFrom } from '@vmkit/protocol';
+import { enrollRequestSchema, enrollResponseSchema, hardenResultSchema, privateKeyFromSeed, signingKeyPairFrom } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -35,4 +35,30 @@ export function messageFixtures(set: 'valid' | 'invalid'): MessageFixture[] {
 
 export function fixtureFrame(fx: MessageFixture): string {
   return fx.text ?? JSON.stringify(fx.frame);
+}
+
+/** Shapes that travel outside the WebSocket messages, each fixture naming its schema. */
+export const WIRE_SCHEMAS = {
+  enroll_request: enrollRequestSchema,
+  enroll_response: enrollResponseSchema,
+  harden_result: hardenResultSchema,
+} as const;
+export type WireSchemaName = keyof typeof WIRE_SCHEMAS;
+
+/** One case of test/fixtures/wire: `path` is where an invalid value is wrong ('' for the object itself). */
+export interface WireFixture {
+  name: string;
+  description: string;
+  schema: WireSchemaName;
+  value: Record<string, unknown>;
+  expect: { ok: true } | { ok: false; path: string };
+}
+
+export function wireFixtures(set: 'valid' | 'invalid', schema?: WireSchemaName): WireFixture[] {
+  const dir = join(FIXTURES, 'wire', set);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => ({ name: f, ...(JSON.parse(readFileSync(join(dir, f), 'utf8')) as Omit<WireFixture, 'name'>) }))
+    .filter((fx) => schema === undefined || fx.schema === schema);
 }
