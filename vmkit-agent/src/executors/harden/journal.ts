@@ -162,7 +162,7 @@ export class HardenJournal {
       started_at: opts.now ?? Date.now(),
       files,
       accounts: opts.accounts ? await captureAccounts(opts.paths, opts.accounts) : null,
-      output: opts.output as unknown as Record<string, unknown>,
+      output: opts.output,
     };
     const progress: JournalProgress = { version: 1, command_id: opts.commandId, steps: [], sshd_touched: false, checks_passed: false };
     const j = new HardenJournal(opts.dir, before, progress, opts.onBoundary);

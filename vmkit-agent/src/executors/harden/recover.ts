@@ -60,7 +60,7 @@ async function rollBack(journal: HardenJournal, env: RecoveryEnv, reason: string
       key: 'command_interrupted' satisfies ErrorKey,
       message: `The agent stopped in the middle of hardening (${reason}); at its next start it rolled every change back: ${undone}.${failed}`.slice(0, 2048),
     },
-    output: output as unknown as Record<string, unknown>,
+    output,
   };
   await journal.finish(outcome);
   return { commandId: before.command_id, action: 'rolled_back', reason, outcome };
@@ -89,7 +89,7 @@ export async function recoverHarden(found: { before: JournalBefore; progress: Jo
   const reason = `every check had passed (last step journaled: ${lastStep(progress)}); the restart finished the run (${how})`;
   const base = before.output as unknown as HardenOutput;
   const output: HardenOutput = { ...base, status: 'hardened', recovery: { action: 'completed', reason } };
-  const outcome: JournalFinished = { ok: true, output: output as unknown as Record<string, unknown> };
+  const outcome: JournalFinished = { ok: true, output };
   await journal.finish(outcome);
   return { commandId: before.command_id, action: 'completed', reason, outcome };
 }

@@ -286,7 +286,7 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
       error: { key: err.key, message: `${err.message}${suffix}` },
       output: output('failed', false, { failed_check: err.check, restored: rb.restored, ...(rb.accounts.length > 0 ? { accounts_restored: rb.accounts } : {}) }),
     };
-    await journal.finish({ ok: false, error: outcome.error, output: outcome.output as unknown as Record<string, unknown> }).catch(() => undefined);
+    await journal.finish({ ok: false, error: outcome.error, output: outcome.output }).catch(() => undefined);
     return outcome;
   };
 
@@ -338,7 +338,7 @@ export async function runHarden(params: CommandParams<'harden'>, env: HardenEnv 
     const out = output('hardened', true);
     if (sshdChanges) out.steps.push({ step: 'sshd_reload', changed: reloadHow !== 'skipped', detail: reloadHow });
     // Not recorded is harmless: a restart finds the checks passed and completes the run.
-    await journal.finish({ ok: true, output: out as unknown as Record<string, unknown> }).catch(() => undefined);
+    await journal.finish({ ok: true, output: out }).catch(() => undefined);
     return { ok: true, output: out };
   } catch (err) {
     if (err instanceof StepFailure) return fail(err);
