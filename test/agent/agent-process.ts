@@ -17,7 +17,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], timeoutMs = 20_000): Promise<CliResult> {
+export function runCli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
@@ -48,7 +48,7 @@ export class AgentProcess {
     return this.stderr.split('\n').filter((l) => re.test(l));
   }
 
-  async waitForLog(re: RegExp, timeoutMs = 10_000): Promise<string> {
+  async waitForLog(re: RegExp, timeoutMs = 30_000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const hit = this.lines(re)[0];
@@ -82,7 +82,7 @@ export interface EnrolledAgent {
 }
 
 /** Fast reconnects for tests; production defaults are 500 ms base, 60 s cap. */
-export const TEST_RECONNECT = { base_ms: 50, cap_ms: 400, stable_ms: 1000, handshake_timeout_ms: 3000 };
+export const TEST_RECONNECT = { base_ms: 50, cap_ms: 400, stable_ms: 1000, handshake_timeout_ms: 15_000 };
 
 interface Teardown {
   teardown(fn: () => unknown): void;

@@ -1,6 +1,7 @@
 import t from 'tap';
 import type { Test } from 'tap';
 import { FakeHub } from '../helpers/fake-hub.ts';
+import { backoffCeiling } from '../../vmkit-agent/src/backoff.ts';
 import { enrolledAgent, runCli } from './agent-process.ts';
 
 /** Connections that break, hubs that go away or push back, and the transport policy. */
@@ -41,39 +42,52 @@ t.test('a hub breaking the handshake is closed with a reason, and the agent keep
 });
 
 t.test('when the control plane goes away the agent redials with backoff and is back by itself', async (t) => {
-  const { hub, agent } = await hubAndAgent(t, { base_ms: 100, cap_ms: 400, stable_ms: 60_000, handshake_timeout_ms: 3000 });
+  const backoff = { baseMs: 100, capMs: 400 };
+  const { hub, agent } = await hubAndAgent(t, { base_ms: backoff.baseMs, cap_ms: backoff.capMs, stable_ms: 60_000, handshake_timeout_ms: 15_000 });
   const proc = agent.start();
   await hub.waitForConnection();
   hub.refuseUpgrades = true;
+  const dialsBefore = hub.dialAttempts.length;
+  const waitsBefore = proc.lines(/^info reconnecting /).length;
   hub.dropAll();
-  const start = Date.now();
-  await new Promise((r) => setTimeout(r, 2500));
-  const attempts = hub.dialAttempts.filter((a) => a >= start);
-  t.ok(attempts.length >= 3, `kept trying (${attempts.length} attempts in 2.5 s)`);
-  // Full jitter under a 400 ms cap: ~200 ms apart on average, far from a tight loop.
-  t.ok(attempts.length <= 40, `not a tight loop (${attempts.length} attempts in 2.5 s)`);
-  const gaps = attempts.slice(1).map((a, i) => a - (attempts[i] ?? a));
-  t.ok(gaps.every((g) => g <= 400 + 250), `no gap above the cap (+ dial time): ${gaps.join(',')}`);
+  await hub.waitFor(() => hub.dialAttempts.length >= dialsBefore + 4, '4 refused redials');
+  // Every dial follows a wait the agent chose and logged (its stderr may lag the hub a little).
+  const waits = await hub.waitFor(() => {
+    const w = proc.lines(/^info reconnecting /).slice(waitsBefore);
+    return w.length >= 4 && w.length >= hub.dialAttempts.length - dialsBefore ? w : undefined;
+  }, 'a logged wait before every redial');
+  // The chosen delays, not wall time: full jitter under base * 2^n, capped.
+  const chosen = waits.map((l) => JSON.parse(l.slice(l.indexOf('{'))) as { in_ms: number; attempt: number });
+  const first = chosen[0]?.attempt ?? 0;
+  t.same(chosen.map((c) => c.attempt), chosen.map((_c, i) => first + i), 'each refused dial is one more attempt');
+  for (const c of chosen) {
+    const ceiling = backoffCeiling(c.attempt - 1, backoff);
+    t.ok(c.in_ms >= 0 && c.in_ms < ceiling, `attempt ${c.attempt}: waited ${c.in_ms} ms, under ${ceiling} ms`);
+  }
   const st = await runCli(['status', '--config', agent.configFile]);
   t.equal(st.code, 3, 'status exits 3 while not connected');
   t.match(st.stdout, /state:\s+(waiting|connecting|handshaking)/);
 
-  // A full restart: listener gone, then back on the same port.
+  // A full restart: listener gone (the agent's dial is refused by the OS), then back on the same port.
+  const refusedBefore = proc.lines(/connection error.*ECONNREFUSED/).length;
   await hub.stop();
-  await new Promise((r) => setTimeout(r, 300));
+  await hub.waitFor(() => proc.lines(/connection error.*ECONNREFUSED/).length > refusedBefore, 'a dial refused by the closed port');
   hub.refuseUpgrades = false;
   await hub.restart();
-  await hub.waitForConnection(2, 5000);
+  await hub.waitForConnection(2);
+  t.equal(hub.welcomed().length, 2, 'back on the restarted hub');
   t.ok(proc.alive);
 });
 
 t.test('an overloaded hub\'s retry_after_ms is honoured before dialling again', async (t) => {
-  const { hub, agent } = await hubAndAgent(t, { base_ms: 20, cap_ms: 50, stable_ms: 60_000, handshake_timeout_ms: 3000 });
+  const { hub, agent } = await hubAndAgent(t, { base_ms: 20, cap_ms: 50, stable_ms: 60_000, handshake_timeout_ms: 15_000 });
   hub.overload = { retryAfterMs: 1200, remaining: 1 };
   const proc = agent.start();
-  await hub.waitForConnection(1, 8000);
+  await hub.waitForConnection(1);
   t.equal(hub.connections.length, 2, 'one refused, one welcomed');
   const [first, second] = hub.connections;
+  // A lower bound only: the second dial cannot come before the agent heard the error
+  // (after the first opened) plus 1200 ms, and load can only make the gap longer.
   const gap = (second?.openedAt ?? 0) - (first?.openedAt ?? 0);
   t.ok(gap >= 1150, `waited ${gap} ms, at least the 1200 ms asked (cap alone is 50 ms)`);
   t.match(proc.stderr, /hub reported an error.*rate_limited.*retry_after_ms/);
