@@ -168,7 +168,7 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
   };
 }
 
-export async function until(cond: () => boolean, timeoutMs = 5_000, what = 'condition'): Promise<void> {
+export async function until(cond: () => boolean, timeoutMs = 30_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
