@@ -17,7 +17,7 @@ export interface CliResult {
   stderr: string;
 }
 
-export function runCli(args: string[], timeoutMs = 60_000): Promise<CliResult> {
+export function runCli(args: string[], timeoutMs = 120_000): Promise<CliResult> {
   return new Promise((resolve) => {
     execFile(process.execPath, ['--import', 'tsx', CLI, ...args], { cwd: ROOT, timeout: timeoutMs }, (err, stdout, stderr) => {
       const code = err ? (typeof err.code === 'number' ? err.code : null) : 0;
@@ -48,7 +48,7 @@ export class AgentProcess {
     return this.stderr.split('\n').filter((l) => re.test(l));
   }
 
-  async waitForLog(re: RegExp, timeoutMs = 30_000): Promise<string> {
+  async waitForLog(re: RegExp, timeoutMs = 120_000): Promise<string> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const hit = this.lines(re)[0];

@@ -105,17 +105,26 @@ t.test('a result survives a dropped connection: re-sent after reconnect exactly 
   t.ok(conn2.messages.some((m) => m.type === 'result' && m.command_id === cmd.envelope.id), 'sent on the new connection');
   await hub.waitFor(() => proc.lines(/re-sent unacknowledged results/).length === 1 || undefined, 're-send logged');
 
-  // The ack landed: another reconnect sends nothing again.
-  await new Promise((r) => setTimeout(r, 300));
+  // The ack landed (the journal records it): another reconnect sends nothing again.
+  const acked = (): boolean | undefined => {
+    try {
+      return (JSON.parse(readFileSync(join(agent.stateDir, 'journal', `${cmd.envelope.id}.json`), 'utf8')) as { acked: boolean }).acked || undefined;
+    } catch {
+      return undefined; // not written yet
+    }
+  };
+  t.equal(await hub.waitFor(acked, 'the ack in the journal'), true, 'journal records the ack');
   hub.dropAll();
-  await hub.waitForConnection(3);
-  await new Promise((r) => setTimeout(r, 500));
+  const conn3 = await hub.waitForConnection(3);
+  // Unacked results are re-sent right after the welcome, before any command is handled:
+  // once a ping sent on the new connection is answered, a re-send would have arrived.
+  const ping = hub.sign(agent.agentId, 'ping', {});
+  hub.sendCommand(ping, conn3);
+  await hub.waitForResult(ping.envelope.id);
   t.equal(hub.messagesOf('result', cmd.envelope.id).length, 2, 'exactly once after the drop, none after the ack');
   t.equal(executions(proc, cmd.envelope.id), 1, 'ran once');
   const journal = readdirSync(join(agent.stateDir, 'journal')).filter((f) => f.endsWith('.json'));
-  const rec = JSON.parse(readFileSync(join(agent.stateDir, 'journal', `${cmd.envelope.id}.json`), 'utf8')) as { acked: boolean };
   t.ok(journal.length >= 1);
-  t.equal(rec.acked, true, 'journal records the ack');
 });
 
 t.test('an unacknowledged result is delivered by the restarted agent, and the command is not run again', async (t) => {

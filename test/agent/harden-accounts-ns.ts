@@ -94,9 +94,21 @@ async function offered(): Promise<string> {
 
 const before = { offered: await offered(), rootLogin: (await run('ssh', sshArgs('root'))).code === 0 };
 
+/** Inode of sshd's listening socket on 127.0.0.1:22: a new one means sshd re-executed and listens again. */
+async function listener(): Promise<string | undefined> {
+  const rows = (await readFile('/proc/net/tcp', 'utf8')).split('\n').map((l) => l.trim().split(/\s+/));
+  return rows.find((f) => f[1] === '0100007F:0016' && f[3] === '0A')?.[9];
+}
+const listenerBefore = await listener();
+
 const env = { root: '/', manageAccounts: true, reload: 'auto' as const, sshdArgs: ['-h', hostKey] };
 const first = await runHarden({ deploy_keys: [pub], dry_run: false }, env);
-await new Promise((r) => setTimeout(r, 300));
+// The reload is a SIGHUP: wait until sshd listens on a new socket, not for a fixed time.
+for (const deadline = Date.now() + 30_000; ; await new Promise((r) => setTimeout(r, 50))) {
+  const now = await listener();
+  if (now !== undefined && now !== listenerBefore) break;
+  if (Date.now() > deadline) throw new Error('sshd did not listen again after the harden reload');
+}
 const kamalLogin = await run('ssh', sshArgs('kamal'));
 const after = {
   offered: await offered(),

@@ -188,7 +188,7 @@ export class FakeHub {
       .filter((m): m is MessageOf<T> => m.type === type && (commandId === undefined || ('command_id' in m && m.command_id === commandId)));
   }
 
-  async waitFor<T>(probe: () => T | undefined | false, what: string, timeoutMs = 30_000): Promise<T> {
+  async waitFor<T>(probe: () => T | undefined | false, what: string, timeoutMs = 120_000): Promise<T> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
       const v = probe();
@@ -198,11 +198,11 @@ export class FakeHub {
     }
   }
 
-  waitForConnection(count = 1, timeoutMs = 30_000): Promise<HubConnection> {
+  waitForConnection(count = 1, timeoutMs = 120_000): Promise<HubConnection> {
     return this.waitFor(() => (this.welcomed().length >= count ? this.current() : undefined), `${count} welcomed connection(s)`, timeoutMs);
   }
 
-  waitForResult(commandId: string, count = 1, timeoutMs = 30_000): Promise<MessageOf<'result'>> {
+  waitForResult(commandId: string, count = 1, timeoutMs = 120_000): Promise<MessageOf<'result'>> {
     return this.waitFor(() => {
       const r = this.messagesOf('result', commandId);
       return r.length >= count ? r[count - 1] : undefined;

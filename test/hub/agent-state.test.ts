@@ -27,14 +27,18 @@ async function enrolledFake(cp: TestControlPlane) {
 const agentOf = async (cp: TestControlPlane, id: string) => (await cp.api<{ agent: AgentView | null }>('GET', `/api/instances/${id}`)).body.agent;
 
 t.test('last_seen advances on the real database while the agent answers pings', async (t) => {
-  const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 100, deadAfterMs: 1_000, lastSeenFlushMs: 200 } } });
+  // deadAfterMs far above any stall of this process, which runs both the hub and the agent.
+  const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 100, deadAfterMs: 30_000, lastSeenFlushMs: 200 } } });
   t.teardown(() => cp.close());
   const a = await enrolledFake(cp);
   const { agent } = await FakeAgent.connect(a.connectUrl(), a.agentId, a.key);
   const first = await agentOf(cp, a.instanceId);
   t.equal(first?.state, 'connected');
-  await new Promise((r) => setTimeout(r, 800));
-  const later = await agentOf(cp, a.instanceId);
+  const moved = (v: AgentView | null | undefined): boolean => Date.parse(v?.last_seen ?? '') > Date.parse(first?.last_seen ?? '');
+  let later = await agentOf(cp, a.instanceId);
+  for (const deadline = Date.now() + 30_000; !moved(later) && Date.now() < deadline; later = await agentOf(cp, a.instanceId)) {
+    await new Promise((r) => setTimeout(r, 50));
+  }
   t.equal(later?.state, 'connected');
   t.ok(Date.parse(later?.last_seen ?? '') > Date.parse(first?.last_seen ?? ''), `last_seen moved: ${first?.last_seen} -> ${later?.last_seen}`);
   t.equal(later?.connected_at, first?.connected_at, 'connected_at is the handshake time');

@@ -23,9 +23,9 @@ t.test('ping through the CommandBus: signed, acked, progress streamed, result re
   t.equal(cmd.envelope.id, commandId);
   t.equal(fx.store.commands.get(commandId)?.state, 'sent');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId });
-  await until(() => fx.store.commands.get(commandId)?.state === 'acked', 2_000, 'acked');
+  await until(() => fx.store.commands.get(commandId)?.state === 'acked', 30_000, 'acked');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'progress', command_id: commandId, seq: 0, step: 'pong', state: 'started' });
-  await until(() => fx.store.commands.get(commandId)?.state === 'running', 2_000, 'running');
+  await until(() => fx.store.commands.get(commandId)?.state === 'running', 30_000, 'running');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
   const outcome = await pending;
   t.same(outcome.output, { pong: true });
@@ -42,7 +42,7 @@ t.test('a command for a disconnected agent waits in the queue and goes out when 
   const { agentId, key } = fx.addAgent();
   let commandId = '';
   const pending = fx.bus.send(agentId, 'facts', {}, { onCommandId: (id) => (commandId = id) });
-  await until(() => commandId !== '', 1_000, 'command id');
+  await until(() => commandId !== '', 30_000, 'command id');
   t.equal(fx.store.commands.get(commandId)?.state, 'queued');
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
@@ -72,10 +72,12 @@ t.test('no agent within the timeout: queued command expires, delivered one times
   t.equal(fx.store.commands.get((err1 as CommandTimeoutError).commandId ?? '')?.state, 'expired');
 
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
-  await new Promise((r) => setTimeout(r, 100));
-  t.equal(agent.received.filter((m) => m.type === 'command').length, 0, 'an expired command is never delivered');
+  // Queued commands go out as the agent connects, before anything sent afterwards:
+  // had the expired one been delivered, it would arrive before this new command.
   const sent = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 200 });
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  t.not(cmd.envelope.id, (err1 as CommandTimeoutError).commandId, 'an expired command is never delivered');
+  t.equal(agent.received.filter((m) => m.type === 'command').length, 0, 'nothing else was delivered');
   const err2 = await sent.catch((e: unknown) => e);
   t.type(err2, CommandTimeoutError);
   t.equal((err2 as CommandTimeoutError).state, 'timed_out');
@@ -145,13 +147,20 @@ t.test('a result re-sent after a reconnect is acknowledged again but applied onc
   const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
   first.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
-  await until(() => fx.store.commands.get(id)?.state === 'acked', 2_000, 'acked');
+  await until(() => fx.store.commands.get(id)?.state === 'acked', 30_000, 'acked');
   // The connection drops between run and result.
   first.agent.kill();
-  await until(() => !fx.hub.isConnected(agentId), 2_000, 'hub noticed');
+  await until(() => !fx.hub.isConnected(agentId), 30_000, 'hub noticed');
   const second = await FakeAgent.connect(fx.url, agentId, key);
-  await new Promise((r) => setTimeout(r, 100));
-  t.equal(second.agent.received.filter((m) => m.type === 'command').length, 0, 'an acked command is not re-sent');
+  // Re-sends go out as the agent connects: the first command to arrive after that is
+  // this new one, unless the acked command was (wrongly) sent again.
+  const probe = fx.bus.send(agentId, 'ping', {});
+  const next = (await second.agent.next('command')) as MessageOf<'command'>;
+  t.not(String(next.envelope.id), id, 'an acked command is not re-sent');
+  t.equal(second.agent.received.filter((m) => m.type === 'command').length, 0, 'nothing else was delivered');
+  second.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: next.envelope.id, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
+  await probe;
+  await second.agent.next('result_ack');
   const result = { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: { n: 1 }, finished_at: Date.now() };
   second.agent.send(result);
   await second.agent.next('result_ack');
@@ -171,7 +180,7 @@ t.test('a command sent but never acked is re-sent when the agent comes back', as
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
   first.agent.kill();
-  await until(() => !fx.hub.isConnected(agentId), 2_000, 'hub noticed');
+  await until(() => !fx.hub.isConnected(agentId), 30_000, 'hub noticed');
   const second = await FakeAgent.connect(fx.url, agentId, key);
   const again = (await second.agent.next('command')) as MessageOf<'command'>;
   t.same(again.envelope, cmd.envelope, 'the same signed envelope');
