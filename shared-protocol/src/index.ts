@@ -8,3 +8,4 @@ export * from './handshake.ts';
 export * from './text.ts';
 export * from './enrollment.ts';
 export * from './harden.ts';
+export * from './repo-name.ts';

@@ -1,14 +1,13 @@
 import { z } from 'zod';
+import { parseRepoFullName, repoFullNameSchema } from '@vmkit/protocol';
 import type { ApiPlugin } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { createRepo, getRepo, listRepos } from '../db/repos.ts';
 import { ApiError } from '../errors.ts';
 import { IdParams, RepoView, listOf, repoView } from './views.ts';
 
-/** GitHub's rules: owner 1-39 of [A-Za-z0-9-] not starting with '-'; name 1-100 of [A-Za-z0-9._-], not '.' or '..'. */
-export const REPO_FULL_NAME = /^([A-Za-z0-9][A-Za-z0-9-]{0,38})\/((?!\.{1,2}$)[A-Za-z0-9._-]{1,100})$/;
-
-export const RepoFullName = z.string().regex(REPO_FULL_NAME, 'must be owner/name');
+/** owner/name by GitHub's rules, the same parser the scan uses (@vmkit/protocol repo-name.ts). */
+export const RepoFullName = repoFullNameSchema;
 
 export function repoNotFound(id: string): ApiError {
   return new ApiError('repo_not_found', `No repo with id ${id} found in this workspace.`);
@@ -26,9 +25,9 @@ export const repoRoutes: ApiPlugin = (app, { ctx }) => {
       },
     },
     async (request, reply) => {
-      const m = REPO_FULL_NAME.exec(request.body.repo);
-      if (!m?.[1] || !m[2]) throw new ApiError('invalid_request', 'Invalid request: body.repo must be owner/name.');
-      const { repo, created } = await createRepo(ctx.db, authOf(request).workspaceId, m[1], m[2], ctx.now());
+      const ref = parseRepoFullName(request.body.repo);
+      if (!ref) throw new ApiError('invalid_request', 'Invalid request: body.repo must be owner/name.');
+      const { repo, created } = await createRepo(ctx.db, authOf(request).workspaceId, ref.owner, ref.name, ctx.now());
       return reply.code(created ? 201 : 200).send(repoView(repo));
     },
   );

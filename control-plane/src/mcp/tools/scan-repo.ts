@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { errorBody } from '@vmkit/protocol';
+import { errorBody, repoFullNameSchema } from '@vmkit/protocol';
 import { defineTool, errorResult, expectOk, okResult } from '../tool.ts';
 
 /** The public contract's six fields; everything else the REST answer carries rides along as additions. */
@@ -27,11 +27,7 @@ export const scanRepo = defineTool({
     'same commit answered). Classification uses a transparent rules table; a model classifier is consulted only if ' +
     'configured and the rules cannot decide.',
   inputSchema: z.object({
-    repo: z
-      .string()
-      .min(3)
-      .max(141)
-      .describe('Repository in owner/repo-name format. The GitHub App must be installed on this repo.'),
+    repo: repoFullNameSchema.describe('Repository in owner/repo-name format. The GitHub App must be installed on this repo.'),
   }),
   outputSchema: z.looseObject({
     language: z.string().describe('Detected primary language (e.g. "python", "node", "ruby")'),

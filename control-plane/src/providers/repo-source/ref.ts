@@ -1,18 +1,9 @@
+import { parseRepoFullName } from '@vmkit/protocol';
 import type { RepoRef } from './types.ts';
 
-// GitHub's own limits: owners are 1-39 alphanumerics or single inner hyphens; repo
-// names are up to 100 of [A-Za-z0-9._-]. "." and ".." are refused so a ref can never
-// name a parent directory when it becomes a path.
-const OWNER = /^[A-Za-z0-9](?:[A-Za-z0-9]|-(?=[A-Za-z0-9])){0,38}$/;
-const NAME = /^[A-Za-z0-9._-]{1,100}$/;
-
-/** `owner/name` → RepoRef, or null when it is not a well-formed GitHub repository name. */
+/** `owner/name` → RepoRef, or null when it is not a well-formed GitHub repository name (@vmkit/protocol's rule). */
 export function parseRepoRef(value: string): RepoRef | null {
-  const parts = value.split('/');
-  if (parts.length !== 2) return null;
-  const [owner, name] = parts as [string, string];
-  if (!OWNER.test(owner) || !NAME.test(name) || name === '.' || name === '..') return null;
-  return { owner, name };
+  return parseRepoFullName(value);
 }
 
 export function repoFullName(ref: RepoRef): string {
