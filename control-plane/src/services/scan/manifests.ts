@@ -64,6 +64,20 @@ export function readRequirements(text: string): Set<string> {
   return out;
 }
 
+/**
+ * Files a requirements file pulls in: `-r x.txt`, `--requirement x.txt` (also `=x`)
+ * and constraints files `-c` / `--constraint`, as written (relative to the including file).
+ */
+export function readRequirementIncludes(text: string): string[] {
+  const out: string[] = [];
+  for (const raw of text.split(/\r?\n/)) {
+    const line = raw.replace(/\s+#.*$/, '').trim();
+    const m = /^(?:-r|-c|--requirement|--constraint)(?:\s*=\s*|\s+|(?<=^-[rc]))(\S+)$/.exec(line);
+    if (m?.[1] && !m[1].includes('://')) out.push(m[1]);
+  }
+  return out;
+}
+
 interface TomlSection {
   name: string;
   /** `key = value` pairs, multi-line arrays joined. */

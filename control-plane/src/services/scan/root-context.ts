@@ -1,5 +1,7 @@
+import { posix } from 'node:path';
+import { isSafeRepoPath } from '../../providers/repo-source/ref.ts';
 import type { TreeEntry } from '../../providers/repo-source/types.ts';
-import { MANIFEST_FILES, readDependencies, readGoImports, readPackageJson, readProcfile } from './manifests.ts';
+import { MANIFEST_FILES, readDependencies, readGoImports, readPackageJson, readProcfile, readRequirementIncludes, readRequirements } from './manifests.ts';
 import type { Ecosystem, PackageJson } from './manifests.ts';
 import type { RepoView } from './repo-view.ts';
 import type { Check } from './rules.ts';
@@ -12,6 +14,18 @@ export interface Evidence {
 
 /** Go files read per app root when looking for imports. */
 const MAX_GO_FILES = 8;
+/** requirements.txt includes: pip has no limit, but real projects nest two or three deep. */
+const MAX_INCLUDE_DEPTH = 5;
+const MAX_INCLUDED_FILES = 20;
+
+/** `include` relative to the directory of `from`, as a repository path; null when it leaves the repository. */
+function resolveInRepo(from: string, include: string): string | null {
+  if (include.startsWith('/') || include.includes('\\') || include.includes('\0')) return null;
+  const dir = from.includes('/') ? from.slice(0, from.lastIndexOf('/')) : '';
+  const joined = posix.normalize(dir === '' ? include : `${dir}/${include}`);
+  if (joined === '..' || joined.startsWith('../') || joined.startsWith('/')) return null;
+  return isSafeRepoPath(joined) && joined !== '.' ? joined : null;
+}
 
 /**
  * One candidate app root inside a repository: evaluates rule checks against the files
@@ -105,9 +119,35 @@ export class RootContext {
         const text = await this.view.read(hit.path);
         if (text === null) continue;
         for (const name of readDependencies(ecosystem, hit.path, text)) if (!out.has(name)) out.set(name, hit.path);
+        if (ecosystem === 'pypi' && hit.path.endsWith('.txt')) await this.#followRequirementIncludes(hit.path, text, out);
       }
     }
     return out;
+  }
+
+  /**
+   * `-r` / `-c` includes of a requirements file, breadth first: each path relative to
+   * the file naming it, never outside the repository, each file read once (so cycles
+   * end), at most MAX_INCLUDE_DEPTH levels and MAX_INCLUDED_FILES files.
+   */
+  async #followRequirementIncludes(from: string, text: string, out: Map<string, string>): Promise<void> {
+    const seen = new Set([from]);
+    let level: { path: string; text: string }[] = [{ path: from, text }];
+    for (let depth = 0; depth < MAX_INCLUDE_DEPTH && level.length > 0; depth++) {
+      const next: { path: string; text: string }[] = [];
+      for (const file of level) {
+        for (const include of readRequirementIncludes(file.text)) {
+          const target = resolveInRepo(file.path, include);
+          if (target === null || seen.has(target) || seen.size > MAX_INCLUDED_FILES) continue;
+          seen.add(target);
+          const body = await this.view.read(target);
+          if (body === null) continue;
+          for (const name of readRequirements(body)) if (!out.has(name)) out.set(name, target);
+          next.push({ path: target, text: body });
+        }
+      }
+      level = next;
+    }
   }
 
   packageJson(): Promise<PackageJson | null> {
