@@ -182,22 +182,31 @@ t.test('stopping waits (bounded) for a running command to finish and journal its
     },
   });
   const sent: AgentMessage[] = [];
+  // The executor's progress message is the event that says the command is running.
+  let running: () => void = () => undefined;
+  const isRunning = new Promise<void>((r) => (running = r));
   const dispatcher = new CommandDispatcher({
     verifier,
     journal,
     executors,
     keys: { keyIds: () => [cp.keyId], list: () => keys, replace: () => Promise.resolve() },
     log: quiet,
-    send: (m) => (sent.push(m), true),
+    send: (m) => {
+      sent.push(m);
+      if (m.type === 'progress') running();
+      return true;
+    },
     signal: new AbortController().signal,
   });
   const cmd = signCommand(cp, { agentId, type: 'ping', params: {} });
   const handled = dispatcher.handleCommand({ protocol: 1, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
-  await new Promise((r) => setTimeout(r, 50));
+  await isRunning;
   t.same(sent.map((m) => m.type), ['ack', 'progress'], 'acked and running');
+  // The gate is still closed, so a bounded wait cannot see the command finish, however slow the machine.
   t.equal(await dispatcher.drain(100), false, 'a bounded wait gives up while it runs');
-  setTimeout(release, 50);
-  t.equal(await dispatcher.drain(5000), true, 'and returns once it finished');
+  const finished = dispatcher.drain(60_000);
+  release();
+  t.equal(await finished, true, 'and returns once it finished');
   await handled;
   t.equal(journal.get(cmd.envelope.id)?.state, 'finished', 'result journaled');
   t.match(sent.at(-1), { type: 'result', status: 'succeeded', output: { slow: true } });
