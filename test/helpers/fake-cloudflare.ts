@@ -3,6 +3,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { isIPv4, isIPv6 } from 'node:net';
 import type { AddressInfo } from 'node:net';
+import { readJsonBody, sendJson } from './http-json.ts';
 
 /**
  * A local stand-in for api.cloudflare.com/client/v4 on 127.0.0.1, answering the DNS
@@ -66,7 +67,7 @@ export class FakeCloudflare {
   static async start(opts: { token: string; zoneId: string; zoneName: string }): Promise<FakeCloudflare> {
     const holder: { fake?: FakeCloudflare } = {};
     const server = createServer((req, res) => {
-      holder.fake?.handle(req, res).catch((err: unknown) => send(res, 500, envelope(null, [{ code: 10001, message: String(err) }])));
+      holder.fake?.handle(req, res).catch((err: unknown) => sendJson(res, 500, envelope(null, [{ code: 10001, message: String(err) }])));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     holder.fake = new FakeCloudflare(server, opts);
@@ -106,12 +107,12 @@ export class FakeCloudflare {
 
   async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://fake');
-    const body = await readBody(req);
+    const body = await readJsonBody(req);
     const entry: CfRequest = { method: req.method ?? '', path: `${url.pathname}${url.search}`, body, status: 0, atMs: Date.now() };
     this.requests.push(entry);
     const reply = (status: number, payload: unknown): void => {
       entry.status = status;
-      send(res, status, payload);
+      sendJson(res, status, payload);
     };
     const fail = (status: number, code: number, message: string): void => reply(status, envelope(null, [{ code, message }]));
 
@@ -186,19 +187,4 @@ function pick(o: Partial<FakeCfRecord>, keys: (keyof FakeCfRecord)[]): Partial<F
   return out;
 }
 
-async function readBody(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  if (chunks.length === 0) return null;
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-  } catch {
-    return null;
-  }
-}
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  res.statusCode = status;
-  res.setHeader('content-type', 'application/json');
-  res.end(JSON.stringify(body));
-}

@@ -4,6 +4,7 @@ import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { FakeGitHubWrites } from './fake-github-writes.ts';
+import { readJsonBody, sendJson } from './http-json.ts';
 
 /**
  * A local stand-in for api.github.com on 127.0.0.1 that answers the documented REST
@@ -170,7 +171,7 @@ export class FakeGitHub {
     }
     const auth = req.headers.authorization;
     this.requests.push({ method: req.method ?? '', path: req.url ?? '/', authorization: auth, apiVersion: header(req, 'x-github-api-version') });
-    const body = await readBody(req);
+    const body = await readJsonBody(req);
 
     if (this.rateLimitResetAt !== null) {
       res.setHeader('x-ratelimit-limit', '5000');
@@ -389,21 +390,9 @@ function header(req: IncomingMessage, name: string): string | undefined {
   return Array.isArray(v) ? v[0] : v;
 }
 
-async function readBody(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  if (chunks.length === 0) return null;
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-  } catch {
-    return null;
-  }
-}
 
 function send(res: ServerResponse, status: number, body: unknown): void {
-  res.statusCode = status;
-  res.setHeader('content-type', 'application/json; charset=utf-8');
-  res.end(JSON.stringify(body));
+  sendJson(res, status, body, 'application/json; charset=utf-8');
 }
 
 function notFound(res: ServerResponse): void {

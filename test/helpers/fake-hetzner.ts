@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { readJsonBody, sendJson } from './http-json.ts';
 
 /**
  * A local stand-in for api.hetzner.cloud/v1 on 127.0.0.1, answering the documented
@@ -93,7 +94,7 @@ export class FakeHetzner {
   static async start(opts: FakeHetznerOptions): Promise<FakeHetzner> {
     const holder: { fake?: FakeHetzner } = {};
     const server = createServer((req, res) => {
-      holder.fake?.handle(req, res).catch((err: unknown) => send(res, 500, { error: { code: 'server_error', message: String(err) } }));
+      holder.fake?.handle(req, res).catch((err: unknown) => sendJson(res, 500, { error: { code: 'server_error', message: String(err) } }));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     holder.fake = new FakeHetzner(server, opts);
@@ -121,10 +122,10 @@ export class FakeHetzner {
     const url = new URL(req.url ?? '/', 'http://fake');
     const entry: HetznerRequest = { method: req.method ?? '', path: `${url.pathname}${url.search}`, atMs: Date.now(), status: 0 };
     this.requests.push(entry);
-    const body = await readBody(req);
+    const body = await readJsonBody(req);
     const reply = (status: number, payload: unknown): void => {
       entry.status = status;
-      send(res, status, payload);
+      sendJson(res, status, payload);
     };
 
     if (req.headers.authorization !== `Bearer ${this.#opts.token}`) {
@@ -302,19 +303,4 @@ function notFound(what: string): { error: { code: string; message: string; detai
   return { error: { code: 'not_found', message: `${what} not found`, details: {} } };
 }
 
-async function readBody(req: IncomingMessage): Promise<unknown> {
-  const chunks: Buffer[] = [];
-  for await (const c of req) chunks.push(c as Buffer);
-  if (chunks.length === 0) return null;
-  try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
-  } catch {
-    return null;
-  }
-}
 
-function send(res: ServerResponse, status: number, body: unknown): void {
-  res.statusCode = status;
-  res.setHeader('content-type', 'application/json');
-  res.end(JSON.stringify(body));
-}
