@@ -25,6 +25,9 @@ import { createApiKey } from '../../control-plane/src/auth/api-keys.ts';
 import { createWorkspaceWithAdminKey } from '../../control-plane/src/auth/bootstrap.ts';
 import type { Scope } from '../../control-plane/src/auth/scopes.ts';
 
+// A bound for a stuck server, not a speed check: a harden or a sandbox VM can take long on a loaded 2-core machine.
+const API_TIMEOUT_MS = 180_000;
+
 export interface TestControlPlaneOptions {
   config?: Partial<Omit<Config, 'rateLimit' | 'dataDir'>> & { rateLimit?: Partial<RateLimitConfig> };
   dataDir?: string;
@@ -127,7 +130,7 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
       if (body !== undefined && !Object.keys(headers).some((h) => h.toLowerCase() === 'content-type')) {
         headers['content-type'] = 'application/json';
       }
-      const res = await fetch(cp.url + path, { method, headers, ...(body !== undefined && { body }), signal: AbortSignal.timeout(10_000) });
+      const res = await fetch(cp.url + path, { method, headers, ...(body !== undefined && { body }), signal: AbortSignal.timeout(API_TIMEOUT_MS) });
       const text = await res.text();
       let parsed: unknown = text;
       try {
