@@ -2,12 +2,10 @@
 // then started again on the same data dir and port: the agent re-sends its journaled
 // result and the follow-up (outside SSH check, hardened_at, audit row) still happens.
 import t from 'tap';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { localProviderFor } from '../../control-plane/src/providers/compute/local.ts';
-import { eventually, freePort, openReadOnly, startControlPlaneProcess } from '../helpers/cp-process.ts';
-import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { eventually, openReadOnly } from '../helpers/cp-process.ts';
+import { crashRig } from '../helpers/crash-rig.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
 
@@ -32,18 +30,8 @@ interface AuditBody {
 }
 
 t.test('killed 0.3 s into a harden: after the restart the command succeeds, is verified over SSH, hardened_at is set and audited', needsSandbox, async (t) => {
-  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
-  const provider = localProviderFor(dataDir);
-  let cp: ControlPlaneProcess | undefined;
-  t.teardown(async () => {
-    cp?.kill('SIGKILL');
-    await cp?.exited;
-    for (const s of await provider.list()) await provider.destroy(s.ref).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  const port = await freePort();
-  cp = await startControlPlaneProcess({ dataDir, port });
-  const first = cp;
+  const { dataDir, start } = await crashRig(t);
+  const first = await start();
 
   const made = await first.api<InstanceBody>('POST', '/api/instances', { name: 'web-1', provider: 'local' }, 180_000);
   t.equal(made.status, 201, JSON.stringify(made.body));
@@ -67,8 +55,7 @@ t.test('killed 0.3 s into a harden: after the restart the command succeeds, is v
   await first.exited;
   t.type(await answer, Error, 'the harden request died with the process');
 
-  cp = await startControlPlaneProcess({ dataDir, port });
-  const restarted = cp;
+  const restarted = await start();
   const inst = await eventually('hardened_at after the restart', async () => {
     const got = await restarted.api<InstanceBody>('GET', `/api/instances/${id}`);
     return got.body.hardened_at !== null ? got.body : undefined;

@@ -2,14 +2,11 @@
 // again on the same data dir and port: the instance does not stay `provisioning`.
 import t from 'tap';
 import type { Test } from 'tap';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { localProviderFor } from '../../control-plane/src/providers/compute/local.ts';
+import { existsSync } from 'node:fs';
 import type { SandboxState } from '../../control-plane/src/providers/compute/local.ts';
 import { alive } from '../../control-plane/src/providers/compute/local-host.ts';
-import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
-import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { eventually } from '../helpers/cp-process.ts';
+import { crashRig } from '../helpers/crash-rig.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
 
@@ -30,18 +27,8 @@ function leftovers(state: SandboxState): number[] {
 }
 
 async function killMidCreate(t: Test, killWhen: (s: SandboxState) => boolean) {
-  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
-  const provider = localProviderFor(dataDir);
-  let cp: ControlPlaneProcess | undefined;
-  t.teardown(async () => {
-    cp?.kill('SIGKILL');
-    await cp?.exited;
-    for (const s of await provider.list()) await provider.destroy(s.ref).catch(() => undefined);
-    rmSync(dataDir, { recursive: true, force: true });
-  });
-  const port = await freePort();
-  cp = await startControlPlaneProcess({ dataDir, port });
-  const first = cp;
+  const { provider, start } = await crashRig(t);
+  const first = await start();
 
   // The answer never comes: the process dies under it.
   const answer = first.api('POST', '/api/instances', { name: 'web-1', provider: 'local' }, 120_000).catch((err: unknown) => err);
@@ -55,7 +42,7 @@ async function killMidCreate(t: Test, killWhen: (s: SandboxState) => boolean) {
   t.type(await answer, Error, 'the create request died with the process');
   t.ok(leftovers(state).length > 0 || existsSync(`/run/netns/${state.netns}`), 'the killed create left processes or a namespace behind');
 
-  cp = await startControlPlaneProcess({ dataDir, port });
+  const cp = await start();
   const inst = await eventually('the instance leaving provisioning and its leftovers removed', async () => {
     const list = await cp.api<{ items: InstanceBody[] }>('GET', '/api/instances');
     const i = list.body.items[0];
