@@ -188,3 +188,16 @@ export function withoutTimes(state: Map<string, Entry>): Record<string, Omit<Ent
   }
   return out;
 }
+
+/** A host key, a deploy key and an sshd namespace for one test file, all removed at its end. */
+export async function sshdRig(t: { teardown(fn: () => Promise<void>): void }, prefix: string): Promise<{ keysDir: string; hostKey: string; deployKey: string; ns: SshdNamespace }> {
+  const keysDir = await mkdtemp(join(tmpdir(), prefix));
+  const hostKey = await makeHostKey(keysDir);
+  const deployKey = await makeUserKey(keysDir, 'deploy');
+  const ns = await sshdNamespace();
+  t.teardown(async () => {
+    await ns.close();
+    await rm(keysDir, { recursive: true, force: true });
+  });
+  return { keysDir, hostKey, deployKey, ns };
+}

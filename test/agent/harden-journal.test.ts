@@ -13,20 +13,13 @@ import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
 import { readHardenJournal } from '../../vmkit-agent/src/executors/harden/journal.ts';
 import { recoverHarden } from '../../vmkit-agent/src/executors/harden/recover.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
-import { cannotRunSshd, fixtureRoot, makeHostKey, makeUserKey, sshdNamespace, treeState, withoutTimes } from './harden-fixture.ts';
+import { cannotRunSshd, fixtureRoot, sshdRig, treeState, withoutTimes } from './harden-fixture.ts';
 
 const CHILD = fileURLToPath(new URL('./harden-kill-child.ts', import.meta.url));
 const BOUNDARIES = ['journaled', 'ssh_dir', 'authorized_keys', 'keys_checked', 'sshd_config', 'sshd_validated', 'checks_passed', 'finished'];
 
 if (fileNeeds(await cannotRunSshd())) {
-  const keysDir = await mkdtemp(join(tmpdir(), 'vmkit-harden-journal-'));
-  const hostKey = await makeHostKey(keysDir);
-  const deployKey = await makeUserKey(keysDir, 'deploy');
-  const ns = await sshdNamespace();
-  t.teardown(async () => {
-    await ns.close();
-    await rm(keysDir, { recursive: true, force: true });
-  });
+  const { hostKey, deployKey, ns } = await sshdRig(t, 'vmkit-harden-journal-');
 
   /** Runs the runner in a child that SIGKILLs itself at `killAt`; returns the boundaries it passed. */
   const killedRun = (root: string, journalDir: string, killAt: string) =>

@@ -1,28 +1,17 @@
 // `Match all` applies to every connection: hardening must treat it as a Match block
 // (comment out what re-enables passwords or root), judged by the real sshd.
 import t from 'tap';
-import { mkdtemp, readFile, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { readFile } from 'node:fs/promises';
 import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
 import type { HardenEnv } from '../../vmkit-agent/src/executors/harden/index.ts';
-import { SSHD, cannotRunSshd, fixtureRoot, makeHostKey, makeUserKey, sshdNamespace, treeState, withoutTimes } from './harden-fixture.ts';
+import { SSHD, cannotRunSshd, fixtureRoot, sshdRig, treeState, withoutTimes } from './harden-fixture.ts';
 import type { FixtureRoot } from './harden-fixture.ts';
+import { fileNeeds } from '../helpers/prereq.ts';
 
-const reason = await cannotRunSshd();
-if (reason && process.env.CI === 'true') throw new Error(`CI must run the real-sshd tests: ${reason}`);
-if (reason) t.plan(0, reason);
-else await main();
+if (fileNeeds(await cannotRunSshd())) await main();
 
 async function main(): Promise<void> {
-  const keysDir = await mkdtemp(join(tmpdir(), 'vmkit-harden-matchall-'));
-  const hostKey = await makeHostKey(keysDir);
-  const deployKey = await makeUserKey(keysDir, 'deploy');
-  const ns = await sshdNamespace();
-  t.teardown(async () => {
-    await ns.close();
-    await rm(keysDir, { recursive: true, force: true });
-  });
+  const { hostKey, deployKey, ns } = await sshdRig(t, 'vmkit-harden-matchall-');
   const envFor = (fx: FixtureRoot): HardenEnv => ({ root: fx.root, manageAccounts: false, sshdArgs: ['-h', hostKey], exec: ns.exec });
   const passwordsFor = async (fx: FixtureRoot, user: string, addr: string): Promise<string | undefined> => {
     const r = await ns.exec(SSHD, ['-T', '-f', fx.paths.sshdConfig, '-h', hostKey, '-C', `user=${user},host=somewhere,addr=${addr}`]);

@@ -3,23 +3,15 @@
 // because the host's own systemd must never be asked to reload anything.
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { appendFile, mkdir, mkdtemp, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { appendFile, mkdir, readFile, rmdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { runHarden } from '../../vmkit-agent/src/executors/harden/index.ts';
 import type { ExecFn } from '../../vmkit-agent/src/executors/harden/exec.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
-import { cannotRunSshd, fixtureRoot, makeHostKey, makeUserKey, sshdNamespace, treeState, withoutTimes } from './harden-fixture.ts';
+import { cannotRunSshd, fixtureRoot, sshdRig, treeState, withoutTimes } from './harden-fixture.ts';
 
 if (fileNeeds(await cannotRunSshd())) {
-  const keysDir = await mkdtemp(join(tmpdir(), 'vmkit-harden-reload-'));
-  const hostKey = await makeHostKey(keysDir);
-  const deployKey = await makeUserKey(keysDir, 'deploy');
-  const ns = await sshdNamespace();
-  t.teardown(async () => {
-    await ns.close();
-    await rm(keysDir, { recursive: true, force: true });
-  });
+  const { hostKey, deployKey, ns } = await sshdRig(t, 'vmkit-harden-reload-');
 
   /** An exec where systemctl answers from a table and every call is recorded. */
   const withSystemctl = (answers: Record<string, number>) => {
