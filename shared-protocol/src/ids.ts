@@ -18,6 +18,9 @@ export const ID_PREFIXES = {
   deploy: 'dep',
   deployStep: 'step',
   shellSession: 'shs',
+  workspaceProvider: 'wsp',
+  dnsRecord: 'dns',
+  sshKey: 'sshk',
   audit: 'aud',
 } as const;
 

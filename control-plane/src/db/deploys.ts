@@ -17,6 +17,8 @@ export interface NewDeploy {
   status: DeployStatus;
   currentStep?: string | null;
   prUrl?: string | null;
+  prNumber?: number | null;
+  keyId?: string | null;
 }
 
 export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): Promise<DeployRow> {
@@ -34,6 +36,11 @@ export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): 
     runUrl: null,
     errorKey: null,
     errorMessage: null,
+    failedStep: null,
+    prNumber: input.prNumber ?? null,
+    runId: null,
+    dispatchedAt: null,
+    keyId: input.keyId ?? null,
     createdAt: now,
     updatedAt: now,
   };
@@ -82,6 +89,8 @@ export async function upsertDeployStep(
     state: step.state,
     detail: step.detail ?? null,
     errorKey: step.errorKey ?? null,
+    errorMessage: step.errorMessage ?? null,
+    attempts: step.attempts ?? 0,
     startedAt: step.startedAt ?? null,
     finishedAt: step.finishedAt ?? null,
   };

@@ -42,6 +42,7 @@ export async function createInstance(db: Db, input: NewInstance, now = Date.now(
     createdAt: now,
     updatedAt: now,
     providerRef: input.providerRef ?? null,
+    sshHostKeys: null,
   };
   db.insert(instances).values(row).run();
   return row;

@@ -89,6 +89,11 @@ export const instances = sqliteTable(
     updatedAt: integer('updated_at').notNull(),
     /** Whatever the provider needs to find the machine again (opaque to everyone else). */
     providerRef: text('provider_ref', { mode: 'json' }).$type<Record<string, unknown>>(),
+    /**
+     * The VM's sshd host public keys (OpenSSH lines), as its agent reported them at
+     * enrollment: deploy workflows pin them in known_hosts instead of trusting on first use.
+     */
+    sshHostKeys: text('ssh_host_keys', { mode: 'json' }).$type<string[]>(),
   },
   (t) => [index('instances_workspace_idx').on(t.workspaceId, t.id)],
 );
@@ -247,10 +252,26 @@ export const deploys = sqliteTable(
     runUrl: text('run_url'),
     errorKey: text('error_key'),
     errorMessage: text('error_message'),
+    /** The step a failed deploy stopped at. */
+    failedStep: text('failed_step'),
+    /** The scaffolding pull request's number (first phase), to follow its state. */
+    prNumber: integer('pr_number'),
+    /** The GitHub Actions run dispatched for this deploy, once known. */
+    runId: integer('run_id'),
+    /** When the workflow was dispatched: a resumed deploy looks for its run among those created after. */
+    dispatchedAt: integer('dispatched_at'),
+    /** The API key that asked for the deploy (no foreign key: the audit trail outlives keys). */
+    keyId: text('key_id'),
     createdAt: createdAt(),
     updatedAt: integer('updated_at').notNull(),
   },
-  (t) => [index('deploys_workspace_idx').on(t.workspaceId, t.id), index('deploys_status_idx').on(t.status)],
+  (t) => [
+    index('deploys_workspace_idx').on(t.workspaceId, t.id),
+    index('deploys_status_idx').on(t.status),
+    index('deploys_environment_idx').on(t.environmentId, t.id),
+    // One deploy at a time per environment, held by the database rather than by one process's memory.
+    uniqueIndex('deploys_one_running_per_environment').on(t.environmentId).where(sql`status = 'running'`),
+  ],
 );
 
 export const deploySteps = sqliteTable(
@@ -267,10 +288,65 @@ export const deploySteps = sqliteTable(
     state: text('state').notNull(),
     detail: text('detail', { mode: 'json' }).$type<Record<string, unknown>>(),
     errorKey: text('error_key'),
+    errorMessage: text('error_message'),
+    /** How many times the step was started (a resumed or retried step counts again). */
+    attempts: integer('attempts').notNull().default(0),
     startedAt: integer('started_at'),
     finishedAt: integer('finished_at'),
   },
   (t) => [uniqueIndex('deploy_steps_deploy_seq_unique').on(t.deployId, t.seq)],
+);
+
+/**
+ * Per-workspace provider settings (`PUT /api/workspace/{compute,dns,github}`): one row
+ * per workspace and kind. The secret part (API token, App private key) is sealed with
+ * the control plane's SecretBox (AES-256-GCM) and never returned; the API shows only
+ * its fingerprint and when it was set.
+ */
+export const workspaceProviders = sqliteTable(
+  'workspace_providers',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    /** compute | dns | github */
+    kind: text('kind').notNull(),
+    /** The provider's name: `local`, `hetzner`, `cloudflare`, `github`, ... */
+    provider: text('provider').notNull(),
+    /** Non-secret settings (zone, location, server type, API base URL, App id, ...). */
+    settings: text('settings', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
+    /** SecretBox ciphertext of the secret, or null when the provider needs none. */
+    secretSealed: text('secret_sealed'),
+    secretFingerprint: text('secret_fingerprint'),
+    secretSetAt: integer('secret_set_at'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [uniqueIndex('workspace_providers_kind_unique').on(t.workspaceId, t.kind)],
+);
+
+/** The `local` DNS provider's records (the control plane's own record book), listed by the API. */
+export const dnsRecords = sqliteTable(
+  'dns_records',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    zone: text('zone').notNull(),
+    /** Fully qualified, lowercase. */
+    name: text('name').notNull(),
+    /** A | AAAA */
+    type: text('type').notNull(),
+    content: text('content').notNull(),
+    ttl: integer('ttl').notNull(),
+    /** VMKit's owner (the environment id). */
+    owner: text('owner'),
+    createdAt: createdAt(),
+    updatedAt: integer('updated_at').notNull(),
+  },
+  (t) => [uniqueIndex('dns_records_name_type_unique').on(t.workspaceId, t.name, t.type)],
 );
 
 export const shellSessions = sqliteTable(
@@ -288,10 +364,43 @@ export const shellSessions = sqliteTable(
     via: text('via').notNull(),
     recordingPath: text('recording_path'),
     exitCode: integer('exit_code'),
+    /** The signal that ended the remote process, when one did. */
+    exitSignal: text('exit_signal'),
+    /** The single command of an exec session; null for an interactive shell. */
+    command: text('command'),
+    /** The OS user the PTY runs as on the VM. */
+    runAs: text('run_as'),
+    /** Bytes from the operator to the VM and back. */
+    bytesIn: integer('bytes_in').notNull().default(0),
+    bytesOut: integer('bytes_out').notNull().default(0),
+    /** Why it ended: exit, idle_timeout, max_length, key_revoked, agent_disconnected, ... */
+    endReason: text('end_reason'),
     startedAt: integer('started_at').notNull(),
     endedAt: integer('ended_at'),
   },
-  (t) => [index('shell_sessions_instance_idx').on(t.instanceId)],
+  (t) => [index('shell_sessions_instance_idx').on(t.instanceId), index('shell_sessions_workspace_idx').on(t.workspaceId, t.id)],
+);
+
+/** Operators' SSH public keys, registered on an API key, for the SSH gateway (`ssh -p 2222 <instance>@<cp>`). */
+export const sshKeys = sqliteTable(
+  'ssh_keys',
+  {
+    id: text('id').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    keyId: text('key_id')
+      .notNull()
+      .references(() => apiKeys.id, { onDelete: 'cascade' }),
+    /** The OpenSSH public key line (type, base64, optional comment). */
+    publicKey: text('public_key').notNull(),
+    /** `SHA256:...` as OpenSSH prints it; one key belongs to one API key. */
+    fingerprint: text('fingerprint').notNull(),
+    comment: text('comment'),
+    createdAt: createdAt(),
+    lastUsedAt: integer('last_used_at'),
+  },
+  (t) => [uniqueIndex('ssh_keys_fingerprint_unique').on(t.fingerprint), index('ssh_keys_key_idx').on(t.keyId)],
 );
 
 export const auditLog = sqliteTable(
