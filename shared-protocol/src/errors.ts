@@ -59,6 +59,14 @@ export const ERRORS = {
     status: 409,
     message: 'The agent refused the key rotation: it would leave no usable pinned key.',
   },
+  // ops shell (shell.open and its channel)
+  shell_disabled: { status: 409, message: "The instance's agent has the shell disabled in its configuration." },
+  shell_user_refused: {
+    status: 403,
+    message: 'The agent refused to open a shell as this user (unknown user, or root is not allowed).',
+  },
+  too_many_sessions: { status: 429, message: 'The agent already runs as many shell sessions as its configuration allows.' },
+  shell_spawn_failed: { status: 502, message: 'The agent could not start the shell process.' },
   // compute providers
   sandbox_unavailable: {
     status: 503,
