@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { defineTool, errorResult, expectOk, okResult, seg } from '../tool.ts';
+import { defineTool, errorResult, expectOk, okResult, seg, untilAborted } from '../tool.ts';
 import type { ToolContext } from '../tool.ts';
 
 /** Longest single long-poll of a command's progress. */
@@ -15,25 +15,6 @@ const commandView = z.looseObject({
 });
 
 const TERMINAL = new Set(['succeeded', 'failed', 'expired', 'timed_out']);
-
-/** The promise's value, or undefined as soon as the signal aborts. */
-function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | undefined> {
-  if (signal.aborted) return Promise.resolve(undefined);
-  return new Promise<T | undefined>((resolve, reject) => {
-    const onAbort = () => resolve(undefined);
-    signal.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err instanceof Error ? err : new Error(String(err)));
-      },
-    );
-  });
-}
 
 /** The REST answer (status first, as the agent reports it) with the contract's instance_id echoed. */
 function answer(instanceId: string, body: Record<string, unknown>) {
