@@ -11,77 +11,11 @@ import { InMemoryTransport } from '@modelcontextprotocol/sdk/inMemory.js';
 import { createMcpServer } from '../../control-plane/src/mcp/server.ts';
 import { TOOLS } from '../../control-plane/src/mcp/tools/index.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
-import type { GatewayRequest, GatewayResponse, RestGateway } from '../../control-plane/src/mcp/gateway.ts';
+import type { RestGateway } from '../../control-plane/src/mcp/gateway.ts';
 import { textOf } from '../helpers/mcp-client.ts';
+import { STEPS, ScriptedDeploys } from '../helpers/scripted-deploys.ts';
 
 const CONTRACT = ['status', 'pr_url', 'app_url', 'run_url', 'instance_id', 'deploy_id'];
-const STEPS = ['provisioning', 'waiting_for_agent', 'hardening', 'dns', 'dispatching', 'running_workflow'];
-
-type View = Record<string, unknown> & { status: string; updated_at: string; steps: Array<Record<string, unknown>> };
-
-/** A deploys API whose record the test moves forward; GET with wait_ms holds until it changes (or the wait ends). */
-class ScriptedDeploys implements RestGateway {
-  readonly requests: GatewayRequest[] = [];
-  view: View;
-  postAnswer: GatewayResponse | null = null;
-  #version = 0;
-  #waiters = new Set<() => void>();
-
-  constructor() {
-    this.view = {
-      deploy_id: 'dep_01jx5p0qr8s6n3t4u2v7w0y1z',
-      status: 'running',
-      pr_url: null,
-      app_url: null,
-      run_url: null,
-      instance_id: null,
-      sha: 'a'.repeat(40),
-      current_step: null,
-      error_key: null,
-      error_message: null,
-      steps: STEPS.map((name, seq) => ({ seq, name, state: 'pending', error_key: null, started_at: null, finished_at: null })),
-      updated_at: this.#stamp(),
-    };
-  }
-
-  #stamp(): string {
-    this.#version += 1;
-    return new Date(Date.UTC(2026, 0, 1, 0, 0, this.#version)).toISOString();
-  }
-
-  /** Moves the record on: a step's new state and/or top-level fields. */
-  advance(step: { name: string; state: string; error_key?: string; error_message?: string } | null, patch: Record<string, unknown> = {}): void {
-    const steps = this.view.steps.map((s) => {
-      if (!step || s.name !== step.name) return s;
-      const now = this.#stamp();
-      return { ...s, ...step, started_at: s.started_at ?? now, finished_at: step.state === 'running' ? null : now };
-    });
-    this.view = { ...this.view, ...patch, steps, current_step: step?.name ?? this.view.current_step, updated_at: this.#stamp() };
-    for (const w of [...this.#waiters]) w();
-  }
-
-  async request(req: GatewayRequest): Promise<GatewayResponse> {
-    this.requests.push(req);
-    if (req.method === 'POST') return this.postAnswer ?? { status: 202, headers: {}, body: this.view };
-    const url = new URL(req.path, 'http://x');
-    const after = url.searchParams.get('after');
-    const waitMs = Number(url.searchParams.get('wait_ms') ?? 0);
-    if (after !== null && after === this.view.updated_at && waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, waitMs);
-        function done(): void {
-          clearTimeout(timer);
-          waiters.delete(done);
-          resolve();
-        }
-        const waiters = this.#waiters;
-        waiters.add(done);
-      });
-    }
-    return { status: 200, headers: {}, body: this.view };
-  }
-}
-
 async function connect(t: Test, gateway: RestGateway, maxWaitMs = 30_000): Promise<Client> {
   const server = createMcpServer({ gateway, tools: TOOLS, maxWaitMs });
   const [a, b] = InMemoryTransport.createLinkedPair();

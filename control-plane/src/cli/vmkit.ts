@@ -1,9 +1,8 @@
-import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
-import { errorBodySchema, escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
-import type { ErrorKey } from '@vmkit/protocol';
+import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
+import { runDeployCli } from './deploy-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
+import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
 
@@ -20,6 +19,9 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [
   instances list
   instances show INSTANCE_ID
   audit list [--action A] [--key-id K] [--since ISO] [--limit N] [--cursor C]
+  deploy OWNER/NAME DEST [--sha SHA] [--wait]   deploy (first call opens the scaffolding PR)
+  deploy status DEPLOY_ID [--wait]
+  deploys [OWNER/NAME [DEST]]
   mcp --gateway URL [--listen HOST:PORT]   serve MCP at / forwarding to a control plane
 
 --url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
@@ -42,63 +44,6 @@ const OPTIONS = {
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
-class UsageError extends Error {}
-
-interface Client {
-  request(method: string, path: string, body?: unknown): Promise<unknown>;
-}
-
-class RequestFailed extends Error {
-  constructor(
-    readonly status: number,
-    readonly key: ErrorKey,
-    message: string,
-  ) {
-    super(message);
-  }
-}
-
-function makeClient(url: string, key: string): Client {
-  return {
-    async request(method, path, body) {
-      const res = await fetch(url.replace(/\/+$/, '') + path, {
-        method,
-        headers: {
-          authorization: `Bearer ${key}`,
-          ...(body !== undefined && { 'content-type': 'application/json' }),
-        },
-        ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(30_000),
-      });
-      const text = await res.text();
-      let parsed: unknown = null;
-      try {
-        parsed = text ? JSON.parse(text) : null;
-      } catch {
-        throw new RequestFailed(res.status, 'invalid_response', `the server answered ${res.status} with a body that is not JSON`);
-      }
-      if (!res.ok) {
-        // Only a registered key is repeated; anything else (a proxy's page, a foreign key) is not ours.
-        const e = errorBodySchema.safeParse(parsed);
-        if (e.success) throw new RequestFailed(res.status, e.data.error, e.data.message);
-        throw new RequestFailed(res.status, 'invalid_response', `the server answered HTTP ${res.status} without a VMKit error body`);
-      }
-      return parsed;
-    },
-  };
-}
-
-function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  const key = flag ?? env.VMKIT_API_KEY;
-  if (key) return key;
-  const file = join(resolve(env.INIT_CWD || process.cwd(), env.VMKIT_DATA_DIR || './data'), 'admin.key');
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    throw new UsageError(`no API key: pass --key, set VMKIT_API_KEY, or run where ${file} exists`);
-  }
-}
-
 type Row = Record<string, unknown>;
 const s = (v: unknown): string => (v === null || v === undefined ? '' : typeof v === 'string' ? v : JSON.stringify(v));
 /** A server value inside a plain text line: control characters as escapes (table() escapes its own cells). */
@@ -113,6 +58,7 @@ function need(positionals: string[], n: number, what: string): string[] {
 /** The `vmkit` operator CLI: a small REST client. Returns the exit code. */
 export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'mcp') return runMcpCli(argv.slice(1), io);
+  if (argv[0] === 'deploy' || argv[0] === 'deploys') return runDeployCli(argv, io);
   let values: { [K in keyof typeof OPTIONS]?: string | boolean };
   let positionals: string[];
   try {
@@ -130,7 +76,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   const out = (body: unknown, human: () => string) =>
     io.stdout(json ? `${escapeUnsafeJson(JSON.stringify(body, null, 2))}\n` : human());
   try {
-    const url = (values.url as string | undefined) ?? io.env.VMKIT_URL ?? 'http://127.0.0.1:8080';
+    const url = resolveUrl(values.url as string | undefined, io.env);
     const client = makeClient(url, resolveKey(values.key as string | undefined, io.env));
     const command = `${group} ${action ?? ''}`.trim();
     switch (command) {
