@@ -18,7 +18,8 @@ export interface CrashRig {
   start: () => Promise<ControlPlaneProcess>;
 }
 
-export async function crashRig(t: Test): Promise<CrashRig> {
+/** `env` is passed to every start (provider settings, wait bounds). */
+export async function crashRig(t: Test, env: NodeJS.ProcessEnv = {}): Promise<CrashRig> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
   const provider = localProviderFor(dataDir);
   let current: ControlPlaneProcess | undefined;
@@ -29,5 +30,5 @@ export async function crashRig(t: Test): Promise<CrashRig> {
     rmSync(dataDir, { recursive: true, force: true });
   });
   const port = await freePort();
-  return { dataDir, provider, start: async () => (current = await startControlPlaneProcess({ dataDir, port })) };
+  return { dataDir, provider, start: async () => (current = await startControlPlaneProcess({ dataDir, port, env })) };
 }

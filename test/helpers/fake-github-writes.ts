@@ -75,6 +75,14 @@ export class FakeGitHubWrites {
   runsListedAfterReads = 0;
   /** Repositories without a single commit. */
   readonly emptyRepos = new Set<string>();
+  /**
+   * How a dispatched run moves on: null (default) = only when the test says so
+   * (`startRun`, `completeRun`); a conclusion = by itself, one state per read of the run
+   * (queued → in_progress → completed with that conclusion), for tests that only need it to end.
+   */
+  autoRun: 'success' | 'failure' | null = null;
+  readonly #dispatched = new Map<string, FakeRun[]>();
+  readonly #dispatchWaiters = new Set<() => void>();
   readonly #host: WriteHost;
   readonly #state = new Map<string, RepoState>();
   readonly #keyPair: { publicKey: Uint8Array; privateKey: Uint8Array };
@@ -135,6 +143,37 @@ export class FakeGitHubWrites {
     run.jobs = failing
       ? [{ name: failing.job, conclusion, steps: [{ name: 'Set up job', conclusion: 'success' }, { name: failing.step, conclusion }] }]
       : [{ name: 'deploy', conclusion, steps: [{ name: 'Set up job', conclusion }] }];
+  }
+
+  /** The runs the dispatch endpoint started for this repo, in order (a run somebody else added is not among them). */
+  dispatched(fullName: string): FakeRun[] {
+    return this.#dispatched.get(fullName.toLowerCase()) ?? [];
+  }
+
+  /** Resolves with the repo's n-th dispatched run (1-based) as soon as it exists. */
+  waitForDispatch(fullName: string, n = 1, timeoutMs = 300_000): Promise<FakeRun> {
+    return new Promise((resolve, reject) => {
+      const check = (): boolean => {
+        const run = this.dispatched(fullName)[n - 1];
+        if (!run) return false;
+        clearTimeout(timer);
+        this.#dispatchWaiters.delete(check);
+        resolve(run);
+        return true;
+      };
+      const timer = setTimeout(() => {
+        this.#dispatchWaiters.delete(check);
+        reject(new Error(`no dispatch #${n} of ${fullName} within ${timeoutMs} ms`));
+      }, timeoutMs);
+      if (!check()) this.#dispatchWaiters.add(check);
+    });
+  }
+
+  /** The run starts (a runner picked it up). */
+  startRun(fullName: string, runId: number): void {
+    const run = this.runs(fullName).find((r) => r.id === runId);
+    if (!run) throw new Error(`no run ${runId}`);
+    run.status = 'in_progress';
   }
 
   /** A run somebody else started (to prove runs are matched by name, not taken blindly). */
@@ -287,7 +326,11 @@ export class FakeGitHubWrites {
     if (a === 'actions' && b === 'runs' && c !== undefined && method === 'GET') {
       const run = this.runs(fn).find((r) => r.id === Number(c));
       if (!run) return message(404, 'Not Found');
-      if (d === undefined) return reply(200, this.#runView(fn, run));
+      if (d === undefined) {
+        const view = this.#runView(fn, run);
+        if (this.autoRun !== null && this.dispatched(fn).includes(run)) this.#moveOn(fn, run, this.autoRun);
+        return reply(200, view);
+      }
       if (d === 'jobs') {
         return reply(200, {
           total_count: run.jobs.length,
@@ -296,6 +339,12 @@ export class FakeGitHubWrites {
       }
     }
     return false;
+  }
+
+  /** One state on: queued → in_progress → completed. */
+  #moveOn(fn: string, run: FakeRun, conclusion: 'success' | 'failure'): void {
+    if (run.status === 'queued') run.status = 'in_progress';
+    else if (run.status === 'in_progress') this.completeRun(fn, run.id, conclusion, conclusion === 'failure' ? { job: 'deploy', step: 'kamal deploy' } : undefined);
   }
 
   #dispatch(fn: string, workflow: string, body: unknown, allowed: boolean, reply: (s: number, p?: unknown) => true, message: (s: number, t: string) => true): true {
@@ -313,6 +362,8 @@ export class FakeGitHubWrites {
     const template = /^run-name:\s*(.+)$/m.exec(text)?.[1]?.trim().replace(/^["']|["']$/g, '') ?? workflow;
     const title = template.replace(/\$\{\{\s*inputs\.([A-Za-z0-9_-]+)\s*\}\}/g, (_m, k: string) => inputs[k] ?? '');
     const run = this.#newRun(fn, workflow, title, inputs);
+    this.#dispatched.set(fn, [...this.dispatched(fn), run]);
+    for (const check of [...this.#dispatchWaiters]) check();
     if (this.dispatchMode === 'details' && req.return_run_details === true) {
       return reply(200, { workflow_run_id: run.id, run_url: `${this.#host.url}/repos/${fn}/actions/runs/${run.id}`, html_url: `https://github.com/${fn}/actions/runs/${run.id}` });
     }
