@@ -27,6 +27,7 @@ const COMPLETED = ['checks_passed', 'sshd_reload', 'finished'];
 
 interface CommandBody {
   state: string;
+  progress?: { seq: number }[];
   result: { status?: string; recovery?: { action: string; reason: string }; verification?: { ok: boolean | null } } | null;
   error: { error: string; message: string; detail?: { status?: string; recovery?: { action: string; reason: string }; restored?: string[]; accounts_restored?: string[] } } | null;
 }
@@ -45,7 +46,8 @@ if (fileNeeds(sandboxSkipReason)) {
     agentProgram: (e) => {
       const p = defaultAgentProgram(e);
       p.steps.at(-1)?.argv.push('--test-stop-at-harden-steps');
-      return p;
+      // Killed on purpose at every boundary: restart at once instead of backing off to 10 s.
+      return { ...p, restart_delay_ms: 200 };
     },
   });
 
@@ -98,9 +100,12 @@ if (fileNeeds(sandboxSkipReason)) {
 
   async function waitResult(commandId: string): Promise<CommandBody> {
     const deadline = Date.now() + 300_000;
+    // after_seq: the long-poll answers at once while there is progress the caller has not seen.
+    let afterSeq = -1;
     for (;;) {
-      const r = await cp.api<CommandBody>('GET', `/api/commands/${commandId}?wait_ms=8000`);
+      const r = await cp.api<CommandBody>('GET', `/api/commands/${commandId}?wait_ms=8000&after_seq=${afterSeq}`);
       if (r.status === 200 && r.body.state !== 'running') return r.body;
+      for (const p of r.body.progress ?? []) afterSeq = Math.max(afterSeq, p.seq);
       if (Date.now() > deadline) throw new Error(`command ${commandId} did not finish: ${JSON.stringify(r.body)}`);
     }
   }

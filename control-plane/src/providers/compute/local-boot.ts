@@ -21,6 +21,11 @@ export interface GuestStep {
 export interface GuestProgram {
   steps: GuestStep[];
   restart_last?: boolean;
+  /**
+   * A fixed pause before each restart, like systemd's RestartSec; absent: 1 s doubling
+   * up to 10 s. Tests that kill the agent on purpose use a short one.
+   */
+  restart_delay_ms?: number;
 }
 
 export interface BootConfig {

@@ -148,10 +148,10 @@ async function superviseSshd(fd: number): Promise<void> {
   }
 }
 
-async function runProgram(steps: GuestStep[], restartLast: boolean, fd: number): Promise<void> {
+async function runProgram(steps: GuestStep[], restartLast: boolean, fixedDelayMs: number | undefined, fd: number): Promise<void> {
   for (const [i, step] of steps.entries()) {
     const last = i === steps.length - 1;
-    let delay = 1000;
+    let delay = fixedDelayMs ?? 1000;
     for (;;) {
       if (stopping) return;
       log(`program step ${i + 1}/${steps.length}: ${step.argv[0] ?? ''}`);
@@ -163,7 +163,7 @@ async function runProgram(steps: GuestStep[], restartLast: boolean, fd: number):
       }
       if (!restartLast || stopping) return;
       await sleep(delay);
-      delay = Math.min(delay * 2, 10_000);
+      if (fixedDelayMs === undefined) delay = Math.min(delay * 2, 10_000);
     }
   }
 }
@@ -201,7 +201,7 @@ async function main(): Promise<void> {
   }
   log(READY_LINE);
   if (cfg.program !== undefined && cfg.program.steps.length > 0) {
-    void runProgram(cfg.program.steps, cfg.program.restart_last ?? false, programLog);
+    void runProgram(cfg.program.steps, cfg.program.restart_last ?? false, cfg.program.restart_delay_ms, programLog);
   }
   // Keep PID 1 alive for as long as the sandbox lives.
   setInterval(() => undefined, 1 << 30);
