@@ -28,12 +28,32 @@ t.test('API key authentication', async (t) => {
     t.match(body.message, /No API key/);
   });
 
-  t.test('a token without the vmk_ prefix is refused', async (t) => {
-    await expect401(t, 'bad prefix', {}, `sk_${'a'.repeat(43)}`);
-    await expect401(t, 'basic auth', { authorization: 'Basic dXNlcjpwYXNz' });
-    await expect401(t, 'empty bearer', { authorization: 'Bearer ' });
-    await expect401(t, 'too short', {}, 'vmk_abc');
-    t.pass();
+  t.test('a token without the vmk_ prefix is refused, saying keys start with vmk_', async (t) => {
+    const body = await expect401(t, 'bad prefix', {}, `sk_${'a'.repeat(43)}`);
+    t.equal(body.message, 'The bearer token is not a VMKit API key: those start with vmk_.');
+  });
+
+  t.test('another scheme or an empty bearer is refused, naming the header format', async (t) => {
+    for (const [name, authorization] of [
+      ['basic auth', 'Basic dXNlcjpwYXNz'],
+      ['empty bearer', 'Bearer '],
+      ['two tokens', 'Bearer vmk_a vmk_b'],
+    ]) {
+      const body = await expect401(t, name, { authorization });
+      t.match(body.message, /must be "Bearer vmk_\.\.\." with one token/, name);
+    }
+  });
+
+  t.test('a vmk_ token of the wrong shape is refused as an incomplete key, not as a missing vmk_', async (t) => {
+    for (const [name, token] of [
+      ['vmk_bogus', 'vmk_bogus'],
+      ['cut short', generateApiKeySecret().slice(0, 30)],
+      ['a stray character', `${generateApiKeySecret().slice(0, -1)}-`],
+    ]) {
+      const body = await expect401(t, name, {}, token);
+      t.match(body.message, /starts with vmk_ but is not a whole VMKit API key/, name);
+      t.notMatch(body.message, /not a VMKit API key: those start/, `${name}: not told it lacks vmk_`);
+    }
   });
 
   t.test('a well-formed but unknown key is refused', async (t) => {

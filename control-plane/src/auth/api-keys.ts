@@ -64,10 +64,10 @@ export async function createApiKey(
 
 export type KeyCheck =
   | { ok: true; key: ApiKeyRow }
-  | { ok: false; reason: 'missing' | 'malformed' | 'unknown' }
+  | { ok: false; reason: 'missing' | 'not_bearer' | 'not_vmk' | 'malformed' | 'unknown' }
   | { ok: false; reason: 'expired' | 'revoked'; key: ApiKeyRow };
 
-/** Parses `Authorization: Bearer vmk_...`; undefined when absent. */
+/** Parses `Authorization: Bearer vmk_...`; undefined when absent, '' when it is not one bearer token. */
 export function bearerToken(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   const m = /^Bearer[ ]+(\S+)\s*$/i.exec(header);
@@ -77,6 +77,8 @@ export function bearerToken(header: string | undefined): string | undefined {
 /** Looks the secret up by hash and compares the hashes in constant time. */
 export async function checkApiKey(db: Db, secret: string | undefined, now = Date.now()): Promise<KeyCheck> {
   if (secret === undefined) return { ok: false, reason: 'missing' };
+  if (secret === '') return { ok: false, reason: 'not_bearer' };
+  if (!secret.startsWith(API_KEY_PREFIX)) return { ok: false, reason: 'not_vmk' };
   if (!API_KEY_PATTERN.test(secret)) return { ok: false, reason: 'malformed' };
   const hash = hashApiKey(secret);
   const key = await findApiKeyByHash(db, hash);

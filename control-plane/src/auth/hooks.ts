@@ -46,7 +46,9 @@ const TOUCH_INTERVAL_MS = 60_000;
 
 const FAILURE_MESSAGES: Record<Exclude<KeyCheck, { ok: true }>['reason'], string> = {
   missing: 'No API key was sent; send the header "Authorization: Bearer vmk_...".',
-  malformed: 'The Authorization header does not carry a vmk_ API key.',
+  not_bearer: 'The Authorization header must be "Bearer vmk_..." with one token; it uses another scheme or carries none.',
+  not_vmk: 'The bearer token is not a VMKit API key: those start with vmk_.',
+  malformed: 'The bearer token starts with vmk_ but is not a whole VMKit API key (vmk_ and 43 letters or digits); check that it was copied in full.',
   unknown: 'The API key is not valid.',
   expired: 'The API key has expired.',
   revoked: 'The API key has been revoked.',
