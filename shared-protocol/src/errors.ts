@@ -89,6 +89,14 @@ export const ERRORS = {
   github_repo_empty: { status: 409, message: 'The repository is empty; push a first commit to its default branch.' },
   github_conflict: { status: 409, message: 'GitHub refused the change because the file or branch changed meanwhile.' },
   workflow_dispatch_failed: { status: 502, message: 'GitHub refused to start the deploy workflow.' },
+  // deploy's own step failures (the message names the step and what to do)
+  scaffolding_pr_closed: {
+    status: 409,
+    message: 'The scaffolding pull request was closed without being merged; call deploy again to open a fresh one.',
+  },
+  deploy_step_timed_out: { status: 504, message: 'A deploy step did not finish in time.' },
+  deploy_step_failed: { status: 502, message: 'A deploy step failed.' },
+  workflow_run_failed: { status: 502, message: 'The deploy workflow run failed, was cancelled or timed out.' },
   lockout_risk: {
     status: 409,
     message: 'Hardening was refused because nobody could log in afterwards; nothing was changed.',

@@ -1,22 +1,14 @@
 import { z } from 'zod';
 import { errorKeySchema, isErrorKey, sshPublicKeySchema } from '@vmkit/protocol';
-import type { ApiPlugin, AppContext } from '../app.ts';
+import type { ApiPlugin } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { getCommand } from '../db/commands.ts';
 import { getHardenFollowUp } from '../db/harden-follow-ups.ts';
 import { ApiError } from '../errors.ts';
-import { DeployKeyStore } from '../services/harden/deploy-keys.ts';
-import { HardenService } from '../services/harden/service.ts';
+import { hardenServiceOf as serviceOf } from '../services/harden/context.ts';
 import type { HardenRun } from '../services/harden/runs.ts';
 import type { StoredResult } from '../hub/store.ts';
-import { verifyOverSsh } from '../services/harden/verify-ssh.ts';
 import { IdParams } from './views.ts';
-
-declare module '../app.ts' {
-  interface AppContext {
-    harden?: HardenService;
-  }
-}
 
 /** Longest a REST caller may ask to wait for hardening to finish. */
 const MAX_WAIT_MS = 120_000;
@@ -70,23 +62,6 @@ const CommandView = z.object({
   result: z.record(z.string(), z.unknown()).nullable(),
   error: z.looseObject({ error: errorKeySchema, message: z.string() }).nullable(),
 });
-
-function serviceOf(ctx: AppContext): HardenService {
-  if (!ctx.harden) {
-    if (!ctx.commandBus || !ctx.hub) throw new Error('the agent hub is not running');
-    const hub = ctx.hub;
-    ctx.harden = new HardenService({
-      db: ctx.db,
-      bus: ctx.commandBus,
-      isConnected: (id) => hub.isConnected(id),
-      deployKeys: new DeployKeyStore(ctx.config.dataDir),
-      verify: verifyOverSsh,
-      now: ctx.now,
-      logger: ctx.logger,
-    });
-  }
-  return ctx.harden;
-}
 
 function failure(run: HardenRun): ApiError {
   const err = run.error ?? { error: 'command_failed', message: 'Hardening failed.' };

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, asc, eq, inArray } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, isNotNull } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { deploySteps, deploys } from './schema.ts';
@@ -46,6 +46,68 @@ export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): 
   };
   db.insert(deploys).values(row).run();
   return row;
+}
+
+/**
+ * Inserts a `running` deploy unless the environment has one already: the partial
+ * unique index `deploys_one_running_per_environment` is the lock, so two processes
+ * (or two requests) racing get one deploy. Answers the row that holds the lock.
+ */
+export async function createRunningDeploy(db: Db, input: Omit<NewDeploy, 'status'>, now = Date.now()): Promise<{ deploy: DeployRow; created: boolean }> {
+  for (let attempt = 0; attempt < 3; attempt++) {
+    const running = await findRunningDeploy(db, input.environmentId);
+    if (running) return { deploy: running, created: false };
+    try {
+      return { deploy: await createDeploy(db, { ...input, status: 'running' }, now), created: true };
+    } catch (err) {
+      // Lost the race to another insert: answer the winner (found on the next turn).
+      if (!/UNIQUE constraint failed/i.test((err as Error).message)) throw err;
+    }
+  }
+  throw new Error('could not create or find the running deploy of the environment');
+}
+
+export async function findRunningDeploy(db: Db, environmentId: string): Promise<DeployRow | undefined> {
+  return db
+    .select()
+    .from(deploys)
+    .where(and(eq(deploys.environmentId, environmentId), eq(deploys.status, 'running')))
+    .get();
+}
+
+/** The newest deploy of the repo that took part in scaffolding (it has a pull request), any environment. */
+export async function latestScaffoldingDeploy(db: Db, workspaceId: string, repoId: string): Promise<DeployRow | undefined> {
+  return db
+    .select()
+    .from(deploys)
+    .where(and(eq(deploys.workspaceId, workspaceId), eq(deploys.repoId, repoId), isNotNull(deploys.prNumber)))
+    .orderBy(desc(deploys.id))
+    .get();
+}
+
+export interface DeployFilter {
+  repoId?: string;
+  environmentId?: string;
+  limit?: number;
+}
+
+/** A workspace's deploys, newest first. */
+export async function listDeploys(db: Db, workspaceId: string, filter: DeployFilter = {}): Promise<DeployRow[]> {
+  const where = [eq(deploys.workspaceId, workspaceId)];
+  if (filter.repoId !== undefined) where.push(eq(deploys.repoId, filter.repoId));
+  if (filter.environmentId !== undefined) where.push(eq(deploys.environmentId, filter.environmentId));
+  return db
+    .select()
+    .from(deploys)
+    .where(and(...where))
+    .orderBy(desc(deploys.id))
+    .limit(filter.limit ?? 100)
+    .all();
+}
+
+/** Only for internal callers that already proved the workspace (the deploy runner). */
+export async function getDeployById(db: Db, id: string): Promise<DeployRow | undefined> {
+  return db.select().from(deploys).where(eq(deploys.id, id)).get();
 }
 
 export async function getDeploy(db: Db, workspaceId: string, id: string): Promise<DeployRow | undefined> {

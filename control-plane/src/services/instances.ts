@@ -51,7 +51,15 @@ export interface ProvisionInput {
   workspaceId: string;
   name: string;
   environmentId: string | null;
-  provider: string;
+  /** A provider name of ctx.computeProviders, or the provider itself (a workspace's, from deploy). */
+  provider: string | ComputeProvider;
+  /** What the VM is for (`{ environment, deploy }`), where the provider can attach it. */
+  labels?: Record<string, string>;
+  /**
+   * Called once the instance row exists and before the provider is asked: a caller that
+   * persists the id there never makes a second VM after a crash (it finds this one).
+   */
+  onRegistered?: (instanceId: string) => Promise<void>;
 }
 
 /**
@@ -60,21 +68,23 @@ export interface ProvisionInput {
  * connects shortly after and the instance becomes `running`.
  */
 export async function provisionInstance(ctx: AppContext, input: ProvisionInput): Promise<InstanceRow> {
-  const provider = computeProviderOf(ctx, input.provider);
+  const provider = typeof input.provider === 'string' ? computeProviderOf(ctx, input.provider) : input.provider;
   if (provider === undefined) {
-    throw new ApiError('compute_target_missing', `No compute provider named "${input.provider}" is configured on this control plane.`);
+    throw new ApiError('compute_target_missing', `No compute provider named "${String(input.provider)}" is configured on this control plane.`);
   }
-  const row = await registerInstance(ctx.db, input, ctx.now());
+  const row = await registerInstance(ctx.db, { workspaceId: input.workspaceId, name: input.name, environmentId: input.environmentId, provider: provider.name }, ctx.now());
+  await input.onRegistered?.(row.id);
   // A ref known up front is stored first, so DELETE can undo a create cut short by a crash.
   const early = provider.refFor?.(row.id);
   await updateInstance(ctx.db, row.id, { status: 'provisioning', ...(early === undefined ? {} : { providerRef: { ref: early } }) }, ctx.now());
-  const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
+  const ttlMs = Math.min(ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000, provider.enrollmentTokenTtlMs ?? Infinity);
   const { token } = await createEnrollmentToken(ctx.db, { workspaceId: input.workspaceId, instanceId: row.id, ttlMs }, ctx.now());
   const keys = ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
   try {
     const vm = await provider.create({
       instance_id: row.id,
       name: input.name,
+      ...(input.labels === undefined ? {} : { labels: input.labels }),
       bootstrap: {
         agent: { control_plane_url: ctx.publicUrl, token, control_plane_keys: keys.map((k) => `${k.key_id}:${k.public_key}`) },
       },

@@ -1,0 +1,291 @@
+/**
+ * deploy's domain logic. `start` checks the request (contract errors first), then
+ * either runs the first phase (scaffolding pull request, scaffolding.ts) or creates
+ * the environment's one running deploy and drives it through the second phase's steps
+ * in the background. Every step is persisted before and after it runs, so `resume`
+ * continues every unfinished deploy after a restart from its last completed step.
+ */
+import { parseRepoFullName } from '@vmkit/protocol';
+import type { AppContext } from '../../app.ts';
+import { createRunningDeploy, findRunningDeploy, getDeployById, listUnfinishedDeploys } from '../../db/deploys.ts';
+import type { DeployRow } from '../../db/deploys.ts';
+import { findEnvironmentByName, getEnvironment } from '../../db/environments.ts';
+import { findRepoByName, getRepo } from '../../db/repos.ts';
+import { ApiError } from '../../errors.ts';
+import { LocalDnsProvider } from '../../providers/dns/local.ts';
+import type { GitHubClient, RepoCoords } from '../../providers/github/client.ts';
+import { defaultBranchHead, getContent } from '../../providers/github/contents.ts';
+import { GitHubError } from '../../providers/github/errors.ts';
+import { AgentWaiter } from './agent-waiter.ts';
+import { DeployEvents } from './events.ts';
+import { DeployShutdown, StepTimedOut, githubApiError, stepFailure } from './failures.ts';
+import type { WorkspaceProviderSet } from './providers.ts';
+import { DeployRecord } from './record.ts';
+import { runFirstPhase } from './scaffolding.ts';
+import { WORKFLOW_PATH, appHostOf, dispatching, dns, hardening, provisioning, runningWorkflow, waitingForAgent } from './steps.ts';
+import type { StepEnv, StepOutcome } from './steps.ts';
+import { timingsOf } from './timings.ts';
+import type { DeployStepName } from './timings.ts';
+
+declare module '../../app.ts' {
+  interface AppContext {
+    deploys?: DeployService;
+  }
+}
+
+export interface DeployRequest {
+  workspaceId: string;
+  /** The API key that asked (audit rows of the background work name it). */
+  keyId: string | null;
+  /** owner/name */
+  repo: string;
+  dest: string;
+  sha?: string | undefined;
+}
+
+type SecondPhaseStep = Exclude<DeployStepName, 'scaffolding'>;
+
+const STEP_RUNNERS: Record<SecondPhaseStep, (s: StepEnv) => Promise<StepOutcome>> = {
+  provisioning,
+  waiting_for_agent: waitingForAgent,
+  hardening,
+  dns,
+  dispatching,
+  running_workflow: runningWorkflow,
+};
+const SECOND_PHASE = Object.keys(STEP_RUNNERS) as SecondPhaseStep[];
+
+export function isTerminal(row: Pick<DeployRow, 'status'>): boolean {
+  return row.status !== 'running';
+}
+
+export function githubNotConfigured(repo: string): ApiError {
+  return new ApiError(
+    'github_app_not_installed',
+    `No GitHub is configured for this workspace, so VMKit cannot open pull requests or start workflows on ${repo}. ` +
+      'Configure a GitHub App with PUT /api/workspace/github (or VMKIT_GITHUB_APP_ID and VMKIT_GITHUB_APP_PRIVATE_KEY when the control plane starts), install it on the repository, then deploy again.',
+  );
+}
+
+/** The full sha to deploy: the default branch's head, or the caller's (short) sha resolved by GitHub. */
+async function commitOf(github: GitHubClient, coords: RepoCoords, sha: string | undefined, head: string): Promise<string> {
+  if (sha === undefined) return head;
+  if (/^[0-9a-f]{40}$/i.test(sha)) return sha.toLowerCase();
+  try {
+    return await github.getCommitSha(coords, sha);
+  } catch (err) {
+    if (err instanceof GitHubError && (err.failure === 'not_found' || err.failure === 'validation')) {
+      throw new ApiError('invalid_request', `Invalid request: sha ${sha} is not a commit of ${coords.owner}/${coords.name}.`);
+    }
+    throw githubApiError(err);
+  }
+}
+
+export class DeployService {
+  readonly events = new DeployEvents();
+  readonly #ctx: AppContext;
+  readonly #agents: AgentWaiter;
+  readonly #active = new Map<string, Promise<void>>();
+  readonly #closing = new AbortController();
+
+  constructor(ctx: AppContext) {
+    this.#ctx = ctx;
+    this.#agents = new AgentWaiter(ctx);
+  }
+
+  async providersOf(workspaceId: string): Promise<WorkspaceProviderSet> {
+    if (this.#ctx.deployProviders) return this.#ctx.deployProviders(workspaceId);
+    // No resolver wired: nothing is configured, which every step reports as such.
+    return { compute: null, dns: new LocalDnsProvider(), github: null };
+  }
+
+  /** Starts a deploy, answers the first phase's pull request, or joins the environment's running deploy. */
+  async start(req: DeployRequest): Promise<DeployRow> {
+    const { db } = this.#ctx;
+    const ref = parseRepoFullName(req.repo);
+    if (!ref) throw new ApiError('invalid_request', 'Invalid request: repo must be owner/name.');
+    const repo = await findRepoByName(db, req.workspaceId, ref.owner, ref.name);
+    if (!repo) throw new ApiError('repo_not_found', `No repo ${req.repo} is connected to this workspace; connect it with POST /api/repos first.`);
+    const full = `${repo.owner}/${repo.name}`;
+    const env = await findEnvironmentByName(db, req.workspaceId, repo.id, req.dest);
+    if (!env) {
+      throw new ApiError('environment_not_found', `No environment "${req.dest}" exists for ${full}; create it with POST /api/repos/${repo.id}/environments.`);
+    }
+    const running = await findRunningDeploy(db, env.id);
+    if (running) return running;
+
+    const providers = await this.providersOf(req.workspaceId);
+    if (!providers.github) throw githubNotConfigured(full);
+    const github = providers.github;
+    const coords: RepoCoords = { owner: repo.owner, name: repo.name };
+    const head = await defaultBranchHead(github, coords).catch((err: unknown) => Promise.reject(githubApiError(err)));
+    const workflow = await getContent(github, coords, WORKFLOW_PATH, head.branch).catch((err: unknown) => Promise.reject(githubApiError(err)));
+    if (!workflow) {
+      return runFirstPhase({ ctx: this.#ctx, events: this.events, github, coords, repo, env, head, keyId: req.keyId, dnsZone: providers.dns.zone });
+    }
+    if (!providers.compute) {
+      throw new ApiError(
+        'compute_target_missing',
+        'No compute provider is configured in this workspace, so VMKit has nowhere to run the app. Configure one with PUT /api/workspace/compute (hetzner, or local for this machine), then deploy again.',
+      );
+    }
+    const { deploy, created } = await createRunningDeploy(
+      db,
+      { workspaceId: req.workspaceId, repoId: repo.id, environmentId: env.id, sha: await commitOf(github, coords, req.sha, head.sha), currentStep: 'provisioning', keyId: req.keyId },
+      this.#ctx.now(),
+    );
+    if (!created) return deploy;
+    const record = await DeployRecord.load(this.#deps(), deploy);
+    await record.audit('deploys.started', 202, null);
+    await record.stepEnded('scaffolding', 'skipped', { reason: `${WORKFLOW_PATH} is on ${head.branch}` });
+    this.#drive(record);
+    return record.row;
+  }
+
+  /**
+   * The deploy once it changed after `afterMs` (its updated_at), is terminal, or
+   * `waitMs` passed: woken by the deploy's own events, never by re-reading in a loop.
+   */
+  async waitForChange(row: DeployRow, afterMs: number, waitMs: number, signal?: AbortSignal): Promise<DeployRow> {
+    const deadline = Date.now() + waitMs;
+    let current = row;
+    for (;;) {
+      if (current.updatedAt > afterMs || isTerminal(current)) return current;
+      const left = deadline - Date.now();
+      if (left <= 0 || signal?.aborted) return current;
+      await this.events.next(current.id, left, signal);
+      current = (await getDeployById(this.#ctx.db, current.id)) ?? current;
+    }
+  }
+
+  /** The deploy once terminal, or as it is when `waitMs` ran out. */
+  async waitForEnd(row: DeployRow, waitMs: number, signal?: AbortSignal): Promise<DeployRow> {
+    const deadline = Date.now() + waitMs;
+    let current = row;
+    while (!isTerminal(current)) {
+      const left = deadline - Date.now();
+      if (left <= 0 || signal?.aborted) break;
+      current = await this.waitForChange(current, current.updatedAt, left, signal);
+    }
+    return current;
+  }
+
+  /** At start-up: every deploy a previous process left running continues from its last completed step. */
+  async resume(): Promise<number> {
+    // Instances a killed process left half-made are reconciled first, so provisioning sees what really exists.
+    await this.#ctx.instanceRecovery;
+    const rows = await listUnfinishedDeploys(this.#ctx.db);
+    for (const row of rows) {
+      if (this.#active.has(row.id)) continue;
+      const record = await DeployRecord.load(this.#deps(), row);
+      await record.audit('deploys.resumed', 202, null, { step: row.currentStep ?? '' });
+      this.#drive(record);
+    }
+    if (rows.length > 0) this.#ctx.logger.info({ count: rows.length }, 'deploy: resumed deploys a restart left unfinished');
+    return rows.length;
+  }
+
+  /** Stops driving (the steps under way stop without an outcome and resume at the next start). */
+  async close(): Promise<void> {
+    this.#closing.abort(new DeployShutdown('the control plane is closing'));
+    await Promise.allSettled([...this.#active.values()]);
+  }
+
+  /** Deploys this process is driving (tests and the bench wait on them). */
+  active(id: string): Promise<void> | undefined {
+    return this.#active.get(id);
+  }
+
+  #deps() {
+    return { db: this.#ctx.db, events: this.events, now: this.#ctx.now };
+  }
+
+  #drive(record: DeployRecord): void {
+    const id = record.row.id;
+    const run = this.#run(record)
+      .catch((err: unknown) => {
+        if (!this.#closing.signal.aborted) this.#ctx.logger.error({ err, deploy_id: id }, 'deploy: the runner failed');
+      })
+      .finally(() => this.#active.delete(id));
+    this.#active.set(id, run);
+  }
+
+  async #run(record: DeployRecord): Promise<void> {
+    let base: Omit<StepEnv, 'signal'>;
+    try {
+      base = await this.#stepEnv(record);
+    } catch (err) {
+      const step = SECOND_PHASE.find((s) => !['succeeded', 'skipped'].includes(record.stepState(s) ?? '')) ?? 'provisioning';
+      const f = stepFailure(step, err, record.row.runUrl);
+      await record.fail(step, f.key, f.message);
+      return;
+    }
+    for (const step of SECOND_PHASE) {
+      const state = record.stepState(step);
+      if (state === 'succeeded' || state === 'skipped') continue;
+      if (!(await this.#step(record, base, step))) return;
+    }
+    await record.succeed({ appUrl: `https://${appHostOf(base)}` });
+  }
+
+  /** Runs one step under its timeout; false when the deploy stops here (failed, or shutting down). */
+  async #step(record: DeployRecord, base: Omit<StepEnv, 'signal'>, step: SecondPhaseStep): Promise<boolean> {
+    if (this.#closing.signal.aborted) return false;
+    await record.stepStarted(step);
+    const ms = base.timings.stepTimeoutMs[step];
+    const abort = new AbortController();
+    const onClose = (): void => abort.abort(this.#closing.signal.reason);
+    this.#closing.signal.addEventListener('abort', onClose, { once: true });
+    const timer = setTimeout(() => abort.abort(new StepTimedOut(step, ms)), ms);
+    // A step that does not watch its signal (a provider call) is left behind when it aborts.
+    const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true }));
+    aborted.catch(() => undefined);
+    try {
+      const outcome = await Promise.race([STEP_RUNNERS[step]({ ...base, signal: abort.signal }), aborted]);
+      if (this.#closing.signal.aborted) return false;
+      await record.stepEnded(step, outcome.state, outcome.detail);
+      return true;
+    } catch (err) {
+      if (this.#closing.signal.aborted) return false;
+      const f = stepFailure(step, err, record.row.runUrl);
+      if (f.key === 'deploy_step_failed') this.#ctx.logger.error({ err, deploy_id: record.row.id, step }, 'deploy: a step failed unexpectedly');
+      await record.fail(step, f.key, f.message, f.detail);
+      return false;
+    } finally {
+      clearTimeout(timer);
+      this.#closing.signal.removeEventListener('abort', onClose);
+    }
+  }
+
+  async #stepEnv(record: DeployRecord): Promise<Omit<StepEnv, 'signal'>> {
+    const { db } = this.#ctx;
+    const d = record.row;
+    const repo = await getRepo(db, d.workspaceId, d.repoId);
+    const env = await getEnvironment(db, d.workspaceId, d.environmentId);
+    if (!repo || !env) throw new ApiError('environment_not_found', 'The repository or environment of this deploy was removed.');
+    const providers = await this.providersOf(d.workspaceId);
+    if (!providers.github) throw githubNotConfigured(`${repo.owner}/${repo.name}`);
+    if (!providers.compute) throw new ApiError('compute_target_missing', 'No compute provider is configured in this workspace any more; configure one with PUT /api/workspace/compute, then deploy again.');
+    const github: GitHubClient = providers.github;
+    const coords = { owner: repo.owner, name: repo.name };
+    let branch: Promise<string> | undefined;
+    return {
+      ctx: this.#ctx,
+      record,
+      repo,
+      env,
+      coords,
+      compute: providers.compute,
+      dns: providers.dns,
+      github,
+      defaultBranch: () => (branch ??= defaultBranchHead(github, coords).then((h) => h.branch)),
+      timings: timingsOf(this.#ctx.deployTimings),
+      agents: this.#agents,
+    };
+  }
+}
+
+/** The control plane's one DeployService, made on first use. */
+export function deployServiceOf(ctx: AppContext): DeployService {
+  return (ctx.deploys ??= new DeployService(ctx));
+}
