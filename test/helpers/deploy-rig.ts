@@ -17,6 +17,7 @@ import { localProviderFor } from '../../control-plane/src/providers/compute/loca
 import { MemoryDnsRecordStore, LocalDnsProvider } from '../../control-plane/src/providers/dns/local.ts';
 import { GitHubClient } from '../../control-plane/src/providers/github/client.ts';
 import { computeProviderOf } from '../../control-plane/src/services/instances.ts';
+import type { ComputeProvider } from '../../control-plane/src/providers/compute/types.ts';
 import type { DeployTimings } from '../../control-plane/src/services/deploy/timings.ts';
 import { startTestControlPlane } from './control-plane.ts';
 import type { ApiResponse, TestControlPlane } from './control-plane.ts';
@@ -85,6 +86,8 @@ export interface DeployRigOptions {
   /** No compute configured for the workspace. */
   noCompute?: boolean;
   timings?: Partial<Omit<DeployTimings, 'stepTimeoutMs'>> & { stepTimeoutMs?: Partial<DeployTimings['stepTimeoutMs']> };
+  /** Wraps the workspace's compute provider (e.g. to hold a create); called again after a restart. */
+  wrapCompute?: (provider: ComputeProvider) => ComputeProvider;
 }
 
 export interface DeployRig {
@@ -117,9 +120,15 @@ export async function deployRig(t: Teardown, opts: DeployRigOptions = {}): Promi
   // Before every other route, so the resume at start-up sees the same providers.
   const inject: ApiPlugin = (_app, { ctx }) => {
     ctx.deployTimings = { runPollMs: 100, findRunPollMs: 100, ...opts.timings };
+    let compute: ComputeProvider | null | undefined;
+    const computeOf = (): ComputeProvider | null => {
+      if (compute !== undefined) return compute;
+      const local = opts.noCompute ? undefined : computeProviderOf(ctx, 'local');
+      return (compute = local === undefined ? null : (opts.wrapCompute?.(local) ?? local));
+    };
     ctx.deployProviders = (): ReturnType<NonNullable<AppContext['deployProviders']>> =>
       Promise.resolve({
-        compute: opts.noCompute ? null : (computeProviderOf(ctx, 'local') ?? null),
+        compute: computeOf(),
         dns: new LocalDnsProvider({ store: dnsStore }),
         github: opts.noGitHub ? null : github,
       });
@@ -135,14 +144,24 @@ export async function deployRig(t: Teardown, opts: DeployRigOptions = {}): Promi
   const repo = await cp.api<{ id: string }>('POST', '/api/repos', { body: { repo: FULL } });
   const env = await cp.api<{ id: string }>('POST', `/api/repos/${repo.body.id}/environments`, { body: { name: DEST } });
 
+  // After a restart on the same port, fetch's pool may still hold a keep-alive socket the
+  // old server closed: that request is sent once more on a fresh connection.
+  const call = async <T>(method: string, path: string, o: Parameters<TestControlPlane['api']>[2]): Promise<ApiResponse<T>> => {
+    try {
+      return await cp.api<T>(method, path, o);
+    } catch (err) {
+      if ((err as { cause?: { code?: string } }).cause?.code !== 'UND_ERR_SOCKET') throw err;
+      return cp.api<T>(method, path, o);
+    }
+  };
   const rig: DeployRig = {
     cp,
     fake,
     dnsStore,
     repoId: repo.body.id,
     envId: env.body.id,
-    deploy: (body = {}, key) => cp.api<DeployBody>('POST', '/api/deploys', { body: { repo: FULL, dest: DEST, ...body }, ...(key === undefined ? {} : { key }) }),
-    get: (id, query = '') => cp.api<DeployBody>('GET', `/api/deploys/${id}${query}`),
+    deploy: (body = {}, key) => call<DeployBody>('POST', '/api/deploys', { body: { repo: FULL, dest: DEST, ...body }, ...(key === undefined ? {} : { key }) }),
+    get: (id, query = '') => call<DeployBody>('GET', `/api/deploys/${id}${query}`),
     async until(id, done, what = 'the deploy to move', timeoutMs = 300_000) {
       const deadline = Date.now() + timeoutMs;
       let after = '';
