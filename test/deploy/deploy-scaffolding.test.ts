@@ -27,7 +27,9 @@ t.test('the first call opens a pull request with the workflow and the Kamal conf
   for (const path of [WORKFLOW, 'config/deploy.yml', 'config/deploy.staging.yml']) {
     const text = files?.get(path);
     t.ok(text, `${path} is on the branch`);
-    t.doesNotThrow(() => parse(text ?? ''), `${path} parses as YAML`);
+    t.doesNotThrow(() => {
+      parse(text ?? '');
+    }, `${path} parses as YAML`);
   }
   t.notOk(rig.fake.writes.branchFiles(FULL, 'main')?.has(WORKFLOW), 'the default branch is untouched');
   t.equal(rig.fake.writes.secret(FULL, 'VMKIT_SSH_PRIVATE_KEY'), deployPrivateKey(rig.cp.dataDir, rig.cp.workspaceId), "the secret opens to the workspace's deploy private key");

@@ -161,7 +161,7 @@ export async function deployRig(t: Teardown, opts: DeployRigOptions = {}): Promi
     repoId: repo.body.id,
     envId: env.body.id,
     deploy: (body = {}, key) => call<DeployBody>('POST', '/api/deploys', { body: { repo: FULL, dest: DEST, ...body }, ...(key === undefined ? {} : { key }) }),
-    get: (id, query = '') => call<DeployBody>('GET', `/api/deploys/${id}${query}`),
+    get: (id, query = '') => call<DeployBody>('GET', `/api/deploys/${id}${query}`, {}),
     async until(id, done, what = 'the deploy to move', timeoutMs = 300_000) {
       const deadline = Date.now() + timeoutMs;
       let after = '';

@@ -70,7 +70,7 @@ export interface ProvisionInput {
 export async function provisionInstance(ctx: AppContext, input: ProvisionInput): Promise<InstanceRow> {
   const provider = typeof input.provider === 'string' ? computeProviderOf(ctx, input.provider) : input.provider;
   if (provider === undefined) {
-    throw new ApiError('compute_target_missing', `No compute provider named "${String(input.provider)}" is configured on this control plane.`);
+    throw new ApiError('compute_target_missing', `No compute provider named "${typeof input.provider === 'string' ? input.provider : input.provider.name}" is configured on this control plane.`);
   }
   const row = await registerInstance(ctx.db, { workspaceId: input.workspaceId, name: input.name, environmentId: input.environmentId, provider: provider.name }, ctx.now());
   await input.onRegistered?.(row.id);

@@ -10,8 +10,8 @@ import { timeoutAdvice } from './timings.ts';
 import type { DeployStepName } from './timings.ts';
 
 /** GitHub's failures in a request (not a step) as the REST API answers them. */
-export function githubApiError(err: unknown): unknown {
-  if (!(err instanceof GitHubError)) return err;
+export function githubApiError(err: unknown): Error {
+  if (!(err instanceof GitHubError)) return err instanceof Error ? err : new Error(String(err));
   return new ApiError(githubErrorKey(err, 'invalid_request'), err.message);
 }
 

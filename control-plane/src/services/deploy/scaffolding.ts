@@ -23,11 +23,8 @@ import { deployKeyStoreOf } from '../harden/context.ts';
 import { ScanService } from '../scan/service.ts';
 import type { DeployEvents } from './events.ts';
 import { DeployRecord } from './record.ts';
-import { generateScaffolding } from './scaffold/index.ts';
-import { SSH_KEY_SECRET } from './scaffold/secrets.ts';
+import { SCAFFOLD_BRANCH, SSH_KEY_SECRET, generateScaffolding } from './scaffold/index.ts';
 import { githubApiError } from './failures.ts';
-
-export const SCAFFOLD_BRANCH = 'vmkit/scaffolding';
 
 export interface FirstPhaseInput {
   ctx: AppContext;
@@ -53,7 +50,9 @@ export function runFirstPhase(input: FirstPhaseInput): Promise<DeployRow> {
     if (running.get(key) === next) running.delete(key);
   };
   next.then(forget, forget);
-  return next.catch((err: unknown) => Promise.reject(githubApiError(err)));
+  return next.catch((err: unknown) => {
+    throw githubApiError(err);
+  });
 }
 
 async function firstPhase(input: FirstPhaseInput): Promise<DeployRow> {
@@ -99,13 +98,13 @@ async function openPull(input: FirstPhaseInput): Promise<DeployRow> {
     environments,
     zone: input.dnsZone,
   });
-  await ensureBranch(github, coords, SCAFFOLD_BRANCH, head.sha);
+  await ensureBranch(github, coords, plan.pr.branch, head.sha);
   for (const file of plan.files) {
-    await upsertFile(github, coords, { path: file.path, text: file.content, message: `VMKit: add ${file.path}`, branch: SCAFFOLD_BRANCH });
+    await upsertFile(github, coords, { path: file.path, text: file.content, message: `VMKit: add ${file.path}`, branch: plan.pr.branch });
   }
   const secret = await setDeployKeySecret(input);
   const body = secret === 'set' ? plan.pr.body : `${plan.pr.body}\n\n${secretNotSetNote()}`;
-  const { pull, created } = await ensurePull(github, coords, { head: SCAFFOLD_BRANCH, base: head.branch, title: plan.pr.title, body });
+  const { pull, created } = await ensurePull(github, coords, { head: plan.pr.branch, base: head.branch, title: plan.pr.title, body });
   return recordPull(input, pull, { created, files: plan.files.map((f) => f.path), deploy_key_secret: secret });
 }
 

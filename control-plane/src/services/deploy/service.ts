@@ -22,7 +22,8 @@ import { DeployShutdown, StepTimedOut, githubApiError, stepFailure } from './fai
 import type { WorkspaceProviderSet } from './providers.ts';
 import { DeployRecord } from './record.ts';
 import { runFirstPhase } from './scaffolding.ts';
-import { WORKFLOW_PATH, appHostOf, dispatching, dns, hardening, provisioning, runningWorkflow, waitingForAgent } from './steps.ts';
+import { WORKFLOW_PATH } from './scaffold/index.ts';
+import { appHostOf, dispatching, dns, hardening, provisioning, runningWorkflow, waitingForAgent } from './steps.ts';
 import type { StepEnv, StepOutcome } from './steps.ts';
 import { timingsOf } from './timings.ts';
 import type { DeployStepName } from './timings.ts';
@@ -118,8 +119,12 @@ export class DeployService {
     if (!providers.github) throw githubNotConfigured(full);
     const github = providers.github;
     const coords: RepoCoords = { owner: repo.owner, name: repo.name };
-    const head = await defaultBranchHead(github, coords).catch((err: unknown) => Promise.reject(githubApiError(err)));
-    const workflow = await getContent(github, coords, WORKFLOW_PATH, head.branch).catch((err: unknown) => Promise.reject(githubApiError(err)));
+    const head = await defaultBranchHead(github, coords).catch((err: unknown) => {
+      throw githubApiError(err);
+    });
+    const workflow = await getContent(github, coords, WORKFLOW_PATH, head.branch).catch((err: unknown) => {
+      throw githubApiError(err);
+    });
     if (!workflow) {
       return runFirstPhase({ ctx: this.#ctx, events: this.events, github, coords, repo, env, head, keyId: req.keyId, dnsZone: providers.dns.zone });
     }

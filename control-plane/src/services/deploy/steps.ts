@@ -23,13 +23,12 @@ import { getContent } from '../../providers/github/contents.ts';
 import { GitHubError } from '../../providers/github/errors.ts';
 import { hardenServiceOf } from '../harden/context.ts';
 import { provisionInstance } from '../instances.ts';
+import { WORKFLOW_FILE, WORKFLOW_PATH, workflowInputs } from './scaffold/index.ts';
 import { setDeployKeySecret } from './scaffolding.ts';
 import type { AgentWaiter } from './agent-waiter.ts';
 import type { DeployRecord } from './record.ts';
 import type { DeployTimings } from './timings.ts';
 
-export const WORKFLOW_FILE = 'vmkit-deploy.yml';
-export const WORKFLOW_PATH = `.github/workflows/${WORKFLOW_FILE}`;
 
 /** Everything a step works with; `signal` aborts at the step's timeout or at shutdown. */
 export interface StepEnv {
@@ -165,21 +164,17 @@ export function declaredInputs(workflowText: string): Set<string> {
   return new Set(Object.keys(on?.workflow_dispatch?.inputs ?? {}));
 }
 
-/** What the deploy can tell the workflow; only the inputs the workflow declares are sent (GitHub refuses others). */
-function candidateInputs(s: StepEnv, inst: InstanceRow): Record<string, string> {
-  const appHost = appHostOf(s);
-  const hostKeys = inst.sshHostKeys ?? [];
-  const vmHost = inst.sshHost ?? '';
-  return {
+/** What the deploy tells the workflow; only the inputs the workflow on the default branch declares are sent (GitHub refuses others). */
+function inputsFor(s: StepEnv, inst: InstanceRow, declared: Set<string>): Record<string, string> {
+  const all = workflowInputs({
+    deployId: s.record.row.id,
     dest: s.env.name,
-    host: vmHost,
-    vm_host: vmHost,
+    host: inst.sshHost ?? '',
     sha: s.record.row.sha ?? '',
-    deploy_id: s.record.row.id,
-    app_host: appHost,
-    ssh_host_keys: hostKeys.join('\n'),
-    known_hosts: hostKeys.map((k) => `${vmHost} ${k.trim()}`).join('\n'),
-  };
+    appHost: appHostOf(s),
+    hostKeys: inst.sshHostKeys ?? [],
+  });
+  return Object.fromEntries(Object.entries(all).filter(([k]) => declared.has(k)));
 }
 
 export async function dispatching(s: StepEnv): Promise<StepOutcome> {
@@ -203,8 +198,7 @@ export async function dispatching(s: StepEnv): Promise<StepOutcome> {
   if (!workflow) throw new GitHubError('not_found', `${WORKFLOW_PATH} is no longer on ${branch}; call deploy again to scaffold it.`, 404);
   // Set (again) before every dispatch: idempotent, and it follows a rotated deploy key.
   const secret = await setDeployKeySecret({ ctx: s.ctx, github, coords, repo: s.repo });
-  const declared = declaredInputs(workflow.text);
-  const inputs = Object.fromEntries(Object.entries(candidateInputs(s, inst)).filter(([k]) => declared.has(k)));
+  const inputs = inputsFor(s, inst, declaredInputs(workflow.text));
   await record.patch({ dispatchedAt: s.ctx.now() });
   const run = await dispatchWorkflow(
     github,
