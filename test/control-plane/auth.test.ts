@@ -34,22 +34,24 @@ t.test('API key authentication', async (t) => {
   });
 
   t.test('another scheme or an empty bearer is refused, naming the header format', async (t) => {
-    for (const [name, authorization] of [
+    const cases: [string, string][] = [
       ['basic auth', 'Basic dXNlcjpwYXNz'],
       ['empty bearer', 'Bearer '],
       ['two tokens', 'Bearer vmk_a vmk_b'],
-    ]) {
+    ];
+    for (const [name, authorization] of cases) {
       const body = await expect401(t, name, { authorization });
       t.match(body.message, /must be "Bearer vmk_\.\.\." with one token/, name);
     }
   });
 
   t.test('a vmk_ token of the wrong shape is refused as an incomplete key, not as a missing vmk_', async (t) => {
-    for (const [name, token] of [
+    const cases: [string, string][] = [
       ['vmk_bogus', 'vmk_bogus'],
       ['cut short', generateApiKeySecret().slice(0, 30)],
       ['a stray character', `${generateApiKeySecret().slice(0, -1)}-`],
-    ]) {
+    ];
+    for (const [name, token] of cases) {
       const body = await expect401(t, name, {}, token);
       t.match(body.message, /starts with vmk_ but is not a whole VMKit API key/, name);
       t.notMatch(body.message, /not a VMKit API key: those start/, `${name}: not told it lacks vmk_`);
