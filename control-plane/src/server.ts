@@ -8,6 +8,7 @@ import { bootstrapIfEmpty } from './auth/bootstrap.ts';
 import type { NewWorkspace } from './auth/bootstrap.ts';
 import { loadOrCreateSigningKey } from './auth/signing-key.ts';
 import { createLogger } from './logger.ts';
+import { forgetServerUrl, noteServerUrl } from './server-url.ts';
 
 export interface StartOptions {
   /** Defaults to a pino logger at config.logLevel on stdout. */
@@ -69,6 +70,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
     const port = typeof address === 'object' && address ? address.port : config.port;
     const url = `http://${hostForUrl(config.host)}:${port}`;
     ctx.publicUrl = config.publicUrl ?? url;
+    noteServerUrl(config.dataDir, ctx.publicUrl);
 
     let closing: Promise<void> | undefined;
     const running = app;
@@ -82,6 +84,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
           try {
             await running.close();
           } finally {
+            forgetServerUrl(config.dataDir);
             closeDatabase(db);
           }
         })();

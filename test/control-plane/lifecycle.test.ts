@@ -82,6 +82,28 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
     const bad = await runServerCli(['workspaces', 'create'], { stdout: () => {}, stderr: () => {}, env: {} });
     t.equal(bad, 2, 'a missing name is a usage error');
   });
+
+  t.test('workspaces create names the running server\'s real URL, with the .mcp.json entry and the claude mcp add line', async (t) => {
+    let out = '';
+    const code = await runServerCli(['workspaces', 'create', 'team three', '--data-dir', cp.dataDir], { stdout: (s) => (out += s), stderr: (s) => (out += s), env: {} });
+    t.equal(code, 0);
+    const secret = /(vmk_[0-9A-Za-z]{43})/.exec(out)?.[1] ?? '';
+    t.not(cp.url, 'http://127.0.0.1:8080', 'the test server is on another port than the default');
+    t.match(out, `"url": "${cp.url}/mcp"`, 'the entry points at the running server (found through the data directory)');
+    t.match(out, /\.mcp\.json/, 'names the file Claude Code reads');
+    t.match(out, `claude mcp add --transport http vmkit ${cp.url}/mcp --header "Authorization: Bearer ${secret}"`);
+    t.notMatch(out, /assumes/, 'no assumption to own up to');
+  });
+
+  t.test('with no server running, workspaces create says which URL it assumed', async (t) => {
+    const dir = mkdtempSync(join(tmpdir(), 'vmkit-ws-offline-'));
+    t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+    let out = '';
+    const code = await runServerCli(['workspaces', 'create', 'offline', '--data-dir', dir, '--port', '9191'], { stdout: (s) => (out += s), stderr: (s) => (out += s), env: {} });
+    t.equal(code, 0);
+    t.match(out, '"url": "http://127.0.0.1:9191/mcp"');
+    t.match(out, /No server is running on .*, so the entry above assumes http:\/\/127\.0\.0\.1:9191; pass --public-url/);
+  });
 });
 
 t.test('the MCP config entry is ready to paste', async (t) => {
@@ -161,7 +183,7 @@ t.test('the server process prints the key once, logs JSON and stops cleanly on S
   const first = await run();
   t.equal(first.code, 0, 'exit code 0 after SIGTERM');
   const key = readFileSync(join(dataDir, 'admin.key'), 'utf8').trim();
-  t.equal(first.out.split(key).length - 1, 2, 'the key is printed once, as itself and inside the MCP config entry');
+  t.equal(first.out.split(key).length - 1, 3, 'the key is printed once, as itself, inside the MCP config entry and in the claude mcp add line');
   t.match(first.out, /"url": "http:\/\/127\.0\.0\.1:\d+\/mcp"/, 'the MCP entry points at this server');
   t.ok(first.logs.some((l) => l.msg === 'shutting down'), 'it logs the shutdown');
   t.ok(first.logs.some((l) => typeof l.reqId === 'string' && l.req !== undefined), 'request logs carry a request id');
@@ -171,4 +193,44 @@ t.test('the server process prints the key once, logs JSON and stops cleanly on S
   const second = await run();
   t.equal(second.code, 0);
   t.notOk(second.out.includes('vmk_'), 'the second start prints no key');
+});
+
+t.test('npm start passes flags through to the server (npm start -- --port N --data-dir D)', async (t) => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-npm-start-'));
+  t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
+  // Its own process group, so the npm → npm → node chain goes down together.
+  const child = spawn('npm', ['start', '--', '--port', '0', '--data-dir', dataDir], {
+    cwd: ROOT,
+    env: { ...process.env, VMKIT_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  const stopAll = () => {
+    try {
+      if (child.pid !== undefined) process.kill(-child.pid, 'SIGTERM');
+    } catch {
+      // already gone
+    }
+  };
+  t.teardown(stopAll);
+  let errText = '';
+  child.stderr.on('data', (b: Buffer) => (errText += b.toString()));
+  const lines = createInterface({ input: child.stdout });
+  const listening = new Promise<Record<string, unknown>>((resolve) => {
+    lines.on('line', (line) => {
+      try {
+        const log = JSON.parse(line) as Record<string, unknown>;
+        if (log.msg === 'control plane listening') resolve(log);
+      } catch {
+        // the banner
+      }
+    });
+  });
+  const exited = new Promise<null>((resolve) => child.on('exit', () => resolve(null)));
+  const log = await Promise.race([listening, exited]);
+  t.ok(log, `the server started: ${errText.slice(-500)}`);
+  t.equal(log?.data_dir, dataDir, 'with the data directory given after --');
+  t.notMatch(String(log?.url), /:8080$/, 'on the port given after -- (0: a free one), not the default');
+  stopAll();
+  await exited;
 });

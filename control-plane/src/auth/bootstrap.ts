@@ -39,7 +39,7 @@ export async function bootstrapIfEmpty(db: Db, dataDir: string, now = Date.now()
   return created;
 }
 
-/** The ready-to-paste MCP client config entry (~/.claude/mcp.json) for a key. */
+/** The ready-to-paste MCP client config entry (a project's `.mcp.json`) for a key. */
 export function mcpConfigEntry(publicUrl: string, secret: string): string {
   const entry = {
     mcpServers: {
@@ -47,6 +47,11 @@ export function mcpConfigEntry(publicUrl: string, secret: string): string {
     },
   };
   return JSON.stringify(entry, null, 2);
+}
+
+/** The `claude mcp add` line that registers this server with Claude Code. */
+export function claudeMcpAddLine(publicUrl: string, secret: string): string {
+  return `claude mcp add --transport http vmkit ${publicUrl}/mcp --header "Authorization: Bearer ${secret}"`;
 }
 
 /** What the server prints once when it made a workspace. */
@@ -57,8 +62,11 @@ export function newWorkspaceMessage(created: NewWorkspace, publicUrl: string): s
     '',
     `  ${created.adminKey}`,
     '',
-    'MCP client config entry (e.g. ~/.claude/mcp.json):',
+    "MCP client config (Claude Code reads it from .mcp.json at your project's root; other clients have their equivalent):",
     mcpConfigEntry(publicUrl, created.adminKey),
+    '',
+    'Or add it with the Claude Code CLI:',
+    `  ${claudeMcpAddLine(publicUrl, created.adminKey)}`,
     '',
   ].join('\n');
 }

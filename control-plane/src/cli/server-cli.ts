@@ -4,6 +4,7 @@ import { createWorkspaceWithAdminKey, newWorkspaceMessage } from '../auth/bootst
 import { closeDatabase, openDatabase } from '../db/index.ts';
 import { startControlPlane } from '../server.ts';
 import type { RunningControlPlane } from '../server.ts';
+import { runningServerUrl } from '../server-url.ts';
 import type { Io } from './output.ts';
 
 export const SERVER_USAGE = `Usage:
@@ -40,7 +41,12 @@ export async function createWorkspaceCommand(argv: string[], io: Io): Promise<nu
   const db = openDatabase(config.dataDir);
   try {
     const created = await createWorkspaceWithAdminKey(db, name);
-    io.stdout(newWorkspaceMessage(created, config.publicUrl ?? `http://${config.host}:${config.port}`));
+    const running = runningServerUrl(config.dataDir);
+    const url = config.publicUrl ?? running ?? `http://${config.host}:${config.port}`;
+    io.stdout(newWorkspaceMessage(created, url));
+    if (config.publicUrl === undefined && running === null) {
+      io.stdout(`No server is running on ${config.dataDir}, so the entry above assumes ${url}; pass --public-url to name the real one.\n`);
+    }
     return 0;
   } finally {
     closeDatabase(db);
