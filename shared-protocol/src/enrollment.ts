@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { idSchema } from './ids.ts';
 import { publicKeySchema, signingKeySchema } from './commands.ts';
+import { sshHostKeysSchema } from './ssh-host-keys.ts';
 
 /**
  * `POST /api/agents/enroll`: the agent trades a one-time token for an agent id and
@@ -12,6 +13,11 @@ export const enrollRequestSchema = z.strictObject({
   hostname: z.string().min(1).max(253),
   os: z.string().max(128),
   agent_version: z.string().max(64),
+  /**
+   * The VM's SSH host public keys (/etc/ssh/ssh_host_*_key.pub), which deploys pin in
+   * known_hosts. Optional: agents from before it was sent still enroll.
+   */
+  ssh_host_keys: sshHostKeysSchema.optional(),
 });
 export type EnrollRequest = z.infer<typeof enrollRequestSchema>;
 

@@ -9,3 +9,4 @@ export * from './text.ts';
 export * from './enrollment.ts';
 export * from './harden.ts';
 export * from './repo-name.ts';
+export * from './ssh-host-keys.ts';

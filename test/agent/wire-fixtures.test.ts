@@ -2,7 +2,7 @@
 // enroll, which enrollment answers it accepts, and the harden results it produces.
 import t from 'tap';
 import type { Test } from 'tap';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -22,7 +22,12 @@ async function enrollWith(t: Test, hub: FakeHub) {
   hub.tokens.add(token);
   const configFile = join(dir, 'agent.json');
   const stateDir = join(dir, 'state');
-  const result = await enroll({ url: hub.baseUrl, token, cpKeys: [], configFile, stateDir, insecure: false, force: false }).then(
+  // The VM's host keys as the corpus case reports them, so the request is the corpus's own shape.
+  const hostKeyDir = join(dir, 'ssh');
+  mkdirSync(hostKeyDir);
+  const corpusKeys = (wireFixtures('valid', 'enroll_request')[0]?.value.ssh_host_keys ?? []) as string[];
+  corpusKeys.forEach((line, i) => writeFileSync(join(hostKeyDir, `ssh_host_k${i}_key.pub`), `${line}\n`));
+  const result = await enroll({ url: hub.baseUrl, token, cpKeys: [], configFile, stateDir, insecure: false, force: false, sshHostKeyDir: hostKeyDir }).then(
     (config) => ({ config, error: undefined }),
     (error: unknown) => ({ config: undefined, error }),
   );

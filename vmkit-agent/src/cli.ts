@@ -14,8 +14,10 @@ const USAGE = `usage: vmkit-agent <command> [options]
 
 commands:
   enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
+         [--ssh-host-key-dir DIR]
                  (or VMKIT_CONTROL_PLANE_URL / VMKIT_ENROLLMENT_TOKEN in the environment)
-                 register this machine with the control plane and pin its signing keys
+                 register this machine with the control plane and pin its signing keys;
+                 reports the SSH host public keys in DIR (default /etc/ssh) for deploys to pin
   run [--insecure] [--log-level debug|info|warn|error]
                      run the daemon (systemd runs this)
       [--test-stop-at-harden-steps]
@@ -52,6 +54,7 @@ function parse(argv: string[]) {
         url: { type: 'string' },
         token: { type: 'string' },
         'cp-key': { type: 'string', multiple: true },
+        'ssh-host-key-dir': { type: 'string' },
         config: { type: 'string' },
         'state-dir': { type: 'string' },
         insecure: { type: 'boolean' },
@@ -134,6 +137,8 @@ async function main(argv: string[]): Promise<number | undefined> {
         stateDir: stateDirFlag ?? DEFAULT_STATE_DIR,
         insecure: values.insecure === true,
         force: values.force === true,
+        sshHostKeyDir: values['ssh-host-key-dir'],
+        onSkippedHostKey: (file, reason) => process.stderr.write(`vmkit-agent: not reporting ${file}: ${reason}\n`),
       });
       process.stdout.write(
         `enrolled as ${config.agent_id} (instance ${config.instance_id}); pinned ${config.signing_keys.map((k) => k.key_id).join(', ')}; config ${configFile}\n`,

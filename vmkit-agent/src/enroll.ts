@@ -9,6 +9,7 @@ import { checkTransport } from './transport-policy.ts';
 import { prepareStateDir } from './state-dir.ts';
 import { AGENT_VERSION } from './version.ts';
 import { osDescription } from './host.ts';
+import { readSshHostKeys } from './host-keys.ts';
 
 export interface EnrollOptions {
   url: string;
@@ -19,6 +20,10 @@ export interface EnrollOptions {
   insecure: boolean;
   force: boolean;
   timeoutMs?: number;
+  /** Where the SSH host public keys are read from; default /etc/ssh. */
+  sshHostKeyDir?: string;
+  /** Told about host key files that were not sent (unreadable, not a key). */
+  onSkippedHostKey?: (file: string, reason: string) => void;
 }
 
 /** `KEY_ID:PUBKEY`; the key id itself contains a colon (`ed25519:...`), so split on the last one. */
@@ -50,7 +55,17 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
   const { privateKey } = generateKeyPairSync('ed25519');
   const publicKey = encodePublicKey(privateKey);
   const endpoint = new URL('api/agents/enroll', base.url.href.endsWith('/') ? base.url : new URL(`${base.url.href}/`));
-  const request: EnrollRequest = { token: opts.token, public_key: publicKey, hostname: hostname().slice(0, 253), os: await osDescription(), agent_version: AGENT_VERSION };
+  const hostKeys = await readSshHostKeys(opts.sshHostKeyDir);
+  for (const s of hostKeys.skipped) opts.onSkippedHostKey?.(s.file, s.reason);
+  const request: EnrollRequest = {
+    token: opts.token,
+    public_key: publicKey,
+    hostname: hostname().slice(0, 253),
+    os: await osDescription(),
+    agent_version: AGENT_VERSION,
+    // Omitted when there are none (no sshd here), as agents before this field did.
+    ...(hostKeys.keys.length > 0 ? { ssh_host_keys: hostKeys.keys } : {}),
+  };
   let res: Response;
   try {
     res = await fetch(endpoint, {

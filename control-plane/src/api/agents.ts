@@ -65,6 +65,7 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
           // Only the active key is certain to be pinned (an agent enrolled with --cp-key pins
           // exactly that one); a next key reaches it by the idempotent catch-up at connect.
           pinnedKeyIds: signingKeys.slice(0, 1).map((k) => k.key_id),
+          sshHostKeys: body.ssh_host_keys,
         },
         ctx.now(),
       );

@@ -81,6 +81,9 @@ export const InstanceView = z.object({
   environment_id: z.string().nullable(),
   ssh: z.object({ host: z.string(), port: z.number().int() }).nullable(),
   hardened_at: maybeTime,
+  ssh_host_keys: z
+    .array(z.string())
+    .describe("The VM's SSH host public keys (OpenSSH lines) its agent reported at enrollment; deploys pin them in known_hosts. Empty until then."),
   created_at: time,
   updated_at: time,
   agent: AgentView.nullable(),
@@ -95,6 +98,7 @@ export function instanceView(i: InstanceRow, a: AgentRow | null): z.output<typeo
     environment_id: i.environmentId,
     ssh: i.sshHost !== null ? { host: i.sshHost, port: i.sshPort ?? 22 } : null,
     hardened_at: iso(i.hardenedAt),
+    ssh_host_keys: i.sshHostKeys ?? [],
     created_at: iso(i.createdAt),
     updated_at: iso(i.updatedAt),
     agent: a

@@ -60,6 +60,8 @@ export interface EnrollInput {
   agentVersion: string;
   /** Control-plane signing keys the agent receives (and pins) with this enrollment. */
   pinnedKeyIds: string[];
+  /** The VM's SSH host public keys; undefined (an older agent) leaves the recorded ones as they are. */
+  sshHostKeys?: string[];
 }
 
 export type EnrollOutcome =
@@ -83,6 +85,9 @@ export async function enrollWithToken(db: Db, input: EnrollInput, now: number): 
       .where(and(eq(enrollmentTokens.id, token.id), isNull(enrollmentTokens.usedAt), gt(enrollmentTokens.expiresAt, now)))
       .run();
     if (consumed.changes !== 1) return { ok: false };
+    if (input.sshHostKeys !== undefined) {
+      tx.update(instances).set({ sshHostKeys: input.sshHostKeys, updatedAt: now }).where(eq(instances.id, token.instanceId)).run();
+    }
     const existing = tx.select({ id: agents.id }).from(agents).where(eq(agents.instanceId, token.instanceId)).get();
     const fields = {
       publicKey: input.publicKey,
