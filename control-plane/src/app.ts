@@ -38,6 +38,7 @@ import { agentRoutes } from './api/agents.ts';
 import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
 import { hardenRoutes } from './api/harden.ts';
+import { workspaceProviderRoutes } from './api/workspace-providers.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -71,6 +72,8 @@ export const ROUTES: ApiPlugin[] = [
   openapiRoutes,
   // The agent hub first: later routes and services use ctx.hub / ctx.commandBus.
   agentHubPlugin,
+  // Before deploys and scans: installs ctx.workspaceProviders and ctx.deployProviders.
+  workspaceProviderRoutes,
   keyRoutes,
   repoRoutes,
   environmentRoutes,

@@ -80,6 +80,12 @@ export const ERRORS = {
   },
   provider_rate_limited: { status: 503, message: "The provider's API rate limit is exhausted; retry after the reset time given." },
   provider_unavailable: { status: 502, message: 'The provider could not be reached or failed to answer.' },
+  // workspace provider settings (PUT /api/workspace/{compute,dns,github})
+  provider_credentials_refused: { status: 422, message: 'The provider refused the credentials or settings given; nothing was saved.' },
+  provider_secret_unreadable: {
+    status: 409,
+    message: "A stored provider secret cannot be opened with this control plane's secret-box key; set it again.",
+  },
   dns_record_conflict: {
     status: 409,
     message: 'A DNS record with this name exists and was not created by VMKit; VMKit does not change it.',

@@ -225,6 +225,17 @@ export class FakeGitHub {
       });
     }
 
+    // Who the credentials are: GET /app (the App's JWT), GET /user (a plain token).
+    if (req.method === 'GET' && parts.length === 1 && parts[0] === 'app') {
+      const bad = this.#checkJwt(auth);
+      if (bad) return send(res, 401, { message: bad, documentation_url: DOCS });
+      return send(res, 200, { id: Number(this.#opts.app?.id), slug: 'vmkit-test', name: 'VMKit test' });
+    }
+    if (req.method === 'GET' && parts.length === 1 && parts[0] === 'user') {
+      const token = /^Bearer (.+)$/.exec(auth ?? '')?.[1];
+      if (token === undefined || !(this.#opts.tokens ?? []).includes(token)) return send(res, 401, { message: 'Bad credentials', documentation_url: DOCS });
+      return send(res, 200, { login: 'vmkit-user', id: 1, type: 'User' });
+    }
     if (parts[0] !== 'repos' || parts.length < 3) return notFound(res);
     const movedTo = this.#opts.renamed?.[`${parts[1]}/${parts[2]}`.toLowerCase()];
     if (movedTo !== undefined) {

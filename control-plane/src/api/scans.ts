@@ -17,7 +17,13 @@ declare module '../app.ts' {
 
 export const scanRoutes: ApiPlugin = (app, { ctx }) => {
   // Built at start-up so a misconfigured GitHub App key fails loudly now, not at the first scan.
-  const built = (ctx.scanService ??= scanServiceFromEnv({ db: ctx.db, dataDir: ctx.config.dataDir, now: ctx.now }));
+  const providers = ctx.workspaceProviders;
+  const built = (ctx.scanService ??= scanServiceFromEnv({
+    db: ctx.db,
+    dataDir: ctx.config.dataDir,
+    now: ctx.now,
+    ...(providers && { githubFor: (workspaceId: string) => providers.configuredGitHub(workspaceId) }),
+  }));
   // Read per request: tests swap ctx.scanService for one on a fake GitHub.
   const service = (): ScanService => ctx.scanService ?? built;
 

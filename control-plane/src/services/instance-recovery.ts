@@ -6,7 +6,7 @@
 import type { AppContext } from '../app.ts';
 import { listInstancesInStatus, moveInstanceStatus } from '../db/instances.ts';
 import type { InstanceWithAgent } from '../db/instances.ts';
-import { armAgentDeadline, computeProviderOf, failAndRemove, refOf } from './instances.ts';
+import { armAgentDeadline, computeProviderFor, failAndRemove, refOf } from './instances.ts';
 
 export type RecoveryOutcome = 'running' | 'failed' | 'waiting_for_agent' | 'unchanged';
 
@@ -31,7 +31,7 @@ export async function recoverInstance(ctx: AppContext, { instance, agent }: Inst
   const ref = refOf(instance);
   let state: string;
   try {
-    const provider = computeProviderOf(ctx, instance.provider);
+    const provider = await computeProviderFor(ctx, instance.workspaceId, instance.provider);
     state = provider === undefined || ref === undefined ? 'missing' : await provider.status(ref);
   } catch (err) {
     state = `unknown (${(err as Error).message})`;

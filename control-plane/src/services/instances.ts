@@ -37,6 +37,28 @@ export function computeProviderOf(ctx: AppContext, name: string): ComputeProvide
   return Object.hasOwn(ctx.computeProviders, name) ? ctx.computeProviders[name] : undefined;
 }
 
+/**
+ * The provider named `name` for one workspace: the control plane's own (the sandbox, or
+ * one a test installed), else the workspace's configured compute when it has that name
+ * (its Hetzner project, say), so its VMs are made, checked and removed with its token.
+ */
+export async function computeProviderFor(ctx: AppContext, workspaceId: string, name: string): Promise<ComputeProvider | undefined> {
+  if (ctx.computeProviders !== undefined && Object.hasOwn(ctx.computeProviders, name)) return ctx.computeProviders[name];
+  if (name === 'local') return computeProviderOf(ctx, name);
+  if (ctx.deployProviders === undefined) return undefined;
+  const { compute } = await ctx.deployProviders(workspaceId);
+  return compute?.name === name ? compute : undefined;
+}
+
+/**
+ * How long a new VM's enrollment token lives: the hub's setting (default 60 min), cut to
+ * what the provider allows when it keeps the bootstrap readable (Hetzner keeps user_data).
+ */
+export function enrollmentTtlMs(ctx: AppContext, provider: ComputeProvider): number {
+  const ttl = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
+  return provider.enrollmentTokenTtlMs === undefined ? ttl : Math.min(ttl, provider.enrollmentTokenTtlMs);
+}
+
 export function apiErrorOf(err: unknown): unknown {
   return err instanceof ComputeError ? new ApiError(err.key, err.message) : err;
 }
@@ -68,7 +90,7 @@ export interface ProvisionInput {
  * connects shortly after and the instance becomes `running`.
  */
 export async function provisionInstance(ctx: AppContext, input: ProvisionInput): Promise<InstanceRow> {
-  const provider = typeof input.provider === 'string' ? computeProviderOf(ctx, input.provider) : input.provider;
+  const provider = typeof input.provider === 'string' ? await computeProviderFor(ctx, input.workspaceId, input.provider) : input.provider;
   if (provider === undefined) {
     throw new ApiError('compute_target_missing', `No compute provider named "${typeof input.provider === 'string' ? input.provider : input.provider.name}" is configured on this control plane.`);
   }
@@ -77,7 +99,7 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
   // A ref known up front is stored first, so DELETE can undo a create cut short by a crash.
   const early = provider.refFor?.(row.id);
   await updateInstance(ctx.db, row.id, { status: 'provisioning', ...(early === undefined ? {} : { providerRef: { ref: early } }) }, ctx.now());
-  const ttlMs = Math.min(ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000, provider.enrollmentTokenTtlMs ?? Infinity);
+  const ttlMs = enrollmentTtlMs(ctx, provider);
   const { token } = await createEnrollmentToken(ctx.db, { workspaceId: input.workspaceId, instanceId: row.id, ttlMs }, ctx.now());
   const keys = ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
   try {
@@ -160,7 +182,7 @@ export async function failAndRemove(ctx: AppContext, instanceId: string, reason:
     return true;
   }
   try {
-    const provider = computeProviderOf(ctx, row.provider);
+    const provider = await computeProviderFor(ctx, row.workspaceId, row.provider);
     if (provider === undefined) throw new Error(`no compute provider named "${row.provider}" is configured`);
     await provider.destroy(ref);
     await updateInstance(ctx.db, instanceId, { statusReason: `${reason} What the provider had made was removed.`, sshHost: null, sshPort: null }, ctx.now());
@@ -191,7 +213,7 @@ export async function destroyInstance(ctx: AppContext, workspaceId: string, id: 
   if (!row) throw new ApiError('instance_not_found', `No instance with id ${id} found in this workspace.`);
   const ref = refOf(row);
   if (row.provider !== MANUAL_PROVIDER && ref !== undefined) {
-    const provider = computeProviderOf(ctx, row.provider);
+    const provider = await computeProviderFor(ctx, workspaceId, row.provider);
     if (provider === undefined) {
       throw new ApiError('compute_target_missing', `No compute provider named "${row.provider}" is configured on this control plane.`);
     }

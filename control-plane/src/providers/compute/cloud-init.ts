@@ -6,7 +6,8 @@ export const ENROLL_ENV_FILE = '/etc/vmkit/enroll.env';
 
 const SAFE_URL = /^https?:\/\/[A-Za-z0-9.:[\]/_~%-]+$/;
 const SAFE_TOKEN = /^[A-Za-z0-9_.~-]+$/;
-const SAFE_KEY = /^[A-Za-z0-9_-]+:[A-Za-z0-9+/=_-]+$/;
+// Key ids carry their own colon (`ed25519:<hex>`); the agent splits at the last one.
+const SAFE_KEY = /^[A-Za-z0-9_-]+(?::[A-Za-z0-9_-]+)?:[A-Za-z0-9+/=_-]+$/;
 
 /**
  * The cloud-init user_data that turns a fresh Debian/Ubuntu cloud VM into a VMKit VM:

@@ -209,6 +209,17 @@ export class GitHubClient {
     return res;
   }
 
+  /**
+   * Who the credentials are: the App's slug (GET /app with the App's JWT) or the token's
+   * login (GET /user). auth_failed when GitHub refuses them; a cheap check of settings.
+   */
+  async whoAmI(): Promise<string> {
+    const res = await this.#appScopedCall<{ slug?: unknown; login?: unknown }>('GET', this.#url(this.#auth.kind === 'app' ? '/app' : '/user'));
+    if (res.status === 404) throw new GitHubError('auth_failed', `GitHub at ${this.apiBaseUrl} does not know these credentials (404).`, 404);
+    const name = this.#auth.kind === 'app' ? res.body.slug : res.body.login;
+    return typeof name === 'string' ? name : 'unknown';
+  }
+
   // ---- authentication ----------------------------------------------------------------
 
   /** The installation that covers `repo`; github_app_not_installed when there is none. */

@@ -21,7 +21,7 @@ import { RULES_VERSION } from './rules.ts';
 export interface ScanServiceOptions {
   db: Db;
   /** The source a workspace's repositories are read from (GitHub when configured, else local checkouts). */
-  sourceFor: (workspaceId: string) => RepoSource;
+  sourceFor: (workspaceId: string) => RepoSource | Promise<RepoSource>;
   /** The optional model classifier, asked only when the rules cannot decide. */
   fallback?: FallbackClassifier | null;
   now?: () => number;
@@ -41,7 +41,7 @@ export interface ScanOutcome {
  */
 export class ScanService {
   readonly #db: Db;
-  readonly #sourceFor: (workspaceId: string) => RepoSource;
+  readonly #sourceFor: (workspaceId: string) => RepoSource | Promise<RepoSource>;
   readonly #fallback: FallbackClassifier | null;
   readonly #now: () => number;
   readonly #inflight = new Map<string, Promise<ScanRow>>();
@@ -60,7 +60,7 @@ export class ScanService {
     if (!row) throw new ApiError('repo_not_found', `No repo ${repoFullName(ref)} found in this workspace.`);
     // Read with the connected row's spelling: GitHub names are case-insensitive, checkouts are not.
     const canonical = { owner: row.owner, name: row.name };
-    const source = this.#sourceFor(workspaceId);
+    const source = await this.#sourceFor(workspaceId);
     const head = await asApiError(source.head(canonical));
 
     const hit = await findScanAtSha(this.#db, { workspaceId, repoId: row.id, sha: head.sha, source: source.kind, rulesVersion: RULES_VERSION });
@@ -159,8 +159,22 @@ export function repoSourceFrom(config: RepoSourceConfig): RepoSource {
   return new LocalRepoSource({ reposDir: config.reposDir });
 }
 
-/** The service as the control plane runs it: one global source from the environment, the model classifier if configured. */
-export function scanServiceFromEnv(opts: { db: Db; dataDir: string; now?: () => number }, env: NodeJS.ProcessEnv = process.env): ScanService {
+/**
+ * The service as the control plane runs it: one global source from the environment, the
+ * model classifier if configured. With `githubFor`, a workspace that configured its own
+ * GitHub (PUT /api/workspace/github) reads through that instead.
+ */
+export function scanServiceFromEnv(
+  opts: { db: Db; dataDir: string; now?: () => number; githubFor?: (workspaceId: string) => Promise<GitHubClient | null> },
+  env: NodeJS.ProcessEnv = process.env,
+): ScanService {
   const source = repoSourceFrom(repoSourceConfigFromEnv(opts.dataDir, env));
-  return new ScanService({ db: opts.db, sourceFor: () => source, fallback: modelClassifierFromEnv(env), ...(opts.now && { now: opts.now }) });
+  const githubFor = opts.githubFor;
+  const sourceFor = githubFor
+    ? async (workspaceId: string): Promise<RepoSource> => {
+        const own = await githubFor(workspaceId);
+        return own ? new GitHubRepoSource(own) : source;
+      }
+    : () => source;
+  return new ScanService({ db: opts.db, sourceFor, fallback: modelClassifierFromEnv(env), ...(opts.now && { now: opts.now }) });
 }

@@ -1,0 +1,62 @@
+import t from 'tap';
+import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { FakeHetzner } from '../helpers/fake-hetzner.ts';
+import type { ComputeProvider, CreateVmSpec, CreatedVm } from '../../control-plane/src/providers/compute/types.ts';
+
+const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
+const MINUTE = 60_000;
+
+const cp = await startTestControlPlane();
+t.teardown(() => cp.close());
+const hetzner = await FakeHetzner.start({ token: TOKEN, actionMs: 20 });
+t.teardown(() => hetzner.close());
+
+/** How long the instance's enrollment token was issued for. */
+function tokenLifetimeMs(instanceId: string): number {
+  return cp.ctx.db.$client.prepare('select expires_at - created_at from enrollment_tokens where instance_id = ?').pluck().get(instanceId) as number;
+}
+
+t.test("a VM from the workspace's Hetzner project gets a 30-minute enrollment token (Hetzner keeps user_data)", async (t) => {
+  t.equal((await cp.api('PUT', '/api/workspace/compute', { body: { provider: 'hetzner', token: TOKEN, api_url: hetzner.url, location: 'nbg1' } })).status, 200);
+  const res = await cp.api<{ id: string; status: string; provider: string }>('POST', '/api/instances', { body: { name: 'shop-staging', provider: 'hetzner' } });
+  t.equal(res.status, 201, JSON.stringify(res.body));
+  t.match(res.body, { status: 'provisioning', provider: 'hetzner' });
+  t.equal(tokenLifetimeMs(res.body.id), 30 * MINUTE);
+  const [server] = hetzner.servers();
+  t.equal(server?.labels['vmkit-instance'], res.body.id, "made in the workspace's project, with the workspace's settings");
+  t.equal(server?.datacenter.location.name, 'nbg1');
+  t.match(server?.user_data, /vmkenr_/, 'the token travels in user_data, which is why it is short-lived');
+
+  const gone = await cp.api<{ status: string }>('DELETE', `/api/instances/${res.body.id}`);
+  t.equal(gone.status, 200);
+  t.equal(gone.body.status, 'destroyed');
+  t.same(hetzner.servers(), [], "removed through the workspace's Hetzner client");
+});
+
+t.test('a workspace without Hetzner settings cannot provision there', async (t) => {
+  const other = await cp.createWorkspace('second');
+  const res = await cp.api<{ error: string }>('POST', '/api/instances', { key: other.adminKey, body: { name: 'x', provider: 'hetzner' } });
+  t.equal(res.status, 409);
+  t.equal(res.body.error, 'compute_target_missing');
+});
+
+t.test('a provider that keeps nothing readable gets the hub’s 60-minute token', async (t) => {
+  const made: CreateVmSpec[] = [];
+  const plain: ComputeProvider = {
+    name: 'plain',
+    create: (spec): Promise<CreatedVm> => {
+      made.push(spec);
+      return Promise.resolve({ ref: spec.instance_id, address: '192.0.2.10', ssh_port: 22 });
+    },
+    status: () => Promise.resolve('running'),
+    destroy: () => Promise.resolve(),
+  };
+  const short: ComputeProvider = { ...plain, name: 'short', enrollmentTokenTtlMs: 5 * MINUTE };
+  cp.ctx.computeProviders = { plain, short };
+  const a = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'a', provider: 'plain' } });
+  t.equal(a.status, 201);
+  t.equal(tokenLifetimeMs(a.body.id), 60 * MINUTE);
+  const b = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'b', provider: 'short' } });
+  t.equal(tokenLifetimeMs(b.body.id), 5 * MINUTE, "the provider's limit wins when it is shorter");
+  t.equal(made.length, 2);
+});
