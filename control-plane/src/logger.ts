@@ -17,6 +17,13 @@ export const REDACT_PATHS = [
   '*.adminKey',
   'privateKey',
   '*.privateKey',
+  // provider settings as the API takes them (PUT /api/workspace/*) and as clients hold them
+  'private_key',
+  '*.private_key',
+  'apiToken',
+  '*.apiToken',
+  'secretSealed',
+  '*.secretSealed',
 ];
 
 /** JSON logs (pino); request lines carry `request_id`. */

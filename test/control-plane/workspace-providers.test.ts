@@ -1,8 +1,12 @@
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import type { Test } from 'tap';
+import { makeConfig } from '../../control-plane/src/config.ts';
 import { DB_FILE_NAME } from '../../control-plane/src/db/index.ts';
+import { createLogger } from '../../control-plane/src/logger.ts';
+import { startControlPlane } from '../../control-plane/src/server.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeHetzner } from '../helpers/fake-hetzner.ts';
@@ -240,4 +244,27 @@ t.test('the provider routes are in the OpenAPI document', async (t) => {
   t.ok(doc.paths['/api/workspace/providers']?.get, 'GET /api/workspace/providers');
   t.ok(doc.paths['/api/dns-records']?.get, 'GET /api/dns-records');
   t.match(JSON.stringify(doc.paths['/api/workspace/compute']?.put), /hetzner/);
+});
+
+t.test('no secret reaches the logs, even at trace level', async (t) => {
+  const hetzner = await FakeHetzner.start({ token: TOKEN });
+  t.teardown(() => hetzner.close());
+  const lines: string[] = [];
+  const logger = createLogger('trace', { write: (line: string) => void lines.push(line) });
+  const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-log-'));
+  const running = await startControlPlane(makeConfig({ host: '127.0.0.1', port: 0, dataDir, logLevel: 'trace' }), { logger });
+  t.teardown(async () => {
+    await running.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+  const adminKey = running.bootstrap?.adminKey ?? '';
+  const put = (body: unknown) =>
+    fetch(`${running.url}/api/workspace/compute`, { method: 'PUT', headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+  t.equal((await put({ provider: 'hetzner', token: TOKEN, api_url: hetzner.url })).status, 200);
+  t.equal((await put({ provider: 'hetzner', token: 'hcloud_refused_token_00000000000000', api_url: hetzner.url })).status, 422);
+  t.ok(lines.some((l) => l.includes('/api/workspace/compute')), 'the requests were logged');
+  const all = lines.join('');
+  t.notMatch(all, TOKEN);
+  t.notMatch(all, 'hcloud_refused_token');
+  t.notMatch(all, adminKey);
 });
