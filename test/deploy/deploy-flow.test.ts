@@ -95,6 +95,20 @@ if (fileNeeds(sandboxSkipReason)) {
     });
   }
 
+  t.test('a run that outlasts its step timeout fails the deploy with what to do', async (t) => {
+    const timings = rig.cp.ctx.deployTimings ?? {};
+    rig.cp.ctx.deployTimings = { ...timings, stepTimeoutMs: { running_workflow: 1_500 } };
+    t.teardown(() => void (rig.cp.ctx.deployTimings = timings));
+    const started = await rig.deploy();
+    const id = started.body.deploy_id ?? '';
+    const done = await rig.until(id, (d) => d.status !== 'running');
+    const run = runOf(done);
+    if (!run) throw new Error('no run was dispatched');
+    t.match(done, { status: 'failed', failed_step: 'running_workflow', error_key: 'deploy_step_timed_out', run_url: `https://github.com/${FULL}/actions/runs/${run.id}` });
+    t.match(done.error_message, new RegExp(`The running_workflow step timed out\\. The deploy workflow run did not complete within 2 s; it may still be running at ${done.run_url ?? ''}: follow it there`));
+    rig.fake.writes.completeRun(FULL, run.id, 'cancelled');
+  });
+
   t.test('two concurrent calls for one environment make one deploy', async (t) => {
     const dispatchedBefore = rig.fake.writes.runs(FULL).length;
     const [a, b] = await Promise.all([rig.deploy(), rig.deploy()]);
