@@ -82,10 +82,11 @@ export const ROUTES: ApiPlugin[] = [
   instanceComputeRoutes,
   agentRoutes,
   signingKeyRoutes,
-  deployRoutes,
   scanRoutes,
   auditRoutes,
   hardenRoutes,
+  // After harden: its start-up resume of owed follow-ups runs first, so a resumed deploy joins that run.
+  deployRoutes,
   mcpRoutes,
 ];
 

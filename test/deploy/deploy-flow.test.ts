@@ -95,6 +95,14 @@ if (fileNeeds(sandboxSkipReason)) {
     });
   }
 
+  t.test('a call that may wait answers 200 with the ended deploy', async (t) => {
+    rig.fake.writes.autoRun = 'success';
+    t.teardown(() => void (rig.fake.writes.autoRun = null));
+    const res = await rig.deploy({ wait_ms: 120_000 });
+    t.equal(res.status, 200, 'answered once it ended, within the server\'s wait bound');
+    t.match(res.body, { status: 'succeeded', app_url: 'https://shop-staging.vmkit.internal' });
+  });
+
   t.test('a run that outlasts its step timeout fails the deploy with what to do', async (t) => {
     const timings = rig.cp.ctx.deployTimings ?? {};
     rig.cp.ctx.deployTimings = { ...timings, stepTimeoutMs: { running_workflow: 1_500 } };
