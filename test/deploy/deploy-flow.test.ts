@@ -41,6 +41,7 @@ if (fileNeeds(sandboxSkipReason)) {
     t.match(inst.body, { status: 'running', environment_id: rig.envId }, 'the VM belongs to the environment and its agent is connected');
     t.ok(inst.body.hardened_at, 'the VM is hardened');
     t.match(run.inputs, { deploy_id: id, dest: DEST, sha: rig.fake.shaOf(FULL), host: inst.body.ssh.host, app_host: 'shop-staging.vmkit.internal' }, 'dispatched with the VM, the commit and the app host');
+    t.match(run.inputs.host_keys, /^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/]+=*(,|$)/, "the VM's SSH host keys, as its agent reported them");
     t.match(run.display_title, id, 'the run name carries the deploy id');
 
     rig.fake.writes.completeRun(FULL, run.id, 'success');
