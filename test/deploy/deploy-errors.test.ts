@@ -71,3 +71,17 @@ t.test('an unknown deploy id is deploy_not_found', async (t) => {
   t.equal(res.status, 404);
   t.equal(res.body.error, 'deploy_not_found');
 });
+
+t.test("another workspace never sees a workspace's deploys", async (t) => {
+  const rig = await deployRig(t);
+  const mine = await rig.deploy();
+  t.equal(mine.status, 200);
+  const other = await rig.cp.createWorkspace('other');
+  const get = await rig.cp.api<{ error: string }>('GET', `/api/deploys/${mine.body.id}`, { key: other.adminKey });
+  t.equal(get.status, 404);
+  t.equal(get.body.error, 'deploy_not_found');
+  const list = await rig.cp.api<{ items: DeployBody[] }>('GET', '/api/deploys', { key: other.adminKey });
+  t.same(list.body.items, []);
+  const post = await rig.cp.api<{ error: string }>('POST', '/api/deploys', { key: other.adminKey, body: { repo: FULL, dest: DEST } });
+  t.equal(post.body.error, 'repo_not_found', "its repos are not the other's");
+});

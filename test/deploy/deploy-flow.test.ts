@@ -96,6 +96,20 @@ if (fileNeeds(sandboxSkipReason)) {
     });
   }
 
+  t.test('a long-poll after the last updated_at answers when the deploy moves on', async (t) => {
+    const started = await rig.deploy();
+    const id = started.body.deploy_id ?? '';
+    const running = await rig.until(id, atRun, 'the run to be followed');
+    const run = runOf(running);
+    if (!run) throw new Error('no run was dispatched');
+    const poll = rig.get(id, `?wait_ms=120000&after=${encodeURIComponent(running.updated_at)}`);
+    rig.fake.writes.completeRun(FULL, run.id, 'success');
+    const moved = await poll;
+    t.equal(moved.status, 200);
+    t.not(moved.body.updated_at, running.updated_at, 'answered with a newer state');
+    t.match(await rig.until(id, (d) => d.status !== 'running'), { status: 'succeeded' });
+  });
+
   t.test('a call that may wait answers 200 with the ended deploy', async (t) => {
     rig.fake.writes.autoRun = 'success';
     t.teardown(() => void (rig.fake.writes.autoRun = null));
