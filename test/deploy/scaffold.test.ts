@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import t from 'tap';
 import { parse, parseDocument } from 'yaml';
+import { SSH_HOST_KEY_TYPES } from '@vmkit/protocol';
 import { ApiError } from '../../control-plane/src/errors.ts';
+import { hostFor } from '../../control-plane/src/providers/dns/types.ts';
 import { GitHubClient } from '../../control-plane/src/providers/github/client.ts';
 import { dispatchWorkflow } from '../../control-plane/src/providers/github/actions.ts';
 import { LocalRepoSource } from '../../control-plane/src/providers/repo-source/local.ts';
@@ -348,6 +350,11 @@ t.test('the known_hosts script writes the dispatched keys for the host and refus
   const inputs = workflowInputs({ deployId: 'd', dest: 's', host: 'h', sha: 's', appHost: 'a', hostKeys: ['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB root@vm', 'ecdsa-sha2-nistp256 AAAAE2VjZHNh= root@vm'] });
   await runScript(inputs.host_keys);
   t.equal(await readFile(join(home, '.ssh', 'known_hosts'), 'utf8'), '203.0.113.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIB\n203.0.113.7 ecdsa-sha2-nistp256 AAAAE2VjZHNh=\n');
+  // Every type the agent may report at enrollment is one the workflow writes.
+  for (const type of SSH_HOST_KEY_TYPES) {
+    await runScript(`${type} AAAAkey=`);
+    t.equal(await readFile(join(home, '.ssh', 'known_hosts'), 'utf8'), `203.0.113.7 ${type} AAAAkey=\n`, type);
+  }
   await t.rejects(runScript(''), 'no key: the job fails rather than trusting whatever answers');
   await t.rejects(runScript('ssh-ed25519 AAAA\n* ssh-rsa AAAA'), 'a line that is not a key fails the job');
   await t.rejects(runScript('ssh-ed25519 AAAA;touch /tmp/x'), 'a key with shell in it fails the job');
@@ -401,6 +408,32 @@ t.test('hostile environment names are refused before they reach a file name or Y
   t.throws(() => generate({ zone: 'x.com\nproxy: evil' }), ApiError, 'a zone is a domain name');
   const s = generate({ environments: ['true', '123', 'null'] });
   for (const env of ['true', '123', 'null']) t.doesNotThrow(() => parseStrict(file(s, `config/deploy.${env}.yml`)));
+});
+
+t.test('an app in a subdirectory of a monorepo is built from that directory with its Dockerfile', async (t) => {
+  const scan = await scanFixture('monorepo-workspaces');
+  t.not(scan.root, '.', `the scan placed the app in ${String(scan.root)}`);
+  const s = generate({ scan });
+  const config = parseStrict(file(s, 'config/deploy.yml'));
+  t.same(config.builder, { arch: 'amd64', context: scan.root, dockerfile: `${String(scan.root)}/Dockerfile` });
+  t.same(undocumentedKeys(config), []);
+  t.match(s.pr.body, `**The app lives in \`${String(scan.root)}/\`.**`);
+  t.notMatch(s.pr.body, /Dockerfile` at the repository root/, 'not told to add a Dockerfile at the root');
+});
+
+t.test('an app directory that is not a plain relative path is not used', async (t) => {
+  for (const root of ['../outside', 'apps/../..', 'apps/we b', 'a`b', '/etc']) {
+    const s = generate({ scan: { ...RAILS, root } });
+    t.same(parseStrict(file(s, 'config/deploy.yml')).builder, { arch: 'amd64' }, root);
+    t.match(s.pr.body, /cannot be pointed at safely/, root);
+  }
+});
+
+t.test('the PR body names the host each environment answers on, as VMKit registers it', async (t) => {
+  const s = generate({ repo: { owner: 'acme', name: 'Shop_Web' }, zone: 'Apps.Example.com.' });
+  for (const dest of ['staging', 'production']) t.match(s.pr.body, `https://${hostFor('Shop_Web', dest, 'apps.example.com')} `);
+  t.match(s.pr.body, 'https://shop-web-staging.apps.example.com ');
+  t.notMatch(generate({ zone: undefined }).pr.body, /Where it will answer/, 'no zone, no host names');
 });
 
 t.test('the same input always gives the same files', async (t) => {

@@ -71,6 +71,7 @@ const TABLE: Record<string, Entry> = {
     label: 'Ruby on Rails',
     port: 3000,
     why: '`rails server` listens on 3000',
+    // Rails 7.1+ generates `get "up" => "rails/health#show"`.
     up: null,
     env: { RAILS_ENV: 'production', RAILS_LOG_TO_STDOUT: '1' },
     secrets: [{ name: 'RAILS_MASTER_KEY', purpose: 'decrypts config/credentials.yml.enc (the contents of config/master.key)' }],

@@ -5,7 +5,7 @@
  */
 import { frameworkDefaults } from './frameworks.ts';
 import { deployYml, destinationYml } from './kamal-config.ts';
-import { checkEnvironments, checkRepo, checkZone, imageName, serviceName } from './names.ts';
+import { appRoot, checkEnvironments, checkRepo, checkZone, imageName, serviceName } from './names.ts';
 import { prBody, prTitle } from './pr-body.ts';
 import { KAMAL_SECRETS_PATH, kamalSecretsFile, repositorySecrets } from './secrets.ts';
 import type { ScaffoldInput, Scaffolding } from './types.ts';
@@ -23,7 +23,7 @@ export const SCAFFOLD_BRANCH = 'vmkit/scaffolding';
 export function generateScaffolding(input: ScaffoldInput): Scaffolding {
   checkRepo(input.repo);
   checkEnvironments(input.environments);
-  checkZone(input.zone);
+  const zone = checkZone(input.zone);
   const serverCount = input.serversPerEnvironment ?? 1;
   if (!Number.isInteger(serverCount) || serverCount < 1 || serverCount > 20) {
     throw new ApiError('invalid_request', 'serversPerEnvironment must be a whole number from 1 to 20.');
@@ -32,21 +32,23 @@ export function generateScaffolding(input: ScaffoldInput): Scaffolding {
   const service = serviceName(input.repo.name);
   const image = imageName(input.repo);
   const defaults = frameworkDefaults(input.scan);
+  const root = appRoot(input.scan.root);
   const secrets = repositorySecrets(defaults);
 
   const files = [
-    { path: 'config/deploy.yml', content: deployYml({ repoFullName, service, image, defaults }) },
+    { path: 'config/deploy.yml', content: deployYml({ repoFullName, service, image, defaults, root: root.root }) },
     ...input.environments.map((dest) => ({ path: `config/deploy.${dest}.yml`, content: destinationYml(dest, serverCount) })),
     { path: KAMAL_SECRETS_PATH, content: kamalSecretsFile(defaults) },
     { path: WORKFLOW_PATH, content: workflowYml(defaults) },
   ];
   const body = prBody({
     repoFullName,
+    repoName: input.repo.name,
     defaultBranch: input.defaultBranch,
-    service,
     image,
     environments: input.environments,
-    zone: input.zone,
+    zone,
+    root,
     scan: input.scan,
     defaults,
     secrets,

@@ -15,6 +15,8 @@ export interface KamalConfigInput {
   service: string;
   image: string;
   defaults: FrameworkDefaults;
+  /** The app's directory ('.' for the repository root). */
+  root: string;
 }
 
 /** `config/deploy.yml`: what every destination shares. Servers and the app host are per destination. */
@@ -29,7 +31,7 @@ export function deployYml(input: KamalConfigInput): string {
       ssh: { user: 'kamal' },
       proxy: { app_port: defaults.appPort, healthcheck: { path: defaults.healthcheckPath } },
       registry: { server: REGISTRY_SERVER, username: [REGISTRY_USERNAME], password: [REGISTRY_PASSWORD] },
-      builder: { arch: 'amd64' },
+      builder: input.root === '.' ? { arch: 'amd64' } : { arch: 'amd64', context: input.root, dockerfile: `${input.root}/Dockerfile` },
       env,
     },
     [
@@ -51,7 +53,13 @@ export function deployYml(input: KamalConfigInput): string {
       : `kamal-proxy waits for ${defaults.healthcheckPath} to answer 200 before it sends traffic to a new version;\nadd that route (${defaults.healthcheckHint}) or point this at one your app has.`,
   );
   commentAbove(doc, ['registry'], `The workflow logs in with its own GITHUB_TOKEN (permission packages: write).`);
-  commentAbove(doc, ['builder'], 'VMKit VMs are x86-64.');
+  commentAbove(
+    doc,
+    ['builder'],
+    input.root === '.'
+      ? 'VMKit VMs are x86-64. Kamal builds a clean clone of the commit with the Dockerfile at the root.'
+      : `VMKit VMs are x86-64. The app lives in ${input.root}/: Kamal builds that directory with its Dockerfile\n(a context also makes Kamal build the checkout as it is rather than a fresh clone).`,
+  );
   commentAbove(
     doc,
     ['env'],

@@ -30,8 +30,24 @@ export function checkEnvironments(names: readonly string[]): void {
 /** A DNS zone as Cloudflare and Let's Encrypt take it: dot-separated labels. */
 const ZONE = /^(?=.{1,253}$)(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/;
 
-export function checkZone(zone: string | undefined): void {
-  if (zone !== undefined && !ZONE.test(zone)) throw new ApiError('invalid_request', `Cannot scaffold with DNS zone ${JSON.stringify(zone)}: it is not a domain name.`);
+/** The zone lowercased without a trailing dot, or undefined; anything else is refused. */
+export function checkZone(zone: string | undefined): string | undefined {
+  if (zone === undefined) return undefined;
+  const z = zone.toLowerCase().replace(/\.$/, '');
+  if (!ZONE.test(z)) throw new ApiError('invalid_request', `Cannot scaffold with DNS zone ${JSON.stringify(zone)}: it is not a domain name.`);
+  return z;
+}
+
+/**
+ * The app's directory from the scan, as a path Kamal can build from: '.' for the root,
+ * else plain relative segments. A directory name that is not one (`..`, spaces,
+ * backticks) is not used: the config then builds from the root and the PR says so.
+ */
+export function appRoot(root: string | null | undefined): { root: string; ignored: string | null } {
+  if (root === null || root === undefined || root === '' || root === '.') return { root: '.', ignored: null };
+  const segments = root.split('/');
+  const ok = root.length <= 200 && segments.every((seg) => /^[A-Za-z0-9._-]+$/.test(seg) && seg !== '.' && seg !== '..');
+  return ok ? { root, ignored: null } : { root: '.', ignored: root };
 }
 
 /**

@@ -1,3 +1,4 @@
+import { hostFor } from '../../../providers/dns/types.ts';
 import type { FrameworkDefaults } from './frameworks.ts';
 import { REGISTRY_SERVER } from './kamal-config.ts';
 import { KAMAL_SECRETS_PATH } from './secrets.ts';
@@ -6,8 +7,9 @@ import { WORKFLOW_PATH } from './workflow.ts';
 
 export interface PrBodyInput {
   repoFullName: string;
+  /** The repository name, which the DNS names of the environments start with. */
+  repoName: string;
   defaultBranch: string;
-  service: string;
   image: string;
   environments: readonly string[];
   zone: string | undefined;
@@ -15,6 +17,8 @@ export interface PrBodyInput {
   defaults: FrameworkDefaults;
   secrets: readonly ScaffoldSecret[];
   serverCount: number;
+  /** The app's directory, and a scan directory that could not be used as one. */
+  root: { root: string; ignored: string | null };
 }
 
 /** What to add when the repository has no Dockerfile: Kamal builds with Docker. */
@@ -77,18 +81,24 @@ export function prBody(p: PrBodyInput): string {
     `- **Port ${defaults.appPort}** (\`proxy.app_port\`): ${defaults.portReason}. The container also gets \`PORT=${defaults.appPort}\` where the app reads it. If your app listens elsewhere, change \`app_port\`.`,
   );
   if (defaults.healthcheckHint === null) {
-    out.push(`- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version; ${defaults.label} answers it out of the box.`);
+    out.push(`- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version; ${defaults.label} answers it out of the box${p.scan.framework === 'rails' ? ' (Rails 7.1 and later; on an older app add `get "up" => proc { [200, {}, ["ok"]] }` to config/routes.rb)' : ''}.`);
   } else {
     out.push(
       `- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version. ${defaults.label} has no such route by default: add one, for example ${defaults.healthcheckHint}, or point \`healthcheck.path\` at a route your app already answers with 200.`,
     );
   }
-  if (p.scan.dockerfile_detected !== true) {
+  const inRoot = p.root.root === '.';
+  if (inRoot && p.scan.dockerfile_detected !== true) {
     const hint = DOCKERFILE_HINTS[p.scan.language ?? ''] ?? 'a Dockerfile that builds the app and starts its web server';
     out.push(`- **No Dockerfile found.** Kamal builds the image with Docker from a \`Dockerfile\` at the repository root; add one before deploying: ${hint}. It must listen on port ${defaults.appPort} (or change \`app_port\`).`);
   }
-  if (p.scan.root && p.scan.root !== '.') {
-    out.push(`- **The app lives in \`${p.scan.root}/\`.** Kamal builds from the repository root; set \`builder.context: ${p.scan.root}\` and \`builder.dockerfile\` in \`config/deploy.yml\`, or put the Dockerfile at the root.`);
+  if (!inRoot) {
+    out.push(
+      `- **The app lives in \`${p.root.root}/\`.** Kamal builds that directory with \`${p.root.root}/Dockerfile\` (\`builder.context\` and \`builder.dockerfile\`); add that Dockerfile if it is missing, listening on port ${defaults.appPort}.`,
+    );
+  }
+  if (p.root.ignored !== null) {
+    out.push(`- **The scan placed the app in a directory Kamal cannot be pointed at safely** (${JSON.stringify(p.root.ignored)}), so the config builds from the repository root: set \`builder.context\` and \`builder.dockerfile\` yourself.`);
   }
   if (p.serverCount === 1) {
     out.push(`- **HTTPS**: \`proxy.ssl: true\` lets kamal-proxy get a Let's Encrypt certificate for each environment's host name; that needs one server per environment, which is what VMKit provisions.`);
@@ -97,7 +107,7 @@ export function prBody(p: PrBodyInput): string {
   }
   if (p.zone !== undefined) {
     out.push('', '### Where it will answer', '');
-    for (const dest of p.environments) out.push(`- \`${dest}\`: https://${p.service}-${dest}.${p.zone} (VMKit registers the DNS record)`);
+    for (const dest of p.environments) out.push(`- \`${dest}\`: https://${hostFor(p.repoName, dest, p.zone)} (VMKit registers the DNS record)`);
   }
   out.push('', 'Everything here is plain Kamal: you can run `kamal deploy -d <environment>` yourself with the same variables set, and edit any file after merging.', '');
   return out.join('\n');

@@ -1,3 +1,4 @@
+import { SSH_HOST_KEY_TYPES } from '@vmkit/protocol';
 import type { FrameworkDefaults } from './frameworks.ts';
 import { APP_HOST_ENV, HOST_ENV, REGISTRY_PASSWORD, REGISTRY_USERNAME } from './kamal-config.ts';
 import { SSH_KEY_SECRET } from './secrets.ts';
@@ -51,6 +52,9 @@ const CHECK_DESTINATION = `set -euo pipefail
 test -f "config/deploy.$DEST.yml" || { echo "::error::config/deploy.$DEST.yml is missing: add the destination file for $DEST (copy another config/deploy.<environment>.yml)"; exit 1; }
 `;
 
+/** The host key types the agent may report, as a bash regex alternation. */
+const KEY_TYPES = SSH_HOST_KEY_TYPES.join('|');
+
 // known_hosts holds exactly the keys the VM's agent reported; StrictHostKeyChecking yes
 // makes net-ssh (Kamal's SSH) refuse any other key instead of trusting it on first use.
 const PIN_HOST_KEYS = `set -euo pipefail
@@ -61,7 +65,7 @@ count=0
 while IFS= read -r line; do
   [ -z "$line" ] && continue
   read -r type key rest <<< "$line"
-  [[ "$type" =~ ^(ssh-ed25519|ecdsa-sha2-nistp(256|384|521)|ssh-rsa)$ && "$key" =~ ^[A-Za-z0-9+/]+=*$ && -z "$rest" ]] || { echo "::error::host_keys holds something that is not an SSH public key"; exit 1; }
+  [[ "$type" =~ ^(${KEY_TYPES})$ && "$key" =~ ^[A-Za-z0-9+/]+=*$ && -z "$rest" ]] || { echo "::error::host_keys holds something that is not an SSH public key"; exit 1; }
   for h in "\${hosts[@]}"; do printf '%s %s %s\\n' "$h" "$type" "$key" >> ~/.ssh/known_hosts; done
   count=$((count + 1))
 done < <(tr ',' '\\n' <<< "$HOST_KEYS")
