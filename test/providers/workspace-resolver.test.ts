@@ -9,6 +9,9 @@ import { FakeCloudflare } from '../helpers/fake-cloudflare.ts';
 import { FakeGitHub, filesOf } from '../helpers/fake-github.ts';
 import { FIXTURE_REPOS } from '../scan/fixture-repos.ts';
 import type { WorkspaceProviderSet } from '../../control-plane/src/services/deploy/providers.ts';
+import { WorkspaceProviders } from '../../control-plane/src/services/workspace-providers.ts';
+import { SecretBox } from '../../control-plane/src/auth/secret-box.ts';
+import { ApiError } from '../../control-plane/src/errors.ts';
 
 const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
 const CF_TOKEN = 'cf-test-token-0123456789abcdefghijklmnopqr';
@@ -162,4 +165,34 @@ t.test('local DNS records are kept per workspace and listed by the API', async (
   t.equal((await cp.api('GET', '/api/dns-records', { key: secret })).status, 200, 'deploys:read may list them');
   const { secret: narrow } = await cp.createKey(['repos:read']);
   t.equal((await cp.api('GET', '/api/dns-records', { key: narrow })).status, 403);
+});
+
+t.test('when the sandbox cannot run here, the first workspace still resolves and provisioning says why', async (t) => {
+  const cp = await controlPlane(t);
+  const providers = new WorkspaceProviders({
+    db: cp.ctx.db,
+    box: SecretBox.forDataDir(cp.dataDir),
+    localCompute: () => {
+      throw new ApiError('sandbox_unavailable', 'The local VM sandbox cannot run here: not root.');
+    },
+    defaultGitHub: { apiBaseUrl: github.url, auth: { kind: 'token', token: GH_TOKEN } },
+  });
+  const set = await providers.resolve(cp.workspaceId);
+  t.equal(set.compute?.name, 'local');
+  t.equal(set.github?.authKind, 'token', 'GitHub still resolves: the first phase of a deploy needs no VM');
+  t.equal(set.dns.name, 'local');
+  await t.rejects(set.compute?.create({ instance_id: 'inst_1', name: 'x' }) ?? Promise.resolve(), { key: 'sandbox_unavailable', message: /not root/ });
+  await t.rejects(set.compute?.status('inst_1') ?? Promise.resolve(), { key: 'sandbox_unavailable' });
+  await t.rejects(set.compute?.destroy('inst_1') ?? Promise.resolve(), { key: 'sandbox_unavailable' });
+});
+
+t.test('settings survive a restart: the sealed token opens again with the same key file', async (t) => {
+  const cp = await controlPlane(t);
+  const hetzner = await FakeHetzner.start({ token: TOKEN });
+  t.teardown(() => hetzner.close());
+  await cp.api('PUT', '/api/workspace/compute', { body: { provider: 'hetzner', token: TOKEN, api_url: hetzner.url } });
+  await cp.restart();
+  const { compute } = await resolve(cp);
+  t.equal(compute?.name, 'hetzner');
+  t.equal(await compute?.status('inst_01jx4n9abcdefghjkmnpqrstvw'), 'missing', 'the reopened token is accepted by Hetzner');
 });
