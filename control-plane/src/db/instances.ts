@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { and, asc, eq, inArray, sql } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, notInArray, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import { prepared } from './index.ts';
 import type { Db } from './index.ts';
@@ -126,3 +126,13 @@ export async function updateInstance(db: Db, id: string, patch: InstancePatch, n
     .run();
 }
 
+
+/** The newest instance of an environment that is neither failed nor destroyed (the VM deploy reuses). */
+export async function findLiveInstanceOfEnvironment(db: Db, workspaceId: string, environmentId: string): Promise<InstanceRow | undefined> {
+  return db
+    .select()
+    .from(instances)
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, environmentId), notInArray(instances.status, ['failed', 'destroyed'])))
+    .orderBy(desc(instances.id))
+    .get();
+}

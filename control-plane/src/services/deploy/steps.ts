@@ -4,15 +4,13 @@
  * created, the DNS record by name and owner, the run by the dispatch time and the
  * deploy id in its name) instead of making a second one.
  */
-import { and, desc, eq, notInArray } from 'drizzle-orm';
 import { parse as parseYaml } from 'yaml';
 import type { AppContext } from '../../app.ts';
 import { getAgentByInstance } from '../../db/agents.ts';
 import type { EnvironmentRow } from '../../db/environments.ts';
-import { getInstance } from '../../db/instances.ts';
+import { findLiveInstanceOfEnvironment, getInstance } from '../../db/instances.ts';
 import type { InstanceRow } from '../../db/instances.ts';
 import type { RepoRow } from '../../db/repos.ts';
-import { instances } from '../../db/schema.ts';
 import { ApiError } from '../../errors.ts';
 import type { ComputeProvider } from '../../providers/compute/types.ts';
 import { hostFor } from '../../providers/dns/types.ts';
@@ -97,12 +95,7 @@ export async function provisioning(s: StepEnv): Promise<StepOutcome> {
     if (mine && !GONE.includes(mine.status)) return { state: 'succeeded', detail: { instance_id: mine.id, reused: true } };
   }
   // The environment's live VM.
-  const live = ctx.db
-    .select()
-    .from(instances)
-    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, env.id), notInArray(instances.status, GONE)))
-    .orderBy(desc(instances.id))
-    .get();
+  const live = await findLiveInstanceOfEnvironment(ctx.db, workspaceId, env.id);
   if (live) {
     await record.patch({ instanceId: live.id });
     return { state: 'succeeded', detail: { instance_id: live.id, reused: true } };
