@@ -6,6 +6,7 @@ import { idSchema, newId } from './ids.ts';
 import { decodePublicKey, keyIdOf } from './keys.ts';
 import type { SigningKeyPair } from './keys.ts';
 import type { ErrorKey } from './errors.ts';
+import { shellOpenParams } from './shell.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -44,11 +45,6 @@ export const hardenParams = z.strictObject({
   /** The SSH crypto, forwarding and login-limit policy; absent means on. Sent only to opt out,
    * so agents from before the policy keep accepting the command. */
   ssh_policy: z.boolean().optional(),
-});
-export const shellOpenParams = z.strictObject({
-  session_id: idSchema('shellSession'),
-  cols: z.number().int().min(1).max(1000),
-  rows: z.number().int().min(1).max(1000),
 });
 export const keysRotateParams = z.strictObject({
   add: z.array(signingKeySchema).max(8),

@@ -10,3 +10,4 @@ export * from './enrollment.ts';
 export * from './harden.ts';
 export * from './repo-name.ts';
 export * from './ssh-host-keys.ts';
+export * from './shell.ts';

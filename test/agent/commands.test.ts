@@ -188,13 +188,18 @@ t.test('keys.rotate adds a key, then retires the old one; the agent follows', as
   t.same((agent.config().signing_keys as { key_id: string }[]).map((k) => k.key_id), [next.keyId]);
 });
 
-t.test('a command type with no executor fails cleanly', async (t) => {
-  const { hub, agent } = await connected(t);
-  const cmd = hub.sign(agent.agentId, 'shell.open', { session_id: newId('shellSession'), cols: 80, rows: 24 });
+t.test('shell.open to an agent whose config disables the shell fails cleanly with shell_disabled', async (t) => {
+  const hub = await FakeHub.start({ heartbeatIntervalMs: 200 });
+  t.teardown(() => hub.close());
+  const agent = await enrolledAgent(t, hub);
+  agent.patchConfig({ shell: { enabled: false } });
+  agent.start();
+  await hub.waitForConnection();
+  const cmd = hub.sign(agent.agentId, 'shell.open', { channel: 1, session_id: newId('shellSession'), cols: 80, rows: 24, term: 'xterm' });
   hub.sendCommand(cmd);
   const r = await hub.waitForResult(cmd.envelope.id);
   t.equal(r.status, 'failed');
-  t.equal(r.error?.key, 'unsupported_command');
+  t.equal(r.error?.key, 'shell_disabled');
 });
 
 t.test('a command cut short by an agent restart is reported failed, not lost', async (t) => {

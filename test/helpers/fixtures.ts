@@ -62,3 +62,29 @@ export function wireFixtures(set: 'valid' | 'invalid', schema?: WireSchemaName):
     .map((f) => ({ name: f, ...(JSON.parse(readFileSync(join(dir, f), 'utf8')) as Omit<WireFixture, 'name'>) }))
     .filter((fx) => schema === undefined || fx.schema === schema);
 }
+
+/** One case of test/fixtures/shell-frames: the bytes of a binary channel frame and what they decode to. */
+export interface ShellFrameFixture {
+  name: string;
+  description: string;
+  hex: string;
+  /** Valid cases: who sends it (`hub`, `agent`, `both`) and the decoded frame (`data_hex` for data bytes). */
+  direction?: 'hub' | 'agent' | 'both';
+  frame?: Record<string, unknown>;
+  /** Invalid cases: why the decoder refuses it. */
+  expect?: { reason: string };
+}
+
+export function shellFrameFixtures(set: 'valid' | 'invalid'): ShellFrameFixture[] {
+  const dir = join(FIXTURES, 'shell-frames', set);
+  return readdirSync(dir)
+    .filter((f) => f.endsWith('.json'))
+    .sort()
+    .map((f) => ({ name: f, ...(JSON.parse(readFileSync(join(dir, f), 'utf8')) as Omit<ShellFrameFixture, 'name'>) }));
+}
+
+/** A fixture's decoded frame as the codec represents it (data bytes as a Buffer). */
+export function fixtureShellFrame(fx: ShellFrameFixture): Record<string, unknown> {
+  const { data_hex, ...rest } = fx.frame ?? {};
+  return typeof data_hex === 'string' ? { ...rest, data: Buffer.from(data_hex, 'hex') } : rest;
+}

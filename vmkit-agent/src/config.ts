@@ -5,6 +5,7 @@ import { idSchema, signingKeySchema } from '@vmkit/protocol';
 import type { SigningKey } from '@vmkit/protocol';
 import { z } from 'zod';
 import { writeFileAtomic } from './durable.ts';
+import { shellConfigSchema } from './executors/shell/config.ts';
 
 export const DEFAULT_CONFIG_FILE = '/etc/vmkit/agent.json';
 export const DEFAULT_STATE_DIR = '/var/lib/vmkit-agent';
@@ -46,6 +47,8 @@ export const agentConfigSchema = z.strictObject({
     })
     .optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).optional(),
+  /** The ops shell: on/off, limits, default user, root. */
+  shell: shellConfigSchema.optional(),
 });
 export type AgentConfig = z.infer<typeof agentConfigSchema>;
 

@@ -24,6 +24,8 @@ export interface ConnectionOptions {
   onWelcome(welcome: MessageOf<'welcome'>): void;
   /** `command` and `result_ack` once the connection is up. */
   onMessage(message: ServerMessage): void;
+  /** Binary frames (shell channels) once the connection is up. */
+  onBinary?(frame: Buffer): void;
   onState(state: ConnectionState, info: { nextRetryAt?: number; error?: string; heartbeatMs?: number }): void;
 }
 
@@ -74,6 +76,13 @@ export class AgentConnection {
     return true;
   }
 
+  /** Sends a binary (shell channel) frame if the connection is up; false means it was not sent. */
+  sendBinary(frame: Buffer): boolean {
+    if (!this.connected || !this.#ws) return false;
+    this.#ws.send(frame, { binary: true });
+    return true;
+  }
+
   async stop(): Promise<void> {
     this.#stopping = true;
     if (this.#reconnect) clearTimeout(this.#reconnect);
@@ -113,8 +122,14 @@ export class AgentConnection {
       this.#lastHeard = Date.now();
       this.#o.onState('handshaking', {});
     });
-    ws.on('message', (data: RawFrame) => {
+    ws.on('message', (data: RawFrame, isBinary: boolean) => {
       this.#lastHeard = Date.now();
+      // JSON messages are text frames; binary frames belong to shell channels.
+      if (isBinary) {
+        if (this.#phase === 'ready' && Buffer.isBuffer(data)) this.#o.onBinary?.(data);
+        else this.#o.log.warn('binary frame outside a ready connection dropped', {});
+        return;
+      }
       this.#onFrame(ws, data);
     });
     // ws answers pings with pongs by itself; both count as signs of life.

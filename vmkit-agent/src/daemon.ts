@@ -20,6 +20,8 @@ import { StatusFile } from './status.ts';
 import { loadAgentKey, prepareStateDir, statePaths } from './state-dir.ts';
 import { checkTransport, isLocalHost } from './transport-policy.ts';
 import { CommandVerifier } from './verify.ts';
+import { shellLimits } from './executors/shell/config.ts';
+import { ShellSessions } from './executors/shell/sessions.ts';
 import { AGENT_VERSION } from './version.ts';
 
 export interface DaemonOptions {
@@ -146,10 +148,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const abort = new AbortController();
   // eslint-disable-next-line prefer-const -- the dispatcher and the connection refer to each other
   let connection: AgentConnection;
+  const shell = new ShellSessions({ limits: shellLimits(config.shell), send: (f) => connection.sendBinary(f), log });
   const dispatcher = new CommandDispatcher({
     verifier,
     journal,
-    executors: opts.executors ?? defaultExecutors({ harden: hardenEnv }),
+    executors: opts.executors ?? defaultExecutors({ harden: hardenEnv, shell }),
     keys,
     log,
     send: (m) => connection.send(m),
@@ -192,7 +195,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
           .catch(fail('result_ack handling failed'));
       }
     },
+    onBinary: (frame) => shell.handleFrame(frame),
     onState: (state, info) => {
+      // Sessions live on one connection: when it drops, their process groups go.
+      if (state !== 'connected' && state !== 'handshaking') shell.disconnected();
       status.update({
         state,
         ...(state === 'connected' ? { last_connected_at: Date.now(), heartbeat_interval_ms: info.heartbeatMs } : {}),
@@ -226,6 +232,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       // journal and even send their result before the socket closes.
       if (!(await dispatcher.drain(DRAIN_MS))) log.warn('commands still running at stop; they will be reported interrupted');
       abort.abort();
+      shell.disconnected();
       await connection.stop();
       await status.flushed();
       await lock.release();

@@ -13,6 +13,7 @@ import {
   verifyHello,
 } from '@vmkit/protocol';
 import type { AgentMessage, ErrorKey, MessageOf, ServerMessage } from '@vmkit/protocol';
+import { ChannelRouter } from './channels.ts';
 import { PerAddressLimiter } from './pre-auth.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
 import type { AgentIdentity, AgentStateStore } from './store.ts';
@@ -127,6 +128,10 @@ export interface HubStats {
   refusedUnauthorized: number;
   invalidFrames: number;
   deadDropped: number;
+  /** Shell channels open on agent connections. */
+  channelsOpen: number;
+  /** Binary frames dropped: undecodable, or for an unknown or another agent's channel (detail: `channels.stats()`). */
+  channelFramesDropped: number;
 }
 
 /**
@@ -155,8 +160,10 @@ export class AgentHub implements AgentLink {
   readonly #listeners: HubListener[] = [];
   readonly #keyCache = new Map<string, KeyObject>();
   readonly #timers: NodeJS.Timeout[] = [];
+  /** Shell channels multiplexed on the agents' connections (binary frames). */
+  readonly channels = new ChannelRouter();
   #closing = false;
-  #stats: Omit<HubStats, 'connected' | 'handshaking'> = {
+  #stats: Omit<HubStats, 'connected' | 'handshaking' | 'channelsOpen' | 'channelFramesDropped'> = {
     handshakesCompleted: 0,
     refusedOverloaded: 0,
     refusedPreAuth: 0,
@@ -241,6 +248,14 @@ export class AgentHub implements AgentLink {
     return true;
   }
 
+  /** Sends a binary (shell channel) frame to a connected agent; false when it is not connected here. */
+  deliverBinary(agentId: string, frame: Buffer): boolean {
+    const conn = this.#open.get(agentId);
+    if (!conn || conn.phase !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return false;
+    conn.ws.send(frame, { binary: true });
+    return true;
+  }
+
   /** Closes an agent's live connection, e.g. because its key was replaced or revoked. */
   drop(agentId: string, message: string): void {
     const conn = this.#open.get(agentId);
@@ -248,7 +263,14 @@ export class AgentHub implements AgentLink {
   }
 
   stats(): HubStats {
-    return { connected: this.#open.size, handshaking: this.#handshaking.size, ...this.#stats };
+    const ch = this.channels.stats();
+    return {
+      connected: this.#open.size,
+      handshaking: this.#handshaking.size,
+      ...this.#stats,
+      channelsOpen: ch.open,
+      channelFramesDropped: ch.droppedInvalid + ch.droppedUnknown + ch.droppedForeign,
+    };
   }
 
   /** Writes the batched last_seen values now (also runs on a timer). */
@@ -339,15 +361,21 @@ export class AgentHub implements AgentLink {
       () => this.#refuse(conn, 'handshake_timeout', `no hello within ${this.#handshakeTimeoutMs} ms`, HUB_CLOSE.handshakeTimeout),
       this.#handshakeTimeoutMs,
     );
-    ws.on('message', (data: RawData) => this.#onFrame(conn, data));
+    ws.on('message', (data: RawData, isBinary: boolean) => this.#onFrame(conn, data, isBinary));
     ws.on('pong', () => this.#seen(conn));
     ws.on('close', () => this.#onClose(conn));
     this.#sendRaw(ws, { protocol: PROTOCOL_VERSION, type: 'challenge', nonce: conn.nonce, server_time: Date.now() });
   }
 
-  #onFrame(conn: Connection, data: RawData): void {
+  #onFrame(conn: Connection, data: RawData, isBinary = false): void {
     // Frames already in flight when the hub decided to close are not handled.
     if (conn.phase === 'closed' || conn.ws.readyState !== WebSocket.OPEN) return;
+    // Binary frames are shell channel traffic, only on an authenticated connection.
+    if (isBinary && conn.phase === 'open' && conn.agentId !== undefined) {
+      this.#seen(conn);
+      this.channels.handleFrame(conn.agentId, Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
+      return;
+    }
     const parsed = parseAgentMessage(data);
     if (!parsed.ok) {
       if (conn.phase !== 'open') {
@@ -451,6 +479,8 @@ export class AgentHub implements AgentLink {
         message: 'a newer connection of this agent took over',
       });
       previous.ws.close(HUB_CLOSE.replaced, 'replaced');
+      // The agent ends the sessions of a dropped connection; so do their channels here.
+      this.channels.agentGone(agent.id);
       this.#log.info({ agentId: agent.id }, 'hub: older connection replaced');
     }
     const connectedAt = Date.now();
@@ -491,6 +521,7 @@ export class AgentHub implements AgentLink {
     if (agentId === undefined || this.#open.get(agentId) !== conn) return;
     this.#open.delete(agentId);
     this.#dirtySeen.delete(agentId);
+    this.channels.agentGone(agentId);
     if (!this.#closing) {
       const at = Math.max(conn.lastSeen, 0);
       void this.#writeState(agentId, () => this.#store.markDisconnected(agentId, at));

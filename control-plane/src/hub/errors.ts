@@ -57,6 +57,8 @@ export class AgentCommandError extends Error {
   /** The agent's own error key, e.g. `bad_signature` or `lockout_risk`. */
   readonly reason: ErrorKey;
   readonly output: Record<string, unknown> | undefined;
+  /** The agent's own sentence, as it sent it. */
+  readonly agentMessage: string;
   constructor(commandId: string, status: 'failed' | 'refused', agentError: { key: ErrorKey; message: string }, output?: Record<string, unknown>) {
     super(
       status === 'refused'
@@ -67,6 +69,7 @@ export class AgentCommandError extends Error {
     this.key = status === 'refused' ? 'agent_refused' : 'command_failed';
     this.commandId = commandId;
     this.reason = agentError.key;
+    this.agentMessage = agentError.message;
     this.output = output;
   }
 }

@@ -9,6 +9,7 @@ import { agentHubConfig } from './config.ts';
 import type { AgentHubConfig } from './config.ts';
 import { KeyRotation } from './key-rotation.ts';
 import { clientAddressResolver } from './pre-auth.ts';
+import { HubShellOpener } from './shell-opener.ts';
 import { FileKeyRing } from './signing-keys.ts';
 
 declare module '../app.ts' {
@@ -58,7 +59,8 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   const rotation = new KeyRotation({ ring, bus, hub, store, logger: ctx.logger });
   hub.addListener(bus);
   hub.addListener(rotation);
-  Object.assign(ctx, { hub, commandBus: bus, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache() });
+  const shellOpener = new HubShellOpener({ hub, bus });
+  Object.assign(ctx, { hub, commandBus: bus, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache(), shellOpener });
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();

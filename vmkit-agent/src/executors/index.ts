@@ -4,6 +4,7 @@ import { hardenExecutorSpec } from './harden/index.ts';
 import type { HardenEnv } from './harden/index.ts';
 import { keysRotateExecutor } from './keys-rotate.ts';
 import { pingExecutor } from './ping.ts';
+import type { ShellSessions } from './shell/sessions.ts';
 import type { ExecutorSpec } from './types.ts';
 
 export type { Executor, ExecutorContext, ExecutorOutcome, ExecutorSpec, KeyRing, StepState } from './types.ts';
@@ -29,14 +30,14 @@ export class ExecutorRegistry {
 }
 
 /**
- * The registration point. `harden` plugs in here from ./harden.ts (an
- * `ExecutorSpec<'harden'>`, exclusive) and `shell.open` from the ops-shell work;
- * until then those types are answered `unsupported_command`.
+ * The registration point. `shell.open` is served by the daemon's ShellSessions (it
+ * needs the connection to move bytes); without one it is answered `unsupported_command`.
  */
-export function defaultExecutors(opts: { harden?: HardenEnv } = {}): ExecutorRegistry {
-  return new ExecutorRegistry()
+export function defaultExecutors(opts: { harden?: HardenEnv; shell?: ShellSessions } = {}): ExecutorRegistry {
+  const registry = new ExecutorRegistry()
     .register('ping', pingExecutor)
     .register('facts', factsExecutor)
     .register('keys.rotate', keysRotateExecutor)
     .register('harden', hardenExecutorSpec(opts.harden));
+  return opts.shell ? registry.register('shell.open', opts.shell.executor) : registry;
 }
