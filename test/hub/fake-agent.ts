@@ -10,6 +10,9 @@ import type { MessageOf, ServerMessage } from '@vmkit/protocol';
 export class FakeAgent {
   readonly ws: WebSocket;
   readonly received: ServerMessage[] = [];
+  /** Binary (shell channel) frames the hub sent, in order. */
+  readonly binary: Buffer[] = [];
+  #binaryWaiters: (() => void)[] = [];
   readonly closed: Promise<{ code: number; reason: string }>;
   #waiters: { pred: (m: ServerMessage) => boolean; resolve: (m: ServerMessage) => void }[] = [];
 
@@ -17,7 +20,13 @@ export class FakeAgent {
     this.ws = ws;
     this.closed = new Promise((resolve) => ws.on('close', (code, reason) => resolve({ code, reason: reason.toString() })));
     ws.on('error', () => {});
-    ws.on('message', (data: Buffer) => {
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      // Binary frames are shell channel traffic: kept apart for the tests that look at them.
+      if (isBinary) {
+        this.binary.push(data);
+        for (const w of this.#binaryWaiters.splice(0)) w();
+        return;
+      }
       const parsed = parseServerMessage(data);
       if (!parsed.ok) throw new Error(`hub sent an invalid frame: ${parsed.error.message}`);
       this.received.push(parsed.message);
@@ -86,6 +95,23 @@ export class FakeAgent {
         },
       });
     });
+  }
+
+  /** Resolves once a binary frame matching pred has been received (checked against all so far). */
+  async binaryFrame(pred: (frame: Buffer) => boolean, timeoutMs = 10_000): Promise<Buffer> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const hit = this.binary.find(pred);
+      if (hit) return hit;
+      if (Date.now() > deadline) throw new Error(`no matching binary frame within ${timeoutMs} ms`);
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+        this.#binaryWaiters.push(() => {
+          clearTimeout(timer);
+          resolve();
+        });
+      });
+    }
   }
 
   send(message: unknown): void {
