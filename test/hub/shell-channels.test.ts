@@ -12,8 +12,8 @@ import type { HubFixture } from './hub-setup.ts';
 
 /** The hub's half of the shell: channel routing and flow control, with agents built from the protocol. */
 
-async function rig(t: Test) {
-  const fx = await startHub({ heartbeatIntervalMs: 60_000 });
+async function rig(t: Test, maxInvalidFrames = 5) {
+  const fx = await startHub({ heartbeatIntervalMs: 60_000, maxInvalidFrames });
   t.teardown(() => fx.close());
   const opener = new HubShellOpener({ hub: fx.hub, bus: fx.bus, openTimeoutMs: 10_000 });
   return { fx, opener, connect: () => connectAgent(t, fx) };
@@ -103,7 +103,7 @@ t.test('output and exit that race ahead of the open result are kept and delivere
 });
 
 t.test('frames for unknown or foreign channels, or that do not decode, are dropped and counted', async (t) => {
-  const { fx, opener, connect } = await rig(t);
+  const { fx, opener, connect } = await rig(t, 1_000);
   const a = await connect();
   const b = await connect();
   const chA = await (await open(opener, a)).opening;
@@ -118,12 +118,19 @@ t.test('frames for unknown or foreign channels, or that do not decode, are dropp
   a.agent.sendRaw(encodeShellData(unknown, Buffer.from('nobody')));
   await until(() => fx.hub.channels.stats().droppedUnknown === before.droppedUnknown + 1, 10_000, 'unknown frame counted');
 
-  const invalid = shellFrameFixtures('invalid');
-  for (const fxCase of invalid) a.agent.sendRaw(Buffer.from(fxCase.hex, 'hex'));
   // resize and eof are the hub's to send, never an agent's.
   a.agent.sendRaw(encodeShellFrame({ kind: 'resize', channel: chA.id, cols: 10, rows: 10 }));
-  await until(() => fx.hub.channels.stats().droppedInvalid === before.droppedInvalid + invalid.length + 1, 10_000, 'invalid frames counted');
-  t.equal(fx.hub.stats().channelFramesDropped, 2 + invalid.length + 1, 'the hub stats say how many were dropped');
+  await until(() => fx.hub.channels.stats().droppedInvalid === before.droppedInvalid + 1, 10_000, 'wrong-direction frame counted');
+  t.equal(fx.hub.stats().channelFramesDropped, 3, 'the hub stats say how many were dropped');
+
+  // Frames that do not decode are invalid frames: answered, counted, the connection kept (below the limit).
+  const invalidBefore = fx.hub.stats().invalidFrames;
+  const invalid = shellFrameFixtures('invalid');
+  for (const fxCase of invalid) a.agent.sendRaw(Buffer.from(fxCase.hex, 'hex'));
+  await until(() => fx.hub.stats().invalidFrames === invalidBefore + invalid.length, 10_000, 'undecodable frames counted');
+  const answer = (await a.agent.next('error')) as MessageOf<'error'>;
+  t.equal(answer.key, 'schema_violation');
+  t.match(answer.message, /binary frame refused/);
   t.ok(fx.hub.isConnected(a.agentId) && fx.hub.isConnected(b.agentId), 'neither agent is disconnected for it');
   t.equal(gotA.chunks.length, 0);
 });

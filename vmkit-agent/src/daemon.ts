@@ -148,7 +148,12 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const abort = new AbortController();
   // eslint-disable-next-line prefer-const -- the dispatcher and the connection refer to each other
   let connection: AgentConnection;
-  const shell = new ShellSessions({ limits: shellLimits(config.shell), send: (f) => connection.sendBinary(f), log });
+  const shell = new ShellSessions({
+    limits: shellLimits(config.shell),
+    send: (f) => connection.sendBinary(f),
+    reportInvalid: (message) => connection.send({ protocol: PROTOCOL_VERSION, type: 'error', key: 'invalid_request', message }),
+    log,
+  });
   const dispatcher = new CommandDispatcher({
     verifier,
     journal,

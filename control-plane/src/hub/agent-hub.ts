@@ -373,7 +373,8 @@ export class AgentHub implements AgentLink {
     // Binary frames are shell channel traffic, only on an authenticated connection.
     if (isBinary && conn.phase === 'open' && conn.agentId !== undefined) {
       this.#seen(conn);
-      this.channels.handleFrame(conn.agentId, Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
+      const bad = this.channels.handleFrame(conn.agentId, Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
+      if (bad !== undefined) this.#invalid(conn, 'schema_violation', bad);
       return;
     }
     const parsed = parseAgentMessage(data);

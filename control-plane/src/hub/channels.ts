@@ -11,7 +11,7 @@ export interface ChannelEndpoint {
 
 export interface ChannelStats {
   open: number;
-  /** Binary frames from agents that did not decode, or carried a kind only the hub sends. */
+  /** Frames of a kind only the hub sends (resize, eof). Frames that do not decode are the hub's invalid frames. */
   droppedInvalid: number;
   /** Frames naming a channel that is not open. */
   droppedUnknown: number;
@@ -43,23 +43,22 @@ export class ChannelRouter {
     this.#channels.delete(channel);
   }
 
-  /** A binary frame that arrived on `agentId`'s connection. */
-  handleFrame(agentId: string, raw: Buffer): void {
+  /**
+   * A binary frame that arrived on `agentId`'s connection. Returns why, when it does not
+   * decode at all (the hub answers it like any malformed frame); otherwise routes or drops it.
+   */
+  handleFrame(agentId: string, raw: Buffer): string | undefined {
     const decoded = decodeShellFrame(raw);
-    if (!decoded.ok || decoded.frame.kind === 'resize' || decoded.frame.kind === 'eof') {
+    if (!decoded.ok) return `binary frame refused (${decoded.error.reason}): ${decoded.error.message}`;
+    if (decoded.frame.kind === 'resize' || decoded.frame.kind === 'eof') {
       this.#stats.droppedInvalid++;
-      return;
+      return undefined;
     }
     const entry = this.#channels.get(decoded.frame.channel);
-    if (!entry) {
-      this.#stats.droppedUnknown++;
-      return;
-    }
-    if (entry.agentId !== agentId) {
-      this.#stats.droppedForeign++;
-      return;
-    }
-    entry.endpoint.onFrame(decoded.frame);
+    if (!entry) this.#stats.droppedUnknown++;
+    else if (entry.agentId !== agentId) this.#stats.droppedForeign++;
+    else entry.endpoint.onFrame(decoded.frame);
+    return undefined;
   }
 
   agentGone(agentId: string): void {

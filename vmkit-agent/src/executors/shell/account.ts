@@ -14,7 +14,7 @@ export function lookupAccount(name: string): Promise<Account | undefined> {
   return new Promise((resolve, reject) => {
     execFile('getent', ['passwd', '--', name], { timeout: 10_000 }, (err, stdout) => {
       // getent exits 2 for "no such key".
-      if (err) return (err as { code?: unknown }).code === 2 ? resolve(undefined) : reject(err);
+      if (err) return (err as { code?: unknown }).code === 2 ? resolve(undefined) : reject(new Error(`getent passwd failed: ${err.message}`));
       const f = stdout.trim().split('\n')[0]?.split(':') ?? [];
       if (f.length < 7 || f[0] !== name) return resolve(undefined);
       resolve({ name, uid: Number(f[2]), gid: Number(f[3]), home: f[5] ?? '/', shell: f[6] ?? '' });

@@ -18,6 +18,8 @@ export interface ShellSessionsOptions {
   /** The agent's own uid (tests); default process.getuid(). */
   selfUid?: number;
   lookup?: (name: string) => Promise<Account | undefined>;
+  /** Tells the hub about a binary frame that did not decode (as bad text frames are answered). */
+  reportInvalid?(message: string): void;
 }
 
 export interface ShellSessionsStats {
@@ -115,6 +117,7 @@ export class ShellSessions {
     if (!decoded.ok) {
       this.#dropped++;
       this.#o.log.warn('shell frame dropped', { reason: decoded.error.reason, message: decoded.error.message.slice(0, 300) });
+      this.#o.reportInvalid?.(`binary frame refused (${decoded.error.reason}): ${decoded.error.message}`.slice(0, 2048));
       return;
     }
     const f = decoded.frame;
