@@ -248,11 +248,15 @@ t.test("a Rails app with Rails 8's generated Dockerfile is guessed on port 80 (T
   const s = generate({ scan: { ...RAILS, dockerfile_detected: true } });
   t.equal(s.appPort, 80);
   t.notMatch(s.pr.body, /No Dockerfile found/);
+  // Thruster listens on 80 and Puma on PORT: PORT=80 would put both on one port.
+  t.notOk('PORT' in (parseStrict(file(s, 'config/deploy.yml')) as { env: { clear: object } }).env.clear, 'no PORT for Puma behind Thruster');
+  t.equal((parseStrict(file(generate(), 'config/deploy.yml')) as { env: { clear: Record<string, string> } }).env.clear.PORT, '3000', 'PORT where the app itself listens on app_port');
 });
 
 t.test('the health check is /up, or / for static sites, and the PR body says what to add when the framework lacks it', async (t) => {
   t.equal(generate().healthcheckPath, '/up');
-  t.match(generate().pr.body, /answers it out of the box/);
+  t.match(generate().pr.body, /answers it out of the box \(Rails 7\.1 and later; on an older app add/);
+  t.match(generate({ scan: await scanFixture('php-laravel') }).pr.body, /answers it out of the box \(Laravel 11 and later/);
   const fastapi = generate({ scan: await scanFixture('python-fastapi') });
   t.equal(fastapi.healthcheckPath, '/up');
   t.match(fastapi.pr.body, /@app\.get\("\/up"\)/);

@@ -14,6 +14,8 @@ export interface FrameworkDefaults {
   healthcheckPath: string;
   /** Null when the framework answers the health path out of the box; else what to add. */
   healthcheckHint: string | null;
+  /** For a route the framework has only from some version on: which, and what older apps add. */
+  healthcheckSince: string | null;
   /** Plain environment variables for the container. */
   clearEnv: Record<string, string>;
   /** Secrets the app needs at boot, read from repository secrets of the same name. */
@@ -30,6 +32,8 @@ interface Entry {
   secrets?: { name: string; purpose: string }[];
   /** Health path when `/up` does not fit (static files). */
   health?: string;
+  /** When `up` is null because recent versions have the route: which versions, and what older ones need. */
+  upSince?: string;
 }
 
 const NODE_UP = "app.get('/up', (req, res) => res.sendStatus(200))";
@@ -73,6 +77,7 @@ const TABLE: Record<string, Entry> = {
     why: '`rails server` listens on 3000',
     // Rails 7.1+ generates `get "up" => "rails/health#show"`.
     up: null,
+    upSince: 'Rails 7.1 and later; on an older app add `get "up" => proc { [200, {}, ["ok"]] }` to config/routes.rb',
     env: { RAILS_ENV: 'production', RAILS_LOG_TO_STDOUT: '1' },
     secrets: [{ name: 'RAILS_MASTER_KEY', purpose: 'decrypts config/credentials.yml.enc (the contents of config/master.key)' }],
   },
@@ -92,6 +97,7 @@ const TABLE: Record<string, Entry> = {
     why: 'PHP images (php:apache, serversideup/php) serve on port 80',
     // Laravel 11+ registers /up in bootstrap/app.php (`health: '/up'`).
     up: null,
+    upSince: "Laravel 11 and later; on an older app add `Route::get('/up', fn () => 'ok');` to routes/web.php",
     secrets: [{ name: 'APP_KEY', purpose: "Laravel's encryption key (`php artisan key:generate --show`)" }],
   },
   'php/symfony': { label: 'Symfony (PHP)', port: 80, why: 'PHP images (php:apache, serversideup/php) serve on port 80', up: 'a controller with #[Route(\'/up\')] returning a 200 Response', env: { APP_ENV: 'prod' } },
@@ -138,10 +144,14 @@ export function frameworkDefaults(scan: ScanFacts): FrameworkDefaults {
   if (!entry) throw new Error('framework table lost its fallback');
   let port = entry.port;
   let why = entry.why;
-  // Rails 7.1+ generates a Dockerfile; Rails 8's runs Thruster in front of Puma on port 80.
+  // PORT tells the app where to listen, so it matches app_port; static sites are served by a web server that ignores it.
+  let setPort = entry.health === undefined;
+  // Rails 7.1+ generates a Dockerfile; Rails 8's runs Thruster on port 80 in front of
+  // Puma, and Puma reads PORT: setting PORT=80 would put both on one port.
   if (language === 'ruby' && scan.framework === 'rails' && scan.dockerfile_detected === true) {
     port = 80;
     why = "the Dockerfile Rails 8 generates runs Thruster on port 80 (Rails 7.1's exposes 3000: set 3000 if yours does)";
+    setPort = false;
   }
   const health = entry.health ?? '/up';
   return {
@@ -150,7 +160,8 @@ export function frameworkDefaults(scan: ScanFacts): FrameworkDefaults {
     portReason: why,
     healthcheckPath: health,
     healthcheckHint: entry.up,
-    clearEnv: { ...(entry.env ?? {}), ...(entry.health === undefined ? { PORT: String(port) } : {}) },
+    healthcheckSince: entry.upSince ?? null,
+    clearEnv: { ...(entry.env ?? {}), ...(setPort ? { PORT: String(port) } : {}) },
     appSecrets: entry.secrets ?? [],
   };
 }

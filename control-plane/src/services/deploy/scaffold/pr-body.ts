@@ -81,7 +81,7 @@ export function prBody(p: PrBodyInput): string {
     `- **Port ${defaults.appPort}** (\`proxy.app_port\`): ${defaults.portReason}. The container also gets \`PORT=${defaults.appPort}\` where the app reads it. If your app listens elsewhere, change \`app_port\`.`,
   );
   if (defaults.healthcheckHint === null) {
-    out.push(`- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version; ${defaults.label} answers it out of the box${p.scan.framework === 'rails' ? ' (Rails 7.1 and later; on an older app add `get "up" => proc { [200, {}, ["ok"]] }` to config/routes.rb)' : ''}.`);
+    out.push(`- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version; ${defaults.label} answers it out of the box${defaults.healthcheckSince !== null ? ` (${defaults.healthcheckSince})` : ''}.`);
   } else {
     out.push(
       `- **Health check \`${defaults.healthcheckPath}\`** (\`proxy.healthcheck.path\`): kamal-proxy waits for it to answer 200 before switching traffic to a new version. ${defaults.label} has no such route by default: add one, for example ${defaults.healthcheckHint}, or point \`healthcheck.path\` at a route your app already answers with 200.`,
