@@ -39,6 +39,8 @@ import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
 import { hardenRoutes } from './api/harden.ts';
 import { workspaceProviderRoutes } from './api/workspace-providers.ts';
+import { shellRoutes } from './api/shell.ts';
+import { sshKeyRoutes } from './api/ssh-keys.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -87,6 +89,8 @@ export const ROUTES: ApiPlugin[] = [
   hardenRoutes,
   // After harden: its start-up resume of owed follow-ups runs first, so a resumed deploy joins that run.
   deployRoutes,
+  shellRoutes,
+  sshKeyRoutes,
   mcpRoutes,
 ];
 

@@ -22,6 +22,27 @@ export interface McpSessionConfig {
   perKeyMax: number;
 }
 
+/** The ops shell (both doors): limits, recording, revocation checks. */
+export interface ShellConfig {
+  /** A session with no byte either way for this long is closed (AWS SSM's default: 20 min). */
+  idleTimeoutMs: number;
+  /** Longest a session may last, whatever happens in it. */
+  maxSessionMs: number;
+  /** Also record what operators type (`"i"` events); off by default: passwords typed at a prompt would land in the file. */
+  recordInput: boolean;
+  /** Fail closed: refuse or end a session whose recording cannot be written (instead of running it unrecorded). */
+  requireRecording: boolean;
+  /** How often live sessions re-check their API key (revoked, expired) and SSH key: the bound on closing them. */
+  keyCheckMs: number;
+}
+
+export interface SshGatewayConfig {
+  /** null = off; 0 = a free port (tests). */
+  port: number | null;
+  /** Listen address; defaults to the HTTP host. */
+  host: string | undefined;
+}
+
 export interface Config {
   host: string;
   /** 0 picks a free port (tests). */
@@ -42,7 +63,12 @@ export interface Config {
   /** Longest an MCP tool blocks before answering with an id to poll (clients give up at 60 s). */
   mcpMaxWaitMs: number;
   mcpSessions: McpSessionConfig;
+  shell: ShellConfig;
+  sshGateway: SshGatewayConfig;
 }
+
+/** What `npm start` listens on for `ssh -p 2222 <instance>@<host>` unless told otherwise. */
+export const DEFAULT_SSH_GATEWAY_PORT = 2222;
 
 export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   host: '127.0.0.1',
@@ -55,6 +81,9 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   mcpMaxWaitMs: 45_000,
   mcpSessions: { max: 1000, anonymousMax: 100, perKeyMax: 32 },
   trustProxy: false,
+  shell: { idleTimeoutMs: 20 * 60_000, maxSessionMs: 12 * 3_600_000, recordInput: false, requireRecording: false, keyCheckMs: 5_000 },
+  // Off unless asked for (tests run many control planes at once); loadConfig turns it on at 2222.
+  sshGateway: { port: null, host: undefined },
 };
 
 export class ConfigError extends Error {
@@ -68,19 +97,28 @@ function int(name: string, raw: string, min: number, max: number): number {
   return n;
 }
 
+function bool(name: string, raw: string): boolean {
+  if (raw === 'true' || raw === 'false') return raw === 'true';
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
+}
+
 /** Merges overrides onto the defaults (used by tests and by loadConfig). */
 export function makeConfig(
-  overrides: Partial<Omit<Config, 'rateLimit' | 'mcpSessions'>> & {
+  overrides: Partial<Omit<Config, 'rateLimit' | 'mcpSessions' | 'shell' | 'sshGateway'>> & {
     rateLimit?: Partial<RateLimitConfig>;
     mcpSessions?: Partial<McpSessionConfig>;
+    shell?: Partial<ShellConfig>;
+    sshGateway?: Partial<SshGatewayConfig>;
   } = {},
 ): Config {
-  const { rateLimit, mcpSessions, ...rest } = overrides;
+  const { rateLimit, mcpSessions, shell, sshGateway, ...rest } = overrides;
   const merged = {
     ...DEFAULT_CONFIG,
     ...rest,
     rateLimit: { ...DEFAULT_CONFIG.rateLimit, ...rateLimit },
     mcpSessions: { ...DEFAULT_CONFIG.mcpSessions, ...mcpSessions },
+    shell: { ...DEFAULT_CONFIG.shell, ...shell },
+    sshGateway: { ...DEFAULT_CONFIG.sshGateway, ...sshGateway },
   };
   if (merged.publicUrl !== undefined) merged.publicUrl = merged.publicUrl.replace(/\/+$/, '');
   return { ...merged, dataDir: resolve(merged.dataDir) };
@@ -97,6 +135,12 @@ export const SERVE_OPTIONS = {
   'log-level': { type: 'string' },
   'mcp-max-wait-ms': { type: 'string' },
   'trust-proxy': { type: 'string' },
+  'ssh-gateway-port': { type: 'string' },
+  'ssh-gateway-host': { type: 'string' },
+  'shell-idle-timeout-s': { type: 'string' },
+  'shell-max-session-s': { type: 'string' },
+  'shell-record-input': { type: 'string' },
+  'shell-require-recording': { type: 'string' },
 } as const;
 
 /**
@@ -106,7 +150,12 @@ export const SERVE_OPTIONS = {
  * --rate-limit-anonymous-max/VMKIT_RATE_LIMIT_ANONYMOUS_MAX,
  * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL,
  * --mcp-max-wait-ms/VMKIT_MCP_MAX_WAIT_MS,
- * --trust-proxy/VMKIT_TRUST_PROXY (false | true | comma-separated addresses).
+ * --trust-proxy/VMKIT_TRUST_PROXY (false | true | comma-separated addresses),
+ * --ssh-gateway-port/VMKIT_SSH_GATEWAY_PORT (default 2222; 0 = off),
+ * --ssh-gateway-host/VMKIT_SSH_GATEWAY_HOST (default: --host),
+ * --shell-idle-timeout-s/VMKIT_SHELL_IDLE_TIMEOUT_S, --shell-max-session-s/VMKIT_SHELL_MAX_SESSION_S,
+ * --shell-record-input/VMKIT_SHELL_RECORD_INPUT (true | false),
+ * --shell-require-recording/VMKIT_SHELL_REQUIRE_RECORDING (true | false: fail closed).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -120,7 +169,25 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
     return v === undefined || v === '' ? undefined : v;
   };
   const rl: Partial<RateLimitConfig> = {};
-  const overrides: Parameters<typeof makeConfig>[0] = { rateLimit: rl };
+  const shell: Partial<ShellConfig> = {};
+  const gwPort = pick('ssh-gateway-port', 'VMKIT_SSH_GATEWAY_PORT');
+  const gwHost = pick('ssh-gateway-host', 'VMKIT_SSH_GATEWAY_HOST');
+  const overrides: Parameters<typeof makeConfig>[0] = {
+    rateLimit: rl,
+    shell,
+    sshGateway: {
+      port: gwPort === undefined ? DEFAULT_SSH_GATEWAY_PORT : int('SSH gateway port', gwPort, 0, 65535) || null,
+      host: gwHost,
+    },
+  };
+  const idle = pick('shell-idle-timeout-s', 'VMKIT_SHELL_IDLE_TIMEOUT_S');
+  if (idle !== undefined) shell.idleTimeoutMs = int('shell idle timeout', idle, 1, 7 * 86_400) * 1000;
+  const maxLen = pick('shell-max-session-s', 'VMKIT_SHELL_MAX_SESSION_S');
+  if (maxLen !== undefined) shell.maxSessionMs = int('shell max session length', maxLen, 1, 30 * 86_400) * 1000;
+  const recIn = pick('shell-record-input', 'VMKIT_SHELL_RECORD_INPUT');
+  if (recIn !== undefined) shell.recordInput = bool('shell record input', recIn);
+  const recReq = pick('shell-require-recording', 'VMKIT_SHELL_REQUIRE_RECORDING');
+  if (recReq !== undefined) shell.requireRecording = bool('shell require recording', recReq);
   const host = pick('host', 'VMKIT_HOST');
   if (host !== undefined) overrides.host = host;
   const port = pick('port', 'VMKIT_PORT');

@@ -34,6 +34,14 @@ export const ERRORS = {
   scan_not_found: { status: 404, message: 'No scan with this id exists in this workspace.' },
   command_not_found: { status: 404, message: 'No command with this id exists in this workspace.' },
   deploy_not_found: { status: 404, message: 'No deploy with this id exists in this workspace.' },
+  // ops shell doors (WebSocket, ssh gateway) and their records
+  instance_name_ambiguous: { status: 409, message: 'More than one instance of this workspace has this name; use its id.' },
+  shell_session_not_found: { status: 404, message: 'No shell session with this id is visible to this API key.' },
+  recording_not_found: { status: 404, message: 'The recording of this shell session is not on the control plane.' },
+  recording_failed: { status: 503, message: 'The session recording could not be written, and sessions must be recorded.' },
+  ssh_key_invalid: { status: 400, message: 'The SSH public key is not a supported OpenSSH public key line.' },
+  ssh_key_exists: { status: 409, message: 'This SSH public key is already registered.' },
+  ssh_key_not_found: { status: 404, message: 'No SSH key with this id is registered on this API key.' },
   enrollment_token_invalid: {
     status: 401,
     message: 'The enrollment token is unknown, expired or already used.',

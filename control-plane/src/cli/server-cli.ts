@@ -11,11 +11,16 @@ export const SERVER_USAGE = `Usage:
   vmkit-control-plane serve [--host H] [--port P] [--data-dir D] [--public-url U]
                             [--rate-limit-max N] [--rate-limit-anonymous-max N]
                             [--rate-limit-window-ms MS] [--log-level L] [--trust-proxy T]
+                            [--ssh-gateway-port P (2222; 0 = off)] [--ssh-gateway-host H]
+                            [--shell-idle-timeout-s S] [--shell-max-session-s S]
+                            [--shell-record-input true|false] [--shell-require-recording true|false]
   vmkit-control-plane workspaces create NAME [--data-dir D] [--public-url U]
 
 Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_PUBLIC_URL,
 VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
-VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY. Flags win over the environment.
+VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY, VMKIT_SSH_GATEWAY_PORT, VMKIT_SSH_GATEWAY_HOST,
+VMKIT_SHELL_IDLE_TIMEOUT_S, VMKIT_SHELL_MAX_SESSION_S, VMKIT_SHELL_RECORD_INPUT,
+VMKIT_SHELL_REQUIRE_RECORDING. Flags win over the environment.
 `;
 
 /** Starts the server; resolves once it listens. The caller owns shutdown. */
@@ -23,6 +28,14 @@ export async function serve(argv: string[], io: Io): Promise<RunningControlPlane
   const config = loadConfig(argv, io.env);
   const running = await startControlPlane(config);
   if (running.bootstrap) io.stdout(newWorkspaceMessage(running.bootstrap, running.ctx.publicUrl));
+  const gw = running.ctx.sshGateway;
+  if (gw) {
+    // Printed so users can pin it: `ssh` shows the same fingerprint on first contact.
+    io.stdout(
+      `SSH gateway: ssh -p ${gw.port} <instance>@${gw.host.includes(':') ? `[${gw.host}]` : gw.host}\n` +
+        `  host key ${gw.hostKey.fingerprint}\n  known_hosts line: [${gw.host}]:${gw.port} ${gw.hostKey.publicKey}\n`,
+    );
+  }
   running.ctx.logger.info({ url: running.url, public_url: running.ctx.publicUrl, data_dir: config.dataDir }, 'control plane listening');
   return running;
 }

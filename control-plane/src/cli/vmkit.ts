@@ -1,8 +1,10 @@
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
 import { runDeployCli } from './deploy-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
 import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
+import { runShellCli } from './shell-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
 
@@ -22,6 +24,11 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [
   deploy OWNER/NAME DEST [--sha SHA] [--wait]   deploy (first call opens the scaffolding PR)
   deploy status DEPLOY_ID [--wait]
   deploys [OWNER/NAME [DEST]]
+  shell INSTANCE [--user NAME] [-- COMMAND...]   a shell (or one command) on the instance
+  shell-sessions list [--limit N] [--cursor C]
+  ssh-keys add KEY_ID (--file PATH.pub | --public-key LINE)
+  ssh-keys list KEY_ID
+  ssh-keys remove KEY_ID SSH_KEY_ID
   mcp --gateway URL [--listen HOST:PORT]   serve MCP at / forwarding to a control plane
 
 --url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
@@ -41,6 +48,8 @@ const OPTIONS = {
   since: { type: 'string' },
   limit: { type: 'string' },
   cursor: { type: 'string' },
+  file: { type: 'string' },
+  'public-key': { type: 'string' },
   help: { type: 'boolean', short: 'h', default: false },
 } as const;
 
@@ -59,6 +68,7 @@ function need(positionals: string[], n: number, what: string): string[] {
 export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'mcp') return runMcpCli(argv.slice(1), io);
   if (argv[0] === 'deploy' || argv[0] === 'deploys') return runDeployCli(argv, io);
+  if (argv[0] === 'shell') return runShellCli(argv.slice(1), io);
   let values: { [K in keyof typeof OPTIONS]?: string | boolean };
   let positionals: string[];
   try {
@@ -221,6 +231,64 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
               s(a.tool),
               a.target_ids ? Object.values(a.target_ids as Record<string, string>).join(',') : '',
               s(a.client_address),
+            ]),
+          );
+          return body.next_cursor ? `${text}(more: --cursor ${p(body.next_cursor)})\n` : text;
+        });
+        return 0;
+      }
+      case 'ssh-keys add': {
+        const [keyId] = need(args, 1, 'ssh-keys add KEY_ID (--file PATH.pub | --public-key LINE)');
+        const file = values.file as string | undefined;
+        let line = values['public-key'] as string | undefined;
+        if ((file === undefined) === (line === undefined)) throw new UsageError('ssh-keys add needs one of --file or --public-key');
+        if (file !== undefined) line = readFileSync(file, 'utf8').trim();
+        const body = (await client.request('POST', `/api/keys/${encodeURIComponent(keyId ?? '')}/ssh-keys`, { public_key: line })) as Row;
+        out(body, () => `Registered SSH key ${p(body.id)} (${p(body.fingerprint)}) on ${p(body.key_id)}.\n`);
+        return 0;
+      }
+      case 'ssh-keys list': {
+        const [keyId] = need(args, 1, 'ssh-keys list KEY_ID');
+        const body = await client.request('GET', `/api/keys/${encodeURIComponent(keyId ?? '')}/ssh-keys`);
+        out(body, () =>
+          table(
+            ['ID', 'TYPE', 'FINGERPRINT', 'COMMENT', 'CREATED', 'LAST USED'],
+            items(body).map((k) => [s(k.id), s(k.type), s(k.fingerprint), s(k.comment), s(k.created_at), s(k.last_used_at)]),
+          ),
+        );
+        return 0;
+      }
+      case 'ssh-keys remove': {
+        const [keyId, sshKeyId] = need(args, 2, 'ssh-keys remove KEY_ID SSH_KEY_ID');
+        const body = (await client.request(
+          'DELETE',
+          `/api/keys/${encodeURIComponent(keyId ?? '')}/ssh-keys/${encodeURIComponent(sshKeyId ?? '')}`,
+        )) as Row;
+        out(body, () => `Removed SSH key ${p(body.id)} (${p(body.fingerprint)}).\n`);
+        return 0;
+      }
+      case 'shell-sessions list': {
+        need(args, 0, 'no arguments besides --limit and --cursor');
+        const query = new URLSearchParams();
+        if (typeof values.limit === 'string') query.set('limit', values.limit);
+        if (typeof values.cursor === 'string') query.set('cursor', values.cursor);
+        const qs = query.toString();
+        const body = (await client.request('GET', `/api/shell-sessions${qs ? `?${qs}` : ''}`)) as { next_cursor: string | null };
+        out(body, () => {
+          const text = table(
+            ['ID', 'INSTANCE', 'KEY', 'VIA', 'STARTED', 'DURATION', 'EXIT', 'END', 'IN', 'OUT', 'COMMAND'],
+            items(body).map((x) => [
+              s(x.id),
+              s(x.instance_id),
+              s(x.key_name ?? x.key_id),
+              s(x.via),
+              s(x.started_at),
+              x.duration_ms === null ? 'live' : `${Math.round(Number(x.duration_ms) / 1000)}s`,
+              s(x.exit_code ?? x.exit_signal),
+              s(x.end_reason),
+              s(x.bytes_in),
+              s(x.bytes_out),
+              s(x.command),
             ]),
           );
           return body.next_cursor ? `${text}(more: --cursor ${p(body.next_cursor)})\n` : text;

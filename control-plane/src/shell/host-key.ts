@@ -1,0 +1,44 @@
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import ssh2 from 'ssh2';
+import { sshFingerprint } from './ssh-key.ts';
+
+export const HOST_KEY_FILE = 'ssh-gateway-host-key';
+
+export interface GatewayHostKey {
+  /** OpenSSH private key (what ssh2's server takes). */
+  privateKey: string;
+  /** `ssh-ed25519 AAAA...`, for a known_hosts line. */
+  publicKey: string;
+  /** `SHA256:...`, what `ssh` prints on first contact; users pin it. */
+  fingerprint: string;
+  created: boolean;
+}
+
+/**
+ * The gateway's Ed25519 host key, made once and kept 0600 in the data directory: a
+ * new key on every start would teach users to click through host key warnings.
+ */
+export function loadOrCreateHostKey(dataDir: string): GatewayHostKey {
+  const file = join(dataDir, HOST_KEY_FILE);
+  let privateKey: string;
+  let created = false;
+  try {
+    privateKey = readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+    privateKey = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'vmkit ssh gateway' }).private;
+    // 'wx': two control planes starting on one data dir keep the first key.
+    try {
+      writeFileSync(file, privateKey, { mode: 0o600, flag: 'wx' });
+      created = true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      privateKey = readFileSync(file, 'utf8');
+    }
+  }
+  const parsed = ssh2.utils.parseKey(privateKey);
+  if (parsed instanceof Error) throw new Error(`the SSH gateway host key ${file} cannot be read: ${parsed.message}`);
+  const blob = parsed.getPublicSSH();
+  return { privateKey, publicKey: `${parsed.type} ${blob.toString('base64')}`, fingerprint: sshFingerprint(blob), created };
+}

@@ -1,0 +1,193 @@
+import type { IncomingMessage } from 'node:http';
+import { STATUS_CODES } from 'node:http';
+import { randomUUID } from 'node:crypto';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import type { RawData, WebSocket } from 'ws';
+import type { ErrorKey } from '@vmkit/protocol';
+import type { Db } from '../db/index.ts';
+import { insertAudit } from '../db/audit.ts';
+import { bearerToken, checkApiKey } from '../auth/api-keys.ts';
+import { ApiError, isApiError } from '../errors.ts';
+import { OperatorControl, SHELL_PATH, ShellQuery } from './operator-wire.ts';
+import type { ServerControl } from './operator-wire.ts';
+import type { ShellSession, ShellSessionService } from './session.ts';
+
+/** Largest message an operator may send: keystrokes and pastes, not file transfers. */
+const MAX_MESSAGE = 1024 * 1024;
+const ROUTE = '/api/instances/:id/shell';
+
+function refuse(socket: Duplex, err: ApiError, requestId: string): void {
+  const body = JSON.stringify(err.toBody());
+  const auth = err.key === 'unauthorized' ? 'WWW-Authenticate: Bearer realm="vmkit"\r\n' : '';
+  socket.end(
+    `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `X-Request-Id: ${requestId}\r\n${auth}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}
+
+function describe(issues: { path: PropertyKey[]; message: string }[]): string {
+  const first = issues[0];
+  return first ? `Invalid request: query.${first.path.map(String).join('.')}: ${first.message}.` : 'Invalid request.';
+}
+
+export interface WebSocketDoorOptions {
+  db: Db;
+  sessions: ShellSessionService;
+  now: () => number;
+  clientAddress: (req: IncomingMessage) => string;
+  logger: { debug(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
+}
+
+/**
+ * `GET /api/instances/{id}/shell` as a WebSocket: the key is checked and the session
+ * opened before the upgrade is answered, so a refusal is an ordinary HTTP error with a
+ * JSON body (and an audit row). Then bytes flow with backpressure both ways: the
+ * operator's socket is paused while the channel's window is full, and VM output is
+ * acknowledged to the agent only once it is written to the operator's socket.
+ */
+export class WebSocketDoor {
+  readonly #o: WebSocketDoorOptions;
+  readonly #wss = new WebSocketServer({ noServer: true, maxPayload: MAX_MESSAGE, perMessageDeflate: false });
+
+  constructor(opts: WebSocketDoorOptions) {
+    this.#o = opts;
+  }
+
+  static readonly path = SHELL_PATH;
+
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
+    void this.#upgrade(req, socket, head).catch((err: unknown) => {
+      this.#o.logger.warn({ err }, 'shell upgrade failed');
+      if (!socket.destroyed) refuse(socket, new ApiError('internal'), 'none');
+    });
+  }
+
+  close(): void {
+    for (const ws of this.#wss.clients) ws.terminate();
+    this.#wss.close();
+  }
+
+  async #upgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    const requestId = randomUUID();
+    const url = new URL(req.url ?? '/', 'http://x');
+    let instance: string;
+    try {
+      instance = decodeURIComponent(SHELL_PATH.exec(url.pathname)?.[1] ?? '');
+    } catch {
+      refuse(socket, new ApiError('invalid_request', 'Invalid request: the instance in the path is not valid percent-encoding.'), requestId);
+      return;
+    }
+    const clientAddress = this.#o.clientAddress(req);
+    const check = await checkApiKey(this.#o.db, bearerToken(req.headers.authorization), this.#o.now());
+    if (!check.ok) {
+      if ('key' in check) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, 401, 'unauthorized', requestId, clientAddress);
+      const why = { missing: 'No API key was sent; send the header "Authorization: Bearer vmk_...".', malformed: 'The Authorization header does not carry a vmk_ API key.', unknown: 'The API key is not valid.', expired: 'The API key has expired.', revoked: 'The API key has been revoked.' }[check.reason];
+      refuse(socket, new ApiError('unauthorized', why), requestId);
+      return;
+    }
+    const { key } = check;
+    const query = ShellQuery.safeParse(Object.fromEntries(url.searchParams));
+    if (!query.success) {
+      const err = new ApiError('invalid_request', describe(query.error.issues));
+      await this.#auditRefusal(key.workspaceId, key.id, instance, err.status, err.key, requestId, clientAddress);
+      refuse(socket, err, requestId);
+      return;
+    }
+    let session: ShellSession;
+    try {
+      session = await this.#o.sessions.open({
+        caller: { workspaceId: key.workspaceId, keyId: key.id, scopes: key.scopes, clientAddress },
+        door: 'websocket',
+        instance,
+        cols: query.data.cols,
+        rows: query.data.rows,
+        term: query.data.term,
+        ...(query.data.command !== undefined && { command: query.data.command }),
+        ...(query.data.user !== undefined && { user: query.data.user }),
+        method: 'GET',
+        route: ROUTE,
+        requestId,
+      });
+    } catch (err) {
+      refuse(socket, isApiError(err) ? err : new ApiError('internal'), requestId);
+      return;
+    }
+    if (socket.destroyed) {
+      // The operator went away while the agent opened the PTY.
+      void session.terminate('operator_closed');
+      return;
+    }
+    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#relay(ws, session));
+  }
+
+  #relay(ws: WebSocket, session: ShellSession): void {
+    const sendControl = (msg: ServerControl) => {
+      if (ws.readyState === ws.OPEN) ws.send(JSON.stringify(msg));
+    };
+    sendControl({ type: 'opened', session_id: session.id, instance_id: session.instanceId });
+    session.onOutput((chunk, done) => {
+      if (ws.readyState !== ws.OPEN) return done();
+      // The callback runs once the frame is written to the socket: only then is credit returned.
+      ws.send(chunk, { binary: true }, () => done());
+    });
+    session.onDrain(() => {
+      if (ws.isPaused) ws.resume();
+    });
+    session.onEnd((end) => {
+      sendControl({ type: 'exit', code: end.code, signal: end.signal, reason: end.reason, message: end.message });
+      if (ws.readyState === ws.OPEN) ws.close(1000, end.reason.slice(0, 100));
+    });
+    ws.on('message', (data: RawData, isBinary: boolean) => {
+      // The server's binaryType is the default 'nodebuffer': a Buffer, or fragments of one.
+      const buf = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
+      if (isBinary) {
+        if (!session.write(buf)) ws.pause();
+        return;
+      }
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(buf.toString('utf8'));
+      } catch {
+        parsed = undefined;
+      }
+      const msg = OperatorControl.safeParse(parsed);
+      if (!msg.success) {
+        sendControl({ type: 'error', error: 'invalid_request', message: 'Invalid request: a text message must be {"type":"resize","cols","rows"} or {"type":"eof"}.' });
+        return;
+      }
+      if (msg.data.type === 'resize') session.resize(msg.data.cols, msg.data.rows);
+      else session.eof();
+    });
+    ws.on('close', () => {
+      if (!session.ended) void session.terminate('operator_closed');
+    });
+    ws.on('error', (err) => this.#o.logger.debug({ err, session_id: session.id }, 'operator socket error'));
+  }
+
+  async #auditRefusal(
+    workspaceId: string,
+    keyId: string,
+    instance: string,
+    status: number,
+    errorKey: ErrorKey,
+    requestId: string,
+    clientAddress: string,
+  ): Promise<void> {
+    await insertAudit(this.#o.db, {
+      at: this.#o.now(),
+      workspaceId,
+      keyId,
+      channel: 'shell',
+      tool: null,
+      action: 'shell.refused',
+      method: 'GET',
+      route: ROUTE,
+      targetIds: { instance: instance.slice(0, 128), via: 'websocket' },
+      status,
+      errorKey,
+      requestId,
+      clientAddress,
+    });
+  }
+}
