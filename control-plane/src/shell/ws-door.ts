@@ -26,9 +26,13 @@ function refuse(socket: Duplex, err: ApiError, requestId: string): void {
   );
 }
 
-function describe(issues: { path: PropertyKey[]; message: string }[]): string {
+function describe(issues: { path: PropertyKey[]; message: string; code?: string; keys?: string[] }[]): string {
   const first = issues[0];
-  return first ? `Invalid request: query.${first.path.map(String).join('.')}: ${first.message}.` : 'Invalid request.';
+  if (!first) return 'Invalid request.';
+  if (first.code === 'unrecognized_keys' && first.keys) {
+    return `Invalid request: query has unknown field${first.keys.length > 1 ? 's' : ''} ${first.keys.map((k) => `"${k.slice(0, 40)}"`).join(', ')}.`;
+  }
+  return `Invalid request: query.${first.path.map(String).join('.')}: ${first.message}.`;
 }
 
 export interface WebSocketDoorOptions {
