@@ -41,6 +41,11 @@ export interface SshGatewayConfig {
   port: number | null;
   /** Listen address; defaults to the HTTP host. */
   host: string | undefined;
+  /**
+   * false for the default port: when it is taken (a second control plane on the
+   * machine), the server starts without the gateway and says so instead of failing.
+   */
+  required: boolean;
 }
 
 export interface Config {
@@ -83,7 +88,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   trustProxy: false,
   shell: { idleTimeoutMs: 20 * 60_000, maxSessionMs: 12 * 3_600_000, recordInput: false, requireRecording: false, keyCheckMs: 5_000 },
   // Off unless asked for (tests run many control planes at once); loadConfig turns it on at 2222.
-  sshGateway: { port: null, host: undefined },
+  sshGateway: { port: null, host: undefined, required: true },
 };
 
 export class ConfigError extends Error {
@@ -178,6 +183,7 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
     sshGateway: {
       port: gwPort === undefined ? DEFAULT_SSH_GATEWAY_PORT : int('SSH gateway port', gwPort, 0, 65535) || null,
       host: gwHost,
+      required: gwPort !== undefined,
     },
   };
   const idle = pick('shell-idle-timeout-s', 'VMKIT_SHELL_IDLE_TIMEOUT_S');

@@ -76,7 +76,7 @@ function visibleTo(scopes: readonly string[], keyId: string): string | undefined
 }
 
 async function startGateway(ctx: AppContext, sessions: ShellSessionService): Promise<SshGateway | undefined> {
-  const { port, host: gwHost } = ctx.config.sshGateway;
+  const { port, host: gwHost, required } = ctx.config.sshGateway;
   if (port === null) return undefined;
   const hostKey = loadOrCreateHostKey(ctx.config.dataDir);
   const gateway = new SshGateway({ db: ctx.db, sessions, hostKey, now: ctx.now, logger: ctx.logger });
@@ -86,6 +86,10 @@ async function startGateway(ctx: AppContext, sessions: ShellSessionService): Pro
     ctx.sshGateway = { host, port: address.port, hostKey };
   } catch (err) {
     await gateway.close().catch(() => undefined);
+    if (!required && (err as NodeJS.ErrnoException).code === 'EADDRINUSE') {
+      ctx.logger.warn({ host, port }, 'the SSH gateway is off: its default port is in use; pass --ssh-gateway-port to choose one');
+      return undefined;
+    }
     throw new Error(`the SSH gateway cannot listen on ${host}:${port} (${(err as Error).message}); choose another --ssh-gateway-port, or 0 to turn it off`, { cause: err });
   }
   ctx.logger.info({ host, port: ctx.sshGateway.port, fingerprint: hostKey.fingerprint }, 'ssh gateway listening');
