@@ -44,7 +44,7 @@ declare module 'fastify' {
 /** Updating last_used_at at most this often keeps hot keys from writing on every request. */
 const TOUCH_INTERVAL_MS = 60_000;
 
-const FAILURE_MESSAGES: Record<Exclude<KeyCheck, { ok: true }>['reason'], string> = {
+export const FAILURE_MESSAGES: Record<Exclude<KeyCheck, { ok: true }>['reason'], string> = {
   missing: 'No API key was sent; send the header "Authorization: Bearer vmk_...".',
   not_bearer: 'The Authorization header must be "Bearer vmk_..." with one token; it uses another scheme or carries none.',
   not_vmk: 'The bearer token is not a VMKit API key: those start with vmk_.',

@@ -8,6 +8,7 @@ import type { ErrorKey } from '@vmkit/protocol';
 import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
 import { bearerToken, checkApiKey } from '../auth/api-keys.ts';
+import { FAILURE_MESSAGES } from '../auth/hooks.ts';
 import { ApiError, isApiError } from '../errors.ts';
 import { OperatorControl, SHELL_PATH, ShellQuery } from './operator-wire.ts';
 import type { ServerControl } from './operator-wire.ts';
@@ -86,8 +87,7 @@ export class WebSocketDoor {
     const check = await checkApiKey(this.#o.db, bearerToken(req.headers.authorization), this.#o.now());
     if (!check.ok) {
       if ('key' in check) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, 401, 'unauthorized', requestId, clientAddress);
-      const why = { missing: 'No API key was sent; send the header "Authorization: Bearer vmk_...".', malformed: 'The Authorization header does not carry a vmk_ API key.', unknown: 'The API key is not valid.', expired: 'The API key has expired.', revoked: 'The API key has been revoked.' }[check.reason];
-      refuse(socket, new ApiError('unauthorized', why), requestId);
+      refuse(socket, new ApiError('unauthorized', FAILURE_MESSAGES[check.reason]), requestId);
       return;
     }
     const { key } = check;
