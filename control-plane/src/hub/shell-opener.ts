@@ -47,6 +47,7 @@ export class HubShellOpener implements ShellOpener {
       ...(req.user === undefined ? {} : { user: req.user }),
       ...(req.env === undefined ? {} : { env: req.env }),
       ...(req.command === undefined ? {} : { command: req.command }),
+      ...(req.sessionId === undefined ? {} : { session_id: req.sessionId }),
     };
     const parsed = shellOpenParams.safeParse(candidate);
     if (!parsed.success) {

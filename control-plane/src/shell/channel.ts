@@ -15,6 +15,8 @@
  *   slow operator never grows memory on either side.
  *
  * `onExit` fires exactly once, after the last `onData` chunk; the channel is dead then.
+ * Output and exit that arrive before the callbacks are set (an exec that finished at
+ * once) are kept and delivered when they are set.
  * Reasons: `exit` (the process ended; `code` or `signal` set), `idle_timeout`,
  * `max_length` (the agent's limits), `agent_disconnected` (the agent's WebSocket
  * dropped), `closed` (someone called `close()`), `error` (`message` says why).
@@ -32,6 +34,8 @@ export interface ShellOpenRequest {
   env?: Record<string, string>;
   /** Runs this single command (through the user's shell, `-c`) instead of a login shell. */
   command?: string;
+  /** The shell_sessions row (`shs_...`), named in the agent's log for correlation. */
+  sessionId?: string;
 }
 
 export interface ShellExit {
