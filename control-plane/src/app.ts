@@ -197,6 +197,11 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);
+  // Root hooks run before the plugins' own: deploys stop (and resume at the next start)
+  // before the agent hub closes the command bus under a step that waits on a command.
+  app.addHook('preClose', async () => {
+    await ctx.deploys?.close();
+  });
   // After the key check and the rate limiter, before the body is validated.
   app.addHook('preValidation', (request, _reply, done) => done(badUrlError(request)));
   // Probing for routes costs rate-limit budget like any other request.

@@ -110,4 +110,29 @@ if (fileNeeds(sandboxSkipReason)) {
     const audit = await rig.cp.api<{ items: { action: string; target_ids: Record<string, string> }[] }>('GET', '/api/audit?action=deploys.resumed');
     t.ok(audit.body.items.some((a) => a.target_ids?.id === id), 'the resume is in the audit trail');
   });
+
+  t.test('stopped while the VM is hardened: the same deploy finishes, the restarted control plane joining the harden run', async (t) => {
+    // A second environment: a fresh VM to harden.
+    const env = await rig.cp.api<{ id: string }>('POST', `/api/repos/${rig.repoId}/environments`, { body: { name: 'production' } });
+    t.equal(env.status, 201);
+    rig.fake.writes.autoRun = 'success';
+    t.teardown(() => void (rig.fake.writes.autoRun = null));
+    const started = await rig.deploy({ dest: 'production' });
+    const id = started.body.deploy_id ?? '';
+    const at = await rig.until(id, (d) => d.status !== 'running' || step(d, 'hardening')?.state === 'running', 'hardening to start');
+    t.equal(at.status, 'running', `still running: ${at.error_message ?? ''}`);
+    await rig.cp.restart();
+    const left = await rig.get(id);
+    t.equal(step(left.body, 'hardening')?.state, 'running', 'the stop left hardening under way, not failed');
+
+    const done = await rig.until(id, (d) => d.status !== 'running');
+    t.match(done, { status: 'succeeded', app_url: 'https://shop-production.vmkit.internal' });
+    t.match(step(done, 'hardening'), { state: 'succeeded', attempts: 2 });
+    const inst = await rig.cp.api<{ hardened_at: string | null; environment_id: string }>('GET', `/api/instances/${done.instance_id ?? ''}`);
+    t.match(inst.body, { environment_id: env.body.id });
+    t.ok(inst.body.hardened_at, 'the VM is hardened');
+    t.equal((await rig.vms()).length, 2, 'one VM per environment');
+    t.equal((await rig.dnsStore.list()).length, 2, 'one DNS record per environment');
+    t.equal(runsOf(id).length, 1, 'one dispatch');
+  });
 }
