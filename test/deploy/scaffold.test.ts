@@ -13,7 +13,7 @@ import { dispatchWorkflow } from '../../control-plane/src/providers/github/actio
 import { LocalRepoSource } from '../../control-plane/src/providers/repo-source/local.ts';
 import { classifyRepo } from '../../control-plane/src/services/scan/classify.ts';
 import { RepoView } from '../../control-plane/src/services/scan/repo-view.ts';
-import { generateScaffolding, workflowInputs, WORKFLOW_FILE } from '../../control-plane/src/services/deploy/scaffold/index.ts';
+import { generateScaffolding, KAMAL_VERSION, workflowInputs, WORKFLOW_FILE } from '../../control-plane/src/services/deploy/scaffold/index.ts';
 import type { ScaffoldInput, Scaffolding, ScanFacts } from '../../control-plane/src/services/deploy/scaffold/index.ts';
 import { FakeGitHub } from '../helpers/fake-github.ts';
 import { prerequisite } from '../helpers/prereq.ts';
@@ -167,6 +167,9 @@ t.test('the documented key list names the Kamal version and the files it comes f
   const text = readFileSync(join(import.meta.dirname, '..', 'fixtures', 'kamal', 'documented-keys.txt'), 'utf8');
   t.match(text, /basecamp\/kamal v2\.\d+\.\d+/);
   t.match(text, /lib\/kamal\/configuration\/docs\//);
+  // The workflow installs at least the release whose keys the config is checked against.
+  const fixture = /basecamp\/kamal v(\d+)\.(\d+)\.\d+/.exec(text);
+  t.equal(KAMAL_VERSION, `~> ${fixture?.[1] ?? '?'}.${fixture?.[2] ?? '?'}`, 'the pinned Kamal is the documented release or a later 2.x');
 });
 
 t.test('the secrets file holds only NAME=$NAME references', async (t) => {
