@@ -3,7 +3,6 @@
  * start it again on the same data dir and port. Teardown kills whichever process is current
  * and destroys every sandbox the provider still lists.
  */
-import type { Test } from 'tap';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -19,7 +18,7 @@ export interface CrashRig {
 }
 
 /** `env` is passed to every start (provider settings, wait bounds). */
-export async function crashRig(t: Test, env: NodeJS.ProcessEnv = {}): Promise<CrashRig> {
+export async function crashRig(t: { teardown(fn: () => unknown): void }, env: NodeJS.ProcessEnv = {}): Promise<CrashRig> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-crash-'));
   const provider = localProviderFor(dataDir);
   let current: ControlPlaneProcess | undefined;

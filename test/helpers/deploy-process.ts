@@ -13,7 +13,6 @@
  *   await rig.crash();                                // SIGKILL, start again on the same data dir
  */
 import { generateKeyPairSync } from 'node:crypto';
-import type { Test } from 'tap';
 import { ALL_PERMISSIONS, APP_FILES, DEST, FULL, NAME, OWNER } from './deploy-rig.ts';
 import type { DeployBody } from './deploy-rig.ts';
 import { crashRig } from './crash-rig.ts';
@@ -51,7 +50,7 @@ export interface DeployProcess {
 /** True once the deploy has ended or `step` is under way. */
 export const atStep = (step: string) => (d: DeployBody) => d.status !== 'running' || d.steps.some((s) => s.name === step && s.state === 'running');
 
-export async function deployProcess(t: Test, env: NodeJS.ProcessEnv = {}): Promise<DeployProcess> {
+export async function deployProcess(t: { teardown(fn: () => unknown): void }, env: NodeJS.ProcessEnv = {}): Promise<DeployProcess> {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const github = await FakeGitHub.start({
     app: { id: APP_ID, publicKey },
