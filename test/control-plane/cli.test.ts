@@ -1,5 +1,7 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
@@ -11,6 +13,8 @@ const ROOT = join(import.meta.dirname, '..', '..');
 t.test('the vmkit CLI against a real server', async (t) => {
   const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
   t.teardown(() => cp.close());
+  // Never the machine's own saved login.
+  const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
 
   const vmkit = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
     let stdout = '';
@@ -18,7 +22,7 @@ t.test('the vmkit CLI against a real server', async (t) => {
     const code = await runVmkitCli(args, {
       stdout: (s) => (stdout += s),
       stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, ...env },
+      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome, ...env },
     });
     return { code, stdout, stderr };
   };
@@ -93,13 +97,8 @@ t.test('the vmkit CLI against a real server', async (t) => {
     const scope = await vmkit(['keys', 'create', '--name', 'x', '--scopes', 'root']);
     t.equal(scope.code, 1);
     t.match(scope.stderr, /invalid_request/);
-    const noKey = await runVmkitCli(['repos', 'list'], { stdout: () => {}, stderr: () => {}, env: { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent' } });
+    const noKey = await runVmkitCli(['repos', 'list'], { stdout: () => {}, stderr: () => {}, env: { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent', XDG_CONFIG_HOME: configHome } });
     t.equal(noKey, 2, 'no key anywhere is a usage error');
-  });
-
-  t.test('without --key it falls back to admin.key of VMKIT_DATA_DIR', async (t) => {
-    const out = await vmkit(['repos', 'list'], { VMKIT_API_KEY: '', VMKIT_DATA_DIR: cp.dataDir });
-    t.equal(out.code, 0);
   });
 
   t.test('the bin shim runs as a real process', async (t) => {

@@ -182,7 +182,8 @@ export async function runDeployCli(argv: string[], io: Io): Promise<number> {
   const [command, ...rest] = positionals;
   const flags: Flags = { json: values.json === true, wait: values.wait === true, sha: values.sha };
   try {
-    const client = makeClient(resolveUrl(values.url, io.env), resolveKey(values.key, io.env));
+    const url = resolveUrl(values.url, io.env);
+    const client = makeClient(url, resolveKey(values.key, io.env, url));
     if (command === 'deploys') return await listCommand(client, rest, flags, io);
     if (rest[0] === 'status') return await statusCommand(client, rest.slice(1), flags, io);
     return await deployCommand(client, rest, flags, io);

@@ -25,10 +25,13 @@ export interface Io {
   stdout: (text: string) => void;
   stderr: (text: string) => void;
   env: NodeJS.ProcessEnv;
+  /** Only `vmkit login` reads it (the key, piped or typed). */
+  stdin?: NodeJS.ReadableStream;
 }
 
 export const processIo: Io = {
   stdout: (t) => process.stdout.write(t),
   stderr: (t) => process.stderr.write(t),
   env: process.env,
+  stdin: process.stdin,
 };

@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { errorBodySchema } from '@vmkit/protocol';
 import type { ErrorKey } from '@vmkit/protocol';
+import { readLogin } from './credentials.ts';
 
 /** A mistake on the command line: printed with the usage, exit code 2. */
 export class UsageError extends Error {}
@@ -22,19 +23,39 @@ export interface Client {
   request(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
 }
 
+/** The control plane did not answer at all: the message names the URL that was tried. */
+export class Unreachable extends Error {}
+
+const trimUrl = (url: string) => url.replace(/\/+$/, '');
+
+function whyUnreachable(err: unknown, timeoutMs: number): string {
+  if (err instanceof Error && err.name === 'TimeoutError') return `no answer within ${Math.round(timeoutMs / 1000)} s`;
+  const cause = (err as { cause?: { code?: unknown; message?: unknown } }).cause;
+  if (typeof cause?.code === 'string') return cause.code;
+  if (typeof cause?.message === 'string') return cause.message;
+  return err instanceof Error ? err.message : String(err);
+}
+
 export function makeClient(url: string, key: string): Client {
   return {
     async request(method, path, body, timeoutMs = 30_000) {
-      const res = await fetch(url.replace(/\/+$/, '') + path, {
-        method,
-        headers: {
-          authorization: `Bearer ${key}`,
-          ...(body !== undefined && { 'content-type': 'application/json' }),
-        },
-        ...(body !== undefined && { body: JSON.stringify(body) }),
-        signal: AbortSignal.timeout(timeoutMs),
-      });
-      const text = await res.text();
+      const target = trimUrl(url) + path;
+      let res: Response;
+      let text: string;
+      try {
+        res = await fetch(target, {
+          method,
+          headers: {
+            authorization: `Bearer ${key}`,
+            ...(body !== undefined && { 'content-type': 'application/json' }),
+          },
+          ...(body !== undefined && { body: JSON.stringify(body) }),
+          signal: AbortSignal.timeout(timeoutMs),
+        });
+        text = await res.text();
+      } catch (err) {
+        throw new Unreachable(`cannot reach the control plane at ${target}: ${whyUnreachable(err, timeoutMs)}`);
+      }
       let parsed: unknown = null;
       try {
         parsed = text ? JSON.parse(text) : null;
@@ -52,17 +73,44 @@ export function makeClient(url: string, key: string): Client {
   };
 }
 
-export function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  const key = flag ?? env.VMKIT_API_KEY;
+/**
+ * The key for `url`: --key, else $VMKIT_API_KEY, else --key-file when asked, else the saved
+ * login, and that only when it was made for this very URL (a login's key never travels to
+ * another server). Never the data directory's admin.key unasked: that key must not be sent
+ * to whatever happens to listen on the default port.
+ */
+export function resolveKey(flag: string | undefined, env: NodeJS.ProcessEnv, url: string, keyFile?: string): string {
+  const key = flag || env.VMKIT_API_KEY;
   if (key) return key;
-  const file = join(resolve(env.INIT_CWD || process.cwd(), env.VMKIT_DATA_DIR || './data'), 'admin.key');
-  try {
-    return readFileSync(file, 'utf8').trim();
-  } catch {
-    throw new UsageError(`no API key: pass --key, set VMKIT_API_KEY, or run where ${file} exists`);
+  if (keyFile !== undefined) {
+    const file = resolve(env.INIT_CWD || process.cwd(), keyFile);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').trim();
+    } catch (err) {
+      throw new UsageError(`cannot read --key-file ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+    }
+    if (!text) throw new UsageError(`--key-file ${file} is empty`);
+    return text;
   }
+  const saved = readLogin(env);
+  if (saved && trimUrl(saved.url) === trimUrl(url)) return saved.key;
+  throw new UsageError(noKeyMessage(url, saved?.url));
 }
 
+export function noKeyMessage(url: string, savedUrl?: string): string {
+  return [
+    `no API key for ${url}.`,
+    ...(savedUrl ? [`(the saved login is for ${savedUrl}, not this URL)`] : []),
+    'Get one of these ways:',
+    `  vmkit login --url ${url}           asks for the key once and saves it for this URL`,
+    '  --key vmk_... or VMKIT_API_KEY=vmk_...   for one command or one shell',
+    '  --key-file data/admin.key                 on the server machine: the admin key `npm start` printed',
+    'More keys: `vmkit keys create --name NAME --scopes ...` (with an admin key).',
+  ].join('\n');
+}
+
+/** --url, else $VMKIT_URL, else the saved login's URL, else the local default. */
 export function resolveUrl(flag: string | undefined, env: NodeJS.ProcessEnv): string {
-  return flag ?? env.VMKIT_URL ?? 'http://127.0.0.1:8080';
+  return flag || env.VMKIT_URL || readLogin(env)?.url || 'http://127.0.0.1:8080';
 }

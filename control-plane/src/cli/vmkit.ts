@@ -2,14 +2,17 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
 import { runDeployCli } from './deploy-cli.ts';
+import { runLoginCli } from './login-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
 import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
 import { runShellCli } from './shell-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
 
-export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [--json]
+export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | --key-file FILE] [--json]
 
+  login --url URL                 check a key (stdin, or asked for) and save it for URL
+  logout                          forget the saved key
   keys create --name NAME --scopes s1,s2 [--expires-at ISO | --expires-in-days N]
   keys list
   keys revoke KEY_ID
@@ -31,13 +34,16 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_...] [
   ssh-keys remove KEY_ID SSH_KEY_ID
   mcp --gateway URL [--listen HOST:PORT]   serve MCP at / forwarding to a control plane
 
---url defaults to $VMKIT_URL or http://127.0.0.1:8080; --key to $VMKIT_API_KEY, else
-the admin.key in $VMKIT_DATA_DIR (./data). Tables by default, --json for JSON.
+--url defaults to $VMKIT_URL, else the saved login's URL, else http://127.0.0.1:8080.
+The key: --key, else $VMKIT_API_KEY, else --key-file FILE (e.g. data/admin.key on the server
+machine), else the saved login when it is for that URL. Tables by default, --json for JSON.
+Exit codes: 0 done, 1 the server answered with an error or could not be reached, 2 usage.
 `;
 
 const OPTIONS = {
   url: { type: 'string' },
   key: { type: 'string' },
+  'key-file': { type: 'string' },
   json: { type: 'boolean', default: false },
   name: { type: 'string' },
   scopes: { type: 'string' },
@@ -67,6 +73,7 @@ function need(positionals: string[], n: number, what: string): string[] {
 /** The `vmkit` operator CLI: a small REST client. Returns the exit code. */
 export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'mcp') return runMcpCli(argv.slice(1), io);
+  if (argv[0] === 'login' || argv[0] === 'logout') return runLoginCli(argv, io);
   if (argv[0] === 'deploy' || argv[0] === 'deploys') return runDeployCli(argv, io);
   if (argv[0] === 'shell') return runShellCli(argv.slice(1), io);
   let values: { [K in keyof typeof OPTIONS]?: string | boolean };
@@ -87,7 +94,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
     io.stdout(json ? `${escapeUnsafeJson(JSON.stringify(body, null, 2))}\n` : human());
   try {
     const url = resolveUrl(values.url as string | undefined, io.env);
-    const client = makeClient(url, resolveKey(values.key as string | undefined, io.env));
+    const client = makeClient(url, resolveKey(values.key as string | undefined, io.env, url, values['key-file'] as string | undefined));
     const command = `${group} ${action ?? ''}`.trim();
     switch (command) {
       case 'keys create': {
