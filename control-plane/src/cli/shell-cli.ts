@@ -77,7 +77,7 @@ export async function runShellCli(argv: string[], io: Io, term: Terminal = proce
   }
   let key: string;
   try {
-    key = resolveKey(parsed.values.key, io.env);
+    key = resolveKey(parsed.values.key, io.env, resolveUrl(parsed.values.url, io.env));
   } catch (err) {
     io.stderr(`${(err as Error).message}\n`);
     return 2;
