@@ -2,6 +2,8 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
 import { runDeployCli } from './deploy-cli.ts';
+import { CommandFailed, INSTANCE_COMMANDS } from './instances-cli.ts';
+import type { Command } from './instances-cli.ts';
 import { runLoginCli } from './login-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
 import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
@@ -22,7 +24,11 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | 
   environments create REPO_ID NAME
   environments list REPO_ID
   instances list
-  instances show INSTANCE_ID
+  instances show ID|NAME
+  instances create NAME --provider local|hetzner|manual [--environment ENV_ID]
+  instances delete ID|NAME        destroys the VM
+  instances harden ID|NAME        prints each step as the agent reports it
+  scan OWNER/NAME                 language, framework, buildpack, with evidence
   audit list [--action A] [--key-id K] [--since ISO] [--limit N] [--cursor C]
   deploy OWNER/NAME DEST [--sha SHA] [--wait]   deploy (first call opens the scaffolding PR)
   deploy status DEPLOY_ID [--wait]
@@ -37,7 +43,8 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | 
 --url defaults to $VMKIT_URL, else the saved login's URL, else http://127.0.0.1:8080.
 The key: --key, else $VMKIT_API_KEY, else --key-file FILE (e.g. data/admin.key on the server
 machine), else the saved login when it is for that URL. Tables by default, --json for JSON.
-Exit codes: 0 done, 1 the server answered with an error or could not be reached, 2 usage.
+Exit codes: 0 done, 1 the server answered with an error, could not be reached, or the
+work failed (e.g. a harden step), 2 usage.
 `;
 
 const OPTIONS = {
@@ -76,10 +83,12 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'login' || argv[0] === 'logout') return runLoginCli(argv, io);
   if (argv[0] === 'deploy' || argv[0] === 'deploys') return runDeployCli(argv, io);
   if (argv[0] === 'shell') return runShellCli(argv.slice(1), io);
-  let values: { [K in keyof typeof OPTIONS]?: string | boolean };
+  // A command found in the table brings its own flags; the rest share OPTIONS.
+  const handler: Command | undefined = INSTANCE_COMMANDS[argv[0] === 'scan' ? 'scan' : `${argv[0]} ${argv[1]}`];
+  let values: { [K in keyof typeof OPTIONS]?: string | boolean } & Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {
-    ({ values, positionals } = parseArgs({ args: argv, options: OPTIONS, allowPositionals: true, strict: true }));
+    ({ values, positionals } = parseArgs({ args: argv, options: { ...OPTIONS, ...handler?.options }, allowPositionals: true, strict: true }));
   } catch (err) {
     io.stderr(`${(err as Error).message}\n\n${VMKIT_USAGE}`);
     return 2;
@@ -95,6 +104,9 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   try {
     const url = resolveUrl(values.url as string | undefined, io.env);
     const client = makeClient(url, resolveKey(values.key as string | undefined, io.env, url, values['key-file'] as string | undefined));
+    if (handler) {
+      return await handler.run(positionals.slice(group === 'scan' ? 1 : 2), { client, json, out, note: io.stderr }, values);
+    }
     const command = `${group} ${action ?? ''}`.trim();
     switch (command) {
       case 'keys create': {
@@ -174,40 +186,6 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
         const [repoId] = need(args, 1, 'environments list REPO_ID');
         const body = await client.request('GET', `/api/repos/${encodeURIComponent(repoId ?? '')}/environments`);
         out(body, () => table(['ID', 'NAME', 'CREATED'], items(body).map((e) => [s(e.id), s(e.name), s(e.created_at)])));
-        return 0;
-      }
-      case 'instances list':
-      case 'instances show': {
-        let body: unknown;
-        let rows: Row[];
-        if (action === 'list') {
-          need(args, 0, 'no arguments');
-          body = await client.request('GET', '/api/instances');
-          rows = items(body);
-        } else {
-          const [id] = need(args, 1, 'instances show INSTANCE_ID');
-          body = await client.request('GET', `/api/instances/${encodeURIComponent(id ?? '')}`);
-          rows = [body as Row];
-        }
-        out(body, () =>
-          table(
-            ['ID', 'NAME', 'STATUS', 'PROVIDER', 'SSH', 'AGENT', 'LAST SEEN', 'HARDENED'],
-            rows.map((i) => {
-              const ssh = i.ssh as { host: string; port: number } | null;
-              const agent = i.agent as { state: string; last_seen: string | null } | null;
-              return [
-                s(i.id),
-                s(i.name),
-                s(i.status),
-                s(i.provider),
-                ssh ? `${ssh.host}:${ssh.port}` : '',
-                agent?.state ?? 'none',
-                agent?.last_seen ?? '',
-                s(i.hardened_at),
-              ];
-            }),
-          ),
-        );
         return 0;
       }
       case 'audit list': {
@@ -309,6 +287,10 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
     if (err instanceof UsageError) {
       io.stderr(`${err.message}\n\n${VMKIT_USAGE}`);
       return 2;
+    }
+    if (err instanceof CommandFailed) {
+      io.stderr(json ? `${escapeUnsafeJson(JSON.stringify({ error: 'command_failed', message: err.message }))}\n` : `error: ${err.message}\n`);
+      return 1;
     }
     if (err instanceof RequestFailed) {
       io.stderr(json ? `${escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message }))}\n` : `error: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`);
