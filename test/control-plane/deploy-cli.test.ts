@@ -1,150 +1,156 @@
 /**
- * `vmkit deploy`, `vmkit deploy status` and `vmkit deploys` against a scripted deploys
- * API over HTTP: what they print, how they follow a deploy live, and their exit codes.
- * The same commands against the real control plane are in test/deploy-e2e/.
+ * `vmkit deploy`, `vmkit deploy status` and `vmkit deploys` against the real control
+ * plane and deploy service over HTTP (GitHub is the local stand-in, the VM a local
+ * sandbox): what they print, how they follow a deploy live, and their exit codes.
+ * The whole flow in a real control-plane process is in test/deploy-e2e/.
  */
 import t from 'tap';
 import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
-import { ScriptedDeploys } from '../helpers/scripted-deploys.ts';
+import { prerequisite } from '../helpers/prereq.ts';
+import { sandboxSkipReason } from '../helpers/sandbox.ts';
+import { DEST, FULL, deployRig } from '../helpers/deploy-rig.ts';
+import type { DeployBody, DeployRig } from '../helpers/deploy-rig.ts';
 
-async function vmkit(url: string, args: string[], onStdout?: (text: string) => void) {
+t.setTimeout(900_000);
+
+const SECOND_PHASE = ['provisioning', 'waiting_for_agent', 'hardening', 'dns', 'dispatching', 'running_workflow'];
+const STEP_LINE = /^\d\d:\d\d:\d\dZ /;
+
+async function vmkit(rig: DeployRig, args: string[]) {
   let stdout = '';
   let stderr = '';
   const code = await runVmkitCli(args, {
-    stdout: (s) => {
-      stdout += s;
-      onStdout?.(s);
-    },
+    stdout: (s) => (stdout += s),
     stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: url, VMKIT_API_KEY: 'vmk_test' },
+    env: { VMKIT_URL: rig.cp.url, VMKIT_API_KEY: rig.cp.adminKey },
   });
   return { code, stdout, stderr };
 }
 
-t.test('without --wait it starts the deploy, prints its id and how to follow it', async (t) => {
-  const api = new ScriptedDeploys();
-  const url = await api.listen(t);
-  const res = await vmkit(url, ['deploy', 'badri/app', 'staging', '--sha', 'abc1234']);
-  t.equal(res.code, 0);
-  t.match(res.stdout, /Deploy dep_01jx5p0qr8s6n3t4u2v7w0y1z is running/);
-  t.match(res.stdout, /vmkit deploy status dep_01jx5p0qr8s6n3t4u2v7w0y1z --wait/);
-  t.same(api.requests[0]?.body, { repo: 'badri/app', dest: 'staging', sha: 'abc1234', wait_ms: 0 });
-  t.equal(api.requests[0]?.authorization, 'Bearer vmk_test');
-  t.equal(api.requests.length, 1, 'nothing followed');
-});
+const deploysOf = async (rig: DeployRig) => (await rig.cp.api<{ items: DeployBody[] }>('GET', `/api/deploys?repo=${FULL}`)).body.items;
 
-t.test('--wait prints a line per step change with its time and exits 0 when it succeeds', async (t) => {
-  const api = new ScriptedDeploys();
-  const url = await api.listen(t);
-  const script = [
-    () => api.advance({ name: 'provisioning', state: 'succeeded' }, { instance_id: 'inst_1' }),
-    () => api.advance({ name: 'waiting_for_agent', state: 'succeeded' }),
-    () => api.advance({ name: 'hardening', state: 'succeeded' }),
-    () => api.advance({ name: 'dns', state: 'succeeded' }),
-    () => api.advance({ name: 'dispatching', state: 'succeeded' }, { run_url: 'https://github.com/badri/app/actions/runs/5' }),
-    () => api.advance({ name: 'running_workflow', state: 'succeeded' }, { status: 'succeeded', app_url: 'https://app-staging.vmkit.internal' }),
-  ];
-  // Each printed step line moves the deploy on; the first move once the CLI is following.
-  const res = vmkit(url, ['deploy', 'badri/app', 'staging', '--wait'], (s) => {
-    if (/^\d\d:\d\d:\d\dZ /m.test(s)) script.shift()?.();
-  });
-  await waitFor(() => api.requests.some((r) => r.method === 'GET'));
-  api.advance({ name: 'provisioning', state: 'running' });
-  const out = await res;
-  t.equal(out.code, 0, out.stderr);
-  const lines = out.stdout.split('\n').filter((l) => /^\d\d:\d\d:\d\dZ /.test(l));
-  t.same(
-    lines.map((l) => l.split(/\s+/).slice(1, 3).join(' ')),
-    ['provisioning running', 'provisioning succeeded', 'waiting_for_agent succeeded', 'hardening succeeded', 'dns succeeded', 'dispatching succeeded', 'running_workflow succeeded'],
-    'one line per step change, in order',
-  );
-  t.match(lines[1], /succeeded {2}\d+\.\d s$/, 'a finished step shows how long it took');
-  t.match(out.stdout, /^Deploy dep_\w+ of badri\/app to staging at a{12}\n/);
-  t.match(out.stdout, /app: +https:\/\/app-staging\.vmkit\.internal/);
-  t.match(out.stdout, /run: +https:\/\/github\.com\/badri\/app\/actions\/runs\/5/);
-  t.match(out.stdout, /instance: +inst_1/);
-});
+// ---- without a VM: the pull-request phase, errors, listing, usage -----------------------
 
-t.test('--wait exits non-zero with the failed step and its reason when the deploy fails', async (t) => {
-  const api = new ScriptedDeploys();
-  const url = await api.listen(t);
-  const res = vmkit(url, ['deploy', 'badri/app', 'staging', '--wait']);
-  await waitFor(() => api.requests.some((r) => r.method === 'GET'));
-  api.advance(
-    { name: 'hardening', state: 'failed', error_key: 'harden_failed', error_message: 'sshd -t refused the drop-in.' },
-    { status: 'failed', failed_step: 'hardening', error_key: 'harden_failed', error_message: 'sshd -t refused the drop-in.' },
-  );
-  const out = await res;
-  t.equal(out.code, 1);
-  t.match(out.stdout, /hardening +failed .*harden_failed: sshd -t refused the drop-in\./);
-  t.match(out.stdout, /failed at step hardening: sshd -t refused the drop-in\. \(harden_failed\)/);
-});
+const rig = await deployRig(t);
 
 t.test('the first deploy of a repo prints the pull request to merge and exits 3', async (t) => {
-  const api = new ScriptedDeploys();
-  api.postAnswer = { status: 200, headers: {}, body: { ...api.view, status: 'scaffolding_pr_open', pr_url: 'https://github.com/badri/app/pull/12' } };
-  const url = await api.listen(t);
-  const out = await vmkit(url, ['deploy', 'badri/app', 'staging', '--wait']);
-  t.equal(out.code, 3);
-  t.match(out.stdout, /https:\/\/github\.com\/badri\/app\/pull\/12/);
-  t.match(out.stdout, /merge it, then run `vmkit deploy badri\/app staging` again/);
-  t.equal(api.requests.length, 1, 'nothing to follow');
+  const out = await vmkit(rig, ['deploy', FULL, DEST, '--wait']);
+  t.equal(out.code, 3, out.stderr);
+  t.match(out.stdout, new RegExp(`https://github\\.com/${FULL}/pull/1`));
+  t.match(out.stdout, new RegExp(`merge it, then run \`vmkit deploy ${FULL} ${DEST}\` again`));
+  t.equal(rig.fake.writes.pulls(FULL).length, 1, 'the pull request is open on GitHub');
+  t.same(await rig.vms(), [], 'nothing to follow: no VM');
 });
 
 t.test('a contract error is printed as key and sentence, exit 1; --json prints the body', async (t) => {
-  const api = new ScriptedDeploys();
-  api.postAnswer = { status: 404, headers: {}, body: { error: 'repo_not_found', message: 'No repo badri/nope in this workspace.' } };
-  const url = await api.listen(t);
-  const out = await vmkit(url, ['deploy', 'badri/nope', 'staging']);
+  const direct = await rig.cp.api<{ error: string; message: string }>('POST', '/api/deploys', { body: { repo: 'acme/nope', dest: DEST } });
+  t.equal(direct.status, 404);
+  const out = await vmkit(rig, ['deploy', 'acme/nope', DEST]);
   t.equal(out.code, 1);
-  t.equal(out.stderr, 'error: repo_not_found: No repo badri/nope in this workspace.\n');
-  const json = await vmkit(url, ['deploy', 'badri/nope', 'staging', '--json']);
-  t.same(JSON.parse(json.stderr), { error: 'repo_not_found', message: 'No repo badri/nope in this workspace.' });
+  t.equal(out.stderr, `error: ${direct.body.error}: ${direct.body.message}\n`);
+  const json = await vmkit(rig, ['deploy', 'acme/nope', DEST, '--json']);
+  t.equal(json.code, 1);
+  t.same(JSON.parse(json.stderr), direct.body);
 });
 
 t.test('deploy status shows the steps; --json the record', async (t) => {
-  const api = new ScriptedDeploys();
-  api.advance({ name: 'provisioning', state: 'succeeded' });
-  api.advance({ name: 'waiting_for_agent', state: 'running' });
-  const url = await api.listen(t);
-  const out = await vmkit(url, ['deploy', 'status', 'dep_01jx5p0qr8s6n3t4u2v7w0y1z']);
-  t.equal(out.code, 0);
-  t.match(out.stdout, /provisioning +succeeded/);
-  t.match(out.stdout, /waiting_for_agent +running/);
-  t.match(out.stdout, /is running \(step waiting_for_agent\)/);
-  t.equal(api.requests[0]?.path, '/api/deploys/dep_01jx5p0qr8s6n3t4u2v7w0y1z');
-  const json = await vmkit(url, ['deploy', 'status', 'dep_01jx5p0qr8s6n3t4u2v7w0y1z', '--json']);
-  t.equal((JSON.parse(json.stdout) as { deploy_id: string }).deploy_id, 'dep_01jx5p0qr8s6n3t4u2v7w0y1z');
+  const id = (await deploysOf(rig))[0]?.id ?? '';
+  t.match(id, /^dep_/);
+  const out = await vmkit(rig, ['deploy', 'status', id]);
+  t.equal(out.code, 3, 'a deploy waiting for its pull request exits 3');
+  t.match(out.stdout, /scaffolding +succeeded/);
+  t.match(out.stdout, new RegExp(`https://github\\.com/${FULL}/pull/1`));
+  const json = await vmkit(rig, ['deploy', 'status', id, '--json']);
+  t.match(JSON.parse(json.stdout), { id, status: 'scaffolding_pr_open', repo: FULL, dest: DEST });
+  const missing = await vmkit(rig, ['deploy', 'status', 'dep_nothere']);
+  t.equal(missing.code, 1);
+  t.match(missing.stderr, /^error: deploy_not_found: /);
 });
 
 t.test('deploys lists with the repo and environment as filters', async (t) => {
-  const api = new ScriptedDeploys();
-  const url = await api.listen(t);
-  const out = await vmkit(url, ['deploys', 'badri/app', 'staging']);
-  t.equal(out.code, 0);
+  const out = await vmkit(rig, ['deploys', FULL, DEST]);
+  t.equal(out.code, 0, out.stderr);
   t.match(out.stdout, /^ID\s+STATUS\s+STEP\s+REPO\s+DEST\s+SHA\s+CREATED\s+APP URL\n/);
-  t.match(out.stdout, /dep_01jx5p0qr8s6n3t4u2v7w0y1z\s+running/);
-  t.equal(api.requests[0]?.path, '/api/deploys?repo=badri%2Fapp&dest=staging');
+  // A deploy still at its pull request has no deploy id yet.
+  t.match(out.stdout, new RegExp(`\\n-\\s+scaffolding_pr_open\\s+scaffolding\\s+${FULL}\\s+${DEST}\\s`));
+  const other = await vmkit(rig, ['deploys', FULL, 'production']);
+  t.equal(other.code, 1, 'the environment filter reaches the server');
+  t.match(other.stderr, /^error: environment_not_found: /);
+  const json = await vmkit(rig, ['deploys', FULL, '--json']);
+  t.same((JSON.parse(json.stdout) as { items: Array<{ id: string }> }).items.map((d) => d.id), (await deploysOf(rig)).map((d) => d.id));
 });
 
-t.test('wrong arguments print the usage and exit 2 without calling the server', async (t) => {
-  const api = new ScriptedDeploys();
-  const url = await api.listen(t);
-  for (const args of [['deploy', 'badri/app'], ['deploy', 'status'], ['deploy', 'badri/app', 'staging', '--shaa', 'x'], ['deploys', 'a/b', 'c', 'd']]) {
-    const out = await vmkit(url, args);
+t.test('wrong arguments print the usage and exit 2 and change nothing', async (t) => {
+  const before = await deploysOf(rig);
+  for (const args of [['deploy', FULL], ['deploy', 'status'], ['deploy', FULL, DEST, '--shaa', 'x'], ['deploys', 'a/b', 'c', 'd']]) {
+    const out = await vmkit(rig, args);
     t.equal(out.code, 2, args.join(' '));
     t.match(out.stderr, /Usage:/);
   }
-  t.equal(api.requests.length, 0);
-  const help = await vmkit(url, ['deploy', '--help']);
+  t.same(await deploysOf(rig), before, 'no deploy made or moved');
+  t.equal(rig.fake.writes.pulls(FULL).length, 1, 'no pull request');
+  const help = await vmkit(rig, ['deploy', '--help']);
   t.equal(help.code, 0);
   t.match(help.stdout, /Exit codes/);
 });
 
-async function waitFor(cond: () => boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
-    if (Date.now() > deadline) throw new Error('condition not met');
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
+// ---- on a VM: the second phase followed live ------------------------------------------
+
+t.test('on a local sandbox VM', { skip: prerequisite(sandboxSkipReason) }, async (t) => {
+  const vm = await deployRig(t);
+  await vm.deploy();
+  vm.fake.writes.mergePull(FULL, 1);
+
+  t.test('--wait prints a line per step change with its time and exits 0 when it succeeds', async (t) => {
+    vm.fake.writes.autoRun = 'success';
+    t.teardown(() => void (vm.fake.writes.autoRun = null));
+    const out = await vmkit(vm, ['deploy', FULL, DEST, '--wait']);
+    t.equal(out.code, 0, out.stderr + out.stdout);
+    const lines = out.stdout.split('\n').filter((l) => STEP_LINE.test(l));
+    const changes = lines.map((l) => l.split(/\s+/).slice(1, 3).join(' '));
+    t.same(changes.filter((c) => c.endsWith(' succeeded')).map((c) => c.split(' ')[0]), SECOND_PHASE, `each step's end once, in order: ${changes.join(' | ')}`);
+    t.equal(new Set(changes).size, changes.length, 'one line per change');
+    t.match(lines.find((l) => /provisioning +succeeded/.test(l)), /succeeded {2}\d+\.\d s$/, 'a finished step shows how long it took');
+    t.match(out.stdout, new RegExp(`^Deploy dep_\\w+ of ${FULL} to ${DEST} at ${vm.fake.shaOf(FULL).slice(0, 12)}\\n`));
+    t.match(out.stdout, /app: +https:\/\/shop-staging\.vmkit\.internal/);
+    t.match(out.stdout, new RegExp(`run: +https://github\\.com/${FULL}/actions/runs/${vm.fake.writes.dispatched(FULL)[0]?.id ?? 0}`));
+    t.match(out.stdout, /instance: +inst_\w+/);
+  });
+
+  t.test('without --wait it starts the deploy, prints its id and how to follow it', async (t) => {
+    const dispatched = vm.fake.writes.dispatched(FULL).length;
+    const out = await vmkit(vm, ['deploy', FULL, DEST]);
+    t.equal(out.code, 0, out.stderr);
+    const id = /Deploy (dep_\w+) is running/.exec(out.stdout)?.[1] ?? '';
+    t.match(id, /^dep_/, out.stdout);
+    t.match(out.stdout, `vmkit deploy status ${id} --wait`);
+    t.equal((await vm.get(id)).body.status, 'running', 'it returned while the deploy runs');
+    const run = await vm.fake.writes.waitForDispatch(FULL, dispatched + 1);
+    vm.fake.writes.completeRun(FULL, run.id, 'success');
+    const status = await vmkit(vm, ['deploy', 'status', id, '--wait']);
+    t.equal(status.code, 0, status.stderr + status.stdout);
+    t.match(status.stdout, /running_workflow +succeeded/);
+    t.match(status.stdout, /hardening +skipped/, 'the hardened VM is reused');
+  });
+
+  t.test('--wait exits non-zero with the failed step and its reason when the deploy fails', async (t) => {
+    vm.fake.writes.autoRun = 'failure';
+    t.teardown(() => void (vm.fake.writes.autoRun = null));
+    const out = await vmkit(vm, ['deploy', FULL, DEST, '--wait']);
+    t.equal(out.code, 1, out.stderr + out.stdout);
+    t.match(out.stdout, /running_workflow +failed .*workflow_run_failed: /);
+    t.match(out.stdout, /failed at step running_workflow: .*\(workflow_run_failed\)/);
+    t.match(out.stdout, new RegExp(`run: +https://github\\.com/${FULL}/actions/runs/\\d+`));
+  });
+
+  t.test('deploys lists the succeeded and the failed deploys newest first; deploy status shows a failed one', async (t) => {
+    const out = await vmkit(vm, ['deploys', FULL, DEST]);
+    t.equal(out.code, 0, out.stderr);
+    const rows = out.stdout.split('\n').slice(1).filter(Boolean).map((l) => l.split(/\s+/).slice(0, 3));
+    t.same(rows.map((r) => r[1]), ['failed', 'succeeded', 'succeeded', 'scaffolding_pr_open'], 'newest first');
+    t.equal(rows[0]?.[2], 'running_workflow', 'the step it failed at');
+    const status = await vmkit(vm, ['deploy', 'status', rows[0]?.[0] ?? '']);
+    t.equal(status.code, 1, 'a failed deploy exits 1');
+    t.match(status.stdout, /failed at step running_workflow: /);
+  });
+});

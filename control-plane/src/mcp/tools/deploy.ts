@@ -32,18 +32,21 @@ async function follow(first: RestDeployView, ctx: ToolContext, started: number) 
   const counter = { n: 0 };
   const deployId = first.deploy_id ?? '';
   let view = first;
+  // Cancelled: answer at once and ask and send nothing more; the deploy itself goes on (it
+  // is persisted and resumable), and deploy or get_deploy reports its outcome later.
+  const cancelled = () => okResult({ ...deployAnswer(view), message: `Cancelled by the client; the deploy goes on. Call get_deploy with deploy_id ${deployId} to follow it.` });
   await report(view, changes, ctx, counter);
   for (;;) {
     if (isTerminal(view.status)) return okResult(deployAnswer(view));
     const remaining = ctx.maxWaitMs - (Date.now() - started);
     if (remaining <= 0) return okResult(deployAnswer(view));
+    // The cancellation may have come while a progress notification was on its way.
+    if (ctx.signal.aborted) return cancelled();
     const asked = Date.now();
     const query = new URLSearchParams({ wait_ms: String(Math.min(POLL_SLICE_MS, remaining)) });
     if (view.updated_at) query.set('after', view.updated_at);
     const res = await untilAborted(ctx.call({ method: 'GET', path: `/api/deploys/${seg(deployId)}?${query.toString()}` }), ctx.signal);
-    // Cancelled: answer at once and send nothing more; the deploy itself goes on (it is
-    // persisted and resumable), and deploy or get_deploy reports its outcome later.
-    if (res === undefined) return okResult({ ...deployAnswer(view), message: `Cancelled by the client; the deploy goes on. Call get_deploy with deploy_id ${deployId} to follow it.` });
+    if (res === undefined) return cancelled();
     const next = parseView(expectOk(res));
     if (!next) return malformed();
     const news = next.updated_at !== view.updated_at || next.status !== view.status;
