@@ -1,6 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import { constants } from 'node:os';
 import ssh2 from 'ssh2';
+import { SHELL_ENV_NAME } from '@vmkit/protocol';
 import type { AuthContext, Connection, ServerChannel, Session } from 'ssh2';
 import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
@@ -11,8 +12,8 @@ import { isTermName } from './operator-wire.ts';
 import type { ShellCaller, ShellEnd, ShellSession, ShellSessionService } from './session.ts';
 import { sshFingerprint } from './ssh-key.ts';
 
-/** Variables an operator's ssh client may pass (`SendEnv`): locale and time zone, nothing that changes what runs. */
-const ENV_ALLOWED = /^(LANG|LANGUAGE|LC_[A-Z]{1,20}|TZ)$/;
+/** Variables an operator's ssh client may pass (`SendEnv`): the agent's allowlist (locale, time zone, COLORTERM). */
+const ENV_ALLOWED = SHELL_ENV_NAME;
 const MAX_ENV = 32;
 /** Failed public-key attempts before the connection is dropped (OpenSSH's MaxAuthTries is 6; the harden policy uses 3). */
 const MAX_AUTH_FAILURES = 6;
@@ -168,7 +169,7 @@ export class SshGateway {
       accept?.();
     });
     sshSession.on('env', (accept, reject, info) => {
-      if (started || !ENV_ALLOWED.test(info.key) || Object.keys(env).length >= MAX_ENV || info.val.length > 256) return reject?.();
+      if (started || !ENV_ALLOWED.test(info.key) || Object.keys(env).length >= MAX_ENV || info.val.length > 1024) return reject?.();
       env[info.key] = info.val;
       accept?.();
     });
