@@ -3,7 +3,6 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import type { Test } from 'tap';
 import { parseAsciicast } from '../../control-plane/src/shell/recording.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
@@ -38,7 +37,8 @@ interface Agent {
   proc: AgentProcess;
 }
 let agent: Agent | undefined;
-async function startAgent(t: Test): Promise<Agent> {
+/** One agent for the whole file: its teardown is the file's, not the first subtest's. */
+async function startAgent(): Promise<Agent> {
   const real = await enrollRealAgent(t, cp, { name: 'doors-vm' });
   real.patchConfig({ shell: { default_user: 'root', allow_root: true, max_sessions: 16 } });
   const proc = real.start();
@@ -66,7 +66,7 @@ async function recording(id: string): Promise<ReturnType<typeof parseAsciicast>>
 }
 
 t.test('the WebSocket door (vmkit shell)', { skip: prerequisite(notRoot) }, async (t) => {
-  agent = await startAgent(t);
+  agent ??= await startAgent();
 
   await t.test('typed input reaches the shell and its output comes back (echo round trip)', async (t) => {
     const s = await shell();
@@ -191,7 +191,7 @@ t.test('the WebSocket door (vmkit shell)', { skip: prerequisite(notRoot) }, asyn
 });
 
 t.test('the SSH gateway', { skip: prerequisite(noSsh || notRoot) }, async (t) => {
-  if (!agent) agent = await startAgent(t);
+  agent ??= await startAgent();
   const gw = cp.ctx.sshGateway;
   if (!gw) throw new Error('the SSH gateway is not listening');
   const dir = mkdtempSync(join(tmpdir(), 'vmkit-ssh-door-'));
@@ -294,7 +294,7 @@ t.test('the SSH gateway', { skip: prerequisite(noSsh || notRoot) }, async (t) =>
 });
 
 t.test('an agent killed mid-session: the operator is told, the recording is closed', { skip: prerequisite(notRoot) }, async (t) => {
-  if (!agent) agent = await startAgent(t);
+  agent ??= await startAgent();
   const s = await shell();
   s.type('echo before-kill\r');
   await s.waitFor(/before-kill/);
