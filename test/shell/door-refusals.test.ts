@@ -76,12 +76,13 @@ t.test('an instance whose agent is not connected is agent_not_connected', async 
   t.equal(again.body.error, 'agent_not_connected');
 });
 
-t.test('two instances with one name: the name is refused as ambiguous', async (t) => {
-  await cp.api('POST', '/api/instances', { body: { name: 'twin' } });
-  await cp.api('POST', '/api/instances', { body: { name: 'twin' } });
+t.test('a name names one instance: a second cannot take it, and the door resolves the one', async (t) => {
+  t.equal((await cp.api('POST', '/api/instances', { body: { name: 'twin' } })).status, 201);
+  const second = await cp.api<{ error: string }>('POST', '/api/instances', { body: { name: 'twin' } });
+  t.equal(second.status, 409);
+  t.equal(second.body.error, 'instance_name_taken');
   const r = refused(await openShell(cp.url, 'twin', { key: cp.adminKey }));
-  t.equal(r.status, 409);
-  t.equal(r.body.error, 'instance_name_ambiguous');
+  t.equal(r.body.error, 'agent_not_connected', 'found by its name; it has no agent yet');
 });
 
 for (const [what, query, field] of [

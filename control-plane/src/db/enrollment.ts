@@ -3,6 +3,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { and, eq, gt, isNull } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
+import { nameTakenOr } from './instances.ts';
 import { agents, enrollmentTokens, instances } from './schema.ts';
 
 export const ENROLLMENT_TOKEN_PREFIX = 'vmkenr_';
@@ -31,7 +32,11 @@ export async function registerInstance(
     updatedAt: now,
     providerRef: null,
   };
-  return db.insert(instances).values(row).returning().get();
+  try {
+    return db.insert(instances).values(row).returning().get();
+  } catch (err) {
+    throw nameTakenOr(err, row.name);
+  }
 }
 
 /**

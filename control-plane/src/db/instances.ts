@@ -5,6 +5,7 @@ import { prepared } from './index.ts';
 import type { Db } from './index.ts';
 import type { AgentRow } from './agents.ts';
 import { agents, instances } from './schema.ts';
+import { ApiError } from '../errors.ts';
 
 export type InstanceRow = typeof instances.$inferSelect;
 export type InstanceStatus = 'awaiting_agent' | 'provisioning' | 'running' | 'stopped' | 'failed' | 'destroyed';
@@ -44,8 +45,20 @@ export async function createInstance(db: Db, input: NewInstance, now = Date.now(
     providerRef: input.providerRef ?? null,
     sshHostKeys: null,
   };
-  db.insert(instances).values(row).run();
+  try {
+    db.insert(instances).values(row).run();
+  } catch (err) {
+    throw nameTakenOr(err, row.name);
+  }
   return row;
+}
+
+/** The unique index `instances_name_per_workspace` said no: the caller's 409, not a crash. */
+export function nameTakenOr(err: unknown, name: string): unknown {
+  if (err instanceof Error && /UNIQUE constraint failed: index 'instances_name_per_workspace'|UNIQUE constraint failed: instances\.workspace_id/.test(err.message)) {
+    return new ApiError('instance_name_taken', `An instance named ${JSON.stringify(name.slice(0, 100))} already exists in this workspace; choose another name or delete that one.`);
+  }
+  return err;
 }
 
 export async function getInstance(db: Db, workspaceId: string, id: string): Promise<InstanceRow | undefined> {
@@ -135,4 +148,21 @@ export async function findLiveInstanceOfEnvironment(db: Db, workspaceId: string,
     .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, environmentId), notInArray(instances.status, ['failed', 'destroyed'])))
     .orderBy(desc(instances.id))
     .get();
+}
+
+/** `base`, or `base-2`, `base-3`, ... : the first name no live instance of the workspace holds. */
+export async function freeInstanceName(db: Db, workspaceId: string, base: string): Promise<string> {
+  const taken = new Set(
+    db
+      .select({ name: instances.name })
+      .from(instances)
+      .where(and(eq(instances.workspaceId, workspaceId), sql`${instances.status} <> 'destroyed'`))
+      .all()
+      .map((r) => r.name.toLowerCase()),
+  );
+  for (let n = 1; ; n++) {
+    const suffix = n === 1 ? '' : `-${n}`;
+    const name = base.slice(0, 63 - suffix.length).replace(/-+$/, '') + suffix;
+    if (!taken.has(name.toLowerCase())) return name;
+  }
 }

@@ -95,7 +95,11 @@ export const instances = sqliteTable(
      */
     sshHostKeys: text('ssh_host_keys', { mode: 'json' }).$type<string[]>(),
   },
-  (t) => [index('instances_workspace_idx').on(t.workspaceId, t.id)],
+  (t) => [
+    index('instances_workspace_idx').on(t.workspaceId, t.id),
+    // "harden web-1" names one machine: a live name is unique per workspace, in any case.
+    uniqueIndex('instances_name_per_workspace').on(t.workspaceId, sql`lower(${t.name})`).where(sql`status <> 'destroyed'`),
+  ],
 );
 
 export const agents = sqliteTable(

@@ -8,7 +8,7 @@ import { parse as parseYaml } from 'yaml';
 import type { AppContext } from '../../app.ts';
 import { getAgentByInstance } from '../../db/agents.ts';
 import type { EnvironmentRow } from '../../db/environments.ts';
-import { findLiveInstanceOfEnvironment, getInstance } from '../../db/instances.ts';
+import { findLiveInstanceOfEnvironment, freeInstanceName, getInstance } from '../../db/instances.ts';
 import type { InstanceRow } from '../../db/instances.ts';
 import type { RepoRow } from '../../db/repos.ts';
 import { ApiError } from '../../errors.ts';
@@ -102,7 +102,8 @@ export async function provisioning(s: StepEnv): Promise<StepOutcome> {
   }
   const made = await provisionInstance(ctx, {
     workspaceId,
-    name: vmName(s.repo, env),
+    // Instance names are unique per workspace: another app's (or a hand-made) VM may hold it.
+    name: await freeInstanceName(ctx.db, workspaceId, vmName(s.repo, env)),
     environmentId: env.id,
     provider: s.compute,
     labels: { environment: label(env.name), deploy: label(record.row.id) },
