@@ -31,8 +31,10 @@ interface InstanceAnswer {
   agent: { id: string; state: string; connected_at: string | null; last_seen: string | null; hostname: string | null; agent_version: string | null } | null;
 }
 
+let instances = 0;
 async function newInstance(cp: TestControlPlane, key?: string): Promise<InstanceAnswer> {
-  const res = await cp.api<InstanceAnswer>('POST', '/api/instances', { body: { name: 'web-1' }, ...(key && { key }) });
+  // Names are unique per workspace.
+  const res = await cp.api<InstanceAnswer>('POST', '/api/instances', { body: { name: `web-${++instances}` }, ...(key && { key }) });
   if (res.status !== 201) throw new Error(`POST /api/instances: ${res.status} ${JSON.stringify(res.body)}`);
   return res.body;
 }
