@@ -1,3 +1,4 @@
+import { closeSync, constants as fsConstants, openSync } from 'node:fs';
 import { constants } from 'node:os';
 import { SHELL_INITIAL_WINDOW, SHELL_MAX_DATA_BYTES, encodeShellData, encodeShellFrame } from '@vmkit/protocol';
 import type { ShellCloseReason } from '@vmkit/protocol';
@@ -69,12 +70,14 @@ export class ShellSession {
   readonly #timers = new Set<NodeJS.Timeout>();
   #exitPoll: NodeJS.Timeout | undefined;
   #inboundPoll: NodeJS.Timeout | undefined;
+  #slaveFd: number | undefined;
 
   constructor(opts: ShellSessionOptions) {
     this.#o = opts;
     this.channel = opts.channel;
     this.#pty = opts.pty;
     this.pid = opts.pty.pid;
+    this.#slaveFd = holdSlave(opts.pty);
     // With encoding null node-pty hands over Buffers (its typings say string).
     this.#pty.onData((d) => this.#onOutput(d as unknown as Buffer));
     this.#pty.onExit(({ exitCode, signal }) => this.#onExit(exitCode, signal));
@@ -226,6 +229,8 @@ export class ShellSession {
     this.#timers.clear();
     if (this.#exitPoll) clearInterval(this.#exitPoll);
     if (this.#inboundPoll) clearTimeout(this.#inboundPoll);
+    if (this.#slaveFd !== undefined) closeSync(this.#slaveFd);
+    this.#slaveFd = undefined;
     const exit = this.#exit ?? { code: null, signal: null };
     const reason = this.#endReason ?? 'exit';
     if (!this.#detached) {
@@ -294,6 +299,23 @@ export class ShellSession {
       fn();
     }, ms);
     this.#timers.add(t);
+  }
+}
+
+/**
+ * Keeps the PTY's terminal side open in the agent. When the last process holding it
+ * exits, Linux answers reads on the master with EIO and node-pty drops what was still
+ * unread (up to a kernel buffer: the tail of a command's output, microsoft/node-pty#72).
+ * Held open, the master never sees EIO and the tail is read before node-pty gives up on
+ * the exited process (200 ms later). Best effort: without it the session still works.
+ */
+function holdSlave(pty: IPty): number | undefined {
+  const path = (pty as unknown as { _pty?: unknown })._pty;
+  if (typeof path !== 'string' || !path.startsWith('/dev/pts/')) return undefined;
+  try {
+    return openSync(path, fsConstants.O_RDWR | fsConstants.O_NOCTTY | fsConstants.O_NONBLOCK);
+  } catch {
+    return undefined;
   }
 }
 
