@@ -71,3 +71,19 @@ export async function waitAgentState(cp: TestControlPlane, instanceId: string, w
     await new Promise((r) => setTimeout(r, 250));
   }
 }
+
+let plainBashPath: string | undefined;
+/**
+ * A shell for agents' `shell.program` in tests: bash without /etc/profile or the host
+ * root's dotfiles, which are not the tests' to run (a shell killed mid-start can leave
+ * them wedged, e.g. a pyenv rehash lock every later login shell then waits on).
+ */
+export function plainBashShell(): string {
+  if (plainBashPath !== undefined) return plainBashPath;
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-plain-bash-'));
+  const file = join(dir, 'bash');
+  writeFileSync(file, '#!/bin/sh\nexec /bin/bash --noprofile --norc "$@"\n', { mode: 0o755 });
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  plainBashPath = file;
+  return file;
+}

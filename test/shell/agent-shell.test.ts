@@ -5,7 +5,7 @@ import type { ApiError } from '../../control-plane/src/errors.ts';
 import type { ShellChannel, ShellExit, ShellOpenRequest, ShellOpener } from '../../control-plane/src/shell/channel.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
-import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
 import type { AgentProcess } from '../agent/agent-process.ts';
 
 /**
@@ -94,7 +94,8 @@ async function refusal(p: Promise<unknown>): Promise<ApiError> {
   );
 }
 
-const rootShell = { default_user: 'root', allow_root: true };
+// bash without the host root's dotfiles (see plainBashShell), instead of root's login shell.
+const rootShell = { default_user: 'root', allow_root: true, program: plainBashShell() };
 
 t.test('an agent that allows it runs shells; its sessions work end to end', async (t) => {
   const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 1_000, deadAfterMs: 10_000 } } });
@@ -127,6 +128,13 @@ t.test('an agent that allows it runs shells; its sessions work end to end', asyn
     const term = await openTerm(cp, a);
     term.type('exit 3\r');
     t.same(await term.exited(), { code: 3, signal: null, reason: 'exit' });
+  });
+
+  await t.test('shell.program in the agent config replaces the account\'s login shell', async (t) => {
+    const term = await openTerm(cp, a, { command: 'echo "shell=$SHELL"' });
+    const exit = await term.exited();
+    t.equal(exit.code, 0);
+    t.match(term.text(), `shell=${plainBashShell()}`, 'the configured program, not root\'s login shell from passwd');
   });
 
   await t.test('a single command (exec) returns its output and its status', async (t) => {

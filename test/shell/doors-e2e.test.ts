@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import { parseAsciicast } from '../../control-plane/src/shell/recording.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
 import type { RealAgent } from '../helpers/real-agent.ts';
 import type { AgentProcess } from '../agent/agent-process.ts';
 import { openShell } from '../helpers/shell-client.ts';
@@ -40,7 +40,8 @@ let agent: Agent | undefined;
 /** One agent for the whole file: its teardown is the file's, not the first subtest's. */
 async function startAgent(): Promise<Agent> {
   const real = await enrollRealAgent(t, cp, { name: 'doors-vm' });
-  real.patchConfig({ shell: { default_user: 'root', allow_root: true, max_sessions: 16 } });
+  // bash without the host root's dotfiles (see plainBashShell), instead of root's login shell.
+  real.patchConfig({ shell: { default_user: 'root', allow_root: true, max_sessions: 16, program: plainBashShell() } });
   const proc = real.start();
   await waitAgentState(cp, real.instanceId, 'connected', 120_000);
   return { real, proc };

@@ -17,6 +17,11 @@ export const shellConfigSchema = z.strictObject({
   default_user: z.string().regex(/^[a-z_][a-z0-9_-]{0,31}$/).optional(),
   /** Whether shell.open may run as root (uid 0). */
   allow_root: z.boolean().optional(),
+  /**
+   * Run sessions under this shell (an absolute path, e.g. /bin/sh) instead of the
+   * account's login shell: for VMs whose login dotfiles an operator session must not run.
+   */
+  program: z.string().regex(/^\/[A-Za-z0-9._/-]{1,255}$/).optional(),
 });
 export type ShellConfig = z.infer<typeof shellConfigSchema>;
 
@@ -27,6 +32,8 @@ export interface ShellLimits {
   maxSessionMs: number;
   defaultUser: string;
   allowRoot: boolean;
+  /** Null: the account's own login shell. */
+  program: string | null;
 }
 
 export const DEFAULT_SHELL_LIMITS: ShellLimits = {
@@ -38,6 +45,7 @@ export const DEFAULT_SHELL_LIMITS: ShellLimits = {
   // The account harden creates; root stays refused unless the VM's owner allows it.
   defaultUser: 'kamal',
   allowRoot: false,
+  program: null,
 };
 
 export function shellLimits(cfg: ShellConfig | undefined): ShellLimits {
@@ -49,5 +57,6 @@ export function shellLimits(cfg: ShellConfig | undefined): ShellLimits {
     maxSessionMs: cfg?.max_session_ms ?? d.maxSessionMs,
     defaultUser: cfg?.default_user ?? d.defaultUser,
     allowRoot: cfg?.allow_root ?? d.allowRoot,
+    program: cfg?.program ?? d.program,
   };
 }

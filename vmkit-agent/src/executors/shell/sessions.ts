@@ -72,7 +72,7 @@ export class ShellSessions {
         log.warn('shell refused', { channel: p.channel, user: name, reason: verdict.message });
         return refuse(verdict.key, verdict.message);
       }
-      const account = verdict.account;
+      const account = limits.program === null ? verdict.account : { ...verdict.account, shell: limits.program };
       const { file, args } = sessionArgv(account, selfUid, p.command);
       const cwd = (await isDirectory(account.home)) ? account.home : '/';
       let pty: IPty;
