@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import t from 'tap';
 import type { Test } from 'tap';
 import { encodePublicKey } from '@vmkit/protocol';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { wireFixtures } from '../helpers/fixtures.ts';
 import { runCli } from './agent-process.ts';
@@ -21,7 +21,7 @@ interface InstanceBody {
 }
 
 async function instanceWithToken(cp: TestControlPlane): Promise<{ id: string; token: string }> {
-  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'host-keys' } })).body;
+  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: uniqueInstanceName('host-keys') } })).body;
   const tok = (await cp.api<{ token: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
   return { id: inst.id, token: tok.token };
 }

@@ -28,6 +28,16 @@ import type { Scope } from '../../control-plane/src/auth/scopes.ts';
 // A bound for a stuck server, not a speed check: a harden or a sandbox VM can take long on a loaded 2-core machine.
 const API_TIMEOUT_MS = 180_000;
 
+let instanceNames = 0;
+/**
+ * An instance name no other instance of this test process has: names are unique per
+ * workspace (POST /api/instances answers 409 instance_name_taken to a second `vm`).
+ */
+export function uniqueInstanceName(prefix: string): string {
+  instanceNames += 1;
+  return `${prefix}-${process.pid}-${instanceNames}`;
+}
+
 export interface TestControlPlaneOptions {
   config?: Partial<Omit<Config, 'rateLimit' | 'dataDir'>> & { rateLimit?: Partial<RateLimitConfig> };
   dataDir?: string;

@@ -11,6 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AgentProcess, TEST_RECONNECT, runCli } from '../agent/agent-process.ts';
 import type { TestControlPlane } from './control-plane.ts';
+import { uniqueInstanceName } from './control-plane.ts';
 
 export interface RealAgent {
   instanceId: string;
@@ -27,7 +28,7 @@ export async function enrollRealAgent(
   cp: TestControlPlane,
   opts: { name?: string; reconnect?: Record<string, number> } = {},
 ): Promise<RealAgent> {
-  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: opts.name ?? 'real-agent' } })).body;
+  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: opts.name ?? uniqueInstanceName('real-agent') } })).body;
   const tok = (await cp.api<{ token: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
   const dir = mkdtempSync(join(tmpdir(), 'vmkit-real-agent-'));
   const procs: AgentProcess[] = [];

@@ -3,7 +3,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { encodePublicKey } from '@vmkit/protocol';
 import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeAgent } from './fake-agent.ts';
 
@@ -14,7 +14,7 @@ interface AgentView {
 }
 
 async function enrolledFake(cp: TestControlPlane) {
-  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'state' } })).body;
+  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: uniqueInstanceName('state') } })).body;
   const tok = (await cp.api<{ token: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
   const { privateKey, publicKey } = generateKeyPairSync('ed25519');
   const e = await cp.api<{ agent_id: string; connect_url: string }>('POST', '/api/agents/enroll', {

@@ -5,7 +5,7 @@ import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { PROTOCOL_VERSION, encodePublicKey, enrollResponseSchema, parseMessage } from '@vmkit/protocol';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { wireFixtures } from '../helpers/fixtures.ts';
 import { FakeAgent } from './fake-agent.ts';
@@ -17,7 +17,7 @@ interface ErrorAnswer {
 }
 
 async function newInstanceToken(cp: TestControlPlane, name: string): Promise<{ instanceId: string; token: string }> {
-  const inst = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name } });
+  const inst = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: uniqueInstanceName(name) } });
   if (inst.status !== 201) throw new Error(`POST /api/instances: ${inst.status}`);
   const tok = await cp.api<{ token: string }>('POST', `/api/instances/${inst.body.id}/enrollment-token`);
   if (tok.status !== 201) throw new Error(`enrollment-token: ${tok.status}`);

@@ -8,7 +8,7 @@ import { createInstance, getInstanceById } from '../../control-plane/src/db/inst
 import type { NewInstance } from '../../control-plane/src/db/instances.ts';
 import type { ComputeProvider, CreatedVm, VmStatus } from '../../control-plane/src/providers/compute/types.ts';
 import { instancesToRecover, recoverInstance } from '../../control-plane/src/services/instance-recovery.ts';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { eventually } from '../helpers/cp-process.ts';
 
 class StandInProvider implements ComputeProvider {
@@ -33,7 +33,7 @@ async function setup(t: Test) {
   const provider = new StandInProvider();
   cp.ctx.computeProviders = { standin: provider };
   const make = (fields: Partial<NewInstance> = {}) =>
-    createInstance(cp.ctx.db, { workspaceId: cp.workspaceId, name: 'vm', provider: 'standin', status: 'provisioning', ...fields });
+    createInstance(cp.ctx.db, { workspaceId: cp.workspaceId, name: uniqueInstanceName('vm'), provider: 'standin', status: 'provisioning', ...fields });
   const recover = async (id: string) => {
     const row = (await instancesToRecover(cp.ctx)).find((r) => r.instance.id === id);
     if (!row) throw new Error(`${id} is not among the instances to recover`);
