@@ -33,10 +33,22 @@ async function killMidCreate(t: Test, killWhen: (s: SandboxState) => boolean) {
   // The answer never comes: the process dies under it.
   const answer = first.api('POST', '/api/instances', { name: 'web-1', provider: 'local' }, 120_000).catch((err: unknown) => err);
   const ref = await eventually('the sandbox folder', () => provider.list().then((l) => l[0]?.ref));
-  const state = await eventually('the sandbox reaching the kill point', () => {
-    const s = provider.readState(ref);
-    return s !== undefined && killWhen(s) ? s : undefined;
-  });
+  // Polled every 5 ms: the boot phase lasts as long as sshd takes to answer. A sandbox seen
+  // past the kill point (running, or gone) fails at once, naming what was seen.
+  const seen: string[] = [];
+  const state = await eventually(
+    'the sandbox reaching the kill point',
+    () => {
+      const s = provider.readState(ref);
+      const phase = s === undefined ? 'gone' : s.phase;
+      if (seen.at(-1) !== phase) seen.push(phase);
+      if (s !== undefined && killWhen(s)) return s;
+      if (phase === 'running' || (phase === 'gone' && seen.length > 1)) throw new Error(`the sandbox went past the kill point before it was seen there (phases seen: ${seen.join(' → ')})`);
+      return undefined;
+    },
+    120_000,
+    5,
+  );
   first.kill('SIGKILL');
   await first.exited;
   t.type(await answer, Error, 'the create request died with the process');

@@ -228,7 +228,7 @@ t.test('npm start passes flags through to the server (npm start -- --port N --da
   });
   const exited = new Promise<null>((resolve) => child.on('exit', () => resolve(null)));
   const log = await Promise.race([listening, exited]);
-  t.ok(log, `the server started: ${errText.slice(-500)}`);
+  t.ok(log, `the server started: ${errText.slice(-3000)}`);
   t.equal(log?.data_dir, dataDir, 'with the data directory given after --');
   t.notMatch(String(log?.url), /:8080$/, 'on the port given after -- (0: a free one), not the default');
   stopAll();
