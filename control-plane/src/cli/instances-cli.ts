@@ -75,9 +75,13 @@ const show: Handler = async (args, io) => {
 };
 
 const CREATE_USAGE = 'instances create NAME --provider local|hetzner|manual [--environment ENV_ID]';
+/** The CLI asks for the choice the REST API would otherwise make silently (manual). */
+const PROVIDER_CHOICES =
+  '--provider is required: local (a VM sandbox on the control plane\'s machine), hetzner (a Hetzner Cloud VM), ' +
+  'or manual (a machine you set up yourself and enroll with a token; what the REST API assumes when provider is left out)';
 const create: Handler = async (args, io, values) => {
   const name = one(args, CREATE_USAGE);
-  if (typeof values.provider !== 'string') throw new UsageError(`--provider is required (${CREATE_USAGE})`);
+  if (typeof values.provider !== 'string') throw new UsageError(`${PROVIDER_CHOICES}\n(${CREATE_USAGE})`);
   const body = (await io.client.request(
     'POST',
     '/api/instances',
@@ -85,7 +89,10 @@ const create: Handler = async (args, io, values) => {
     // Provisioning a VM answers once it is made.
     600_000,
   )) as Row;
-  io.out(body, () => `Instance ${p(body.name)} is ${p(body.id)} (${p(body.provider)}, ${p(body.status)}).\n`);
+  io.out(body, () => {
+    const line = `Instance ${p(body.name)} is ${p(body.id)} (${p(body.provider)}, ${p(body.status)}).\n`;
+    return body.status_reason ? `${line}${p(body.status_reason).replace('{id}', p(body.id))}\n` : line;
+  });
   return 0;
 };
 

@@ -26,6 +26,8 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | 
   instances list
   instances show ID|NAME
   instances create NAME --provider local|hetzner|manual [--environment ENV_ID]
+                                  local: a VM sandbox here; hetzner: a cloud VM; manual: a
+                                  machine you enroll yourself (the REST API's default)
   instances delete ID|NAME        destroys the VM
   instances harden ID|NAME        prints each step as the agent reports it
   scan OWNER/NAME                 language, framework, buildpack, with evidence
