@@ -39,7 +39,7 @@ t.test('vmkit instances create, show, delete, harden and scan against a real ser
     t.match(noProvider.stderr, /^--provider is required/);
     const unknown = await vmkit(['instances', 'show', 'nope']);
     t.equal(unknown.code, 1);
-    t.equal(unknown.stderr, 'error: no instance named nope in this workspace (see: vmkit instances list)\n');
+    t.equal(unknown.stderr, `error: no instance named nope in this workspace at ${cp.url} (see: vmkit instances list)\n`);
     t.equal((await vmkit(['instances', 'create', 'a', 'b', '--provider', 'manual'])).code, 2, 'one name only');
   });
 

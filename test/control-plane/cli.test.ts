@@ -88,9 +88,18 @@ t.test('the vmkit CLI against a real server', async (t) => {
   t.test('errors: API errors exit 1 with the key, usage errors exit 2', async (t) => {
     const missing = await vmkit(['repos', 'show', 'repo_nope']);
     t.equal(missing.code, 1);
-    t.equal(missing.stderr, 'error: repo_not_found: No repo with id repo_nope found in this workspace.\n');
+    t.equal(
+      missing.stderr,
+      `error: repo_not_found: No repo with id repo_nope found in this workspace. (GET ${cp.url}/api/repos/repo_nope answered 404)\n`,
+      'the key, the sentence and the URL it tried',
+    );
     const json = await vmkit(['repos', 'show', 'repo_nope', '--json']);
-    t.same(JSON.parse(json.stderr), { error: 'repo_not_found', message: 'No repo with id repo_nope found in this workspace.' });
+    t.same(JSON.parse(json.stderr), {
+      error: 'repo_not_found',
+      message: 'No repo with id repo_nope found in this workspace.',
+      url: `${cp.url}/api/repos/repo_nope`,
+      status: 404,
+    });
     t.equal((await vmkit(['keys', 'create', '--name', 'x'])).code, 2, 'missing --scopes');
     t.equal((await vmkit(['frobnicate'])).code, 2);
     t.equal((await vmkit(['repos', 'list', '--nope'])).code, 2);

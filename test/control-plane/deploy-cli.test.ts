@@ -42,15 +42,15 @@ t.test('the first deploy of a repo prints the pull request to merge and exits 3'
   t.same(await rig.vms(), [], 'nothing to follow: no VM');
 });
 
-t.test('a contract error is printed as key and sentence, exit 1; --json prints the body', async (t) => {
+t.test('a contract error is printed as key, sentence and the URL tried, exit 1; --json prints the body with the URL', async (t) => {
   const direct = await rig.cp.api<{ error: string; message: string }>('POST', '/api/deploys', { body: { repo: 'acme/nope', dest: DEST } });
   t.equal(direct.status, 404);
   const out = await vmkit(rig, ['deploy', 'acme/nope', DEST]);
   t.equal(out.code, 1);
-  t.equal(out.stderr, `error: ${direct.body.error}: ${direct.body.message}\n`);
+  t.equal(out.stderr, `error: ${direct.body.error}: ${direct.body.message} (POST ${rig.cp.url}/api/deploys answered 404)\n`);
   const json = await vmkit(rig, ['deploy', 'acme/nope', DEST, '--json']);
   t.equal(json.code, 1);
-  t.same(JSON.parse(json.stderr), direct.body);
+  t.same(JSON.parse(json.stderr), { ...direct.body, url: `${rig.cp.url}/api/deploys`, status: 404 }, 'the body, the URL and the status');
 });
 
 t.test('deploy status shows the steps; --json the record', async (t) => {

@@ -40,7 +40,7 @@ export async function resolveInstance(client: Client, idOrName: string): Promise
   const wanted = idOrName.toLowerCase();
   const hits = (body.items ?? []).filter((i) => typeof i.name === 'string' && i.name.toLowerCase() === wanted && i.status !== 'destroyed');
   const [hit] = hits;
-  if (hit === undefined) throw new CommandFailed(`no instance named ${escapeUnsafeText(idOrName)} in this workspace (see: vmkit instances list)`);
+  if (hit === undefined) throw new CommandFailed(`no instance named ${escapeUnsafeText(idOrName)} in this workspace at ${escapeUnsafeText(client.url)} (see: vmkit instances list)`);
   if (hits.length > 1) throw new CommandFailed(`${hits.length} instances are named ${escapeUnsafeText(idOrName)}: ${hits.map((h) => p(h.id)).join(', ')}; give the id`);
   return s(hit.id);
 }

@@ -6,7 +6,7 @@ import { CommandFailed, INSTANCE_COMMANDS } from './instances-cli.ts';
 import type { Command } from './instances-cli.ts';
 import { runLoginCli } from './login-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
-import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
+import { RequestFailed, UsageError, failureJson, failureText, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
 import { runShellCli } from './shell-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
@@ -295,7 +295,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
       return 1;
     }
     if (err instanceof RequestFailed) {
-      io.stderr(json ? `${escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message }))}\n` : `error: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`);
+      io.stderr(json ? `${failureJson(err)}\n` : `error: ${failureText(err)}\n`);
       return 1;
     }
     io.stderr(`error: ${(err as Error).message}\n`);
