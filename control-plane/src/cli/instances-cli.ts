@@ -122,15 +122,17 @@ export function stepLine(e: Progress): string {
 }
 
 const harden: Handler = async (args, io) => {
-  const id = await resolveInstance(io.client, one(args, 'instances harden ID|NAME'));
+  const given = one(args, 'instances harden ID|NAME');
+  const id = await resolveInstance(io.client, given);
+  const who = given === id ? p(id) : `${p(given)} (${p(id)})`;
   // Answer at once with the command id, then follow its steps by long-polling.
   const started = (await io.client.request('POST', `/api/instances/${encodeURIComponent(id)}/harden`, { wait_ms: 0 })) as Row;
   if (started.status !== 'running') {
-    io.out(started, () => `Instance ${p(id)}: ${p(started.status)}.\n`);
+    io.out(started, () => `Instance ${who}: ${p(started.status)}.\n`);
     return 0;
   }
   const commandId = s(started.command_id);
-  io.note(`Hardening ${id} (command ${commandId}):\n`);
+  io.note(`Hardening ${who}, command ${p(commandId)}:\n`);
   let after = -1;
   for (;;) {
     const view = (await io.client.request('GET', `/api/commands/${encodeURIComponent(commandId)}?after_seq=${after}&wait_ms=25000`, undefined, 40_000)) as CommandView;
@@ -139,9 +141,9 @@ const harden: Handler = async (args, io) => {
       after = Math.max(after, e.seq);
     }
     if (view.state === 'running' || view.state === 'pending' || view.state === 'sent') continue;
-    if (view.error) throw new CommandFailed(`harden failed: ${p(view.error.error)}: ${p(view.error.message)}`);
+    if (view.error) throw new CommandFailed(`harden of ${who} failed: ${p(view.error.error)}: ${p(view.error.message)}`);
     const result = view.result ?? {};
-    io.out(result, () => `Instance ${p(id)}: ${p(result.status ?? view.state)}.\n`);
+    io.out(result, () => `Instance ${who}: ${p(result.status ?? view.state)}.\n`);
     return 0;
   }
 };
