@@ -5,30 +5,16 @@
  * text and with --json.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 
 const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
 t.teardown(() => cp.close());
-const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
-t.teardown(() => rmSync(configHome, { recursive: true, force: true }));
-
-async function vmkit(args: string[], url: string, key = cp.adminKey) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runVmkitCli(args, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: url, VMKIT_API_KEY: key, XDG_CONFIG_HOME: configHome },
-  });
-  return { code, stdout, stderr };
-}
+const cli = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
+const vmkit = (args: string[], url: string, key = cp.adminKey) => cli(args, { VMKIT_URL: url, VMKIT_API_KEY: key });
 
 async function listen(t: { teardown(fn: () => unknown): void }, server: Server): Promise<string> {
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));

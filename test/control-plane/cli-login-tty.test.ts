@@ -9,8 +9,8 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node-pty';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { runVmkit } from '../helpers/vmkit-cli.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -76,10 +76,9 @@ t.test('the key typed at the prompt is checked, not echoed, and saved 0600 under
   t.equal(statSync(join(home, '.config', 'vmkit')).mode & 0o777, 0o700, 'its directory is 0700');
   t.same(JSON.parse(readFileSync(file, 'utf8')), { url: cp.url, key: cp.adminKey }, 'the backspace took the stray character away');
 
-  let stdout = '';
-  const list = await runVmkitCli(['instances', 'list'], { stdout: (s) => (stdout += s), stderr: () => undefined, env: { HOME: home } });
-  t.equal(list, 0, 'a later command finds the saved login under the same HOME');
-  t.match(stdout, /^ID\s+NAME/);
+  const list = await runVmkit(['instances', 'list'], { HOME: home });
+  t.equal(list.code, 0, 'a later command finds the saved login under the same HOME');
+  t.match(list.stdout, /^ID\s+NAME/);
 });
 
 t.test('a wrong key is refused naming the URL, not echoed, and nothing is saved', async (t) => {

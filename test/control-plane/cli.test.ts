@@ -1,11 +1,9 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { runVmkit, vmkitCli } from '../helpers/vmkit-cli.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -13,19 +11,9 @@ const ROOT = join(import.meta.dirname, '..', '..');
 t.test('the vmkit CLI against a real server', async (t) => {
   const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
   t.teardown(() => cp.close());
-  // Never the machine's own saved login.
-  const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
 
-  const vmkit = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome, ...env },
-    });
-    return { code, stdout, stderr };
-  };
+  // Never the machine's own saved login.
+  const vmkit = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
 
   t.test('repos add and list, as a table and as JSON', async (t) => {
     const add = await vmkit(['repos', 'add', 'badri/my-app']);
@@ -106,8 +94,8 @@ t.test('the vmkit CLI against a real server', async (t) => {
     const scope = await vmkit(['keys', 'create', '--name', 'x', '--scopes', 'root']);
     t.equal(scope.code, 1);
     t.match(scope.stderr, /invalid_request/);
-    const noKey = await runVmkitCli(['repos', 'list'], { stdout: () => {}, stderr: () => {}, env: { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent', XDG_CONFIG_HOME: configHome } });
-    t.equal(noKey, 2, 'no key anywhere is a usage error');
+    const noKey = await runVmkit(['repos', 'list'], { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent', XDG_CONFIG_HOME: vmkit.configHome });
+    t.equal(noKey.code, 2, 'no key anywhere is a usage error');
   });
 
   t.test('the bin shim runs as a real process', async (t) => {

@@ -5,7 +5,8 @@
  * The whole flow in a real control-plane process is in test/deploy-e2e/.
  */
 import t from 'tap';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
+import type { VmkitCli } from '../helpers/vmkit-cli.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
 import { DEST, FULL, deployRig } from '../helpers/deploy-rig.ts';
@@ -16,15 +17,15 @@ t.setTimeout(900_000);
 const SECOND_PHASE = ['provisioning', 'waiting_for_agent', 'hardening', 'dns', 'dispatching', 'running_workflow'];
 const STEP_LINE = /^\d\d:\d\d:\d\dZ /;
 
-async function vmkit(rig: DeployRig, args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runVmkitCli(args, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: rig.cp.url, VMKIT_API_KEY: rig.cp.adminKey },
-  });
-  return { code, stdout, stderr };
+const runners = new WeakMap<DeployRig, VmkitCli>();
+/** The CLI against this rig's control plane (one config directory per rig). */
+function vmkit(rig: DeployRig, args: string[]) {
+  let run = runners.get(rig);
+  if (run === undefined) {
+    run = vmkitCli(t, () => ({ url: rig.cp.url, key: rig.cp.adminKey }));
+    runners.set(rig, run);
+  }
+  return run(args);
 }
 
 const deploysOf = async (rig: DeployRig) => (await rig.cp.api<{ items: DeployBody[] }>('GET', `/api/deploys?repo=${FULL}`)).body.items;

@@ -4,14 +4,11 @@
  * the default and every choice, and the CLI asks for the choice outright.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
 import { MANUAL_STATUS_REASON } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { eventually } from '../helpers/cp-process.ts';
 import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 
 interface InstanceBody {
   id: string;
@@ -23,19 +20,7 @@ interface InstanceBody {
 
 const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
 t.teardown(() => cp.close());
-const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
-t.teardown(() => rmSync(configHome, { recursive: true, force: true }));
-
-async function vmkit(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runVmkitCli(args, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome },
-  });
-  return { code, stdout, stderr };
-}
+const vmkit = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
 
 t.test('leaving out provider makes a manual instance whose answer says so and what to do next', async (t) => {
   const res = await cp.api<InstanceBody>('POST', '/api/instances', { body: { name: uniqueInstanceName('no-provider') } });

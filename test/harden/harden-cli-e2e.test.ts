@@ -5,15 +5,12 @@
  * error when the agent refuses.
  */
 import t from 'tap';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
 import { stepLine } from '../../control-plane/src/cli/instances-cli.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 
 t.setTimeout(480_000);
 
@@ -28,19 +25,7 @@ interface CommandBody {
 
 const cp = await startTestControlPlane();
 t.teardown(() => cp.close());
-const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
-t.teardown(() => rmSync(configHome, { recursive: true, force: true }));
-
-async function vmkit(args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runVmkitCli(args, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome },
-  });
-  return { code, stdout, stderr };
-}
+const vmkit = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
 
 t.test('vmkit instances harden NAME prints each step, answers hardened and exits 0; again: already_hardened', needsSandbox, async (t) => {
   const name = uniqueInstanceName('cli-harden');
