@@ -1,7 +1,7 @@
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
-import { StepChanges, restDeployView } from '../mcp/tools/deploy-answer.ts';
-import type { RestDeployStep, RestDeployView } from '../mcp/tools/deploy-answer.ts';
+import { StepChanges, restDeployView } from '../client/deploy-view.ts';
+import type { RestDeployStep, RestDeployView } from '../client/deploy-view.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
 import { RequestFailed, UsageError, failureJson, failureText, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
