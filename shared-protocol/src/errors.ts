@@ -36,7 +36,6 @@ export const ERRORS = {
   deploy_not_found: { status: 404, message: 'No deploy with this id exists in this workspace.' },
   // ops shell doors (WebSocket, ssh gateway) and their records
   instance_name_taken: { status: 409, message: 'A live instance of this workspace already has this name.' },
-  instance_name_ambiguous: { status: 409, message: 'More than one instance of this workspace has this name; use its id.' },
   shell_session_not_found: { status: 404, message: 'No shell session with this id is visible to this API key.' },
   recording_not_found: { status: 404, message: 'The recording of this shell session is not on the control plane.' },
   recording_failed: { status: 503, message: 'The session recording could not be written, and sessions must be recorded.' },

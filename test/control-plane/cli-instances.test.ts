@@ -1,25 +1,12 @@
 import t from 'tap';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 import { stepLine } from '../../control-plane/src/cli/instances-cli.ts';
 
 t.test('vmkit instances create, show, delete, harden and scan against a real server', async (t) => {
   const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
   t.teardown(() => cp.close());
-  const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
-  const vmkit = async (args: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome },
-    });
-    return { code, stdout, stderr };
-  };
+  const vmkit = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
 
   t.test('create a manual instance, then show it by name and by id', async (t) => {
     const created = await vmkit(['instances', 'create', 'web-1', '--provider', 'manual']);
@@ -39,7 +26,7 @@ t.test('vmkit instances create, show, delete, harden and scan against a real ser
     t.match(noProvider.stderr, /^--provider is required/);
     const unknown = await vmkit(['instances', 'show', 'nope']);
     t.equal(unknown.code, 1);
-    t.equal(unknown.stderr, 'error: no instance named nope in this workspace (see: vmkit instances list)\n');
+    t.equal(unknown.stderr, `error: no instance named nope in this workspace at ${cp.url} (see: vmkit instances list)\n`);
     t.equal((await vmkit(['instances', 'create', 'a', 'b', '--provider', 'manual'])).code, 2, 'one name only');
   });
 

@@ -8,7 +8,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { runVmkit } from '../helpers/vmkit-cli.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -17,17 +17,8 @@ t.test('vmkit login, logout and where the key comes from', async (t) => {
   t.teardown(() => cp.close());
 
   const newConfigHome = () => mkdtempSync(join(tmpdir(), 'vmkit-config-'));
-  const vmkit = async (args: string[], env: NodeJS.ProcessEnv, stdin?: string) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env,
-      ...(stdin !== undefined && { stdin: Readable.from([stdin]) }),
-    });
-    return { code, stdout, stderr };
-  };
+  const vmkit = (args: string[], env: NodeJS.ProcessEnv, stdin?: string) =>
+    runVmkit(args, env, stdin === undefined ? undefined : Readable.from([stdin]));
 
   t.test('login checks the piped key, saves it 0600, and later commands use it', async (t) => {
     const XDG_CONFIG_HOME = newConfigHome();

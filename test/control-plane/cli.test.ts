@@ -1,11 +1,9 @@
 import t from 'tap';
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { runVmkit, vmkitCli } from '../helpers/vmkit-cli.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -13,19 +11,9 @@ const ROOT = join(import.meta.dirname, '..', '..');
 t.test('the vmkit CLI against a real server', async (t) => {
   const cp = await startTestControlPlane({ config: { rateLimit: { max: 1000 } } });
   t.teardown(() => cp.close());
-  // Never the machine's own saved login.
-  const configHome = mkdtempSync(join(tmpdir(), 'vmkit-config-'));
 
-  const vmkit = async (args: string[], env: NodeJS.ProcessEnv = {}) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey, XDG_CONFIG_HOME: configHome, ...env },
-    });
-    return { code, stdout, stderr };
-  };
+  // Never the machine's own saved login.
+  const vmkit = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
 
   t.test('repos add and list, as a table and as JSON', async (t) => {
     const add = await vmkit(['repos', 'add', 'badri/my-app']);
@@ -88,17 +76,26 @@ t.test('the vmkit CLI against a real server', async (t) => {
   t.test('errors: API errors exit 1 with the key, usage errors exit 2', async (t) => {
     const missing = await vmkit(['repos', 'show', 'repo_nope']);
     t.equal(missing.code, 1);
-    t.equal(missing.stderr, 'error: repo_not_found: No repo with id repo_nope found in this workspace.\n');
+    t.equal(
+      missing.stderr,
+      `error: repo_not_found: No repo with id repo_nope found in this workspace. (GET ${cp.url}/api/repos/repo_nope answered 404)\n`,
+      'the key, the sentence and the URL it tried',
+    );
     const json = await vmkit(['repos', 'show', 'repo_nope', '--json']);
-    t.same(JSON.parse(json.stderr), { error: 'repo_not_found', message: 'No repo with id repo_nope found in this workspace.' });
+    t.same(JSON.parse(json.stderr), {
+      error: 'repo_not_found',
+      message: 'No repo with id repo_nope found in this workspace.',
+      url: `${cp.url}/api/repos/repo_nope`,
+      status: 404,
+    });
     t.equal((await vmkit(['keys', 'create', '--name', 'x'])).code, 2, 'missing --scopes');
     t.equal((await vmkit(['frobnicate'])).code, 2);
     t.equal((await vmkit(['repos', 'list', '--nope'])).code, 2);
     const scope = await vmkit(['keys', 'create', '--name', 'x', '--scopes', 'root']);
     t.equal(scope.code, 1);
     t.match(scope.stderr, /invalid_request/);
-    const noKey = await runVmkitCli(['repos', 'list'], { stdout: () => {}, stderr: () => {}, env: { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent', XDG_CONFIG_HOME: configHome } });
-    t.equal(noKey, 2, 'no key anywhere is a usage error');
+    const noKey = await runVmkit(['repos', 'list'], { VMKIT_URL: cp.url, VMKIT_DATA_DIR: '/nonexistent', XDG_CONFIG_HOME: vmkit.configHome });
+    t.equal(noKey.code, 2, 'no key anywhere is a usage error');
   });
 
   t.test('the bin shim runs as a real process', async (t) => {

@@ -5,7 +5,8 @@
  * The whole flow in a real control-plane process is in test/deploy-e2e/.
  */
 import t from 'tap';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
+import type { VmkitCli } from '../helpers/vmkit-cli.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
 import { DEST, FULL, deployRig } from '../helpers/deploy-rig.ts';
@@ -16,15 +17,15 @@ t.setTimeout(900_000);
 const SECOND_PHASE = ['provisioning', 'waiting_for_agent', 'hardening', 'dns', 'dispatching', 'running_workflow'];
 const STEP_LINE = /^\d\d:\d\d:\d\dZ /;
 
-async function vmkit(rig: DeployRig, args: string[]) {
-  let stdout = '';
-  let stderr = '';
-  const code = await runVmkitCli(args, {
-    stdout: (s) => (stdout += s),
-    stderr: (s) => (stderr += s),
-    env: { VMKIT_URL: rig.cp.url, VMKIT_API_KEY: rig.cp.adminKey },
-  });
-  return { code, stdout, stderr };
+const runners = new WeakMap<DeployRig, VmkitCli>();
+/** The CLI against this rig's control plane (one config directory per rig). */
+function vmkit(rig: DeployRig, args: string[]) {
+  let run = runners.get(rig);
+  if (run === undefined) {
+    run = vmkitCli(t, () => ({ url: rig.cp.url, key: rig.cp.adminKey }));
+    runners.set(rig, run);
+  }
+  return run(args);
 }
 
 const deploysOf = async (rig: DeployRig) => (await rig.cp.api<{ items: DeployBody[] }>('GET', `/api/deploys?repo=${FULL}`)).body.items;
@@ -42,15 +43,15 @@ t.test('the first deploy of a repo prints the pull request to merge and exits 3'
   t.same(await rig.vms(), [], 'nothing to follow: no VM');
 });
 
-t.test('a contract error is printed as key and sentence, exit 1; --json prints the body', async (t) => {
+t.test('a contract error is printed as key, sentence and the URL tried, exit 1; --json prints the body with the URL', async (t) => {
   const direct = await rig.cp.api<{ error: string; message: string }>('POST', '/api/deploys', { body: { repo: 'acme/nope', dest: DEST } });
   t.equal(direct.status, 404);
   const out = await vmkit(rig, ['deploy', 'acme/nope', DEST]);
   t.equal(out.code, 1);
-  t.equal(out.stderr, `error: ${direct.body.error}: ${direct.body.message}\n`);
+  t.equal(out.stderr, `error: ${direct.body.error}: ${direct.body.message} (POST ${rig.cp.url}/api/deploys answered 404)\n`);
   const json = await vmkit(rig, ['deploy', 'acme/nope', DEST, '--json']);
   t.equal(json.code, 1);
-  t.same(JSON.parse(json.stderr), direct.body);
+  t.same(JSON.parse(json.stderr), { ...direct.body, url: `${rig.cp.url}/api/deploys`, status: 404 }, 'the body, the URL and the status');
 });
 
 t.test('deploy status shows the steps; --json the record', async (t) => {

@@ -1,6 +1,6 @@
 import t from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 import { escapeUnsafeText, isSafeText } from '@vmkit/protocol';
 
 interface ErrorBody {
@@ -126,16 +126,7 @@ t.test('vmkit keys list never prints raw control characters a name holds', async
   // Written straight to the database, as a name stored before the rule would be.
   const hostile = 'ops\u001b]0;pwned\u0007\u001b[2J\u202eevil\ud800';
   const { id } = await cp.createKey(['repos:read'], { name: hostile });
-  const run = async (args: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: cp.url, VMKIT_API_KEY: cp.adminKey },
-    });
-    return { code, stdout, stderr };
-  };
+  const run = vmkitCli(t, () => ({ url: cp.url, key: cp.adminKey }));
   const list = await run(['keys', 'list']);
   t.equal(list.code, 0);
   t.ok(isSafeText(list.stdout.replaceAll('\n', '')), 'the table holds no control, bidi or surrogate character');

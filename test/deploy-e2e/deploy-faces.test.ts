@@ -4,7 +4,7 @@
 // sandbox is the VM; GitHub and Cloudflare are local stand-ins configured through the API.
 import t from 'tap';
 import type { Client } from '@modelcontextprotocol/sdk/client/index.js';
-import { runVmkitCli } from '../../control-plane/src/cli/vmkit.ts';
+import { vmkitCli } from '../helpers/vmkit-cli.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
@@ -84,16 +84,7 @@ if (fileNeeds(sandboxSkipReason)) {
     t.match(textOf(denied), /^Authentication failed — your vmk_ API key is missing, invalid, expired, or lacks the scope this tool requires\.$/);
   });
 
-  const vmkit = async (args: string[]) => {
-    let stdout = '';
-    let stderr = '';
-    const code = await runVmkitCli(args, {
-      stdout: (s) => (stdout += s),
-      stderr: (s) => (stderr += s),
-      env: { VMKIT_URL: rig.cp().url, VMKIT_API_KEY: rig.cp().adminKey },
-    });
-    return { code, stdout, stderr };
-  };
+  const vmkit = vmkitCli(t, () => ({ url: rig.cp().url, key: rig.cp().adminKey }));
 
   t.test('vmkit deploy --wait shows a line per step and exits 0 when the deploy succeeds', async (t) => {
     rig.github.writes.autoRun = 'success';

@@ -1,5 +1,6 @@
 import t from 'tap';
 import ssh2 from 'ssh2';
+import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
@@ -142,6 +143,10 @@ t.test('harden_vm through MCP: progress in order, hardened then already_hardened
   });
   t.notOk(res.isError, textOf(res));
   const out = res.structuredContent as HardenBody;
+  // The output schema tools/list shows (portable JSON Schema) accepts the real answers.
+  const listedSchema = (await client.listTools()).tools.find((x) => x.name === 'harden_vm')?.outputSchema;
+  const fits = new AjvJsonSchemaValidator().getValidator(listedSchema ?? { type: 'null' });
+  t.ok(fits(out).valid, 'the answer fits the listed output schema');
   t.equal(out.status, 'hardened');
   t.equal(out.instance_id, id);
   t.equal(out.verification?.ok, true);
@@ -151,6 +156,7 @@ t.test('harden_vm through MCP: progress in order, hardened then already_hardened
 
   const again = await client.callTool({ name: 'harden_vm', arguments: { instance_id: id } }, undefined, { timeout: 120_000 });
   t.equal((again.structuredContent as HardenBody).status, 'already_hardened');
+  t.ok(fits(again.structuredContent).valid, 'and so does already_hardened');
 
   const unknown = await client.callTool({ name: 'harden_vm', arguments: { instance_id: 'inst_01jx4n9abc' } });
   t.equal(unknown.isError, true);

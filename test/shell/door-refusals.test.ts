@@ -85,6 +85,21 @@ t.test('a name names one instance: a second cannot take it, and the door resolve
   t.equal(r.body.error, 'agent_not_connected', 'found by its name; it has no agent yet');
 });
 
+t.test('the door finds the live instance of a name, in any case, past a destroyed one of that name', async (t) => {
+  const op = await cp.createKey(['shell']);
+  const old = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'Reborn' } });
+  t.equal((await cp.api('DELETE', `/api/instances/${old.body.id}`)).status, 200);
+  const gone = refused(await openShell(cp.url, 'Reborn', { key: op.secret }));
+  t.equal(gone.body.error, 'instance_not_found', 'a destroyed instance is not found by its name');
+  const live = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'reborn' } });
+  t.equal(live.status, 201, 'the name is free again');
+  for (const name of ['reborn', 'REBORN', 'Reborn']) {
+    const r = refused(await openShell(cp.url, name, { key: op.secret }));
+    t.equal(r.body.error, 'agent_not_connected', `${name}: found, and it has no agent yet`);
+    t.match(await lastShellAudit(op.id), { target_ids: { instance_id: live.body.id } }, `${name}: the live one`);
+  }
+});
+
 for (const [what, query, field] of [
   ['zero columns', { cols: '0' }, 'cols'],
   ['a TERM with a space', { term: 'xterm 256' }, 'term'],

@@ -6,7 +6,7 @@ import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
 import { getEnvironment } from '../db/environments.ts';
 import { getInstance } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
-import { MANUAL_PROVIDER, provisionInstance } from '../services/instances.ts';
+import { MANUAL_PROVIDER, MANUAL_STATUS_REASON, provisionInstance } from '../services/instances.ts';
 import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
 import { IdParams, InstanceView, iso, instanceView } from './views.ts';
 
@@ -26,7 +26,7 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
     {
       config: { scope: 'instances:write', action: 'instances.create' },
       schema: {
-        summary: 'Register an instance that waits for its agent',
+        summary: 'Create an instance: provision a VM (provider local or hetzner) or register a machine that waits for its agent (provider manual, the default)',
         body: z.strictObject({
           name: z
             .string()
@@ -35,8 +35,12 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
           provider: z
             .string()
             .regex(/^[a-z][a-z0-9_-]{0,31}$/)
-            .optional()
-            .describe('manual (default): wait for an agent installed by hand; local: provision a local VM sandbox'),
+            .default(MANUAL_PROVIDER)
+            .describe(
+              'local: provision a VM sandbox on the control plane\'s machine; hetzner: a Hetzner Cloud VM (the workspace\'s project); ' +
+                'manual (the default when left out): provision nothing, the instance waits (status awaiting_agent, status_reason says so) ' +
+                'for a vmkit-agent installed by hand with a token from POST /api/instances/{id}/enrollment-token',
+            ),
         }),
         response: { 201: InstanceView },
       },
@@ -47,10 +51,14 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
       if (envId !== undefined && !(await getEnvironment(ctx.db, workspaceId, envId))) {
         throw new ApiError('environment_not_found', `No environment with id ${envId} exists in this workspace.`);
       }
-      const provider = request.body.provider ?? MANUAL_PROVIDER;
+      const provider = request.body.provider;
       const row =
         provider === MANUAL_PROVIDER
-          ? await registerInstance(ctx.db, { workspaceId, name: request.body.name, environmentId: envId ?? null, provider }, ctx.now())
+          ? await registerInstance(
+              ctx.db,
+              { workspaceId, name: request.body.name, environmentId: envId ?? null, provider, statusReason: MANUAL_STATUS_REASON },
+              ctx.now(),
+            )
           : await provisionInstance(ctx, { workspaceId, name: request.body.name, environmentId: envId ?? null, provider });
       return reply.code(201).send(instanceView(row, null));
     },

@@ -1,10 +1,10 @@
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
-import { StepChanges, restDeployView } from '../mcp/tools/deploy-answer.ts';
-import type { RestDeployStep, RestDeployView } from '../mcp/tools/deploy-answer.ts';
+import { StepChanges, restDeployView } from '../client/deploy-view.ts';
+import type { RestDeployStep, RestDeployView } from '../client/deploy-view.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
-import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
+import { RequestFailed, UsageError, failureJson, failureText, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
 import type { Client } from './rest-client.ts';
 
 export const DEPLOY_USAGE = `Usage:
@@ -193,11 +193,7 @@ export async function runDeployCli(argv: string[], io: Io): Promise<number> {
       return EXIT.usage;
     }
     if (err instanceof RequestFailed) {
-      io.stderr(
-        flags.json
-          ? `${escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message }))}\n`
-          : `error: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`,
-      );
+      io.stderr(flags.json ? `${failureJson(err)}\n` : `error: ${failureText(err)}\n`);
       return EXIT.failed;
     }
     io.stderr(`error: ${(err as Error).message}\n`);

@@ -40,7 +40,7 @@ export async function resolveInstance(client: Client, idOrName: string): Promise
   const wanted = idOrName.toLowerCase();
   const hits = (body.items ?? []).filter((i) => typeof i.name === 'string' && i.name.toLowerCase() === wanted && i.status !== 'destroyed');
   const [hit] = hits;
-  if (hit === undefined) throw new CommandFailed(`no instance named ${escapeUnsafeText(idOrName)} in this workspace (see: vmkit instances list)`);
+  if (hit === undefined) throw new CommandFailed(`no instance named ${escapeUnsafeText(idOrName)} in this workspace at ${escapeUnsafeText(client.url)} (see: vmkit instances list)`);
   if (hits.length > 1) throw new CommandFailed(`${hits.length} instances are named ${escapeUnsafeText(idOrName)}: ${hits.map((h) => p(h.id)).join(', ')}; give the id`);
   return s(hit.id);
 }
@@ -75,9 +75,13 @@ const show: Handler = async (args, io) => {
 };
 
 const CREATE_USAGE = 'instances create NAME --provider local|hetzner|manual [--environment ENV_ID]';
+/** The CLI asks for the choice the REST API would otherwise make silently (manual). */
+const PROVIDER_CHOICES =
+  '--provider is required: local (a VM sandbox on the control plane\'s machine), hetzner (a Hetzner Cloud VM), ' +
+  'or manual (a machine you set up yourself and enroll with a token; what the REST API assumes when provider is left out)';
 const create: Handler = async (args, io, values) => {
   const name = one(args, CREATE_USAGE);
-  if (typeof values.provider !== 'string') throw new UsageError(`--provider is required (${CREATE_USAGE})`);
+  if (typeof values.provider !== 'string') throw new UsageError(`${PROVIDER_CHOICES}\n(${CREATE_USAGE})`);
   const body = (await io.client.request(
     'POST',
     '/api/instances',
@@ -85,7 +89,10 @@ const create: Handler = async (args, io, values) => {
     // Provisioning a VM answers once it is made.
     600_000,
   )) as Row;
-  io.out(body, () => `Instance ${p(body.name)} is ${p(body.id)} (${p(body.provider)}, ${p(body.status)}).\n`);
+  io.out(body, () => {
+    const line = `Instance ${p(body.name)} is ${p(body.id)} (${p(body.provider)}, ${p(body.status)}).\n`;
+    return body.status_reason ? `${line}${p(body.status_reason).replace('{id}', p(body.id))}\n` : line;
+  });
   return 0;
 };
 
@@ -115,15 +122,17 @@ export function stepLine(e: Progress): string {
 }
 
 const harden: Handler = async (args, io) => {
-  const id = await resolveInstance(io.client, one(args, 'instances harden ID|NAME'));
+  const given = one(args, 'instances harden ID|NAME');
+  const id = await resolveInstance(io.client, given);
+  const who = given === id ? p(id) : `${p(given)} (${p(id)})`;
   // Answer at once with the command id, then follow its steps by long-polling.
   const started = (await io.client.request('POST', `/api/instances/${encodeURIComponent(id)}/harden`, { wait_ms: 0 })) as Row;
   if (started.status !== 'running') {
-    io.out(started, () => `Instance ${p(id)}: ${p(started.status)}.\n`);
+    io.out(started, () => `Instance ${who}: ${p(started.status)}.\n`);
     return 0;
   }
   const commandId = s(started.command_id);
-  io.note(`Hardening ${id} (command ${commandId}):\n`);
+  io.note(`Hardening ${who}, command ${p(commandId)}:\n`);
   let after = -1;
   for (;;) {
     const view = (await io.client.request('GET', `/api/commands/${encodeURIComponent(commandId)}?after_seq=${after}&wait_ms=25000`, undefined, 40_000)) as CommandView;
@@ -132,9 +141,9 @@ const harden: Handler = async (args, io) => {
       after = Math.max(after, e.seq);
     }
     if (view.state === 'running' || view.state === 'pending' || view.state === 'sent') continue;
-    if (view.error) throw new CommandFailed(`harden failed: ${p(view.error.error)}: ${p(view.error.message)}`);
+    if (view.error) throw new CommandFailed(`harden of ${who} failed: ${p(view.error.error)}: ${p(view.error.message)}`);
     const result = view.result ?? {};
-    io.out(result, () => `Instance ${p(id)}: ${p(result.status ?? view.state)}.\n`);
+    io.out(result, () => `Instance ${who}: ${p(result.status ?? view.state)}.\n`);
     return 0;
   }
 };

@@ -1,8 +1,7 @@
 import { parseArgs } from 'node:util';
 import type { ReadStream } from 'node:tty';
-import { escapeUnsafeText } from '@vmkit/protocol';
 import { removeLogin, saveLogin } from './credentials.ts';
-import { RequestFailed, Unreachable, UsageError, makeClient } from './rest-client.ts';
+import { RequestFailed, Unreachable, UsageError, failureText, makeClient } from './rest-client.ts';
 import type { Io } from './output.ts';
 
 export const LOGIN_USAGE = `Usage: vmkit login --url URL     the key is read from stdin when piped, else asked for (not echoed)
@@ -21,8 +20,10 @@ async function readAll(stdin: NodeJS.ReadableStream): Promise<string> {
 
 /** One line from a terminal with echo off: the key never shows on screen or in scrollback. */
 function readHidden(tty: ReadStream, prompt: string, io: Io): Promise<string> {
-  io.stderr(prompt);
+  // Echo goes off before the prompt shows: a key typed or pasted the moment it appears
+  // must not reach the screen.
   tty.setRawMode(true);
+  io.stderr(prompt);
   tty.resume();
   tty.setEncoding('utf8');
   return new Promise((resolve, reject) => {
@@ -94,7 +95,7 @@ export async function runLoginCli(argv: string[], io: Io): Promise<number> {
       return 2;
     }
     if (err instanceof RequestFailed) {
-      io.stderr(`error: the server refused this key, nothing saved: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`);
+      io.stderr(`error: the server refused this key, nothing saved: ${failureText(err)}\n`);
       return 1;
     }
     if (err instanceof Unreachable) {

@@ -1,24 +1,39 @@
 import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { errorBodySchema } from '@vmkit/protocol';
+import { errorBodySchema, escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
 import type { ErrorKey } from '@vmkit/protocol';
 import { readLogin } from './credentials.ts';
 
 /** A mistake on the command line: printed with the usage, exit code 2. */
 export class UsageError extends Error {}
 
-/** The server's `{error, message}` answer (or a reply that was not ours). */
+/** The server's `{error, message}` answer (or a reply that was not ours), and the request it answered. */
 export class RequestFailed extends Error {
   constructor(
     readonly status: number,
     readonly key: ErrorKey,
     message: string,
+    readonly request?: { method: string; url: string },
   ) {
     super(message);
   }
 }
 
+/** `key: sentence (GET http://…/api/… answered 401)`: every failed request names the URL it tried. */
+export function failureText(err: RequestFailed): string {
+  const where = err.request ? ` (${err.request.method} ${err.request.url} answered ${err.status})` : '';
+  return escapeUnsafeText(`${err.key}: ${err.message}${where}`);
+}
+
+/** The same for --json: the server's body plus the URL and status. */
+export function failureJson(err: RequestFailed): string {
+  const where = err.request ? { url: err.request.url, status: err.status } : {};
+  return escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message, ...where }));
+}
+
 export interface Client {
+  /** The control plane's base URL, for messages that name it. */
+  readonly url: string;
   /** `timeoutMs` bounds a stuck server (default 30 s); long-polls pass their wait plus a margin. */
   request(method: string, path: string, body?: unknown, timeoutMs?: number): Promise<unknown>;
 }
@@ -38,6 +53,7 @@ function whyUnreachable(err: unknown, timeoutMs: number): string {
 
 export function makeClient(url: string, key: string): Client {
   return {
+    url: trimUrl(url),
     async request(method, path, body, timeoutMs = 30_000) {
       const target = trimUrl(url) + path;
       let res: Response;
@@ -56,17 +72,18 @@ export function makeClient(url: string, key: string): Client {
       } catch (err) {
         throw new Unreachable(`cannot reach the control plane at ${target}: ${whyUnreachable(err, timeoutMs)}`);
       }
+      const asked = { method, url: target };
       let parsed: unknown = null;
       try {
         parsed = text ? JSON.parse(text) : null;
       } catch {
-        throw new RequestFailed(res.status, 'invalid_response', `the server answered ${res.status} with a body that is not JSON`);
+        throw new RequestFailed(res.status, 'invalid_response', 'the server answered with a body that is not JSON', asked);
       }
       if (!res.ok) {
         // Only a registered key is repeated; anything else (a proxy's page, a foreign key) is not ours.
         const e = errorBodySchema.safeParse(parsed);
-        if (e.success) throw new RequestFailed(res.status, e.data.error, e.data.message);
-        throw new RequestFailed(res.status, 'invalid_response', `the server answered HTTP ${res.status} without a VMKit error body`);
+        if (e.success) throw new RequestFailed(res.status, e.data.error, e.data.message, asked);
+        throw new RequestFailed(res.status, 'invalid_response', 'the server answered without a VMKit error body', asked);
       }
       return parsed;
     },

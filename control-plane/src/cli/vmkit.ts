@@ -6,7 +6,7 @@ import { CommandFailed, INSTANCE_COMMANDS } from './instances-cli.ts';
 import type { Command } from './instances-cli.ts';
 import { runLoginCli } from './login-cli.ts';
 import { runMcpCli } from './mcp-cli.ts';
-import { RequestFailed, UsageError, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
+import { RequestFailed, UsageError, failureJson, failureText, makeClient, resolveKey, resolveUrl } from './rest-client.ts';
 import { runShellCli } from './shell-cli.ts';
 import { table } from './output.ts';
 import type { Io } from './output.ts';
@@ -26,6 +26,8 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | 
   instances list
   instances show ID|NAME
   instances create NAME --provider local|hetzner|manual [--environment ENV_ID]
+                                  local: a VM sandbox here; hetzner: a cloud VM; manual: a
+                                  machine you enroll yourself (the REST API's default)
   instances delete ID|NAME        destroys the VM
   instances harden ID|NAME        prints each step as the agent reports it
   scan OWNER/NAME                 language, framework, buildpack, with evidence
@@ -293,7 +295,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
       return 1;
     }
     if (err instanceof RequestFailed) {
-      io.stderr(json ? `${escapeUnsafeJson(JSON.stringify({ error: err.key, message: err.message }))}\n` : `error: ${escapeUnsafeText(err.key)}: ${escapeUnsafeText(err.message)}\n`);
+      io.stderr(json ? `${failureJson(err)}\n` : `error: ${failureText(err)}\n`);
       return 1;
     }
     io.stderr(`error: ${(err as Error).message}\n`);

@@ -15,7 +15,7 @@ export function hashEnrollmentToken(token: string): string {
 /** Registers an instance that waits for its agent (status `awaiting_agent`). */
 export async function registerInstance(
   db: Db,
-  input: { workspaceId: string; name: string; environmentId: string | null; provider: string },
+  input: { workspaceId: string; name: string; environmentId: string | null; provider: string; statusReason?: string },
   now: number,
 ): Promise<typeof instances.$inferSelect> {
   const row: typeof instances.$inferInsert = {
@@ -25,6 +25,7 @@ export async function registerInstance(
     environmentId: input.environmentId,
     provider: input.provider,
     status: 'awaiting_agent',
+    statusReason: input.statusReason ?? null,
     sshHost: null,
     sshPort: null,
     hardenedAt: null,

@@ -150,6 +150,15 @@ export async function findLiveInstanceOfEnvironment(db: Db, workspaceId: string,
     .get();
 }
 
+/** The live (not destroyed) instance of the workspace with this name, in any case; the unique index allows one at most. */
+export async function findLiveInstanceByName(db: Db, workspaceId: string, name: string): Promise<InstanceRow | undefined> {
+  return db
+    .select()
+    .from(instances)
+    .where(and(eq(instances.workspaceId, workspaceId), sql`lower(${instances.name}) = lower(${name})`, sql`${instances.status} <> 'destroyed'`))
+    .get();
+}
+
 /** `base`, or `base-2`, `base-3`, ... : the first name no live instance of the workspace holds. */
 export async function freeInstanceName(db: Db, workspaceId: string, base: string): Promise<string> {
   const taken = new Set(

@@ -1,9 +1,11 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
+import { ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { CallToolResult } from '@modelcontextprotocol/sdk/types.js';
 import { errorBody } from '@vmkit/protocol';
 import type { RestGateway } from './gateway.ts';
 import { RestFailure, errorResult } from './tool.ts';
 import type { AnyToolSpec, ToolContext } from './tool.ts';
+import { toolListing } from './tool-schemas.ts';
 
 export const MCP_SERVER_NAME = 'vmkit';
 export const MCP_SERVER_VERSION = '0.1.0';
@@ -68,5 +70,9 @@ export function createMcpServer(opts: McpServerOptions, clientAddress?: string):
       },
     );
   }
+  // The SDK validates arguments and answers with the zod schemas above; tools/list shows them
+  // in the portable spelling (tool-schemas.ts). Replacing the SDK's list handler is the one
+  // hook for that: it writes zod's JSON Schema as it comes.
+  server.server.setRequestHandler(ListToolsRequestSchema, () => ({ tools: opts.tools.map(toolListing) }));
   return server;
 }

@@ -25,6 +25,14 @@ declare module '../app.ts' {
 
 /** Instances registered by hand: no provider makes or removes their machine. */
 export const MANUAL_PROVIDER = 'manual';
+/**
+ * What a manual instance's answer says while it waits, so leaving out `provider` (manual is
+ * the default) never yields a silent, idle instance. Cleared once its agent connects.
+ */
+export const MANUAL_STATUS_REASON =
+  'No VM was provisioned: provider "manual" (the default when provider is left out) registers a machine you set up yourself. ' +
+  'Install vmkit-agent on it with a one-time token from POST /api/instances/{id}/enrollment-token; the instance turns running ' +
+  'when its agent connects. For a VM made for you, create the instance with provider "local" or "hetzner".';
 
 export function computeProviderOf(ctx: AppContext, name: string): ComputeProvider | undefined {
   if (ctx.computeProviders === undefined) {

@@ -128,7 +128,7 @@ export class ShellSessionService {
 
   /**
    * Authorizes and opens a session. Throws ApiError (forbidden, instance_not_found,
-   * instance_name_ambiguous, agent_not_connected, recording_failed, or the channel's
+   * agent_not_connected, recording_failed, or the channel's
    * own refusals); every refusal is an audit row.
    */
   async open(req: OpenShellRequest): Promise<ShellSession> {

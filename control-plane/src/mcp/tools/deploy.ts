@@ -3,8 +3,9 @@ import { z } from 'zod';
 import { errorBody, repoFullNameSchema } from '@vmkit/protocol';
 import { defineTool, errorResult, expectOk, okResult, seg, untilAborted } from '../tool.ts';
 import type { ToolContext } from '../tool.ts';
-import { StepChanges, deployAnswer, deployAnswerSchema, isTerminal, restDeployView, stepLine } from './deploy-answer.ts';
-import type { RestDeployView } from './deploy-answer.ts';
+import { StepChanges, restDeployView } from '../../client/deploy-view.ts';
+import type { RestDeployView } from '../../client/deploy-view.ts';
+import { deployAnswer, deployAnswerSchema, isTerminal, stepLine } from './deploy-answer.ts';
 
 /** Longest single long-poll of the deploy record; the server answers sooner when a step changes. */
 const POLL_SLICE_MS = 15_000;

@@ -1,7 +1,8 @@
 import { z } from 'zod';
 import { errorBody } from '@vmkit/protocol';
 import { defineTool, errorResult, expectOk, okResult, seg } from '../tool.ts';
-import { deployAnswer, deployAnswerSchema, restDeployView } from './deploy-answer.ts';
+import { restDeployView } from '../../client/deploy-view.ts';
+import { deployAnswer, deployAnswerSchema } from './deploy-answer.ts';
 
 export const getDeploy = defineTool({
   name: 'get_deploy',
