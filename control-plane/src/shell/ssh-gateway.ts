@@ -76,6 +76,10 @@ export class SshGateway {
 
   #connection(client: Connection, ip: string): void {
     this.#clients.add(client);
+    // Keystrokes are single small packets: with Nagle's algorithm each echo waits on the
+    // peer's delayed ACK (~40 ms per hop). OpenSSH sets TCP_NODELAY for sessions too.
+    // ssh2's server-side connection has setNoDelay; @types/ssh2 leaves it out.
+    (client as Connection & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     let identity: Identity | undefined;
     let failures = 0;
     client.on('authentication', (ctx: AuthContext) => {
