@@ -23,9 +23,12 @@ export interface RealAgent {
   start(): AgentProcess;
 }
 
+/** What the agent helpers need of a control plane: the in-process one, or an adapter over a process. */
+export type AgentControlPlane = Pick<TestControlPlane, 'url' | 'api'>;
+
 export async function enrollRealAgent(
   t: { teardown(fn: () => unknown): void },
-  cp: TestControlPlane,
+  cp: AgentControlPlane,
   opts: { name?: string; reconnect?: Record<string, number> } = {},
 ): Promise<RealAgent> {
   const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: opts.name ?? uniqueInstanceName('real-agent') } })).body;
@@ -62,7 +65,7 @@ export async function enrollRealAgent(
 }
 
 /** Waits (polling the API, generous bound) until the instance's agent shows `want`. */
-export async function waitAgentState(cp: TestControlPlane, instanceId: string, want: string, timeoutMs = 60_000): Promise<void> {
+export async function waitAgentState(cp: AgentControlPlane, instanceId: string, want: string, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     // A keep-alive socket to a previous process fails once after a restart: ask again.

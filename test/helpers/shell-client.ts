@@ -89,7 +89,9 @@ export class TestShell {
   }
 }
 
-export type OpenResult = { session: TestShell } | { refused: { status: number; body: { error: string; message: string } } };
+export type OpenResult =
+  | { session: TestShell }
+  | { refused: { status: number; headers: Record<string, string | string[] | undefined>; body: { error: string; message: string } } };
 
 export function openShell(baseUrl: string, instance: string, opts: { key: string | null; query?: Record<string, string> }): Promise<OpenResult> {
   const u = new URL(baseUrl + shellPath(instance));
@@ -102,7 +104,7 @@ export function openShell(baseUrl: string, instance: string, opts: { key: string
     ws.once('unexpected-response', (_req, res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ refused: { status: res.statusCode ?? 0, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error: string; message: string } } }));
+      res.on('end', () => resolve({ refused: { status: res.statusCode ?? 0, headers: res.headers, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) as { error: string; message: string } } }));
     });
     ws.once('error', reject);
   });

@@ -2,6 +2,7 @@ import { createReadStream, existsSync } from 'node:fs';
 import { z } from 'zod';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
+import { upgradeRateLimit } from '../auth/rate-limit.ts';
 import { hasScope } from '../auth/scopes.ts';
 import { closeOrphanedShellSessions, getShellSession, listShellSessions } from '../db/shell-sessions.ts';
 import type { ShellSessionRow } from '../db/shell-sessions.ts';
@@ -116,6 +117,7 @@ export const shellRoutes: ApiPlugin = (app, { ctx }) => {
     sessions,
     now: ctx.now,
     clientAddress: clientAddressResolver(ctx.config.trustProxy),
+    rateLimit: upgradeRateLimit(app),
     logger: ctx.logger,
   });
   registerUpgradeRoute(app.server, WebSocketDoor.path, (req, socket, head) => door.handleUpgrade(req, socket, head));

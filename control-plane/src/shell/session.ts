@@ -170,7 +170,11 @@ export class ShellSessionService {
           now,
         );
       } catch (err) {
-        if (config.requireRecording) throw new ApiError('recording_failed', `The recording of this session cannot be written: ${(err as Error).message}`);
+        // The operator is told that, not where: the path and errno stay in the log.
+        if (config.requireRecording) {
+          this.#o.logger.error({ err, session_id: sessionId }, 'shell session refused: the recording cannot be written');
+          throw new ApiError('recording_failed', 'The recording of this session cannot be written, and this control plane requires every shell session to be recorded.');
+        }
         this.#o.logger.error({ err, session_id: sessionId }, 'shell session runs unrecorded: the recording cannot be written');
       }
       const channel = await opener.open({
@@ -231,8 +235,8 @@ export class ShellSessionService {
         method: req.method ?? null,
         route: req.route ?? null,
         targetIds: { instance_id: session.instanceId, session_id: session.id, via: req.door, end_reason: end.reason },
-        status: 200,
-        errorKey: null,
+        // A session ended because its recording failed is an error on the trail, findable by its key.
+        ...(end.reason === 'recording_failed' ? { status: 503, errorKey: 'recording_failed' as const } : { status: 200, errorKey: null }),
         requestId: req.requestId ?? null,
         clientAddress: session.caller.clientAddress,
       });

@@ -10,6 +10,7 @@ import { isApiError } from '../errors.ts';
 import type { GatewayHostKey } from './host-key.ts';
 import { isTermName } from './operator-wire.ts';
 import type { ShellCaller, ShellEnd, ShellSession, ShellSessionService } from './session.ts';
+import { sendAuthBanner } from './ssh-banner.ts';
 import { sshFingerprint } from './ssh-key.ts';
 
 /** Variables an operator's ssh client may pass (`SendEnv`): the agent's allowlist (locale, time zone, COLORTERM). */
@@ -75,16 +76,24 @@ export class SshGateway {
 
   #connection(client: Connection, ip: string): void {
     this.#clients.add(client);
+    // Keystrokes are single small packets: with Nagle's algorithm each echo waits on the
+    // peer's delayed ACK (~40 ms per hop). OpenSSH sets TCP_NODELAY for sessions too.
+    // ssh2's server-side connection has setNoDelay; @types/ssh2 leaves it out.
+    (client as Connection & { setNoDelay?: (on: boolean) => void }).setNoDelay?.(true);
     let identity: Identity | undefined;
     let failures = 0;
     client.on('authentication', (ctx: AuthContext) => {
       void this.#authenticate(ctx, ip).then(
-        (who) => {
-          if (who === 'query') return;
-          if (who) {
-            identity = who;
+        (outcome) => {
+          if (outcome === 'query') return;
+          if ('caller' in outcome) {
+            identity = outcome;
             ctx.accept();
             return;
+          }
+          // Before the failure message: OpenSSH prints it, then "Permission denied".
+          if (outcome.banner !== null && !sendAuthBanner(ctx, outcome.banner)) {
+            this.#o.logger.debug({ ip }, 'ssh gateway: the refusal banner could not be sent');
           }
           ctx.reject(['publickey']);
           if (++failures >= MAX_AUTH_FAILURES) client.end();
@@ -104,22 +113,28 @@ export class SshGateway {
     client.on('close', () => this.#clients.delete(client));
   }
 
-  /** Identity on a verified signature, 'query' when the client only asked whether a key would do, null to refuse. */
-  async #authenticate(ctx: AuthContext, ip: string): Promise<Identity | 'query' | null> {
-    if (ctx.method !== 'publickey') return null;
+  /**
+   * Identity on a verified signature; 'query' when the client only asked whether a key
+   * would do; else a refusal, with the banner that tells the operator why (null: none,
+   * e.g. the `none` method every client starts with).
+   */
+  async #authenticate(ctx: AuthContext, ip: string): Promise<Identity | 'query' | { banner: string | null }> {
+    if (ctx.method !== 'publickey') return { banner: null };
     const { db, now } = this.#o;
-    const found = await findSshKeyByFingerprint(db, sshFingerprint(ctx.key.data));
-    if (!found || !found.sshKey.publicKey) return null;
+    const fingerprint = sshFingerprint(ctx.key.data);
+    const found = await findSshKeyByFingerprint(db, fingerprint);
+    if (!found || !found.sshKey.publicKey) return { banner: unregisteredBanner(fingerprint) };
     const { sshKey, apiKey } = found;
-    const t = now();
-    const dead = apiKey.revokedAt !== null ? 'revoked' : apiKey.expiresAt !== null && apiKey.expiresAt <= t ? 'expired' : null;
     if (!ctx.signature || !ctx.blob) {
-      if (dead) return null;
+      // Registered: let the client prove it holds the key. Whether its API key still
+      // works is said only to the key's holder, after the signature.
       ctx.accept();
       return 'query';
     }
     const parsed = ssh2.utils.parseKey(sshKey.publicKey);
-    if (parsed instanceof Error || !parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) return null;
+    if (parsed instanceof Error || !parsed.verify(ctx.blob, ctx.signature, ctx.hashAlgo)) return { banner: null };
+    const t = now();
+    const dead = apiKey.revokedAt !== null ? 'has been revoked' : apiKey.expiresAt !== null && apiKey.expiresAt <= t ? 'has expired' : null;
     if (dead) {
       // A real operator whose key no longer works: on their audit trail, then refused.
       await insertAudit(db, {
@@ -137,7 +152,7 @@ export class SshGateway {
         requestId: null,
         clientAddress: ip,
       });
-      return null;
+      return { banner: `vmkit: the SSH key ${fingerprint} is registered on the API key ${apiKey.id}, which ${dead}; sign in with a key registered on a valid API key.` };
     }
     await touchSshKey(db, sshKey.id, t);
     return {
@@ -270,6 +285,13 @@ export class SshGateway {
     channel.exit(REFUSED_STATUS);
     channel.end();
   }
+}
+
+function unregisteredBanner(fingerprint: string): string {
+  return (
+    `vmkit: the SSH key ${fingerprint} is not registered with this VMKit control plane.\r\n` +
+    'vmkit: register its public key on your API key (one with the shell scope): vmkit ssh-keys add KEY_ID --file ~/.ssh/id_ed25519.pub\r\n'
+  );
 }
 
 function clamp(n: number): number {

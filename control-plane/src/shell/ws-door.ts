@@ -9,6 +9,7 @@ import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
 import { bearerToken, checkApiKey } from '../auth/api-keys.ts';
 import { FAILURE_MESSAGES } from '../auth/hooks.ts';
+import type { UpgradeRateLimit } from '../auth/rate-limit.ts';
 import { ApiError, isApiError } from '../errors.ts';
 import { OperatorControl, SHELL_PATH, ShellQuery } from './operator-wire.ts';
 import type { ServerControl } from './operator-wire.ts';
@@ -18,12 +19,13 @@ import type { ShellSession, ShellSessionService } from './session.ts';
 const MAX_MESSAGE = 1024 * 1024;
 const ROUTE = '/api/instances/:id/shell';
 
-function refuse(socket: Duplex, err: ApiError, requestId: string): void {
+function refuse(socket: Duplex, err: ApiError, requestId: string, retryAfterS?: number): void {
   const body = JSON.stringify(err.toBody());
   const auth = err.key === 'unauthorized' ? 'WWW-Authenticate: Bearer realm="vmkit"\r\n' : '';
+  const retry = retryAfterS === undefined ? '' : `Retry-After: ${retryAfterS}\r\n`;
   socket.end(
     `HTTP/1.1 ${err.status} ${STATUS_CODES[err.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n` +
-      `X-Request-Id: ${requestId}\r\n${auth}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      `X-Request-Id: ${requestId}\r\n${auth}${retry}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
 }
 
@@ -41,6 +43,8 @@ export interface WebSocketDoorOptions {
   sessions: ShellSessionService;
   now: () => number;
   clientAddress: (req: IncomingMessage) => string;
+  /** The REST rate limits (per key, else per address); every upgrade costs one request. */
+  rateLimit: UpgradeRateLimit;
   logger: { debug(obj: object, msg?: string): void; warn(obj: object, msg?: string): void };
 }
 
@@ -85,6 +89,15 @@ export class WebSocketDoor {
     }
     const clientAddress = this.#o.clientAddress(req);
     const check = await checkApiKey(this.#o.db, bearerToken(req.headers.authorization), this.#o.now());
+    // As for REST: the key is resolved first, so a valid key spends its own budget and
+    // anything else (no key, a made-up one, a revoked one) that of its address.
+    const limited = await this.#o.rateLimit({ keyId: check.ok ? check.key.id : null, ip: clientAddress });
+    if (limited) {
+      const known = check.ok ? check.key : 'key' in check ? check.key : null;
+      if (known) await this.#auditRefusal(known.workspaceId, known.id, instance, limited.error.status, limited.error.key, requestId, clientAddress);
+      refuse(socket, limited.error, requestId, limited.retryAfterS);
+      return;
+    }
     if (!check.ok) {
       if ('key' in check) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, 401, 'unauthorized', requestId, clientAddress);
       refuse(socket, new ApiError('unauthorized', FAILURE_MESSAGES[check.reason]), requestId);
