@@ -1,0 +1,92 @@
+/** The REST shapes the dashboard reads (see control-plane/src/api/views.ts). */
+
+export interface Session {
+  workspace_id: string;
+  key: { id: string; name: string; prefix: string; scopes: string[]; expires_at: string | null };
+  session: { expires_at: string; csrf_token: string } | null;
+}
+
+export interface Agent {
+  id: string;
+  state: string;
+  connected_at: string | null;
+  last_seen: string | null;
+  agent_version: string | null;
+  hostname: string | null;
+  os: string | null;
+}
+
+export interface Instance {
+  id: string;
+  name: string;
+  status: string;
+  status_reason: string | null;
+  provider: string;
+  environment_id: string | null;
+  ssh: { host: string; port: number } | null;
+  hardened_at: string | null;
+  created_at: string;
+  updated_at: string;
+  agent: Agent | null;
+}
+
+export interface HardenStep {
+  seq: number;
+  step: string;
+  state: string;
+  message?: string;
+}
+
+export interface HardenEvent {
+  type: 'harden';
+  instance_id: string;
+  command_id: string;
+  state: string;
+  progress: HardenStep[];
+  result: { status?: string } | null;
+  error: { error?: string; message?: string } | null;
+}
+
+export interface InstanceEvent {
+  type: 'instance';
+  instance: Instance;
+}
+
+export type LiveEvent = HardenEvent | InstanceEvent;
+
+export interface ApiKey {
+  id: string;
+  name: string;
+  prefix: string;
+  scopes: string[];
+  created_at: string;
+  expires_at: string | null;
+  last_used_at: string | null;
+  revoked_at: string | null;
+}
+
+export interface AuditEntry {
+  id: string;
+  at: string;
+  key_id: string | null;
+  channel: string;
+  tool: string | null;
+  action: string;
+  method: string | null;
+  route: string | null;
+  target_ids: Record<string, string> | null;
+  status: number;
+  error_key: string | null;
+}
+
+export interface CommandEntry {
+  id: string;
+  type: string;
+  state: string;
+  created_at: string;
+  updated_at: string;
+  result: Record<string, unknown> | null;
+  error_key: string | null;
+}
+
+export const SCOPES = ['repos:read', 'repos:write', 'instances:read', 'instances:write', 'instances:harden', 'deploys:read', 'deploys:write', 'shell', 'admin'] as const;
