@@ -2,7 +2,14 @@
 import { useEffect, useState } from 'preact/hooks';
 
 export function currentRoute(): string[] {
-  return location.hash.replace(/^#\/?/, '').split('/').filter((p) => p !== '').map(decodeURIComponent);
+  const path = location.hash.replace(/^#\/?/, '').split('?')[0] ?? '';
+  return path.split('/').filter((p) => p !== '').map(decodeURIComponent);
+}
+
+/** The query of the hash route (#/deploys?repo=owner/name&dest=staging). */
+export function routeQuery(): URLSearchParams {
+  const at = location.hash.indexOf('?');
+  return new URLSearchParams(at < 0 ? '' : location.hash.slice(at + 1));
 }
 
 export function useRoute(): string[] {

@@ -90,3 +90,74 @@ export interface CommandEntry {
 }
 
 export const SCOPES = ['repos:read', 'repos:write', 'instances:read', 'instances:write', 'instances:harden', 'deploys:read', 'deploys:write', 'shell', 'admin'] as const;
+
+export interface Repo {
+  id: string;
+  repo: string;
+  owner: string;
+  name: string;
+  created_at: string;
+}
+
+export interface Environment {
+  id: string;
+  repo_id: string;
+  name: string;
+  created_at: string;
+}
+
+export interface Scan {
+  scan_id: string;
+  repo: string;
+  status: string;
+  language: string | null;
+  framework: string | null;
+  buildpack: string | null;
+  procfile_detected: boolean | null;
+  dockerfile_detected: boolean | null;
+  sha: string | null;
+  default_branch: string | null;
+  root: string | null;
+  evidence: { file: string; reason: string }[] | null;
+  confidence: number | null;
+  reason: string | null;
+  classifier: string | null;
+  buildpack_note: string | null;
+  error_key: string | null;
+  created_at: string;
+  finished_at: string | null;
+}
+
+export interface DeployStep {
+  seq: number;
+  name: string;
+  state: string;
+  attempts: number;
+  detail: Record<string, unknown> | null;
+  error_key: string | null;
+  error_message: string | null;
+  started_at: string | null;
+  finished_at: string | null;
+}
+
+export interface Deploy {
+  id: string;
+  deploy_id: string | null;
+  status: string;
+  pr_url: string | null;
+  app_url: string | null;
+  run_url: string | null;
+  instance_id: string | null;
+  repo: string;
+  dest: string;
+  repo_id: string;
+  environment_id: string;
+  sha: string | null;
+  current_step: string | null;
+  failed_step: string | null;
+  error_key: string | null;
+  error_message: string | null;
+  steps: DeployStep[];
+  created_at: string;
+  updated_at: string;
+}

@@ -8,6 +8,8 @@ import { Instances } from './instances.tsx';
 import { InstanceDetail } from './instance-detail.tsx';
 import { ApiKeys } from './keys.tsx';
 import { AuditLog } from './audit.tsx';
+import { Repos } from './repos.tsx';
+import { Deploys } from './deploys.tsx';
 
 export interface PageProps {
   route: string[];
@@ -26,6 +28,8 @@ export interface Page {
 
 export const PAGES: Page[] = [
   { path: 'instances', title: 'Instances', nav: true, Component: Instances, detail: InstanceDetail },
+  { path: 'repos', title: 'Repos', nav: true, Component: Repos },
+  { path: 'deploys', title: 'Deploys', nav: true, Component: Deploys },
   { path: 'audit', title: 'Audit log', nav: true, Component: AuditLog },
   { path: 'keys', title: 'Settings', nav: true, Component: ApiKeys },
 ];
