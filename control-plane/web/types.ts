@@ -161,3 +161,24 @@ export interface Deploy {
   created_at: string;
   updated_at: string;
 }
+
+export interface ShellSession {
+  id: string;
+  instance_id: string;
+  key_id: string | null;
+  key_name: string | null;
+  via: string;
+  command: string | null;
+  run_as: string | null;
+  started_at: string;
+  ended_at: string | null;
+  duration_ms: number | null;
+  exit_code: number | null;
+  exit_signal: string | null;
+  end_reason: string | null;
+  recording_url: string | null;
+}
+
+export function hasScope(scopes: readonly string[], needed: string): boolean {
+  return scopes.includes('admin') || scopes.includes(needed);
+}

@@ -4,6 +4,7 @@
 // Screenshots of each page land in test-output/screenshots/ for review.
 import t from 'tap';
 import type { Page } from 'playwright-core';
+import ssh2 from 'ssh2';
 import { LocalSandboxProvider } from '../../control-plane/src/providers/compute/local.ts';
 import { computeProviderOf } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
@@ -188,6 +189,48 @@ if (fileNeeds(chromiumSkipReason)) {
     await page.getByRole('button', { name: 'Sign out' }).click();
     await page.getByLabel('API key').waitFor();
     t.notOk((await page.context().cookies()).some((c) => c.name === 'vmk_session' && c.value !== ''), 'the cookie is gone');
+    t.same(pageErrors, [], 'no script errors');
+  });
+
+  t.test('settings: SSH keys added and removed, integrations set and reset, refusals in words', async (t) => {
+    const { page, pageErrors } = await openBrowser(t);
+    await signInWith(page, cp.url, cp.adminKey);
+    await page.getByRole('link', { name: 'Settings' }).click();
+    await page.getByRole('link', { name: 'SSH keys' }).click();
+    await page.getByLabel(/Public key/).fill('ssh-ed25519 not-base64 me@laptop');
+    await page.getByRole('button', { name: 'Add SSH key' }).click();
+    await page.getByRole('alert').waitFor();
+    t.match(await page.getByRole('alert').textContent(), /public key/i, 'a bad key is refused in words');
+    const { public: publicKey } = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'me@laptop' });
+    await page.getByLabel(/Public key/).fill(publicKey);
+    await page.getByRole('button', { name: 'Add SSH key' }).click();
+    const row = page.locator('tr[data-ssh-key^="SHA256:"]');
+    await row.waitFor();
+    t.match(await row.textContent(), /me@laptop/);
+    await screenshot(page, 'settings-ssh-keys');
+    await row.getByRole('button', { name: 'Remove' }).click();
+    await row.getByRole('button', { name: 'Remove this SSH key' }).click();
+    await row.waitFor({ state: 'detached' });
+    t.pass('removed after a confirm');
+
+    await page.getByRole('link', { name: 'Integrations' }).click();
+    const dns = page.locator('form[data-integration="dns"]');
+    await dns.waitFor();
+    await dns.getByLabel('Zone').fill('dash.test');
+    await dns.getByRole('button', { name: 'Save DNS' }).click();
+    await dns.getByText('Saved.').waitFor();
+    await dns.getByText('set for this workspace').waitFor();
+    const view = await cp.api<{ provider: string; settings: { zone?: string } }>('GET', '/api/workspace/dns');
+    t.equal(view.body.settings.zone, 'dash.test', 'the DNS zone is set');
+    const compute = page.locator('form[data-integration="compute"]');
+    await compute.getByLabel('Provider').selectOption('hetzner');
+    await compute.getByRole('button', { name: 'Save Compute' }).click();
+    await compute.getByRole('alert').waitFor();
+    t.match(await compute.getByRole('alert').textContent(), /token/i, 'Hetzner without a token is refused in words, next to its form');
+    await screenshot(page, 'settings-integrations');
+    await dns.getByRole('button', { name: 'Back to the default' }).click();
+    await dns.getByText("the control plane's default").waitFor();
+    t.pass('and reset to the default');
     t.same(pageErrors, [], 'no script errors');
   });
 

@@ -7,8 +7,7 @@ import type { RawData, WebSocket } from 'ws';
 import type { ErrorKey } from '@vmkit/protocol';
 import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
-import { bearerToken, checkApiKey } from '../auth/api-keys.ts';
-import { FAILURE_MESSAGES } from '../auth/hooks.ts';
+import { authenticateUpgrade } from '../auth/upgrade-auth.ts';
 import { ApiError, isApiError } from '../errors.ts';
 import { OperatorControl, SHELL_PATH, ShellQuery } from './operator-wire.ts';
 import type { ServerControl } from './operator-wire.ts';
@@ -84,10 +83,11 @@ export class WebSocketDoor {
       return;
     }
     const clientAddress = this.#o.clientAddress(req);
-    const check = await checkApiKey(this.#o.db, bearerToken(req.headers.authorization), this.#o.now());
+    // A bearer key, or the dashboard's session cookie from a page of this server.
+    const check = await authenticateUpgrade(this.#o.db, req, this.#o.now());
     if (!check.ok) {
-      if ('key' in check) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, 401, 'unauthorized', requestId, clientAddress);
-      refuse(socket, new ApiError('unauthorized', FAILURE_MESSAGES[check.reason]), requestId);
+      if (check.key) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, check.error.status, check.error.key, requestId, clientAddress);
+      refuse(socket, check.error, requestId);
       return;
     }
     const { key } = check;

@@ -6,7 +6,7 @@ import type { FunctionComponent } from 'preact';
 import type { Session } from '../types.ts';
 import { Instances } from './instances.tsx';
 import { InstanceDetail } from './instance-detail.tsx';
-import { ApiKeys } from './keys.tsx';
+import { Settings } from './settings.tsx';
 import { AuditLog } from './audit.tsx';
 import { Repos } from './repos.tsx';
 import { Deploys } from './deploys.tsx';
@@ -31,7 +31,7 @@ export const PAGES: Page[] = [
   { path: 'repos', title: 'Repos', nav: true, Component: Repos },
   { path: 'deploys', title: 'Deploys', nav: true, Component: Deploys },
   { path: 'audit', title: 'Audit log', nav: true, Component: AuditLog },
-  { path: 'keys', title: 'Settings', nav: true, Component: ApiKeys },
+  { path: 'settings', title: 'Settings', nav: true, Component: Settings },
 ];
 
 export function pageFor(route: string[]): Page {

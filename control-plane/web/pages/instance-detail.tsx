@@ -5,6 +5,8 @@ import { Badge, ErrorText, Section, Time } from '../components.tsx';
 import { useLive } from '../live.ts';
 import { href } from '../router.ts';
 import type { CommandEntry, HardenEvent, Instance, LiveEvent } from '../types.ts';
+import { hasScope } from '../types.ts';
+import { BrowserTerminal, Recordings } from './terminal.tsx';
 import { HardenProgress } from './harden-progress.tsx';
 import type { PageProps } from './index.ts';
 import { agentState, startHarden } from './instances.tsx';
@@ -88,7 +90,36 @@ function Commands({ items }: { items: CommandEntry[] }) {
   );
 }
 
-export function InstanceDetail({ route }: PageProps) {
+function Shell({ inst, session }: { inst: Instance; session: PageProps['session'] }) {
+  const [open, setOpen] = useState(false);
+  const [refresh, setRefresh] = useState(0);
+  const ended = useCallback(() => setRefresh((n) => n + 1), []);
+  if (!hasScope(session.key.scopes, 'shell')) {
+    return <p class="muted small">The terminal and the recordings need a key with the shell scope.</p>;
+  }
+  const connected = inst.agent?.state === 'connected' && inst.status !== 'destroyed';
+  return (
+    <>
+      {open ? (
+        <>
+          <BrowserTerminal instanceId={inst.id} onEnded={ended} />
+          <button type="button" onClick={() => setOpen(false)}>
+            Close terminal
+          </button>
+        </>
+      ) : (
+        <button type="button" disabled={!connected} onClick={() => setOpen(true)}>
+          Open terminal
+        </button>
+      )}
+      {!connected ? <p class="muted small">The terminal opens once the instance’s agent is connected.</p> : null}
+      <h3>Recorded sessions</h3>
+      <Recordings instanceId={inst.id} refresh={refresh} />
+    </>
+  );
+}
+
+export function InstanceDetail({ route, session }: PageProps) {
   const id = route[1] ?? '';
   const [inst, setInst] = useState<Instance | null>(null);
   const [commands, setCommands] = useState<CommandEntry[]>([]);
@@ -141,6 +172,9 @@ export function InstanceDetail({ route }: PageProps) {
             <Facts inst={inst} />
             {run ? <HardenProgress run={run} /> : null}
             <ErrorText error={actionError} />
+          </Section>
+          <Section title="Shell">
+            <Shell inst={inst} session={session} />
           </Section>
           <Section title="Commands">
             <Commands items={commands} />

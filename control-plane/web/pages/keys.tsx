@@ -178,7 +178,6 @@ export function ApiKeys({ session }: PageProps) {
   useEffect(reload, [reload]);
   return (
     <>
-      <h1>Settings</h1>
       <Section title="New API key">
         {created ? <NewSecret created={created} onDone={() => setCreated(null)} /> : <CreateKey onCreated={(k) => { setCreated(k); reload(); }} />}
       </Section>
