@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { serveDashboard, signIn } from '../helpers/dashboard.ts';
+import { enrollRealAgent } from '../helpers/real-agent.ts';
 import type { HttpSession } from '../helpers/dashboard.ts';
 
 interface ErrorBody {
@@ -179,6 +180,8 @@ t.test('a key that expires ends its sessions; a session ends after its own time 
   t.match(s.setCookie, /; Max-Age=60(;|$)/, 'the cookie lives no longer than the key');
   t.equal((await withSession(s, 'GET', '/api/instances')).status, 200);
   clock += 61_000;
+  const seen = cp.ctx.db.$client.prepare('select last_seen_at from dashboard_sessions where key_id = ?').get(key.id) as { last_seen_at: number };
+  t.ok(seen.last_seen_at >= clock - 61_000, 'the session records when it was last used');
   const after = await withSession(s, 'GET', '/api/instances');
   t.equal(after.status, 401);
   t.equal((after.body as ErrorBody).message, 'The API key has expired.');
@@ -287,6 +290,32 @@ t.test('the live feed pushes instance changes to the session, and ends when its 
   const again = await fetch(`${cp.url}/api/events`, { headers: { cookie: s.cookie } });
   t.equal(again.status, 401, 'a new stream is refused');
   await again.body?.cancel();
+});
+
+t.test("the live feed tells when an instance's agent connects and when it goes", async (t) => {
+  const s = await signIn(cp, cp.adminKey);
+  const abort = new AbortController();
+  t.teardown(() => abort.abort());
+  const res = await fetch(`${cp.url}/api/events`, { headers: { cookie: s.cookie }, signal: abort.signal });
+  const next = eventReader(res);
+  const real = await enrollRealAgent(t, cp);
+  const states: string[] = [];
+  const until = async (want: string) => {
+    for (;;) {
+      const got = await next();
+      if (got === null) throw new Error(`the stream ended before the agent was ${want}`);
+      const inst = (got.data as { instance?: { id: string; status: string; agent: { state: string } | null } }).instance;
+      if (got.event !== 'instance' || inst?.id !== real.instanceId) continue;
+      states.push(`${inst.status}/${inst.agent?.state ?? 'none'}`);
+      if (inst.agent?.state === want) return inst;
+    }
+  };
+  const proc = real.start();
+  const connected = await until('connected');
+  t.equal(connected.status, 'running', 'pushed as running, with the agent connected');
+  await proc.stop();
+  await until('disconnected');
+  t.pass(`then disconnected (${states.join(', ')})`);
 });
 
 t.test('the live feed needs instances:read', async (t) => {

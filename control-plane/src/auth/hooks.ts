@@ -3,6 +3,7 @@ import type { App } from '../app.ts';
 import type { ErrorKey } from '@vmkit/protocol';
 import type { Db } from '../db/index.ts';
 import { touchApiKey } from '../db/api-keys.ts';
+import { touchDashboardSession } from '../db/dashboard-sessions.ts';
 import { ApiError } from '../errors.ts';
 import { bearerToken, checkApiKey } from './api-keys.ts';
 import type { KeyCheck } from './api-keys.ts';
@@ -136,6 +137,8 @@ export function installAuthHooks(app: App, db: Db, now: () => number): void {
       request.auth = { workspaceId: key.workspaceId, keyId: key.id, keyName: key.name, scopes: key.scopes };
       request.dashboardSession = { hash: session.session.hash, csrfToken: csrfTokenFor(sessionSecret), expiresAt: session.session.expiresAt };
       if (key.lastUsedAt === null || t - key.lastUsedAt >= TOUCH_INTERVAL_MS) await touchApiKey(db, key.id, t);
+      const seen = session.session.lastSeenAt;
+      if (seen === null || t - seen >= TOUCH_INTERVAL_MS) await touchDashboardSession(db, session.session.hash, t);
       return;
     }
     const check = await checkApiKey(db, bearerToken(request.headers.authorization), t);

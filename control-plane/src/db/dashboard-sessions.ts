@@ -32,3 +32,7 @@ export async function deleteDashboardSession(db: Db, hash: string): Promise<void
 export async function deleteExpiredDashboardSessions(db: Db, now: number): Promise<void> {
   db.delete(dashboardSessions).where(lte(dashboardSessions.expiresAt, now)).run();
 }
+
+export async function touchDashboardSession(db: Db, hash: string, now: number): Promise<void> {
+  db.update(dashboardSessions).set({ lastSeenAt: now }).where(eq(dashboardSessions.hash, hash)).run();
+}
