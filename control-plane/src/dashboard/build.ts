@@ -47,6 +47,28 @@ ${styles}
 `;
 }
 
+/**
+ * Moves the staged build to outDir and removes the one it replaces. Two builds racing
+ * (two `npm start`s) may each find the other's build in the way: the later one wins.
+ */
+async function swapIn(staging: string, outDir: string): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    const old = `${outDir}.old-${process.pid}-${randomBytes(4).toString('hex')}`;
+    await rename(outDir, old).catch((err: NodeJS.ErrnoException) => {
+      if (err.code !== 'ENOENT') throw err;
+    });
+    try {
+      await rename(staging, outDir);
+      await rm(old, { recursive: true, force: true });
+      return;
+    } catch (err) {
+      await rm(old, { recursive: true, force: true });
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOTEMPTY' && code !== 'EEXIST') || attempt >= 5) throw err;
+    }
+  }
+}
+
 /** Builds the dashboard into outDir (replacing what was there) and answers its manifest. */
 export async function buildDashboard(outDir = DEFAULT_DASHBOARD_DIR): Promise<DashboardManifest> {
   const staging = `${outDir}.building-${process.pid}-${randomBytes(4).toString('hex')}`;
@@ -90,12 +112,7 @@ export async function buildDashboard(outDir = DEFAULT_DASHBOARD_DIR): Promise<Da
     };
     await writeFile(join(staging, 'index.html'), indexHtml(manifest));
     await writeFile(join(staging, 'manifest.json'), `${JSON.stringify(manifest, null, 2)}\n`);
-    const old = `${outDir}.old-${process.pid}-${randomBytes(4).toString('hex')}`;
-    await rename(outDir, old).catch((err: NodeJS.ErrnoException) => {
-      if (err.code !== 'ENOENT') throw err;
-    });
-    await rename(staging, outDir);
-    await rm(old, { recursive: true, force: true });
+    await swapIn(staging, outDir);
     return manifest;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
