@@ -169,21 +169,27 @@ if (fileNeeds(chromiumSkipReason)) {
     const rows = page.locator('tr[data-audit]');
     await rows.first().waitFor();
     t.equal(await rows.count(), 25, 'a page of 25');
-    const firstPage = await rows.first().textContent();
+    const firstPage = await rows.allTextContents();
+    const older = page.waitForResponse((r) => r.url().includes('/api/audit?') && r.url().includes('cursor='));
     await page.getByRole('button', { name: 'Older →' }).click();
-    await page.getByText('Page 2').waitFor();
-    t.not(await rows.first().textContent(), firstPage, 'the next page holds older entries');
+    await older;
+    await page.waitForSelector(`tr[data-audit]:text-is(${JSON.stringify(firstPage[0] ?? '')})`, { state: 'detached' });
+    const secondPage = await rows.allTextContents();
+    t.equal(secondPage.filter((r) => firstPage.includes(r)).length < secondPage.length, true, 'the next page holds older entries');
     await page.getByRole('button', { name: '← Newer' }).click();
     await page.getByText('Page 1').waitFor();
+    const filtered = page.waitForResponse((r) => r.url().includes('channel=dashboard'));
     await page.getByLabel('Channel').selectOption('dashboard');
     await page.getByRole('button', { name: 'Apply' }).click();
-    // Browser-side expressions as text: the tests' TypeScript has no DOM types.
-    await page.waitForFunction("[...document.querySelectorAll('tr[data-audit] td:nth-child(3)')].every((td) => td.textContent === 'dashboard')");
+    await filtered;
+    await page.waitForSelector('tr[data-audit]:not(:has(td:nth-child(3):text-is("dashboard")))', { state: 'detached' });
     t.ok((await rows.count()) > 0, 'the dashboard’s own requests are there, as channel dashboard');
+    const byAction = page.waitForResponse((r) => r.url().includes('action=keys.create'));
     await page.getByLabel('Action').fill('keys.create');
     await page.getByRole('button', { name: 'Apply' }).click();
-    await page.waitForFunction("[...document.querySelectorAll('tr[data-audit]')].every((tr) => tr.getAttribute('data-audit') === 'keys.create')");
-    t.pass('filtered by action');
+    await byAction;
+    await page.waitForSelector('tr[data-audit]:not([data-audit="keys.create"])', { state: 'detached' });
+    t.ok((await rows.count()) > 0, 'filtered by action');
     await screenshot(page, 'audit-log');
 
     await page.getByRole('button', { name: 'Sign out' }).click();
@@ -232,6 +238,37 @@ if (fileNeeds(chromiumSkipReason)) {
     await dns.getByText("the control plane's default").waitFor();
     t.pass('and reset to the default');
     t.same(pageErrors, [], 'no script errors');
+  });
+
+  t.test('usable from the keyboard alone: sign in, create an instance, open its page', async (t) => {
+    const { page } = await openBrowser(t);
+    await page.goto(`${cp.url}/`);
+    await page.getByLabel('API key').waitFor();
+    t.equal(await page.evaluate<string | undefined>('document.activeElement?.id'), 'api-key', 'the key field has the focus');
+    await page.keyboard.type(cp.adminKey);
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name: 'Instances', level: 1 }).waitFor();
+    const name = uniqueInstanceName('keys-only');
+    // Tab from the top of the page to the name field, counting the stops on the way.
+    let stops = 0;
+    while (!(await page.evaluate<boolean>("document.activeElement?.getAttribute('name') === 'name'"))) {
+      await page.keyboard.press('Tab');
+      stops += 1;
+      if (stops > 20) break;
+    }
+    t.ok(stops <= 20, `the name field is reached with Tab (${stops} stops)`);
+    await page.keyboard.type(name);
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('ArrowDown'); // provider: manual
+    await page.keyboard.press('Tab');
+    await page.keyboard.press('Enter');
+    const row = page.locator(`tr[data-instance="${name}"]`);
+    await row.waitFor();
+    t.match(await row.textContent(), /manual/, 'created as manual');
+    await row.getByRole('link', { name }).focus();
+    await page.keyboard.press('Enter');
+    await page.getByRole('heading', { name, level: 1 }).waitFor();
+    t.pass('its page opens from the keyboard');
   });
 
   t.test('readable at phone width', async (t) => {
