@@ -60,8 +60,9 @@ export async function openBrowser(
   t: { teardown(fn: () => unknown): void },
   opts: { viewport?: { width: number; height: number } } = {},
 ): Promise<TestBrowser> {
-  // Root may not use Chromium's own sandbox; the test machine is the sandbox here.
-  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ['--no-sandbox'], headless: true });
+  // Root may not use Chromium's own sandbox (the test machine is the sandbox here); a
+  // container's small /dev/shm would crash renderers, so they use /tmp.
+  const browser = await chromium.launch({ executablePath: CHROMIUM_PATH, args: ['--no-sandbox', '--disable-dev-shm-usage'], headless: true });
   t.teardown(() => browser.close());
   const context = await browser.newContext({ viewport: opts.viewport ?? { width: 1280, height: 800 } });
   await context.grantPermissions(['clipboard-read', 'clipboard-write']);
