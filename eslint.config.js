@@ -4,7 +4,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', 'data/**', '.tap/**', 'coverage/**', '**/*.cjs', '**/bin/*.js'] },
+  { ignores: ['**/node_modules/**', '**/dist/**', 'data/**', '.tap/**', 'coverage/**', '**/*.cjs', '**/bin/*.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommendedTypeChecked,
   {

@@ -41,6 +41,10 @@ import { hardenRoutes } from './api/harden.ts';
 import { workspaceProviderRoutes } from './api/workspace-providers.ts';
 import { shellRoutes } from './api/shell.ts';
 import { sshKeyRoutes } from './api/ssh-keys.ts';
+import { sessionRoutes } from './api/session.ts';
+import { instanceCommandRoutes } from './api/instance-commands.ts';
+import { liveRoutes } from './dashboard/events.ts';
+import { dashboardRoutes } from './dashboard/plugin.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -92,6 +96,11 @@ export const ROUTES: ApiPlugin[] = [
   shellRoutes,
   sshKeyRoutes,
   mcpRoutes,
+  // The dashboard: sign-in, its live feed (after the hub and harden) and its static assets at `/`.
+  sessionRoutes,
+  instanceCommandRoutes,
+  liveRoutes,
+  dashboardRoutes,
 ];
 
 const STATUS_KEYS: Record<number, ErrorKey> = {

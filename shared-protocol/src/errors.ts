@@ -19,6 +19,7 @@ export const ERRORS = {
   // auth and transport
   unauthorized: { status: 401, message: 'The API key is missing, invalid, expired or revoked.' },
   forbidden: { status: 403, message: 'The API key lacks the scope this action requires.' },
+  csrf_token_invalid: { status: 403, message: 'A dashboard request that changes something must carry the session\'s CSRF token.' },
   rate_limited: { status: 429, message: 'Too many requests; retry after the time given in Retry-After.' },
   invalid_request: { status: 400, message: 'The request is not valid.' },
   payload_too_large: { status: 413, message: 'The request body is larger than the server accepts.' },

@@ -12,6 +12,7 @@ declare module '../app.ts' {
   }
 }
 import { IdParams, InstanceView, instanceView } from './views.ts';
+import { notifyInstance } from '../dashboard/live-feed.ts';
 
 /**
  * Instances made by a compute provider: DELETE destroys the VM. (POST /api/instances
@@ -40,6 +41,7 @@ export const instanceComputeRoutes: ApiPlugin = (app, { ctx }) => {
       const { workspaceId } = authOf(request);
       const row = await destroyInstance(ctx, workspaceId, request.params.id);
       const withAgent = await getInstanceWithAgent(ctx.db, workspaceId, row.id);
+      notifyInstance(ctx, workspaceId, row.id);
       return instanceView(row, withAgent?.agent ?? null);
     },
   );

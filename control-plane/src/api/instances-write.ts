@@ -9,6 +9,7 @@ import { ApiError } from '../errors.ts';
 import { MANUAL_PROVIDER, MANUAL_STATUS_REASON, provisionInstance } from '../services/instances.ts';
 import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
 import { IdParams, InstanceView, iso, instanceView } from './views.ts';
+import { notifyInstance } from '../dashboard/live-feed.ts';
 
 export const EnrollmentTokenView = z.object({
   token: z.string().describe('vmkenr_... one-time token; shown once'),
@@ -60,6 +61,7 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
               ctx.now(),
             )
           : await provisionInstance(ctx, { workspaceId, name: request.body.name, environmentId: envId ?? null, provider });
+      notifyInstance(ctx, workspaceId, row.id);
       return reply.code(201).send(instanceView(row, null));
     },
   );

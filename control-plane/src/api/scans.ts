@@ -1,12 +1,13 @@
 import type { ApiPlugin } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
-import { getScan } from '../db/scans.ts';
+import { getScan, listScansOfRepo } from '../db/scans.ts';
+import { getRepo } from '../db/repos.ts';
 import { ApiError } from '../errors.ts';
-import { IdParams, ScanView, scanView } from './views.ts';
+import { IdParams, ScanView, listOf, scanView } from './views.ts';
 import { z } from 'zod';
 import { scanServiceFromEnv } from '../services/scan/service.ts';
 import type { ScanService } from '../services/scan/service.ts';
-import { RepoFullName } from './repos.ts';
+import { RepoFullName, repoNotFound } from './repos.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -53,6 +54,20 @@ export const scanRoutes: ApiPlugin = (app, { ctx }) => {
       const scan = await getScan(ctx.db, authOf(request).workspaceId, request.params.id);
       if (!scan) throw new ApiError('scan_not_found', `No scan with id ${request.params.id} found in this workspace.`);
       return scanView(scan);
+    },
+  );
+
+  app.get(
+    '/api/repos/:id/scans',
+    {
+      config: { scope: 'repos:read', action: 'scans.list' },
+      schema: { summary: 'The latest scans of a connected repository, newest first', params: IdParams, response: { 200: listOf(ScanView) } },
+    },
+    async (request) => {
+      const { workspaceId } = authOf(request);
+      const repo = await getRepo(ctx.db, workspaceId, request.params.id);
+      if (!repo) throw repoNotFound(request.params.id);
+      return { items: (await listScansOfRepo(ctx.db, workspaceId, repo.id, 10)).map(scanView) };
     },
   );
 };

@@ -28,6 +28,7 @@ export async function serve(argv: string[], io: Io): Promise<RunningControlPlane
   const config = loadConfig(argv, io.env);
   const running = await startControlPlane(config);
   if (running.bootstrap) io.stdout(newWorkspaceMessage(running.bootstrap, running.ctx.publicUrl));
+  io.stdout(`Dashboard: ${running.ctx.publicUrl.replace(/\/+$/, '')}/ (sign in with an API key)\n`);
   const gw = running.ctx.sshGateway;
   if (gw) {
     // Printed so users can pin it: `ssh` shows the same fingerprint on first contact.

@@ -7,7 +7,7 @@ import type { Db } from './index.ts';
 import { auditLog } from './schema.ts';
 
 export type AuditRow = typeof auditLog.$inferSelect;
-export type AuditChannel = 'rest' | 'mcp' | 'shell' | 'agent';
+export type AuditChannel = 'rest' | 'mcp' | 'dashboard' | 'shell' | 'agent';
 
 export type NewAuditEntry = Omit<AuditRow, 'id' | 'at'> & { at?: number };
 
@@ -27,8 +27,11 @@ export async function insertAudit(db: Db, entry: NewAuditEntry): Promise<AuditRo
 export interface AuditQuery {
   action?: string;
   keyId?: string;
+  channel?: string;
   /** Milliseconds: entries at or after. */
   since?: number;
+  /** Milliseconds: entries before. */
+  until?: number;
   /** The id of the last entry of the previous page. */
   cursor?: string;
   limit: number;
@@ -39,7 +42,9 @@ export async function listAudit(db: Db, workspaceId: string, q: AuditQuery): Pro
   const where: SQL[] = [eq(auditLog.workspaceId, workspaceId)];
   if (q.action !== undefined) where.push(eq(auditLog.action, q.action));
   if (q.keyId !== undefined) where.push(eq(auditLog.keyId, q.keyId));
+  if (q.channel !== undefined) where.push(eq(auditLog.channel, q.channel));
   if (q.since !== undefined) where.push(gte(auditLog.at, q.since));
+  if (q.until !== undefined) where.push(lt(auditLog.at, q.until));
   if (q.cursor !== undefined) where.push(lt(auditLog.id, q.cursor));
   const rows = db
     .select()

@@ -1,5 +1,5 @@
 /* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
-import { eq } from 'drizzle-orm';
+import { and, desc, eq } from 'drizzle-orm';
 import type { Db } from './index.ts';
 import { commands } from './schema.ts';
 
@@ -11,4 +11,15 @@ export type CommandRow = typeof commands.$inferSelect;
 
 export async function getCommand(db: Db, id: string): Promise<CommandRow | undefined> {
   return db.select().from(commands).where(eq(commands.id, id)).get();
+}
+
+/** The commands sent to one instance's agents, newest first. */
+export async function listCommandsOfInstance(db: Db, workspaceId: string, instanceId: string, limit: number): Promise<CommandRow[]> {
+  return db
+    .select()
+    .from(commands)
+    .where(and(eq(commands.workspaceId, workspaceId), eq(commands.instanceId, instanceId)))
+    .orderBy(desc(commands.createdAt), desc(commands.id))
+    .limit(limit)
+    .all();
 }

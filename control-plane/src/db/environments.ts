@@ -54,3 +54,10 @@ export async function listEnvironments(db: Db, workspaceId: string, repoId: stri
     .orderBy(asc(environments.name))
     .all();
 }
+
+/** Removes the environment (its deploys go with it; its instances stay, detached). */
+export async function deleteEnvironment(db: Db, workspaceId: string, id: string): Promise<void> {
+  db.delete(environments)
+    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.id, id)))
+    .run();
+}

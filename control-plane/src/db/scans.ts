@@ -70,3 +70,14 @@ export async function findScanAtSha(
     .orderBy(desc(scans.id))
     .get();
 }
+
+/** The latest scans of a connected repo, newest first. */
+export async function listScansOfRepo(db: Db, workspaceId: string, repoId: string, limit: number): Promise<ScanRow[]> {
+  return db
+    .select()
+    .from(scans)
+    .where(and(eq(scans.workspaceId, workspaceId), eq(scans.repoId, repoId)))
+    .orderBy(desc(scans.createdAt), desc(scans.id))
+    .limit(limit)
+    .all();
+}

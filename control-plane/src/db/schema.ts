@@ -416,7 +416,7 @@ export const auditLog = sqliteTable(
       .notNull()
       .references(() => workspaces.id, { onDelete: 'cascade' }),
     keyId: text('key_id'),
-    /** rest | mcp | shell | agent */
+    /** rest | mcp | dashboard | shell | agent */
     channel: text('channel').notNull(),
     /** MCP tool name when channel is mcp. */
     tool: text('tool'),
@@ -434,4 +434,27 @@ export const auditLog = sqliteTable(
     index('audit_log_workspace_id_idx').on(t.workspaceId, t.id),
     index('audit_log_workspace_action_idx').on(t.workspaceId, t.action, t.id),
   ],
+);
+
+/**
+ * Dashboard sign-ins: an API key exchanged for a cookie. Only the sha-256 of the
+ * cookie's secret is stored; the key is re-checked (revoked, expired) on every request.
+ */
+export const dashboardSessions = sqliteTable(
+  'dashboard_sessions',
+  {
+    /** sha-256 (hex) of the cookie's secret. */
+    hash: text('hash').primaryKey(),
+    workspaceId: text('workspace_id')
+      .notNull()
+      .references(() => workspaces.id, { onDelete: 'cascade' }),
+    keyId: text('key_id')
+      .notNull()
+      .references(() => apiKeys.id, { onDelete: 'cascade' }),
+    createdAt: createdAt(),
+    /** The session's own end, whatever the key's expiry (the key's earlier end wins). */
+    expiresAt: integer('expires_at').notNull(),
+    lastSeenAt: integer('last_seen_at'),
+  },
+  (t) => [index('dashboard_sessions_key_idx').on(t.keyId)],
 );

@@ -13,6 +13,7 @@ import { ApiError } from '../errors.ts';
 import { localProviderFor } from '../providers/compute/local.ts';
 import { ComputeError } from '../providers/compute/types.ts';
 import type { ComputeProvider } from '../providers/compute/types.ts';
+import { notifyInstance } from '../dashboard/live-feed.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -184,6 +185,7 @@ export async function failAndRemove(ctx: AppContext, instanceId: string, reason:
   // Failed first, so an agent connecting meanwhile cannot flip it to running; the reason then says how the removal went.
   const claimed = await moveInstanceStatus(ctx.db, instanceId, ['provisioning'], { status: 'failed', statusReason: `${reason} Removing what the provider made.` }, ctx.now());
   if (!claimed) return false;
+  notifyInstance(ctx, row.workspaceId, instanceId);
   const ref = refOf(row);
   if (ref === undefined) {
     await updateInstance(ctx.db, instanceId, { statusReason: `${reason} The provider gave no handle for it, so anything it made must be removed by hand.` }, ctx.now());

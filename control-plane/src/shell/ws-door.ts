@@ -7,9 +7,8 @@ import type { RawData, WebSocket } from 'ws';
 import type { ErrorKey } from '@vmkit/protocol';
 import type { Db } from '../db/index.ts';
 import { insertAudit } from '../db/audit.ts';
-import { bearerToken, checkApiKey } from '../auth/api-keys.ts';
-import { FAILURE_MESSAGES } from '../auth/hooks.ts';
 import type { UpgradeRateLimit } from '../auth/rate-limit.ts';
+import { authenticateUpgrade } from '../auth/upgrade-auth.ts';
 import { ApiError, isApiError } from '../errors.ts';
 import { OperatorControl, SHELL_PATH, ShellQuery } from './operator-wire.ts';
 import type { ServerControl } from './operator-wire.ts';
@@ -88,19 +87,20 @@ export class WebSocketDoor {
       return;
     }
     const clientAddress = this.#o.clientAddress(req);
-    const check = await checkApiKey(this.#o.db, bearerToken(req.headers.authorization), this.#o.now());
+    // A bearer key, or the dashboard's session cookie from a page of this server.
+    const check = await authenticateUpgrade(this.#o.db, req, this.#o.now());
     // As for REST: the key is resolved first, so a valid key spends its own budget and
     // anything else (no key, a made-up one, a revoked one) that of its address.
     const limited = await this.#o.rateLimit({ keyId: check.ok ? check.key.id : null, ip: clientAddress });
     if (limited) {
-      const known = check.ok ? check.key : 'key' in check ? check.key : null;
+      const known = check.ok ? check.key : (check.key ?? null);
       if (known) await this.#auditRefusal(known.workspaceId, known.id, instance, limited.error.status, limited.error.key, requestId, clientAddress);
       refuse(socket, limited.error, requestId, limited.retryAfterS);
       return;
     }
     if (!check.ok) {
-      if ('key' in check) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, 401, 'unauthorized', requestId, clientAddress);
-      refuse(socket, new ApiError('unauthorized', FAILURE_MESSAGES[check.reason]), requestId);
+      if (check.key) await this.#auditRefusal(check.key.workspaceId, check.key.id, instance, check.error.status, check.error.key, requestId, clientAddress);
+      refuse(socket, check.error, requestId);
       return;
     }
     const { key } = check;

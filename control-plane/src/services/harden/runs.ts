@@ -27,6 +27,8 @@ export class HardenRun {
   answer: HardenAnswer | undefined;
   error: RunError | undefined;
   finishedAt: number | undefined;
+  /** Called on every change (progress, end): HardenRuns sets it to tell its observers. */
+  onChange: ((run: HardenRun) => void) | undefined;
   readonly #waiters = new Set<() => void>();
 
   constructor(
@@ -72,6 +74,7 @@ export class HardenRun {
 
   #wake(): void {
     for (const w of [...this.#waiters]) w();
+    this.onChange?.(this);
   }
 }
 
@@ -79,6 +82,7 @@ export class HardenRun {
 export class HardenRuns {
   readonly #runs = new Map<string, HardenRun>();
   readonly #keepMs: number;
+  readonly #observers = new Set<(run: HardenRun) => void>();
 
   constructor(keepMs = 15 * 60_000) {
     this.#keepMs = keepMs;
@@ -86,6 +90,24 @@ export class HardenRuns {
 
   add(run: HardenRun): void {
     this.#runs.set(run.commandId, run);
+    run.onChange = (r) => this.#tell(r);
+    this.#tell(run);
+  }
+
+  /** Calls fn when a run starts and on each of its changes (the dashboard's live feed); returns the unsubscribe. */
+  observe(fn: (run: HardenRun) => void): () => void {
+    this.#observers.add(fn);
+    return () => this.#observers.delete(fn);
+  }
+
+  #tell(run: HardenRun): void {
+    for (const fn of this.#observers) {
+      try {
+        fn(run);
+      } catch {
+        // An observer's failure is not the run's: the run goes on for its pollers.
+      }
+    }
   }
 
   get(commandId: string, now: number): HardenRun | undefined {
