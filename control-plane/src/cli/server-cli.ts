@@ -37,7 +37,11 @@ export async function serve(argv: string[], io: Io): Promise<RunningControlPlane
         `  host key ${gw.hostKey.fingerprint}\n  known_hosts line: [${gw.host}]:${gw.port} ${gw.hostKey.publicKey}\n`,
     );
   }
-  running.ctx.logger.info({ url: running.url, public_url: running.ctx.publicUrl, data_dir: config.dataDir }, 'control plane listening');
+  // The runtime is named so operators can see which Node (and so which security fixes) serves them.
+  running.ctx.logger.info(
+    { url: running.url, public_url: running.ctx.publicUrl, data_dir: config.dataDir, node: process.version },
+    'control plane listening',
+  );
   return running;
 }
 
