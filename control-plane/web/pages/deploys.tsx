@@ -178,7 +178,9 @@ export function Deploys(_props: PageProps) {
             >
               <option value="">all</option>
               {repos.map((r) => (
-                <option key={r.id} value={r.repo}>
+                // `selected` too: the options arrive after the value (a link's ?repo=), and a
+                // select whose value named no option yet would stay on "all".
+                <option key={r.id} value={r.repo} selected={r.repo === repo}>
                   {r.repo}
                 </option>
               ))}
@@ -189,7 +191,7 @@ export function Deploys(_props: PageProps) {
             <select name="dest" value={dest} disabled={!repo} onChange={(e) => setDest(e.currentTarget.value)}>
               <option value="">all</option>
               {envs.map((e) => (
-                <option key={e.id} value={e.name}>
+                <option key={e.id} value={e.name} selected={e.name === dest}>
                   {e.name}
                 </option>
               ))}
