@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { spawn } from 'node-pty';
 import t from 'tap';
+import type { Test } from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
@@ -48,8 +49,9 @@ if (fileNeeds(notRoot)) {
   );
   const note = (name: string) => readFileSync(join(dir, name), 'utf8').trim();
 
-  t.test('an interactive session on a real terminal', async (t) => {
-    const term = spawn('/bin/sh', [wrapper, dir, process.execPath, 'tty-vm', cp.url, operator.secret], {
+  /** The wrapper on a fresh pseudo-terminal, noting into `notes`; `waitFor` watches its screen. */
+  const operatorTerminal = (t: Test, notes: string) => {
+    const term = spawn('/bin/sh', [wrapper, notes, process.execPath, 'tty-vm', cp.url, operator.secret], {
       name: 'xterm-256color',
       cols: 100,
       rows: 30,
@@ -91,7 +93,11 @@ if (fileNeeds(notRoot)) {
         waiters.add(check);
         check();
       });
+    return { term, waitFor, screen: () => screen, exited: () => exited };
+  };
 
+  t.test('an interactive session on a real terminal', async (t) => {
+    const { term, waitFor, screen: shown, exited } = operatorTerminal(t, dir);
     // The remote shell answers: the session is up.
     term.write('echo rea""dy-$((40+2))\r');
     await waitFor(/ready-42/);
@@ -106,24 +112,24 @@ if (fileNeeds(notRoot)) {
     });
 
     await t.test('^C goes to the remote command, not to the CLI', async (t) => {
-      const mark = screen.length;
+      const mark = shown().length;
       term.write('sleep 600; echo sl""ept-through\r');
       // The remote shell echoes the line once it runs it; then interrupt it.
       await waitFor(/sleep 600; echo sl""ept-through/, mark);
       term.write('\x03');
       term.write('echo after-in""terrupt\r');
       await waitFor(/after-interrupt/, mark);
-      t.notMatch(screen.slice(mark), /slept-through/, 'the sleep was interrupted: what came after it never ran');
-      t.notOk(exited, 'the CLI is still running');
+      t.notMatch(shown().slice(mark), /slept-through/, 'the sleep was interrupted: what came after it never ran');
+      t.notOk(exited(), 'the CLI is still running');
     });
 
     await t.test('resizing the local terminal resizes the remote one (`stty size`)', async (t) => {
-      const mark = screen.length;
+      const mark = shown().length;
       term.write('stty size\r');
       await waitFor(/^30 100\r?$/m, mark);
       // A remote command that prints the size when its terminal is resized (SIGWINCH), so
       // the test waits for the resize itself rather than for a guess at its timing.
-      const mark2 = screen.length;
+      const mark2 = shown().length;
       term.write(`sh -c 'trap "stty size; exit 0" WINCH; echo ar""med; while :; do sleep 1; done'\r`);
       await waitFor(/^armed\r?$/m, mark2);
       // The kernel sends SIGWINCH to the CLI, which sends the new size on.
@@ -133,7 +139,7 @@ if (fileNeeds(notRoot)) {
     });
 
     await t.test('the remote exit status is the CLI status, and the terminal is restored', async (t) => {
-      const mark = screen.length;
+      const mark = shown().length;
       term.write('exit 5\r');
       await waitFor(/OPERATOR-SHELL-BACK/, mark);
       t.equal(note('code'), '5', 'vmkit shell exited with 5');
@@ -141,4 +147,26 @@ if (fileNeeds(notRoot)) {
       t.equal(note('after'), note('before'), 'stty -g after the CLI equals stty -g before it');
     });
   });
+
+  // Killed from elsewhere (a closed terminal window sends SIGHUP, `kill` and systemd SIGTERM):
+  // the CLI still gives the operator's terminal back as it found it.
+  for (const signal of ['SIGTERM', 'SIGHUP'] as const) {
+    t.test(`${signal} to vmkit shell restores the terminal and exits 128+signal`, async (t) => {
+      const notes = mkdtempSync(join(dir, `${signal}-`));
+      const { term, waitFor, screen } = operatorTerminal(t, notes);
+      term.write('echo rea""dy-$((40+2))\r');
+      await waitFor(/ready-42/);
+      // The wrapper's one child is the CLI (node): signal it alone, as `kill PID` would.
+      const children = spawnSync('pgrep', ['-P', String(term.pid)], { encoding: 'utf8' }).stdout.trim().split('\n').filter(Boolean);
+      t.equal(children.length, 1, 'the wrapper runs one child, the CLI');
+      t.not(readFileSync(`/proc/${children[0]}/cmdline`, 'utf8').indexOf('vmkit.js'), -1, 'and it is vmkit');
+      const noted = (name: string) => readFileSync(join(notes, name), 'utf8').trim();
+      t.not(spawnSync('stty', ['-g', '-F', noted('tty')], { encoding: 'utf8' }).stdout.trim(), noted('before'), 'raw mode while it runs');
+      const mark = screen().length;
+      process.kill(Number(children[0]), signal);
+      await waitFor(/OPERATOR-SHELL-BACK/, mark);
+      t.equal(noted('code'), String(128 + (signal === 'SIGTERM' ? 15 : 1)), `vmkit shell exited with 128+${signal}`);
+      t.equal(noted('after'), noted('before'), 'stty -g after the CLI equals stty -g before it');
+    });
+  }
 }
