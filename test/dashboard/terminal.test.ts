@@ -55,6 +55,29 @@ if (fileNeeds(notRoot)) {
     t.ok(audit.body.items.some((a) => a.status === 403), 'refusals are audited');
   });
 
+  t.test('signing out of the dashboard ends its open terminals at once, with the reason', async (t) => {
+    const s = await signIn(cp, cp.adminKey);
+    const other = await signIn(cp, cp.adminKey);
+    const mine = await openWithCookie(cp.url, real.instanceId, s, cp.url);
+    const theirs = await openWithCookie(cp.url, real.instanceId, other, cp.url);
+    if (!('opened' in mine) || !('opened' in theirs)) throw new Error('the terminals did not open');
+    const controls: { type: string; reason?: string; message?: string | null }[] = [];
+    mine.ws.on('message', (data, binary) => {
+      if (!binary) controls.push(JSON.parse(Buffer.from(data as Buffer).toString('utf8')) as { type: string });
+    });
+    const closed = new Promise<void>((resolve) => mine.ws.once('close', () => resolve()));
+    const out = await cp.api('DELETE', '/api/session', { key: null, headers: { cookie: s.cookie, 'x-vmkit-csrf': s.csrf } });
+    t.equal(out.status, 200, 'signed out');
+    await closed;
+    const exit = controls.find((c) => c.type === 'exit');
+    t.equal(exit?.reason, 'signed_out', 'the terminal was told why it ended');
+    t.match(exit?.message, /signed out/);
+    t.equal(theirs.ws.readyState, WebSocket.OPEN, 'a terminal of another dashboard session stays open');
+    theirs.ws.close();
+    const rows = await cp.api<{ items: { end_reason: string | null }[] }>('GET', '/api/shell-sessions');
+    t.ok(rows.body.items.some((r) => r.end_reason === 'signed_out'), 'the session record says signed_out');
+  });
+
   t.test('in the browser: open a terminal, run a command, exit, play its recording', { skip: prerequisite(chromiumSkipReason) }, async (t) => {
     const { page, pageErrors } = await openBrowser(t);
     await page.goto(`${cp.url}/#/instances/${real.instanceId}`);

@@ -121,6 +121,8 @@ export const sessionRoutes: ApiPlugin = (app, { ctx }) => {
       const session = request.dashboardSession;
       if (!session) throw new ApiError('invalid_request', 'Invalid request: no dashboard session came with this request (sign-out ends the session of the cookie sent).');
       await deleteDashboardSession(ctx.db, session.hash);
+      // Its browser terminals end with it, not at the next periodic check.
+      ctx.shellSessions?.endDashboardSession(session.hash);
       reply.header('set-cookie', clearedSessionCookie(overTls(ctx, request)));
       return { signed_out: true as const };
     },

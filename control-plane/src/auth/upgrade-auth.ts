@@ -6,7 +6,7 @@ import { bearerToken, checkApiKey } from './api-keys.ts';
 import { FAILURE_MESSAGES } from './hooks.ts';
 import { SESSION_COOKIE, checkSession, cookieValue } from './sessions.ts';
 
-export type UpgradeAuth = { ok: true; key: ApiKeyRow; viaSession: boolean } | { ok: false; error: ApiError; key?: ApiKeyRow };
+export type UpgradeAuth = { ok: true; key: ApiKeyRow; viaSession: boolean; sessionHash?: string } | { ok: false; error: ApiError; key?: ApiKeyRow };
 
 /** The origin a browser page of this server sends: its scheme-less host must be the Host it asked. */
 function sameOrigin(req: IncomingMessage): boolean {
@@ -38,5 +38,5 @@ export async function authenticateUpgrade(db: Db, req: IncomingMessage, now: num
   if (!sameOrigin(req)) {
     return { ok: false, key: check.key, error: new ApiError('csrf_token_invalid', 'A dashboard session opens a shell only from a page of this server (the Origin header must be this host).') };
   }
-  return { ok: true, key: check.key, viaSession: true };
+  return { ok: true, key: check.key, viaSession: true, sessionHash: check.session.hash };
 }

@@ -4,6 +4,7 @@ import { newId } from '@vmkit/protocol';
 import type { ErrorKey } from '@vmkit/protocol';
 import type { ShellConfig } from '../config.ts';
 import type { Db } from '../db/index.ts';
+import { findDashboardSession } from '../db/dashboard-sessions.ts';
 import { insertAudit } from '../db/audit.ts';
 import { getApiKey } from '../db/api-keys.ts';
 import { getSshKeyById } from '../db/ssh-keys.ts';
@@ -23,6 +24,8 @@ export interface ShellCaller {
   scopes: readonly string[];
   /** The SSH key the gateway door authenticated (sessions end when it is deleted). */
   sshKeyId?: string;
+  /** The dashboard session (its hash) a browser terminal came through: sessions end at its sign-out. */
+  dashboardSessionHash?: string;
   clientAddress: string | null;
 }
 
@@ -49,6 +52,7 @@ export type ShellEndReason =
   | 'key_revoked'
   | 'key_expired'
   | 'ssh_key_removed'
+  | 'signed_out'
   | 'operator_closed'
   | 'recording_failed'
   | 'control_plane_stopped';
@@ -69,6 +73,7 @@ const END_MESSAGES: Record<Exclude<ShellEndReason, 'exit' | 'error'>, string> = 
   key_revoked: 'the API key of this session was revoked',
   key_expired: 'the API key of this session expired',
   ssh_key_removed: 'the SSH key of this session was removed',
+  signed_out: 'the dashboard session of this terminal was signed out or ended',
   operator_closed: 'the operator closed the connection',
   recording_failed: 'the session recording could not be written, and sessions must be recorded',
   control_plane_stopped: 'the control plane is shutting down',
@@ -245,7 +250,17 @@ export class ShellSessionService {
     }
   }
 
-  /** Ends sessions whose API key was revoked or expired, or whose SSH key was removed; saves counters. */
+  /** Ends at once the browser terminals opened through a dashboard session (its sign-out). */
+  endDashboardSession(hash: string): void {
+    for (const s of [...this.#live.values()]) {
+      if (s.caller.dashboardSessionHash === hash) void s.terminate('signed_out');
+    }
+  }
+
+  /**
+   * Ends sessions whose API key was revoked or expired, whose SSH key was removed, or
+   * whose dashboard session ended; saves counters.
+   */
   async checkKeys(): Promise<void> {
     const { db, now } = this.#o;
     const t = now();
@@ -263,6 +278,13 @@ export class ShellSessionService {
         if (s.caller.sshKeyId !== undefined && !(await getSshKeyById(db, s.caller.sshKeyId))) {
           void s.terminate('ssh_key_removed');
           continue;
+        }
+        if (s.caller.dashboardSessionHash !== undefined) {
+          const dashboard = await findDashboardSession(db, s.caller.dashboardSessionHash);
+          if (!dashboard || dashboard.session.expiresAt <= t) {
+            void s.terminate('signed_out');
+            continue;
+          }
         }
         await updateShellSessionCounters(db, s.id, s.bytesIn, s.bytesOut);
       } catch (err) {

@@ -114,7 +114,7 @@ export class WebSocketDoor {
     let session: ShellSession;
     try {
       session = await this.#o.sessions.open({
-        caller: { workspaceId: key.workspaceId, keyId: key.id, scopes: key.scopes, clientAddress },
+        caller: { workspaceId: key.workspaceId, keyId: key.id, scopes: key.scopes, clientAddress, ...(check.sessionHash !== undefined && { dashboardSessionHash: check.sessionHash }) },
         door: 'websocket',
         instance,
         cols: query.data.cols,
