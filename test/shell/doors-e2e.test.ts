@@ -2,6 +2,8 @@ import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import t from 'tap';
 import { parseAsciicast } from '../../control-plane/src/shell/recording.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
@@ -155,6 +157,21 @@ t.test('the WebSocket door (vmkit shell)', { skip: prerequisite(notRoot) }, asyn
     const r = await vmkit(['shell', 'doors-vm', '--url', cp.url, '--key', reader.secret]);
     t.equal(r.code, 1);
     t.match(r.err, /forbidden: The API key .* lacks the scope shell/);
+    const door = `${cp.url.replace(/^http/, 'ws')}/api/instances/doors-vm/shell`;
+    t.match(r.err, `(GET ${door} answered 403)`, 'the refusal names the URL it tried, without its query');
+  });
+
+  await t.test('the vmkit CLI names the URL it could not reach', async (t) => {
+    const dead = await new Promise<string>((resolve) => {
+      const probe = createServer();
+      probe.listen(0, '127.0.0.1', () => {
+        const { port } = probe.address() as AddressInfo;
+        probe.close(() => resolve(`http://127.0.0.1:${port}`));
+      });
+    });
+    const r = await vmkit(['shell', 'doors-vm', '--url', dead, '--key', operator.secret]);
+    t.equal(r.code, 1);
+    t.equal(r.err, `error: cannot reach the control plane at ${dead.replace(/^http/, 'ws')}/api/instances/doors-vm/shell: ECONNREFUSED\n`);
   });
 
   await t.test('a key revoked mid-session closes the session, and the operator is told why', async (t) => {

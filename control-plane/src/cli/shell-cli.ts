@@ -43,15 +43,18 @@ function exitStatus(msg: Extract<ServerControl, { type: 'exit' }>): number {
   return msg.code ?? NO_STATUS;
 }
 
+/** The door's URL as messages name it: no query (it may carry the command). */
+function doorUrl(url: string): string {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
 function wsUrl(base: string, instance: string, q: Record<string, string | undefined>): string {
   const u = new URL(base.replace(/\/+$/, '') + shellPath(instance));
   u.protocol = u.protocol === 'https:' ? 'wss:' : 'ws:';
   for (const [k, v] of Object.entries(q)) if (v !== undefined) u.searchParams.set(k, v);
   return u.toString();
 }
-
-
-
 /**
  * `vmkit shell INSTANCE [-- COMMAND]`: the terminal in raw mode, bytes both ways over
  * the WebSocket with backpressure (stdin is paused while the socket's buffer is full;
@@ -126,6 +129,7 @@ export async function runShellCli(argv: string[], io: Io, term: Terminal = proce
         cleanups.push(term.onSignal(sig, () => done(128 + (constants.signals[sig] ?? 0))));
       }
       ws.on('unexpected-response', (_req, res) => {
+        said = true;
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
         res.on('end', () => {
@@ -138,14 +142,16 @@ export async function runShellCli(argv: string[], io: Io, term: Terminal = proce
           const e = errorBodySchema.safeParse(body);
           io.stderr(
             e.success
-              ? `error: ${escapeUnsafeText(e.data.error)}: ${escapeUnsafeText(e.data.message)}\n`
-              : `error: the server answered HTTP ${res.statusCode ?? '?'} without a VMKit error body\n`,
+              ? `error: ${escapeUnsafeText(`${e.data.error}: ${e.data.message} (GET ${doorUrl(url)} answered ${res.statusCode ?? '?'})`)}\n`
+              : `error: GET ${escapeUnsafeText(doorUrl(url))} answered HTTP ${res.statusCode ?? '?'} without a VMKit error body (is that URL a VMKit control plane?)\n`,
           );
           done(1);
         });
       });
       ws.on('error', (err) => {
-        io.stderr(`error: ${escapeUnsafeText(err.message)}\n`);
+        said = true;
+        const code = (err as NodeJS.ErrnoException).code;
+        io.stderr(`error: ${escapeUnsafeText(`cannot reach the control plane at ${doorUrl(url)}: ${code ?? err.message}`)}\n`);
         done(1);
       });
       ws.on('open', () => {
