@@ -7,6 +7,10 @@ import { HUB_CLOSE } from '../../control-plane/src/hub/agent-hub.ts';
 import { FakeAgent } from './fake-agent.ts';
 import { startHub, until } from './hub-setup.ts';
 
+/** The refusal reasons counted so far (the metrics' `reason` label), zeros left out. */
+const refusals = (fx: { hub: { stats(): { refusals: Record<string, number> } } }) =>
+  Object.fromEntries(Object.entries(fx.hub.stats().refusals).filter(([, n]) => n > 0));
+
 t.test('an enrolled agent completes the handshake and is marked connected', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
@@ -39,6 +43,7 @@ t.test('a hello signed by another key is refused with a reason', async (t) => {
   const closed = await agent.closed;
   t.equal(closed.code, HUB_CLOSE.unauthorized);
   t.equal(fx.store.agents.get(agentId)?.state, 'disconnected');
+  t.same(refusals(fx), { bad_signature: 1 }, 'counted by reason');
 });
 
 t.test('an unknown agent is refused', async (t) => {
@@ -48,6 +53,7 @@ t.test('an unknown agent is refused', async (t) => {
   t.equal(error?.key, 'unauthorized');
   t.match(error?.message, /unknown agent/);
   t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+  t.same(refusals(fx), { unknown_agent: 1 });
 });
 
 t.test('a revoked agent is refused', async (t) => {
@@ -59,6 +65,7 @@ t.test('a revoked agent is refused', async (t) => {
   t.equal(error?.key, 'unauthorized');
   t.match(error?.message, /revoked/);
   t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+  t.same(refusals(fx), { revoked: 1 });
 });
 
 t.test('a hello answering another challenge is refused', async (t) => {
@@ -81,6 +88,7 @@ t.test('a hello answering another challenge is refused', async (t) => {
   const err = (await agent.next('error')) as MessageOf<'error'>;
   t.equal(err.key, 'unauthorized');
   t.equal((await agent.closed).code, HUB_CLOSE.unauthorized);
+  t.same(refusals(fx), { bad_nonce: 1 });
 });
 
 t.test('a second connection of the same agent replaces the first', async (t) => {
@@ -160,6 +168,7 @@ t.test('verified handshakes over the bound are answered overloaded with retry_af
   }
   for (const { agent } of refused) t.equal((await agent.closed).code, HUB_CLOSE.overloaded);
   t.equal(fx.hub.stats().refusedOverloaded, 3);
+  t.same(refusals(fx), { overloaded: 3 });
   for (const { agent } of answers) agent.kill();
 });
 
@@ -182,6 +191,7 @@ t.test('malformed and unknown frames are answered, then the connection is closed
   const again = await FakeAgent.connect(fx.url, agentId, key);
   t.ok(again.welcome);
   await again.agent.close();
+  t.same(refusals(fx), {}, 'bad frames on an open connection are not handshake refusals');
 });
 
 t.test('frames still in flight when the hub closes for abuse are not handled', async (t) => {
@@ -202,6 +212,7 @@ t.test('a frame before hello or an oversized frame closes the socket without har
   const early = await FakeAgent.open(fx.url);
   early.send({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: 1 });
   t.equal((await early.closed).code, HUB_CLOSE.policy);
+  t.same(refusals(fx), { protocol: 1 });
 
   const { agentId, key } = fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
@@ -220,6 +231,7 @@ t.test('a client that never says hello is dropped after the handshake timeout', 
   const err = (await agent.next('error')) as MessageOf<'error'>;
   t.equal(err.key, 'handshake_timeout');
   t.equal((await agent.closed).code, HUB_CLOSE.handshakeTimeout);
+  t.same(refusals(fx), { handshake_timeout: 1 });
 });
 
 t.test('other upgrade paths get a 404', async (t) => {

@@ -74,6 +74,7 @@ t.test('unauthenticated connections held at once are capped with HTTP 503; close
   await b.next('challenge');
   await t.rejects(FakeAgent.open(fx.url), /HTTP 503/, 'a third stranger is refused before any WebSocket');
   t.equal(fx.hub.stats().refusedPreAuth, 1);
+  t.equal(fx.hub.stats().refusals.too_many_pending, 1, 'counted by reason');
   a.kill();
   b.kill();
   const deadline = Date.now() + 60_000;
@@ -111,6 +112,7 @@ t.test('over its address budget a peer gets HTTP 429 with Retry-After and a regi
   t.equal(body.error, 'rate_limited');
   t.match(body.message, /too many connection attempts from this address; retry in \d+ ms/);
   t.equal(fx.hub.stats().handshaking, 1, 'no handshake was started for it');
+  t.equal(fx.hub.stats().refusals.rate_limited, 1, 'counted by reason');
   first.kill();
 });
 

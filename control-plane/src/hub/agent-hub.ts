@@ -118,6 +118,35 @@ class Connection {
   }
 }
 
+/**
+ * Why a connection was refused before it became an agent's live connection: the
+ * `reason` label of the handshake-refusal metric. Pre-auth (before a WebSocket):
+ * rate_limited, too_many_pending, shutting_down. Handshake: handshake_timeout, protocol
+ * (not a well-formed hello), bad_nonce, unknown_agent, revoked, bad_signature,
+ * overloaded (verified, over the handshake bound), internal (storage failed).
+ */
+export const HANDSHAKE_REFUSALS = [
+  'rate_limited',
+  'too_many_pending',
+  'shutting_down',
+  'handshake_timeout',
+  'protocol',
+  'bad_nonce',
+  'unknown_agent',
+  'revoked',
+  'bad_signature',
+  'overloaded',
+  'internal',
+] as const;
+export type HandshakeRefusal = (typeof HANDSHAKE_REFUSALS)[number];
+
+/** The refusal a handshake error key stands for, when no finer reason was given. */
+function refusalOf(key: ErrorKey): HandshakeRefusal {
+  if (key === 'handshake_timeout' || key === 'overloaded' || key === 'internal') return key;
+  if (key === 'shutting_down') return 'shutting_down';
+  return 'protocol';
+}
+
 export interface HubStats {
   connected: number;
   handshaking: number;
@@ -132,6 +161,8 @@ export interface HubStats {
   channelsOpen: number;
   /** Binary frames dropped: undecodable, or for an unknown or another agent's channel (detail: `channels.stats()`). */
   channelFramesDropped: number;
+  /** Connections refused before they became an agent's live connection, by reason. */
+  refusals: Record<HandshakeRefusal, number>;
 }
 
 /**
@@ -163,7 +194,9 @@ export class AgentHub implements AgentLink {
   /** Shell channels multiplexed on the agents' connections (binary frames). */
   readonly channels = new ChannelRouter();
   #closing = false;
-  #stats: Omit<HubStats, 'connected' | 'handshaking' | 'channelsOpen' | 'channelFramesDropped'> = {
+  #started = false;
+  readonly #refusals = Object.fromEntries(HANDSHAKE_REFUSALS.map((r) => [r, 0])) as Record<HandshakeRefusal, number>;
+  #stats: Omit<HubStats, 'connected' | 'handshaking' | 'channelsOpen' | 'channelFramesDropped' | 'refusals'> = {
     handshakesCompleted: 0,
     refusedOverloaded: 0,
     refusedPreAuth: 0,
@@ -198,6 +231,7 @@ export class AgentHub implements AgentLink {
   /** Marks leftovers of a previous run disconnected and starts the heartbeat timers. */
   async start(): Promise<void> {
     await this.#store.markAllDisconnected(Date.now());
+    this.#started = true;
     const tick = Math.max(50, Math.min(this.heartbeatIntervalMs, Math.ceil(this.deadAfterMs / 4)));
     this.#timers.push(
       setInterval(() => this.#pingAll(), this.heartbeatIntervalMs),
@@ -213,8 +247,14 @@ export class AgentHub implements AgentLink {
     registerUpgradeRoute(server, AGENT_CONNECT_PATH, (req, socket, head) => this.handleUpgrade(req, socket, head));
   }
 
+  /** Started and not closing: agents that dial now are taken (what /readyz asks of the hub). */
+  get accepting(): boolean {
+    return this.#started && !this.#closing;
+  }
+
   handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void {
     if (this.#closing) {
+      this.#refusals.shutting_down++;
       socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
       return;
     }
@@ -222,11 +262,13 @@ export class AgentHub implements AgentLink {
     // without touching the handshake bucket or the retry slots of verified agents.
     const address = this.#clientAddress(req);
     if (this.#handshaking.size >= this.#maxPending) {
+      this.#refusals.too_many_pending++;
       this.#refuseUpgrade(socket, 503, 1_000, address, 'too many unauthenticated connections are open');
       return;
     }
     const verdict = this.#preAuth.take(address);
     if (!verdict.ok) {
+      this.#refusals.rate_limited++;
       this.#refuseUpgrade(socket, 429, verdict.retryAfterMs, address, 'too many connection attempts from this address');
       return;
     }
@@ -270,6 +312,7 @@ export class AgentHub implements AgentLink {
       ...this.#stats,
       channelsOpen: ch.open,
       channelFramesDropped: ch.droppedInvalid + ch.droppedUnknown + ch.droppedForeign,
+      refusals: { ...this.#refusals },
     };
   }
 
@@ -352,6 +395,7 @@ export class AgentHub implements AgentLink {
   #accept(ws: WebSocket, remote: string): void {
     ws.on('error', (err) => this.#log.debug({ err, remote }, 'hub: socket error'));
     if (this.#closing) {
+      this.#refusals.shutting_down++;
       ws.close(HUB_CLOSE.shutdown, 'control plane shutting down');
       return;
     }
@@ -432,17 +476,17 @@ export class AgentHub implements AgentLink {
 
   async #onHello(conn: Connection, hello: MessageOf<'hello'>): Promise<void> {
     if (hello.nonce !== conn.nonce) {
-      this.#unauthorized(conn, hello.agent_id, 'the hello does not answer this connection’s challenge');
+      this.#unauthorized(conn, hello.agent_id, 'the hello does not answer this connection’s challenge', 'bad_nonce');
       return;
     }
     const agent = await this.#store.findAgent(hello.agent_id);
     if (conn.phase !== 'verifying') return;
     if (!agent) {
-      this.#unauthorized(conn, hello.agent_id, 'unknown agent; enroll it again');
+      this.#unauthorized(conn, hello.agent_id, 'unknown agent; enroll it again', 'unknown_agent');
       return;
     }
     if (agent.revoked) {
-      this.#unauthorized(conn, hello.agent_id, 'this agent’s key was revoked; enroll it again');
+      this.#unauthorized(conn, hello.agent_id, 'this agent’s key was revoked; enroll it again', 'revoked');
       return;
     }
     let ok = false;
@@ -452,7 +496,7 @@ export class AgentHub implements AgentLink {
       ok = false;
     }
     if (!ok) {
-      this.#unauthorized(conn, hello.agent_id, 'the hello signature does not verify under the registered key');
+      this.#unauthorized(conn, hello.agent_id, 'the hello signature does not verify under the registered key', 'bad_signature');
       return;
     }
     // The handshake bound is charged only here, by agents that proved who they are: a
@@ -592,14 +636,15 @@ export class AgentHub implements AgentLink {
     this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'error', key, message: message.slice(0, 2048) });
   }
 
-  #unauthorized(conn: Connection, agentId: string, message: string): void {
+  #unauthorized(conn: Connection, agentId: string, message: string, reason: HandshakeRefusal): void {
     this.#stats.refusedUnauthorized++;
     this.#log.warn({ agentId, remote: conn.remote, reason: message }, 'hub: agent refused');
-    this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
+    this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized, undefined, reason);
   }
 
-  #refuse(conn: Connection, key: ErrorKey, message: string, code: number, retryAfterMs?: number): void {
+  #refuse(conn: Connection, key: ErrorKey, message: string, code: number, retryAfterMs?: number, reason?: HandshakeRefusal): void {
     if (conn.phase === 'closed' && conn.ws.readyState !== WebSocket.OPEN) return;
+    if (conn.phase === 'handshake' || conn.phase === 'verifying') this.#refusals[reason ?? refusalOf(key)]++;
     this.#sendRaw(conn.ws, {
       protocol: PROTOCOL_VERSION,
       type: 'error',
