@@ -45,6 +45,7 @@ import { sessionRoutes } from './api/session.ts';
 import { instanceCommandRoutes } from './api/instance-commands.ts';
 import { liveRoutes } from './dashboard/events.ts';
 import { dashboardRoutes } from './dashboard/plugin.ts';
+import { installMetrics, metricsRoutes } from './metrics/plugin.ts';
 
 /**
  * Everything a route or service needs from the running control plane. Other parts add
@@ -61,6 +62,8 @@ export interface AppContext {
   publicUrl: string;
   /** The clock; tests may replace it. */
   now: () => number;
+  /** This process's name: the node_id label of its metrics (`--node-id`, else kept in `<dataDir>/node-id`). */
+  nodeId: string;
 }
 
 /** The Fastify instance type routes see (zod type provider). */
@@ -75,6 +78,7 @@ export type ApiPlugin = (app: App, opts: { ctx: AppContext }) => void | Promise<
 /** Every route file, registered in this order. Add yours here. */
 export const ROUTES: ApiPlugin[] = [
   healthRoutes,
+  metricsRoutes,
   openapiRoutes,
   // The agent hub first: later routes and services use ctx.hub / ctx.commandBus.
   agentHubPlugin,
@@ -203,6 +207,8 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
     if (!isUtf8(bytes)) return done(new ApiError('invalid_request', 'Invalid request: the body is not valid UTF-8.'), undefined);
     void parseJson(request, bytes.toString('utf8'), done);
   });
+  // First of the onResponse hooks: a request is timed even when a later hook throws.
+  installMetrics(app, ctx);
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);

@@ -1,5 +1,6 @@
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
+import { NODE_ID_PATTERN } from './node-id.ts';
 
 export type LogLevel = 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 const LOG_LEVELS: readonly LogLevel[] = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
@@ -70,6 +71,16 @@ export interface Config {
   mcpSessions: McpSessionConfig;
   shell: ShellConfig;
   sshGateway: SshGatewayConfig;
+  /** This process's name in metrics (and, with several processes, in the node registry); undefined = `<dataDir>/node-id`. */
+  nodeId: string | undefined;
+  /** A second, unauthenticated listener serving only /metrics (e.g. 127.0.0.1:9464); null = only the main port's /metrics, with an admin key. */
+  metricsListen: MetricsListenConfig | null;
+}
+
+export interface MetricsListenConfig {
+  host: string;
+  /** 0 picks a free port (tests). */
+  port: number;
 }
 
 /** What `npm start` listens on for `ssh -p 2222 <instance>@<host>` unless told otherwise. */
@@ -89,6 +100,8 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   shell: { idleTimeoutMs: 20 * 60_000, maxSessionMs: 12 * 3_600_000, recordInput: false, requireRecording: false, keyCheckMs: 5_000 },
   // Off unless asked for (tests run many control planes at once); loadConfig turns it on at 2222.
   sshGateway: { port: null, host: undefined, required: true },
+  nodeId: undefined,
+  metricsListen: null,
 };
 
 export class ConfigError extends Error {
@@ -146,7 +159,17 @@ export const SERVE_OPTIONS = {
   'shell-max-session-s': { type: 'string' },
   'shell-record-input': { type: 'string' },
   'shell-require-recording': { type: 'string' },
+  'node-id': { type: 'string' },
+  'metrics-listen': { type: 'string' },
 } as const;
+
+/** `host:port` or `[v6]:port`: where the unauthenticated /metrics listener binds. */
+export function parseListenAddress(raw: string): MetricsListenConfig {
+  const m = /^(?:\[([0-9A-Fa-f:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(raw);
+  const host = m?.[1] ?? m?.[2];
+  if (!m || host === undefined) throw new ConfigError(`metrics listen address must be host:port (e.g. 127.0.0.1:9464), got "${raw}"`);
+  return { host, port: int('metrics listen port', m[3] ?? '', 0, 65535) };
+}
 
 /**
  * Flags win over environment variables, which win over the defaults:
@@ -160,7 +183,9 @@ export const SERVE_OPTIONS = {
  * --ssh-gateway-host/VMKIT_SSH_GATEWAY_HOST (default: --host),
  * --shell-idle-timeout-s/VMKIT_SHELL_IDLE_TIMEOUT_S, --shell-max-session-s/VMKIT_SHELL_MAX_SESSION_S,
  * --shell-record-input/VMKIT_SHELL_RECORD_INPUT (true | false),
- * --shell-require-recording/VMKIT_SHELL_REQUIRE_RECORDING (true | false: fail closed).
+ * --shell-require-recording/VMKIT_SHELL_REQUIRE_RECORDING (true | false: fail closed),
+ * --node-id/VMKIT_NODE_ID (default: kept in <data-dir>/node-id),
+ * --metrics-listen/VMKIT_METRICS_LISTEN (host:port of an unauthenticated /metrics listener; default none).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -235,5 +260,12 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
     else if (/^[0-9A-Fa-f.:/]+(,[0-9A-Fa-f.:/]+)*$/.test(proxy)) overrides.trustProxy = proxy;
     else throw new ConfigError(`trust proxy must be true, false, or addresses, got "${proxy}"`);
   }
+  const nodeId = pick('node-id', 'VMKIT_NODE_ID');
+  if (nodeId !== undefined) {
+    if (!NODE_ID_PATTERN.test(nodeId)) throw new ConfigError(`node id must be letters, digits, . _ - (at most 63, starting with a letter or digit), got "${nodeId}"`);
+    overrides.nodeId = nodeId;
+  }
+  const metricsListen = pick('metrics-listen', 'VMKIT_METRICS_LISTEN');
+  if (metricsListen !== undefined) overrides.metricsListen = parseListenAddress(metricsListen);
   return makeConfig(overrides);
 }

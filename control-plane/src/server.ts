@@ -9,6 +9,7 @@ import type { NewWorkspace } from './auth/bootstrap.ts';
 import { loadOrCreateSigningKey } from './auth/signing-key.ts';
 import { createLogger } from './logger.ts';
 import { forgetServerUrl, noteServerUrl } from './server-url.ts';
+import { resolveNodeId } from './node-id.ts';
 
 export interface StartOptions {
   /** Defaults to a pino logger at config.logLevel on stdout. */
@@ -55,6 +56,8 @@ export async function startControlPlane(config: Config, options: StartOptions = 
     if (keyCreated) logger.info({ key_id: signingKey.keyId }, 'created the command-signing key');
     const bootstrap = await bootstrapIfEmpty(db, config.dataDir, now());
     if (bootstrap) logger.info({ workspace_id: bootstrap.workspaceId, key_id: bootstrap.keyId }, 'created the first workspace and admin key');
+    const { nodeId, created: nodeIdCreated } = resolveNodeId(config.dataDir, config.nodeId);
+    if (nodeIdCreated) logger.info({ node_id: nodeId }, 'named this control-plane node');
 
     const ctx: AppContext = {
       config,
@@ -63,6 +66,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
       signingKey,
       publicUrl: config.publicUrl ?? `http://${hostForUrl(config.host)}:${config.port}`,
       now,
+      nodeId,
     };
     app = await buildApp(ctx, options.routes ? { routes: options.routes } : {});
     await app.listen({ host: config.host, port: config.port });

@@ -14,13 +14,15 @@ export const SERVER_USAGE = `Usage:
                             [--ssh-gateway-port P (2222; 0 = off)] [--ssh-gateway-host H]
                             [--shell-idle-timeout-s S] [--shell-max-session-s S]
                             [--shell-record-input true|false] [--shell-require-recording true|false]
+                            [--node-id ID] [--metrics-listen HOST:PORT]
   vmkit-control-plane workspaces create NAME [--data-dir D] [--public-url U]
 
 Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_PUBLIC_URL,
 VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
 VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY, VMKIT_SSH_GATEWAY_PORT, VMKIT_SSH_GATEWAY_HOST,
 VMKIT_SHELL_IDLE_TIMEOUT_S, VMKIT_SHELL_MAX_SESSION_S, VMKIT_SHELL_RECORD_INPUT,
-VMKIT_SHELL_REQUIRE_RECORDING. Flags win over the environment.
+VMKIT_SHELL_REQUIRE_RECORDING, VMKIT_NODE_ID, VMKIT_METRICS_LISTEN. Flags win over
+the environment.
 `;
 
 /** Starts the server; resolves once it listens. The caller owns shutdown. */

@@ -11,6 +11,7 @@ import { KeyRotation } from './key-rotation.ts';
 import { clientAddressResolver } from './pre-auth.ts';
 import { HubShellOpener } from './shell-opener.ts';
 import { FileKeyRing } from './signing-keys.ts';
+import { MeasuredCommandBus } from '../metrics/command-bus.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -56,11 +57,13 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     lastSeenFlushMs: cfg.lastSeenFlushMs,
   });
   const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger });
-  const rotation = new KeyRotation({ ring, bus, hub, store, logger: ctx.logger });
+  // Everything that sends goes through the measured bus; the hub talks to the bus itself.
+  const sender = ctx.metrics ? new MeasuredCommandBus(bus, ctx.metrics) : bus;
+  const rotation = new KeyRotation({ ring, bus: sender, hub, store, logger: ctx.logger });
   hub.addListener(bus);
   hub.addListener(rotation);
-  const shellOpener = new HubShellOpener({ hub, bus });
-  Object.assign(ctx, { hub, commandBus: bus, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache(), shellOpener });
+  const shellOpener = new HubShellOpener({ hub, bus: sender });
+  Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache(), shellOpener });
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();

@@ -4,6 +4,7 @@ import { InjectGateway } from './gateway.ts';
 import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
 import type { McpCaller } from './http.ts';
 import { TOOLS } from './tools/index.ts';
+import { measuredTools } from '../metrics/mcp-tools.ts';
 
 /**
  * MCP (Streamable HTTP) at /mcp. `initialize` and `tools/list` need no key; each tool
@@ -38,7 +39,7 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
   };
   const handler = new McpHttpHandler({
     gateway: new InjectGateway(app),
-    tools: TOOLS,
+    tools: measuredTools(TOOLS, ctx.metrics),
     maxWaitMs: ctx.config.mcpMaxWaitMs,
     allowedHosts: () => allowedHosts(ctx.config.host, ctx.publicUrl),
     maxBodyBytes: ctx.config.bodyLimit,

@@ -27,6 +27,7 @@ import { appHostOf, dispatching, dns, hardening, provisioning, runningWorkflow, 
 import type { StepEnv, StepOutcome } from './steps.ts';
 import { timingsOf } from './timings.ts';
 import type { DeployStepName } from './timings.ts';
+import type { DeployStepOutcome } from '../../metrics/metrics.ts';
 
 declare module '../../app.ts' {
   interface AppContext {
@@ -237,6 +238,8 @@ export class DeployService {
   async #step(record: DeployRecord, base: Omit<StepEnv, 'signal'>, step: SecondPhaseStep): Promise<boolean> {
     if (this.#closing.signal.aborted) return false;
     await record.stepStarted(step);
+    const started = performance.now();
+    let measured: DeployStepOutcome = 'interrupted';
     const ms = base.timings.stepTimeoutMs[step];
     const abort = new AbortController();
     const onClose = (): void => abort.abort(this.#closing.signal.reason);
@@ -248,10 +251,12 @@ export class DeployService {
     try {
       const outcome = await Promise.race([STEP_RUNNERS[step]({ ...base, signal: abort.signal }), aborted]);
       if (this.#closing.signal.aborted) return false;
+      measured = outcome.state;
       await record.stepEnded(step, outcome.state, outcome.detail);
       return true;
     } catch (err) {
       if (this.#closing.signal.aborted) return false;
+      measured = 'failed';
       const f = stepFailure(step, err, record.row.runUrl);
       if (f.key === 'deploy_step_failed') this.#ctx.logger.error({ err, deploy_id: record.row.id, step }, 'deploy: a step failed unexpectedly');
       await record.fail(step, f.key, f.message, f.detail);
@@ -259,6 +264,7 @@ export class DeployService {
     } finally {
       clearTimeout(timer);
       this.#closing.signal.removeEventListener('abort', onClose);
+      this.#ctx.metrics?.deployStep(step, measured, (performance.now() - started) / 1000);
     }
   }
 

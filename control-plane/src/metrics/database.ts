@@ -1,0 +1,45 @@
+/**
+ * What the metrics and /readyz need to know of the database, whatever the dialect.
+ * The data layer implements it (SQLite: db/health.ts); a PostgreSQL data layer adds
+ * `pool()` and `notify()` and sets `ctx.databaseProbe` before the app is built.
+ */
+export interface DatabaseProbe {
+  /** `sqlite` or `postgres`: a label on the database series. */
+  readonly dialect: string;
+  /** Runs a trivial query; throws when the database cannot answer it. */
+  ping(): Promise<void>;
+  /** Migrations shipped with this build that the database has not applied (0 when up to date). */
+  pendingMigrations(): Promise<number>;
+  /** The connection pool right now, where there is one. */
+  pool?(): DatabasePoolStats;
+  /** The LISTEN/NOTIFY connection the command bus relies on, where there is one. */
+  notify?(): NotifyStats;
+}
+
+export interface DatabasePoolStats {
+  /** Connections open (idle and in use). */
+  total: number;
+  idle: number;
+  /** Queries waiting for a connection. */
+  waiting: number;
+  /** The pool's upper bound. */
+  max: number;
+}
+
+export interface NotifyStats {
+  /** Whether the LISTEN connection is up and subscribed right now. */
+  listening: boolean;
+  /** Times the LISTEN connection was lost and made again since start. */
+  reconnects: number;
+  /** Notifications received since start. */
+  received: number;
+}
+
+/** Settles with the promise, or rejects after `ms`: a database that hangs is as unready as one that refuses. */
+export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${ms} ms`)), ms);
+  });
+  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
+}
