@@ -85,8 +85,8 @@ const ReadinessView = z.object({
  * load balancers: no key, no rate limit, nothing that names a path or an address).
  */
 export const metricsRoutes: ApiPlugin = (app, { ctx }) => {
-  const { metrics } = ctx;
-  if (!metrics) throw new Error('metricsRoutes needs ctx.metrics: buildApp calls installMetrics first');
+  const { metrics, databaseProbe: database } = ctx;
+  if (!metrics || !database) throw new Error('metricsRoutes needs ctx.metrics: buildApp calls installMetrics first');
   app.get(
     '/metrics',
     {
@@ -113,7 +113,7 @@ export const metricsRoutes: ApiPlugin = (app, { ctx }) => {
       },
     },
     async (_request, reply) => {
-      const r = await checkReadiness({ database: ctx.databaseProbe ?? new SqliteDatabaseProbe(ctx.db), hubAccepting: () => ctx.hub?.accepting });
+      const r = await checkReadiness({ database, hubAccepting: () => ctx.hub?.accepting });
       const failed = Object.entries(r.checks)
         .filter(([, c]) => !c.ok)
         .map(([name]) => name);
