@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript entry under tsx (no build step).
-import { register } from 'tsx/esm/api';
-register();
-await import('../src/cli/server-main.ts');
+// `vmkit-control-plane`: the built control plane (control-plane/dist, from `npm run build`).
+import { runBuilt } from './run-built.js';
+
+await runBuilt('server-main', 'vmkit-control-plane');

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the TypeScript entry under tsx (no build step).
-import { register } from 'tsx/esm/api';
-register();
-await import('../src/cli/vmkit-main.ts');
+// `vmkit`: the built operator CLI (control-plane/dist, from `npm run build`).
+import { runBuilt } from './run-built.js';
+
+await runBuilt('vmkit-main', 'vmkit');

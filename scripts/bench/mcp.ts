@@ -75,7 +75,8 @@ const cp = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/cli/se
 });
 const cpUrl = `http://127.0.0.1:${cpPort}`;
 const gwPort = await freePort();
-const gw = spawn(process.execPath, ['control-plane/bin/vmkit.js', 'mcp', '--gateway', cpUrl, '--listen', `127.0.0.1:${gwPort}`], {
+// From sources, like the server above (the bin runs control-plane/dist, which a fresh clone has not built).
+const gw = spawn(process.execPath, ['--import', 'tsx', 'control-plane/src/cli/vmkit-main.ts', 'mcp', '--gateway', cpUrl, '--listen', `127.0.0.1:${gwPort}`], {
   cwd: ROOT,
   env,
   stdio: ['ignore', 'ignore', 'inherit'],

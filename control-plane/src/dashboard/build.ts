@@ -9,10 +9,10 @@ import { readFileSync } from 'node:fs';
 import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { join, relative, resolve } from 'node:path';
 import { build } from 'esbuild';
+import { DEFAULT_DASHBOARD_DIR } from './location.ts';
 
+export { DEFAULT_DASHBOARD_DIR };
 export const WEB_SOURCE_DIR = join(import.meta.dirname, '..', '..', 'web');
-/** Where `npm run build` puts the dashboard and where the server looks by default. */
-export const DEFAULT_DASHBOARD_DIR = join(import.meta.dirname, '..', '..', 'dist', 'dashboard');
 
 export interface DashboardManifest {
   /** The control plane's version and the hash of the entry script: what this build is. */

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import fastifyStatic from '@fastify/static';
 import { z } from 'zod';
 import type { ApiPlugin } from '../app.ts';
-import { DEFAULT_DASHBOARD_DIR } from './build.ts';
+import { DEFAULT_DASHBOARD_DIR } from './location.ts';
 
 declare module '../app.ts' {
   interface AppContext {
