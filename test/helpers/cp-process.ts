@@ -49,11 +49,14 @@ export function freePort(): Promise<number> {
   });
 }
 
-/** Starts `vmkit-control-plane serve` and resolves once it logs that it listens; `env` adds to the test's environment. */
-export async function startControlPlaneProcess(opts: { dataDir: string; port: number; startTimeoutMs?: number; env?: NodeJS.ProcessEnv }): Promise<ControlPlaneProcess> {
+/**
+ * Starts `vmkit-control-plane serve` and resolves once it logs that it listens; `env` adds to
+ * the test's environment, `bin` names another copy of the bin (default the package's).
+ */
+export async function startControlPlaneProcess(opts: { dataDir: string; port: number; startTimeoutMs?: number; env?: NodeJS.ProcessEnv; bin?: string }): Promise<ControlPlaneProcess> {
   const child = spawn(
     process.execPath,
-    ['control-plane/bin/vmkit-control-plane.js', 'serve', '--port', String(opts.port), '--data-dir', opts.dataDir],
+    [opts.bin ?? 'control-plane/bin/vmkit-control-plane.js', 'serve', '--port', String(opts.port), '--data-dir', opts.dataDir],
     { cwd: ROOT, env: { ...process.env, VMKIT_LOG_LEVEL: 'info', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const logs: Record<string, unknown>[] = [];

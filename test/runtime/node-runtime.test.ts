@@ -71,13 +71,13 @@ t.test('this test process runs the pinned Node from node_modules', async (t) => 
   t.equal(realpathSync(process.execPath), realpathSync(BIN_NODE), 'the test runner is node_modules/.bin/node');
 });
 
-t.test('npm start runs the control plane on the pinned Node, and its start log says so', async (t) => {
+t.test('npm start runs the built control plane through its bin on the pinned Node, and its start log says so', async (t) => {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-runtime-'));
   t.teardown(() => rmSync(dataDir, { recursive: true, force: true }));
   // Its own process group, so the npm → npm → node chain goes down together.
   const child = spawn('npm', ['start', '--', '--port', '0', '--data-dir', dataDir], {
     cwd: ROOT,
-    env: systemEnv({ VMKIT_LOG_LEVEL: 'info' }),
+    env: systemEnv({ VMKIT_LOG_LEVEL: 'info', NODE_OPTIONS: PROBE }),
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
@@ -106,6 +106,9 @@ t.test('npm start runs the control plane on the pinned Node, and its start log s
   const log = await Promise.race([listening, exited]);
   t.ok(log, `the server started: ${errText.slice(-500)}`);
   t.equal(log?.node, PINNED, `the control plane logs the Node it runs on (${PINNED})`);
+  // The bin runs control-plane/dist (what `npm run build`, the prestart, made), as a production install does.
+  const server = probedRuns(errText).filter((r) => r.script === join(ROOT, 'control-plane', 'bin', 'vmkit-control-plane.js'));
+  t.equal(server.length, 1, 'the server is bin/vmkit-control-plane.js');
   stopAll();
   await exited;
 });
