@@ -12,8 +12,11 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Called for each `progress` frame, in order. */
   onProgress?: (progress: CommandProgress) => void;
-  /** Called once with the command id, as soon as the command is persisted. */
-  onCommandId?: (commandId: string) => void;
+  /**
+   * Called once with the command id, as soon as the command is persisted; delivery
+   * waits for it, so what it records is on file before the agent can answer.
+   */
+  onCommandId?: (commandId: string) => void | Promise<void>;
   /** Stop waiting (the command is still stored; a later result is still recorded). */
   signal?: AbortSignal;
   /** Fail at once with AgentNotConnectedError instead of queueing for a disconnected agent. */
@@ -132,7 +135,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     await this.#store.insert(stored);
     const outcome = this.#wait(id, agentId, timeoutMs, opts);
     try {
-      opts.onCommandId?.(id);
+      await opts.onCommandId?.(id);
       if (this.#link.isConnected(agentId)) await this.#deliver(stored);
     } catch (err) {
       // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
