@@ -52,6 +52,7 @@ import {
 } from '../../control-plane/src/db/instances.ts';
 import { jsonColumn, rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { databaseReadiness } from '../../control-plane/src/db/readiness.ts';
+import { DatabaseHealthProbe } from '../../control-plane/src/db/health.ts';
 import { createRepo, findRepoByName, getRepo, listRepos } from '../../control-plane/src/db/repos.ts';
 import { createScan, findScanAtSha, getScan, listScansOfRepo, updateScan } from '../../control-plane/src/db/scans.ts';
 import {
@@ -87,6 +88,12 @@ for (const { dialect, skip } of testDialects()) {
     t.test('a fresh database is migrated and reachable', async (t) => {
       t.same(await databaseReadiness(db), { ready: true, reachable: true, migrationsApplied: true });
       t.ok(db.latestMigration > 0, 'the build ships migrations');
+      const probe = new DatabaseHealthProbe(db);
+      t.equal(probe.dialect, dialect, 'the metrics label');
+      await probe.ping();
+      t.equal(await probe.pendingMigrations(), 0);
+      if (dialect === 'postgres') t.match(probe.pool?.(), { max: 10, waiting: 0 }, 'PostgreSQL reports its pool');
+      else t.equal(probe.pool, undefined, 'SQLite has no pool');
     });
 
     t.test('workspaces and keys: a workspace with its first key is one transaction', async (t) => {
