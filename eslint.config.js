@@ -34,6 +34,21 @@ export default tseslint.config(
     },
   },
   {
+    // The data layer runs on SQLite and PostgreSQL: drizzle builders are awaited, never run
+    // with SQLite's synchronous .get()/.all()/.run() (see control-plane/src/db/index.ts).
+    files: ['control-plane/src/db/**/*.ts'],
+    ignores: ['control-plane/src/db/tx.ts'],
+    rules: {
+      'no-restricted-syntax': [
+        'error',
+        {
+          selector: 'CallExpression[arguments.length=0] > MemberExpression.callee > Identifier.property[name=/^(get|all|run)$/]',
+          message: 'Await the drizzle builder instead: .get()/.all()/.run() exist on SQLite only.',
+        },
+      ],
+    },
+  },
+  {
     files: ['eslint.config.js'],
     ...tseslint.configs.disableTypeChecked,
   },

@@ -1,9 +1,10 @@
 import { defineConfig } from 'drizzle-kit';
 
-// `npm run db:generate -w @vmkit/control-plane` writes a new migration into ./drizzle
-// from the schema; the control plane applies pending migrations at start-up.
+// `npm run db:generate -w @vmkit/control-plane` writes a new migration for each dialect
+// from the schema (this file: SQLite into ./drizzle; drizzle-pg.config.ts: PostgreSQL
+// into ./drizzle-pg); the control plane applies pending migrations at start-up.
 export default defineConfig({
   dialect: 'sqlite',
-  schema: './src/db/schema.ts',
+  schema: './src/db/schema/*.ts',
   out: './drizzle',
 });

@@ -53,8 +53,10 @@ export interface Config {
   host: string;
   /** 0 picks a free port (tests). */
   port: number;
-  /** Absolute path; holds vmkit.sqlite, signing-key.pem and admin.key. */
+  /** Absolute path; holds vmkit.sqlite (unless databaseUrl is set), signing-key.pem and admin.key. */
   dataDir: string;
+  /** postgres://... selects PostgreSQL instead of the SQLite file in dataDir. */
+  databaseUrl: string | undefined;
   /** The URL clients use to reach this server; undefined = http://<host>:<port> once listening. */
   publicUrl: string | undefined;
   rateLimit: RateLimitConfig;
@@ -90,6 +92,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   host: '127.0.0.1',
   port: 8080,
   dataDir: './data',
+  databaseUrl: undefined,
   publicUrl: undefined,
   rateLimit: { max: 600, anonymousMax: 60, windowMs: 60_000 },
   logLevel: 'info',
@@ -146,6 +149,7 @@ export const SERVE_OPTIONS = {
   host: { type: 'string' },
   port: { type: 'string' },
   'data-dir': { type: 'string' },
+  'database-url': { type: 'string' },
   'public-url': { type: 'string' },
   'rate-limit-max': { type: 'string' },
   'rate-limit-anonymous-max': { type: 'string' },
@@ -174,6 +178,7 @@ export function parseListenAddress(raw: string): MetricsListenConfig {
 /**
  * Flags win over environment variables, which win over the defaults:
  * --host/VMKIT_HOST, --port/VMKIT_PORT, --data-dir/VMKIT_DATA_DIR,
+ * --database-url/VMKIT_DATABASE_URL (postgres://...; unset = SQLite in the data dir),
  * --public-url/VMKIT_PUBLIC_URL, --rate-limit-max/VMKIT_RATE_LIMIT_MAX,
  * --rate-limit-anonymous-max/VMKIT_RATE_LIMIT_ANONYMOUS_MAX,
  * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL,
@@ -226,6 +231,14 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
   // `npm start` runs in control-plane/; INIT_CWD is where the user typed it.
   const base = env.INIT_CWD || process.cwd();
   overrides.dataDir = resolve(base, pick('data-dir', 'VMKIT_DATA_DIR') ?? DEFAULT_CONFIG.dataDir);
+  const databaseUrl = pick('database-url', 'VMKIT_DATABASE_URL');
+  if (databaseUrl !== undefined) {
+    if (!/^postgres(ql)?:\/\//i.test(databaseUrl)) {
+      // The value may hold a password: name only its scheme.
+      throw new ConfigError(`database URL must start with postgres:// or postgresql:// (got "${databaseUrl.split(':')[0] ?? ''}:...")`);
+    }
+    overrides.databaseUrl = databaseUrl;
+  }
   const publicUrl = pick('public-url', 'VMKIT_PUBLIC_URL');
   if (publicUrl !== undefined) {
     let u: URL;

@@ -35,7 +35,8 @@ function hostForUrl(host: string): string {
 }
 
 /**
- * Opens the data directory (0700), database (migrated), signing key; on an empty
+ * Opens the data directory (0700), database (SQLite in the data dir, or PostgreSQL at
+ * config.databaseUrl; migrated), signing key; on an empty
  * database creates the first workspace and admin key (`<dataDir>/admin.key`); then
  * listens on config.host:config.port.
  */
@@ -49,7 +50,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
     }
   }
   const now = options.now ?? Date.now;
-  const db = openDatabase(config.dataDir);
+  const db = await openDatabase(config, { onPoolError: (err) => logger.warn({ err }, 'a pooled PostgreSQL connection failed; the pool replaces it') });
   let app: App | undefined;
   try {
     const { key: signingKey, created: keyCreated } = loadOrCreateSigningKey(config.dataDir);
@@ -89,7 +90,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
             await running.close();
           } finally {
             forgetServerUrl(config.dataDir);
-            closeDatabase(db);
+            await closeDatabase(db);
           }
         })();
         return closing;
@@ -97,7 +98,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
     };
   } catch (err) {
     if (app) await app.close().catch(() => undefined);
-    closeDatabase(db);
+    await closeDatabase(db);
     throw err;
   }
 }

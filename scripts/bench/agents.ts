@@ -23,8 +23,9 @@ import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { encodePublicKey, newId, privateKeyFromSeed } from '@vmkit/protocol';
+import { encodePublicKey, privateKeyFromSeed } from '@vmkit/protocol';
 import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
+import { insertEnrolledAgents } from '../../control-plane/src/db/agents.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { FileKeyRing } from '../../control-plane/src/hub/signing-keys.ts';
 import { benchSeed } from './agents-seed.ts';
@@ -77,30 +78,13 @@ async function freePort(): Promise<number> {
 // --- seed the database: one workspace, N instances each with an enrolled agent ---
 const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-agents-'));
 const seedStart = performance.now();
-const db = openDatabase(dataDir);
+const db = await openDatabase(dataDir);
 const ring = FileKeyRing.open(dataDir);
-const pinned = JSON.stringify(ring.published().map((k) => k.key_id));
 const ws = await createWorkspace(db, 'bench');
-const agents: [string, number][] = [];
-{
-  const now = Date.now();
-  const insInstance = db.$client.prepare(
-    "INSERT INTO instances (id, workspace_id, name, provider, status, created_at, updated_at) VALUES (?, ?, ?, 'manual', 'awaiting_agent', ?, ?)",
-  );
-  const insAgent = db.$client.prepare(
-    "INSERT INTO agents (id, workspace_id, instance_id, public_key, state, pinned_key_ids, created_at) VALUES (?, ?, ?, ?, 'disconnected', ?, ?)",
-  );
-  db.$client.transaction(() => {
-    for (let i = 0; i < N; i++) {
-      const instId = newId('instance');
-      const agentId = newId('agent');
-      insInstance.run(instId, ws.id, `bench-${i}`, now, now);
-      insAgent.run(agentId, ws.id, instId, encodePublicKey(privateKeyFromSeed(benchSeed(i))), pinned, now);
-      agents.push([agentId, i]);
-    }
-  })();
-}
-closeDatabase(db);
+const seeds = Array.from({ length: N }, (_, i) => ({ instanceName: `bench-${i}`, publicKey: encodePublicKey(privateKeyFromSeed(benchSeed(i))) }));
+const agentIds = await insertEnrolledAgents(db, ws.id, seeds, ring.published().map((k) => k.key_id));
+const agents: [string, number][] = agentIds.map((id, i) => [id, i]);
+await closeDatabase(db);
 const seedMs = performance.now() - seedStart;
 
 // --- the control-plane process ---

@@ -36,7 +36,7 @@ const ROOT = join(import.meta.dirname, '..', '..');
 const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-api-'));
 
 // Seed before the server starts: a workspace (so no bootstrap), instances, half with agents.
-const db = openDatabase(dataDir);
+const db = await openDatabase(dataDir);
 const { workspaceId, adminKey } = await createWorkspaceWithAdminKey(db, 'bench');
 for (let i = 0; i < INSTANCES; i++) {
   const inst = await createInstance(db, { workspaceId, name: `vm-${i}`, provider: 'local', status: 'running', sshHost: `10.0.0.${i + 2}`, sshPort: 22 });
@@ -45,7 +45,7 @@ for (let i = 0; i < INSTANCES; i++) {
     await updateAgent(db, agent.id, { state: 'connected', connectedAt: Date.now(), lastSeen: Date.now(), agentVersion: '0.1.0' });
   }
 }
-closeDatabase(db);
+await closeDatabase(db);
 
 const port = await new Promise<number>((resolve) => {
   const probe = createServer().listen(0, '127.0.0.1', () => {

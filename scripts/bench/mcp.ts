@@ -59,12 +59,12 @@ async function waitFor(url: string, proc: ChildProcess): Promise<void> {
 }
 
 const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-mcp-'));
-const db = openDatabase(dataDir);
+const db = await openDatabase(dataDir);
 const { workspaceId, adminKey } = await createWorkspaceWithAdminKey(db, 'bench');
 for (let i = 0; i < INSTANCES; i++) {
   await createInstance(db, { workspaceId, name: `vm-${i}`, provider: 'manual', status: 'running' });
 }
-closeDatabase(db);
+await closeDatabase(db);
 
 const cpPort = await freePort();
 const env = { ...process.env, VMKIT_LOG_LEVEL: 'warn', VMKIT_RATE_LIMIT_MAX: '1000000000', VMKIT_RATE_LIMIT_ANONYMOUS_MAX: '1000000000' };

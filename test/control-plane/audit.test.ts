@@ -1,5 +1,6 @@
 import t from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface AuditItem {
   id: string;
@@ -85,7 +86,7 @@ t.test('audit trail', async (t) => {
   t.test('no secrets or bodies end up in the audit log', async (t) => {
     const created = await cp.api<{ secret: string }>('POST', '/api/keys', { body: { name: 'ci', scopes: ['repos:read'] } });
     t.equal(created.status, 201);
-    const dump = JSON.stringify(cp.ctx.db.$client.prepare('select * from audit_log').all());
+    const dump = JSON.stringify(await rawRows(cp.ctx.db, sql`select * from audit_log`));
     t.notOk(dump.includes(created.body.secret), 'the new secret is not in the log');
     t.notOk(dump.includes(cp.adminKey), 'the caller key is not in the log');
     t.notOk(dump.includes('"ci"'), 'the request body is not in the log');

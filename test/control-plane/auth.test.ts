@@ -3,6 +3,7 @@ import type { Test } from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { generateApiKeySecret, hashApiKey } from '../../control-plane/src/auth/api-keys.ts';
 import { findApiKeyByHash } from '../../control-plane/src/db/api-keys.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface ErrorBody {
   error: string;
@@ -130,7 +131,7 @@ t.test('API key authentication', async (t) => {
     t.equal(row?.id, id);
     t.equal(row?.hash, hashApiKey(secret));
     t.not(row?.hash, secret);
-    const dump = JSON.stringify(cp.ctx.db.$client.prepare('select * from api_keys').all());
+    const dump = JSON.stringify(await rawRows(cp.ctx.db, sql`select * from api_keys`));
     t.notOk(dump.includes(secret), 'the secret is nowhere in the table');
     const secrets = new Set(Array.from({ length: 200 }, () => generateApiKeySecret()));
     t.equal(secrets.size, 200, 'secrets do not repeat');

@@ -2,6 +2,7 @@ import t from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { FakeHetzner } from '../helpers/fake-hetzner.ts';
 import type { ComputeProvider, CreateVmSpec, CreatedVm } from '../../control-plane/src/providers/compute/types.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
 const MINUTE = 60_000;
@@ -12,8 +13,9 @@ const hetzner = await FakeHetzner.start({ token: TOKEN, actionMs: 20 });
 t.teardown(() => hetzner.close());
 
 /** How long the instance's enrollment token was issued for. */
-function tokenLifetimeMs(instanceId: string): number {
-  return cp.ctx.db.$client.prepare('select expires_at - created_at from enrollment_tokens where instance_id = ?').pluck().get(instanceId) as number;
+async function tokenLifetimeMs(instanceId: string): Promise<number> {
+  const [row] = await rawRows<{ ms: number }>(cp.ctx.db, sql`select expires_at - created_at as ms from enrollment_tokens where instance_id = ${instanceId}`);
+  return Number(row?.ms);
 }
 
 t.test("a VM from the workspace's Hetzner project gets a 30-minute enrollment token (Hetzner keeps user_data)", async (t) => {
@@ -21,7 +23,7 @@ t.test("a VM from the workspace's Hetzner project gets a 30-minute enrollment to
   const res = await cp.api<{ id: string; status: string; provider: string }>('POST', '/api/instances', { body: { name: 'shop-staging', provider: 'hetzner' } });
   t.equal(res.status, 201, JSON.stringify(res.body));
   t.match(res.body, { status: 'provisioning', provider: 'hetzner' });
-  t.equal(tokenLifetimeMs(res.body.id), 30 * MINUTE);
+  t.equal(await tokenLifetimeMs(res.body.id), 30 * MINUTE);
   const [server] = hetzner.servers();
   t.equal(server?.labels['vmkit-instance'], res.body.id, "made in the workspace's project, with the workspace's settings");
   t.equal(server?.datacenter.location.name, 'nbg1');
@@ -55,8 +57,8 @@ t.test('a provider that keeps nothing readable gets the hub’s 60-minute token'
   cp.ctx.computeProviders = { plain, short };
   const a = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'a', provider: 'plain' } });
   t.equal(a.status, 201);
-  t.equal(tokenLifetimeMs(a.body.id), 60 * MINUTE);
+  t.equal(await tokenLifetimeMs(a.body.id), 60 * MINUTE);
   const b = await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: 'b', provider: 'short' } });
-  t.equal(tokenLifetimeMs(b.body.id), 5 * MINUTE, "the provider's limit wins when it is shorter");
+  t.equal(await tokenLifetimeMs(b.body.id), 5 * MINUTE, "the provider's limit wins when it is shorter");
   t.equal(made.length, 2);
 });

@@ -5,6 +5,7 @@ import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
 import { createInstance, freeInstanceName } from '../../control-plane/src/db/instances.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
+import { rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface Body {
   id: string;
@@ -55,22 +56,23 @@ t.test('instance names are unique per workspace', async (t) => {
   });
 });
 
-t.test('the migration renames duplicates an older database holds, then builds the index', async (t) => {
-  const db = openDatabase(':memory:');
+t.test('the SQLite migration renames duplicates an older database holds, then builds the index', async (t) => {
+  const db = await openDatabase(':memory:');
   t.teardown(() => closeDatabase(db));
   // As before the rule: no index yet, two live "web" and a destroyed one.
-  db.$client.exec('DROP INDEX instances_name_per_workspace');
+  await rawExec(db, sql`DROP INDEX instances_name_per_workspace`);
   const ws = await createWorkspace(db, 'old');
   const a = await createInstance(db, { workspaceId: ws.id, name: 'web', provider: 'manual', status: 'running' }, 1000);
   const b = await createInstance(db, { workspaceId: ws.id, name: 'WEB', provider: 'manual', status: 'running' }, 2000);
   const c = await createInstance(db, { workspaceId: ws.id, name: 'web', provider: 'manual', status: 'destroyed' }, 3000);
-  const sql = readFileSync(join(import.meta.dirname, '../../control-plane/drizzle/0003_instance_names.sql'), 'utf8');
-  for (const statement of sql.split('--> statement-breakpoint')) db.$client.exec(statement);
-  const names = Object.fromEntries(
-    (db.$client.prepare('SELECT id, name FROM instances').all() as { id: string; name: string }[]).map((r) => [r.id, r.name]),
-  );
+  const migration = readFileSync(join(import.meta.dirname, '../../control-plane/drizzle/0003_instance_names.sql'), 'utf8');
+  for (const statement of migration.split('--> statement-breakpoint')) await rawExec(db, sql.raw(statement));
+  const names = Object.fromEntries((await rawRows<{ id: string; name: string }>(db, sql`SELECT id, name FROM instances`)).map((r) => [r.id, r.name]));
   t.equal(names[a.id], 'web', 'the oldest keeps its name');
   t.equal(names[b.id], `WEB-${b.id.slice(-7)}`, 'the younger gets its id tail');
   t.equal(names[c.id], 'web', 'a destroyed one is left alone');
-  t.throws(() => db.$client.prepare("INSERT INTO instances (id, workspace_id, name, provider, status, created_at, updated_at) VALUES ('inst_x', ?, 'Web', 'manual', 'running', 1, 1)").run(ws.id), /UNIQUE/);
+  await t.rejects(
+    rawExec(db, sql`INSERT INTO instances (id, workspace_id, name, provider, status, created_at, updated_at) VALUES ('inst_x', ${ws.id}, 'Web', 'manual', 'running', 1, 1)`),
+    /UNIQUE/,
+  );
 });

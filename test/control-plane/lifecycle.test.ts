@@ -9,6 +9,8 @@ import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { ConfigError, loadConfig } from '../../control-plane/src/config.ts';
 import { mcpConfigEntry } from '../../control-plane/src/auth/bootstrap.ts';
 import { runServerCli } from '../../control-plane/src/cli/server-cli.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
+import { selectedTestDatabase } from '../helpers/postgres.ts';
 
 const mode = (file: string) => statSync(file).mode & 0o777;
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -19,7 +21,6 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
     await cp.close();
     rmSync(cp.dataDir, { recursive: true, force: true });
   });
-  const db = cp.ctx.db.$client;
 
   t.test('the admin key is written to admin.key with mode 0600 and works', async (t) => {
     const file = join(cp.dataDir, 'admin.key');
@@ -40,21 +41,25 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
 
   t.test('the data directory is private and the database uses WAL with foreign keys', async (t) => {
     t.equal(mode(cp.dataDir), 0o700);
+    const db = cp.ctx.db;
+    if (db.dialect !== 'sqlite') {
+      t.equal(db.dialect, selectedTestDatabase(), 'the database this run asked for');
+      return;
+    }
     t.equal(mode(join(cp.dataDir, 'vmkit.sqlite')), 0o600);
-    t.equal(db.pragma('journal_mode', { simple: true }), 'wal');
-    t.equal(db.pragma('foreign_keys', { simple: true }), 1);
+    t.equal(db.sqlite.pragma('journal_mode', { simple: true }), 'wal');
+    t.equal(db.sqlite.pragma('foreign_keys', { simple: true }), 1);
   });
 
   t.test('a restart keeps the data and creates nothing new', async (t) => {
     const repo = await cp.api<{ id: string }>('POST', '/api/repos', { body: { repo: 'acme/web' } });
     const keyId = cp.ctx.signingKey.keyId;
-    const count = (table: string) =>
-      (cp.ctx.db.$client.prepare(`select count(*) as n from ${table}`).get() as { n: number }).n;
-    const before = { workspaces: count('workspaces'), keys: count('api_keys') };
+    const count = async (table: 'workspaces' | 'api_keys') => (await rawRows<{ n: number }>(cp.ctx.db, sql`select count(*) as n from ${sql.identifier(table)}`))[0]?.n;
+    const before = { workspaces: await count('workspaces'), keys: await count('api_keys') };
 
     await cp.restart();
     t.equal(cp.running.bootstrap, null, 'the second start bootstraps nothing');
-    t.same({ workspaces: count('workspaces'), keys: count('api_keys') }, before, 'no second workspace or admin key');
+    t.same({ workspaces: await count('workspaces'), keys: await count('api_keys') }, before, 'no second workspace or admin key');
     t.equal(cp.ctx.signingKey.keyId, keyId, 'the same signing key');
     t.equal(readFileSync(join(cp.dataDir, 'admin.key'), 'utf8').trim(), cp.adminKey, 'admin.key unchanged');
     const again = await cp.api<{ repo: string }>('GET', `/api/repos/${repo.body.id}`);

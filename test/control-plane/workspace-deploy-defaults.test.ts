@@ -1,6 +1,7 @@
 import t from 'tap';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { FakeGitHub } from '../helpers/fake-github.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 const GH_TOKEN = 'github_pat_second_workspace_0123';
 
@@ -28,5 +29,5 @@ t.test('a second workspace deploys only once it configured GitHub and compute, a
   t.equal(noCompute.body.error, 'compute_target_missing', "the workspace's own GitHub was used to see the workflow is there");
   t.match(noCompute.body.message, /PUT \/api\/workspace\/compute/);
   t.ok(github.requests.some((r) => r.authorization === `Bearer ${GH_TOKEN}`), "through the workspace's token");
-  t.equal(cp.ctx.db.$client.prepare('select count(*) from deploys').pluck().get(), 0, 'no deploy was recorded for either refusal');
+  t.same(await rawRows(cp.ctx.db, sql`select count(*) as n from deploys`), [{ n: 0 }], 'no deploy was recorded for either refusal');
 });

@@ -11,6 +11,7 @@ import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeHetzner } from '../helpers/fake-hetzner.ts';
 import { FakeCloudflare } from '../helpers/fake-cloudflare.ts';
+import { rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
 const TOKEN_2 = 'hcloud_second_token_0123456789abcdefghijklmnopqrstuvwxyzABCDEFGH';
@@ -69,9 +70,9 @@ t.test('a Hetzner token is checked, stored sealed, and never shown again', async
   t.same(all.body.compute, put.body);
   for (const text of [JSON.stringify(put.body), JSON.stringify(get.body), JSON.stringify(all.body)]) t.notMatch(text, TOKEN, 'the token is never in an answer');
 
-  const row = cp.ctx.db.$client.prepare("select secret_sealed, settings from workspace_providers where kind = 'compute'").get() as { secret_sealed: string; settings: string };
-  t.match(row.secret_sealed, /^v1\./, 'the row holds a SecretBox envelope');
-  t.notMatch(row.secret_sealed + row.settings, TOKEN);
+  const [row] = await rawRows<{ secret_sealed: string; settings: unknown }>(cp.ctx.db, sql`select secret_sealed, settings from workspace_providers where kind = 'compute'`);
+  t.match(row?.secret_sealed, /^v1\./, 'the row holds a SecretBox envelope');
+  t.notMatch(`${row?.secret_sealed} ${JSON.stringify(row?.settings)}`, TOKEN);
   t.notOk(databaseBytes(cp).includes(TOKEN), 'the token is nowhere in the SQLite files');
   t.notOk(databaseBytes(cp).includes(Buffer.from(TOKEN).toString('base64')), 'nor base64-encoded');
 });
@@ -138,7 +139,7 @@ t.test('bad settings are refused with a clear error and change nothing', async (
     t.equal(res.body.error, 'invalid_request');
     t.match(res.body.message, message);
   }
-  t.equal(cp.ctx.db.$client.prepare('select count(*) from workspace_providers').pluck().get(), 0, 'no row was written');
+  t.same(await rawRows(cp.ctx.db, sql`select count(*) as n from workspace_providers`), [{ n: 0 }], 'no row was written');
   t.equal(hetzner.requests.length, 0, 'nothing was sent to Hetzner');
 });
 
@@ -189,13 +190,13 @@ t.test('every change is audited, and no secret reaches the audit trail', async (
   await cp.api('PUT', '/api/workspace/compute', { body: { provider: 'hetzner', token: TOKEN, api_url: hetzner.url } });
   await cp.api('PUT', '/api/workspace/compute', { body: { provider: 'hetzner', token: 'hcloud_refused_token_00000000000000', api_url: hetzner.url } });
   await cp.api('DELETE', '/api/workspace/compute');
-  const rows = cp.ctx.db.$client.prepare("select action, status, error_key from audit_log where action like 'workspace.%' order by at, id").all();
+  const rows = await rawRows(cp.ctx.db, sql`select action, status, error_key from audit_log where action like 'workspace.%' order by at, id`);
   t.same(rows, [
     { action: 'workspace.compute.set', status: 200, error_key: null },
     { action: 'workspace.compute.set', status: 422, error_key: 'provider_credentials_refused' },
     { action: 'workspace.compute.delete', status: 200, error_key: null },
   ]);
-  const dump = JSON.stringify(cp.ctx.db.$client.prepare('select * from audit_log').all());
+  const dump = JSON.stringify(await rawRows(cp.ctx.db, sql`select * from audit_log`));
   t.notMatch(dump, TOKEN);
   t.notMatch(dump, 'hcloud_refused_token');
 });
@@ -207,7 +208,7 @@ t.test('DELETE returns a kind to the defaults', async (t) => {
   t.equal(del.status, 200);
   t.same(del.body, { kind: 'compute', provider: 'local', source: 'default', settings: {}, secret_fingerprint: null, secret_set_at: null, updated_at: null }, 'the first workspace falls back to the local sandbox');
   t.equal((await cp.api('DELETE', '/api/workspace/compute')).status, 200, 'deleting again is fine');
-  t.equal(cp.ctx.db.$client.prepare('select count(*) from workspace_providers').pluck().get(), 0);
+  t.same(await rawRows(cp.ctx.db, sql`select count(*) as n from workspace_providers`), [{ n: 0 }]);
 });
 
 t.test('one workspace never sees another’s settings', async (t) => {
@@ -226,9 +227,12 @@ t.test('one workspace never sees another’s settings', async (t) => {
   t.equal((await cp.api<View>('GET', '/api/workspace/compute')).body.provider, 'hetzner', "the other workspace's DELETE did not touch this one");
 
   // A sealed row copied into the other workspace does not open there: the workspace is in the associated data.
-  cp.ctx.db.$client
-    .prepare("insert into workspace_providers (id, workspace_id, kind, provider, settings, secret_sealed, secret_fingerprint, secret_set_at, created_at, updated_at) select 'wsp_copied', ?, kind, provider, settings, secret_sealed, secret_fingerprint, secret_set_at, created_at, updated_at from workspace_providers where workspace_id = ? and kind = 'compute'")
-    .run(other.workspaceId, cp.workspaceId);
+  await rawExec(
+    cp.ctx.db,
+    sql`insert into workspace_providers (id, workspace_id, kind, provider, settings, secret_sealed, secret_fingerprint, secret_set_at, created_at, updated_at)
+        select 'wsp_copied', ${other.workspaceId}, kind, provider, settings, secret_sealed, secret_fingerprint, secret_set_at, created_at, updated_at
+        from workspace_providers where workspace_id = ${cp.workspaceId} and kind = 'compute'`,
+  );
   const copied = await cp.api<ErrorBody>('PUT', '/api/workspace/compute', { key: other.adminKey, body: { provider: 'hetzner', location: 'hel1', api_url: hetzner.url } });
   t.equal(copied.status, 409);
   t.equal(copied.body.error, 'provider_secret_unreadable');

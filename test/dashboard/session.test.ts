@@ -8,6 +8,7 @@ import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-pl
 import { serveDashboard, signIn } from '../helpers/dashboard.ts';
 import { enrollRealAgent } from '../helpers/real-agent.ts';
 import type { HttpSession } from '../helpers/dashboard.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface ErrorBody {
   error: string;
@@ -102,7 +103,7 @@ t.test('sign-in sets an HttpOnly, SameSite=Strict session cookie that is not the
   t.notMatch(s.setCookie, /Secure/, 'no Secure flag over plain http');
   t.notOk(s.setCookie.includes(cp.adminKey), 'the cookie does not carry the key');
   const secret = s.cookie.split('=')[1] ?? '';
-  const rows = cp.ctx.db.$client.prepare('select * from dashboard_sessions').all() as Record<string, unknown>[];
+  const rows = await rawRows(cp.ctx.db, sql`select * from dashboard_sessions`);
   t.ok(rows.length > 0);
   t.notOk(JSON.stringify(rows).includes(secret), 'the session secret is not stored, only its hash');
 
@@ -180,8 +181,8 @@ t.test('a key that expires ends its sessions; a session ends after its own time 
   t.match(s.setCookie, /; Max-Age=60(;|$)/, 'the cookie lives no longer than the key');
   t.equal((await withSession(s, 'GET', '/api/instances')).status, 200);
   clock += 61_000;
-  const seen = cp.ctx.db.$client.prepare('select last_seen_at from dashboard_sessions where key_id = ?').get(key.id) as { last_seen_at: number };
-  t.ok(seen.last_seen_at >= clock - 61_000, 'the session records when it was last used');
+  const [seen] = await rawRows<{ last_seen_at: number }>(cp.ctx.db, sql`select last_seen_at from dashboard_sessions where key_id = ${key.id}`);
+  t.ok((seen?.last_seen_at ?? 0) >= clock - 61_000, 'the session records when it was last used');
   const after = await withSession(s, 'GET', '/api/instances');
   t.equal(after.status, 401);
   t.equal((after.body as ErrorBody).message, 'The API key has expired.');

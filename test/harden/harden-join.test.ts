@@ -5,6 +5,7 @@ import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 t.setTimeout(480_000);
 
@@ -38,11 +39,17 @@ t.test('six parallel harden calls on one VM send one command and verify once; al
   t.same(answers.map((a) => a.body.status), Array(6).fill('hardened'), 'and its answer');
   t.ok(answers.every((a) => a.body.verification?.ok === true), 'verified from outside');
 
-  const commands = cp.ctx.db.$client.prepare("select id from commands where instance_id = ? and type = 'harden'").all(id);
+  const commands = await rawRows(cp.ctx.db, sql`select id from commands where instance_id = ${id} and type = 'harden'`);
   t.equal(commands.length, 1, 'one harden command reached the agent');
   t.equal((await getCommand(cp.ctx.db, [...ids][0] ?? ''))?.state, 'succeeded');
-  const audit = await cp.api<{ items: Array<{ action: string }> }>('GET', '/api/audit?limit=50');
-  const actions = audit.body.items.map((i) => i.action);
+  // The audit row is written as the response ends (onResponse): on PostgreSQL the last one may
+  // land a round trip after its caller has the answer, so read until the sixth is there.
+  let actions: string[] = [];
+  for (const deadline = Date.now() + 30_000; Date.now() < deadline; ) {
+    const audit = await cp.api<{ items: Array<{ action: string }> }>('GET', '/api/audit?limit=50');
+    actions = audit.body.items.map((i) => i.action);
+    if (actions.filter((a) => a === 'instances.harden').length >= 6) break;
+  }
   t.equal(actions.filter((a) => a === 'instances.harden').length, 6, 'each call is audited');
   t.equal(actions.filter((a) => a === 'instances.harden.completed').length, 1, 'the one run and its outside check once');
 });

@@ -1,6 +1,8 @@
 /**
- * A real control plane for tests: a temp data dir, a real SQLite file, Fastify on
- * 127.0.0.1 with a free port. Everyone's tests use this; keep it stable.
+ * A real control plane for tests: a temp data dir, a real SQLite file (or, under
+ * VMKIT_TEST_DATABASE=postgres, a PostgreSQL database of its own on the run's test
+ * cluster: see postgres.ts), Fastify on 127.0.0.1 with a free port. Everyone's tests
+ * use this; keep it stable.
  *
  *   const cp = await startTestControlPlane();
  *   t.teardown(() => cp.close());
@@ -12,6 +14,8 @@
  * Options: `config` overrides (rate limits, publicUrl, ...), `dataDir` to reuse a dir,
  * `logLevel` (default 'silent'; set VMKIT_TEST_LOG=debug to see logs), `routes`, `now`.
  * `close()` stops the server and deletes the data dir unless `keepDataDir` is true.
+ * A reused `dataDir` reuses its PostgreSQL database too; `cp.database` is what to
+ * pass to openDatabase() to read what the server wrote, in either dialect.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -24,6 +28,12 @@ import type { ApiPlugin, App, AppContext } from '../../control-plane/src/app.ts'
 import { createApiKey } from '../../control-plane/src/auth/api-keys.ts';
 import { createWorkspaceWithAdminKey } from '../../control-plane/src/auth/bootstrap.ts';
 import type { Scope } from '../../control-plane/src/auth/scopes.ts';
+import type { DatabaseTarget } from '../../control-plane/src/db/index.ts';
+import { createTestDatabase, selectedTestDatabase } from './postgres.ts';
+import type { TestDatabase } from './postgres.ts';
+
+/** The PostgreSQL database of each data dir this process made one for (a restart on the dir finds it again). */
+const pgDatabases = new Map<string, TestDatabase>();
 
 // A bound for a stuck server, not a speed check: a harden or a sandbox VM can take long on a loaded 2-core machine.
 const API_TIMEOUT_MS = 180_000;
@@ -68,6 +78,8 @@ export interface TestControlPlane {
   adminKey: string;
   workspaceId: string;
   dataDir: string;
+  /** Where its database is: the data dir's SQLite file, or its PostgreSQL URL. */
+  database: DatabaseTarget;
   ctx: AppContext;
   app: App;
   /** The underlying handle (bootstrap info, close). */
@@ -88,7 +100,13 @@ export interface TestControlPlane {
 export async function startTestControlPlane(opts: TestControlPlaneOptions = {}): Promise<TestControlPlane> {
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'vmkit-cp-test-'));
   const logLevel = opts.logLevel ?? ((process.env.VMKIT_TEST_LOG as LogLevel | undefined) || 'silent');
-  const config = makeConfig({ ...opts.config, host: opts.config?.host ?? '127.0.0.1', port: opts.config?.port ?? 0, dataDir, logLevel });
+  let databaseUrl = opts.config?.databaseUrl;
+  if (databaseUrl === undefined && selectedTestDatabase() === 'postgres') {
+    let pgdb = pgDatabases.get(dataDir);
+    if (!pgdb) pgDatabases.set(dataDir, (pgdb = await createTestDatabase()));
+    databaseUrl = pgdb.url;
+  }
+  const config = makeConfig({ ...opts.config, host: opts.config?.host ?? '127.0.0.1', port: opts.config?.port ?? 0, dataDir, databaseUrl, logLevel });
   const start = () =>
     startControlPlane(config, { ...(opts.routes && { routes: opts.routes }), ...(opts.now && { now: opts.now }) });
 
@@ -102,12 +120,17 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
     adminKey,
     workspaceId,
     dataDir,
+    database: { dataDir, databaseUrl },
     ctx: running.ctx,
     app: running.app,
     running,
     async close() {
       await running.close();
-      if (!opts.keepDataDir && !opts.dataDir) rmSync(dataDir, { recursive: true, force: true });
+      if (!opts.keepDataDir && !opts.dataDir) {
+        rmSync(dataDir, { recursive: true, force: true });
+        await pgDatabases.get(dataDir)?.drop();
+        pgDatabases.delete(dataDir);
+      }
     },
     async restart() {
       await running.close();

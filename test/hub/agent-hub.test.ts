@@ -14,27 +14,27 @@ const refusals = (fx: { hub: { stats(): { refusals: Record<string, number> } } }
 t.test('an enrolled agent completes the handshake and is marked connected', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key, { hostname: 'vm-1' });
   t.ok(welcome, 'welcome received');
   t.equal(welcome?.agent_id, agentId);
   t.same(welcome?.signing_keys, fx.ring.published(), 'welcome carries the current signing keys');
   t.equal(welcome?.heartbeat_interval_ms, fx.hub.heartbeatIntervalMs);
-  const row = fx.store.agents.get(agentId);
+  const row = await fx.store.agents.get(agentId);
   t.equal(row?.state, 'connected');
   t.equal(row?.hostname, 'vm-1');
   t.equal(row?.agentVersion, '0.1.0-test');
   t.ok(row?.connectedAt);
   t.ok(fx.hub.isConnected(agentId));
   await agent.close();
-  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 30_000, 'disconnected');
+  await until(async () => (await fx.store.agents.get(agentId))?.state === 'disconnected', 30_000, 'disconnected');
   t.notOk(fx.hub.isConnected(agentId));
 });
 
 t.test('a hello signed by another key is refused with a reason', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId } = fx.addAgent();
+  const { agentId } = await fx.addAgent();
   const wrongKey = generateKeyPairSync('ed25519').privateKey;
   const { agent, error, welcome } = await FakeAgent.connect(fx.url, agentId, wrongKey);
   t.notOk(welcome);
@@ -42,7 +42,7 @@ t.test('a hello signed by another key is refused with a reason', async (t) => {
   t.match(error?.message, /signature/);
   const closed = await agent.closed;
   t.equal(closed.code, HUB_CLOSE.unauthorized);
-  t.equal(fx.store.agents.get(agentId)?.state, 'disconnected');
+  t.equal((await fx.store.agents.get(agentId))?.state, 'disconnected');
   t.same(refusals(fx), { bad_signature: 1 }, 'counted by reason');
 });
 
@@ -59,8 +59,8 @@ t.test('an unknown agent is refused', async (t) => {
 t.test('a revoked agent is refused', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
-  fx.revokeAgent(agentId);
+  const { agentId, key } = await fx.addAgent();
+  await fx.revokeAgent(agentId);
   const { error, agent } = await FakeAgent.connect(fx.url, agentId, key);
   t.equal(error?.key, 'unauthorized');
   t.match(error?.message, /revoked/);
@@ -71,7 +71,7 @@ t.test('a revoked agent is refused', async (t) => {
 t.test('a hello answering another challenge is refused', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const agent = await FakeAgent.open(fx.url);
   await agent.next('challenge');
   const otherNonce = 'A'.repeat(43);
@@ -94,7 +94,7 @@ t.test('a hello answering another challenge is refused', async (t) => {
 t.test('a second connection of the same agent replaces the first', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const first = await FakeAgent.connect(fx.url, agentId, key);
   const second = await FakeAgent.connect(fx.url, agentId, key);
   t.ok(second.welcome);
@@ -105,7 +105,7 @@ t.test('a second connection of the same agent replaces the first', async (t) => 
   // the hub handle that close before the answer comes back.
   second.agent.send({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
   await second.agent.next('heartbeat');
-  t.equal(fx.store.agents.get(agentId)?.state, 'connected', 'the old close does not mark the agent disconnected');
+  t.equal((await fx.store.agents.get(agentId))?.state, 'connected', 'the old close does not mark the agent disconnected');
   t.equal(fx.hub.stats().connected, 1);
   t.equal(second.agent.ws.readyState, WebSocket.OPEN);
   await second.agent.close();
@@ -115,16 +115,16 @@ t.test('an agent that stops answering is marked disconnected, one answering ping
   // Both sides run in this (possibly loaded) process: deadAfterMs stays far above any stall.
   const fx = await startHub({ heartbeatIntervalMs: 250, deadAfterMs: 3_000 });
   t.teardown(() => fx.close());
-  const live = fx.addAgent();
+  const live = await fx.addAgent();
   const answering = await FakeAgent.connect(fx.url, live.agentId, live.key);
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   // autoPong off and no heartbeats: as silent as a partitioned VM.
   const { agent } = await FakeAgent.connect(fx.url, agentId, key, { autoPong: false });
-  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 30_000, 'disconnected');
+  await until(async () => (await fx.store.agents.get(agentId))?.state === 'disconnected', 30_000, 'disconnected');
   await agent.closed;
   t.equal(fx.hub.stats().deadDropped, 1, 'dropped for its silence');
   // Connected before the silent one, it went through the same silence window answering pings.
-  t.equal(fx.store.agents.get(live.agentId)?.state, 'connected', 'the answering agent stays connected');
+  t.equal((await fx.store.agents.get(live.agentId))?.state, 'connected', 'the answering agent stays connected');
   t.ok(fx.hub.isConnected(live.agentId));
   await answering.agent.close();
 });
@@ -133,9 +133,9 @@ t.test('pongs and heartbeats keep an agent alive; last_seen is written in batche
   // The periodic flush is pushed out of the way; the test flushes by hand.
   const fx = await startHub({ heartbeatIntervalMs: 100, deadAfterMs: 30_000, lastSeenFlushMs: 3_600_000 });
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
-  const firstSeen = fx.store.agents.get(agentId)?.lastSeen ?? 0;
+  const firstSeen = (await fx.store.agents.get(agentId))?.lastSeen ?? 0;
   const writesBefore = fx.store.lastSeenWrites;
   let pings = 0;
   agent.ws.on('ping', () => pings++);
@@ -147,7 +147,7 @@ t.test('pongs and heartbeats keep an agent alive; last_seen is written in batche
   t.equal(fx.store.lastSeenWrites, writesBefore, 'no write per pong or heartbeat');
   await fx.hub.flushLastSeen();
   t.equal(fx.store.lastSeenWrites, writesBefore + 1, 'one write for the whole batch');
-  const rec = fx.store.agents.get(agentId);
+  const rec = await fx.store.agents.get(agentId);
   t.ok((rec?.lastSeen ?? 0) > firstSeen, 'last_seen moved');
   t.equal(rec?.state, 'connected');
   await agent.close();
@@ -157,7 +157,7 @@ t.test('verified handshakes over the bound are answered overloaded with retry_af
   // Two tokens, refilled every 100 s: no refill between the five handshakes, however slow the machine.
   const fx = await startHub({ handshakesPerSecond: 0.01, handshakeBurst: 2 });
   t.teardown(() => fx.close());
-  const enrolled = [1, 2, 3, 4, 5].map(() => fx.addAgent());
+  const enrolled = await Promise.all([1, 2, 3, 4, 5].map(() => fx.addAgent()));
   const answers = await Promise.all(enrolled.map((a) => FakeAgent.connect(fx.url, a.agentId, a.key)));
   const refused = answers.filter((a) => a.error !== undefined);
   t.equal(answers.filter((a) => a.welcome).length, 2, 'two of five welcomed');
@@ -175,7 +175,7 @@ t.test('verified handshakes over the bound are answered overloaded with retry_af
 t.test('malformed and unknown frames are answered, then the connection is closed with a reason', async (t) => {
   const fx = await startHub({ maxInvalidFrames: 3 });
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   agent.sendRaw('{not json');
   t.equal(((await agent.next('error')) as MessageOf<'error'>).key, 'malformed_json');
@@ -197,7 +197,7 @@ t.test('malformed and unknown frames are answered, then the connection is closed
 t.test('frames still in flight when the hub closes for abuse are not handled', async (t) => {
   const fx = await startHub({ maxInvalidFrames: 3 });
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   const before = fx.hub.stats().invalidFrames;
   for (let i = 0; i < 8; i++) agent.sendRaw('{bad');
@@ -214,11 +214,11 @@ t.test('a frame before hello or an oversized frame closes the socket without har
   t.equal((await early.closed).code, HUB_CLOSE.policy);
   t.same(refusals(fx), { protocol: 1 });
 
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   agent.sendRaw('x'.repeat(MAX_FRAME_BYTES + 1));
   t.equal((await agent.closed).code, 1009, 'ws closes with 1009 message too big');
-  await until(() => fx.store.agents.get(agentId)?.state === 'disconnected', 30_000, 'disconnected');
+  await until(async () => (await fx.store.agents.get(agentId))?.state === 'disconnected', 30_000, 'disconnected');
   const again = await FakeAgent.connect(fx.url, agentId, key);
   t.ok(again.welcome, 'the hub survived');
   await again.agent.close();
@@ -242,8 +242,8 @@ t.test('other upgrade paths get a 404', async (t) => {
 
 t.test('closing the hub marks every agent disconnected and closes sockets with 1001', async (t) => {
   const fx = await startHub();
-  const a = fx.addAgent();
-  const b = fx.addAgent();
+  const a = await fx.addAgent();
+  const b = await fx.addAgent();
   const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
   const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
   await fx.close();
@@ -252,6 +252,6 @@ t.test('closing the hub marks every agent disconnected and closes sockets with 1
   t.ok((told.retry_after_ms ?? 0) >= 1_000, `agents are told when to come back (${told.retry_after_ms} ms)`);
   t.equal((await ca.agent.closed).code, HUB_CLOSE.shutdown);
   t.equal((await cb.agent.closed).code, HUB_CLOSE.shutdown);
-  t.equal(fx.store.agents.get(a.agentId)?.state, 'disconnected');
-  t.equal(fx.store.agents.get(b.agentId)?.state, 'disconnected');
+  t.equal((await fx.store.agents.get(a.agentId))?.state, 'disconnected');
+  t.equal((await fx.store.agents.get(b.agentId))?.state, 'disconnected');
 });

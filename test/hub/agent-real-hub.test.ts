@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { PROTOCOL_VERSION, newId, signEnvelope } from '@vmkit/protocol';
 import type { CommandEnvelope } from '@vmkit/protocol';
 import type { CommandReply } from '../../control-plane/src/hub/agent-hub.ts';
-import { SqliteHubStore } from '../../control-plane/src/db/hub-store.ts';
+import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { AgentProcess } from '../agent/agent-process.ts';
 import { TEST_RECONNECT } from '../agent/agent-process.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
@@ -198,7 +198,7 @@ t.test('a replayed nonce under a new id is refused by the agent, the hub stores 
   // The same envelope (nonce included) under a fresh id, validly signed by the control plane's key.
   const replay: CommandEnvelope = { ...original, id: newId('command') };
   const signature = signEnvelope(ring.active().privateKey, replay);
-  const store = new SqliteHubStore(cp.ctx.db);
+  const store = openHubStore(cp.ctx.db);
   await store.insert({ id: replay.id, agentId: agent.agentId, type: replay.type, envelope: replay, signature, state: 'sent', createdAt: Date.now(), expiresAt: replay.expires_at });
   t.equal(cp.ctx.hub?.deliver(agent.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: replay, signature }), true);
   const stored = await storedResult(cp, replay.id);

@@ -2,7 +2,8 @@ import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { encodePublicKey } from '@vmkit/protocol';
-import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
+import { closeDatabase, isDatabaseClosed, openDatabase } from '../../control-plane/src/db/index.ts';
+import { getAgentById, updateAgent } from '../../control-plane/src/db/agents.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeAgent } from './fake-agent.ts';
@@ -51,9 +52,9 @@ t.test('agents left connected by a crashed control plane are disconnected at sta
   await cp.close();
   t.teardown(() => rmSync(cp.dataDir, { recursive: true, force: true }));
   // What a crash leaves behind: the row still says connected.
-  const db = openDatabase(cp.dataDir);
-  db.$client.prepare("update agents set state = 'connected' where id = ?").run(a.agentId);
-  closeDatabase(db);
+  const db = await openDatabase(cp.database);
+  await updateAgent(db, a.agentId, { state: 'connected' });
+  await closeDatabase(db);
   const cp2 = await startTestControlPlane({ dataDir: cp.dataDir });
   t.teardown(() => cp2.close());
   t.equal((await agentOf(cp2, a.instanceId))?.state, 'disconnected');
@@ -68,11 +69,11 @@ t.test('a control-plane shutdown closes agent sockets with 1001 and marks them d
   t.equal((await agent.closed).code, 1001);
   await closing;
   t.teardown(() => rmSync(cp.dataDir, { recursive: true, force: true }));
-  t.notOk(db.$client.open, 'the database was closed after the hub');
-  const again = openDatabase(cp.dataDir);
-  const row = again.$client.prepare('select state from agents where id = ?').get(a.agentId) as { state: string };
-  closeDatabase(again);
-  t.equal(row.state, 'disconnected');
+  t.ok(isDatabaseClosed(db), 'the database was closed after the hub');
+  const again = await openDatabase(cp.database);
+  const row = await getAgentById(again, a.agentId);
+  await closeDatabase(again);
+  t.equal(row?.state, 'disconnected');
 });
 
 t.test('over the handshake bound the real control plane answers overloaded with retry_after_ms', async (t) => {

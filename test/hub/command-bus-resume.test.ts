@@ -5,7 +5,7 @@ import type { Test } from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
 import { PROTOCOL_VERSION, encodePublicKey, signCommand } from '@vmkit/protocol';
 import { createAgent } from '../../control-plane/src/db/agents.ts';
-import { SqliteHubStore } from '../../control-plane/src/db/hub-store.ts';
+import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
 import type { AgentLink, CommandReply } from '../../control-plane/src/hub/agent-hub.ts';
@@ -28,7 +28,7 @@ async function setup(t: Test) {
     instanceId: inst.id,
     publicKey: encodePublicKey(generateKeyPairSync('ed25519').publicKey),
   });
-  const store = new SqliteHubStore(cp.ctx.db);
+  const store = openHubStore(cp.ctx.db);
   const acks: string[] = [];
   // The agent is "connected" to this bus only as far as acknowledgements go.
   const link: AgentLink = {

@@ -12,38 +12,45 @@ const verifyFor = (agentId: string, keys: { key_id: string; public_key: string }
 t.test('ping through the CommandBus: signed, acked, progress streamed, result returned and acknowledged', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
   const progress: string[] = [];
   let commandId = '';
-  const pending = fx.bus.send(agentId, 'ping', {}, { onProgress: (p) => progress.push(`${p.step}:${p.state}`), onCommandId: (id) => (commandId = id) });
+  const pending = fx.bus.send(agentId, 'ping', {}, {
+    onProgress: (p) => progress.push(`${p.step}:${p.state}`),
+    onCommandId: (id) => {
+      commandId = id;
+    },
+  });
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   const verdict = verifyFor(agentId, welcome?.signing_keys ?? [], cmd);
   t.ok(verdict.ok, 'the command verifies under the key given in welcome');
   t.equal(cmd.envelope.id, commandId);
-  t.equal(fx.store.commands.get(commandId)?.state, 'sent');
+  t.equal((await fx.store.commands.get(commandId))?.state, 'sent');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId });
-  await until(() => fx.store.commands.get(commandId)?.state === 'acked', 30_000, 'acked');
+  await until(async () => (await fx.store.commands.get(commandId))?.state === 'acked', 30_000, 'acked');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'progress', command_id: commandId, seq: 0, step: 'pong', state: 'started' });
-  await until(() => fx.store.commands.get(commandId)?.state === 'running', 30_000, 'running');
+  await until(async () => (await fx.store.commands.get(commandId))?.state === 'running', 30_000, 'running');
   agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
   const outcome = await pending;
   t.same(outcome.output, { pong: true });
   t.same(progress, ['pong:started']);
   const ack = (await agent.next('result_ack')) as MessageOf<'result_ack'>;
   t.equal(ack.command_id, commandId);
-  t.equal(fx.store.commands.get(commandId)?.state, 'succeeded');
+  t.equal((await fx.store.commands.get(commandId))?.state, 'succeeded');
   await agent.close();
 });
 
 t.test('a command for a disconnected agent waits in the queue and goes out when it connects', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   let commandId = '';
-  const pending = fx.bus.send(agentId, 'facts', {}, { onCommandId: (id) => (commandId = id) });
+  const pending = fx.bus.send(agentId, 'facts', {}, { onCommandId: (id) => {
+      commandId = id;
+    } });
   await until(() => commandId !== '', 30_000, 'command id');
-  t.equal(fx.store.commands.get(commandId)?.state, 'queued');
+  t.equal((await fx.store.commands.get(commandId))?.state, 'queued');
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   t.equal(cmd.envelope.id, commandId);
@@ -55,21 +62,21 @@ t.test('a command for a disconnected agent waits in the queue and goes out when 
 t.test('requireConnected fails at once with a local not-connected error', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId } = fx.addAgent();
+  const { agentId } = await fx.addAgent();
   await t.rejects(fx.bus.send(agentId, 'ping', {}, { requireConnected: true }), AgentNotConnectedError);
-  t.equal(fx.store.commands.size, 0, 'nothing stored');
+  t.equal(await fx.store.commands.size(), 0, 'nothing stored');
 });
 
 t.test('no agent within the timeout: queued command expires, delivered one times out', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const queued = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 200 });
   const err1 = await queued.catch((e: unknown) => e);
   t.type(err1, CommandTimeoutError);
   t.equal((err1 as CommandTimeoutError).state, 'expired');
   t.equal((err1 as CommandTimeoutError).key, 'command_timed_out');
-  t.equal(fx.store.commands.get((err1 as CommandTimeoutError).commandId ?? '')?.state, 'expired');
+  t.equal((await fx.store.commands.get((err1 as CommandTimeoutError).commandId ?? ''))?.state, 'expired');
 
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   // Queued commands go out as the agent connects, before anything sent afterwards:
@@ -84,14 +91,14 @@ t.test('no agent within the timeout: queued command expires, delivered one times
   // A late result is still stored once and acknowledged.
   agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', output: {}, finished_at: Date.now() });
   await agent.next('result_ack');
-  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.state, 'succeeded');
+  t.equal((await fx.store.commands.get(String(cmd.envelope.id)))?.state, 'succeeded');
   await agent.close();
 });
 
 t.test('a refused command surfaces as agent_refused with the reason', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
@@ -107,14 +114,14 @@ t.test('a refused command surfaces as agent_refused with the reason', async (t) 
   t.type(err, AgentCommandError);
   t.equal((err as AgentCommandError).key, 'agent_refused');
   t.equal((err as AgentCommandError).reason, 'bad_signature');
-  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.state, 'failed');
+  t.equal((await fx.store.commands.get(String(cmd.envelope.id)))?.state, 'failed');
   await agent.close();
 });
 
 t.test('a failed command surfaces as command_failed', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   const pending = fx.bus.send(agentId, 'harden', { deploy_keys: [], dry_run: true });
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
@@ -137,7 +144,7 @@ t.test('a failed command surfaces as command_failed', async (t) => {
 t.test('a result re-sent after a reconnect is acknowledged again but applied once', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const first = await FakeAgent.connect(fx.url, agentId, key);
   let resolved = 0;
   const pending = fx.bus.send(agentId, 'ping', {}).then((o) => {
@@ -147,7 +154,7 @@ t.test('a result re-sent after a reconnect is acknowledged again but applied onc
   const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
   first.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
-  await until(() => fx.store.commands.get(id)?.state === 'acked', 30_000, 'acked');
+  await until(async () => (await fx.store.commands.get(id))?.state === 'acked', 30_000, 'acked');
   // The connection drops between run and result.
   first.agent.kill();
   await until(() => !fx.hub.isConnected(agentId), 30_000, 'hub noticed');
@@ -168,14 +175,14 @@ t.test('a result re-sent after a reconnect is acknowledged again but applied onc
   await second.agent.next('result_ack');
   t.same((await pending).output, { n: 1 });
   t.equal(resolved, 1);
-  t.same(fx.store.commands.get(id)?.result?.output, { n: 1 }, 'the second copy was not applied');
+  t.same((await fx.store.commands.get(id))?.result?.output, { n: 1 }, 'the second copy was not applied');
   await second.agent.close();
 });
 
 t.test('a command sent but never acked is re-sent when the agent comes back', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const first = await FakeAgent.connect(fx.url, agentId, key);
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await first.agent.next('command')) as MessageOf<'command'>;
@@ -192,15 +199,15 @@ t.test('a command sent but never acked is re-sent when the agent comes back', as
 t.test('a result for another agent’s command is not applied', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const a = fx.addAgent();
-  const b = fx.addAgent();
+  const a = await fx.addAgent();
+  const b = await fx.addAgent();
   const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
   const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
   const pending = fx.bus.send(a.agentId, 'ping', {}, { timeoutMs: 500 });
   const cmd = (await ca.agent.next('command')) as MessageOf<'command'>;
   cb.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', finished_at: Date.now() });
   await cb.agent.next('result_ack');
-  t.equal(fx.store.commands.get(String(cmd.envelope.id))?.result, undefined);
+  t.equal((await fx.store.commands.get(String(cmd.envelope.id)))?.result, undefined);
   await t.rejects(pending, CommandTimeoutError);
   await ca.agent.close();
   await cb.agent.close();
@@ -209,7 +216,7 @@ t.test('a result for another agent’s command is not applied', async (t) => {
 t.test('an aborted wait rejects with a local error', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId } = fx.addAgent();
+  const { agentId } = await fx.addAgent();
   const ctl = new AbortController();
   const pending = fx.bus.send(agentId, 'ping', {}, { signal: ctl.signal });
   setTimeout(() => ctl.abort(), 50);
@@ -221,7 +228,7 @@ t.test('key rotation: connected agents learn the new key from a command signed b
   t.teardown(() => fx.close());
   const rotation = new KeyRotation({ ring: fx.ring, bus: fx.bus, hub: fx.hub, store: fx.store });
   fx.hub.addListener(rotation);
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
   let pinned = [...(welcome?.signing_keys ?? [])];
   const oldKeyId = fx.ring.active().keyId;
@@ -256,7 +263,7 @@ t.test('key rotation: connected agents learn the new key from a command signed b
   t.notOk(pinned.some((k) => k.key_id === oldKeyId), 'agent dropped the retired key');
   await fx.bus.send(agentId, 'ping', {});
   t.equal(seen.at(-1)?.envelope.key_id, added.key_id, 'commands are now signed by the new key');
-  t.same(fx.store.agents.get(agentId)?.pinnedKeyIds, [added.key_id]);
+  t.same((await fx.store.agents.get(agentId))?.pinnedKeyIds, [added.key_id]);
   await agent.close();
   await loop;
 });

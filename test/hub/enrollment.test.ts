@@ -9,6 +9,8 @@ import type { MessageOf } from '@vmkit/protocol';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeAgent } from './fake-agent.ts';
+import { getAgentByInstance } from '../../control-plane/src/db/agents.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface TokenAnswer {
   token: string;
@@ -131,8 +133,8 @@ t.test('a reused, expired or unknown token is refused with 401 and registers not
   t.match(reuse.body.message, /already used/);
   const agentAfter = (await cp.api<InstanceAnswer>('GET', `/api/instances/${inst.id}`)).body.agent;
   t.same(agentAfter, agentBefore, 'the agent is unchanged');
-  const row = cp.ctx.db.$client.prepare('select public_key from agents where instance_id = ?').get(inst.id) as { public_key: string };
-  t.equal(row.public_key, first.publicKey, 'the first key stays registered');
+  const row = await getAgentByInstance(cp.ctx.db, inst.id);
+  t.equal(row?.publicKey, first.publicKey, 'the first key stays registered');
 
   const inst2 = await newInstance(cp);
   const tok2 = await newToken(cp, inst2.id);
@@ -148,8 +150,8 @@ t.test('a reused, expired or unknown token is refused with 401 and registers not
   });
   t.equal(unknown.status, 401);
   t.equal(unknown.body.error, 'enrollment_token_invalid');
-  const count = cp.ctx.db.$client.prepare('select count(*) as n from agents').get() as { n: number };
-  t.equal(count.n, 1, 'only the first enrollment registered an agent');
+  const [count] = await rawRows<{ n: number }>(cp.ctx.db, sql`select count(*) as n from agents`);
+  t.equal(count?.n, 1, 'only the first enrollment registered an agent');
 });
 
 t.test('two concurrent enrollments with one token: exactly one wins', async (t) => {

@@ -1,4 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
+import t from 'tap';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -11,10 +12,15 @@ import type { HubOptions } from '../../control-plane/src/hub/agent-hub.ts';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
 import { FileKeyRing } from '../../control-plane/src/hub/signing-keys.ts';
 import type { CommandState, StoredResult } from '../../control-plane/src/hub/store.ts';
-import { SqliteHubStore } from '../../control-plane/src/db/hub-store.ts';
+import { getAgentById, insertEnrolledAgents, updateAgent } from '../../control-plane/src/db/agents.ts';
+import { getCommand } from '../../control-plane/src/db/commands.ts';
+import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
+import type { HubStore } from '../../control-plane/src/db/hub-store.ts';
 import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
 import type { Db } from '../../control-plane/src/db/index.ts';
-import { agents, instances, workspaces } from '../../control-plane/src/db/schema.ts';
+import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
+import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
+import { createTestDatabase, selectedTestDatabase } from '../helpers/postgres.ts';
 
 /** An agents row as the tests read it. */
 export interface AgentRowView {
@@ -35,56 +41,64 @@ export interface CommandRowView {
 }
 
 /**
- * The production store (SqliteHubStore on a real SQLite file, migrations applied),
- * plus synchronous read-only views of its rows for assertions and a count of
- * last_seen batch writes. Every write the hub and the bus make goes through the
- * production code unchanged.
+ * The production store of the database VMKIT_TEST_DATABASE selects (SQLite file or a
+ * PostgreSQL database of its own, migrations applied), plus read-only views of its
+ * rows for assertions and a count of last_seen batch writes. Every write the hub and
+ * the bus make goes through the production code unchanged.
  */
-export class ObservedHubStore extends SqliteHubStore {
-  lastSeenWrites = 0;
-  readonly agents: { get(agentId: string): AgentRowView | undefined };
-  readonly commands: { get(commandId: string): CommandRowView | undefined; readonly size: number };
+export type ObservedHubStore = HubStore & {
+  lastSeenWrites: number;
+  readonly agents: { get(agentId: string): Promise<AgentRowView | undefined> };
+  readonly commands: { get(commandId: string): Promise<CommandRowView | undefined>; size(): Promise<number> };
+};
 
-  constructor(db: Db) {
-    super(db);
-    const c = db.$client;
-    const agentRow = c.prepare<[string], { state: string; connected_at: number | null; last_seen: number | null; agent_version: string | null; hostname: string | null; os: string | null; pinned_key_ids: string | null }>(
-      'SELECT state, connected_at, last_seen, agent_version, hostname, os, pinned_key_ids FROM agents WHERE id = ?',
-    );
-    const commandRow = c.prepare<[string], { state: string; result: string | null }>('SELECT state, result FROM commands WHERE id = ?');
-    const commandCount = c.prepare<[], { n: number }>('SELECT count(*) AS n FROM commands');
-    this.agents = {
-      get(agentId) {
-        const r = agentRow.get(agentId);
+export function observedHubStore(db: Db): ObservedHubStore {
+  const inner = openHubStore(db);
+  const touch = inner.touchLastSeen.bind(inner);
+  const observed: ObservedHubStore = Object.assign(inner, {
+    lastSeenWrites: 0,
+    agents: {
+      async get(agentId: string): Promise<AgentRowView | undefined> {
+        const r = await getAgentById(db, agentId);
         if (!r) return undefined;
         return {
           state: r.state,
           revoked: r.state === 'revoked',
-          connectedAt: r.connected_at,
-          lastSeen: r.last_seen,
-          agentVersion: r.agent_version,
+          connectedAt: r.connectedAt,
+          lastSeen: r.lastSeen,
+          agentVersion: r.agentVersion,
           hostname: r.hostname,
           os: r.os,
-          pinnedKeyIds: r.pinned_key_ids === null ? [] : (JSON.parse(r.pinned_key_ids) as string[]),
+          pinnedKeyIds: r.pinnedKeyIds ?? [],
         };
       },
-    };
-    this.commands = {
-      get(commandId) {
-        const r = commandRow.get(commandId);
+    },
+    commands: {
+      async get(commandId: string): Promise<CommandRowView | undefined> {
+        const r = await getCommand(db, commandId);
         if (!r) return undefined;
-        return { state: r.state as CommandState, result: r.result === null ? undefined : (JSON.parse(r.result) as StoredResult) };
+        return { state: r.state as CommandState, result: (r.result ?? undefined) as StoredResult | undefined };
       },
-      get size() {
-        return commandCount.get()?.n ?? 0;
+      async size(): Promise<number> {
+        const [row] = await rawRows<{ n: number }>(db, sql`SELECT count(*) AS n FROM commands`);
+        return Number(row?.n ?? 0);
       },
-    };
-  }
+    },
+  });
+  observed.touchLastSeen = async (seen) => {
+    observed.lastSeenWrites++;
+    await touch(seen);
+  };
+  return observed;
+}
 
-  override async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
-    this.lastSeenWrites++;
-    await super.touchLastSeen(seen);
+/** A migrated database of the dialect VMKIT_TEST_DATABASE selects; `drop` removes it (PostgreSQL). */
+export async function openSelectedDatabase(dataDir: string): Promise<{ db: Db; drop: () => Promise<void> }> {
+  if (selectedTestDatabase() === 'postgres') {
+    const pgdb = await createTestDatabase();
+    return { db: await openDatabase({ dataDir, databaseUrl: pgdb.url }), drop: () => pgdb.drop() };
   }
+  return { db: await openDatabase(dataDir), drop: async () => undefined };
 }
 
 export interface HubFixture {
@@ -96,22 +110,18 @@ export interface HubFixture {
   ring: FileKeyRing;
   dataDir: string;
   /** An enrolled agent: a workspace's instance and its agents row, as enrollment writes them. */
-  addAgent(): { agentId: string; key: KeyObject };
+  addAgent(): Promise<{ agentId: string; key: KeyObject }>;
   /** Revokes an agent the way the API does (state `revoked`). */
-  revokeAgent(agentId: string): void;
+  revokeAgent(agentId: string): Promise<void>;
   close(): Promise<void>;
 }
 
-const leftovers = new Set<() => void>();
-process.once('exit', () => {
-  for (const clean of leftovers) clean();
-});
 
-/** A hub on a plain HTTP server over the production SQLite store in a temp dir: hub behaviour without the app. */
+/** A hub on a plain HTTP server over the production store (SQLite or PostgreSQL) in a temp dir: hub behaviour without the app. */
 export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-hub-'));
-  const db = openDatabase(dataDir);
-  const store = new ObservedHubStore(db);
+  const { db, drop } = await openSelectedDatabase(dataDir);
+  const store = observedHubStore(db);
   const ring = FileKeyRing.open(dataDir);
   const hub = new AgentHub({ store, keys: ring, ...opts });
   const bus = new InProcessCommandBus({ store, link: hub, keys: ring, sweepIntervalMs: 200 });
@@ -121,9 +131,8 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
   hub.attach(server);
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
-  const workspaceId = newId('workspace');
-  const now = Date.now();
-  db.insert(workspaces).values({ id: workspaceId, name: 'hub tests', createdAt: now }).run();
+  const workspace = await createWorkspace(db, 'hub tests');
+  const workspaceId = workspace.id;
   return {
     url: `ws://127.0.0.1:${port}/agent/v1/connect`,
     hub,
@@ -132,45 +141,45 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
     db,
     ring,
     dataDir,
-    addAgent() {
+    async addAgent() {
       const { privateKey, publicKey } = generateKeyPairSync('ed25519');
-      const agentId = newId('agent');
-      const instanceId = newId('instance');
-      const at = Date.now();
-      db.insert(instances).values({ id: instanceId, workspaceId, name: instanceId, provider: 'manual', status: 'running', createdAt: at, updatedAt: at }).run();
-      db.insert(agents)
-        .values({
-          id: agentId,
-          workspaceId,
-          instanceId,
-          publicKey: encodePublicKey(publicKey),
-          state: 'disconnected',
-          pinnedKeyIds: ring.published().map((k) => k.key_id),
-          createdAt: at,
-        })
-        .run();
+      const [agentId] = await insertEnrolledAgents(
+        db,
+        workspaceId,
+        [{ instanceName: newId('instance'), publicKey: encodePublicKey(publicKey) }],
+        ring.published().map((k) => k.key_id),
+      );
+      if (!agentId) throw new Error('no agent was inserted');
       return { agentId, key: privateKey };
     },
-    revokeAgent(agentId) {
-      db.$client.prepare("UPDATE agents SET state = 'revoked' WHERE id = ?").run(agentId);
+    async revokeAgent(agentId) {
+      await updateAgent(db, agentId, { state: 'revoked' });
     },
     async close() {
       await bus.close();
       await hub.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      // Tests read the rows the closing hub wrote, so the file goes when the process ends.
-      leftovers.add(() => {
-        closeDatabase(db);
+      // Tests read the rows the closing hub wrote, so the database goes at the test's end (closeLater).
+      closers.push(async () => {
+        await closeDatabase(db);
+        await drop();
         rmSync(dataDir, { recursive: true, force: true });
       });
     },
   };
 }
 
-export async function until(cond: () => boolean, timeoutMs = 30_000, what = 'condition'): Promise<void> {
+const closers: (() => Promise<void>)[] = [];
+// The file's end closes and removes the databases of every hub it started.
+t.teardown(async () => {
+  for (const close of closers.splice(0)) await close();
+});
+
+/** Polls a condition (sync or async) every 20 ms until it holds. */
+export async function until(cond: () => boolean | Promise<boolean>, timeoutMs = 30_000, what = 'condition'): Promise<void> {
   const deadline = Date.now() + timeoutMs;
-  while (!cond()) {
+  while (!(await cond())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
   }

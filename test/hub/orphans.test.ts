@@ -2,7 +2,7 @@ import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
 import { encodePublicKey, signCommand } from '@vmkit/protocol';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
-import { SqliteHubStore } from '../../control-plane/src/db/hub-store.ts';
+import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import { createAgent } from '../../control-plane/src/db/agents.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 import { getCommand } from '../../control-plane/src/db/commands.ts';
@@ -19,7 +19,7 @@ function leftover(fx: { ring: { active(): Parameters<typeof signCommand>[0] } },
 t.test('commands left in flight by a previous process time out once expired; later ones are left to their waiters', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId } = fx.addAgent();
+  const { agentId } = await fx.addAgent();
   const old = Date.now() - 60_000;
   const stale = ['sent', 'acked', 'running'].map((s) => leftover(fx, agentId, s as CommandState, old));
   for (const c of stale) await fx.store.insert(c);
@@ -30,10 +30,10 @@ t.test('commands left in flight by a previous process time out once expired; lat
   // Created after this bus started: its waiter (in this process) decides, not the sweep.
   const recent = leftover(fx, agentId, 'running', Date.now() + 5);
   await fx.store.insert({ ...recent, expiresAt: Date.now() - 1 });
-  await until(() => stale.every((c) => fx.store.commands.get(c.id)?.state === 'timed_out'), 3_000, 'stale commands timed out');
+  await until(async () => (await Promise.all(stale.map((c) => fx.store.commands.get(c.id)))).every((c) => c?.state === 'timed_out'), 3_000, 'stale commands timed out');
   t.pass('sent, acked and running leftovers are timed_out');
-  t.equal(fx.store.commands.get(done.id)?.state, 'succeeded', 'finished commands are untouched');
-  t.equal(fx.store.commands.get(recent.id)?.state, 'running', 'a command of this process is left to its waiter');
+  t.equal((await fx.store.commands.get(done.id))?.state, 'succeeded', 'finished commands are untouched');
+  t.equal((await fx.store.commands.get(recent.id))?.state, 'running', 'a command of this process is left to its waiter');
 });
 
 t.test('on the real database the orphan sweep is one guarded UPDATE and a late result still lands', async (t) => {
@@ -45,7 +45,7 @@ t.test('on the real database the orphan sweep is one guarded UPDATE and a late r
     instanceId: inst.id,
     publicKey: encodePublicKey(generateKeyPairSync('ed25519').publicKey),
   });
-  const store = new SqliteHubStore(cp.ctx.db);
+  const store = openHubStore(cp.ctx.db);
   const ring = { active: () => cp.ctx.signingKey };
   const old = Date.now() - 60_000;
   const running = leftover({ ring }, agent.id, 'running', old);

@@ -82,7 +82,7 @@ t.test('unauthenticated connections held at once are capped with HTTP 503; close
     if (Date.now() > deadline) throw new Error('the closed handshakes were never released');
     await new Promise((r) => setTimeout(r, 20));
   }
-  const enrolled = fx.addAgent();
+  const enrolled = await fx.addAgent();
   const { welcome, agent } = await FakeAgent.connect(fx.url, enrolled.agentId, enrolled.key);
   t.ok(welcome, 'once they are gone an enrolled agent gets in');
   await agent.close();
@@ -137,12 +137,12 @@ t.test(`a flood of ${FLOOD} unauthenticated upgrades takes no handshake token an
 
   // Verified agents: the first takes the one token; the next that finds none gets
   // a slot one interval away, not behind two thousand strangers.
-  const first = fx.addAgent();
+  const first = await fx.addAgent();
   const welcomed = await FakeAgent.connect(fx.url, first.agentId, first.key);
   t.ok(welcomed.welcome, 'an enrolled agent is welcomed during the flood’s aftermath');
   let refused: Awaited<ReturnType<typeof FakeAgent.connect>> | undefined;
   for (let i = 0; i < 20 && !refused; i++) {
-    const a = fx.addAgent();
+    const a = await fx.addAgent();
     const got = await FakeAgent.connect(fx.url, a.agentId, a.key);
     if (got.error) refused = got;
     else await got.agent.close();

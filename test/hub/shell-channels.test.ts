@@ -20,7 +20,7 @@ async function rig(t: Test, maxInvalidFrames = 5) {
 }
 
 async function connectAgent(t: Test, fx: HubFixture) {
-  const { agentId, key } = fx.addAgent();
+  const { agentId, key } = await fx.addAgent();
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   t.teardown(() => agent.kill());
   await until(() => fx.hub.isConnected(agentId), 10_000, 'agent connected');

@@ -7,6 +7,7 @@ import { FileKeyRing } from '../../control-plane/src/hub/signing-keys.ts';
 import { AgentProcess, TEST_RECONNECT, runCli } from '../agent/agent-process.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { getAgentById } from '../../control-plane/src/db/agents.ts';
 
 interface KeyList {
   items: { key_id: string; state: string }[];
@@ -85,8 +86,8 @@ t.test('key rotation with a real agent: it pins the new key, then accepts comman
   t.equal(pong?.status, 'succeeded');
   const stored = await bus?.get(pong?.commandId ?? '');
   t.equal(stored?.envelope.key_id, added.body.key_id, 'signed by the new key');
-  const row = cp.ctx.db.$client.prepare('select pinned_key_ids from agents where id = ?').get(agentId) as { pinned_key_ids: string };
-  t.same(JSON.parse(row.pinned_key_ids), [added.body.key_id]);
+  const row = await getAgentById(cp.ctx.db, agentId);
+  t.same(row?.pinnedKeyIds, [added.body.key_id]);
   const states = (await cp.api<KeyList>('GET', '/api/admin/signing-keys')).body.items.map((k) => `${k.key_id === oldId ? 'old' : 'new'}:${k.state}`);
   t.same(states.sort(), ['new:active', 'old:retired']);
 });
@@ -157,8 +158,8 @@ t.test('an agent enrolled mid-rotation with --cp-key (active key only) learns th
   const agentId = String(cfg.agent_id);
   // The connect-time catch-up (keys.rotate add, signed by the active key) runs in the background.
   for (let i = 0; i < 100; i++) {
-    const row = cp.ctx.db.$client.prepare('select pinned_key_ids from agents where id = ?').get(agentId) as { pinned_key_ids: string };
-    if ((JSON.parse(row.pinned_key_ids) as string[]).length === 2) break;
+    const row = await getAgentById(cp.ctx.db, agentId);
+    if ((row?.pinnedKeyIds ?? []).length === 2) break;
     await new Promise((res) => setTimeout(res, 50));
   }
   const promoted = await cp.api<{ agents_updated: number }>('POST', '/api/admin/signing-keys/promote');

@@ -4,6 +4,7 @@ import { closeDatabase } from '../../control-plane/src/db/index.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { parsePromText } from '../helpers/prom-text.ts';
+import { rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 interface Readiness {
   status: string;
@@ -57,14 +58,16 @@ t.test('a database that cannot be reached makes it not ready, naming the databas
 t.test('a migration not applied makes it not ready, saying how many', async (t) => {
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
-  const client = cp.ctx.db.$client;
-  const last = client.prepare('select hash, created_at from __drizzle_migrations order by created_at desc limit 1').get() as { hash: string; created_at: number };
-  t.equal(client.prepare('delete from __drizzle_migrations where created_at = ?').run(last.created_at).changes, 1, 'the last migration is forgotten');
+  const db = cp.ctx.db;
+  const table = db.dialect === 'postgres' ? sql`drizzle.__drizzle_migrations` : sql`__drizzle_migrations`;
+  const [last] = await rawRows<{ hash: string; created_at: number }>(db, sql`select hash, created_at from ${table} order by created_at desc limit 1`);
+  if (!last) throw new Error('no migration recorded');
+  t.equal(await rawExec(db, sql`delete from ${table} where created_at = ${last.created_at}`), 1, 'the last migration is forgotten');
   const r = await readyz(cp);
   t.equal(r.status, 503);
   t.same(r.body.failed, ['migrations']);
   t.same(r.body.checks.migrations, { ok: false, pending: 1, message: '1 migration not applied' });
-  client.prepare('insert into __drizzle_migrations (hash, created_at) values (?, ?)').run(last.hash, last.created_at);
+  await rawExec(db, sql`insert into ${table} (hash, created_at) values (${last.hash}, ${last.created_at})`);
   t.equal((await readyz(cp)).status, 200, 'ready again once it is applied');
 });
 

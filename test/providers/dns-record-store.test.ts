@@ -1,43 +1,34 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
 import type { Test } from 'tap';
-import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts';
-import type { Db } from '../../control-plane/src/db/index.ts';
 import { DbDnsRecordStore } from '../../control-plane/src/db/dns-records.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { LocalDnsProvider, MemoryDnsRecordStore } from '../../control-plane/src/providers/dns/local.ts';
 import type { DnsRecordStore } from '../../control-plane/src/providers/dns/local.ts';
+import { testDialects } from '../helpers/postgres.ts';
+import { prerequisite } from '../helpers/prereq.ts';
+import type { Missing } from '../helpers/prereq.ts';
+import { openTestDatabase } from '../helpers/test-db.ts';
 
 const ZONE = 'vmkit.internal';
 const HOST = 'shop-staging.vmkit.internal';
 const ENV = 'env_01jx4n9abcdefghjkmnpqrstvw';
 
-function database(t: Test): Db {
-  const dir = mkdtempSync(join(tmpdir(), 'vmkit-dns-store-'));
-  const db = openDatabase(dir);
-  t.teardown(() => {
-    closeDatabase(db);
-    rmSync(dir, { recursive: true, force: true });
-  });
-  return db;
-}
 
-/** The same behaviours for the in-memory store and the database one: the provider cannot tell them apart. */
-const STORES: [string, (t: Test) => Promise<DnsRecordStore>][] = [
-  ['in memory', () => Promise.resolve(new MemoryDnsRecordStore())],
-  [
-    'in the database',
+/** The same behaviours for the in-memory store and the database ones: the provider cannot tell them apart. */
+const STORES: [string, (t: Test) => Promise<DnsRecordStore>, Missing][] = [
+  ['in memory', () => Promise.resolve(new MemoryDnsRecordStore()), false],
+  ...testDialects().map(({ dialect, skip }): [string, (t: Test) => Promise<DnsRecordStore>, Missing] => [
+    `in the ${dialect} database`,
     async (t) => {
-      const db = database(t);
+      const db = await openTestDatabase(t, dialect);
       return new DbDnsRecordStore(db, (await createWorkspace(db, 'ws')).id, ZONE);
     },
-  ],
+    skip,
+  ]),
 ];
 
-for (const [where, makeStore] of STORES) {
-  t.test(`local DNS ${where}: an upsert is idempotent and keeps the record's id`, async (t) => {
+for (const [where, makeStore, missing] of STORES) {
+  t.test(`local DNS ${where}: an upsert is idempotent and keeps the record's id`, { skip: prerequisite(missing) }, async (t) => {
     const store = await makeStore(t);
     const dns = new LocalDnsProvider({ zone: ZONE, store });
     const created = await dns.upsert({ name: HOST, type: 'A', content: '10.201.0.2', owner: ENV });
@@ -52,7 +43,7 @@ for (const [where, makeStore] of STORES) {
     t.same((await store.list()).map((r) => [r.name, r.type, r.content]), [[HOST, 'A', '10.201.0.6']], 'one record');
   });
 
-  t.test(`local DNS ${where}: one owner per name; the other owner cannot change or remove it`, async (t) => {
+  t.test(`local DNS ${where}: one owner per name; the other owner cannot change or remove it`, { skip: prerequisite(missing) }, async (t) => {
     const store = await makeStore(t);
     const dns = new LocalDnsProvider({ zone: ZONE, store });
     await dns.upsert({ name: HOST, type: 'A', content: '10.201.0.2', owner: ENV });
@@ -68,7 +59,7 @@ for (const [where, makeStore] of STORES) {
 }
 
 t.test('the database store keeps each workspace to its own records', async (t) => {
-  const db = database(t);
+  const db = await openTestDatabase(t, 'sqlite');
   const a = await createWorkspace(db, 'a');
   const b = await createWorkspace(db, 'b');
   const dnsA = new LocalDnsProvider({ zone: ZONE, store: new DbDnsRecordStore(db, a.id, ZONE) });

@@ -1,23 +1,26 @@
 import { parseArgs } from 'node:util';
 import { ConfigError, SERVE_OPTIONS, loadConfig } from '../config.ts';
 import { createWorkspaceWithAdminKey, newWorkspaceMessage } from '../auth/bootstrap.ts';
-import { closeDatabase, openDatabase } from '../db/index.ts';
+import { closeDatabase, openDatabase, redactDatabaseUrl } from '../db/index.ts';
 import { startControlPlane } from '../server.ts';
 import type { RunningControlPlane } from '../server.ts';
 import { runningServerUrl } from '../server-url.ts';
 import type { Io } from './output.ts';
 
 export const SERVER_USAGE = `Usage:
-  vmkit-control-plane serve [--host H] [--port P] [--data-dir D] [--public-url U]
+  vmkit-control-plane serve [--host H] [--port P] [--data-dir D] [--database-url postgres://...] [--public-url U]
                             [--rate-limit-max N] [--rate-limit-anonymous-max N]
                             [--rate-limit-window-ms MS] [--log-level L] [--trust-proxy T]
                             [--ssh-gateway-port P (2222; 0 = off)] [--ssh-gateway-host H]
                             [--shell-idle-timeout-s S] [--shell-max-session-s S]
                             [--shell-record-input true|false] [--shell-require-recording true|false]
                             [--node-id ID] [--metrics-listen HOST:PORT]
-  vmkit-control-plane workspaces create NAME [--data-dir D] [--public-url U]
+  vmkit-control-plane workspaces create NAME [--data-dir D] [--database-url postgres://...] [--public-url U]
 
-Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_PUBLIC_URL,
+SQLite (a file in the data dir) unless --database-url or VMKIT_DATABASE_URL names a
+PostgreSQL database; the data dir still holds the signing key and recordings.
+
+Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_DATABASE_URL, VMKIT_PUBLIC_URL,
 VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
 VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY, VMKIT_SSH_GATEWAY_PORT, VMKIT_SSH_GATEWAY_HOST,
 VMKIT_SHELL_IDLE_TIMEOUT_S, VMKIT_SHELL_MAX_SESSION_S, VMKIT_SHELL_RECORD_INPUT,
@@ -41,7 +44,13 @@ export async function serve(argv: string[], io: Io): Promise<RunningControlPlane
   }
   // The runtime is named so operators can see which Node (and so which security fixes) serves them.
   running.ctx.logger.info(
-    { url: running.url, public_url: running.ctx.publicUrl, data_dir: config.dataDir, node: process.version },
+    {
+      url: running.url,
+      public_url: running.ctx.publicUrl,
+      data_dir: config.dataDir,
+      database: config.databaseUrl === undefined ? 'sqlite' : redactDatabaseUrl(config.databaseUrl),
+      node: process.version,
+    },
     'control plane listening',
   );
   return running;
@@ -58,7 +67,7 @@ export async function createWorkspaceCommand(argv: string[], io: Io): Promise<nu
   const flags: string[] = [];
   for (const [k, v] of Object.entries(values)) if (typeof v === 'string') flags.push(`--${k}`, v);
   const config = loadConfig(flags, io.env);
-  const db = openDatabase(config.dataDir);
+  const db = await openDatabase(config);
   try {
     const created = await createWorkspaceWithAdminKey(db, name);
     const running = runningServerUrl(config.dataDir);
@@ -69,7 +78,7 @@ export async function createWorkspaceCommand(argv: string[], io: Io): Promise<nu
     }
     return 0;
   } finally {
-    closeDatabase(db);
+    await closeDatabase(db);
   }
 }
 

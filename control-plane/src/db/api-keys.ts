@@ -1,11 +1,10 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import { prepared } from './index.ts';
 import type { Db } from './index.ts';
-import { apiKeys } from './schema.ts';
+import type { Row } from './schema.ts';
 
-export type ApiKeyRow = typeof apiKeys.$inferSelect;
+export type ApiKeyRow = Row<'apiKeys'>;
 
 export interface NewApiKey {
   workspaceId: string;
@@ -34,28 +33,32 @@ export function newApiKeyRow(key: NewApiKey, now: number): ApiKeyRow {
 
 export async function insertApiKey(db: Db, key: NewApiKey, now = Date.now()): Promise<ApiKeyRow> {
   const row = newApiKeyRow(key, now);
-  db.insert(apiKeys).values(row).run();
+  await db.orm.insert(db.t.apiKeys).values(row);
   return row;
 }
 
 /** Any workspace: the hash is what identifies the caller. */
 export async function findApiKeyByHash(db: Db, hash: string): Promise<ApiKeyRow | undefined> {
-  const stmt = prepared(db, 'apiKeys.byHash', () =>
-    db.select().from(apiKeys).where(eq(apiKeys.hash, sql.placeholder('hash'))).prepare(),
+  const { apiKeys } = db.t;
+  const stmt = prepared(db, 'api_keys_by_hash', () =>
+    db.orm.select().from(apiKeys).where(eq(apiKeys.hash, sql.placeholder('hash'))).prepare('api_keys_by_hash'),
   );
-  return stmt.get({ hash });
+  const [row] = await stmt.execute({ hash });
+  return row;
 }
 
 export async function getApiKey(db: Db, workspaceId: string, id: string): Promise<ApiKeyRow | undefined> {
-  return db
+  const { apiKeys } = db.t;
+  const [row] = await db.orm
     .select()
     .from(apiKeys)
-    .where(and(eq(apiKeys.workspaceId, workspaceId), eq(apiKeys.id, id)))
-    .get();
+    .where(and(eq(apiKeys.workspaceId, workspaceId), eq(apiKeys.id, id)));
+  return row;
 }
 
 export async function listApiKeys(db: Db, workspaceId: string): Promise<ApiKeyRow[]> {
-  return db.select().from(apiKeys).where(eq(apiKeys.workspaceId, workspaceId)).orderBy(asc(apiKeys.id)).all();
+  const { apiKeys } = db.t;
+  return db.orm.select().from(apiKeys).where(eq(apiKeys.workspaceId, workspaceId)).orderBy(asc(apiKeys.id));
 }
 
 /** Sets revoked_at once (a second revoke keeps the first time). Undefined when no such key. */
@@ -63,10 +66,12 @@ export async function revokeApiKey(db: Db, workspaceId: string, id: string, now 
   const key = await getApiKey(db, workspaceId, id);
   if (!key) return undefined;
   if (key.revokedAt !== null) return key;
-  db.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id)).run();
+  const { apiKeys } = db.t;
+  await db.orm.update(apiKeys).set({ revokedAt: now }).where(eq(apiKeys.id, id));
   return { ...key, revokedAt: now };
 }
 
 export async function touchApiKey(db: Db, id: string, now = Date.now()): Promise<void> {
-  db.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, id)).run();
+  const { apiKeys } = db.t;
+  await db.orm.update(apiKeys).set({ lastUsedAt: now }).where(eq(apiKeys.id, id));
 }

@@ -1,25 +1,26 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, desc, eq } from 'drizzle-orm';
 import type { Db } from './index.ts';
-import { commands } from './schema.ts';
+import type { Row } from './schema.ts';
 
 /**
  * Reads of the commands table for routes. The hub's store (hub-store.ts) owns every
  * write: the command state machine lives there, behind the CommandStore interface.
  */
-export type CommandRow = typeof commands.$inferSelect;
+export type CommandRow = Row<'commands'>;
 
 export async function getCommand(db: Db, id: string): Promise<CommandRow | undefined> {
-  return db.select().from(commands).where(eq(commands.id, id)).get();
+  const { commands } = db.t;
+  const [row] = await db.orm.select().from(commands).where(eq(commands.id, id));
+  return row;
 }
 
 /** The commands sent to one instance's agents, newest first. */
 export async function listCommandsOfInstance(db: Db, workspaceId: string, instanceId: string, limit: number): Promise<CommandRow[]> {
-  return db
+  const { commands } = db.t;
+  return db.orm
     .select()
     .from(commands)
     .where(and(eq(commands.workspaceId, workspaceId), eq(commands.instanceId, instanceId)))
     .orderBy(desc(commands.createdAt), desc(commands.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }

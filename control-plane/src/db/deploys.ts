@@ -1,11 +1,11 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, desc, eq, inArray, isNotNull } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
-import { deploySteps, deploys } from './schema.ts';
+import { isUniqueViolation } from './errors.ts';
+import type { Row } from './schema.ts';
 
-export type DeployRow = typeof deploys.$inferSelect;
-export type DeployStepRow = typeof deploySteps.$inferSelect;
+export type DeployRow = Row<'deploys'>;
+export type DeployStepRow = Row<'deploySteps'>;
 export type DeployStatus = 'scaffolding_pr_open' | 'running' | 'succeeded' | 'failed';
 export type DeployStepState = 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
 
@@ -44,7 +44,7 @@ export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): 
     createdAt: now,
     updatedAt: now,
   };
-  db.insert(deploys).values(row).run();
+  await db.orm.insert(db.t.deploys).values(row);
   return row;
 }
 
@@ -61,28 +61,31 @@ export async function createRunningDeploy(db: Db, input: Omit<NewDeploy, 'status
       return { deploy: await createDeploy(db, { ...input, status: 'running' }, now), created: true };
     } catch (err) {
       // Lost the race to another insert: answer the winner (found on the next turn).
-      if (!/UNIQUE constraint failed/i.test((err as Error).message)) throw err;
+      if (!isUniqueViolation(err)) throw err;
     }
   }
   throw new Error('could not create or find the running deploy of the environment');
 }
 
 export async function findRunningDeploy(db: Db, environmentId: string): Promise<DeployRow | undefined> {
-  return db
+  const { deploys } = db.t;
+  const [row] = await db.orm
     .select()
     .from(deploys)
-    .where(and(eq(deploys.environmentId, environmentId), eq(deploys.status, 'running')))
-    .get();
+    .where(and(eq(deploys.environmentId, environmentId), eq(deploys.status, 'running')));
+  return row;
 }
 
 /** The newest deploy of the repo that took part in scaffolding (it has a pull request), any environment. */
 export async function latestScaffoldingDeploy(db: Db, workspaceId: string, repoId: string): Promise<DeployRow | undefined> {
-  return db
+  const { deploys } = db.t;
+  const [row] = await db.orm
     .select()
     .from(deploys)
     .where(and(eq(deploys.workspaceId, workspaceId), eq(deploys.repoId, repoId), isNotNull(deploys.prNumber)))
     .orderBy(desc(deploys.id))
-    .get();
+    .limit(1);
+  return row;
 }
 
 export interface DeployFilter {
@@ -93,47 +96,53 @@ export interface DeployFilter {
 
 /** A workspace's deploys, newest first. */
 export async function listDeploys(db: Db, workspaceId: string, filter: DeployFilter = {}): Promise<DeployRow[]> {
+  const { deploys } = db.t;
   const where = [eq(deploys.workspaceId, workspaceId)];
   if (filter.repoId !== undefined) where.push(eq(deploys.repoId, filter.repoId));
   if (filter.environmentId !== undefined) where.push(eq(deploys.environmentId, filter.environmentId));
-  return db
+  return db.orm
     .select()
     .from(deploys)
     .where(and(...where))
     .orderBy(desc(deploys.id))
-    .limit(filter.limit ?? 100)
-    .all();
+    .limit(filter.limit ?? 100);
 }
 
 /** Only for internal callers that already proved the workspace (the deploy runner). */
 export async function getDeployById(db: Db, id: string): Promise<DeployRow | undefined> {
-  return db.select().from(deploys).where(eq(deploys.id, id)).get();
+  const { deploys } = db.t;
+  const [row] = await db.orm.select().from(deploys).where(eq(deploys.id, id));
+  return row;
 }
 
 export async function getDeploy(db: Db, workspaceId: string, id: string): Promise<DeployRow | undefined> {
-  return db
+  const { deploys } = db.t;
+  const [row] = await db.orm
     .select()
     .from(deploys)
-    .where(and(eq(deploys.workspaceId, workspaceId), eq(deploys.id, id)))
-    .get();
+    .where(and(eq(deploys.workspaceId, workspaceId), eq(deploys.id, id)));
+  return row;
 }
 
 export type DeployPatch = Partial<Omit<DeployRow, 'id' | 'workspaceId' | 'repoId' | 'environmentId' | 'createdAt' | 'updatedAt'>>;
 
 export async function updateDeploy(db: Db, id: string, patch: DeployPatch, now = Date.now()): Promise<void> {
-  db.update(deploys)
+  const { deploys } = db.t;
+  await db.orm
+    .update(deploys)
     .set({ ...patch, updatedAt: now })
-    .where(eq(deploys.id, id))
-    .run();
+    .where(eq(deploys.id, id));
 }
 
 /** Deploys a restarted control plane must resume. */
 export async function listUnfinishedDeploys(db: Db): Promise<DeployRow[]> {
-  return db.select().from(deploys).where(inArray(deploys.status, ['running'])).orderBy(asc(deploys.id)).all();
+  const { deploys } = db.t;
+  return db.orm.select().from(deploys).where(inArray(deploys.status, ['running'])).orderBy(asc(deploys.id));
 }
 
 export async function listDeploySteps(db: Db, deployId: string): Promise<DeployStepRow[]> {
-  return db.select().from(deploySteps).where(eq(deploySteps.deployId, deployId)).orderBy(asc(deploySteps.seq)).all();
+  const { deploySteps } = db.t;
+  return db.orm.select().from(deploySteps).where(eq(deploySteps.deployId, deployId)).orderBy(asc(deploySteps.seq));
 }
 
 /** Inserts or updates the step `seq` of a deploy. */
@@ -157,8 +166,9 @@ export async function upsertDeployStep(
     finishedAt: step.finishedAt ?? null,
   };
   const { id: _id, deployId: _d, seq: _s, ...update } = values;
-  db.insert(deploySteps)
+  const { deploySteps } = db.t;
+  await db.orm
+    .insert(deploySteps)
     .values(values)
-    .onConflictDoUpdate({ target: [deploySteps.deployId, deploySteps.seq], set: update })
-    .run();
+    .onConflictDoUpdate({ target: [deploySteps.deployId, deploySteps.seq], set: update });
 }

@@ -1,11 +1,10 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, eq } from 'drizzle-orm';
 import type { Db } from './index.ts';
-import { dnsRecords } from './schema.ts';
+import type { Row } from './schema.ts';
 import type { DnsRecordStore } from '../providers/dns/local.ts';
 import type { DnsRecord, DnsRecordType } from '../providers/dns/types.ts';
 
-export type DnsRecordRow = typeof dnsRecords.$inferSelect;
+export type DnsRecordRow = Row<'dnsRecords'>;
 
 /**
  * The `local` DNS provider's record book for one workspace, in the `dns_records` table
@@ -26,23 +25,23 @@ export class DbDnsRecordStore implements DnsRecordStore {
   }
 
   async get(name: string, type: DnsRecordType): Promise<DnsRecord | null> {
-    const row = this.#db.select().from(dnsRecords).where(this.#is(name, type)).get();
+    const [row] = await this.#db.orm.select().from(this.#db.t.dnsRecords).where(this.#is(name, type));
     return row ? recordOf(row) : null;
   }
 
   /** Keeps the provider's record id on first insert; an update keeps the row (and its id). */
   async put(record: DnsRecord): Promise<void> {
+    const { dnsRecords } = this.#db.t;
     const now = this.#now();
     const values = { zone: this.#zone, content: record.content, ttl: record.ttl, owner: record.owner, updatedAt: now };
-    this.#db
+    await this.#db.orm
       .insert(dnsRecords)
       .values({ id: record.id, workspaceId: this.#workspaceId, name: record.name.toLowerCase(), type: record.type, createdAt: now, ...values })
-      .onConflictDoUpdate({ target: [dnsRecords.workspaceId, dnsRecords.name, dnsRecords.type], set: values })
-      .run();
+      .onConflictDoUpdate({ target: [dnsRecords.workspaceId, dnsRecords.name, dnsRecords.type], set: values });
   }
 
   async delete(name: string, type: DnsRecordType): Promise<void> {
-    this.#db.delete(dnsRecords).where(this.#is(name, type)).run();
+    await this.#db.orm.delete(this.#db.t.dnsRecords).where(this.#is(name, type));
   }
 
   async list(): Promise<DnsRecord[]> {
@@ -50,12 +49,14 @@ export class DbDnsRecordStore implements DnsRecordStore {
   }
 
   #is(name: string, type: DnsRecordType) {
+    const { dnsRecords } = this.#db.t;
     return and(eq(dnsRecords.workspaceId, this.#workspaceId), eq(dnsRecords.name, name.toLowerCase()), eq(dnsRecords.type, type));
   }
 }
 
 export async function listDnsRecords(db: Db, workspaceId: string): Promise<DnsRecordRow[]> {
-  return db.select().from(dnsRecords).where(eq(dnsRecords.workspaceId, workspaceId)).orderBy(asc(dnsRecords.name), asc(dnsRecords.type)).all();
+  const { dnsRecords } = db.t;
+  return db.orm.select().from(dnsRecords).where(eq(dnsRecords.workspaceId, workspaceId)).orderBy(asc(dnsRecords.name), asc(dnsRecords.type));
 }
 
 function recordOf(row: DnsRecordRow): DnsRecord {

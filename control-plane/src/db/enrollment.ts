@@ -1,10 +1,11 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not. */
 import { createHash, randomBytes } from 'node:crypto';
 import { and, eq, gt, isNull } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { nameTakenOr } from './instances.ts';
-import { agents, enrollmentTokens, instances } from './schema.ts';
+import type { Row } from './schema.ts';
+import { exec, rows, transaction } from './tx.ts';
+import type { TxStep } from './tx.ts';
 
 export const ENROLLMENT_TOKEN_PREFIX = 'vmkenr_';
 
@@ -17,8 +18,8 @@ export async function registerInstance(
   db: Db,
   input: { workspaceId: string; name: string; environmentId: string | null; provider: string; statusReason?: string },
   now: number,
-): Promise<typeof instances.$inferSelect> {
-  const row: typeof instances.$inferInsert = {
+): Promise<Row<'instances'>> {
+  const row: Row<'instances'> = {
     id: newId('instance'),
     workspaceId: input.workspaceId,
     name: input.name,
@@ -32,12 +33,14 @@ export async function registerInstance(
     createdAt: now,
     updatedAt: now,
     providerRef: null,
+    sshHostKeys: null,
   };
   try {
-    return db.insert(instances).values(row).returning().get();
+    await db.orm.insert(db.t.instances).values(row);
   } catch (err) {
     throw nameTakenOr(err, row.name);
   }
+  return row;
 }
 
 /**
@@ -52,9 +55,9 @@ export async function createEnrollmentToken(
   const token = ENROLLMENT_TOKEN_PREFIX + randomBytes(32).toString('base64url');
   const id = newId('enrollmentToken');
   const expiresAt = now + input.ttlMs;
-  db.insert(enrollmentTokens)
-    .values({ id, workspaceId: input.workspaceId, instanceId: input.instanceId, hash: hashEnrollmentToken(token), expiresAt, usedAt: null, createdAt: now })
-    .run();
+  await db.orm
+    .insert(db.t.enrollmentTokens)
+    .values({ id, workspaceId: input.workspaceId, instanceId: input.instanceId, hash: hashEnrollmentToken(token), expiresAt, usedAt: null, createdAt: now });
   return { id, token, expiresAt };
 }
 
@@ -77,24 +80,25 @@ export type EnrollOutcome =
 /**
  * Consumes the token and registers the agent key in one transaction: a token that is
  * unknown, used or expired registers nothing, and of two concurrent uses exactly one
- * wins. Re-enrolling an instance keeps its agent id and replaces the key, so the old
- * key can no longer authenticate.
+ * wins (the conditional update of used_at). Re-enrolling an instance keeps its agent
+ * id and replaces the key, so the old key can no longer authenticate.
  */
 export async function enrollWithToken(db: Db, input: EnrollInput, now: number): Promise<EnrollOutcome> {
   const hash = hashEnrollmentToken(input.token);
-  return db.transaction((tx): EnrollOutcome => {
-    const token = tx.select().from(enrollmentTokens).where(eq(enrollmentTokens.hash, hash)).get();
+  return transaction(db, function* (tx, t): Generator<TxStep, EnrollOutcome, unknown> {
+    const [token] = yield* rows(tx.select().from(t.enrollmentTokens).where(eq(t.enrollmentTokens.hash, hash)));
     if (!token) return { ok: false };
-    const consumed = tx
-      .update(enrollmentTokens)
-      .set({ usedAt: now })
-      .where(and(eq(enrollmentTokens.id, token.id), isNull(enrollmentTokens.usedAt), gt(enrollmentTokens.expiresAt, now)))
-      .run();
-    if (consumed.changes !== 1) return { ok: false };
+    const consumed = yield* exec(
+      tx
+        .update(t.enrollmentTokens)
+        .set({ usedAt: now })
+        .where(and(eq(t.enrollmentTokens.id, token.id), isNull(t.enrollmentTokens.usedAt), gt(t.enrollmentTokens.expiresAt, now))),
+    );
+    if (consumed !== 1) return { ok: false };
     if (input.sshHostKeys !== undefined) {
-      tx.update(instances).set({ sshHostKeys: input.sshHostKeys, updatedAt: now }).where(eq(instances.id, token.instanceId)).run();
+      yield* exec(tx.update(t.instances).set({ sshHostKeys: input.sshHostKeys, updatedAt: now }).where(eq(t.instances.id, token.instanceId)));
     }
-    const existing = tx.select({ id: agents.id }).from(agents).where(eq(agents.instanceId, token.instanceId)).get();
+    const [existing] = yield* rows(tx.select({ id: t.agents.id }).from(t.agents).where(eq(t.agents.instanceId, token.instanceId)));
     const fields = {
       publicKey: input.publicKey,
       state: 'disconnected',
@@ -105,13 +109,11 @@ export async function enrollWithToken(db: Db, input: EnrollInput, now: number): 
       pinnedKeyIds: input.pinnedKeyIds,
     };
     if (existing) {
-      tx.update(agents).set(fields).where(eq(agents.id, existing.id)).run();
+      yield* exec(tx.update(t.agents).set(fields).where(eq(t.agents.id, existing.id)));
       return { ok: true, agentId: existing.id, instanceId: token.instanceId, workspaceId: token.workspaceId, replacedKey: true };
     }
     const agentId = newId('agent');
-    tx.insert(agents)
-      .values({ id: agentId, workspaceId: token.workspaceId, instanceId: token.instanceId, lastSeen: null, createdAt: now, ...fields })
-      .run();
+    yield* exec(tx.insert(t.agents).values({ id: agentId, workspaceId: token.workspaceId, instanceId: token.instanceId, lastSeen: null, createdAt: now, ...fields }));
     return { ok: true, agentId, instanceId: token.instanceId, workspaceId: token.workspaceId, replacedKey: false };
   });
 }

@@ -1,10 +1,10 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, eq } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
-import { environments } from './schema.ts';
+import type { Row } from './schema.ts';
+import { changed } from './tx.ts';
 
-export type EnvironmentRow = typeof environments.$inferSelect;
+export type EnvironmentRow = Row<'environments'>;
 
 export async function findEnvironmentByName(
   db: Db,
@@ -12,11 +12,12 @@ export async function findEnvironmentByName(
   repoId: string,
   name: string,
 ): Promise<EnvironmentRow | undefined> {
-  return db
+  const { environments } = db.t;
+  const [row] = await db.orm
     .select()
     .from(environments)
-    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.repoId, repoId), eq(environments.name, name)))
-    .get();
+    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.repoId, repoId), eq(environments.name, name)));
+  return row;
 }
 
 /** Creates the environment; creating it again returns the existing row. The caller checks the repo. */
@@ -30,8 +31,8 @@ export async function createEnvironment(
   const existing = await findEnvironmentByName(db, workspaceId, repoId, name);
   if (existing) return { environment: existing, created: false };
   const row: EnvironmentRow = { id: newId('environment'), workspaceId, repoId, name, createdAt: now };
-  const inserted = db.insert(environments).values(row).onConflictDoNothing().run();
-  if (inserted.changes === 0) {
+  const inserted = changed(await db.orm.insert(db.t.environments).values(row).onConflictDoNothing());
+  if (inserted === 0) {
     const raced = await findEnvironmentByName(db, workspaceId, repoId, name);
     if (raced) return { environment: raced, created: false };
   }
@@ -39,25 +40,25 @@ export async function createEnvironment(
 }
 
 export async function getEnvironment(db: Db, workspaceId: string, id: string): Promise<EnvironmentRow | undefined> {
-  return db
+  const { environments } = db.t;
+  const [row] = await db.orm
     .select()
     .from(environments)
-    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.id, id)))
-    .get();
+    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.id, id)));
+  return row;
 }
 
 export async function listEnvironments(db: Db, workspaceId: string, repoId: string): Promise<EnvironmentRow[]> {
-  return db
+  const { environments } = db.t;
+  return db.orm
     .select()
     .from(environments)
     .where(and(eq(environments.workspaceId, workspaceId), eq(environments.repoId, repoId)))
-    .orderBy(asc(environments.name))
-    .all();
+    .orderBy(asc(environments.name));
 }
 
 /** Removes the environment (its deploys go with it; its instances stay, detached). */
 export async function deleteEnvironment(db: Db, workspaceId: string, id: string): Promise<void> {
-  db.delete(environments)
-    .where(and(eq(environments.workspaceId, workspaceId), eq(environments.id, id)))
-    .run();
+  const { environments } = db.t;
+  await db.orm.delete(environments).where(and(eq(environments.workspaceId, workspaceId), eq(environments.id, id)));
 }

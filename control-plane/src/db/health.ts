@@ -1,42 +1,59 @@
 import { readMigrationFiles } from 'drizzle-orm/migrator';
-import type { DatabaseProbe } from '../metrics/database.ts';
-import { MIGRATIONS_DIR } from './index.ts';
-import type { Db } from './index.ts';
+import type { DatabasePoolStats, DatabaseProbe } from '../metrics/database.ts';
+import type { Db, PostgresDb } from './index.ts';
+import { PG_MIGRATIONS_DIR } from './postgres.ts';
+import { rawRows, sql } from './raw.ts';
+import { SQLITE_MIGRATIONS_DIR } from './sqlite.ts';
 
-/** drizzle's bookkeeping table: one row per applied migration, created_at = the migration's folder time. */
-const MIGRATIONS_TABLE = '__drizzle_migrations';
-
-let shipped: number[] | undefined;
-/** The migrations this build ships (their folder times), read once per process. */
-function shippedMigrations(): number[] {
-  shipped ??= readMigrationFiles({ migrationsFolder: MIGRATIONS_DIR }).map((m) => m.folderMillis);
-  return shipped;
+const shipped = new Map<string, number[]>();
+/** The migrations this build ships for a dialect (their folder times), read once per process. */
+function shippedMigrations(folder: string): number[] {
+  let times = shipped.get(folder);
+  if (!times) shipped.set(folder, (times = readMigrationFiles({ migrationsFolder: folder }).map((m) => m.folderMillis)));
+  return times;
 }
 
 /**
- * The SQLite database's health for /readyz and /metrics. There is no pool and no
- * LISTEN/NOTIFY in the embedded database: one connection, in this process.
+ * The database's health for /readyz and /metrics, in either dialect. SQLite has no
+ * pool and no LISTEN/NOTIFY (one connection, in this process); PostgreSQL adds the pool.
  */
-export class SqliteDatabaseProbe implements DatabaseProbe {
-  readonly dialect = 'sqlite';
+export class DatabaseHealthProbe implements DatabaseProbe {
+  readonly dialect: Db['dialect'];
   readonly #db: Db;
+  readonly pool?: () => DatabasePoolStats;
 
   constructor(db: Db) {
     this.#db = db;
+    this.dialect = db.dialect;
+    if (db.dialect === 'postgres') this.pool = () => poolStats(db);
   }
 
-  ping(): Promise<void> {
-    // Synchronous in better-sqlite3; a closed handle throws ("The database connection is not open").
-    this.#db.$client.prepare('select 1').get();
-    return Promise.resolve();
+  /** A closed handle or an unreachable server throws. */
+  async ping(): Promise<void> {
+    await rawRows(this.#db, sql`select 1`);
   }
 
   /** Counted as drizzle's migrator decides: a shipped migration newer than the last applied one is pending. */
-  pendingMigrations(): Promise<number> {
-    const client = this.#db.$client;
-    const table = client.prepare("select 1 from sqlite_master where type = 'table' and name = ?").get(MIGRATIONS_TABLE);
-    const last = table === undefined ? undefined : (client.prepare(`select max(created_at) as at from ${MIGRATIONS_TABLE}`).get() as { at: number | null }).at;
-    const lastAt = last === null || last === undefined ? -Infinity : Number(last);
-    return Promise.resolve(shippedMigrations().filter((at) => at > lastAt).length);
+  async pendingMigrations(): Promise<number> {
+    const db = this.#db;
+    let lastAt = -Infinity;
+    if (db.dialect === 'sqlite') {
+      const [table] = await rawRows(db, sql`select 1 from sqlite_master where type = 'table' and name = '__drizzle_migrations'`);
+      if (table) lastAt = await lastApplied(db, sql`__drizzle_migrations`);
+      return shippedMigrations(SQLITE_MIGRATIONS_DIR).filter((at) => at > lastAt).length;
+    }
+    const [table] = await rawRows<{ t: string | null }>(db, sql`select to_regclass('drizzle.__drizzle_migrations') as t`);
+    if (table?.t) lastAt = await lastApplied(db, sql`drizzle.__drizzle_migrations`);
+    return shippedMigrations(PG_MIGRATIONS_DIR).filter((at) => at > lastAt).length;
   }
+}
+
+async function lastApplied(db: Db, table: ReturnType<typeof sql>): Promise<number> {
+  const [row] = await rawRows<{ at: number | string | null }>(db, sql`select max(created_at) as at from ${table}`);
+  return row?.at === null || row?.at === undefined ? -Infinity : Number(row.at);
+}
+
+function poolStats(db: PostgresDb): DatabasePoolStats {
+  const { pool } = db;
+  return { total: pool.totalCount, idle: pool.idleCount, waiting: pool.waitingCount, max: pool.options.max ?? 10 };
 }

@@ -1,13 +1,14 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, desc, eq, inArray, notInArray, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import { prepared } from './index.ts';
 import type { Db } from './index.ts';
 import type { AgentRow } from './agents.ts';
-import { agents, instances } from './schema.ts';
+import { isUniqueViolation } from './errors.ts';
+import type { Row } from './schema.ts';
+import { changed } from './tx.ts';
 import { ApiError } from '../errors.ts';
 
-export type InstanceRow = typeof instances.$inferSelect;
+export type InstanceRow = Row<'instances'>;
 export type InstanceStatus = 'awaiting_agent' | 'provisioning' | 'running' | 'stopped' | 'failed' | 'destroyed';
 
 export interface NewInstance {
@@ -46,7 +47,7 @@ export async function createInstance(db: Db, input: NewInstance, now = Date.now(
     sshHostKeys: null,
   };
   try {
-    db.insert(instances).values(row).run();
+    await db.orm.insert(db.t.instances).values(row);
   } catch (err) {
     throw nameTakenOr(err, row.name);
   }
@@ -55,46 +56,50 @@ export async function createInstance(db: Db, input: NewInstance, now = Date.now(
 
 /** The unique index `instances_name_per_workspace` said no: the caller's 409, not a crash. */
 export function nameTakenOr(err: unknown, name: string): unknown {
-  if (err instanceof Error && /UNIQUE constraint failed: index 'instances_name_per_workspace'|UNIQUE constraint failed: instances\.workspace_id/.test(err.message)) {
+  if (isUniqueViolation(err, 'instances_name_per_workspace')) {
     return new ApiError('instance_name_taken', `An instance named ${JSON.stringify(name.slice(0, 100))} already exists in this workspace; choose another name or delete that one.`);
   }
   return err;
 }
 
 export async function getInstance(db: Db, workspaceId: string, id: string): Promise<InstanceRow | undefined> {
-  return db
+  const { instances } = db.t;
+  const [row] = await db.orm
     .select()
     .from(instances)
-    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)))
-    .get();
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)));
+  return row;
 }
 
 /** Only for internal callers that already proved the workspace (hub, services). */
 export async function getInstanceById(db: Db, id: string): Promise<InstanceRow | undefined> {
-  return db.select().from(instances).where(eq(instances.id, id)).get();
+  const { instances } = db.t;
+  const [row] = await db.orm.select().from(instances).where(eq(instances.id, id));
+  return row;
 }
 
 export async function getInstanceWithAgent(db: Db, workspaceId: string, id: string): Promise<InstanceWithAgent | undefined> {
-  const row = db
+  const { agents, instances } = db.t;
+  const [row] = await db.orm
     .select()
     .from(instances)
     .leftJoin(agents, eq(agents.instanceId, instances.id))
-    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)))
-    .get();
+    .where(and(eq(instances.workspaceId, workspaceId), eq(instances.id, id)));
   return row ? { instance: row.instances, agent: row.agents } : undefined;
 }
 
 export async function listInstancesWithAgents(db: Db, workspaceId: string): Promise<InstanceWithAgent[]> {
-  const stmt = prepared(db, 'instances.listWithAgents', () =>
-    db
+  const { agents, instances } = db.t;
+  const stmt = prepared(db, 'instances_list_with_agents', () =>
+    db.orm
       .select()
       .from(instances)
       .leftJoin(agents, eq(agents.instanceId, instances.id))
       .where(eq(instances.workspaceId, sql.placeholder('workspaceId')))
       .orderBy(asc(instances.id))
-      .prepare(),
+      .prepare('instances_list_with_agents'),
   );
-  return stmt.all({ workspaceId }).map((r) => ({ instance: r.instances, agent: r.agents }));
+  return (await stmt.execute({ workspaceId })).map((r) => ({ instance: r.instances, agent: r.agents }));
 }
 
 export type InstancePatch = Partial<
@@ -103,14 +108,14 @@ export type InstancePatch = Partial<
 
 /** Instances of every workspace in these statuses (start-up reconciliation only). */
 export async function listInstancesInStatus(db: Db, statuses: InstanceStatus[]): Promise<InstanceWithAgent[]> {
-  return db
+  const { agents, instances } = db.t;
+  const rows = await db.orm
     .select()
     .from(instances)
     .leftJoin(agents, eq(agents.instanceId, instances.id))
     .where(inArray(instances.status, statuses))
-    .orderBy(asc(instances.id))
-    .all()
-    .map((r) => ({ instance: r.instances, agent: r.agents }));
+    .orderBy(asc(instances.id));
+  return rows.map((r) => ({ instance: r.instances, agent: r.agents }));
 }
 
 /**
@@ -124,51 +129,53 @@ export async function moveInstanceStatus(
   patch: InstancePatch & { status: InstanceStatus },
   now = Date.now(),
 ): Promise<boolean> {
-  const r = db
+  const { instances } = db.t;
+  const r = await db.orm
     .update(instances)
     .set({ ...patch, updatedAt: now })
-    .where(and(eq(instances.id, id), inArray(instances.status, from)))
-    .run();
-  return r.changes === 1;
+    .where(and(eq(instances.id, id), inArray(instances.status, from)));
+  return changed(r) === 1;
 }
 
 export async function updateInstance(db: Db, id: string, patch: InstancePatch, now = Date.now()): Promise<void> {
-  db.update(instances)
+  const { instances } = db.t;
+  await db.orm
+    .update(instances)
     .set({ ...patch, updatedAt: now })
-    .where(eq(instances.id, id))
-    .run();
+    .where(eq(instances.id, id));
 }
 
 
 /** The newest instance of an environment that is neither failed nor destroyed (the VM deploy reuses). */
 export async function findLiveInstanceOfEnvironment(db: Db, workspaceId: string, environmentId: string): Promise<InstanceRow | undefined> {
-  return db
+  const { instances } = db.t;
+  const [row] = await db.orm
     .select()
     .from(instances)
     .where(and(eq(instances.workspaceId, workspaceId), eq(instances.environmentId, environmentId), notInArray(instances.status, ['failed', 'destroyed'])))
     .orderBy(desc(instances.id))
-    .get();
+    .limit(1);
+  return row;
 }
 
 /** The live (not destroyed) instance of the workspace with this name, in any case; the unique index allows one at most. */
 export async function findLiveInstanceByName(db: Db, workspaceId: string, name: string): Promise<InstanceRow | undefined> {
-  return db
+  const { instances } = db.t;
+  const [row] = await db.orm
     .select()
     .from(instances)
-    .where(and(eq(instances.workspaceId, workspaceId), sql`lower(${instances.name}) = lower(${name})`, sql`${instances.status} <> 'destroyed'`))
-    .get();
+    .where(and(eq(instances.workspaceId, workspaceId), sql`lower(${instances.name}) = lower(${name})`, sql`${instances.status} <> 'destroyed'`));
+  return row;
 }
 
 /** `base`, or `base-2`, `base-3`, ... : the first name no live instance of the workspace holds. */
 export async function freeInstanceName(db: Db, workspaceId: string, base: string): Promise<string> {
-  const taken = new Set(
-    db
-      .select({ name: instances.name })
-      .from(instances)
-      .where(and(eq(instances.workspaceId, workspaceId), sql`${instances.status} <> 'destroyed'`))
-      .all()
-      .map((r) => r.name.toLowerCase()),
-  );
+  const { instances } = db.t;
+  const live = await db.orm
+    .select({ name: instances.name })
+    .from(instances)
+    .where(and(eq(instances.workspaceId, workspaceId), sql`${instances.status} <> 'destroyed'`));
+  const taken = new Set(live.map((r) => r.name.toLowerCase()));
   for (let n = 1; ; n++) {
     const suffix = n === 1 ? '' : `-${n}`;
     const name = base.slice(0, 63 - suffix.length).replace(/-+$/, '') + suffix;

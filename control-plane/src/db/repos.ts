@@ -1,17 +1,18 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, asc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
-import { repos } from './schema.ts';
+import type { Row } from './schema.ts';
+import { changed } from './tx.ts';
 
-export type RepoRow = typeof repos.$inferSelect;
+export type RepoRow = Row<'repos'>;
 
 export function fullName(repo: Pick<RepoRow, 'owner' | 'name'>): string {
   return `${repo.owner}/${repo.name}`;
 }
 
 export async function findRepoByName(db: Db, workspaceId: string, owner: string, name: string): Promise<RepoRow | undefined> {
-  return db
+  const { repos } = db.t;
+  const [row] = await db.orm
     .select()
     .from(repos)
     .where(
@@ -20,8 +21,8 @@ export async function findRepoByName(db: Db, workspaceId: string, owner: string,
         sql`lower(${repos.owner}) = lower(${owner})`,
         sql`lower(${repos.name}) = lower(${name})`,
       ),
-    )
-    .get();
+    );
+  return row;
 }
 
 /** Connects owner/name to the workspace; connecting it again returns the existing row. */
@@ -35,8 +36,8 @@ export async function createRepo(
   const existing = await findRepoByName(db, workspaceId, owner, name);
   if (existing) return { repo: existing, created: false };
   const row: RepoRow = { id: newId('repo'), workspaceId, owner, name, createdAt: now };
-  const inserted = db.insert(repos).values(row).onConflictDoNothing().run();
-  if (inserted.changes === 0) {
+  const inserted = changed(await db.orm.insert(db.t.repos).values(row).onConflictDoNothing());
+  if (inserted === 0) {
     const raced = await findRepoByName(db, workspaceId, owner, name);
     if (raced) return { repo: raced, created: false };
   }
@@ -44,13 +45,15 @@ export async function createRepo(
 }
 
 export async function getRepo(db: Db, workspaceId: string, id: string): Promise<RepoRow | undefined> {
-  return db
+  const { repos } = db.t;
+  const [row] = await db.orm
     .select()
     .from(repos)
-    .where(and(eq(repos.workspaceId, workspaceId), eq(repos.id, id)))
-    .get();
+    .where(and(eq(repos.workspaceId, workspaceId), eq(repos.id, id)));
+  return row;
 }
 
 export async function listRepos(db: Db, workspaceId: string): Promise<RepoRow[]> {
-  return db.select().from(repos).where(eq(repos.workspaceId, workspaceId)).orderBy(asc(repos.id)).all();
+  const { repos } = db.t;
+  return db.orm.select().from(repos).where(eq(repos.workspaceId, workspaceId)).orderBy(asc(repos.id));
 }

@@ -1,10 +1,9 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, desc, eq, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
-import { scans } from './schema.ts';
+import type { Row } from './schema.ts';
 
-export type ScanRow = typeof scans.$inferSelect;
+export type ScanRow = Row<'scans'>;
 export type ScanStatus = 'running' | 'succeeded' | 'failed';
 
 export async function createScan(
@@ -28,22 +27,24 @@ export async function createScan(
     createdAt: now,
     finishedAt: null,
   };
-  db.insert(scans).values(row).run();
+  await db.orm.insert(db.t.scans).values(row);
   return row;
 }
 
 export async function getScan(db: Db, workspaceId: string, id: string): Promise<ScanRow | undefined> {
-  return db
+  const { scans } = db.t;
+  const [row] = await db.orm
     .select()
     .from(scans)
-    .where(and(eq(scans.workspaceId, workspaceId), eq(scans.id, id)))
-    .get();
+    .where(and(eq(scans.workspaceId, workspaceId), eq(scans.id, id)));
+  return row;
 }
 
 export type ScanPatch = Partial<Omit<ScanRow, 'id' | 'workspaceId' | 'createdAt'>>;
 
 export async function updateScan(db: Db, id: string, patch: ScanPatch): Promise<void> {
-  db.update(scans).set(patch).where(eq(scans.id, id)).run();
+  const { scans } = db.t;
+  await db.orm.update(scans).set(patch).where(eq(scans.id, id));
 }
 
 /**
@@ -54,7 +55,11 @@ export async function findScanAtSha(
   db: Db,
   q: { workspaceId: string; repoId: string; sha: string; source: string; rulesVersion: number },
 ): Promise<ScanRow | undefined> {
-  return db
+  const { scans } = db.t;
+  // A key of the JSON details, as text: json_extract in SQLite, ->> in PostgreSQL.
+  const detail = (key: string) =>
+    db.dialect === 'postgres' ? sql`(${scans.details} ->> ${sql.raw(`'${key}'`)})` : sql`json_extract(${scans.details}, ${sql.raw(`'$.${key}'`)})`;
+  const [row] = await db.orm
     .select()
     .from(scans)
     .where(
@@ -62,22 +67,24 @@ export async function findScanAtSha(
         eq(scans.workspaceId, q.workspaceId),
         eq(scans.repoId, q.repoId),
         eq(scans.status, 'succeeded'),
-        sql`json_extract(${scans.details}, '$.sha') = ${q.sha}`,
-        sql`json_extract(${scans.details}, '$.source') = ${q.source}`,
-        sql`json_extract(${scans.details}, '$.rules_version') = ${q.rulesVersion}`,
+        sql`${detail('sha')} = ${q.sha}`,
+        sql`${detail('source')} = ${q.source}`,
+        // Compared as text in both: json_extract answers 3, ->> answers '3'.
+        sql`CAST(${detail('rules_version')} AS TEXT) = ${String(q.rulesVersion)}`,
       ),
     )
     .orderBy(desc(scans.id))
-    .get();
+    .limit(1);
+  return row;
 }
 
 /** The latest scans of a connected repo, newest first. */
 export async function listScansOfRepo(db: Db, workspaceId: string, repoId: string, limit: number): Promise<ScanRow[]> {
-  return db
+  const { scans } = db.t;
+  return db.orm
     .select()
     .from(scans)
     .where(and(eq(scans.workspaceId, workspaceId), eq(scans.repoId, repoId)))
     .orderBy(desc(scans.createdAt), desc(scans.id))
-    .limit(limit)
-    .all();
+    .limit(limit);
 }

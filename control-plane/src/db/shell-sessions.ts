@@ -1,15 +1,15 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { and, desc, eq, inArray, isNull, lt } from 'drizzle-orm';
 import type { SQL } from 'drizzle-orm';
 import type { Db } from './index.ts';
-import { apiKeys, shellSessions } from './schema.ts';
+import type { Row } from './schema.ts';
+import { changed } from './tx.ts';
 
-export type ShellSessionRow = typeof shellSessions.$inferSelect;
+export type ShellSessionRow = Row<'shellSessions'>;
 export type NewShellSession = Pick<ShellSessionRow, 'id' | 'workspaceId' | 'instanceId' | 'keyId' | 'via' | 'recordingPath' | 'command' | 'runAs' | 'startedAt'>;
 
 export async function insertShellSession(db: Db, s: NewShellSession): Promise<ShellSessionRow> {
   const row: ShellSessionRow = { ...s, exitCode: null, exitSignal: null, bytesIn: 0, bytesOut: 0, endReason: null, endedAt: null };
-  db.insert(shellSessions).values(row).run();
+  await db.orm.insert(db.t.shellSessions).values(row);
   return row;
 }
 
@@ -17,16 +17,19 @@ export type ShellSessionEnd = Pick<ShellSessionRow, 'exitCode' | 'exitSignal' | 
 
 /** Counters of a running session, written now and then so a crash keeps them roughly. */
 export async function updateShellSessionCounters(db: Db, id: string, bytesIn: number, bytesOut: number): Promise<void> {
-  db.update(shellSessions).set({ bytesIn, bytesOut }).where(eq(shellSessions.id, id)).run();
+  const { shellSessions } = db.t;
+  await db.orm.update(shellSessions).set({ bytesIn, bytesOut }).where(eq(shellSessions.id, id));
 }
 
 export async function endShellSession(db: Db, id: string, end: ShellSessionEnd): Promise<void> {
-  db.update(shellSessions).set(end).where(and(eq(shellSessions.id, id), isNull(shellSessions.endedAt))).run();
+  const { shellSessions } = db.t;
+  await db.orm.update(shellSessions).set(end).where(and(eq(shellSessions.id, id), isNull(shellSessions.endedAt)));
 }
 
 /** Sessions a previous run left open (the control plane stopped under them). */
 export async function closeOrphanedShellSessions(db: Db, now: number): Promise<number> {
-  return db.update(shellSessions).set({ endedAt: now, endReason: 'control_plane_stopped' }).where(isNull(shellSessions.endedAt)).run().changes;
+  const { shellSessions } = db.t;
+  return changed(await db.orm.update(shellSessions).set({ endedAt: now, endReason: 'control_plane_stopped' }).where(isNull(shellSessions.endedAt)));
 }
 
 export interface ShellSessionQuery {
@@ -43,28 +46,23 @@ export async function listShellSessions(
   workspaceId: string,
   q: ShellSessionQuery,
 ): Promise<{ items: (ShellSessionRow & { keyName: string | null })[]; nextCursor: string | null }> {
+  const { apiKeys, shellSessions } = db.t;
   const where: SQL[] = [eq(shellSessions.workspaceId, workspaceId)];
   if (q.keyId !== undefined) where.push(eq(shellSessions.keyId, q.keyId));
   if (q.instanceId !== undefined) where.push(eq(shellSessions.instanceId, q.instanceId));
   if (q.cursor !== undefined) where.push(lt(shellSessions.id, q.cursor));
-  const rows = db
+  const rows = await db.orm
     .select()
     .from(shellSessions)
     .where(and(...where))
     .orderBy(desc(shellSessions.id))
-    .limit(q.limit + 1)
-    .all();
+    .limit(q.limit + 1);
   const page = rows.slice(0, q.limit);
   const keyIds = [...new Set(page.map((r) => r.keyId).filter((k): k is string => k !== null))];
   const names = new Map(
     keyIds.length === 0
       ? []
-      : db
-          .select({ id: apiKeys.id, name: apiKeys.name })
-          .from(apiKeys)
-          .where(inArray(apiKeys.id, keyIds))
-          .all()
-          .map((k) => [k.id, k.name] as const),
+      : (await db.orm.select({ id: apiKeys.id, name: apiKeys.name }).from(apiKeys).where(inArray(apiKeys.id, keyIds))).map((k) => [k.id, k.name] as const),
   );
   const last = page[page.length - 1];
   return {
@@ -74,9 +72,10 @@ export async function listShellSessions(
 }
 
 export async function getShellSession(db: Db, workspaceId: string, id: string): Promise<ShellSessionRow | undefined> {
-  return db
+  const { shellSessions } = db.t;
+  const [row] = await db.orm
     .select()
     .from(shellSessions)
-    .where(and(eq(shellSessions.workspaceId, workspaceId), eq(shellSessions.id, id)))
-    .get();
+    .where(and(eq(shellSessions.workspaceId, workspaceId), eq(shellSessions.id, id)));
+  return row;
 }

@@ -1,25 +1,27 @@
-/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, a PostgreSQL dialect will not, and callers already await. */
 import { asc, count } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { newApiKeyRow } from './api-keys.ts';
 import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
-import { apiKeys, workspaces } from './schema.ts';
+import type { Row } from './schema.ts';
+import { exec, transaction } from './tx.ts';
 
-export type WorkspaceRow = typeof workspaces.$inferSelect;
+export type WorkspaceRow = Row<'workspaces'>;
 
 export async function createWorkspace(db: Db, name: string, now = Date.now()): Promise<WorkspaceRow> {
   const row: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
-  db.insert(workspaces).values(row).run();
+  await db.orm.insert(db.t.workspaces).values(row);
   return row;
 }
 
 export async function listWorkspaces(db: Db): Promise<WorkspaceRow[]> {
-  return db.select().from(workspaces).orderBy(asc(workspaces.id)).all();
+  const { workspaces } = db.t;
+  return db.orm.select().from(workspaces).orderBy(asc(workspaces.id));
 }
 
 export async function countWorkspaces(db: Db): Promise<number> {
-  return db.select({ n: count() }).from(workspaces).get()?.n ?? 0;
+  const [row] = await db.orm.select({ n: count() }).from(db.t.workspaces);
+  return row?.n ?? 0;
 }
 
 /** A workspace and its first API key, in one transaction. */
@@ -31,9 +33,9 @@ export async function createWorkspaceWithKey(
 ): Promise<{ workspace: WorkspaceRow; key: ApiKeyRow }> {
   const workspace: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
   const keyRow = newApiKeyRow({ ...key, workspaceId: workspace.id }, now);
-  db.transaction((tx) => {
-    tx.insert(workspaces).values(workspace).run();
-    tx.insert(apiKeys).values(keyRow).run();
+  await transaction(db, function* (tx, t) {
+    yield* exec(tx.insert(t.workspaces).values(workspace));
+    yield* exec(tx.insert(t.apiKeys).values(keyRow));
   });
   return { workspace, key: keyRow };
 }

@@ -12,8 +12,11 @@ export interface SendOptions {
   timeoutMs?: number;
   /** Called for each `progress` frame, in order. */
   onProgress?: (progress: CommandProgress) => void;
-  /** Called once with the command id, as soon as the command is persisted. */
-  onCommandId?: (commandId: string) => void;
+  /**
+   * Called once with the command id, as soon as the command is persisted; delivery
+   * waits for it, so what it records is on file before the agent can answer.
+   */
+  onCommandId?: (commandId: string) => void | Promise<void>;
   /** Stop waiting (the command is still stored; a later result is still recorded). */
   signal?: AbortSignal;
   /** Fail at once with AgentNotConnectedError instead of queueing for a disconnected agent. */
@@ -92,6 +95,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #keys: SigningKeyRing;
   readonly #log: HubLogger | undefined;
   readonly #waiters = new Map<string, Waiter>();
+  readonly #resuming = new Set<string>();
   readonly #replyChains = new Map<string, Promise<void>>();
   readonly #sweeper: NodeJS.Timeout;
   readonly #startedAt = Date.now();
@@ -132,7 +136,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     await this.#store.insert(stored);
     const outcome = this.#wait(id, agentId, timeoutMs, opts);
     try {
-      opts.onCommandId?.(id);
+      await opts.onCommandId?.(id);
       if (this.#link.isConnected(agentId)) await this.#deliver(stored);
     } catch (err) {
       // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
@@ -150,15 +154,24 @@ export class InProcessCommandBus implements CommandBus, HubListener {
 
   async resume(commandId: string, opts: ResumeOptions = {}): Promise<CommandOutcome> {
     if (this.#closed) throw new CommandBusError('internal', 'the command bus is closed');
-    const cmd = await this.#store.get(commandId);
-    if (!cmd) throw new CommandBusError('command_not_found', `no command ${commandId}`);
-    if (this.#waiters.has(commandId)) throw new CommandBusError('conflict', `command ${commandId} is already awaited`);
-    const outcome = this.#wait(commandId, cmd.agentId, opts.timeoutMs ?? 30_000, opts);
-    // Read again now that the waiter is in place: a result stored meanwhile settles it.
-    const now = await this.#store.get(commandId);
-    if (now?.result) this.#settle(commandId, now.result);
-    else if (now?.state === 'expired' || now?.state === 'timed_out') void this.#giveUp(commandId);
-    return outcome;
+    // Claimed before the first await: of two resumes at once the later is refused, in
+    // whatever order a pooled database answers their reads.
+    if (this.#waiters.has(commandId) || this.#resuming.has(commandId)) {
+      throw new CommandBusError('conflict', `command ${commandId} is already awaited`);
+    }
+    this.#resuming.add(commandId);
+    try {
+      const cmd = await this.#store.get(commandId);
+      if (!cmd) throw new CommandBusError('command_not_found', `no command ${commandId}`);
+      const outcome = this.#wait(commandId, cmd.agentId, opts.timeoutMs ?? 30_000, opts);
+      // Read again now that the waiter is in place: a result stored meanwhile settles it.
+      const now = await this.#store.get(commandId);
+      if (now?.result) this.#settle(commandId, now.result);
+      else if (now?.state === 'expired' || now?.state === 'timed_out') void this.#giveUp(commandId);
+      return outcome;
+    } finally {
+      this.#resuming.delete(commandId);
+    }
   }
 
   async close(): Promise<void> {
@@ -173,6 +186,13 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   }
 
   #wait(id: string, agentId: string, timeoutMs: number, opts: Pick<SendOptions, 'onProgress' | 'signal'>): Promise<CommandOutcome> {
+    if (this.#closed) {
+      // The bus closed while the caller awaited the database: nobody would settle this wait.
+      // Marked handled here; the caller still gets the rejection when it awaits.
+      const aborted = Promise.reject(new CommandAbortedError(id));
+      aborted.catch(() => undefined);
+      return aborted;
+    }
     return new Promise<CommandOutcome>((resolve, reject) => {
       const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
       const waiter: Waiter = {

@@ -1,6 +1,6 @@
 import { join } from 'node:path';
 import type { ApiPlugin, AppContext } from '../app.ts';
-import { SqliteHubStore } from '../db/hub-store.ts';
+import { openHubStore } from '../db/hub-store.ts';
 import { AgentHub } from './agent-hub.ts';
 import { AgentBundleCache } from './bundle.ts';
 import { InProcessCommandBus } from './command-bus.ts';
@@ -42,7 +42,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   const cfg = agentHubConfig(ctx.config);
   const ring = FileKeyRing.open(ctx.config.dataDir, join(ctx.config.dataDir, 'signing-key.pem'));
   ctx.signingKey = ring.active();
-  const store = new SqliteHubStore(ctx.db);
+  const store = openHubStore(ctx.db);
   const hub = new AgentHub({
     store,
     keys: ring,

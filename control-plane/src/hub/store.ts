@@ -1,9 +1,9 @@
 import type { CommandEnvelope, ErrorKey } from '@vmkit/protocol';
 
 /**
- * What the hub and the command bus need from storage. The one implementation is
- * SqliteHubStore (src/db/hub-store.ts), which the tests use too, on a temp file.
- * Methods are async so a PostgreSQL implementation fits behind the same interface.
+ * What the hub and the command bus need from storage. The data layer implements it
+ * once per dialect (SqliteHubStore, PgHubStore; `openHubStore(db)` in
+ * src/db/hub-store.ts picks), and the tests run the hub over both.
  */
 
 export interface AgentIdentity {

@@ -1,7 +1,7 @@
 /**
  * What the metrics and /readyz need to know of the database, whatever the dialect.
- * The data layer implements it (SQLite: db/health.ts); a PostgreSQL data layer adds
- * `pool()` and `notify()` and sets `ctx.databaseProbe` before the app is built.
+ * The data layer implements it for both dialects (db/health.ts: PostgreSQL adds
+ * `pool()`); a LISTEN/NOTIFY bus will add `notify()`.
  */
 export interface DatabaseProbe {
   /** `sqlite` or `postgres`: a label on the database series. */

@@ -2,7 +2,7 @@ import type { FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { ApiPlugin, App, AppContext } from '../app.ts';
 import { channelOf } from '../auth/hooks.ts';
-import { SqliteDatabaseProbe } from '../db/health.ts';
+import { DatabaseHealthProbe } from '../db/health.ts';
 import type { DatabaseProbe } from './database.ts';
 import { startMetricsListener } from './listener.ts';
 import type { MetricsListener } from './listener.ts';
@@ -38,7 +38,7 @@ function routeOf(request: FastifyRequest): { route: string; method: string } {
  * before the routes are registered.
  */
 export function installMetrics(app: App, ctx: AppContext): ControlPlaneMetrics {
-  const database = (ctx.databaseProbe ??= new SqliteDatabaseProbe(ctx.db));
+  const database = (ctx.databaseProbe ??= new DatabaseHealthProbe(ctx.db));
   const metrics = (ctx.metrics ??= new ControlPlaneMetrics(ctx.nodeId, {
     database,
     hub: () => ctx.hub?.stats(),

@@ -114,9 +114,9 @@ export class HardenService {
       {
         timeoutMs: HARDEN_TIMEOUT_MS,
         requireConnected: true,
-        onCommandId: (id) => {
-          // Same tick as the command's insert and before its delivery.
-          insertHardenFollowUp(db, { commandId: id, workspaceId: req.workspaceId, instanceId: instance.id, keyId }, this.#d.now());
+        onCommandId: async (id) => {
+          // After the command's insert and before its delivery (the bus waits for this).
+          await insertHardenFollowUp(db, { commandId: id, workspaceId: req.workspaceId, instanceId: instance.id, keyId }, this.#d.now());
           run = new HardenRun(id, req.workspaceId, instance.id);
           this.runs.add(run);
           idKnown();

@@ -1,0 +1,136 @@
+import type pg from 'pg';
+import { CommandBusError } from '../hub/errors.ts';
+import type {
+  AgentIdentity,
+  AgentStateStore,
+  CommandState,
+  CommandStore,
+  ConnectedInfo,
+  RecordResultOutcome,
+  StoredCommand,
+  StoredResult,
+} from '../hub/store.ts';
+import type { PostgresDb } from './index.ts';
+import * as shared from './hub-store-shared.ts';
+import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
+
+const cols = shared.COMMAND_COLUMNS;
+
+/**
+ * Named statements: node-postgres parses and plans each once per pooled connection.
+ * Each hot path is one round trip (the command insert reads its agent's scope in the
+ * same statement; a heartbeat batch is one UPDATE over unnest()).
+ */
+const SQL = {
+  findAgent: { name: 'hub_find_agent', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = $1' },
+  markConnected: {
+    name: 'hub_mark_connected',
+    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4 WHERE id = $5 AND state <> 'revoked'",
+  },
+  markDisconnected: {
+    name: 'hub_mark_disconnected',
+    text: "UPDATE agents SET state = 'disconnected', last_seen = greatest(coalesce(last_seen, 0), $1) WHERE id = $2 AND state = 'connected'",
+  },
+  touch: {
+    name: 'hub_touch',
+    text: `UPDATE agents AS a SET last_seen = greatest(coalesce(a.last_seen, 0), v.at)
+           FROM unnest($1::text[], $2::bigint[]) AS v(id, at) WHERE a.id = v.id`,
+  },
+  insert: {
+    name: 'hub_insert_command',
+    text: `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at)
+           SELECT $1::text, a.workspace_id, a.id, a.instance_id, $3::text, $4::text, $5::json, $6::text, $7::bigint, NULL, NULL, $8::bigint, $8::bigint
+           FROM agents AS a WHERE a.id = $2`,
+  },
+  get: { name: 'hub_get_command', text: `SELECT ${cols} FROM commands WHERE id = $1` },
+  transition: { name: 'hub_transition', text: 'UPDATE commands SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4::text[])' },
+  recordResult: {
+    name: 'hub_record_result',
+    text: "UPDATE commands SET result = $1, error_key = $2, state = $3, updated_at = $4 WHERE id = $5 AND agent_id = $6 AND result IS NULL AND state <> 'expired'",
+  },
+  deliverable: {
+    name: 'hub_deliverable',
+    text: `SELECT ${cols} FROM commands WHERE agent_id = $1 AND state IN ('queued', 'sent') AND expires_at > $2 ORDER BY created_at, id`,
+  },
+  resultOwner: { name: 'hub_result_owner', text: 'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = $1' },
+} as const;
+
+/** The hub's storage on PostgreSQL: named statements on the hot paths, through the pool. */
+export class PgHubStore implements AgentStateStore, CommandStore {
+  readonly #db: PostgresDb;
+  readonly #pool: pg.Pool;
+
+  constructor(db: PostgresDb) {
+    this.#db = db;
+    this.#pool = db.pool;
+  }
+
+  async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
+    const { rows } = await this.#pool.query<RawAgentRow>({ ...SQL.findAgent, values: [agentId] });
+    return rows[0] ? shared.agentFromRow(rows[0]) : undefined;
+  }
+
+  async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
+    await this.#pool.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, agentId] });
+  }
+
+  async markDisconnected(agentId: string, at: number): Promise<void> {
+    await this.#pool.query({ ...SQL.markDisconnected, values: [at, agentId] });
+  }
+
+  async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
+    if (seen.size === 0) return;
+    await this.#pool.query({ ...SQL.touch, values: [[...seen.keys()], [...seen.values()]] });
+  }
+
+  async markAllDisconnected(): Promise<void> {
+    await shared.markAllDisconnected(this.#db);
+  }
+
+  async setPinnedKeys(agentId: string, keyIds: readonly string[]): Promise<void> {
+    await shared.setPinnedKeys(this.#db, agentId, keyIds);
+  }
+
+  async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
+    const res = await this.#pool.query({
+      ...SQL.insert,
+      values: [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt],
+    });
+    if (res.rowCount !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
+  }
+
+  async get(commandId: string): Promise<StoredCommand | undefined> {
+    const { rows } = await this.#pool.query<RawCommandRow>({ ...SQL.get, values: [commandId] });
+    return rows[0] ? shared.commandFromRow(rows[0]) : undefined;
+  }
+
+  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean> {
+    const res = await this.#pool.query({ ...SQL.transition, values: [to, at, commandId, [...from]] });
+    return res.rowCount === 1;
+  }
+
+  async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
+    // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
+    const res = await this.#pool.query({
+      ...SQL.recordResult,
+      values: [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId],
+    });
+    if (res.rowCount === 1) return 'stored';
+    const { rows } = await this.#pool.query<{ agent_id: string; has_result: boolean }>({ ...SQL.resultOwner, values: [commandId] });
+    const row = rows[0];
+    return row && row.agent_id === agentId && row.has_result ? 'duplicate' : 'unknown';
+  }
+
+  async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
+    const { rows } = await this.#pool.query<RawCommandRow>({ ...SQL.deliverable, values: [agentId, now] });
+    return rows.map(shared.commandFromRow);
+  }
+
+  async timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]> {
+    return shared.timeOutOrphans(this.#db, createdBefore, expiredBefore, at);
+  }
+
+  async expireQueued(now: number): Promise<string[]> {
+    return shared.expireQueued(this.#db, now);
+  }
+}

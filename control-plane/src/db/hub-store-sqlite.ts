@@ -1,0 +1,146 @@
+/* eslint-disable @typescript-eslint/require-await -- async on purpose: SQLite answers synchronously, PostgreSQL does not, and the hub awaits. */
+import type { Statement } from 'better-sqlite3';
+import { CommandBusError } from '../hub/errors.ts';
+import type {
+  AgentIdentity,
+  AgentStateStore,
+  CommandState,
+  CommandStore,
+  ConnectedInfo,
+  RecordResultOutcome,
+  StoredCommand,
+  StoredResult,
+} from '../hub/store.ts';
+import type { SqliteDb } from './index.ts';
+import * as shared from './hub-store-shared.ts';
+import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
+
+/** The hub's storage on SQLite: better-sqlite3 prepared statements on the hot paths. */
+export class SqliteHubStore implements AgentStateStore, CommandStore {
+  readonly #db: SqliteDb;
+  readonly #stmt;
+  constructor(db: SqliteDb) {
+    this.#db = db;
+    const c = db.sqlite;
+    const cols = shared.COMMAND_COLUMNS;
+    this.#stmt = {
+      findAgent: c.prepare<[string], RawAgentRow>('SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ?'),
+      markConnected: c.prepare<[number, number, string, string, string, string]>(
+        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ? WHERE id = ? AND state <> 'revoked'",
+      ),
+      markDisconnected: c.prepare<[number, string]>(
+        "UPDATE agents SET state = 'disconnected', last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ? AND state = 'connected'",
+      ),
+      touch: c.prepare<[number, string]>('UPDATE agents SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?'),
+      agentScope: c.prepare<[string], { workspace_id: string; instance_id: string }>('SELECT workspace_id, instance_id FROM agents WHERE id = ?'),
+      insert: c.prepare(
+        `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at)
+         VALUES (@id, @workspace_id, @agent_id, @instance_id, @type, @state, @envelope, @signature, @expires_at, NULL, NULL, @created_at, @created_at)`,
+      ),
+      get: c.prepare<[string], RawCommandRow>(`SELECT ${cols} FROM commands WHERE id = ?`),
+      recordResult: c.prepare<[string, string | null, string, number, string, string]>(
+        "UPDATE commands SET result = ?, error_key = ?, state = ?, updated_at = ? WHERE id = ? AND agent_id = ? AND result IS NULL AND state <> 'expired'",
+      ),
+      deliverable: c.prepare<[string, number], RawCommandRow>(
+        `SELECT ${cols} FROM commands WHERE agent_id = ? AND state IN ('queued', 'sent') AND expires_at > ? ORDER BY created_at, id`,
+      ),
+      resultOwner: c.prepare<[string], { agent_id: string; has_result: number }>(
+        'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = ?',
+      ),
+    };
+  }
+
+  async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
+    const row = this.#stmt.findAgent.get(agentId);
+    return row ? shared.agentFromRow(row) : undefined;
+  }
+
+  async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
+    this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, agentId);
+  }
+
+  async markDisconnected(agentId: string, at: number): Promise<void> {
+    this.#stmt.markDisconnected.run(at, agentId);
+  }
+
+  async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
+    this.#db.sqlite.transaction(() => {
+      for (const [id, at] of seen) this.#stmt.touch.run(at, id);
+    })();
+  }
+
+  async markAllDisconnected(): Promise<void> {
+    await shared.markAllDisconnected(this.#db);
+  }
+
+  async setPinnedKeys(agentId: string, keyIds: readonly string[]): Promise<void> {
+    await shared.setPinnedKeys(this.#db, agentId, keyIds);
+  }
+
+  async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
+    const agent = this.#stmt.agentScope.get(cmd.agentId);
+    if (!agent) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
+    this.#stmt.insert.run({
+      id: cmd.id,
+      workspace_id: agent.workspace_id,
+      agent_id: cmd.agentId,
+      instance_id: agent.instance_id,
+      type: cmd.type,
+      state: cmd.state,
+      envelope: JSON.stringify(cmd.envelope),
+      signature: cmd.signature,
+      expires_at: cmd.expiresAt,
+      created_at: cmd.createdAt,
+    });
+  }
+
+  async get(commandId: string): Promise<StoredCommand | undefined> {
+    const row = this.#stmt.get.get(commandId);
+    return row ? shared.commandFromRow(row) : undefined;
+  }
+
+  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean> {
+    const res = this.#transitionStmt(from.length).run(to, at, commandId, ...from);
+    return res.changes === 1;
+  }
+
+  readonly #transitions = new Map<number, Statement<unknown[]>>();
+  #transitionStmt(n: number): Statement<unknown[]> {
+    let stmt = this.#transitions.get(n);
+    if (!stmt) {
+      stmt = this.#db.sqlite.prepare<unknown[]>(
+        `UPDATE commands SET state = ?, updated_at = ? WHERE id = ? AND state IN (${Array.from({ length: n }, () => '?').join(', ')})`,
+      );
+      this.#transitions.set(n, stmt);
+    }
+    return stmt;
+  }
+
+  async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
+    // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
+    const res = this.#stmt.recordResult.run(
+      JSON.stringify(result),
+      result.error?.key ?? null,
+      result.status === 'succeeded' ? 'succeeded' : 'failed',
+      at,
+      commandId,
+      agentId,
+    );
+    if (res.changes === 1) return 'stored';
+    const row = this.#stmt.resultOwner.get(commandId);
+    return row && row.agent_id === agentId && row.has_result === 1 ? 'duplicate' : 'unknown';
+  }
+
+  async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
+    // Runs at every handshake: a prepared statement, and the common answer is no rows.
+    return this.#stmt.deliverable.all(agentId, now).map(shared.commandFromRow);
+  }
+
+  async timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]> {
+    return shared.timeOutOrphans(this.#db, createdBefore, expiredBefore, at);
+  }
+
+  async expireQueued(now: number): Promise<string[]> {
+    return shared.expireQueued(this.#db, now);
+  }
+}
