@@ -8,6 +8,7 @@ import { DaemonLockError } from './lock.ts';
 import { createLogger, isLevel } from './log.ts';
 import { processAlive, readStatus } from './status.ts';
 import { statePaths } from './state-dir.ts';
+import { systemdUnit } from './unit.ts';
 import { AGENT_VERSION } from './version.ts';
 
 const USAGE = `usage: vmkit-agent <command> [options]
@@ -24,6 +25,7 @@ commands:
                      crash tests only: SIGSTOP at every harden step boundary
   status [--json]    connection state, agent id, last command, versions
   version            print the agent and protocol versions
+  print-unit         print the systemd unit this release was built with
   harden --dry-run [--deploy-key KEY ...] [--root DIR] [--json]
                      print what the harden command would change (changes nothing)
 
@@ -123,6 +125,9 @@ async function main(argv: string[]): Promise<number | undefined> {
     case 'version':
       process.stdout.write(`vmkit-agent ${AGENT_VERSION} (protocol ${PROTOCOL_VERSION}, node ${process.version})\n`);
       return 0;
+    case 'print-unit':
+      process.stdout.write(await systemdUnit());
+      return 0;
     case 'enroll': {
       const url = values.url ?? process.env.VMKIT_CONTROL_PLANE_URL;
       if (!url) throw new UsageError('enroll needs --url URL (or VMKIT_CONTROL_PLANE_URL in the environment)');
@@ -172,7 +177,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     case 'status':
       return status(configFile, stateDirFlag, values.json === true);
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)} (enroll, run, status, version)`);
+      throw new UsageError(`unknown command ${JSON.stringify(command)} (enroll, run, status, version, print-unit)`);
   }
 }
 

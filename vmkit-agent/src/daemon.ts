@@ -22,7 +22,7 @@ import { checkTransport, isLocalHost } from './transport-policy.ts';
 import { CommandVerifier } from './verify.ts';
 import { shellLimits } from './executors/shell/config.ts';
 import { ShellSessions } from './executors/shell/sessions.ts';
-import { AGENT_VERSION } from './version.ts';
+import { AGENT_VERSION, BUILD_FAULT } from './version.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -227,7 +227,9 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     pinned_keys: keys.keyIds(),
     unacked_results: journal.unacked().length,
   });
-  connection.start();
+  // A test build that must look like a broken release (update rollback tests).
+  if (BUILD_FAULT === 'never-connect') log.warn('test build with fault never-connect: not dialing the control plane');
+  else connection.start();
 
   return {
     log,
