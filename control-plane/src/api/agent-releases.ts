@@ -6,6 +6,9 @@ import type { ApiPlugin, AppContext } from '../app.ts';
 import { ApiError } from '../errors.ts';
 import { AgentReleaseStore, ReleaseCorruptError, agentReleasesDir } from '../hub/releases.ts';
 import type { AgentRelease } from '../hub/releases.ts';
+import { authOf } from '../auth/hooks.ts';
+import { startAgentUpdate } from '../services/agent-update.ts';
+import { IdParams } from './views.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -90,6 +93,49 @@ export const agentReleaseRoutes: ApiPlugin = (app, { ctx }) => {
         .header('x-content-sha256', r.sha256)
         .header('cache-control', 'no-cache')
         .send(createReadStream(r.file));
+    },
+  );
+
+  app.post(
+    '/api/instances/:id/agent-update',
+    {
+      config: { scope: 'admin', action: 'instances.agent_update' },
+      schema: {
+        summary: "Update the instance's vmkit-agent to a release this control plane serves (signed agent.update)",
+        description:
+          'Answers 202 with the command id at once. The agent verifies and stages the release, switches to it and restarts; ' +
+          'the result comes once the new version connected (succeeded), or after it was rolled back (update_rolled_back). ' +
+          'Follow it in GET /api/instances/{id}/commands; the audit trail gets agent.update.succeeded | rolled_back | failed.',
+        params: IdParams,
+        body: z.strictObject({
+          version: agentVersionSchema,
+          platform: agentPlatformSchema.default('linux-x64'),
+          allow_downgrade: z.boolean().default(false).describe('Needed to install a version older than the running one'),
+        }),
+        response: {
+          202: z.object({
+            command_id: z.string(),
+            instance_id: z.string(),
+            version: z.string(),
+            platform: z.string(),
+            sha256: z.string(),
+            size: z.number(),
+          }),
+        },
+      },
+    },
+    async (request, reply) => {
+      const { workspaceId, keyId } = authOf(request);
+      const started = await startAgentUpdate(ctx, {
+        workspaceId,
+        keyId,
+        instanceId: request.params.id,
+        version: request.body.version,
+        platform: request.body.platform,
+        allowDowngrade: request.body.allow_downgrade,
+      });
+      const p = started.params;
+      return reply.code(202).send({ command_id: started.commandId, instance_id: request.params.id, version: p.version, platform: p.platform, sha256: p.sha256, size: p.size });
     },
   );
 };
