@@ -1,5 +1,6 @@
 import t from 'tap';
 import {
+  ReplayCache,
   agentUpdateParams,
   commandEnvelopeSchema,
   compareAgentVersions,
@@ -9,10 +10,11 @@ import {
   releaseSigningBytes,
   signCommand,
   signReleaseManifest,
+  verifyCommand,
   verifyReleaseManifest,
 } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
-import { fixtureKey } from '../helpers/fixtures.ts';
+import { fixtureKey, messageFixtures, wireFixtures } from '../helpers/fixtures.ts';
 
 const cp = fixtureKey('control_plane');
 const attacker = fixtureKey('attacker');
@@ -77,4 +79,27 @@ t.test('the running platform maps to a release platform', async (t) => {
   t.equal(platformOf('linux', 'arm64'), 'linux-arm64');
   t.equal(platformOf('darwin', 'arm64'), undefined);
   t.equal(platformOf('linux', 'ia32'), undefined);
+});
+
+t.test('the corpus manifest verifies under the control_plane fixture key and under no other', async (t) => {
+  const [fx] = wireFixtures('valid', 'agent_release_manifest');
+  t.ok(fx, 'a valid case');
+  t.ok(verifyReleaseManifest(fx?.value, pin(cp)).ok);
+  const other = verifyReleaseManifest(fx?.value, pin(attacker));
+  t.equal(other.ok ? 'ok' : other.reason, 'unknown_key');
+});
+
+t.test('the corpus agent.update command verifies under the control_plane fixture key', async (t) => {
+  const fx = messageFixtures('valid').find((f) => f.name === 'command-agent-update.json');
+  const frame = fx?.frame as { envelope: Record<string, unknown>; signature: string };
+  const res = verifyCommand(frame.envelope, frame.signature, { pinnedKeys: pin(cp), selfAgentId: 'agt_01jx4n8rz3q5m7k2p0d6w9b1e1', now: 1_764_000_001_000, seen: new ReplayCache() });
+  t.ok(res.ok, 'verified');
+  if (res.ok && res.command.type === 'agent.update') t.equal(res.command.params.version, '0.2.0');
+  const changed = verifyCommand({ ...frame.envelope, params: { ...(frame.envelope.params as object), url: 'https://evil.example/x' } }, frame.signature, {
+    pinnedKeys: pin(cp),
+    selfAgentId: 'agt_01jx4n8rz3q5m7k2p0d6w9b1e1',
+    now: 1_764_000_001_000,
+    seen: new ReplayCache(),
+  });
+  t.equal(changed.ok ? 'ok' : changed.reason, 'bad_signature', 'another URL breaks the signature');
 });
