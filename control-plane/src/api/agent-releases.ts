@@ -56,6 +56,19 @@ export function releaseStoreOf(ctx: AppContext): AgentReleaseStore {
  */
 export const agentReleaseRoutes: ApiPlugin = (app, { ctx }) => {
   const store = releaseStoreOf(ctx);
+  // Without a release, install.sh (and so every cloud VM) fails: say so where operators look.
+  app.addHook('onReady', async () => {
+    const present = await store.all();
+    const total = present.reduce((n, p) => n + p.versions.length, 0);
+    if (total === 0) {
+      ctx.logger.warn(
+        { agent_releases_dir: store.dir },
+        'no agent release to serve: VMs cannot install the agent until one is built (npm run build:agent -- --out <this folder>)',
+      );
+    } else {
+      ctx.logger.info({ agent_releases_dir: store.dir, releases: present.filter((p) => p.versions.length > 0) }, 'agent releases served');
+    }
+  });
 
   app.get(
     '/agent/releases/:version/:platform',
