@@ -1,34 +1,38 @@
 #!/usr/bin/env bash
 # install-agent.sh URL TOKEN
 #
-# Installs vmkit-agent on a fresh Debian/Ubuntu VM, enrolls it with the control plane
-# at URL using the one-time enrollment TOKEN, and runs it under systemd:
+# Installs vmkit-agent on a Linux VM, enrolls it with the control plane at URL using the
+# one-time enrollment TOKEN, and runs it under systemd:
 #
-#   curl -fsSL https://cp.example.com/install.sh | sudo bash -s -- https://cp.example.com vmkenr_...
+#   curl -fsSL https://cp.example.com/install.sh | sudo VMKIT_CP_KEY=ed25519:...:... bash -s -- https://cp.example.com vmkenr_...
 #
-# Steps: Node.js from the distribution, the agent bundle from URL/agent/bundle.tar.gz
-# unpacked to /opt/vmkit-agent, `vmkit-agent enroll`, then the systemd unit
-# (enabled and started). Without systemd (containers, the local VM sandbox) it says
-# "systemd: skipped" and starts the daemon in the background instead.
+# The agent is one executable (Node 24 inside): nothing is installed from a package
+# registry and nothing is compiled. Steps:
+#   1. the release manifest from URL/agent/releases/<version>/<platform>: its Ed25519
+#      signature must verify under VMKIT_CP_KEY, the control plane's signing key given
+#      out of band (the enrollment-token answer prints the full command with it);
+#   2. the executable: its size and sha-256 must be the manifest's. Nothing downloaded
+#      runs before both checks passed; a refusal changes nothing on the machine;
+#   3. /opt/vmkit-agent/versions/<version>/vmkit-agent, and /opt/vmkit-agent/current
+#      pointing at it (switched with one rename);
+#   4. `vmkit-agent enroll` (pins VMKIT_CP_KEY), then the systemd unit the executable
+#      carries, enabled and started. Without systemd (containers, the local VM sandbox)
+#      a small restart loop stands in for Restart=always (it stops on exit 78, a
+#      configuration error, as RestartPreventExitStatus does).
 #
-# Why Node.js from the distribution rather than a bundled runtime: the agent runs as
-# root on every VM, so its runtime must get security fixes the moment the distribution
-# ships them (unattended-upgrades, the Debian/Ubuntu security teams), not when VMKit
-# re-releases a tarball. The agent needs Node >= 18.19 (tsx registers through
-# module.register); Debian 12 and Ubuntu 24.04 ship that. On older releases the script
-# stops with a clear message instead of installing something half-working.
+# Needs: bash, curl or wget, sha256sum, base64, openssl >= 3.0 (Ed25519 verification;
+# Debian 12, Ubuntu 22.04 and later ship it), uname, setsid.
 #
-# Settings (environment, all optional; defaults are what the systemd unit uses):
-#   VMKIT_AGENT_PREFIX        install directory            (/opt/vmkit-agent)
-#   VMKIT_AGENT_CONFIG        agent config file            (/etc/vmkit/agent.json)
-#   VMKIT_AGENT_STATE_DIR     keys, journal, replay cache  (/var/lib/vmkit-agent)
-#   VMKIT_AGENT_LOG           daemon log without systemd   (/var/log/vmkit-agent.log)
-#   VMKIT_AGENT_PIDFILE       daemon pid without systemd   (/run/vmkit-agent.pid)
-#   VMKIT_CP_KEY              KEY_ID:PUBKEY the control plane must hold (--cp-key)
+# Settings (environment; defaults are what the systemd unit uses):
+#   VMKIT_CP_KEY              KEY_ID:PUBKEY of the control plane (required)
+#   VMKIT_AGENT_VERSION       release to install                (latest)
+#   VMKIT_AGENT_PREFIX        install directory                 (/opt/vmkit-agent)
+#   VMKIT_AGENT_CONFIG        agent config file                 (/etc/vmkit/agent.json)
+#   VMKIT_AGENT_STATE_DIR     keys, journal, replay cache       (/var/lib/vmkit-agent)
+#   VMKIT_AGENT_LOG           daemon log without systemd        (/var/log/vmkit-agent.log)
+#   VMKIT_AGENT_PIDFILE       restart loop's pid without systemd (/run/vmkit-agent.pid)
 #   VMKIT_AGENT_INSECURE=1    allow plain http/ws to a non-local address (warned)
-#   VMKIT_INSTALL_SKIP_APT=1  never call apt-get (Node and npm already present)
-#   VMKIT_AGENT_NODE_MODULES  use this node_modules directory instead of `npm install`
-#                             (the local sandbox, which has no registry access)
+#   VMKIT_INSTALL_SKIP_APT=1  never call apt-get
 
 if [ -z "${BASH_VERSION:-}" ]; then
   echo "install-agent.sh: run it with bash: curl -fsSL URL/install.sh | sudo bash -s -- URL TOKEN" >&2
@@ -40,12 +44,16 @@ readonly UNIT_NAME=vmkit-agent.service
 readonly DEFAULT_PREFIX=/opt/vmkit-agent
 readonly DEFAULT_CONFIG=/etc/vmkit/agent.json
 readonly DEFAULT_STATE_DIR=/var/lib/vmkit-agent
+# DER header of an Ed25519 SubjectPublicKeyInfo; the raw 32-byte key follows it.
+readonly ED25519_SPKI_PREFIX='\060\052\060\005\006\003\053\145\160\003\041\000'
+readonly SIGNING_CONTEXT='vmkit-agent-release-v1'
 
 PREFIX="${VMKIT_AGENT_PREFIX:-$DEFAULT_PREFIX}"
 CONFIG="${VMKIT_AGENT_CONFIG:-$DEFAULT_CONFIG}"
 STATE_DIR="${VMKIT_AGENT_STATE_DIR:-$DEFAULT_STATE_DIR}"
 LOG_FILE="${VMKIT_AGENT_LOG:-/var/log/vmkit-agent.log}"
 PID_FILE="${VMKIT_AGENT_PIDFILE:-/run/vmkit-agent.pid}"
+WANT_VERSION="${VMKIT_AGENT_VERSION:-latest}"
 
 say() { printf 'vmkit-agent install: %s\n' "$*"; }
 die() {
@@ -66,115 +74,161 @@ esac
 case "$TOKEN" in
   '' | *[!A-Za-z0-9_.~-]*) die "TOKEN must be the enrollment token (vmkenr_...)" ;;
 esac
+CP_KEY="${VMKIT_CP_KEY:-}"
+[[ "$CP_KEY" =~ ^(ed25519:[0-9a-f]{32}):([A-Za-z0-9_-]{43})$ ]] ||
+  die "VMKIT_CP_KEY must be the control plane's signing key, KEY_ID:PUBLIC_KEY (the enrollment-token answer's install_command carries it); without it nothing can be verified"
+KEY_ID="${BASH_REMATCH[1]}"
+KEY_B64URL="${BASH_REMATCH[2]}"
+[[ "$WANT_VERSION" =~ ^(latest|[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?)$ ]] || die "VMKIT_AGENT_VERSION must be a version like 1.2.3, or latest"
 [ "$(id -u)" -eq 0 ] || die "run as root (the agent manages users and sshd)"
 
 apt_install() {
   if [ "${VMKIT_INSTALL_SKIP_APT:-0}" = 1 ]; then
     die "missing $*, and VMKIT_INSTALL_SKIP_APT=1 forbids installing it"
   fi
-  command -v apt-get >/dev/null 2>&1 || die "missing $*; this script supports Debian and Ubuntu (apt-get)"
+  command -v apt-get >/dev/null 2>&1 || die "missing $*; install it (this script installs it itself only with apt-get)"
   say "installing $* from the distribution"
   DEBIAN_FRONTEND=noninteractive apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
 }
 
-node_ok() {
-  command -v node >/dev/null 2>&1 || return 1
-  local v major minor
-  v="$(node --version)"
-  v="${v#v}"
-  major="${v%%.*}"
-  minor="${v#*.}"
-  minor="${minor%%.*}"
-  [ "$major" -gt 18 ] || { [ "$major" -eq 18 ] && [ "$minor" -ge 19 ]; }
-}
-
-# --- 1. runtime -------------------------------------------------------------------
-if ! node_ok; then
-  apt_install nodejs ca-certificates
-  node_ok || die "Node.js >= 18.19 is needed; this distribution ships $(node --version 2>/dev/null || echo none). Use Debian 12+ or Ubuntu 24.04+."
-fi
-if [ -z "${VMKIT_AGENT_NODE_MODULES:-}" ] && ! command -v npm >/dev/null 2>&1; then
-  apt_install npm
-fi
+# --- 0. tools and platform ----------------------------------------------------------
 if ! command -v curl >/dev/null 2>&1 && ! command -v wget >/dev/null 2>&1; then
   apt_install curl ca-certificates
 fi
-NODE="$(command -v node)"
-say "node $("$NODE" --version) at $NODE"
+openssl_ok() {
+  command -v openssl >/dev/null 2>&1 || return 1
+  local v
+  v="$(openssl version 2>/dev/null || true)"
+  [[ "$v" =~ ^OpenSSL\ ([3-9]|[1-9][0-9])\. ]]
+}
+openssl_ok || apt_install openssl
+openssl_ok || die "OpenSSL 3.0 or later is needed to verify the release signature (Ed25519); found: $(openssl version 2>/dev/null || echo none)"
+for tool in sha256sum base64 setsid; do
+  command -v "$tool" >/dev/null 2>&1 || die "missing $tool (coreutils / util-linux)"
+done
 
-# --- 2. bundle --------------------------------------------------------------------
+case "$(uname -s)-$(uname -m)" in
+  Linux-x86_64 | Linux-amd64) PLATFORM=linux-x64 ;;
+  Linux-aarch64 | Linux-arm64) PLATFORM=linux-arm64 ;;
+  *) die "no vmkit-agent release for $(uname -s) $(uname -m)" ;;
+esac
+
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-BUNDLE_URL="$URL/agent/bundle.tar.gz"
-say "downloading $BUNDLE_URL"
-if command -v curl >/dev/null 2>&1; then
-  curl -fsSL --retry 3 --proto '=https,http' -o "$WORK/bundle.tar.gz" "$BUNDLE_URL"
-else
-  wget -q -O "$WORK/bundle.tar.gz" "$BUNDLE_URL"
-fi
 
-# Unpack next to the old install and swap at the end, so a failed upgrade leaves the
-# running agent untouched.
-STAGE="$PREFIX.new"
-rm -rf "$STAGE"
-mkdir -p "$STAGE"
-tar -xzf "$WORK/bundle.tar.gz" -C "$STAGE" --strip-components=1 --no-same-owner
-[ -f "$STAGE/vmkit-agent/bin/vmkit-agent.js" ] || die "the bundle has no vmkit-agent/bin/vmkit-agent.js"
-
-if [ -n "${VMKIT_AGENT_NODE_MODULES:-}" ]; then
-  [ -d "$VMKIT_AGENT_NODE_MODULES" ] || die "VMKIT_AGENT_NODE_MODULES=$VMKIT_AGENT_NODE_MODULES is not a directory"
-  ln -s "$VMKIT_AGENT_NODE_MODULES" "$STAGE/node_modules"
-  say "node_modules: linked to $VMKIT_AGENT_NODE_MODULES"
-else
-  say "installing dependencies (npm)"
-  # --ignore-scripts: no package runs code as root at install time. esbuild (tsx)
-  # finds its binary through its optional dependency without its install script;
-  # node-pty (operator shells) is compiled below only where a compiler exists.
-  (cd "$STAGE" && npm install --omit=dev --ignore-scripts --no-audit --no-fund --loglevel=error)
-  if command -v make >/dev/null 2>&1 && command -v g++ >/dev/null 2>&1 && command -v python3 >/dev/null 2>&1; then
-    (cd "$STAGE" && npm rebuild node-pty --loglevel=error) || say "node-pty: build failed; operator shells will be unavailable"
+# fetch URL FILE MAX_BYTES: refuses bodies larger than MAX_BYTES (also chunked ones).
+fetch() {
+  if command -v curl >/dev/null 2>&1; then
+    curl -fsSL --retry 3 --proto '=https,http' --max-redirs 0 --max-filesize "$3" -o "$2" "$1" ||
+      die "download of $1 failed or was larger than $3 bytes"
   else
-    say "node-pty: not built (no make/g++/python3); operator shells will be unavailable until it is"
+    wget -q --max-redirect=0 -O "$2" "$1" || die "download of $1 failed"
   fi
-fi
+  local got
+  got="$(stat -c %s "$2")"
+  [ "$got" -le "$3" ] || die "$1 is $got bytes, more than the $3 expected; refusing it"
+}
 
-if [ -e "$PREFIX" ]; then
-  rm -rf "$PREFIX.old"
-  mv "$PREFIX" "$PREFIX.old"
-fi
-mv "$STAGE" "$PREFIX"
-rm -rf "$PREFIX.old"
-AGENT=("$NODE" "$PREFIX/vmkit-agent/bin/vmkit-agent.js")
-say "installed $("${AGENT[@]}" version) in $PREFIX"
+# --- 1. the signed manifest ----------------------------------------------------------
+MANIFEST_URL="$URL/agent/releases/$WANT_VERSION/$PLATFORM"
+say "release manifest: $MANIFEST_URL"
+fetch "$MANIFEST_URL" "$WORK/manifest.json" 4096
+MANIFEST="$(tr -d '\n' <"$WORK/manifest.json")"
+field() {
+  local re="\"$1\":$2"
+  [[ "$MANIFEST" =~ $re ]] || die "the release manifest has no valid $1"
+  printf '%s' "${BASH_REMATCH[1]}"
+}
+VERSION="$(field version '"([0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?)"')"
+M_PLATFORM="$(field platform '"(linux-x64|linux-arm64)"')"
+SHA256="$(field sha256 '"([0-9a-f]{64})"')"
+SIZE="$(field size '([1-9][0-9]{0,9})')"
+M_KEY_ID="$(field key_id '"(ed25519:[0-9a-f]{32})"')"
+SIGNATURE="$(field signature '"([A-Za-z0-9_-]{86})"')"
+[ "$M_PLATFORM" = "$PLATFORM" ] || die "the manifest is for $M_PLATFORM, this machine is $PLATFORM"
+[ "$WANT_VERSION" = latest ] || [ "$VERSION" = "$WANT_VERSION" ] || die "asked for $WANT_VERSION, the manifest is for $VERSION"
+[ "$SIZE" -le 536870912 ] || die "the manifest announces $SIZE bytes, over the 512 MiB any release may have"
+[ "$M_KEY_ID" = "$KEY_ID" ] || die "the manifest is signed by $M_KEY_ID, not by VMKIT_CP_KEY $KEY_ID; refusing it"
 
-# --- 3. enrollment ----------------------------------------------------------------
+b64url_decode() {
+  local s="${1//-/+}"
+  s="${s//_//}"
+  while [ $((${#s} % 4)) -ne 0 ]; do s="$s="; done
+  printf '%s' "$s" | base64 -d
+}
+# The key: raw 32 bytes after the SPKI header; its id is the first 16 bytes of its sha-256.
+printf '%b' "$ED25519_SPKI_PREFIX" >"$WORK/key.der"
+b64url_decode "$KEY_B64URL" >>"$WORK/key.der"
+[ "$(stat -c %s "$WORK/key.der")" -eq 44 ] || die "VMKIT_CP_KEY's public key is not 32 bytes"
+derived="ed25519:$(tail -c 32 "$WORK/key.der" | sha256sum | cut -c1-32)"
+[ "$derived" = "$KEY_ID" ] || die "VMKIT_CP_KEY's public key does not match its key id $KEY_ID"
+b64url_decode "$SIGNATURE" >"$WORK/manifest.sig"
+# The signed bytes: the context line, then the canonical JSON (RFC 8785) of the four fields.
+printf '%s\n{"platform":"%s","sha256":"%s","size":%s,"version":"%s"}' "$SIGNING_CONTEXT" "$M_PLATFORM" "$SHA256" "$SIZE" "$VERSION" >"$WORK/manifest.signed"
+openssl pkeyutl -verify -pubin -keyform DER -inkey "$WORK/key.der" -rawin -in "$WORK/manifest.signed" -sigfile "$WORK/manifest.sig" >/dev/null 2>&1 ||
+  die "the release manifest's signature does not verify under $KEY_ID; refusing it"
+say "manifest of vmkit-agent $VERSION for $PLATFORM: signature verified under $KEY_ID"
+
+# --- 2. the executable ---------------------------------------------------------------
+ARTIFACT_URL="$URL/agent/releases/$VERSION/$PLATFORM/vmkit-agent"
+say "downloading $ARTIFACT_URL ($SIZE bytes)"
+fetch "$ARTIFACT_URL" "$WORK/vmkit-agent" "$SIZE"
+got_size="$(stat -c %s "$WORK/vmkit-agent")"
+[ "$got_size" -eq "$SIZE" ] || die "the download is $got_size bytes, the signed manifest says $SIZE; refusing it"
+got_sha="$(sha256sum "$WORK/vmkit-agent" | cut -d' ' -f1)"
+[ "$got_sha" = "$SHA256" ] || die "the download's sha-256 is $got_sha, the signed manifest says $SHA256; refusing it"
+chmod 0755 "$WORK/vmkit-agent"
+reported="$("$WORK/vmkit-agent" version)" || die "the verified executable does not run on this machine"
+case "$reported" in
+  "vmkit-agent $VERSION "*) ;;
+  *) die "the executable says \"$reported\", expected vmkit-agent $VERSION" ;;
+esac
+say "verified: size, sha-256 $SHA256, $reported"
+
+# --- 3. install -----------------------------------------------------------------------
+mkdir -p "$PREFIX/versions"
+chmod 0755 "$PREFIX" "$PREFIX/versions"
+DEST="$PREFIX/versions/$VERSION"
+if [ -f "$DEST/vmkit-agent" ] && [ "$(sha256sum "$DEST/vmkit-agent" | cut -d' ' -f1)" = "$SHA256" ]; then
+  say "$DEST already holds this release"
+else
+  STAGE="$PREFIX/versions/.$VERSION.$$"
+  rm -rf "$STAGE"
+  mkdir -m 0755 "$STAGE"
+  mv "$WORK/vmkit-agent" "$STAGE/vmkit-agent"
+  rm -rf "$DEST"
+  mv -T "$STAGE" "$DEST"
+fi
+ln -sfn "versions/$VERSION" "$PREFIX/.current.$$"
+mv -Tf "$PREFIX/.current.$$" "$PREFIX/current"
+AGENT="$PREFIX/current/vmkit-agent"
+say "installed $("$AGENT" version) in $DEST ($PREFIX/current)"
+
+# --- 4. enrollment ----------------------------------------------------------------------
 if [ -f "$CONFIG" ]; then
   say "already enrolled ($CONFIG exists); keeping that identity, the token is not used"
 else
-  enroll_args=(enroll --url "$URL" --config "$CONFIG" --state-dir "$STATE_DIR")
-  if [ -n "${VMKIT_CP_KEY:-}" ]; then enroll_args+=(--cp-key "$VMKIT_CP_KEY"); fi
+  enroll_args=(enroll --url "$URL" --config "$CONFIG" --state-dir "$STATE_DIR" --cp-key "$CP_KEY")
   if [ "${VMKIT_AGENT_INSECURE:-0}" = 1 ]; then enroll_args+=(--insecure); fi
   # The token travels in the environment, not argv: /proc/<pid>/environ is root-only,
   # the command line is not.
-  VMKIT_ENROLLMENT_TOKEN="$TOKEN" "${AGENT[@]}" "${enroll_args[@]}"
+  VMKIT_ENROLLMENT_TOKEN="$TOKEN" "$AGENT" "${enroll_args[@]}"
 fi
 
-# --- 4. service -------------------------------------------------------------------
+# --- 5. service ---------------------------------------------------------------------------
 run_args=(run --config "$CONFIG" --state-dir "$STATE_DIR")
 if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
-  UNIT_SRC="$PREFIX/scripts/$UNIT_NAME"
-  [ -f "$UNIT_SRC" ] || die "the bundle has no scripts/$UNIT_NAME"
-  install -m 0644 "$UNIT_SRC" "/etc/systemd/system/$UNIT_NAME"
+  "$AGENT" print-unit >"$WORK/$UNIT_NAME"
+  install -m 0644 "$WORK/$UNIT_NAME" "/etc/systemd/system/$UNIT_NAME"
   DROPIN="/etc/systemd/system/$UNIT_NAME.d/10-paths.conf"
   if [ "$PREFIX" != "$DEFAULT_PREFIX" ] || [ "$CONFIG" != "$DEFAULT_CONFIG" ] || [ "$STATE_DIR" != "$DEFAULT_STATE_DIR" ]; then
     mkdir -p "$(dirname "$DROPIN")"
     {
       echo "# Written by install-agent.sh: non-default paths."
       echo "[Service]"
-      echo "WorkingDirectory=$PREFIX"
       echo "ExecStart="
-      echo "ExecStart=${AGENT[*]} ${run_args[*]}"
+      echo "ExecStart=$AGENT ${run_args[*]}"
     } >"$DROPIN"
   else
     rm -f "$DROPIN"
@@ -184,28 +238,33 @@ if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
   systemctl restart "$UNIT_NAME"
   say "systemd: $UNIT_NAME enabled and started"
 else
-  say "systemd: skipped (no systemd on this machine); starting the daemon in the background"
+  say "systemd: skipped (no systemd on this machine); starting the daemon under a restart loop"
   if [ -f "$PID_FILE" ]; then
     old="$(cat "$PID_FILE")"
     case "$old" in
       '' | *[!0-9]*) ;;
-      *) if kill -0 "$old" 2>/dev/null; then kill "$old" || true; fi ;;
+      # The loop leads its own process group: the group goes, agent included.
+      *) if kill -0 "$old" 2>/dev/null; then kill -TERM -- "-$old" 2>/dev/null || kill "$old" || true; fi ;;
     esac
   fi
   mkdir -p "$(dirname "$LOG_FILE")" "$(dirname "$PID_FILE")"
-  (cd "$PREFIX" && exec nohup "${AGENT[@]}" "${run_args[@]}" </dev/null >>"$LOG_FILE" 2>&1) &
+  # Restart=always stand-in: `current` is resolved at each start, so an update or a
+  # rollback (the agent switches `current` and exits) starts the right version.
+  # shellcheck disable=SC2016 # expanded by the inner bash, from its arguments
+  loop='while :; do "$1" run --config "$2" --state-dir "$3"; rc=$?; [ "$rc" -eq 78 ] && exit 78; sleep 1; done'
+  setsid nohup bash -c "$loop" vmkit-agent-loop "$AGENT" "$CONFIG" "$STATE_DIR" </dev/null >>"$LOG_FILE" 2>&1 &
   echo "$!" >"$PID_FILE"
-  say "daemon pid $(cat "$PID_FILE"), log $LOG_FILE"
+  say "restart loop pid $(cat "$PID_FILE"), log $LOG_FILE"
 fi
 
-# --- 5. first connection ----------------------------------------------------------
-for _ in $(seq 1 20); do
-  if "${AGENT[@]}" status --config "$CONFIG" --state-dir "$STATE_DIR" >/dev/null 2>&1; then
+# --- 6. first connection ------------------------------------------------------------------
+for _ in $(seq 1 40); do
+  if "$AGENT" status --config "$CONFIG" --state-dir "$STATE_DIR" >/dev/null 2>&1; then
     say "connected"
-    "${AGENT[@]}" status --config "$CONFIG" --state-dir "$STATE_DIR"
+    "$AGENT" status --config "$CONFIG" --state-dir "$STATE_DIR"
     exit 0
   fi
   sleep 0.5
 done
-say "not connected yet; check: ${AGENT[*]} status --config $CONFIG"
-"${AGENT[@]}" status --config "$CONFIG" --state-dir "$STATE_DIR" || true
+say "not connected yet; check: $AGENT status --config $CONFIG"
+"$AGENT" status --config "$CONFIG" --state-dir "$STATE_DIR" || true

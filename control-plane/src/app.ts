@@ -35,6 +35,7 @@ import { agentHubPlugin } from './hub/plugin.ts';
 import { instanceWriteRoutes } from './api/instances-write.ts';
 import { instanceComputeRoutes } from './api/instances-compute.ts';
 import { agentRoutes } from './api/agents.ts';
+import { agentReleaseRoutes } from './api/agent-releases.ts';
 import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
 import { hardenRoutes } from './api/harden.ts';
@@ -91,6 +92,7 @@ export const ROUTES: ApiPlugin[] = [
   instanceWriteRoutes,
   instanceComputeRoutes,
   agentRoutes,
+  agentReleaseRoutes,
   signingKeyRoutes,
   scanRoutes,
   auditRoutes,

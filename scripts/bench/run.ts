@@ -7,7 +7,7 @@ import { spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 
-const BENCHES = ['api', 'mcp', 'agents', 'harden', 'scan', 'deploy', 'shell'] as const;
+const BENCHES = ['api', 'mcp', 'agents', 'agent', 'harden', 'scan', 'deploy', 'shell'] as const;
 const picked = process.argv.slice(2);
 const names = picked.length > 0 ? picked : [...BENCHES];
 let failed = 0;

@@ -7,6 +7,9 @@ import { decodePublicKey, keyIdOf } from './keys.ts';
 import type { SigningKeyPair } from './keys.ts';
 import type { ErrorKey } from './errors.ts';
 import { shellOpenParams } from './shell.ts';
+import { agentUpdateParams } from './agent-release.ts';
+import { keyIdSchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
+import type { SigningKey } from './key-schemas.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -20,12 +23,8 @@ const COMMAND_SIGNING_CONTEXT = 'vmkit-command-v1\n';
 const base64url = (min: number, max: number) =>
   z.string().min(min).max(max).regex(/^[A-Za-z0-9_-]+$/, 'must be base64url');
 
-export const keyIdSchema = z.string().regex(/^ed25519:[0-9a-f]{32}$/, 'must be an ed25519: key id');
-export const publicKeySchema = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'must be a base64url Ed25519 public key');
-export const signatureSchema = z.string().regex(/^[A-Za-z0-9_-]{86}$/, 'must be a base64url Ed25519 signature');
-/** A control-plane command-signing key as it travels: the key id and its public half. */
-export const signingKeySchema = z.strictObject({ key_id: keyIdSchema, public_key: publicKeySchema });
-export type SigningKey = z.infer<typeof signingKeySchema>;
+export { keyIdSchema, publicKeySchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
+export type { SigningKey } from './key-schemas.ts';
 const timestampMs = z.number().int().nonnegative().max(8.64e15);
 
 /** One OpenSSH public key line, e.g. `ssh-ed25519 AAAA... comment`. */
@@ -68,6 +67,7 @@ export const commandEnvelopeSchema = z
     z.strictObject({ ...envelopeBase, type: z.literal('harden'), params: hardenParams }),
     z.strictObject({ ...envelopeBase, type: z.literal('shell.open'), params: shellOpenParams }),
     z.strictObject({ ...envelopeBase, type: z.literal('keys.rotate'), params: keysRotateParams }),
+    z.strictObject({ ...envelopeBase, type: z.literal('agent.update'), params: agentUpdateParams }),
   ])
   .refine((e) => e.expires_at > e.issued_at, { message: 'expires_at must be after issued_at', path: ['expires_at'] })
   .refine((e) => e.expires_at - e.issued_at <= MAX_COMMAND_LIFETIME_MS, {
@@ -78,7 +78,7 @@ export const commandEnvelopeSchema = z
 export type CommandEnvelope = z.infer<typeof commandEnvelopeSchema>;
 export type CommandType = CommandEnvelope['type'];
 export type CommandParams<T extends CommandType> = Extract<CommandEnvelope, { type: T }>['params'];
-export const COMMAND_TYPES = ['ping', 'facts', 'harden', 'shell.open', 'keys.rotate'] as const satisfies readonly CommandType[];
+export const COMMAND_TYPES = ['ping', 'facts', 'harden', 'shell.open', 'keys.rotate', 'agent.update'] as const satisfies readonly CommandType[];
 
 export interface SignedCommand {
   envelope: CommandEnvelope;

@@ -68,6 +68,25 @@ export const ERRORS = {
     status: 409,
     message: 'The agent refused the key rotation: it would leave no usable pinned key.',
   },
+  // agent releases and agent.update
+  release_not_found: { status: 404, message: 'No agent release of this version and platform is on this control plane.' },
+  release_corrupt: {
+    status: 500,
+    message: "The agent release's files on the control plane do not match its build manifest.",
+  },
+  update_refused: {
+    status: 409,
+    message: 'The agent refused the update: an older version without allow_downgrade, another platform, a URL off its control plane, or an agent not installed as a release.',
+  },
+  update_download_failed: { status: 502, message: 'The agent could not download the release from its control plane.' },
+  update_verification_failed: {
+    status: 422,
+    message: 'The downloaded release does not match its signed manifest (size, sha-256 or signature); nothing was changed.',
+  },
+  update_rolled_back: {
+    status: 502,
+    message: 'The new agent version did not connect in time; the agent went back to the previous version.',
+  },
   // ops shell (shell.open and its channel)
   shell_disabled: { status: 409, message: "The instance's agent has the shell disabled in its configuration." },
   shell_user_refused: {

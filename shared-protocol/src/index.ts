@@ -11,3 +11,4 @@ export * from './harden.ts';
 export * from './repo-name.ts';
 export * from './ssh-host-keys.ts';
 export * from './shell.ts';
+export * from './agent-release.ts';

@@ -89,8 +89,6 @@ export class FakeHub {
   silent = false;
   /** What a new connection hears first: the protocol's challenge, or a misbehaving greeting. */
   greeting: 'challenge' | 'welcome_first' | 'garbage' = 'challenge';
-  /** Served at GET /agent/bundle.tar.gz when set. */
-  bundle: Buffer | undefined;
   /** The connect URL the enrollment answer names (tests override to check the agent's policy). */
   connectUrlOverride: string | undefined;
   /** Sent instead of the enrollment answer (tests of what the agent accepts). */
@@ -210,11 +208,6 @@ export class FakeHub {
   }
 
   async #onHttp(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.method === 'GET' && req.url === '/agent/bundle.tar.gz' && this.bundle) {
-      res.setHeader('content-type', 'application/gzip');
-      res.end(this.bundle);
-      return;
-    }
     res.setHeader('content-type', 'application/json');
     if (req.method !== 'POST' || req.url !== '/api/agents/enroll') {
       res.statusCode = 404;

@@ -1,6 +1,6 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { enrollRequestSchema, enrollResponseSchema, hardenResultSchema, privateKeyFromSeed, signingKeyPairFrom } from '@vmkit/protocol';
+import { agentReleaseManifestSchema, enrollRequestSchema, enrollResponseSchema, hardenResultSchema, privateKeyFromSeed, signingKeyPairFrom } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
 
 const FIXTURES = join(import.meta.dirname, '..', 'fixtures');
@@ -42,6 +42,7 @@ export const WIRE_SCHEMAS = {
   enroll_request: enrollRequestSchema,
   enroll_response: enrollResponseSchema,
   harden_result: hardenResultSchema,
+  agent_release_manifest: agentReleaseManifestSchema,
 } as const;
 export type WireSchemaName = keyof typeof WIRE_SCHEMAS;
 

@@ -1,8 +1,6 @@
 import t from 'tap';
-import { execFileSync } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { encodePublicKey } from '@vmkit/protocol';
 import type { MessageOf } from '@vmkit/protocol';
@@ -216,34 +214,15 @@ t.test('enroll rejects a malformed public key with 400 and consumes nothing', as
   t.equal(good.status, 201, 'the token still works');
 });
 
-t.test('the install script and the agent bundle are served', async (t) => {
+t.test('the install script is served; the source bundle of old installers is gone', async (t) => {
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
-  const res = await fetch(`${cp.url}/agent/bundle.tar.gz`);
-  t.equal(res.status, 200);
-  t.equal(res.headers.get('content-type'), 'application/gzip');
-  const data = Buffer.from(await res.arrayBuffer());
-  t.equal(data[0], 0x1f, 'gzip magic');
-  t.equal(data[1], 0x8b);
-  const etag = res.headers.get('etag') ?? '';
-  t.equal((await fetch(`${cp.url}/agent/bundle.tar.gz`, { headers: { 'if-none-match': etag } })).status, 304);
-  const dir = mkdtempSync(join(tmpdir(), 'vmkit-bundle-test-'));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  writeFileSync(join(dir, 'b.tgz'), data);
-  execFileSync('tar', ['-xzf', join(dir, 'b.tgz'), '-C', dir]);
-  const root = join(dir, 'vmkit-agent-bundle');
-  t.same((JSON.parse(readFileSync(join(root, 'package.json'), 'utf8')) as { workspaces: string[] }).workspaces, ['shared-protocol', 'vmkit-agent']);
-  t.ok(existsSync(join(root, 'shared-protocol', 'src', 'index.ts')));
-  t.ok(existsSync(join(root, 'vmkit-agent', 'package.json')));
-  t.notOk(existsSync(join(root, 'vmkit-agent', 'node_modules')));
-
   const script = await fetch(`${cp.url}/install.sh`);
-  if (existsSync(join(import.meta.dirname, '..', '..', 'scripts', 'install-agent.sh'))) {
-    t.equal(script.status, 200);
-    t.match(await script.text(), /^#!/);
-  } else {
-    t.equal(script.status, 404, 'no script yet: a clear 404');
-  }
+  t.equal(script.status, 200);
+  t.equal(script.headers.get('content-type'), 'text/x-shellscript; charset=utf-8');
+  t.equal(await script.text(), readFileSync(join(import.meta.dirname, '..', '..', 'scripts', 'install-agent.sh'), 'utf8'));
+  // Agents are installed as one signed executable now (GET /agent/releases/...).
+  t.equal((await fetch(`${cp.url}/agent/bundle.tar.gz`)).status, 404);
 });
 
 t.test('enrollment is rate limited per address (the token is the only credential)', async (t) => {

@@ -1,13 +1,14 @@
 import { parseArgs } from 'node:util';
 import { PROTOCOL_VERSION } from '@vmkit/protocol';
 import { ConfigError, DEFAULT_CONFIG_FILE, DEFAULT_STATE_DIR, EXIT_CONFIG, loadConfig } from './config.ts';
-import { startDaemon } from './daemon.ts';
+import { EXIT_RESTART, RestartRequired, startDaemon } from './daemon.ts';
 import { EnrollError, enroll } from './enroll.ts';
 import { hardenCli } from './executors/harden/cli.ts';
 import { DaemonLockError } from './lock.ts';
 import { createLogger, isLevel } from './log.ts';
 import { processAlive, readStatus } from './status.ts';
 import { statePaths } from './state-dir.ts';
+import { systemdUnit } from './unit.ts';
 import { AGENT_VERSION } from './version.ts';
 
 const USAGE = `usage: vmkit-agent <command> [options]
@@ -24,6 +25,7 @@ commands:
                      crash tests only: SIGSTOP at every harden step boundary
   status [--json]    connection state, agent id, last command, versions
   version            print the agent and protocol versions
+  print-unit         print the systemd unit this release was built with
   harden --dry-run [--deploy-key KEY ...] [--root DIR] [--json]
                      print what the harden command would change (changes nothing)
 
@@ -123,6 +125,9 @@ async function main(argv: string[]): Promise<number | undefined> {
     case 'version':
       process.stdout.write(`vmkit-agent ${AGENT_VERSION} (protocol ${PROTOCOL_VERSION}, node ${process.version})\n`);
       return 0;
+    case 'print-unit':
+      process.stdout.write(await systemdUnit());
+      return 0;
     case 'enroll': {
       const url = values.url ?? process.env.VMKIT_CONTROL_PLANE_URL;
       if (!url) throw new UsageError('enroll needs --url URL (or VMKIT_CONTROL_PLANE_URL in the environment)');
@@ -147,21 +152,24 @@ async function main(argv: string[]): Promise<number | undefined> {
     }
     case 'run': {
       // --log-level wins; without it the config file's log_level applies (the daemon's default).
+      let stop = (_why: string, _code?: number): void => undefined;
       const daemon = await startDaemon({
         configFile,
         stateDir: stateDirFlag,
         insecure: values.insecure === true,
         testStopAtHardenSteps: values['test-stop-at-harden-steps'] === true,
         ...(logLevel !== undefined && isLevel(logLevel) ? { log: createLogger(logLevel) } : {}),
+        // systemd (Restart=always) or the install script's loop starts `current` again.
+        onRestartRequested: (why) => stop(why, EXIT_RESTART),
       });
       const log = daemon.log;
       let stopping = false;
-      const stop = (signal: string) => {
+      stop = (why: string, code = 0) => {
         if (stopping) return;
         stopping = true;
-        log.info('stopping', { signal });
+        log.info(code === EXIT_RESTART ? 'restarting' : 'stopping', { reason: why });
         daemon.stop().then(
-          () => process.exit(0),
+          () => process.exit(code),
           (err: unknown) => fail(`stop failed: ${(err as Error).message}`, 1),
         );
       };
@@ -172,7 +180,7 @@ async function main(argv: string[]): Promise<number | undefined> {
     case 'status':
       return status(configFile, stateDirFlag, values.json === true);
     default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)} (enroll, run, status, version)`);
+      throw new UsageError(`unknown command ${JSON.stringify(command)} (enroll, run, status, version, print-unit)`);
   }
 }
 
@@ -184,6 +192,7 @@ main(process.argv.slice(2)).then(
     if (err instanceof UsageError) fail(`${err.message} (see vmkit-agent --help)`, EXIT_USAGE);
     if (err instanceof ConfigError) fail(err.message, EXIT_CONFIG);
     if (err instanceof EnrollError || err instanceof DaemonLockError) fail(err.message, 1);
+    if (err instanceof RestartRequired) fail(`${err.message}; exiting so the previous version starts`, EXIT_RESTART);
     fail(`unexpected failure: ${(err as Error).stack ?? String(err)}`, 1);
   },
 );

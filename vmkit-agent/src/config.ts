@@ -47,6 +47,8 @@ export const agentConfigSchema = z.strictObject({
     })
     .optional(),
   log_level: z.enum(['debug', 'info', 'warn', 'error']).optional(),
+  /** Self-update: a new version not connected this long after the switch is rolled back (default 120 s). */
+  update: z.strictObject({ confirm_within_ms: z.number().int().min(1_000).max(3_600_000).optional() }).optional(),
   /** The ops shell: on/off, limits, default user, root. */
   shell: shellConfigSchema.optional(),
 });

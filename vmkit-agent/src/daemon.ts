@@ -22,7 +22,10 @@ import { checkTransport, isLocalHost } from './transport-policy.ts';
 import { CommandVerifier } from './verify.ts';
 import { shellLimits } from './executors/shell/config.ts';
 import { ShellSessions } from './executors/shell/sessions.ts';
-import { AGENT_VERSION } from './version.ts';
+import { AGENT_VERSION, BUILD_FAULT } from './version.ts';
+import { platformOf } from '@vmkit/protocol';
+import { confirmUpdate, removeMarker, rollBack, updateAtStart } from './update/start.ts';
+import type { UpdateAtStart } from './update/start.ts';
 
 export interface DaemonOptions {
   configFile: string;
@@ -36,7 +39,23 @@ export interface DaemonOptions {
    * there or SIGCONT it. Never set by the systemd unit or the installer.
    */
   testStopAtHardenSteps?: boolean;
+  /**
+   * The daemon must be started again (an agent.update switched `current`, or a rollback
+   * did): the CLI stops it and exits with EXIT_RESTART for systemd or the restart loop.
+   */
+  onRestartRequested?(reason: string): void;
 }
+
+/** Exit status asking the supervisor to start the agent again (EX_TEMPFAIL). */
+export const EXIT_RESTART = 75;
+
+/** This start rolled an update back (or finished one): the other version must start instead. */
+export class RestartRequired extends Error {
+  override readonly name = 'RestartRequired';
+}
+
+/** The default window in which a new version must connect. */
+export const DEFAULT_CONFIRM_WITHIN_MS = 120_000;
 
 export interface RunningDaemon {
   /** The daemon's logger: --log-level when given, else the config's log_level, else info. */
@@ -96,6 +115,19 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const paths = await prepareStateDir(stateDir);
   // One daemon per state directory: two would share a replay cache and a journal.
   const lock = await DaemonLock.acquire(paths.lock);
+  // An update in flight decides first: it may roll back and ask for a restart before anything runs.
+  let update: UpdateAtStart;
+  try {
+    update = await updateAtStart(paths.update, AGENT_VERSION, log);
+  } catch (err) {
+    await lock.release();
+    throw err;
+  }
+  if (update.kind === 'restart') {
+    await lock.release();
+    throw new RestartRequired(`update to ${update.marker.to_version} rolled back to ${update.marker.from_version}: ${update.marker.reason ?? ''}`);
+  }
+  const updateCommandId = update.kind === 'none' ? undefined : update.marker.command_id;
   const verifier = await CommandVerifier.open(paths.replay, config.agent_id, config.signing_keys);
   // Logged only once the configuration passed, so a config error stays one line.
   if (insecure) {
@@ -109,11 +141,16 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   // and its outcome becomes the interrupted command's result.
   const recovery = await recoverHardenAtStart({ dir: paths.harden, paths: defaultPaths('/'), exec: execTool, reload: 'auto' }, log);
   const journal = await ResultJournal.open(paths.journal, log, Date.now(), (id) => {
+    if (id === updateCommandId) return update.kind === 'report' ? toResult(id, update.outcome) : 'pending';
     if (recovery?.commandId !== id) return undefined;
     const o = recovery.outcome;
     return toResult(id, o.ok ? { status: 'succeeded', output: o.output } : { status: 'failed', error: o.error ?? { key: 'command_interrupted', message: recovery.reason }, output: o.output });
   });
   if (recovery) await clearHardenJournal(paths.harden);
+  if (update.kind === 'report') {
+    log.info('update outcome journaled', { command_id: update.marker.command_id, version: AGENT_VERSION, attempted: update.marker.to_version });
+    await removeMarker(paths.update);
+  }
   const hardenEnv: HardenEnv = {
     journalDir: paths.harden,
     ...(opts.testStopAtHardenSteps === true ? { onBoundary: stopAtBoundary(log) } : {}),
@@ -157,7 +194,21 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const dispatcher = new CommandDispatcher({
     verifier,
     journal,
-    executors: opts.executors ?? defaultExecutors({ harden: hardenEnv, shell }),
+    executors:
+      opts.executors ??
+      defaultExecutors({
+        harden: hardenEnv,
+        shell,
+        update: {
+          markerFile: paths.update,
+          controlPlaneUrl: config.control_plane_url,
+          confirmWithinMs: config.update?.confirm_within_ms ?? DEFAULT_CONFIRM_WITHIN_MS,
+          version: AGENT_VERSION,
+          execPath: process.execPath,
+          platform: platformOf(process.platform, process.arch),
+        },
+      }),
+    onDeferred: (command) => opts.onRestartRequested?.(`${command.type} ${command.id}`),
     keys,
     log,
     send: (m) => connection.send(m),
@@ -202,6 +253,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     },
     onBinary: (frame) => shell.handleFrame(frame),
     onState: (state, info) => {
+      if (state === 'connected') confirmOnce();
       // Sessions live on one connection: when it drops, their process groups go.
       if (state !== 'connected' && state !== 'handshaking') shell.disconnected();
       status.update({
@@ -212,6 +264,32 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       });
     },
   });
+
+  // The new version of an update: confirmed at its first connection, rolled back if the window ends first.
+  let settled = update.kind !== 'confirming';
+  let confirmTimer: NodeJS.Timeout | undefined;
+  const confirmOnce = (): void => {
+    if (settled || update.kind !== 'confirming') return;
+    settled = true;
+    clearTimeout(confirmTimer);
+    const marker = update.marker;
+    void (async () => {
+      await dispatcher.finish(marker.command_id, 'agent.update', await confirmUpdate(paths.update, marker, log));
+      await removeMarker(paths.update);
+    })().catch(fail('confirming the update failed'));
+  };
+  if (update.kind === 'confirming') {
+    const marker = update.marker;
+    log.info('running a new version on probation', { version: AGENT_VERSION, previous: marker.from_version, confirm_by: new Date(marker.confirm_by).toISOString(), start: marker.starts });
+    confirmTimer = setTimeout(() => {
+      if (settled) return;
+      settled = true;
+      rollBack(paths.update, marker, `it did not connect within ${marker.confirm_by - marker.switched_at} ms`, log).then(
+        () => opts.onRestartRequested?.('update rolled back'),
+        fail('rolling the update back failed'),
+      );
+    }, Math.max(0, marker.confirm_by - Date.now()));
+  }
 
   const pruneTimer = setInterval(() => {
     const now = Date.now();
@@ -227,12 +305,15 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     pinned_keys: keys.keyIds(),
     unacked_results: journal.unacked().length,
   });
-  connection.start();
+  // A test build that must look like a broken release (update rollback tests).
+  if (BUILD_FAULT === 'never-connect') log.warn('test build with fault never-connect: not dialing the control plane');
+  else connection.start();
 
   return {
     log,
     async stop() {
       clearInterval(pruneTimer);
+      clearTimeout(confirmTimer);
       // Running commands get a bounded grace period (the unit allows 15 s) to finish,
       // journal and even send their result before the socket closes.
       if (!(await dispatcher.drain(DRAIN_MS))) log.warn('commands still running at stop; they will be reported interrupted');

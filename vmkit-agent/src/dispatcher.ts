@@ -1,6 +1,6 @@
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, isId } from '@vmkit/protocol';
 import type { AgentMessage, CommandEnvelope, CommandType, ErrorKey, MessageOf, RefusalReason } from '@vmkit/protocol';
-import type { ExecutorContext, ExecutorOutcome, ExecutorRegistry, ExecutorSpec, KeyRing } from './executors/index.ts';
+import type { DeferredOutcome, ExecutorContext, ExecutorOutcome, ExecutorRegistry, ExecutorSpec, KeyRing } from './executors/index.ts';
 import type { ResultJournal, ResultMsg } from './journal.ts';
 import type { Logger } from './log.ts';
 import type { CommandVerifier } from './verify.ts';
@@ -14,6 +14,8 @@ export interface DispatcherOptions {
   /** Sends if connected; false when the message could not go out now. */
   send(message: AgentMessage): boolean;
   onCommandFinished?(result: ResultMsg, type: string): void;
+  /** An executor deferred its result to the next process (agent.update): restart now. */
+  onDeferred?(command: CommandEnvelope): void;
   signal: AbortSignal;
 }
 
@@ -161,7 +163,7 @@ export class CommandDispatcher {
       log: this.#o.log,
       keys: this.#o.keys,
     };
-    let outcome: ExecutorOutcome;
+    let outcome: ExecutorOutcome | DeferredOutcome;
     if (!spec) {
       outcome = { status: 'failed', error: { key: 'unsupported_command' satisfies ErrorKey, message: `this agent has no executor for ${command.type}` } };
     } else {
@@ -173,6 +175,18 @@ export class CommandDispatcher {
         outcome = { status: 'failed', error: { key: 'command_failed' satisfies ErrorKey, message: (err as Error).message.slice(0, 2048) || 'executor failed' } };
       }
     }
+    if (outcome.status === 'deferred') {
+      // The journal keeps it running; the next process of this agent finishes it.
+      this.#o.log.info('command outcome deferred to the next start', { command_id: command.id, type: command.type });
+      this.#o.onDeferred?.(command);
+      return;
+    }
+    await this.finish(command.id, command.type, outcome);
+  }
+
+  /** Journals and sends the result of a command (also one a previous process left running). */
+  async finish(commandId: string, type: string, outcome: ExecutorOutcome): Promise<void> {
+    const command = { id: commandId, type };
     const result = toResult(command.id, outcome);
     await this.#o.journal.finish(command.id, result);
     this.#o.log.info('command finished', { command_id: command.id, type: command.type, status: result.status, ...(result.error ? { error: result.error.key } : {}) });
@@ -207,8 +221,8 @@ export class CommandDispatcher {
 
 // The registry is keyed by type, so spec and command always agree; TypeScript
 // cannot correlate the two unions, hence the one cast.
-function invoke(spec: ExecutorSpec<CommandType>, command: CommandEnvelope, ctx: ExecutorContext): Promise<ExecutorOutcome> {
-  return (spec.run as (p: unknown, c: ExecutorContext) => Promise<ExecutorOutcome>)(command.params, ctx);
+function invoke(spec: ExecutorSpec<CommandType>, command: CommandEnvelope, ctx: ExecutorContext): Promise<ExecutorOutcome | DeferredOutcome> {
+  return (spec.run as (p: unknown, c: ExecutorContext) => Promise<ExecutorOutcome | DeferredOutcome>)(command.params, ctx);
 }
 
 /** Builds the wire result, falling back to a failure when the output cannot travel. */

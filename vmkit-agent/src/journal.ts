@@ -43,8 +43,10 @@ export class ResultJournal {
    * Loads the journal. A record still `running` means the agent stopped in the
    * middle of that command: it becomes the result `recovered` gives for it (a harden
    * rolled back or completed at start), else a failed result; sent like any other.
+   * `pending` keeps it running: its outcome comes later in this process (an
+   * agent.update that is confirmed once the new version connects).
    */
-  static async open(dir: string, log: Logger, now = Date.now(), recovered?: (commandId: string) => ResultMsg | undefined): Promise<ResultJournal> {
+  static async open(dir: string, log: Logger, now = Date.now(), recovered?: (commandId: string) => ResultMsg | 'pending' | undefined): Promise<ResultJournal> {
     const j = new ResultJournal(dir);
     for (const name of await readdir(dir)) {
       if (!name.endsWith('.json') || name.startsWith('.')) continue;
@@ -62,7 +64,9 @@ export class ResultJournal {
       }
       j.#records.set(id, rec);
       const replacement = rec.state === 'running' ? recovered?.(id) : undefined;
-      if (replacement) {
+      if (replacement === 'pending') {
+        log.info('command still in progress across the restart', { command_id: id, type: rec.type });
+      } else if (replacement) {
         log.info('interrupted command answered with the outcome of its recovery', { command_id: id, type: rec.type, status: replacement.status });
         await j.finish(id, replacement);
       } else if (rec.state === 'running') {

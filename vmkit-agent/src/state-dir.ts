@@ -15,6 +15,7 @@ import { ensurePrivateDir, fsyncDir } from './durable.ts';
  *                     (executors/harden/journal.ts)
  *   status.json      what `vmkit-agent status` prints, rewritten by the daemon
  *   daemon.pid       pid of the running daemon (one per state directory)
+ *   update.json      an agent.update in flight across a restart (update/marker.ts)
  */
 export function statePaths(stateDir: string) {
   return {
@@ -26,6 +27,7 @@ export function statePaths(stateDir: string) {
     harden: join(stateDir, 'harden'),
     status: join(stateDir, 'status.json'),
     lock: join(stateDir, 'daemon.pid'),
+    update: join(stateDir, 'update.json'),
   };
 }
 export type StatePaths = ReturnType<typeof statePaths>;

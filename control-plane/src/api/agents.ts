@@ -7,7 +7,7 @@ import { ENROLLMENT_TOKEN_PREFIX } from '../db/enrollment.ts';
 import { ApiError } from '../errors.ts';
 import { UNSAFE_TEXT_MESSAGE, isSafeText } from '@vmkit/protocol';
 import { AGENT_CONNECT_PATH } from '../hub/agent-hub.ts';
-import { INSTALL_SCRIPT } from '../hub/bundle.ts';
+import { INSTALL_SCRIPT } from '../hub/releases.ts';
 
 /** ws(s)://<public host>/agent/v1/connect, from the URL clients reach this server at. */
 export function agentConnectUrl(ctx: AppContext): string {
@@ -93,22 +93,6 @@ export const agentRoutes: ApiPlugin = (app, { ctx }) => {
         throw new ApiError('not_found', 'The agent install script is not available on this control plane.');
       }
       return reply.type('text/x-shellscript; charset=utf-8').header('cache-control', 'no-cache').send(script);
-    },
-  );
-
-  app.get(
-    '/agent/bundle.tar.gz',
-    {
-      config: { auth: 'none' },
-      schema: { summary: 'Tarball of vmkit-agent and @vmkit/protocol sources (see hub/bundle.ts for the layout)', security: [] },
-    },
-    async (request, reply) => {
-      if (!ctx.agentBundle) throw new ApiError('not_found', 'The agent bundle is not served by this control plane.');
-      const bundle = await ctx.agentBundle.get();
-      const etag = `"${bundle.sha256}"`;
-      reply.header('etag', etag).header('x-content-sha256', bundle.sha256).header('cache-control', 'no-cache');
-      if (request.headers['if-none-match'] === etag) return reply.code(304).send();
-      return reply.type('application/gzip').send(bundle.data);
     },
   );
 };

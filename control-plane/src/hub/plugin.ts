@@ -2,7 +2,6 @@ import { join } from 'node:path';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { openHubStore } from '../db/hub-store.ts';
 import { AgentHub } from './agent-hub.ts';
-import { AgentBundleCache } from './bundle.ts';
 import { InProcessCommandBus } from './command-bus.ts';
 import type { CommandBus } from './command-bus.ts';
 import { agentHubConfig } from './config.ts';
@@ -22,7 +21,6 @@ declare module '../app.ts' {
     keyRing?: FileKeyRing;
     keyRotation?: KeyRotation;
     agentHubConfig?: AgentHubConfig;
-    agentBundle?: AgentBundleCache;
   }
 }
 
@@ -63,7 +61,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   hub.addListener(bus);
   hub.addListener(rotation);
   const shellOpener = new HubShellOpener({ hub, bus: sender });
-  Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, agentBundle: new AgentBundleCache(), shellOpener });
+  Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, shellOpener });
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();

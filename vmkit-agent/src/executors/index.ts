@@ -6,8 +6,10 @@ import { keysRotateExecutor } from './keys-rotate.ts';
 import { pingExecutor } from './ping.ts';
 import type { ShellSessions } from './shell/sessions.ts';
 import type { ExecutorSpec } from './types.ts';
+import { agentUpdateExecutor } from '../update/executor.ts';
+import type { UpdateEnv } from '../update/executor.ts';
 
-export type { Executor, ExecutorContext, ExecutorOutcome, ExecutorSpec, KeyRing, StepState } from './types.ts';
+export type { DeferredOutcome, Executor, ExecutorContext, ExecutorOutcome, ExecutorSpec, KeyRing, StepState } from './types.ts';
 
 type SpecTable = { [T in CommandType]?: ExecutorSpec<T> };
 
@@ -33,11 +35,12 @@ export class ExecutorRegistry {
  * The registration point. `shell.open` is served by the daemon's ShellSessions (it
  * needs the connection to move bytes); without one it is answered `unsupported_command`.
  */
-export function defaultExecutors(opts: { harden?: HardenEnv; shell?: ShellSessions } = {}): ExecutorRegistry {
+export function defaultExecutors(opts: { harden?: HardenEnv; shell?: ShellSessions; update?: UpdateEnv } = {}): ExecutorRegistry {
   const registry = new ExecutorRegistry()
     .register('ping', pingExecutor)
     .register('facts', factsExecutor)
     .register('keys.rotate', keysRotateExecutor)
     .register('harden', hardenExecutorSpec(opts.harden));
+  if (opts.update) registry.register('agent.update', agentUpdateExecutor(opts.update));
   return opts.shell ? registry.register('shell.open', opts.shell.executor) : registry;
 }

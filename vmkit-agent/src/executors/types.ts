@@ -8,6 +8,15 @@ export type ExecutorOutcome =
   | { status: 'succeeded'; output?: Record<string, unknown> }
   | { status: 'failed'; error: { key: ErrorKey; message: string }; output?: Record<string, unknown> };
 
+/**
+ * An executor's answer when the command's outcome is only known after the agent
+ * restarts (agent.update): no result now; the journal keeps the command running and
+ * the next process finishes it.
+ */
+export interface DeferredOutcome {
+  status: 'deferred';
+}
+
 /** The pinned control-plane keys, as `keys.rotate` changes them. */
 export interface KeyRing {
   /** Key ids pinned right now. */
@@ -33,7 +42,7 @@ export interface ExecutorContext<T extends CommandType = CommandType> {
  * Runs one verified command. Throwing is allowed: the dispatcher turns an exception
  * into a `failed` result with key `command_failed`.
  */
-export type Executor<T extends CommandType> = (params: CommandParams<T>, ctx: ExecutorContext<T>) => Promise<ExecutorOutcome>;
+export type Executor<T extends CommandType> = (params: CommandParams<T>, ctx: ExecutorContext<T>) => Promise<ExecutorOutcome | DeferredOutcome>;
 
 export interface ExecutorSpec<T extends CommandType> {
   run: Executor<T>;

@@ -1,14 +1,24 @@
 import { stat } from 'node:fs/promises';
 import { SHELL_INITIAL_WINDOW, decodeShellFrame } from '@vmkit/protocol';
 import type { ErrorKey, ShellOpenParams, ShellOpenResult } from '@vmkit/protocol';
-import { spawn } from 'node-pty';
 import type { IPty } from 'node-pty';
+import type * as NodePty from 'node-pty';
 import type { Logger } from '../../log.ts';
 import type { ExecutorOutcome, ExecutorSpec } from '../types.ts';
 import { judgeAccount, lookupAccount, sessionArgv, sessionEnv } from './account.ts';
 import type { Account } from './account.ts';
 import type { ShellLimits } from './config.ts';
 import { ShellSession } from './session.ts';
+
+let ptyModule: Promise<typeof NodePty> | undefined;
+/**
+ * node-pty and its native addon load with the first shell, not at start: an agent whose
+ * addon cannot load (a build without it, a noexec directory) still runs every other command.
+ */
+function loadPty(): Promise<typeof NodePty> {
+  ptyModule ??= import('node-pty');
+  return ptyModule;
+}
 
 export interface ShellSessionsOptions {
   limits: ShellLimits;
@@ -77,7 +87,7 @@ export class ShellSessions {
       const cwd = (await isDirectory(account.home)) ? account.home : '/';
       let pty: IPty;
       try {
-        pty = spawn(file, args, { name: p.term, cols: p.cols, rows: p.rows, cwd, env: sessionEnv(account, p.term, p.env), encoding: null });
+        pty = (await loadPty()).spawn(file, args, { name: p.term, cols: p.cols, rows: p.rows, cwd, env: sessionEnv(account, p.term, p.env), encoding: null });
       } catch (err) {
         return refuse('shell_spawn_failed', `could not start ${file}: ${(err as Error).message}`);
       }

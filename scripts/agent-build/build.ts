@@ -1,0 +1,225 @@
+/**
+ * The agent as one file per platform: esbuild bundles vmkit-agent and @vmkit/protocol
+ * into one CommonJS script, Node makes it a single-executable-application blob (with a
+ * V8 code cache, the systemd unit and node-pty's addon as assets), and postject injects
+ * the blob into a copy of the target's Node binary. The output follows the layout the
+ * control plane serves releases from:
+ *
+ *   <out>/<version>/<platform>/vmkit-agent      the executable (0755)
+ *   <out>/<version>/<platform>/manifest.json    {version, platform, sha256, size, node, built_at}
+ *   <out>/<version>/<platform>/.build/          the bundle and its source map (not served)
+ *
+ * Only the machine's own platform can be built: the blob and its code cache must come
+ * from the target's Node, and pty.node must be compiled for the target.
+ */
+import { execFile } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { build } from 'esbuild';
+import type { Plugin } from 'esbuild';
+import { AGENT_PLATFORMS, agentVersionSchema, platformOf } from '@vmkit/protocol';
+import type { AgentPlatform } from '@vmkit/protocol';
+
+const run = promisify(execFile);
+
+export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
+const requireFromRoot = createRequire(join(REPO_ROOT, 'package.json'));
+/** Node's SEA sentinel; the same for every Node release that supports SEAs. */
+const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
+/** ELF e_machine of each platform, to refuse an addon compiled for another CPU. */
+const ELF_MACHINE: Record<AgentPlatform, number> = { 'linux-x64': 62, 'linux-arm64': 183 };
+/** Faults a test build can carry (never set by a release build). */
+export const BUILD_FAULTS = ['never-connect'] as const;
+export type BuildFault = (typeof BUILD_FAULTS)[number];
+
+export class AgentBuildError extends Error {
+  override readonly name = 'AgentBuildError';
+}
+
+export interface AgentBuildOptions {
+  /** Default: this machine's platform. */
+  platform?: string;
+  /** Default: vmkit-agent/package.json's version. */
+  version?: string;
+  /** Releases folder to write into; default <repo>/dist/agent. */
+  out?: string;
+  /** Tests only: a release that misbehaves on purpose (e.g. never connects). */
+  fault?: BuildFault;
+  log?: (line: string) => void;
+}
+
+export interface AgentBuildManifest {
+  version: string;
+  platform: AgentPlatform;
+  sha256: string;
+  size: number;
+  node: string;
+  built_at: string;
+  fault?: BuildFault;
+}
+
+export interface AgentBuildResult {
+  file: string;
+  manifestFile: string;
+  manifest: AgentBuildManifest;
+}
+
+export function packageVersion(): string {
+  const pkg = JSON.parse(readFileSync(join(REPO_ROOT, 'vmkit-agent', 'package.json'), 'utf8')) as { version: string };
+  return pkg.version;
+}
+
+/** Why this machine cannot build `platform`, or undefined when it can. */
+export function cannotBuild(platform: string): string | undefined {
+  if (!(AGENT_PLATFORMS as readonly string[]).includes(platform)) return `unknown platform ${JSON.stringify(platform)} (known: ${AGENT_PLATFORMS.join(', ')})`;
+  const host = platformOf(process.platform, process.arch);
+  if (host !== platform) {
+    return (
+      `cannot build ${platform} on ${host ?? `${process.platform}-${process.arch}`}: the SEA blob and its V8 code cache must be made by the ` +
+      `target's own Node, and node-pty's pty.node compiled for the target; build on a ${platform} machine (npm ci there installs its Node and compiles node-pty)`
+    );
+  }
+  return undefined;
+}
+
+function elfMachine(file: string): number | undefined {
+  const fd = openSync(file, 'r');
+  try {
+    const head = Buffer.alloc(20);
+    if (readSync(fd, head, 0, 20, 0) < 20 || head.readUInt32BE(0) !== 0x7f454c46) return undefined;
+    return head.readUInt16LE(18);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The target's Node binary, as npm installed it (the node-linux-* package). */
+function nodeBinary(platform: AgentPlatform): string {
+  let file: string;
+  try {
+    file = requireFromRoot.resolve(`node-${platform}/bin/node`);
+  } catch {
+    throw new AgentBuildError(`no node-${platform} package in node_modules (npm installs it on ${platform} machines)`);
+  }
+  if (elfMachine(file) !== ELF_MACHINE[platform]) throw new AgentBuildError(`${file} is not a ${platform} executable`);
+  return file;
+}
+
+function ptyAddon(platform: AgentPlatform): string {
+  const file = join(REPO_ROOT, 'node_modules', 'node-pty', 'build', 'Release', 'pty.node');
+  if (!existsSync(file)) throw new AgentBuildError(`${file} is missing: node-pty was not compiled (npm rebuild node-pty)`);
+  if (elfMachine(file) !== ELF_MACHINE[platform]) throw new AgentBuildError(`${file} is not compiled for ${platform}`);
+  return file;
+}
+
+/** node-pty finds its addon relative to its own files; in the bundle it comes from the SEA (vmkit-agent/src/sea/pty-native.ts). */
+const ptyLoaderPlugin: Plugin = {
+  name: 'vmkit-pty-native',
+  setup(b) {
+    b.onResolve({ filter: /^\.\/utils$/ }, (args) =>
+      /[\\/]node-pty[\\/]lib$/.test(args.resolveDir) ? { path: join(REPO_ROOT, 'vmkit-agent', 'src', 'sea', 'pty-native.ts') } : undefined,
+    );
+  },
+};
+
+function sha256File(file: string): string {
+  return createHash('sha256').update(readFileSync(file)).digest('hex');
+}
+
+async function hasStrip(): Promise<boolean> {
+  try {
+    await run('strip', ['--version']);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBuildResult> {
+  const log = opts.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const platform = opts.platform ?? platformOf(process.platform, process.arch) ?? `${process.platform}-${process.arch}`;
+  const why = cannotBuild(platform);
+  if (why !== undefined) throw new AgentBuildError(why);
+  const target = platform as AgentPlatform;
+  const version = opts.version ?? packageVersion();
+  if (!agentVersionSchema.safeParse(version).success) throw new AgentBuildError(`version ${JSON.stringify(version)} is not a release version like 1.2.3 or 1.2.3-rc.1`);
+  const node = nodeBinary(target);
+  const pty = ptyAddon(target);
+  const out = resolve(opts.out ?? join(REPO_ROOT, 'dist', 'agent'));
+  const finalDir = join(out, version, target);
+  const stage = join(out, version, `.${target}.${process.pid}.${Date.now()}.tmp`);
+  const work = join(stage, '.build');
+  mkdirSync(work, { recursive: true });
+  log(`vmkit-agent ${version} for ${target}${opts.fault ? ` (test fault: ${opts.fault})` : ''}`);
+  try {
+    const bundle = join(work, 'agent.cjs');
+    const result = await build({
+      entryPoints: [join(REPO_ROOT, 'vmkit-agent', 'src', 'cli.ts')],
+      bundle: true,
+      platform: 'node',
+      format: 'cjs',
+      target: 'node24',
+      outfile: bundle,
+      sourcemap: 'external',
+      legalComments: 'none',
+      define: {
+        VMKIT_AGENT_BUILD_VERSION: JSON.stringify(version),
+        VMKIT_AGENT_BUILD_FAULT: JSON.stringify(opts.fault ?? ''),
+      },
+      plugins: [ptyLoaderPlugin],
+      // version.ts reads package.json through import.meta.url only when the define above is absent (tsx).
+      logOverride: { 'empty-import-meta': 'silent' },
+      logLevel: 'silent',
+    });
+    if (result.warnings.length > 0) throw new AgentBuildError(`esbuild warned: ${result.warnings.map((w) => w.text).join('; ')}`);
+    // The bundle run by plain node finds the addon beside it (pty-native.ts).
+    copyFileSync(pty, join(work, 'pty.node'));
+    const unit = join(REPO_ROOT, 'scripts', 'vmkit-agent.service');
+    const seaConfig = join(work, 'sea-config.json');
+    const blob = join(work, 'sea.blob');
+    writeFileSync(
+      seaConfig,
+      JSON.stringify({
+        main: bundle,
+        output: blob,
+        disableExperimentalSEAWarning: true,
+        useCodeCache: true,
+        // NODE_OPTIONS from the VM's environment must not reach a root daemon.
+        execArgvExtension: 'none',
+        assets: { 'pty.node': pty, 'vmkit-agent.service': unit },
+      }),
+    );
+    await run(node, ['--experimental-sea-config', seaConfig], { cwd: work });
+    const exe = join(stage, 'vmkit-agent');
+    copyFileSync(node, exe);
+    chmodSync(exe, 0o755);
+    // Symbols and debug info are a sixth of the binary and nothing on a VM reads them.
+    if (await hasStrip()) await run('strip', ['--strip-all', exe]);
+    else log('strip not found: the executable keeps its symbols (about 18 MB more)');
+    await run(process.execPath, [requireFromRoot.resolve('postject/dist/cli.js'), exe, 'NODE_SEA_BLOB', blob, '--sentinel-fuse', SEA_FUSE], {
+      maxBuffer: 16 * 1024 * 1024,
+    });
+    const { stdout } = await run(exe, ['version'], { env: {} });
+    if (!stdout.startsWith(`vmkit-agent ${version} `)) throw new AgentBuildError(`the built executable says ${JSON.stringify(stdout.trim())}`);
+    const manifest: AgentBuildManifest = {
+      version,
+      platform: target,
+      sha256: sha256File(exe),
+      size: statSync(exe).size,
+      node: (await run(node, ['--version'])).stdout.trim(),
+      built_at: new Date().toISOString(),
+      ...(opts.fault ? { fault: opts.fault } : {}),
+    };
+    const manifestFile = join(stage, 'manifest.json');
+    writeFileSync(manifestFile, `${JSON.stringify(manifest, null, 2)}\n`);
+    rmSync(finalDir, { recursive: true, force: true });
+    renameSync(stage, finalDir);
+    log(`  ${join(finalDir, 'vmkit-agent')} (${(manifest.size / 1e6).toFixed(1)} MB, sha256 ${manifest.sha256})`);
+    return { file: join(finalDir, 'vmkit-agent'), manifestFile: join(finalDir, 'manifest.json'), manifest };
+  } finally {
+    rmSync(stage, { recursive: true, force: true });
+  }
+}
