@@ -9,7 +9,7 @@ import t from 'tap';
 import type { Test } from 'tap';
 import { signReleaseManifest } from '@vmkit/protocol';
 import type { AgentReleaseManifest } from '@vmkit/protocol';
-import { agentArtifact, artifactSkipReason, releasesDir } from '../helpers/agent-artifact.ts';
+import { agentArtifact, artifactSkipReason, releasesDir, stopInstalledAgent } from '../helpers/agent-artifact.ts';
 import type { AgentArtifact } from '../helpers/agent-artifact.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
@@ -77,22 +77,7 @@ function layout(t: Test) {
     pidFile: join(dir, 'agent.pid'),
   };
   t.teardown(async () => {
-    if (existsSync(paths.pidFile)) {
-      const pid = Number(readFileSync(paths.pidFile, 'utf8'));
-      try {
-        process.kill(-pid, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-      for (let i = 0; i < 100; i++) {
-        try {
-          process.kill(-pid, 0);
-        } catch {
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await stopInstalledAgent(paths.pidFile);
     rmSync(dir, { recursive: true, force: true });
   });
   const env = {

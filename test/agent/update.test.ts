@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSyn
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
-import { agentArtifact, artifactSkipReason, releasesDir } from '../helpers/agent-artifact.ts';
+import { agentArtifact, artifactSkipReason, releasesDir, stopInstalledAgent } from '../helpers/agent-artifact.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { waitAgentState } from '../helpers/real-agent.ts';
@@ -49,22 +49,7 @@ t.test('agent.update: to a version that connects, a refused downgrade, a version
   const pidFile = join(dir, 'loop.pid');
   const logFile = join(dir, 'agent.log');
   t.teardown(async () => {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, 'utf8'));
-      try {
-        process.kill(-pid, 'SIGTERM');
-      } catch {
-        // gone
-      }
-      for (let i = 0; i < 100; i++) {
-        try {
-          process.kill(-pid, 0);
-        } catch {
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 50));
-      }
-    }
+    await stopInstalledAgent(pidFile);
     rmSync(dir, { recursive: true, force: true });
   });
   const env = {

@@ -122,3 +122,25 @@ export function addRelease(dir: string, a: AgentArtifact): string {
   copyFileSync(join(a.file, '..', 'manifest.json'), join(target, 'manifest.json'));
   return file;
 }
+
+/**
+ * Stops what an install script started without systemd: its restart loop and the agent
+ * under it, one process group named by the pid file; waits (bounded) until the group is gone.
+ */
+export async function stopInstalledAgent(pidFile: string): Promise<void> {
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8'));
+  try {
+    process.kill(-pid, 'SIGTERM');
+  } catch {
+    return; // already gone
+  }
+  for (let i = 0; i < 100; i++) {
+    try {
+      process.kill(-pid, 0);
+    } catch {
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
