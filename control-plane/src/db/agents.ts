@@ -30,6 +30,7 @@ export async function createAgent(db: Db, input: NewAgent, now = Date.now()): Pr
     agentVersion: input.agentVersion ?? null,
     hostname: input.hostname ?? null,
     os: input.os ?? null,
+    platform: null,
     pinnedKeyIds: input.pinnedKeyIds ?? null,
     createdAt: now,
   };
