@@ -3,6 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
 import { platformOf } from '@vmkit/protocol';
+import { updateAgent } from '../../control-plane/src/db/agents.ts';
 import { freePort } from '../helpers/cp-process.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
@@ -109,6 +110,27 @@ t.test('an instance without an agent, and an agent that is not connected, are re
   t.same(await list(), []);
 });
 
+t.test('an agent that never told its platform: refused when named, left out of a percent rollout', async (t) => {
+  // As an agent older than self-update is stored: no platform.
+  await updateAgent(cp.ctx.db, third.agentId, { platform: null });
+  t.teardown(() => updateAgent(cp.ctx.db, third.agentId, { platform: PLATFORM }));
+  const named = await post({ version: '0.2.0', instance_ids: [ids[0], ids[2]], batch_size: 1, max_failures: 1 });
+  t.equal(named.status, 409);
+  t.equal(named.body.error, 'conflict');
+  t.match(named.body.message, new RegExp(`\\(${ids[2] ?? ''}\\) has not told its platform: it is older than self-update`));
+  t.same(await list(), [], 'nothing stored');
+  const some = await post({ version: '0.2.0', percent: 100, batch_size: 3, max_failures: 3 });
+  t.equal(some.status, 202, JSON.stringify(some.body));
+  t.same(
+    some.body.agents.map((a) => a.instance_id),
+    [ids[0], ids[1]],
+    'percent 100 of the 4 enrolled agents: the 2 that can take it (one is offline, one has no platform)',
+  );
+  const done = await rolloutEnd(cp, some.body.id);
+  t.equal(done.status, 'failed');
+  t.same(done.counts, { failed: 2 });
+});
+
 t.test("another workspace's instance is refused as unknown; its rollouts are not visible", async (t) => {
   const other = await cp.createWorkspace('rollout-other');
   const res = await post({ version: '0.2.0', instance_ids: [ids[0]], batch_size: 1, max_failures: 1 }, other.adminKey);
@@ -134,7 +156,11 @@ t.test('POST needs the admin scope; reading needs instances:read', async (t) => 
   t.equal(missing.body.error, 'rollout_not_found');
 });
 
+const updatesSentTo = async (id: string) =>
+  (await cp.api<{ items: { type: string }[] }>('GET', `/api/instances/${id}/commands`)).body.items.filter((x) => x.type === 'agent.update').length;
+
 t.test('max_failures 1: the first agent fails, the rollout stops, the rest are skipped; all audited', async (t) => {
+  const sentBefore = await updatesSentTo(ids[1] ?? '');
   const res = await post({ version: '0.2.0', instance_ids: ids, batch_size: 1, max_failures: 1 });
   t.equal(res.status, 202, JSON.stringify(res.body));
   t.equal(res.body.status, 'running');
@@ -155,12 +181,11 @@ t.test('max_failures 1: the first agent fails, the rollout stops, the rest are s
   t.same([b?.state, c?.state], ['skipped', 'skipped']);
   t.same([b?.command_id, c?.command_id], [null, null], 'the skipped agents were sent nothing');
   t.same(done.counts, { failed: 1, skipped: 2 });
-  t.equal((await cp.api<{ items: { id: string; type: string }[] }>('GET', `/api/instances/${ids[1] ?? ''}/commands`)).body.items.filter((x) => x.type === 'agent.update').length, 0);
+  t.equal(await updatesSentTo(ids[1] ?? ''), sentBefore, 'no agent.update reached a skipped agent');
 
-  const started = await audit('agent.rollout.started');
-  t.equal(started.length, 1);
-  t.same(started[0]?.target_ids, { rollout_id: done.id, version: '0.2.0', agents: '3' });
-  const failed = await audit('agent.update.failed');
+  const started = (await audit('agent.rollout.started')).filter((r) => r.target_ids?.rollout_id === done.id);
+  t.same(started.map((r) => r.target_ids), [{ rollout_id: done.id, version: '0.2.0', agents: '3' }]);
+  const failed = (await audit('agent.update.failed')).filter((r) => r.target_ids?.rollout_id === done.id);
   t.same(failed.map((r) => [r.target_ids?.id, r.target_ids?.rollout_id, r.target_ids?.command_id, r.error_key]), [[ids[0], done.id, a?.command_id, 'update_refused']]);
   const skipped = await audit('agent.update.skipped');
   t.same(skipped.map((r) => r.target_ids?.id).sort(), [ids[1], ids[2]].sort());
@@ -171,7 +196,7 @@ t.test('max_failures 1: the first agent fails, the rollout stops, the rest are s
   t.ok(route.some((r) => r.status === 202), 'the request itself is audited');
 
   const listed = await list();
-  t.same(listed.map((r) => [r.id, r.status, r.counts]), [[done.id, 'stopped', { failed: 1, skipped: 2 }]]);
+  t.same(listed[0] && [listed[0].id, listed[0].status, listed[0].counts], [done.id, 'stopped', { failed: 1, skipped: 2 }], 'newest first, with counts');
 });
 
 t.test('with room for failures every batch runs: the rollout ends failed, nothing skipped', async (t) => {
@@ -182,7 +207,7 @@ t.test('with room for failures every batch runs: the rollout ends failed, nothin
   t.equal(done.status, 'failed');
   t.same(done.counts, { failed: 2 });
   t.match(done.error_message, /2 agent updates failed \(fewer than max_failures 3\)/);
-  t.equal((await audit('agent.rollout.failed')).length, 1);
+  t.equal((await audit('agent.rollout.failed')).filter((r) => r.target_ids?.rollout_id === done.id).length, 1);
 });
 
 t.test('one rollout runs per workspace at a time', async (t) => {

@@ -25,7 +25,7 @@ const RolloutBody = z.strictObject({
     .min(1)
     .max(100)
     .optional()
-    .describe("This share of the workspace's enrolled agents (rounded up), taken from those connected and not on the version yet"),
+    .describe("This share of the workspace's enrolled agents (rounded up), taken from those connected, not on the version yet and able to self-update"),
   batch_size: z.number().int().min(1).max(100).describe('Agents updated at once; the next batch starts when each of them has an outcome'),
   max_failures: z.number().int().min(1).max(MAX_NAMED).describe('Failed, rolled back or timed out agents that stop the rollout (the rest are skipped)'),
   allow_downgrade: z.boolean().default(false).describe('Needed when the version is older than an agent runs'),

@@ -52,7 +52,7 @@ export async function getAgentById(db: Db, id: string): Promise<AgentRow | undef
 }
 
 export type AgentPatch = Partial<
-  Pick<AgentRow, 'publicKey' | 'state' | 'connectedAt' | 'lastSeen' | 'agentVersion' | 'hostname' | 'os' | 'pinnedKeyIds'>
+  Pick<AgentRow, 'publicKey' | 'state' | 'connectedAt' | 'lastSeen' | 'agentVersion' | 'hostname' | 'os' | 'platform' | 'pinnedKeyIds'>
 >;
 
 export async function updateAgent(db: Db, id: string, patch: AgentPatch): Promise<void> {

@@ -83,18 +83,22 @@ function named(ask: RolloutAsk & { instanceIds: string[] }, fleet: Fleet): Live[
   return live;
 }
 
-/** percent of the workspace's enrolled agents, taken from those that are connected and not on the version yet, oldest instance first. */
+/**
+ * percent of the workspace's enrolled agents, taken from those that can take the update
+ * (connected, platform told, not on the version yet), oldest instance first. Agents older
+ * than self-update are left out rather than blocking every percent rollout of the fleet.
+ */
 function byPercent(ask: RolloutAsk & { percent: number }, fleet: Fleet): Live[] {
   const live = fleet.instances.filter(isLive);
   const want = Math.ceil((live.length * ask.percent) / 100);
   const candidates = live
-    .filter((r) => fleet.isConnected(r.agent.id) && r.agent.agentVersion !== ask.version)
+    .filter((r) => fleet.isConnected(r.agent.id) && platformOfRow(r) !== undefined && r.agent.agentVersion !== ask.version)
     .filter((r) => ask.allowDowngrade || (compare(r.agent.agentVersion, ask.version) ?? -1) < 0)
     .sort((a, b) => (a.instance.id < b.instance.id ? -1 : a.instance.id > b.instance.id ? 1 : 0));
   if (candidates.length === 0) {
     throw new ApiError(
       'conflict',
-      `No agent to update: of the ${live.length} enrolled agent${live.length === 1 ? '' : 's'} of this workspace, none is connected and running a version ${ask.allowDowngrade ? 'other than' : 'older than'} ${ask.version}; nothing was started.`,
+      `No agent to update: of the ${live.length} enrolled agent${live.length === 1 ? '' : 's'} of this workspace, none is connected, self-updating and running a version ${ask.allowDowngrade ? 'other than' : 'older than'} ${ask.version}; nothing was started.`,
     );
   }
   return candidates.slice(0, want);
