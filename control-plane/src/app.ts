@@ -36,6 +36,7 @@ import { instanceWriteRoutes } from './api/instances-write.ts';
 import { instanceComputeRoutes } from './api/instances-compute.ts';
 import { agentRoutes } from './api/agents.ts';
 import { agentReleaseRoutes } from './api/agent-releases.ts';
+import { agentUpdateRoutes } from './api/agent-updates.ts';
 import { signingKeyRoutes } from './api/signing-keys.ts';
 import { mcpRoutes } from './mcp/plugin.ts';
 import { hardenRoutes } from './api/harden.ts';
@@ -93,6 +94,7 @@ export const ROUTES: ApiPlugin[] = [
   instanceComputeRoutes,
   agentRoutes,
   agentReleaseRoutes,
+  agentUpdateRoutes,
   signingKeyRoutes,
   scanRoutes,
   auditRoutes,
@@ -214,10 +216,11 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   installAuthHooks(app, ctx.db, ctx.now);
   await installRateLimit(app, ctx.config.rateLimit);
   installAuditHook(app, ctx.db, ctx.now);
-  // Root hooks run before the plugins' own: deploys stop (and resume at the next start)
+  // Root hooks run before the plugins' own: deploys and agent rollouts stop (and resume at the next start)
   // before the agent hub closes the command bus under a step that waits on a command.
   app.addHook('preClose', async () => {
     await ctx.deploys?.close();
+    await ctx.agentRollouts?.close();
   });
   // After the key check and the rate limiter, before the body is validated.
   app.addHook('preValidation', (request, _reply, done) => done(badUrlError(request)));

@@ -2,15 +2,17 @@
  * Agent start-up benchmark: the single executable (npm run build:agent) next to the
  * sources under tsx (`node vmkit-agent/bin/vmkit-agent.js run`, how agents ran before).
  *
- *   node --import tsx scripts/bench/agent.ts [--runs 5] [--idle-ms 5000]
+ *   node --import tsx scripts/bench/agent.ts [--runs 5] [--idle-ms 5000] [--fleet 4]
  *
  * Per form: one agent enrolled with a local control plane, then `runs` starts, each
  * timed from spawn to the agent's own `connected` log line (the hub's welcome), and its
  * RSS read from /proc after `idle-ms` of idling connected (heartbeats only). Prints the
  * artifact's size, p50 and min of the start times, p50 of the idle RSS. Figures, not
  * assertions; the goals (issue 14) are start-to-connected <= 300 ms and idle RSS <= 45 MB.
+ * Then the time of a fleet update over `fleet` local agents (scripts/bench/agent-fleet.ts,
+ * its own process; root only; --fleet 0 leaves it out).
  */
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
@@ -18,7 +20,9 @@ import { parseArgs } from 'node:util';
 import { agentArtifact, artifactSkipReason } from '../../test/helpers/agent-artifact.ts';
 import { startTestControlPlane } from '../../test/helpers/control-plane.ts';
 
-const { values } = parseArgs({ options: { runs: { type: 'string', default: '5' }, 'idle-ms': { type: 'string', default: '5000' } } });
+const { values } = parseArgs({
+  options: { runs: { type: 'string', default: '5' }, 'idle-ms': { type: 'string', default: '5000' }, fleet: { type: 'string', default: '4' } },
+});
 const RUNS = Number(values.runs);
 const IDLE_MS = Number(values['idle-ms']);
 const ROOT = join(import.meta.dirname, '..', '..');
@@ -103,4 +107,9 @@ try {
 } finally {
   await cp.close();
   for (const d of dirs) rmSync(d, { recursive: true, force: true });
+}
+
+if (values.fleet !== '0') {
+  const fleet = spawnSync(process.execPath, ['--import', 'tsx', join(import.meta.dirname, 'agent-fleet.ts'), '--agents', values.fleet], { stdio: 'inherit', cwd: ROOT });
+  if (fleet.status !== 0) process.exitCode = 1;
 }

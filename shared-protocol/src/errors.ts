@@ -87,6 +87,10 @@ export const ERRORS = {
     status: 502,
     message: 'The new agent version did not connect in time; the agent went back to the previous version.',
   },
+  // fleet rollouts (POST /api/agents/updates)
+  rollout_not_found: { status: 404, message: 'No agent rollout with this id exists in this workspace.' },
+  rollout_in_progress: { status: 409, message: 'An agent rollout is already running in this workspace; wait for it to end.' },
+  rollout_stopped: { status: 409, message: 'The agent rollout stopped when its failures reached max_failures; this agent was not updated.' },
   // ops shell (shell.open and its channel)
   shell_disabled: { status: 409, message: "The instance's agent has the shell disabled in its configuration." },
   shell_user_refused: {

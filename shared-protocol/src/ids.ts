@@ -22,6 +22,8 @@ export const ID_PREFIXES = {
   dnsRecord: 'dns',
   sshKey: 'sshk',
   audit: 'aud',
+  agentRollout: 'rol',
+  rolloutTarget: 'rolt',
 } as const;
 
 export type IdKind = keyof typeof ID_PREFIXES;

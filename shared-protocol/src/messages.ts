@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { idSchema } from './ids.ts';
 import { signatureSchema, signingKeySchema } from './commands.ts';
+import { agentPlatformSchema } from './agent-release.ts';
 import { errorKeySchema } from './errors.ts';
 import type { ErrorKey } from './errors.ts';
 
@@ -36,6 +37,8 @@ export const helloMessage = z.strictObject({
   agent_version: shortText(64),
   hostname: shortText(253),
   os: shortText(128),
+  /** The release platform the agent runs on (linux-x64, ...): fleet rollouts pick the release by it. Absent from agents older than self-update. */
+  platform: agentPlatformSchema.optional(),
 });
 
 export const welcomeMessage = z.strictObject({

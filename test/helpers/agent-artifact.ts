@@ -125,7 +125,8 @@ export function addRelease(dir: string, a: AgentArtifact): string {
 
 /**
  * Stops what an install script started without systemd: its restart loop and the agent
- * under it, one process group named by the pid file; waits (bounded) until the group is gone.
+ * under it, one process group named by the pid file; waits (bounded) until the group is gone,
+ * then kills what is left.
  */
 export async function stopInstalledAgent(pidFile: string): Promise<void> {
   if (!existsSync(pidFile)) return;
@@ -142,5 +143,10 @@ export async function stopInstalledAgent(pidFile: string): Promise<void> {
       return;
     }
     await new Promise((r) => setTimeout(r, 50));
+  }
+  try {
+    process.kill(-pid, 'SIGKILL');
+  } catch {
+    // gone meanwhile
   }
 }

@@ -1,5 +1,5 @@
 import type { KeyObject } from 'node:crypto';
-import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, parseServerMessage, signHello } from '@vmkit/protocol';
+import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, parseServerMessage, platformOf, signHello } from '@vmkit/protocol';
 import type { AgentMessage, MessageOf, RawFrame, ServerMessage } from '@vmkit/protocol';
 import WebSocket from 'ws';
 import { fullJitterDelay } from './backoff.ts';
@@ -35,6 +35,9 @@ const SILENCE_LIMIT = 3;
 const CLOSE_GOING_AWAY = 1001;
 const CLOSE_PROTOCOL_ERROR = 1002;
 const CLOSE_POLICY_VIOLATION = 1008;
+
+/** The release platform told in the hello, so rollouts send this agent the right build. */
+const PLATFORM = platformOf(process.platform, process.arch);
 
 type Phase = 'await_challenge' | 'await_welcome' | 'ready';
 
@@ -205,6 +208,7 @@ export class AgentConnection {
           agent_version: this.#o.agentVersion,
           hostname: this.#o.hostname,
           os: this.#o.os,
+          ...(PLATFORM ? { platform: PLATFORM } : {}),
         });
         return;
       case 'await_welcome':

@@ -69,6 +69,7 @@ export const AgentView = z.object({
   connected_at: maybeTime,
   last_seen: maybeTime,
   agent_version: z.string().nullable(),
+  platform: z.string().nullable().describe('Release platform the agent reported (linux-x64, ...); null for agents older than self-update'),
   hostname: z.string().nullable(),
   os: z.string().nullable(),
 });
@@ -108,6 +109,7 @@ export function instanceView(i: InstanceRow, a: AgentRow | null): z.output<typeo
           connected_at: iso(a.connectedAt),
           last_seen: iso(a.lastSeen),
           agent_version: a.agentVersion,
+          platform: a.platform,
           hostname: a.hostname,
           os: a.os,
         }

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { escapeUnsafeJson, escapeUnsafeText } from '@vmkit/protocol';
+import { AGENT_COMMANDS } from './agents-cli.ts';
 import { runDeployCli } from './deploy-cli.ts';
 import { CommandFailed, INSTANCE_COMMANDS } from './instances-cli.ts';
 import type { Command } from './instances-cli.ts';
@@ -30,6 +31,10 @@ export const VMKIT_USAGE = `Usage: vmkit <command> [--url URL] [--key vmk_... | 
                                   machine you enroll yourself (the REST API's default)
   instances delete ID|NAME        destroys the VM
   instances harden ID|NAME        prints each step as the agent reports it
+  agents update --version V (--instances ID|NAME,... | --percent N) --batch-size N --max-failures N
+                [--allow-downgrade] [--wait]
+                                  update agents batch by batch; stops at max failures
+  agents updates [ROLLOUT_ID] [--wait]   rollouts, or one rollout agent by agent
   scan OWNER/NAME                 language, framework, buildpack, with evidence
   audit list [--action A] [--key-id K] [--since ISO] [--limit N] [--cursor C]
   deploy OWNER/NAME DEST [--sha SHA] [--wait]   deploy (first call opens the scaffolding PR)
@@ -86,7 +91,7 @@ export async function runVmkitCli(argv: string[], io: Io): Promise<number> {
   if (argv[0] === 'deploy' || argv[0] === 'deploys') return runDeployCli(argv, io);
   if (argv[0] === 'shell') return runShellCli(argv.slice(1), io);
   // A command found in the table brings its own flags; the rest share OPTIONS.
-  const handler: Command | undefined = INSTANCE_COMMANDS[argv[0] === 'scan' ? 'scan' : `${argv[0]} ${argv[1]}`];
+  const handler: Command | undefined = { ...INSTANCE_COMMANDS, ...AGENT_COMMANDS }[argv[0] === 'scan' ? 'scan' : `${argv[0]} ${argv[1]}`];
   let values: { [K in keyof typeof OPTIONS]?: string | boolean } & Record<string, string | boolean | undefined>;
   let positionals: string[];
   try {

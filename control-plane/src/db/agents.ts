@@ -30,6 +30,7 @@ export async function createAgent(db: Db, input: NewAgent, now = Date.now()): Pr
     agentVersion: input.agentVersion ?? null,
     hostname: input.hostname ?? null,
     os: input.os ?? null,
+    platform: null,
     pinnedKeyIds: input.pinnedKeyIds ?? null,
     createdAt: now,
   };
@@ -51,7 +52,7 @@ export async function getAgentById(db: Db, id: string): Promise<AgentRow | undef
 }
 
 export type AgentPatch = Partial<
-  Pick<AgentRow, 'publicKey' | 'state' | 'connectedAt' | 'lastSeen' | 'agentVersion' | 'hostname' | 'os' | 'pinnedKeyIds'>
+  Pick<AgentRow, 'publicKey' | 'state' | 'connectedAt' | 'lastSeen' | 'agentVersion' | 'hostname' | 'os' | 'platform' | 'pinnedKeyIds'>
 >;
 
 export async function updateAgent(db: Db, id: string, patch: AgentPatch): Promise<void> {

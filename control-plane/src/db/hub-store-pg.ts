@@ -25,7 +25,7 @@ const SQL = {
   findAgent: { name: 'hub_find_agent', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = $1' },
   markConnected: {
     name: 'hub_mark_connected',
-    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4 WHERE id = $5 AND state <> 'revoked'",
+    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4, platform = $5 WHERE id = $6 AND state <> 'revoked'",
   },
   markDisconnected: {
     name: 'hub_mark_disconnected',
@@ -71,7 +71,7 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.#pool.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, agentId] });
+    await this.#pool.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId] });
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {

@@ -25,8 +25,8 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
     const cols = shared.COMMAND_COLUMNS;
     this.#stmt = {
       findAgent: c.prepare<[string], RawAgentRow>('SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ?'),
-      markConnected: c.prepare<[number, number, string, string, string, string]>(
-        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ? WHERE id = ? AND state <> 'revoked'",
+      markConnected: c.prepare<[number, number, string, string, string, string | null, string]>(
+        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ?, platform = ? WHERE id = ? AND state <> 'revoked'",
       ),
       markDisconnected: c.prepare<[number, string]>(
         "UPDATE agents SET state = 'disconnected', last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ? AND state = 'connected'",
@@ -56,7 +56,7 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, agentId);
+    this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId);
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {

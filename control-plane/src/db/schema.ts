@@ -57,6 +57,7 @@ import {
   sqliteWorkspaceProviders,
 } from './schema/projects.ts';
 import { pgAuditLog, pgShellSessions, sqliteAuditLog, sqliteShellSessions } from './schema/records.ts';
+import { pgAgentRolloutTargets, pgAgentRollouts, sqliteAgentRolloutTargets, sqliteAgentRollouts } from './schema/rollouts.ts';
 
 export const sqliteSchema = {
   workspaces: sqliteWorkspaces,
@@ -77,6 +78,8 @@ export const sqliteSchema = {
   deploySteps: sqliteDeploySteps,
   shellSessions: sqliteShellSessions,
   auditLog: sqliteAuditLog,
+  agentRollouts: sqliteAgentRollouts,
+  agentRolloutTargets: sqliteAgentRolloutTargets,
 };
 
 export const pgSchema = {
@@ -98,6 +101,8 @@ export const pgSchema = {
   deploySteps: pgDeploySteps,
   shellSessions: pgShellSessions,
   auditLog: pgAuditLog,
+  agentRollouts: pgAgentRollouts,
+  agentRolloutTargets: pgAgentRolloutTargets,
 };
 
 /** The tables the data layer queries, typed as PostgreSQL's (the SQLite ones have the same row types). */

@@ -535,6 +535,7 @@ export class AgentHub implements AgentLink {
         agentVersion: hello.agent_version,
         hostname: hello.hostname,
         os: hello.os,
+        platform: hello.platform ?? null,
       }),
     );
     if (conn.phase !== 'open') return;

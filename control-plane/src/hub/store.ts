@@ -22,6 +22,8 @@ export interface ConnectedInfo {
   agentVersion: string;
   hostname: string;
   os: string;
+  /** The release platform the agent reported, when it did. */
+  platform: string | null;
 }
 
 export interface AgentStateStore {

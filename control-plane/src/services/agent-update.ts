@@ -7,7 +7,7 @@ import { getInstance } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { findRelease, releaseStoreOf } from '../api/agent-releases.ts';
 import { commandBusOf } from '../hub/plugin.ts';
-import { AgentCommandError } from '../hub/errors.ts';
+import { AgentCommandError, CommandAbortedError } from '../hub/errors.ts';
 
 /**
  * How long the control plane follows an agent.update: download and staging, the
@@ -24,13 +24,17 @@ export interface AgentUpdateRequest {
   version: string;
   platform: AgentPlatform;
   allowDowngrade: boolean;
+  /** The fleet rollout this update is part of (its audit row names it). */
+  rolloutId?: string;
 }
 
 /** How an update ended, as the audit trail records it. */
 export type AgentUpdateOutcome =
   | { status: 'succeeded'; version: string; previousVersion: string | null; changed: boolean }
   | { status: 'rolled_back'; version: string | null; message: string }
-  | { status: 'failed'; errorKey: string; message: string };
+  | { status: 'failed'; errorKey: string; message: string }
+  /** This process stopped following it (shutting down): no outcome, nothing audited; the command goes on. */
+  | { status: 'abandoned' };
 
 export interface StartedAgentUpdate {
   commandId: string;
@@ -47,6 +51,7 @@ export const AGENT_UPDATE_ACTIONS = {
 } as const;
 
 function outcomeOf(err: unknown): AgentUpdateOutcome {
+  if (err instanceof CommandAbortedError) return { status: 'abandoned' };
   if (err instanceof AgentCommandError) {
     const key = err.reason ?? err.key;
     const version = typeof err.output?.version === 'string' ? err.output.version : null;
@@ -99,24 +104,59 @@ export async function startAgentUpdate(ctx: AppContext, req: AgentUpdateRequest)
   const id = await Promise.race([commandId, sent.then(() => commandId)]).catch((err: unknown) => {
     throw err instanceof ApiError ? err : new ApiError((err as { key?: string }).key === 'agent_not_connected' ? 'agent_not_connected' : 'internal', (err as Error).message);
   });
-  const recorded = outcome.then(async (o) => {
-    await insertAudit(ctx.db, {
-      at: ctx.now(),
-      workspaceId: req.workspaceId,
-      keyId: req.keyId,
-      channel: 'agent',
-      tool: null,
-      action: AGENT_UPDATE_ACTIONS[o.status],
-      method: null,
-      route: null,
-      targetIds: { id: instance.id, command_id: id, version: params.version },
-      status: o.status === 'succeeded' ? 200 : o.status === 'rolled_back' ? 502 : 500,
-      errorKey: o.status === 'succeeded' ? null : o.status === 'rolled_back' ? 'update_rolled_back' : o.errorKey,
-      requestId: null,
-      clientAddress: null,
-    }).catch((err: unknown) => ctx.logger.error({ err, command_id: id }, 'agent update: audit row not written'));
-    ctx.logger.info({ command_id: id, instance_id: instance.id, outcome: o }, 'agent update finished');
-    return o;
-  });
+  const recorded = outcome.then((o) =>
+    recordAgentUpdateOutcome(ctx, { workspaceId: req.workspaceId, keyId: req.keyId, instanceId: instance.id, commandId: id, version: params.version, rolloutId: req.rolloutId }, o),
+  );
   return { commandId: id, agentId: agent.id, params, outcome: recorded };
+}
+
+export interface FollowedAgentUpdate {
+  workspaceId: string;
+  keyId: string | null;
+  instanceId: string;
+  commandId: string;
+  version: string;
+  rolloutId?: string | undefined;
+}
+
+/** Writes the audit row `agent.update.*` of an outcome (none for `abandoned`) and logs it. */
+async function recordAgentUpdateOutcome(ctx: AppContext, u: FollowedAgentUpdate, o: AgentUpdateOutcome): Promise<AgentUpdateOutcome> {
+  if (o.status === 'abandoned') return o;
+  await insertAudit(ctx.db, {
+    at: ctx.now(),
+    workspaceId: u.workspaceId,
+    keyId: u.keyId,
+    channel: 'agent',
+    tool: null,
+    action: AGENT_UPDATE_ACTIONS[o.status],
+    method: null,
+    route: null,
+    targetIds: { id: u.instanceId, command_id: u.commandId, version: u.version, ...(u.rolloutId ? { rollout_id: u.rolloutId } : {}) },
+    status: o.status === 'succeeded' ? 200 : o.status === 'rolled_back' ? 502 : 500,
+    errorKey: o.status === 'succeeded' ? null : o.status === 'rolled_back' ? 'update_rolled_back' : o.errorKey,
+    requestId: null,
+    clientAddress: null,
+  }).catch((err: unknown) => ctx.logger.error({ err, command_id: u.commandId }, 'agent update: audit row not written'));
+  ctx.logger.info({ command_id: u.commandId, instance_id: u.instanceId, outcome: o }, 'agent update finished');
+  return o;
+}
+
+/**
+ * Follows an agent.update sent by an earlier process (a restart lost its waiter): its
+ * result may be stored already or still come from the agent's journal. Settles like
+ * startAgentUpdate's outcome, audit row included, within `timeoutMs`.
+ */
+export function followAgentUpdate(ctx: AppContext, u: FollowedAgentUpdate, timeoutMs: number): Promise<AgentUpdateOutcome> {
+  const outcome = commandBusOf(ctx)
+    .resume(u.commandId, { timeoutMs })
+    .then(
+      (o): AgentUpdateOutcome => ({
+        status: 'succeeded',
+        version: typeof o.output.version === 'string' ? o.output.version : u.version,
+        previousVersion: typeof o.output.previous_version === 'string' ? o.output.previous_version : null,
+        changed: o.output.changed !== false,
+      }),
+      outcomeOf,
+    );
+  return outcome.then((o) => recordAgentUpdateOutcome(ctx, u, o));
 }

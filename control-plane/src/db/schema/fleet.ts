@@ -90,6 +90,8 @@ export const sqliteAgents = sqliteTable(
     agentVersion: text('agent_version'),
     hostname: text('hostname'),
     os: text('os'),
+    /** The release platform (linux-x64, ...) the agent told in its last hello; null for agents older than self-update. */
+    platform: text('platform'),
     /** Key ids of the control-plane signing keys this agent has pinned (rotation). */
     pinnedKeyIds: text('pinned_key_ids', { mode: 'json' }).$type<string[]>(),
     createdAt: integer('created_at').notNull(),
@@ -113,6 +115,7 @@ export const pgAgents = pgTable(
     agentVersion: pgText('agent_version'),
     hostname: pgText('hostname'),
     os: pgText('os'),
+    platform: pgText('platform'),
     pinnedKeyIds: json('pinned_key_ids').$type<string[]>(),
     createdAt: ms('created_at').notNull(),
   },
