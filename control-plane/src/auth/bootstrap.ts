@@ -1,7 +1,7 @@
 import { chmodSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Db } from '../db/index.ts';
-import { countWorkspaces, createWorkspaceWithKey } from '../db/workspaces.ts';
+import { createFirstWorkspaceWithKey, createWorkspaceWithKey } from '../db/workspaces.ts';
 import { displayPrefix, generateApiKeySecret, hashApiKey } from './api-keys.ts';
 
 export const ADMIN_KEY_FILE = 'admin.key';
@@ -28,15 +28,22 @@ export async function createWorkspaceWithAdminKey(db: Db, name: string, now = Da
 
 /**
  * First start only: when the database has no workspace, create one with an admin key
- * and write the key to `<dataDir>/admin.key` (0600). Later starts return null.
+ * and write the key to `<dataDir>/admin.key` (0600). Later starts return null, and so
+ * do all but one of several processes starting together on one empty database.
  */
 export async function bootstrapIfEmpty(db: Db, dataDir: string, now = Date.now()): Promise<NewWorkspace | null> {
-  if ((await countWorkspaces(db)) > 0) return null;
-  const created = await createWorkspaceWithAdminKey(db, 'default', now);
+  const secret = generateApiKeySecret();
+  const created = await createFirstWorkspaceWithKey(
+    db,
+    'default',
+    { name: 'admin', hash: hashApiKey(secret), prefix: displayPrefix(secret), scopes: ['admin'] },
+    now,
+  );
+  if (created === null) return null;
   const file = join(dataDir, ADMIN_KEY_FILE);
-  writeFileSync(file, `${created.adminKey}\n`, { mode: 0o600 });
+  writeFileSync(file, `${secret}\n`, { mode: 0o600 });
   chmodSync(file, 0o600); // a leftover file keeps its old mode through writeFileSync
-  return created;
+  return { workspaceId: created.workspace.id, workspaceName: created.workspace.name, keyId: created.key.id, adminKey: secret };
 }
 
 /** The ready-to-paste MCP client config entry (a project's `.mcp.json`) for a key. */

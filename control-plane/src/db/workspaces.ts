@@ -1,10 +1,10 @@
-import { asc, count } from 'drizzle-orm';
+import { asc, count, sql } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { newApiKeyRow } from './api-keys.ts';
 import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
 import type { Row } from './schema.ts';
-import { exec, transaction } from './tx.ts';
+import { exec, rows, transaction } from './tx.ts';
 
 export type WorkspaceRow = Row<'workspaces'>;
 
@@ -38,4 +38,34 @@ export async function createWorkspaceWithKey(
     yield* exec(tx.insert(t.apiKeys).values(keyRow));
   });
   return { workspace, key: keyRow };
+}
+
+/** "vmkitws1" in ASCII as a bigint: the transaction-scoped advisory lock of the first-workspace check. */
+const FIRST_WORKSPACE_LOCK = 0x766d6b6974777331n;
+
+/**
+ * The first workspace and its first key, unless the database has a workspace already
+ * (then null). The check and the writes are one transaction that concurrent callers
+ * take in turn (SQLite's BEGIN IMMEDIATE; on PostgreSQL a transaction-scoped advisory
+ * lock, since two READ COMMITTED transactions would both count zero), so control
+ * planes starting together on an empty database make one workspace, not one each.
+ */
+export async function createFirstWorkspaceWithKey(
+  db: Db,
+  name: string,
+  key: Omit<NewApiKey, 'workspaceId'>,
+  now = Date.now(),
+): Promise<{ workspace: WorkspaceRow; key: ApiKeyRow } | null> {
+  const workspace: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
+  const keyRow = newApiKeyRow({ ...key, workspaceId: workspace.id }, now);
+  const dialect = db.dialect;
+  const created = await transaction(db, function* (tx, t) {
+    if (dialect === 'postgres') yield* exec(tx.execute(sql`SELECT pg_advisory_xact_lock(${FIRST_WORKSPACE_LOCK.toString()}::bigint)`));
+    const [existing] = yield* rows(tx.select({ n: count() }).from(t.workspaces));
+    if ((existing?.n ?? 0) > 0) return false;
+    yield* exec(tx.insert(t.workspaces).values(workspace));
+    yield* exec(tx.insert(t.apiKeys).values(keyRow));
+    return true;
+  });
+  return created ? { workspace, key: keyRow } : null;
 }
