@@ -21,17 +21,21 @@ function targetIds(request: FastifyRequest): Record<string, string> | null {
  * for an expired or revoked key, 404 for an unknown route, 400 for a URL that does
  * not decode). Bodies are never recorded. The MCP endpoint's own envelope traffic is
  * not a row: the REST calls its tools make are.
+ *
+ * The row is written as the reply is sent (onSend), before the client has the answer:
+ * whoever reads the audit trail after a response, through any control-plane process,
+ * finds that response's row.
  */
 export function installAuditHook(app: App, db: Db, now: () => number): void {
-  app.addHook('onResponse', async (request, reply) => {
-    if (!resolvesKey(request) || request.routeOptions.config.auth === 'optional') return;
+  app.addHook('onSend', async (request, reply, payload) => {
+    if (!resolvesKey(request) || request.routeOptions.config.auth === 'optional') return payload;
     const failure = request.authFailure;
     const who = request.auth
       ? { workspaceId: request.auth.workspaceId, keyId: request.auth.keyId }
       : failure && 'key' in failure
         ? { workspaceId: failure.key.workspaceId, keyId: failure.key.id }
         : null;
-    if (!who) return;
+    if (!who) return payload;
     const config = request.routeOptions.config;
     try {
       await insertAudit(db, {
@@ -53,5 +57,6 @@ export function installAuditHook(app: App, db: Db, now: () => number): void {
       // The reply is gone already; losing an audit row must at least be loud.
       request.log.error({ err }, 'audit row could not be written');
     }
+    return payload;
   });
 }
