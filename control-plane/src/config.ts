@@ -77,6 +77,12 @@ export interface Config {
   nodeId: string | undefined;
   /** A second, unauthenticated listener serving only /metrics (e.g. 127.0.0.1:9464); null = only the main port's /metrics, with an admin key. */
   metricsListen: MetricsListenConfig | null;
+  /**
+   * The secret-box key (provider credentials; on PostgreSQL also the signing keys) from
+   * this file instead of `<dataDir>/secret-box.key`: every process of a deployment on one
+   * database must be given the same key. The file must exist (never created here).
+   */
+  secretKeyFile: string | undefined;
 }
 
 export interface MetricsListenConfig {
@@ -104,6 +110,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   // Off unless asked for (tests run many control planes at once); loadConfig turns it on at 2222.
   sshGateway: { port: null, host: undefined, required: true },
   nodeId: undefined,
+  secretKeyFile: undefined,
   metricsListen: null,
 };
 
@@ -165,6 +172,7 @@ export const SERVE_OPTIONS = {
   'shell-require-recording': { type: 'string' },
   'node-id': { type: 'string' },
   'metrics-listen': { type: 'string' },
+  'secret-key-file': { type: 'string' },
 } as const;
 
 /** `host:port` or `[v6]:port`: where the unauthenticated /metrics listener binds. */
@@ -190,7 +198,8 @@ export function parseListenAddress(raw: string): MetricsListenConfig {
  * --shell-record-input/VMKIT_SHELL_RECORD_INPUT (true | false),
  * --shell-require-recording/VMKIT_SHELL_REQUIRE_RECORDING (true | false: fail closed),
  * --node-id/VMKIT_NODE_ID (default: kept in <data-dir>/node-id),
- * --metrics-listen/VMKIT_METRICS_LISTEN (host:port of an unauthenticated /metrics listener; default none).
+ * --metrics-listen/VMKIT_METRICS_LISTEN (host:port of an unauthenticated /metrics listener; default none),
+ * --secret-key-file/VMKIT_SECRET_KEY_FILE (the secret-box key every process on one database shares; default <data-dir>/secret-box.key).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -280,5 +289,7 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
   }
   const metricsListen = pick('metrics-listen', 'VMKIT_METRICS_LISTEN');
   if (metricsListen !== undefined) overrides.metricsListen = parseListenAddress(metricsListen);
+  const secretKeyFile = pick('secret-key-file', 'VMKIT_SECRET_KEY_FILE');
+  if (secretKeyFile !== undefined) overrides.secretKeyFile = resolve(base, secretKeyFile);
   return makeConfig(overrides);
 }

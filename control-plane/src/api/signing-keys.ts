@@ -41,6 +41,7 @@ export const signingKeyRoutes: ApiPlugin = (app, { ctx }) => {
     async (request) => {
       await requireOperator(ctx, authOf(request));
       const { ring } = rotationOf(ctx);
+      await ring.refresh?.();
       return {
         items: ring.list().map((k) => ({
           key_id: k.key_id,

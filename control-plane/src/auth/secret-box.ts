@@ -43,6 +43,17 @@ export class SecretBox {
     return new SecretBox(loadOrCreateSecretKey(dataDir));
   }
 
+  /**
+   * The control plane's box: the key in `secretKeyFile` when one is given (several
+   * processes on one database share it; the file must exist), else `<dataDir>`'s own.
+   */
+  static forConfig(config: { dataDir: string; secretKeyFile?: string | undefined }): SecretBox {
+    if (config.secretKeyFile === undefined) return SecretBox.forDataDir(config.dataDir);
+    const key = readKey(config.secretKeyFile);
+    if (!key) throw new SecretBoxError(`the secret key file ${config.secretKeyFile} does not exist (make one with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)`);
+    return new SecretBox(key);
+  }
+
   seal(plaintext: string, context: string): string {
     const iv = randomBytes(IV_BYTES);
     const cipher = createCipheriv('aes-256-gcm', this.#encKey, iv, { authTagLength: TAG_BYTES });

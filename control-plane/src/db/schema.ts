@@ -57,6 +57,7 @@ import {
   sqliteWorkspaceProviders,
 } from './schema/projects.ts';
 import { pgAuditLog, pgShellSessions, sqliteAuditLog, sqliteShellSessions } from './schema/records.ts';
+import { pgSigningKeys, sqliteSigningKeys } from './schema/keys.ts';
 import { pgAgentRolloutTargets, pgAgentRollouts, sqliteAgentRolloutTargets, sqliteAgentRollouts } from './schema/rollouts.ts';
 
 export const sqliteSchema = {
@@ -80,6 +81,7 @@ export const sqliteSchema = {
   auditLog: sqliteAuditLog,
   agentRollouts: sqliteAgentRollouts,
   agentRolloutTargets: sqliteAgentRolloutTargets,
+  signingKeys: sqliteSigningKeys,
 };
 
 export const pgSchema = {
@@ -103,6 +105,7 @@ export const pgSchema = {
   auditLog: pgAuditLog,
   agentRollouts: pgAgentRollouts,
   agentRolloutTargets: pgAgentRolloutTargets,
+  signingKeys: pgSigningKeys,
 };
 
 /** The tables the data layer queries, typed as PostgreSQL's (the SQLite ones have the same row types). */

@@ -1,6 +1,6 @@
 import type { AgentHub, HubListener, HubLogger } from './agent-hub.ts';
 import type { CommandBus } from './command-bus.ts';
-import type { FileKeyRing } from './signing-keys.ts';
+import type { RotatableKeyRing } from './signing-keys.ts';
 import type { AgentIdentity, AgentStateStore } from './store.ts';
 
 export interface RotationReport {
@@ -21,13 +21,13 @@ export interface RotationReport {
  * key's private half is kept for exactly this).
  */
 export class KeyRotation implements HubListener {
-  readonly #ring: FileKeyRing;
+  readonly #ring: RotatableKeyRing;
   readonly #bus: CommandBus;
   readonly #hub: AgentHub;
   readonly #store: AgentStateStore;
   readonly #log: HubLogger | undefined;
 
-  constructor(opts: { ring: FileKeyRing; bus: CommandBus; hub: AgentHub; store: AgentStateStore; logger?: HubLogger }) {
+  constructor(opts: { ring: RotatableKeyRing; bus: CommandBus; hub: AgentHub; store: AgentStateStore; logger?: HubLogger }) {
     this.#ring = opts.ring;
     this.#bus = opts.bus;
     this.#hub = opts.hub;
@@ -36,12 +36,12 @@ export class KeyRotation implements HubListener {
   }
 
   async addKey(): Promise<{ key_id: string } & RotationReport> {
-    const pair = this.#ring.addNext();
+    const pair = await this.#ring.addNext();
     return { key_id: pair.keyId, ...(await this.#catchUpConnected()) };
   }
 
   async promote(): Promise<{ active: string; retired: string } & RotationReport> {
-    const change = this.#ring.promoteNext();
+    const change = await this.#ring.promoteNext();
     return { ...change, ...(await this.#catchUpConnected()) };
   }
 

@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { openHubStore } from '../db/hub-store.ts';
@@ -10,6 +11,9 @@ import { KeyRotation } from './key-rotation.ts';
 import { clientAddressResolver } from './pre-auth.ts';
 import { HubShellOpener } from './shell-opener.ts';
 import { FileKeyRing } from './signing-keys.ts';
+import type { RotatableKeyRing } from './signing-keys.ts';
+import { DbKeyRing } from './signing-keys-db.ts';
+import { SecretBox } from '../auth/secret-box.ts';
 import { MeasuredCommandBus } from '../metrics/command-bus.ts';
 
 declare module '../app.ts' {
@@ -18,7 +22,7 @@ declare module '../app.ts' {
     hub?: AgentHub;
     /** Send typed, signed commands to agents and await their results (set by agentHubPlugin). */
     commandBus?: CommandBus;
-    keyRing?: FileKeyRing;
+    keyRing?: RotatableKeyRing;
     keyRotation?: KeyRotation;
     agentHubConfig?: AgentHubConfig;
   }
@@ -38,7 +42,7 @@ export function commandBusOf(ctx: AppContext): CommandBus {
  */
 export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   const cfg = agentHubConfig(ctx.config);
-  const ring = FileKeyRing.open(ctx.config.dataDir, join(ctx.config.dataDir, 'signing-key.pem'));
+  const ring = await openKeyRing(ctx);
   ctx.signingKey = ring.active();
   const store = openHubStore(ctx.db);
   const hub = new AgentHub({
@@ -67,8 +71,23 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     await hub.start();
   });
   app.addHook('preClose', async () => {
+    if (ring instanceof DbKeyRing) ring.close();
     await bus.close();
     await hub.close();
   });
-  return Promise.resolve();
 };
+
+/**
+ * One process on SQLite keeps its signing keys in `<dataDir>/signing-keys/`. On
+ * PostgreSQL, where several processes serve one fleet, the ring is in the database
+ * (sealed with the shared secret-box key) so that every process signs with the keys
+ * agents pinned; a process that had a file ring brings its active key along when the
+ * database has none yet.
+ */
+async function openKeyRing(ctx: AppContext): Promise<RotatableKeyRing> {
+  const legacyPem = join(ctx.config.dataDir, 'signing-key.pem');
+  if (ctx.db.dialect === 'sqlite') return FileKeyRing.open(ctx.config.dataDir, legacyPem);
+  const hadFileRing = existsSync(join(ctx.config.dataDir, 'signing-keys', 'keys.json'));
+  const adopt = hadFileRing ? FileKeyRing.open(ctx.config.dataDir, legacyPem).active() : undefined;
+  return DbKeyRing.open(ctx.db, SecretBox.forConfig(ctx.config), adopt === undefined ? {} : { adopt });
+}

@@ -26,7 +26,7 @@ const ringFileSchema = z.strictObject({
     }),
   ),
 });
-type RingEntry = z.infer<typeof ringFileSchema>['keys'][number];
+export type RingEntry = z.infer<typeof ringFileSchema>['keys'][number];
 
 export interface SigningKeyRing {
   /** The key that signs commands now. */
@@ -39,11 +39,23 @@ export interface SigningKeyRing {
 }
 
 /**
+ * A ring that can rotate: in files for one process (`FileKeyRing`), in the database for
+ * several (`DbKeyRing`, ./signing-keys-db.ts, whose changes are awaited).
+ */
+export interface RotatableKeyRing extends SigningKeyRing {
+  list(): readonly RingEntry[];
+  /** Re-reads a ring other processes may change (the database's); files need none. */
+  refresh?(): Promise<void>;
+  addNext(): SigningKeyPair | Promise<SigningKeyPair>;
+  promoteNext(now?: number): { active: string; retired: string } | Promise<{ active: string; retired: string }>;
+}
+
+/**
  * Keys live in `<dataDir>/signing-keys/`: one PKCS#8 PEM per key (0600, in a 0700
  * directory) and `keys.json` listing each key's state. Writes go through a temp file
  * and rename, so a crash never leaves a half-written ring.
  */
-export class FileKeyRing implements SigningKeyRing {
+export class FileKeyRing implements RotatableKeyRing {
   readonly dir: string;
   #entries: RingEntry[] = [];
   readonly #pairs = new Map<string, SigningKeyPair>();

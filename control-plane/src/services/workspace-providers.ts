@@ -222,13 +222,13 @@ class UnavailableCompute implements ComputeProvider {
 
 /**
  * The resolver as the control plane runs it: the sandbox from the instances service,
- * secrets under `<dataDir>/secret-box.key`, the first workspace's GitHub from
+ * secrets under the control plane's secret-box key (SecretBox.forConfig), the first workspace's GitHub from
  * VMKIT_GITHUB_* and its DNS zone from VMKIT_DNS_ZONE.
  */
 export function workspaceProvidersFor(ctx: AppContext, env: NodeJS.ProcessEnv = process.env): WorkspaceProviders {
   return new WorkspaceProviders({
     db: ctx.db,
-    box: SecretBox.forDataDir(ctx.config.dataDir),
+    box: SecretBox.forConfig(ctx.config),
     localCompute: () => computeProviderOf(ctx, 'local'),
     dnsZone: env.VMKIT_DNS_ZONE || DEFAULT_LOCAL_ZONE,
     defaultGitHub: repoSourceConfigFromEnv(ctx.config.dataDir, env).github,

@@ -1,0 +1,8 @@
+CREATE TABLE `signing_keys` (
+	`key_id` text PRIMARY KEY NOT NULL,
+	`public_key` text NOT NULL,
+	`state` text NOT NULL,
+	`sealed_private_key` text NOT NULL,
+	`created_at` integer NOT NULL,
+	`retired_at` integer
+);

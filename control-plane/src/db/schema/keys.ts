@@ -1,0 +1,34 @@
+/**
+ * The control plane's command-signing keys when several processes share one database
+ * (PostgreSQL): every process must sign with the keys agents pinned, whichever process
+ * enrolled them, and a rotation made through one process must reach all. The private
+ * half is sealed with the SecretBox (AES-256-GCM under the secret-box key every process
+ * of the deployment is given), bound to the key id; the database alone reveals no key.
+ * A single SQLite process keeps its ring in files (hub/signing-keys.ts); this table then
+ * stays empty.
+ * Each table is written once per dialect, side by side (see ../schema.ts for the rules).
+ */
+import { bigint, pgTable, text as pgText } from 'drizzle-orm/pg-core';
+import { integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
+
+const ms = (name: string) => bigint(name, { mode: 'number' });
+
+export const sqliteSigningKeys = sqliteTable('signing_keys', {
+  /** `ed25519:<fingerprint>` as agents pin it. */
+  keyId: text('key_id').primaryKey(),
+  publicKey: text('public_key').notNull(),
+  /** active | next | retired */
+  state: text('state').notNull(),
+  /** SecretBox envelope of the PKCS#8 PEM, context `signing-key/<key id>`. */
+  sealedPrivateKey: text('sealed_private_key').notNull(),
+  createdAt: integer('created_at').notNull(),
+  retiredAt: integer('retired_at'),
+});
+export const pgSigningKeys = pgTable('signing_keys', {
+  keyId: pgText('key_id').primaryKey(),
+  publicKey: pgText('public_key').notNull(),
+  state: pgText('state').notNull(),
+  sealedPrivateKey: pgText('sealed_private_key').notNull(),
+  createdAt: ms('created_at').notNull(),
+  retiredAt: ms('retired_at'),
+});
