@@ -48,7 +48,7 @@ export class SqliteWriteBatch {
   /** Runs `op` (prepared statements, synchronous) inside the next batch's transaction. */
   run<T>(op: () => T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.#queue.push({ op, resolve: resolve as (v: unknown) => void, reject });
+      this.#queue.push({ op, resolve, reject });
       if (this.#queue.length >= this.#max) this.flush();
       else this.#scheduled ??= setImmediate(() => this.flush());
     });
