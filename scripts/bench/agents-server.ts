@@ -4,12 +4,16 @@
  * which scripts/bench/agents.ts asks for figures and triggers ping fan-outs.
  * Not meant to be run by hand.
  */
+import { writeFileSync } from 'node:fs';
+import { Session } from 'node:inspector/promises';
 import { makeConfig } from '../../control-plane/src/config.ts';
 import { startControlPlane } from '../../control-plane/src/server.ts';
 
 interface Request {
   id: number;
-  op: 'stats' | 'fanout';
+  op: 'stats' | 'fanout' | 'profile-start' | 'profile-stop';
+  /** Where profile-stop writes the profile. */
+  file?: string;
   /** Collect garbage first (for RSS figures only: a full GC is expensive). */
   gc?: boolean;
   count?: number;
@@ -17,7 +21,8 @@ interface Request {
 
 const dataDir = process.env.BENCH_DATA_DIR ?? '';
 const port = Number(process.env.BENCH_PORT ?? '0');
-const config = makeConfig({ dataDir, port, host: '127.0.0.1', logLevel: 'error' });
+const config = makeConfig({ dataDir, databaseUrl: process.env.VMKIT_DATABASE_URL, port, host: '127.0.0.1', logLevel: 'error' });
+let profiler: Session | undefined;
 const running = await startControlPlane(config);
 const { hub, commandBus } = running.ctx;
 if (!hub || !commandBus || !process.send) throw new Error('the agents benchmark needs the hub and an IPC channel');
@@ -55,7 +60,20 @@ process.on('message', (raw: Request) => {
   void (async () => {
     if (raw.op === 'stats') {
       if (raw.gc) (globalThis as { gc?: () => void }).gc?.();
-      send({ id: raw.id, rss: process.memoryUsage().rss, cpu: process.cpuUsage(), hub: hub.stats() });
+      send({ id: raw.id, rss: process.memoryUsage.rss(), cpu: process.cpuUsage(), hub: hub.stats() });
+    } else if (raw.op === 'profile-start') {
+      profiler = new Session();
+      profiler.connect();
+      await profiler.post('Profiler.enable');
+      await profiler.post('Profiler.setSamplingInterval', { interval: 200 });
+      await profiler.post('Profiler.start');
+      send({ id: raw.id });
+    } else if (raw.op === 'profile-stop') {
+      const res = await profiler?.post('Profiler.stop');
+      profiler?.disconnect();
+      profiler = undefined;
+      if (res && raw.file) writeFileSync(raw.file, JSON.stringify(res.profile));
+      send({ id: raw.id });
     } else if (raw.op === 'fanout') {
       send({ id: raw.id, ...(await fanout(raw.count ?? 0)) });
     }

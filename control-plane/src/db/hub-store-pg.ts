@@ -13,6 +13,7 @@ import type {
 import type { PostgresDb } from './index.ts';
 import * as shared from './hub-store-shared.ts';
 import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
+import { PgWriteBatch } from './write-batch.ts';
 
 const cols = shared.COMMAND_COLUMNS;
 
@@ -44,6 +45,10 @@ const SQL = {
   },
   get: { name: 'hub_get_command', text: `SELECT ${cols} FROM commands WHERE id = $1` },
   transition: { name: 'hub_transition', text: 'UPDATE commands SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4::text[])' },
+  transitionOfAgent: {
+    name: 'hub_transition_of_agent',
+    text: 'UPDATE commands SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4::text[]) AND agent_id = $5',
+  },
   recordResult: {
     name: 'hub_record_result',
     text: "UPDATE commands SET result = $1, error_key = $2, state = $3, updated_at = $4 WHERE id = $5 AND agent_id = $6 AND result IS NULL AND state <> 'expired'",
@@ -55,14 +60,21 @@ const SQL = {
   resultOwner: { name: 'hub_result_owner', text: 'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = $1' },
 } as const;
 
-/** The hub's storage on PostgreSQL: named statements on the hot paths, through the pool. */
+/**
+ * The hub's storage on PostgreSQL: named statements on the hot paths. Reads go to the
+ * pool; writes (connection state, last_seen, command inserts, state changes, results)
+ * go through one PgWriteBatch: those issued together share one transaction (one WAL
+ * flush), and each resolves once that transaction committed.
+ */
 export class PgHubStore implements AgentStateStore, CommandStore {
   readonly #db: PostgresDb;
   readonly #pool: pg.Pool;
+  readonly writes: PgWriteBatch;
 
   constructor(db: PostgresDb) {
     this.#db = db;
     this.#pool = db.pool;
+    this.writes = new PgWriteBatch(db.pool);
   }
 
   async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
@@ -71,16 +83,16 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.#pool.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId] });
+    await this.writes.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId] });
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    await this.#pool.query({ ...SQL.markDisconnected, values: [at, agentId] });
+    await this.writes.query({ ...SQL.markDisconnected, values: [at, agentId] });
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
     if (seen.size === 0) return;
-    await this.#pool.query({ ...SQL.touch, values: [[...seen.keys()], [...seen.values()]] });
+    await this.writes.query({ ...SQL.touch, values: [[...seen.keys()], [...seen.values()]] });
   }
 
   async markAllDisconnected(): Promise<void> {
@@ -92,7 +104,7 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
-    const res = await this.#pool.query({
+    const res = await this.writes.query({
       ...SQL.insert,
       values: [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt],
     });
@@ -104,14 +116,18 @@ export class PgHubStore implements AgentStateStore, CommandStore {
     return rows[0] ? shared.commandFromRow(rows[0]) : undefined;
   }
 
-  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean> {
-    const res = await this.#pool.query({ ...SQL.transition, values: [to, at, commandId, [...from]] });
+  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number, agentId?: string): Promise<boolean> {
+    const res = await this.writes.query(
+      agentId === undefined
+        ? { ...SQL.transition, values: [to, at, commandId, [...from]] }
+        : { ...SQL.transitionOfAgent, values: [to, at, commandId, [...from], agentId] },
+    );
     return res.rowCount === 1;
   }
 
   async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
     // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
-    const res = await this.#pool.query({
+    const res = await this.writes.query({
       ...SQL.recordResult,
       values: [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId],
     });

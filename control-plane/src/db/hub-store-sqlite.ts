@@ -14,13 +14,21 @@ import type {
 import type { SqliteDb } from './index.ts';
 import * as shared from './hub-store-shared.ts';
 import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
+import { SqliteWriteBatch } from './write-batch.ts';
 
-/** The hub's storage on SQLite: better-sqlite3 prepared statements on the hot paths. */
+/**
+ * The hub's storage on SQLite: better-sqlite3 prepared statements on the hot paths.
+ * Writes (connection state, last_seen, command inserts, state changes, results) go
+ * through one SqliteWriteBatch: those issued in the same turn of the event loop share
+ * one transaction, and each resolves once that transaction committed.
+ */
 export class SqliteHubStore implements AgentStateStore, CommandStore {
   readonly #db: SqliteDb;
   readonly #stmt;
+  readonly writes: SqliteWriteBatch;
   constructor(db: SqliteDb) {
     this.#db = db;
+    this.writes = new SqliteWriteBatch(db.sqlite);
     const c = db.sqlite;
     const cols = shared.COMMAND_COLUMNS;
     this.#stmt = {
@@ -56,17 +64,19 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId);
+    await this.writes.run(() =>
+      this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId),
+    );
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    this.#stmt.markDisconnected.run(at, agentId);
+    await this.writes.run(() => this.#stmt.markDisconnected.run(at, agentId));
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
-    this.#db.sqlite.transaction(() => {
+    await this.writes.run(() => {
       for (const [id, at] of seen) this.#stmt.touch.run(at, id);
-    })();
+    });
   }
 
   async markAllDisconnected(): Promise<void> {
@@ -78,6 +88,11 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
+    const envelope = JSON.stringify(cmd.envelope);
+    await this.writes.run(() => this.#insertNow(cmd, envelope));
+  }
+
+  #insertNow(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>, envelope: string): void {
     const agent = this.#stmt.agentScope.get(cmd.agentId);
     if (!agent) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
     this.#stmt.insert.run({
@@ -87,7 +102,7 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
       instance_id: agent.instance_id,
       type: cmd.type,
       state: cmd.state,
-      envelope: JSON.stringify(cmd.envelope),
+      envelope,
       signature: cmd.signature,
       expires_at: cmd.expiresAt,
       created_at: cmd.createdAt,
@@ -99,36 +114,36 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
     return row ? shared.commandFromRow(row) : undefined;
   }
 
-  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean> {
-    const res = this.#transitionStmt(from.length).run(to, at, commandId, ...from);
+  async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number, agentId?: string): Promise<boolean> {
+    const stmt = this.#transitionStmt(from.length, agentId !== undefined);
+    const args = agentId === undefined ? [to, at, commandId, ...from] : [to, at, commandId, agentId, ...from];
+    const res = await this.writes.run(() => stmt.run(...args));
     return res.changes === 1;
   }
 
-  readonly #transitions = new Map<number, Statement<unknown[]>>();
-  #transitionStmt(n: number): Statement<unknown[]> {
-    let stmt = this.#transitions.get(n);
+  readonly #transitions = new Map<string, Statement<unknown[]>>();
+  #transitionStmt(n: number, ofAgent: boolean): Statement<unknown[]> {
+    const key = `${n}:${ofAgent}`;
+    let stmt = this.#transitions.get(key);
     if (!stmt) {
       stmt = this.#db.sqlite.prepare<unknown[]>(
-        `UPDATE commands SET state = ?, updated_at = ? WHERE id = ? AND state IN (${Array.from({ length: n }, () => '?').join(', ')})`,
+        `UPDATE commands SET state = ?, updated_at = ? WHERE id = ?${ofAgent ? ' AND agent_id = ?' : ''} AND state IN (${Array.from({ length: n }, () => '?').join(', ')})`,
       );
-      this.#transitions.set(n, stmt);
+      this.#transitions.set(key, stmt);
     }
     return stmt;
   }
 
   async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
     // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
-    const res = this.#stmt.recordResult.run(
-      JSON.stringify(result),
-      result.error?.key ?? null,
-      result.status === 'succeeded' ? 'succeeded' : 'failed',
-      at,
-      commandId,
-      agentId,
-    );
-    if (res.changes === 1) return 'stored';
-    const row = this.#stmt.resultOwner.get(commandId);
-    return row && row.agent_id === agentId && row.has_result === 1 ? 'duplicate' : 'unknown';
+    const text = JSON.stringify(result);
+    const state = result.status === 'succeeded' ? 'succeeded' : 'failed';
+    return this.writes.run((): RecordResultOutcome => {
+      const res = this.#stmt.recordResult.run(text, result.error?.key ?? null, state, at, commandId, agentId);
+      if (res.changes === 1) return 'stored';
+      const row = this.#stmt.resultOwner.get(commandId);
+      return row && row.agent_id === agentId && row.has_result === 1 ? 'duplicate' : 'unknown';
+    });
   }
 
   async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {

@@ -259,13 +259,17 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       if (outcome === 'stored') this.#settle(msg.command_id, result);
       return;
     }
+    if (msg.type === 'ack') {
+      // One conditional write, no read first: it moves only this agent's own command.
+      if (await this.#store.transition(msg.command_id, ['queued', 'sent'], 'acked', now, agentId)) return;
+      // Not moved: acked already (a re-sent ack), or not a command of this agent's.
+      const cmd = await this.#store.get(msg.command_id);
+      if (!cmd || cmd.agentId !== agentId) this.#log?.warn({ agentId, commandId: msg.command_id, type: msg.type }, 'bus: reply for an unknown command');
+      return;
+    }
     const cmd = await this.#store.get(msg.command_id);
     if (!cmd || cmd.agentId !== agentId) {
       this.#log?.warn({ agentId, commandId: msg.command_id, type: msg.type }, 'bus: reply for an unknown command');
-      return;
-    }
-    if (msg.type === 'ack') {
-      await this.#store.transition(cmd.id, ['queued', 'sent'], 'acked', now);
       return;
     }
     await this.#store.transition(cmd.id, ['queued', 'sent', 'acked'], 'running', now);

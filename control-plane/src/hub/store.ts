@@ -74,8 +74,11 @@ export type RecordResultOutcome = 'stored' | 'duplicate' | 'unknown';
 export interface CommandStore {
   insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void>;
   get(commandId: string): Promise<StoredCommand | undefined>;
-  /** Moves a command to `to` only if its state is one of `from`; says whether it moved. */
-  transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number): Promise<boolean>;
+  /**
+   * Moves a command to `to` only if its state is one of `from` (and, given `agentId`, only
+   * if it is that agent's command); says whether it moved.
+   */
+  transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number, agentId?: string): Promise<boolean>;
   /**
    * Stores a result once (idempotent): `duplicate` when a result is already stored,
    * `unknown` when no such command exists for this agent (nothing is applied).
