@@ -33,6 +33,7 @@ import {
   sqliteSshKeys,
   sqliteWorkspaces,
 } from './schema/accounts.ts';
+import { pgControlPlanes, sqliteControlPlanes } from './schema/cluster.ts';
 import { pgDeploySteps, pgDeploys, pgScans, sqliteDeploySteps, sqliteDeploys, sqliteScans } from './schema/delivery.ts';
 import {
   pgAgents,
@@ -80,6 +81,7 @@ export const sqliteSchema = {
   auditLog: sqliteAuditLog,
   agentRollouts: sqliteAgentRollouts,
   agentRolloutTargets: sqliteAgentRolloutTargets,
+  controlPlanes: sqliteControlPlanes,
 };
 
 export const pgSchema = {
@@ -103,6 +105,7 @@ export const pgSchema = {
   auditLog: pgAuditLog,
   agentRollouts: pgAgentRollouts,
   agentRolloutTargets: pgAgentRolloutTargets,
+  controlPlanes: pgControlPlanes,
 };
 
 /** The tables the data layer queries, typed as PostgreSQL's (the SQLite ones have the same row types). */

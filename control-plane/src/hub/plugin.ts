@@ -2,6 +2,7 @@ import { join } from 'node:path';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { openHubStore } from '../db/hub-store.ts';
 import { AgentHub } from './agent-hub.ts';
+import { ClusterNode } from './cluster.ts';
 import { InProcessCommandBus } from './command-bus.ts';
 import type { CommandBus } from './command-bus.ts';
 import { agentHubConfig } from './config.ts';
@@ -11,6 +12,7 @@ import { clientAddressResolver } from './pre-auth.ts';
 import { HubShellOpener } from './shell-opener.ts';
 import { FileKeyRing } from './signing-keys.ts';
 import { MeasuredCommandBus } from '../metrics/command-bus.ts';
+import { DatabaseHealthProbe } from '../db/health.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -40,7 +42,20 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   const cfg = agentHubConfig(ctx.config);
   const ring = FileKeyRing.open(ctx.config.dataDir, join(ctx.config.dataDir, 'signing-key.pem'));
   ctx.signingKey = ring.active();
-  const store = openHubStore(ctx.db);
+  // PostgreSQL: one node of possibly several; connections and commands are recorded as this node's,
+  // and commands for agents another node holds go there over LISTEN/NOTIFY.
+  const cluster =
+    ctx.db.dialect === 'postgres'
+      ? new ClusterNode({
+          db: ctx.db,
+          nodeId: ctx.nodeId,
+          url: () => ctx.publicUrl,
+          heartbeatMs: cfg.nodeHeartbeatMs,
+          staleAfterMs: cfg.nodeStaleAfterMs,
+          logger: ctx.logger,
+        })
+      : undefined;
+  const store = openHubStore(ctx.db, cluster ? ctx.nodeId : undefined);
   const hub = new AgentHub({
     store,
     keys: ring,
@@ -54,7 +69,8 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     clientAddress: clientAddressResolver(ctx.config.trustProxy),
     lastSeenFlushMs: cfg.lastSeenFlushMs,
   });
-  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger });
+  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger, ...(cluster && { router: cluster.router }) });
+  if (cluster && ctx.databaseProbe instanceof DatabaseHealthProbe) ctx.databaseProbe.attachNotify(() => cluster.notifyStats());
   // Everything that sends goes through the measured bus; the hub talks to the bus itself.
   const sender = ctx.metrics ? new MeasuredCommandBus(bus, ctx.metrics) : bus;
   const rotation = new KeyRotation({ ring, bus: sender, hub, store, logger: ctx.logger });
@@ -65,10 +81,12 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();
+    await cluster?.start(hub, bus);
   });
   app.addHook('preClose', async () => {
     await bus.close();
     await hub.close();
+    await cluster?.close();
   });
   return Promise.resolve();
 };
