@@ -4,7 +4,7 @@ import { openHubStore } from '../db/hub-store.ts';
 import { AgentHub } from './agent-hub.ts';
 import { ClusterNode } from './cluster.ts';
 import { InProcessCommandBus } from './command-bus.ts';
-import type { CommandBus } from './command-bus.ts';
+import type { CommandBus, CommandRouter } from './command-bus.ts';
 import { agentHubConfig } from './config.ts';
 import type { AgentHubConfig } from './config.ts';
 import { KeyRotation } from './key-rotation.ts';
@@ -23,7 +23,18 @@ declare module '../app.ts' {
     keyRing?: FileKeyRing;
     keyRotation?: KeyRotation;
     agentHubConfig?: AgentHubConfig;
+    /** Several processes on PostgreSQL: agents other processes hold (set by agentHubPlugin). */
+    agentRouter?: CommandRouter;
   }
+}
+
+/**
+ * Whether a command sent now reaches the agent: connected to this process, or (several
+ * processes on PostgreSQL) to another live one. What services check before they send.
+ */
+export async function agentOnline(ctx: AppContext, agentId: string): Promise<boolean> {
+  if (ctx.hub?.isConnected(agentId) === true) return true;
+  return (await ctx.agentRouter?.heldElsewhere(agentId)) === true;
 }
 
 /** ctx.commandBus, or a clear failure when the hub plugin is not registered. */
@@ -78,6 +89,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   hub.addListener(rotation);
   const shellOpener = new HubShellOpener({ hub, bus: sender });
   Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, shellOpener });
+  if (cluster) ctx.agentRouter = cluster.router;
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();
