@@ -33,6 +33,7 @@ export async function createAgent(db: Db, input: NewAgent, now = Date.now()): Pr
     platform: null,
     pinnedKeyIds: input.pinnedKeyIds ?? null,
     createdAt: now,
+    nodeId: null,
   };
   await db.orm.insert(db.t.agents).values(row);
   return row;

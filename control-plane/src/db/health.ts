@@ -1,5 +1,5 @@
 import { readMigrationFiles } from 'drizzle-orm/migrator';
-import type { DatabasePoolStats, DatabaseProbe } from '../metrics/database.ts';
+import type { DatabasePoolStats, DatabaseProbe, NotifyStats } from '../metrics/database.ts';
 import type { Db, PostgresDb } from './index.ts';
 import { PG_MIGRATIONS_DIR } from './postgres.ts';
 import { rawRows, sql } from './raw.ts';
@@ -21,11 +21,22 @@ export class DatabaseHealthProbe implements DatabaseProbe {
   readonly dialect: Db['dialect'];
   readonly #db: Db;
   readonly pool?: () => DatabasePoolStats;
+  /** PostgreSQL: the command bus's LISTEN connection (not listening until the bus attached it). */
+  readonly notify?: () => NotifyStats;
+  #notifySource: (() => NotifyStats) | undefined;
 
   constructor(db: Db) {
     this.#db = db;
     this.dialect = db.dialect;
-    if (db.dialect === 'postgres') this.pool = () => poolStats(db);
+    if (db.dialect === 'postgres') {
+      this.pool = () => poolStats(db);
+      this.notify = () => this.#notifySource?.() ?? { listening: false, reconnects: 0, received: 0 };
+    }
+  }
+
+  /** The command bus's LISTEN connection, once it exists (hub/plugin.ts on PostgreSQL). */
+  attachNotify(source: () => NotifyStats): void {
+    this.#notifySource = source;
   }
 
   /** A closed handle or an unreachable server throws. */

@@ -26,11 +26,12 @@ const SQL = {
   findAgent: { name: 'hub_find_agent', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = $1' },
   markConnected: {
     name: 'hub_mark_connected',
-    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4, platform = $5 WHERE id = $6 AND state <> 'revoked'",
+    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4, platform = $5, node_id = $7 WHERE id = $6 AND state <> 'revoked'",
   },
   markDisconnected: {
     name: 'hub_mark_disconnected',
-    text: "UPDATE agents SET state = 'disconnected', last_seen = greatest(coalesce(last_seen, 0), $1) WHERE id = $2 AND state = 'connected'",
+    // Only while this node still holds it: an agent that already reconnected elsewhere stays connected there.
+    text: "UPDATE agents SET state = 'disconnected', node_id = NULL, last_seen = greatest(coalesce(last_seen, 0), $1) WHERE id = $2 AND state = 'connected' AND node_id IS NOT DISTINCT FROM $3",
   },
   touch: {
     name: 'hub_touch',
@@ -39,8 +40,8 @@ const SQL = {
   },
   insert: {
     name: 'hub_insert_command',
-    text: `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at)
-           SELECT $1::text, a.workspace_id, a.id, a.instance_id, $3::text, $4::text, $5::json, $6::text, $7::bigint, NULL, NULL, $8::bigint, $8::bigint
+    text: `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at, node_id)
+           SELECT $1::text, a.workspace_id, a.id, a.instance_id, $3::text, $4::text, $5::json, $6::text, $7::bigint, NULL, NULL, $8::bigint, $8::bigint, $9::text
            FROM agents AS a WHERE a.id = $2`,
   },
   get: { name: 'hub_get_command', text: `SELECT ${cols} FROM commands WHERE id = $1` },
@@ -57,6 +58,10 @@ const SQL = {
     name: 'hub_deliverable',
     text: `SELECT ${cols} FROM commands WHERE agent_id = $1 AND state IN ('queued', 'sent') AND expires_at > $2 ORDER BY created_at, id`,
   },
+  markNodeDisconnected: {
+    name: 'hub_mark_node_disconnected',
+    text: "UPDATE agents SET state = 'disconnected', node_id = NULL WHERE state = 'connected' AND (node_id = $1 OR node_id IS NULL)",
+  },
   resultOwner: { name: 'hub_result_owner', text: 'SELECT agent_id, result IS NOT NULL AS has_result FROM commands WHERE id = $1' },
 } as const;
 
@@ -70,11 +75,18 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   readonly #db: PostgresDb;
   readonly #pool: pg.Pool;
   readonly writes: PgWriteBatch;
+  readonly #nodeId: string | null;
 
-  constructor(db: PostgresDb) {
+  /**
+   * `nodeId`: this process's node (several processes on one database). Connections are
+   * recorded as held by it, commands as awaited by it, and start-up and shutdown mark
+   * only its own agents disconnected. Without it, one process owns every agent.
+   */
+  constructor(db: PostgresDb, nodeId?: string) {
     this.#db = db;
     this.#pool = db.pool;
     this.writes = new PgWriteBatch(db.pool);
+    this.#nodeId = nodeId ?? null;
   }
 
   async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
@@ -83,11 +95,11 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.writes.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId] });
+    await this.writes.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId] });
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    await this.writes.query({ ...SQL.markDisconnected, values: [at, agentId] });
+    await this.writes.query({ ...SQL.markDisconnected, values: [at, agentId, this.#nodeId] });
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
@@ -96,6 +108,10 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markAllDisconnected(): Promise<void> {
+    if (this.#nodeId !== null) {
+      await this.#pool.query({ ...SQL.markNodeDisconnected, values: [this.#nodeId] });
+      return;
+    }
     await shared.markAllDisconnected(this.#db);
   }
 
@@ -106,7 +122,7 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
     const res = await this.writes.query({
       ...SQL.insert,
-      values: [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt],
+      values: [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId],
     });
     if (res.rowCount !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }

@@ -11,6 +11,7 @@ import { SqliteHubStore } from './hub-store-sqlite.ts';
 
 export type HubStore = AgentStateStore & CommandStore;
 
-export function openHubStore(db: Db): HubStore {
-  return db.dialect === 'sqlite' ? new SqliteHubStore(db) : new PgHubStore(db);
+/** `nodeId` (PostgreSQL only): record connections and commands as this process's (see PgHubStore). */
+export function openHubStore(db: Db, nodeId?: string): HubStore {
+  return db.dialect === 'sqlite' ? new SqliteHubStore(db) : new PgHubStore(db, nodeId);
 }

@@ -33,6 +33,7 @@ import {
   sqliteSshKeys,
   sqliteWorkspaces,
 } from './schema/accounts.ts';
+import { pgControlPlanes, sqliteControlPlanes } from './schema/cluster.ts';
 import { pgDeploySteps, pgDeploys, pgScans, sqliteDeploySteps, sqliteDeploys, sqliteScans } from './schema/delivery.ts';
 import {
   pgAgents,
@@ -82,6 +83,7 @@ export const sqliteSchema = {
   agentRollouts: sqliteAgentRollouts,
   agentRolloutTargets: sqliteAgentRolloutTargets,
   signingKeys: sqliteSigningKeys,
+  controlPlanes: sqliteControlPlanes,
 };
 
 export const pgSchema = {
@@ -106,6 +108,7 @@ export const pgSchema = {
   agentRollouts: pgAgentRollouts,
   agentRolloutTargets: pgAgentRolloutTargets,
   signingKeys: pgSigningKeys,
+  controlPlanes: pgControlPlanes,
 };
 
 /** The tables the data layer queries, typed as PostgreSQL's (the SQLite ones have the same row types). */

@@ -70,9 +70,27 @@ interface Waiter {
   cleanup(): void;
 }
 
+/**
+ * Past one process: how the bus reaches agents another process holds, and callers
+ * another process serves (PostgreSQL LISTEN/NOTIFY: ../db/pg-command-router.ts). Every
+ * body stays in the tables; only ids (and a progress frame) travel.
+ */
+export interface CommandRouter {
+  /** Whether a live node other than this one holds the agent's connection. */
+  heldElsewhere(agentId: string): Promise<boolean>;
+  /** A command for an agent not connected here was stored: tell the live node that holds it, if any. */
+  forward(agentId: string, commandId: string): Promise<void>;
+  /** A result was stored (no progress) or progress came for a command nobody here awaits: tell the node whose caller does. */
+  replied(commandId: string, progress?: CommandProgress): Promise<void>;
+  /** This process now awaits the command (resume): replies are to come here. */
+  claim(commandId: string): Promise<void>;
+}
+
 export interface InProcessCommandBusOptions {
   store: CommandStore;
   link: AgentLink;
+  /** Agents connected to other processes (several processes on PostgreSQL); absent: this process holds every agent. */
+  router?: CommandRouter;
   keys: SigningKeyRing;
   logger?: HubLogger;
   /** How often queued commands past their expiry are marked `expired`. Default 10 s. */
@@ -92,6 +110,7 @@ const DELIVERY_MARGIN_MS = 2_000;
 export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #store: CommandStore;
   readonly #link: AgentLink;
+  readonly #router: CommandRouter | undefined;
   readonly #keys: SigningKeyRing;
   readonly #log: HubLogger | undefined;
   readonly #waiters = new Map<string, Waiter>();
@@ -105,6 +124,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   constructor(opts: InProcessCommandBusOptions) {
     this.#store = opts.store;
     this.#link = opts.link;
+    this.#router = opts.router;
     this.#keys = opts.keys;
     this.#log = opts.logger;
     this.#orphanGraceMs = opts.orphanGraceMs ?? 10 * 60_000;
@@ -114,7 +134,9 @@ export class InProcessCommandBus implements CommandBus, HubListener {
 
   async send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts: SendOptions = {}): Promise<CommandOutcome> {
     if (this.#closed) throw new CommandBusError('internal', 'the command bus is closed');
-    if (opts.requireConnected && !this.#link.isConnected(agentId)) throw new AgentNotConnectedError(agentId);
+    if (opts.requireConnected && !this.#link.isConnected(agentId) && !(await this.#router?.heldElsewhere(agentId))) {
+      throw new AgentNotConnectedError(agentId);
+    }
     const timeoutMs = opts.timeoutMs ?? 30_000;
     const lifetimeMs = Math.min(MAX_COMMAND_LIFETIME_MS, opts.lifetimeMs ?? Math.max(DEFAULT_COMMAND_LIFETIME_MS, timeoutMs));
     const key = opts.signWith === undefined ? this.#keys.active() : this.#keys.get(opts.signWith);
@@ -138,6 +160,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     try {
       await opts.onCommandId?.(id);
       if (this.#link.isConnected(agentId)) await this.#deliver(stored);
+      else if (this.#router) await this.#forward(agentId, id);
     } catch (err) {
       // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
       const waiter = this.#waiters.get(id);
@@ -164,6 +187,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       const cmd = await this.#store.get(commandId);
       if (!cmd) throw new CommandBusError('command_not_found', `no command ${commandId}`);
       const outcome = this.#wait(commandId, cmd.agentId, opts.timeoutMs ?? 30_000, opts);
+      if (this.#router) await this.#claim(commandId);
       // Read again now that the waiter is in place: a result stored meanwhile settles it.
       const now = await this.#store.get(commandId);
       if (now?.result) this.#settle(commandId, now.result);
@@ -212,6 +236,34 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     });
   }
 
+  /** Holder side (routed): a command another process stored for an agent this one holds goes out now. */
+  async deliverStored(commandId: string): Promise<void> {
+    const cmd = await this.#store.get(commandId);
+    if (cmd?.state === 'queued' && this.#link.isConnected(cmd.agentId)) await this.#deliver(cmd);
+  }
+
+  /** Caller side (routed): the holder stored a result; a waiter here settles from the stored row. */
+  async resultStored(commandId: string): Promise<void> {
+    if (!this.#waiters.has(commandId)) return;
+    const cmd = await this.#store.get(commandId);
+    if (cmd?.result) this.#settle(commandId, cmd.result);
+  }
+
+  /** Caller side (routed): a progress frame the holder passed on. */
+  progressRelayed(commandId: string, progress: CommandProgress): void {
+    this.#progress(commandId, progress);
+  }
+
+  /**
+   * After notifications may have been missed (the LISTEN connection was lost): what they
+   * would have said is read from the tables. Queued commands of the agents held here go
+   * out; waiters whose result is stored settle.
+   */
+  async resync(heldAgentIds: Iterable<string>): Promise<void> {
+    for (const agentId of heldAgentIds) await this.#flushQueue(agentId);
+    for (const id of [...this.#waiters.keys()]) await this.resultStored(id);
+  }
+
   // HubListener: queued (and sent-but-never-acked) commands go out when the agent connects.
   agentConnected(agent: AgentIdentity): void {
     void this.#flushQueue(agent.id).catch((err: unknown) => this.#log?.error({ err, agentId: agent.id }, 'bus: delivering queued commands failed'));
@@ -256,7 +308,10 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       if (outcome === 'unknown') this.#log?.warn({ agentId, commandId: msg.command_id }, 'bus: result for an unknown command, acknowledged and dropped');
       // Acknowledge only after the result is stored, so the agent's journal can let go.
       this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: msg.command_id });
-      if (outcome === 'stored') this.#settle(msg.command_id, result);
+      if (outcome === 'stored') {
+        if (this.#waiters.has(msg.command_id) || !this.#router) this.#settle(msg.command_id, result);
+        else await this.#relay(msg.command_id);
+      }
       return;
     }
     if (msg.type === 'ack') {
@@ -273,14 +328,43 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       return;
     }
     await this.#store.transition(cmd.id, ['queued', 'sent', 'acked'], 'running', now);
-    const waiter = this.#waiters.get(cmd.id);
-    if (waiter?.onProgress) {
-      const { protocol: _p, type: _t, ...progress } = msg;
-      try {
-        waiter.onProgress(progress);
-      } catch (err) {
-        this.#log?.error({ err, commandId: cmd.id }, 'bus: onProgress threw');
-      }
+    const { protocol: _p, type: _t, ...progress } = msg;
+    if (this.#waiters.has(cmd.id) || !this.#router) this.#progress(cmd.id, progress);
+    else await this.#relay(cmd.id, progress);
+  }
+
+  #progress(commandId: string, progress: CommandProgress): void {
+    const waiter = this.#waiters.get(commandId);
+    if (!waiter?.onProgress) return;
+    try {
+      waiter.onProgress(progress);
+    } catch (err) {
+      this.#log?.error({ err, commandId }, 'bus: onProgress threw');
+    }
+  }
+
+  /** Routing failures never fail the command: it is stored, and the tables are re-read after a lost connection. */
+  async #forward(agentId: string, commandId: string): Promise<void> {
+    try {
+      await this.#router?.forward(agentId, commandId);
+    } catch (err) {
+      this.#log?.error({ err, agentId, commandId }, 'bus: telling the node that holds the agent failed');
+    }
+  }
+
+  async #relay(commandId: string, progress?: CommandProgress): Promise<void> {
+    try {
+      await this.#router?.replied(commandId, progress);
+    } catch (err) {
+      this.#log?.error({ err, commandId }, 'bus: telling the node that awaits the command failed');
+    }
+  }
+
+  async #claim(commandId: string): Promise<void> {
+    try {
+      await this.#router?.claim(commandId);
+    } catch (err) {
+      this.#log?.error({ err, commandId }, 'bus: recording this node as the awaiting one failed');
     }
   }
 

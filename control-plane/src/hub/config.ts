@@ -16,6 +16,10 @@ export interface AgentHubConfig {
   lastSeenFlushMs: number;
   /** Lifetime of an enrollment token. */
   enrollmentTokenTtlMs: number;
+  /** Several processes on PostgreSQL: how often this node says it is alive (control_planes.heartbeat_at). */
+  nodeHeartbeatMs: number;
+  /** A node silent this long is dead: its agents count as connected nowhere. */
+  nodeStaleAfterMs: number;
 }
 
 declare module '../config.ts' {
@@ -34,6 +38,8 @@ const ENV: Record<keyof AgentHubConfig, string> = {
   maxPendingHandshakes: 'VMKIT_AGENT_MAX_PENDING_HANDSHAKES',
   lastSeenFlushMs: 'VMKIT_AGENT_LAST_SEEN_FLUSH_MS',
   enrollmentTokenTtlMs: 'VMKIT_ENROLLMENT_TOKEN_TTL_MS',
+  nodeHeartbeatMs: 'VMKIT_NODE_HEARTBEAT_MS',
+  nodeStaleAfterMs: 'VMKIT_NODE_STALE_AFTER_MS',
 };
 
 /** Config wins over VMKIT_AGENT_* environment variables, which win over the defaults. */
@@ -57,5 +63,11 @@ export function agentHubConfig(config: Config, env: NodeJS.ProcessEnv = process.
     maxPendingHandshakes: pick('maxPendingHandshakes', 5_000),
     lastSeenFlushMs: pick('lastSeenFlushMs', 5_000),
     enrollmentTokenTtlMs: pick('enrollmentTokenTtlMs', 60 * 60_000),
+    ...nodeTimes(pick),
   };
+}
+
+function nodeTimes(pick: (k: keyof AgentHubConfig, fallback: number) => number): Pick<AgentHubConfig, 'nodeHeartbeatMs' | 'nodeStaleAfterMs'> {
+  const nodeHeartbeatMs = pick('nodeHeartbeatMs', 5_000);
+  return { nodeHeartbeatMs, nodeStaleAfterMs: pick('nodeStaleAfterMs', nodeHeartbeatMs * 6) };
 }

@@ -3,8 +3,9 @@ import { join } from 'node:path';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { openHubStore } from '../db/hub-store.ts';
 import { AgentHub } from './agent-hub.ts';
+import { ClusterNode } from './cluster.ts';
 import { InProcessCommandBus } from './command-bus.ts';
-import type { CommandBus } from './command-bus.ts';
+import type { CommandBus, CommandRouter } from './command-bus.ts';
 import { agentHubConfig } from './config.ts';
 import type { AgentHubConfig } from './config.ts';
 import { KeyRotation } from './key-rotation.ts';
@@ -15,6 +16,7 @@ import type { RotatableKeyRing } from './signing-keys.ts';
 import { DbKeyRing } from './signing-keys-db.ts';
 import { SecretBox } from '../auth/secret-box.ts';
 import { MeasuredCommandBus } from '../metrics/command-bus.ts';
+import { DatabaseHealthProbe } from '../db/health.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -25,7 +27,18 @@ declare module '../app.ts' {
     keyRing?: RotatableKeyRing;
     keyRotation?: KeyRotation;
     agentHubConfig?: AgentHubConfig;
+    /** Several processes on PostgreSQL: agents other processes hold (set by agentHubPlugin). */
+    agentRouter?: CommandRouter;
   }
+}
+
+/**
+ * Whether a command sent now reaches the agent: connected to this process, or (several
+ * processes on PostgreSQL) to another live one. What services check before they send.
+ */
+export async function agentOnline(ctx: AppContext, agentId: string): Promise<boolean> {
+  if (ctx.hub?.isConnected(agentId) === true) return true;
+  return (await ctx.agentRouter?.heldElsewhere(agentId)) === true;
 }
 
 /** ctx.commandBus, or a clear failure when the hub plugin is not registered. */
@@ -44,7 +57,20 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   const cfg = agentHubConfig(ctx.config);
   const ring = await openKeyRing(ctx);
   ctx.signingKey = ring.active();
-  const store = openHubStore(ctx.db);
+  // PostgreSQL: one node of possibly several; connections and commands are recorded as this node's,
+  // and commands for agents another node holds go there over LISTEN/NOTIFY.
+  const cluster =
+    ctx.db.dialect === 'postgres'
+      ? new ClusterNode({
+          db: ctx.db,
+          nodeId: ctx.nodeId,
+          url: () => ctx.publicUrl,
+          heartbeatMs: cfg.nodeHeartbeatMs,
+          staleAfterMs: cfg.nodeStaleAfterMs,
+          logger: ctx.logger,
+        })
+      : undefined;
+  const store = openHubStore(ctx.db, cluster ? ctx.nodeId : undefined);
   const hub = new AgentHub({
     store,
     keys: ring,
@@ -58,7 +84,8 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     clientAddress: clientAddressResolver(ctx.config.trustProxy),
     lastSeenFlushMs: cfg.lastSeenFlushMs,
   });
-  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger });
+  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, logger: ctx.logger, ...(cluster && { router: cluster.router }) });
+  if (cluster && ctx.databaseProbe instanceof DatabaseHealthProbe) ctx.databaseProbe.attachNotify(() => cluster.notifyStats());
   // Everything that sends goes through the measured bus; the hub talks to the bus itself.
   const sender = ctx.metrics ? new MeasuredCommandBus(bus, ctx.metrics) : bus;
   const rotation = new KeyRotation({ ring, bus: sender, hub, store, logger: ctx.logger });
@@ -66,14 +93,17 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   hub.addListener(rotation);
   const shellOpener = new HubShellOpener({ hub, bus: sender });
   Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, shellOpener });
+  if (cluster) ctx.agentRouter = cluster.router;
   hub.attach(app.server);
   app.addHook('onReady', async () => {
     await hub.start();
+    await cluster?.start(hub, bus);
   });
   app.addHook('preClose', async () => {
     if (ring instanceof DbKeyRing) ring.close();
     await bus.close();
     await hub.close();
+    await cluster?.close();
   });
 };
 

@@ -6,7 +6,7 @@ import { insertAudit } from '../db/audit.ts';
 import { getInstance } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { findRelease, releaseStoreOf } from '../api/agent-releases.ts';
-import { commandBusOf } from '../hub/plugin.ts';
+import { agentOnline, commandBusOf } from '../hub/plugin.ts';
 import { AgentCommandError, CommandAbortedError } from '../hub/errors.ts';
 
 /**
@@ -73,7 +73,7 @@ export async function startAgentUpdate(ctx: AppContext, req: AgentUpdateRequest)
   if (!instance) throw new ApiError('instance_not_found', `No instance ${req.instanceId} exists in this workspace.`);
   const agent = await getAgentByInstance(ctx.db, instance.id);
   if (!agent || agent.state === 'revoked') throw new ApiError('vm_not_provisioned', `Instance ${instance.id} has no enrolled vmkit-agent.`);
-  if (!ctx.hub?.isConnected(agent.id)) throw new ApiError('agent_not_connected', `The vmkit-agent of instance ${instance.id} is not connected; an update needs it online.`);
+  if (!(await agentOnline(ctx, agent.id))) throw new ApiError('agent_not_connected', `The vmkit-agent of instance ${instance.id} is not connected; an update needs it online.`);
   const release = await findRelease(releaseStoreOf(ctx), req.version, req.platform);
   const base = ctx.publicUrl.endsWith('/') ? ctx.publicUrl : `${ctx.publicUrl}/`;
   const params: AgentUpdateParams = {

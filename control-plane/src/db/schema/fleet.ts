@@ -95,6 +95,11 @@ export const sqliteAgents = sqliteTable(
     /** Key ids of the control-plane signing keys this agent has pinned (rotation). */
     pinnedKeyIds: text('pinned_key_ids', { mode: 'json' }).$type<string[]>(),
     createdAt: integer('created_at').notNull(),
+    /**
+     * The control-plane node (control_planes.node_id) holding the agent's live connection,
+     * while `connected` (PostgreSQL, several processes); null otherwise.
+     */
+    nodeId: text('node_id'),
   },
   (t) => [uniqueIndex('agents_instance_unique').on(t.instanceId)],
 );
@@ -118,6 +123,7 @@ export const pgAgents = pgTable(
     platform: pgText('platform'),
     pinnedKeyIds: json('pinned_key_ids').$type<string[]>(),
     createdAt: ms('created_at').notNull(),
+    nodeId: pgText('node_id'),
   },
   (t) => [pgUniqueIndex('agents_instance_unique').on(t.instanceId)],
 );
@@ -184,6 +190,8 @@ export const sqliteCommands = sqliteTable(
     errorKey: text('error_key'),
     createdAt: integer('created_at').notNull(),
     updatedAt: integer('updated_at').notNull(),
+    /** The control-plane node whose caller awaits the result (PostgreSQL, several processes); null otherwise. */
+    nodeId: text('node_id'),
   },
   (t) => [index('commands_agent_state_idx').on(t.agentId, t.state), index('commands_instance_idx').on(t.instanceId)],
 );
@@ -209,6 +217,7 @@ export const pgCommands = pgTable(
     errorKey: pgText('error_key'),
     createdAt: ms('created_at').notNull(),
     updatedAt: ms('updated_at').notNull(),
+    nodeId: pgText('node_id'),
   },
   (t) => [pgIndex('commands_agent_state_idx').on(t.agentId, t.state), pgIndex('commands_instance_idx').on(t.instanceId)],
 );

@@ -2,6 +2,7 @@ import type { AppContext } from '../../app.ts';
 import { getAgentByInstance } from '../../db/agents.ts';
 import { getInstanceById } from '../../db/instances.ts';
 import { ApiError } from '../../errors.ts';
+import { agentOnline } from '../../hub/plugin.ts';
 
 /** A VM that failed meanwhile (its agent deadline passed, someone deleted it) is noticed this often. */
 const RECHECK_MS = 15_000;
@@ -25,7 +26,7 @@ export class AgentWaiter {
 
   async #connected(instanceId: string): Promise<boolean> {
     const agent = await getAgentByInstance(this.#ctx.db, instanceId);
-    return agent !== undefined && agent.state !== 'revoked' && this.#ctx.hub?.isConnected(agent.id) === true;
+    return agent !== undefined && agent.state !== 'revoked' && (await agentOnline(this.#ctx, agent.id));
   }
 
   /** Resolves once connected; rejects when the instance failed or `signal` aborts. */

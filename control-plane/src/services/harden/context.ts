@@ -1,5 +1,6 @@
 import type { AppContext } from '../../app.ts';
 import { DeployKeyStore } from './deploy-keys.ts';
+import { agentOnline } from '../../hub/plugin.ts';
 import { HardenService } from './service.ts';
 import { verifyOverSsh } from './verify-ssh.ts';
 
@@ -20,11 +21,10 @@ export function deployKeyStoreOf(ctx: AppContext): DeployKeyStore {
 export function hardenServiceOf(ctx: AppContext): HardenService {
   if (!ctx.harden) {
     if (!ctx.commandBus || !ctx.hub) throw new Error('the agent hub is not running');
-    const hub = ctx.hub;
     ctx.harden = new HardenService({
       db: ctx.db,
       bus: ctx.commandBus,
-      isConnected: (id) => hub.isConnected(id),
+      isConnected: (id) => agentOnline(ctx, id),
       deployKeys: deployKeyStoreOf(ctx),
       verify: verifyOverSsh,
       now: ctx.now,

@@ -28,7 +28,8 @@ export const HARDEN_COMPLETED_ACTION = 'instances.harden.completed';
 export interface HardenDeps {
   db: Db;
   bus: CommandBus;
-  isConnected(agentId: string): boolean;
+  /** Connected to this process or (several processes on PostgreSQL) to another live one. */
+  isConnected(agentId: string): boolean | Promise<boolean>;
   deployKeys: DeployKeyStore;
   verify(target: VerifyTarget): Promise<Verification>;
   now(): number;
@@ -83,7 +84,7 @@ export class HardenService {
     if (!agent || agent.state === 'revoked') {
       throw new ApiError('vm_not_provisioned', `Instance ${instance.id} has no enrolled vmkit-agent, so no VM is associated with it yet.`);
     }
-    if (!this.#d.isConnected(agent.id)) {
+    if (!(await this.#d.isConnected(agent.id))) {
       throw new ApiError('agent_not_connected', `The vmkit-agent of instance ${instance.id} is not connected; start it or wait for it to reconnect.`);
     }
     // No await between this check and the registration below: parallel calls join one run.
