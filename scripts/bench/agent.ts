@@ -7,7 +7,9 @@
  * Per form: one agent enrolled with a local control plane, then `runs` starts, each
  * timed from spawn to the agent's own `connected` log line (the hub's welcome), and its
  * RSS read from /proc after `idle-ms` of idling connected (heartbeats only). Prints the
- * artifact's size, p50 and min of the start times, p50 of the idle RSS. Figures, not
+ * artifact's size, p50 and min of the start times, p50 of the idle RSS (anonymous and
+ * file-backed parts too), and for the executable one more start with its pages dropped from
+ * the page cache first, as after a boot. Figures, not
  * assertions; the goals (issue 14) are start-to-connected <= 300 ms and idle RSS <= 45 MB.
  * Then the time of a fleet update over `fleet` local agents (scripts/bench/agent-fleet.ts,
  * its own process; root only; --fleet 0 leaves it out).
@@ -35,7 +37,18 @@ if (artifactSkipReason) {
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const fmt = (n: number, d = 0) => n.toFixed(d);
 const p50 = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor((xs.length - 1) / 2)] ?? NaN;
-const rssOf = (pid: number) => Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1] ?? NaN) * 1024;
+/** VmRSS, and its two parts: anonymous (heap, stacks) and file-backed (mapped pages of the executable and libraries). */
+function rssOf(pid: number): Rss {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN) * 1024;
+  return { rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
+}
+interface Rss {
+  rss: number;
+  anon: number;
+  file: number;
+}
+const mib = (n: number) => fmt(n / 2 ** 20, 1);
 
 const t0 = performance.now();
 const artifact = await agentArtifact();
@@ -71,7 +84,7 @@ async function enrolled(form: Form): Promise<{ config: string; state: string }> 
 }
 
 /** One start: ms from spawn to `connected`, then RSS after IDLE_MS connected. */
-async function start(form: Form, e: { config: string; state: string }): Promise<{ ms: number; rss: number }> {
+async function start(form: Form, e: { config: string; state: string }): Promise<{ ms: number } & Rss> {
   const [cmd, ...args] = form.argv;
   const began = performance.now();
   const child = spawn(cmd ?? '', [...args, 'run', '--config', e.config, '--state-dir', e.state], { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -88,7 +101,12 @@ async function start(form: Form, e: { config: string; state: string }): Promise<
   const rss = rssOf(child.pid ?? 0);
   child.kill('SIGTERM');
   await exited;
-  return { ms, rss };
+  return { ms, ...rss };
+}
+
+/** Drops a file's pages from the page cache (coreutils dd: iflag=nocache count=0 does only that). */
+function dropCache(file: string): boolean {
+  return spawnSync('dd', [`if=${file}`, 'iflag=nocache', 'count=0', 'status=none'], { stdio: 'ignore' }).status === 0;
 }
 
 out(`machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, ${fmt(totalmem() / 2 ** 30)} GiB, load ${loadavg().map((l) => fmt(l, 2)).join(' ')}, ${process.version}`);
@@ -97,12 +115,26 @@ out(`  size ${fmt(statSync(artifact.file).size / 1e6, 1)} MB (${artifact.manifes
 try {
   for (const form of forms) {
     const e = await enrolled(form);
-    const runs: { ms: number; rss: number }[] = [];
+    const runs: ({ ms: number } & Rss)[] = [];
     for (let i = 0; i < RUNS; i++) runs.push(await start(form, e));
     const ms = runs.map((r) => r.ms);
     out(`${form.name}:`);
     out(`  start to connected: p50 ${fmt(p50(ms))} ms, min ${fmt(Math.min(...ms))} ms (${RUNS} starts: ${ms.map((x) => fmt(x)).join(', ')})`);
-    out(`  idle RSS after ${IDLE_MS / 1000} s connected: p50 ${fmt(p50(runs.map((r) => r.rss)) / 2 ** 20, 1)} MiB`);
+    out(
+      `  idle RSS after ${IDLE_MS / 1000} s connected: p50 ${mib(p50(runs.map((r) => r.rss)))} MiB ` +
+        `(anonymous ${mib(p50(runs.map((r) => r.anon)))} MiB, file-backed ${mib(p50(runs.map((r) => r.file)))} MiB)`,
+    );
+    if (form.argv[0] === artifact.file && dropCache(artifact.file)) {
+      // The file-backed part counts the executable's pages mapped from the page cache, and how
+      // many get mapped per fault depends on how those pages were cached: the build writes the
+      // file in one piece (large folios), a download or a boot reads it in small ones. The same
+      // start with the executable's pages dropped first is how an agent starts after a boot.
+      const cold = await start(form, e);
+      out(
+        `  the same, executable dropped from the page cache first (as after a boot): start ${fmt(cold.ms)} ms, ` +
+          `idle RSS ${mib(cold.rss)} MiB (anonymous ${mib(cold.anon)}, file-backed ${mib(cold.file)})`,
+      );
+    }
   }
 } finally {
   await cp.close();
