@@ -1,3 +1,5 @@
+import { Agent as HttpAgent, request as httpRequest } from 'node:http';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { errorBody } from '@vmkit/protocol';
 
 /**
@@ -44,6 +46,10 @@ function parseBody(text: string): unknown {
   }
 }
 
+function abortReason(signal: AbortSignal): Error {
+  return signal.reason instanceof Error ? signal.reason : new Error('The tool call was cancelled.');
+}
+
 /** Something with Fastify's `inject`, without importing Fastify's types here. */
 export interface Injectable {
   inject(opts: {
@@ -77,32 +83,71 @@ export class InjectGateway implements RestGateway {
   }
 }
 
-/** Standalone: real HTTP to a remote control plane (as the hosted MCP server does). */
+/**
+ * Standalone: real HTTP to a remote control plane (as the hosted MCP server does), on
+ * node:http with kept-alive connections. fetch (undici behind web streams, plus an
+ * AbortSignal pair per call) cost the gateway more CPU than the MCP work around it.
+ * Redirects are not followed: a control plane answers its API itself, and a 3xx comes
+ * back as the failure it is instead of re-sending the key elsewhere.
+ */
 export class HttpGateway implements RestGateway {
   readonly #base: URL;
   readonly #timeoutMs: number;
+  readonly #request: typeof httpRequest;
+  readonly #agent: HttpAgent;
 
   constructor(baseUrl: string, timeoutMs = 65_000) {
     this.#base = new URL(baseUrl);
     this.#timeoutMs = timeoutMs;
+    const https = this.#base.protocol === 'https:';
+    this.#request = https ? httpsRequest : httpRequest;
+    this.#agent = https ? new HttpsAgent({ keepAlive: true }) : new HttpAgent({ keepAlive: true });
   }
 
-  async request(req: GatewayRequest): Promise<GatewayResponse> {
+  request(req: GatewayRequest): Promise<GatewayResponse> {
     const url = new URL(req.path, this.#base);
-    const timeout = AbortSignal.timeout(this.#timeoutMs);
-    const signal = req.signal ? AbortSignal.any([req.signal, timeout]) : timeout;
     const headers = mcpHeaders(req);
     if (req.clientAddress !== undefined) headers['x-forwarded-for'] = req.clientAddress;
-    const res = await fetch(url, {
-      method: req.method,
-      headers,
-      ...(req.body === undefined ? {} : { body: JSON.stringify(req.body) }),
-      signal,
+    const payload = req.body === undefined ? undefined : JSON.stringify(req.body);
+    if (payload !== undefined) headers['content-length'] = String(Buffer.byteLength(payload));
+    const { signal } = req;
+    if (signal?.aborted) return Promise.reject(abortReason(signal));
+    return new Promise<GatewayResponse>((resolve, reject) => {
+      let settled = false;
+      const timer = setTimeout(() => fail(new Error(`The control plane did not answer within ${this.#timeoutMs} ms.`)), this.#timeoutMs);
+      timer.unref();
+      const settle = (): boolean => {
+        if (settled) return false;
+        settled = true;
+        clearTimeout(timer);
+        signal?.removeEventListener('abort', onAbort);
+        return true;
+      };
+      const fail = (err: Error) => {
+        if (!settle()) return;
+        outgoing.destroy();
+        reject(err);
+      };
+      const outgoing = this.#request(url, { method: req.method, headers, agent: this.#agent }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (chunk: Buffer) => chunks.push(chunk));
+        res.on('error', fail);
+        res.on('end', () => {
+          if (!settle()) return;
+          const out: Record<string, string | undefined> = {};
+          for (const [k, v] of Object.entries(res.headers)) out[k] = Array.isArray(v) ? v.join(', ') : v;
+          resolve({ status: res.statusCode ?? 0, body: parseBody(Buffer.concat(chunks).toString('utf8')), headers: out });
+        });
+      });
+      outgoing.on('error', fail);
+      const onAbort = () => fail(signal ? abortReason(signal) : new Error('The tool call was cancelled.'));
+      signal?.addEventListener('abort', onAbort, { once: true });
+      outgoing.end(payload);
     });
-    const out: Record<string, string | undefined> = {};
-    res.headers.forEach((v, k) => {
-      out[k] = v;
-    });
-    return { status: res.status, body: parseBody(await res.text()), headers: out };
+  }
+
+  /** Closes the kept-alive connections. */
+  close(): void {
+    this.#agent.destroy();
   }
 }

@@ -30,8 +30,9 @@ export interface StandaloneMcp {
 export async function startStandaloneMcp(opts: StandaloneOptions): Promise<StandaloneMcp> {
   const loopbackHosts = defaultAllowedHosts(opts.host);
   const allowedHosts = loopbackHosts || opts.allowedHosts ? [...(loopbackHosts ?? []), ...(opts.allowedHosts ?? [])] : undefined;
+  const gateway = new HttpGateway(opts.gateway);
   const handler = new McpHttpHandler({
-    gateway: new HttpGateway(opts.gateway),
+    gateway,
     tools: TOOLS,
     ...(opts.maxWaitMs === undefined ? {} : { maxWaitMs: opts.maxWaitMs }),
     ...(allowedHosts === undefined ? {} : { allowedHosts }),
@@ -77,6 +78,7 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
     url: `http://${hostForUrl}:${port}/`,
     close: async () => {
       await handler.close();
+      gateway.close();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
