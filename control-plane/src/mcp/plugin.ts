@@ -47,7 +47,9 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
     maxAnonymousSessions: ctx.config.mcpSessions.anonymousMax,
     maxSessionsPerKey: ctx.config.mcpSessions.perKeyMax,
   });
-  app.addHook('onClose', async () => handler.close());
+  // preClose, not onClose: the server's close waits for open requests, and an MCP client's
+  // GET stream stays open until its session ends; ending the sessions first lets it close.
+  app.addHook('preClose', async () => handler.close());
 
   app.route({
     method: ['GET', 'POST', 'DELETE'],
