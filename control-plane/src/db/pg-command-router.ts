@@ -106,6 +106,17 @@ export class PgCommandRouter implements CommandRouter {
     return node === undefined || node === this.#nodeId ? undefined : node;
   }
 
+  /** Every agent a live node other than this one holds (key rotation reaches them through the bus). */
+  async heldElsewhereIds(): Promise<string[]> {
+    const { rows } = await this.#pool.query<{ id: string }>({
+      name: 'bus_held_elsewhere',
+      text: `SELECT a.id FROM agents AS a JOIN control_planes AS cp ON cp.node_id = a.node_id
+             WHERE a.state = 'connected' AND a.node_id <> $1 AND cp.heartbeat_at >= $2 ORDER BY a.id`,
+      values: [this.#nodeId, this.#now() - this.#staleAfterMs],
+    });
+    return rows.map((r) => r.id);
+  }
+
   async heldElsewhere(agentId: string): Promise<boolean> {
     return (await this.holderOf(agentId)) !== undefined;
   }

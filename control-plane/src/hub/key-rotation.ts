@@ -26,13 +26,27 @@ export class KeyRotation implements HubListener {
   readonly #hub: AgentHub;
   readonly #store: AgentStateStore;
   readonly #log: HubLogger | undefined;
+  readonly #elsewhere: (() => Promise<string[]>) | undefined;
 
-  constructor(opts: { ring: RotatableKeyRing; bus: CommandBus; hub: AgentHub; store: AgentStateStore; logger?: HubLogger }) {
+  /**
+   * `heldElsewhere`: with several processes on one database, the agents other live
+   * processes hold; a rotation made here reaches them through the command bus too, or
+   * they would be left pinning keys this process stops signing with.
+   */
+  constructor(opts: {
+    ring: RotatableKeyRing;
+    bus: CommandBus;
+    hub: AgentHub;
+    store: AgentStateStore;
+    logger?: HubLogger;
+    heldElsewhere?: () => Promise<string[]>;
+  }) {
     this.#ring = opts.ring;
     this.#bus = opts.bus;
     this.#hub = opts.hub;
     this.#store = opts.store;
     this.#log = opts.logger;
+    this.#elsewhere = opts.heldElsewhere;
   }
 
   async addKey(): Promise<{ key_id: string } & RotationReport> {
@@ -74,7 +88,7 @@ export class KeyRotation implements HubListener {
 
   async #catchUpConnected(): Promise<RotationReport> {
     const report: RotationReport = { updated: 0, failed: 0 };
-    const ids = this.#hub.connectedAgentIds();
+    const ids = [...new Set([...this.#hub.connectedAgentIds(), ...((await this.#elsewhere?.()) ?? [])])];
     // Bounded concurrency: a rotation must not flood thousands of agents at once.
     for (let i = 0; i < ids.length; i += 100) {
       const batch = await Promise.all(

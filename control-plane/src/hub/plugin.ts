@@ -88,7 +88,14 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   if (cluster && ctx.databaseProbe instanceof DatabaseHealthProbe) ctx.databaseProbe.attachNotify(() => cluster.notifyStats());
   // Everything that sends goes through the measured bus; the hub talks to the bus itself.
   const sender = ctx.metrics ? new MeasuredCommandBus(bus, ctx.metrics) : bus;
-  const rotation = new KeyRotation({ ring, bus: sender, hub, store, logger: ctx.logger });
+  const rotation = new KeyRotation({
+    ring,
+    bus: sender,
+    hub,
+    store,
+    logger: ctx.logger,
+    ...(cluster && { heldElsewhere: () => cluster.router.heldElsewhereIds() }),
+  });
   hub.addListener(bus);
   hub.addListener(rotation);
   const shellOpener = new HubShellOpener({ hub, bus: sender });
