@@ -214,7 +214,7 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
   // First of the onResponse hooks: a request is timed even when a later hook throws.
   installMetrics(app, ctx);
   installAuthHooks(app, ctx.db, ctx.now);
-  await installRateLimit(app, ctx.config.rateLimit);
+  await installRateLimit(app, ctx.config.rateLimit, ctx.db);
   installAuditHook(app, ctx.db, ctx.now);
   // Root hooks run before the plugins' own: deploys and agent rollouts stop (and resume at the next start)
   // before the agent hub closes the command bus under a step that waits on a command.

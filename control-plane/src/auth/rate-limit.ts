@@ -2,7 +2,9 @@ import rateLimit from '@fastify/rate-limit';
 import type { FastifyRequest } from 'fastify';
 import type { App } from '../app.ts';
 import type { RateLimitConfig } from '../config.ts';
+import type { Db } from '../db/index.ts';
 import { ApiError } from '../errors.ts';
+import { pgRateLimitStore } from './rate-limit-store-pg.ts';
 
 function rateLimited(ttlMs: number): ApiError {
   return new ApiError('rate_limited', `Too many requests; retry in ${retryAfterSeconds(ttlMs)} s.`);
@@ -19,9 +21,11 @@ function retryAfterSeconds(ttlMs: number): number {
  * requests (the MCP server calling the REST API in-process) pass the same hooks.
  * Register before the routes.
  */
-export async function installRateLimit(app: App, cfg: RateLimitConfig): Promise<void> {
+export async function installRateLimit(app: App, cfg: RateLimitConfig, db?: Db): Promise<void> {
   await app.register(rateLimit, {
     global: true,
+    // Several processes on one PostgreSQL count one budget in the database; one SQLite process counts in memory.
+    ...(db?.dialect === 'postgres' && { store: pgRateLimitStore(db.pool) }),
     hook: 'onRequest',
     timeWindow: cfg.windowMs,
     keyGenerator: (request) => (request.auth ? `key:${request.auth.keyId}` : `ip:${request.ip}`),

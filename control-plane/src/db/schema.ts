@@ -59,6 +59,7 @@ import {
 } from './schema/projects.ts';
 import { pgAuditLog, pgShellSessions, sqliteAuditLog, sqliteShellSessions } from './schema/records.ts';
 import { pgSigningKeys, sqliteSigningKeys } from './schema/keys.ts';
+import { pgRateLimits, sqliteRateLimits } from './schema/limits.ts';
 import { pgAgentRolloutTargets, pgAgentRollouts, sqliteAgentRolloutTargets, sqliteAgentRollouts } from './schema/rollouts.ts';
 
 export const sqliteSchema = {
@@ -83,6 +84,7 @@ export const sqliteSchema = {
   agentRollouts: sqliteAgentRollouts,
   agentRolloutTargets: sqliteAgentRolloutTargets,
   signingKeys: sqliteSigningKeys,
+  rateLimits: sqliteRateLimits,
   controlPlanes: sqliteControlPlanes,
 };
 
@@ -108,6 +110,7 @@ export const pgSchema = {
   agentRollouts: pgAgentRollouts,
   agentRolloutTargets: pgAgentRolloutTargets,
   signingKeys: pgSigningKeys,
+  rateLimits: pgRateLimits,
   controlPlanes: pgControlPlanes,
 };
 
