@@ -192,8 +192,12 @@ if (fileNeeds(chromiumSkipReason)) {
     t.ok((await rows.count()) > 0, 'filtered by action');
     await screenshot(page, 'audit-log');
 
+    // The sign-in form's own field: the audit page's "Actor (API key)" filter matches a
+    // loose label lookup at once, before the sign-out has even been answered.
+    const signedOut = page.waitForResponse((r) => r.url().endsWith('/api/session') && r.request().method() === 'DELETE');
     await page.getByRole('button', { name: 'Sign out' }).click();
-    await page.getByLabel('API key').waitFor();
+    t.equal((await signedOut).status(), 200, 'signed out');
+    await page.getByLabel('API key', { exact: true }).waitFor();
     t.notOk((await page.context().cookies()).some((c) => c.name === 'vmk_session' && c.value !== ''), 'the cookie is gone');
     t.same(pageErrors, [], 'no script errors');
   });
