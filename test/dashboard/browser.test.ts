@@ -157,7 +157,11 @@ if (fileNeeds(chromiumSkipReason)) {
     t.ok(await page.getByLabel('API key').isVisible(), 'back at the sign-in form');
     await screenshot(page, 'session-ended');
     await page.reload();
-    t.ok(await page.getByLabel('API key').isVisible(), 'and a reload does not bring the session back');
+    // The reloaded page asks who is signed in first: wait for its answer on screen (the
+    // sign-in field or a signed-in page's Sign out), then look which it is.
+    const signIn = page.getByLabel('API key', { exact: true });
+    await signIn.or(page.getByRole('button', { name: 'Sign out' })).waitFor();
+    t.ok(await signIn.isVisible(), 'and a reload does not bring the session back');
   });
 
   t.test('the audit log pages and filters by channel; sign-out ends the session', async (t) => {
