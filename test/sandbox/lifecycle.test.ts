@@ -13,11 +13,28 @@ const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
 
 /** Everything the host would show of a sandbox. */
-async function hostTraces(netns: string, hostIf: string | undefined, dir: string): Promise<string[]> {
+/**
+ * A host link by name and kernel index: names are reused (the next sandbox, perhaps of a
+ * test file running beside this one, takes the first free `vmk<n>h`), indexes are not.
+ */
+interface HostLink {
+  name: string;
+  index: number;
+}
+
+async function hostLinkOf(name: string | undefined): Promise<HostLink | undefined> {
+  if (name === undefined) return undefined;
+  const r = await run('ip', ['-j', 'link', 'show', 'dev', name]);
+  if (r.code !== 0) return undefined;
+  const [link] = JSON.parse(r.stdout) as { ifindex: number }[];
+  return link === undefined ? undefined : { name, index: link.ifindex };
+}
+
+async function hostTraces(netns: string, link: HostLink | undefined, dir: string): Promise<string[]> {
   const traces: string[] = [];
   const ns = await run('ip', ['netns', 'list']);
   if (ns.stdout.split('\n').some((l) => l.split(' ')[0] === netns)) traces.push(`netns ${netns}`);
-  if (hostIf !== undefined && (await run('ip', ['link', 'show', 'dev', hostIf])).code === 0) traces.push(`link ${hostIf}`);
+  if (link !== undefined && (await hostLinkOf(link.name))?.index === link.index) traces.push(`link ${link.name}`);
   for (const line of readFileSync('/proc/mounts', 'utf8').split('\n')) {
     if (line.includes(dir) || line.includes(`/run/netns/${netns}`)) traces.push(`mount ${line}`);
   }
@@ -32,12 +49,14 @@ t.test('destroy removes the netns, the link, the processes, the mounts and the f
   const sb = await startSandbox(t, { provider });
   const state = provider.readState(sb.vm.ref);
   t.ok(state?.host_if, 'state names the host link');
-  t.not((await hostTraces(sb.vm.netns, state?.host_if, sb.vm.dir)).length, 0, 'the sandbox is visible before');
+  const link = await hostLinkOf(state?.host_if);
+  t.ok(link, 'the host link is there');
+  t.not((await hostTraces(sb.vm.netns, link, sb.vm.dir)).length, 0, 'the sandbox is visible before');
   t.equal(await provider.status(sb.vm.ref), 'running');
   const started = Date.now();
   await sb.destroy();
   t.comment(`destroy took ${Date.now() - started} ms`);
-  t.same(await hostTraces(sb.vm.netns, state?.host_if, sb.vm.dir), [], 'nothing left on the host');
+  t.same(await hostTraces(sb.vm.netns, link, sb.vm.dir), [], 'nothing left on the host');
   const initGone = async (): Promise<boolean> => {
     for (let i = 0; i < 100; i++) {
       const st = spawnSync('ps', ['-o', 'stat=', '-p', String(state?.init_pid)], { encoding: 'utf8' }).stdout.trim();
@@ -56,6 +75,8 @@ t.test('destroy after the supervisor was killed still cleans up', needsSandbox, 
   const sb = await startSandbox(t, { provider });
   const pid = provider.readState(sb.vm.ref)?.init_pid;
   const state = provider.readState(sb.vm.ref);
+  const link = await hostLinkOf(state?.host_if);
+  t.ok(link, 'the host link is there');
   if (pid === undefined) throw new Error('no init pid in the state file');
   process.kill(pid, 'SIGKILL');
   for (let i = 0; i < 100 && (await provider.status(sb.vm.ref)) === 'running'; i++) await new Promise((r) => setTimeout(r, 20));
@@ -71,7 +92,7 @@ t.test('destroy after the supervisor was killed still cleans up', needsSandbox, 
   }
   t.notOk(answering, 'its sshd died with it');
   await sb.destroy();
-  t.same(await hostTraces(sb.vm.netns, state?.host_if, sb.vm.dir), []);
+  t.same(await hostTraces(sb.vm.netns, link, sb.vm.dir), []);
   t.equal(await provider.status(sb.vm.ref), 'missing');
 });
 
@@ -79,13 +100,15 @@ t.test('killing the host-side supervisor process takes the sandbox down and dest
   const provider = sandboxProvider(t);
   const sb = await startSandbox(t, { provider });
   const state = provider.readState(sb.vm.ref);
+  const link = await hostLinkOf(state?.host_if);
+  t.ok(link, 'the host link is there');
   const pid = state?.supervisor_pid;
   if (pid === undefined) throw new Error('no supervisor pid in the state file');
   process.kill(pid, 'SIGKILL');
   for (let i = 0; i < 100 && (await provider.status(sb.vm.ref)) === 'running'; i++) await new Promise((r) => setTimeout(r, 20));
   t.equal(await provider.status(sb.vm.ref), 'stopped');
   await sb.destroy();
-  t.same(await hostTraces(sb.vm.netns, state?.host_if, sb.vm.dir), []);
+  t.same(await hostTraces(sb.vm.netns, link, sb.vm.dir), []);
 });
 
 t.test('a half-made sandbox left by a crash is found and removed by destroyStale', needsSandbox, async (t) => {
