@@ -38,12 +38,16 @@ async function killMidCreate(t: Test, killWhen: (s: SandboxState) => boolean) {
   const seen: string[] = [];
   const state = await eventually(
     'the sandbox reaching the kill point',
-    () => {
+    async () => {
       const s = provider.readState(ref);
       const phase = s === undefined ? 'gone' : s.phase;
       if (seen.at(-1) !== phase) seen.push(phase);
       if (s !== undefined && killWhen(s)) return s;
-      if (phase === 'running' || (phase === 'gone' && seen.length > 1)) throw new Error(`the sandbox went past the kill point before it was seen there (phases seen: ${seen.join(' → ')})`);
+      if (phase === 'running' || (phase === 'gone' && seen.length > 1)) {
+        // A sandbox gone before the kill point failed to start: the create's answer says why.
+        const why = await Promise.race([answer, new Promise((r) => setTimeout(() => r('no answer yet'), 10_000))]);
+        throw new Error(`the sandbox went past the kill point before it was seen there (phases seen: ${seen.join(' → ')}); the create answered: ${why instanceof Error ? why.message : JSON.stringify(why)}`);
+      }
       return undefined;
     },
     120_000,
