@@ -11,6 +11,7 @@
  *     return (yield* exec(tx.update(t.enrollmentTokens).set({ usedAt: now }).where(...))) === 1;
  *   });
  */
+import { sql } from 'drizzle-orm';
 import type { BetterSQLite3Database } from 'drizzle-orm/better-sqlite3';
 import type { Db, Orm } from './index.ts';
 import type { Tables } from './schema.ts';
@@ -52,6 +53,20 @@ export async function transaction<R>(db: Db, body: TxBody<R>): Promise<R> {
       next = steps.next(next.value.kind === 'rows' ? res : changed(res));
     }
     return next.value;
+  });
+}
+
+/**
+ * Runs the body in one transaction that concurrent callers in every process take in
+ * turn: on PostgreSQL under the transaction-scoped advisory lock `lockKey` (needed where
+ * READ COMMITTED would let two transactions both see "nothing there yet" and both write);
+ * SQLite's BEGIN IMMEDIATE already serialises writers, so the key is not needed there.
+ */
+export function lockedTransaction<R>(db: Db, lockKey: bigint, body: TxBody<R>): Promise<R> {
+  if (db.dialect === 'sqlite') return transaction(db, body);
+  return transaction(db, function* (tx, t) {
+    yield* exec(tx.execute(sql`SELECT pg_advisory_xact_lock(${lockKey.toString()}::bigint)`));
+    return yield* body(tx, t);
   });
 }
 

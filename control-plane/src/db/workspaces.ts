@@ -1,10 +1,10 @@
-import { asc, count, sql } from 'drizzle-orm';
+import { asc, count } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { newApiKeyRow } from './api-keys.ts';
 import type { ApiKeyRow, NewApiKey } from './api-keys.ts';
 import type { Row } from './schema.ts';
-import { exec, rows, transaction } from './tx.ts';
+import { exec, lockedTransaction, rows, transaction } from './tx.ts';
 
 export type WorkspaceRow = Row<'workspaces'>;
 
@@ -58,9 +58,7 @@ export async function createFirstWorkspaceWithKey(
 ): Promise<{ workspace: WorkspaceRow; key: ApiKeyRow } | null> {
   const workspace: WorkspaceRow = { id: newId('workspace'), name, createdAt: now };
   const keyRow = newApiKeyRow({ ...key, workspaceId: workspace.id }, now);
-  const dialect = db.dialect;
-  const created = await transaction(db, function* (tx, t) {
-    if (dialect === 'postgres') yield* exec(tx.execute(sql`SELECT pg_advisory_xact_lock(${FIRST_WORKSPACE_LOCK.toString()}::bigint)`));
+  const created = await lockedTransaction(db, FIRST_WORKSPACE_LOCK, function* (tx, t) {
     const [existing] = yield* rows(tx.select({ n: count() }).from(t.workspaces));
     if ((existing?.n ?? 0) > 0) return false;
     yield* exec(tx.insert(t.workspaces).values(workspace));

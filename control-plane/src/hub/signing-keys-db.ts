@@ -1,10 +1,12 @@
-import { asc, eq, sql } from 'drizzle-orm';
+import { asc, eq } from 'drizzle-orm';
 import { generateSigningKeyPair, privateKeyFromPem, privateKeyToPem, signingKeyPairFrom } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
 import type { SecretBox } from '../auth/secret-box.ts';
 import type { Db } from '../db/index.ts';
-import { exec, rows, transaction } from '../db/tx.ts';
-import type { KeyState, PublishedKey, RingEntry, RotatableKeyRing } from './signing-keys.ts';
+import { exec, lockedTransaction, rows } from '../db/tx.ts';
+import type { TxBody } from '../db/tx.ts';
+import { KeyRingEntries } from './signing-keys.ts';
+import type { KeyState, RingEntry, RotatableKeyRing } from './signing-keys.ts';
 
 /** "vmkitkey" in ASCII as a bigint: the transaction-scoped lock every change of the ring takes on PostgreSQL. */
 const RING_LOCK = 0x766d6b69746b6579n;
@@ -33,14 +35,13 @@ export function signingKeyContext(keyId: string): string {
  * Changes (`addNext`, `promoteNext`) are one transaction each under a lock, so two
  * processes rotating at once cannot make two next keys or two active ones.
  */
-export class DbKeyRing implements RotatableKeyRing {
+export class DbKeyRing extends KeyRingEntries implements RotatableKeyRing {
   readonly #db: Db;
   readonly #box: SecretBox;
-  #entries: RingEntry[] = [];
-  readonly #pairs = new Map<string, SigningKeyPair>();
   #timer: NodeJS.Timeout | undefined;
 
   private constructor(db: Db, box: SecretBox) {
+    super();
     this.#db = db;
     this.#box = box;
   }
@@ -51,7 +52,11 @@ export class DbKeyRing implements RotatableKeyRing {
    * `adopt` is this process's file ring's active key: a deployment moving to several
    * processes keeps the key its agents already pin.
    */
-  static async open(db: Db, box: SecretBox, opts: { refreshMs?: number; adopt?: SigningKeyPair } = {}): Promise<DbKeyRing> {
+  static async open(
+    db: Db,
+    box: SecretBox,
+    opts: { refreshMs?: number; adopt?: SigningKeyPair; onRefreshError?: (err: unknown) => void } = {},
+  ): Promise<DbKeyRing> {
     const ring = new DbKeyRing(db, box);
     const first = opts.adopt ?? generateSigningKeyPair();
     const sealed = box.seal(privateKeyToPem(first.privateKey), signingKeyContext(first.keyId));
@@ -87,40 +92,14 @@ export class DbKeyRing implements RotatableKeyRing {
     const loaded: LoadedRow[] = await this.#db.orm.select().from(t.signingKeys).orderBy(asc(t.signingKeys.createdAt), asc(t.signingKeys.keyId));
     const entries: RingEntry[] = [];
     for (const row of loaded) {
-      if (!this.#pairs.has(row.keyId)) {
+      if (!this.pairs.has(row.keyId)) {
         const pair = signingKeyPairFrom(privateKeyFromPem(this.#box.open(row.sealedPrivateKey, signingKeyContext(row.keyId))));
         if (pair.keyId !== row.keyId) throw new Error(`signing key row ${row.keyId} holds another key`);
-        this.#pairs.set(row.keyId, pair);
+        this.pairs.set(row.keyId, pair);
       }
       entries.push({ key_id: row.keyId, public_key: row.publicKey, state: row.state as KeyState, created_at: row.createdAt, retired_at: row.retiredAt });
     }
-    this.#entries = entries;
-  }
-
-  active(): SigningKeyPair {
-    const entry = this.#entries.find((e) => e.state === 'active');
-    const pair = entry && this.#pairs.get(entry.key_id);
-    if (!pair) throw new Error('no active signing key');
-    return pair;
-  }
-
-  published(): PublishedKey[] {
-    return this.#entries
-      .filter((e) => e.state !== 'retired')
-      .sort((a, b) => (a.state === b.state ? a.created_at - b.created_at : a.state === 'active' ? -1 : 1))
-      .map((e) => ({ key_id: e.key_id, public_key: e.public_key }));
-  }
-
-  retiredIds(): string[] {
-    return this.#entries.filter((e) => e.state === 'retired').map((e) => e.key_id);
-  }
-
-  get(keyId: string): SigningKeyPair | undefined {
-    return this.#pairs.get(keyId);
-  }
-
-  list(): readonly RingEntry[] {
-    return this.#entries;
+    this.entries = entries;
   }
 
   async addNext(): Promise<SigningKeyPair> {
@@ -153,12 +132,8 @@ export class DbKeyRing implements RotatableKeyRing {
     return change;
   }
 
-  /** One transaction, taken in turn by every process (SQLite's BEGIN IMMEDIATE does that by itself). */
-  #change<R>(body: Parameters<typeof transaction<R>>[1]): Promise<R> {
-    const dialect = this.#db.dialect;
-    return transaction(this.#db, function* (tx, t) {
-      if (dialect === 'postgres') yield* exec(tx.execute(sql`SELECT pg_advisory_xact_lock(${RING_LOCK.toString()}::bigint)`));
-      return yield* body(tx, t);
-    });
+  /** One transaction, taken in turn by every process. */
+  #change<R>(body: TxBody<R>): Promise<R> {
+    return lockedTransaction(this.#db, RING_LOCK, body);
   }
 }
