@@ -130,6 +130,21 @@ for (const { dialect, skip } of testDialects()) {
       t.equal(b.active().keyId, next.keyId);
     });
 
+    t.test('a re-read that fails is reported, and the ring keeps signing with the keys it read', async (t) => {
+      const handle = await fresh(t);
+      const db = await handle();
+      let reported: (err: unknown) => void = () => undefined;
+      const failed = new Promise<unknown>((resolve) => (reported = resolve));
+      const ring = await open(t, db, { refreshMs: 20, onRefreshError: (err) => reported(err) });
+      const before = ring.active().keyId;
+      await closeDatabase(db); // every later read fails
+      const keepAlive = setInterval(() => undefined, 1_000); // the ring's timer is unref'd
+      const err = await failed;
+      clearInterval(keepAlive);
+      t.ok(err instanceof Error, `the failure is handed over: ${String(err)}`);
+      t.equal(ring.active().keyId, before, 'still signs with the active key');
+    });
+
     t.test('a deployment that had a file ring keeps its active key', async (t) => {
       const handle = await fresh(t);
       const mine = generateSigningKeyPair();

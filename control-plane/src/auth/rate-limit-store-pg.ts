@@ -45,19 +45,31 @@ const READ: pg.QueryConfig = {
  * route with a limit of its own (the MCP envelope's) counts under its own prefix, as the
  * in-memory store gives it a store of its own. Old windows are swept once a minute.
  */
-export function pgRateLimitStore(pool: pg.Pool): new (params: StoreParams) => PgRateLimitStore {
+export function pgRateLimitStore(
+  pool: pg.Pool,
+  onSweepError?: (err: unknown) => void,
+): { Store: new (params: StoreParams) => PgRateLimitStore; close: () => void } {
   let sweeper: NodeJS.Timeout | undefined;
+  let closed = false;
   const sweep = () => {
-    pool.query(`DELETE FROM rate_limits WHERE window_start < ${DB_NOW} - $1`, [KEEP_MS]).catch(() => undefined);
+    // A failed sweep leaves old rows for the next one; counting never reads them.
+    pool.query(`DELETE FROM rate_limits WHERE window_start < ${DB_NOW} - $1`, [KEEP_MS]).catch((err: unknown) => onSweepError?.(err));
   };
-  return class extends PgRateLimitStore {
-    constructor(params: StoreParams) {
-      super(pool, prefixOf(params));
-      if (!sweeper) {
-        sweeper = setInterval(sweep, SWEEP_MS);
-        sweeper.unref();
+  return {
+    Store: class extends PgRateLimitStore {
+      constructor(params: StoreParams) {
+        super(pool, prefixOf(params));
+        if (!sweeper && !closed) {
+          sweeper = setInterval(sweep, SWEEP_MS);
+          sweeper.unref();
+        }
       }
-    }
+    },
+    close: () => {
+      closed = true;
+      if (sweeper) clearInterval(sweeper);
+      sweeper = undefined;
+    },
   };
 }
 

@@ -22,10 +22,16 @@ function retryAfterSeconds(ttlMs: number): number {
  * Register before the routes.
  */
 export async function installRateLimit(app: App, cfg: RateLimitConfig, db?: Db): Promise<void> {
+  // Several processes on one PostgreSQL count one budget in the database; one SQLite process counts in memory.
+  const shared =
+    db?.dialect === 'postgres' ? pgRateLimitStore(db.pool, (err) => app.log.warn({ err }, 'rate limits: sweeping old windows failed')) : undefined;
+  if (shared) app.addHook('onClose', (_app, done) => {
+    shared.close();
+    done();
+  });
   await app.register(rateLimit, {
     global: true,
-    // Several processes on one PostgreSQL count one budget in the database; one SQLite process counts in memory.
-    ...(db?.dialect === 'postgres' && { store: pgRateLimitStore(db.pool) }),
+    ...(shared && { store: shared.Store }),
     hook: 'onRequest',
     timeWindow: cfg.windowMs,
     keyGenerator: (request) => (request.auth ? `key:${request.auth.keyId}` : `ip:${request.ip}`),

@@ -126,5 +126,8 @@ async function openKeyRing(ctx: AppContext): Promise<RotatableKeyRing> {
   if (ctx.db.dialect === 'sqlite') return FileKeyRing.open(ctx.config.dataDir, legacyPem);
   const hadFileRing = existsSync(join(ctx.config.dataDir, 'signing-keys', 'keys.json'));
   const adopt = hadFileRing ? FileKeyRing.open(ctx.config.dataDir, legacyPem).active() : undefined;
-  return DbKeyRing.open(ctx.db, SecretBox.forConfig(ctx.config), adopt === undefined ? {} : { adopt });
+  return DbKeyRing.open(ctx.db, SecretBox.forConfig(ctx.config), {
+    ...(adopt !== undefined && { adopt }),
+    onRefreshError: (err) => ctx.logger.warn({ err }, 'signing keys: re-reading the ring failed; signing with the keys already read'),
+  });
 }

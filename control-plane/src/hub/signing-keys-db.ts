@@ -73,8 +73,8 @@ export class DbKeyRing extends KeyRingEntries implements RotatableKeyRing {
     const every = opts.refreshMs ?? 5_000;
     if (every > 0) {
       ring.#timer = setInterval(() => {
-        // A failed read keeps the ring it has; the next tick tries again.
-        ring.refresh().catch(() => undefined);
+        // A failed read keeps the ring it has (and says why); the next tick tries again.
+        ring.refresh().catch((err: unknown) => opts.onRefreshError?.(err));
       }, every);
       ring.#timer.unref();
     }
