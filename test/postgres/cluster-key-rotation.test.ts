@@ -6,14 +6,11 @@
  * it signs anything, and commands signed with the promoted key are accepted through either.
  */
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { commandBusOf } from '../../control-plane/src/hub/plugin.ts';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
+import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { postgresMissing } from '../helpers/postgres.ts';
 import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
 
 interface RotationAnswer {
@@ -25,19 +22,9 @@ interface RotationAnswer {
 
 if (fileNeeds(postgresMissing())) {
   t.test('a rotation through B reaches the agent A holds', async (t) => {
-    const shared = mkdtempSync(join(tmpdir(), 'vmk-cluster-keys-'));
-    t.teardown(() => rmSync(shared, { recursive: true, force: true }));
-    const secretKeyFile = join(shared, 'secret-box.key');
-    writeFileSync(secretKeyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    const pgdb = await createTestDatabase();
-    t.teardown(() => pgdb.drop());
     const agentHub = { nodeHeartbeatMs: 300, nodeStaleAfterMs: 10_000 };
-    const a = await startTestControlPlane({ config: { databaseUrl: pgdb.url, secretKeyFile, nodeId: 'rot-a', agentHub } });
-    t.teardown(() => a.close());
-    const bDir = mkdtempSync(join(shared, 'b-'));
-    copyFileSync(join(a.dataDir, 'admin.key'), join(bDir, 'admin.key'));
-    const b = await startTestControlPlane({ dataDir: bDir, config: { databaseUrl: pgdb.url, secretKeyFile, nodeId: 'rot-b', agentHub } });
-    t.teardown(() => b.close());
+    const { nodes } = await startTestCluster(t, { config: { agentHub }, nodeIds: ['rot-a', 'rot-b'] });
+    const [a, b] = nodes as [TestControlPlane, TestControlPlane];
 
     const agent = await enrollRealAgent(t, a);
     agent.patchConfig({ shell: { program: plainBashShell() } });

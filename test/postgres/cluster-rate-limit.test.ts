@@ -5,31 +5,18 @@
  * rows of rate_limits, counted by one upsert per request on the database's clock.
  */
 import t from 'tap';
-import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
+import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { postgresMissing } from '../helpers/postgres.ts';
 
 if (fileNeeds(postgresMissing())) {
   t.test('one budget per key and per address across two control planes', async (t) => {
-    const shared = mkdtempSync(join(tmpdir(), 'vmk-cluster-limits-'));
-    t.teardown(() => rmSync(shared, { recursive: true, force: true }));
-    const secretKeyFile = join(shared, 'secret-box.key');
-    writeFileSync(secretKeyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    const pgdb = await createTestDatabase();
-    t.teardown(() => pgdb.drop());
     // A long window: the test's requests all fall in one, however slow the machine.
     const rateLimit = { max: 6, anonymousMax: 3, windowMs: 600_000 };
-    const a = await startTestControlPlane({ config: { databaseUrl: pgdb.url, secretKeyFile, rateLimit } });
-    t.teardown(() => a.close());
-    const bDir = mkdtempSync(join(shared, 'b-'));
-    copyFileSync(join(a.dataDir, 'admin.key'), join(bDir, 'admin.key'));
-    const b = await startTestControlPlane({ dataDir: bDir, config: { databaseUrl: pgdb.url, secretKeyFile, rateLimit } });
-    t.teardown(() => b.close());
+    const { nodes } = await startTestCluster(t, { config: { rateLimit } });
+    const [a, b] = nodes as [TestControlPlane, TestControlPlane];
 
     const key = (await a.api<{ secret: string }>('POST', '/api/keys', { body: { name: 'spread', scopes: ['repos:read'] } })).body.secret;
     const statuses: number[] = [];

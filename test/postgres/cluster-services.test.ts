@@ -5,33 +5,21 @@
  * hardened.
  */
 import { generateKeyPairSync } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
 import { PROTOCOL_VERSION, encodePublicKey } from '@vmkit/protocol';
 import type { MessageOf } from '@vmkit/protocol';
 import { getAgentById, insertEnrolledAgents } from '../../control-plane/src/db/agents.ts';
 import { FakeAgent } from '../hub/fake-agent.ts';
-import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
-import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
+import { uniqueInstanceName } from '../helpers/control-plane.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
+import { startTestCluster } from '../helpers/cluster.ts';
+import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { postgresMissing } from '../helpers/postgres.ts';
 
 if (fileNeeds(postgresMissing())) {
   t.test("B's harden route reaches an agent held by A; its result comes back to B", async (t) => {
-    const pgdb = await createTestDatabase();
-    t.teardown(() => pgdb.drop());
-    const dirA = mkdtempSync(join(tmpdir(), 'vmkit-cluster-a-'));
-    const dirB = mkdtempSync(join(tmpdir(), 'vmkit-cluster-b-'));
-    t.teardown(() => {
-      rmSync(dirA, { recursive: true, force: true });
-      rmSync(dirB, { recursive: true, force: true });
-    });
-    const a = await startTestControlPlane({ dataDir: dirA, config: { databaseUrl: pgdb.url, nodeId: 'svc-a' } });
-    t.teardown(() => a.close());
-    for (const f of ['secret-box.key', 'admin.key']) if (existsSync(join(dirA, f))) copyFileSync(join(dirA, f), join(dirB, f));
-    const b = await startTestControlPlane({ dataDir: dirB, config: { databaseUrl: pgdb.url, nodeId: 'svc-b' } });
-    t.teardown(() => b.close());
+    const { nodes } = await startTestCluster(t, { nodeIds: ['svc-a', 'svc-b'] });
+    const [a, b] = nodes as [TestControlPlane, TestControlPlane];
 
     const { privateKey, publicKey } = generateKeyPairSync('ed25519');
     const [agentId] = await insertEnrolledAgents(

@@ -6,11 +6,12 @@
  */
 import t from 'tap';
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { startTestCluster } from '../helpers/cluster.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
+import type { TestControlPlane } from '../helpers/control-plane.ts';
+import { postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 
 interface KeyList {
@@ -19,19 +20,8 @@ interface KeyList {
 
 if (fileNeeds(postgresMissing())) {
   t.test('processes on one database share the signing key ring', async (t) => {
-    const shared = mkdtempSync(join(tmpdir(), 'vmk-shared-keys-'));
-    t.teardown(() => rmSync(shared, { recursive: true, force: true }));
-    const secretKeyFile = join(shared, 'secret-box.key');
-    writeFileSync(secretKeyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
-    const target = await createTestDatabase();
-    t.teardown(() => target.drop());
-
-    const a = await startTestControlPlane({ config: { databaseUrl: target.url, secretKeyFile } });
-    t.teardown(() => a.close());
-    const bDir = mkdtempSync(join(shared, 'b-'));
-    copyFileSync(join(a.dataDir, 'admin.key'), join(bDir, 'admin.key')); // the operator's key, handed to B's test client
-    const b = await startTestControlPlane({ dataDir: bDir, config: { databaseUrl: target.url, secretKeyFile } });
-    t.teardown(() => b.close());
+    const { nodes, databaseUrl, dir: shared } = await startTestCluster(t);
+    const [a, b] = nodes as [TestControlPlane, TestControlPlane];
 
     const list = async (cp: typeof a) => (await cp.api<KeyList>('GET', '/api/admin/signing-keys')).body.items.map((k) => `${k.key_id} ${k.state}`);
     const first = await list(a);
@@ -51,12 +41,12 @@ if (fileNeeds(postgresMissing())) {
     const otherKey = join(shared, 'other.key');
     writeFileSync(otherKey, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
     await t.rejects(
-      startTestControlPlane({ config: { databaseUrl: target.url, secretKeyFile: otherKey } }),
+      startTestControlPlane({ config: { databaseUrl, secretKeyFile: otherKey } }),
       { message: /sealed under key [0-9a-f]{8}, but .* holds key [0-9a-f]{8}/ },
       'a process given another secret-box key does not start',
     );
     await t.rejects(
-      startTestControlPlane({ config: { databaseUrl: target.url, secretKeyFile: join(shared, 'missing.key') } }),
+      startTestControlPlane({ config: { databaseUrl, secretKeyFile: join(shared, 'missing.key') } }),
       { message: /secret key file .*missing\.key does not exist/ },
     );
   });
