@@ -1,13 +1,9 @@
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import t from 'tap';
-import { agentArtifact, artifactSkipReason, releasesDir, stopInstalledAgent } from '../helpers/agent-artifact.ts';
-import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { agentArtifact, artifactSkipReason, releasesDir } from '../helpers/agent-artifact.ts';
+import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
+import { installAgent, installedAgentSkipReason } from '../helpers/installed-agent.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { waitAgentState } from '../helpers/real-agent.ts';
-import { ROOT } from './agent-process.ts';
 
 /**
  * Signed self-update end to end, on this machine: three real builds of the agent
@@ -17,10 +13,7 @@ import { ROOT } from './agent-process.ts';
  * a VM without systemd runs; the agent exits with 75 and `current` is started again).
  */
 
-const skip =
-  prerequisite(artifactSkipReason) ||
-  prerequisite(process.getuid?.() !== 0 && 'needs root (install-agent.sh refuses to run otherwise)') ||
-  (existsSync('/run/systemd/system') && 'this machine runs systemd; the install script would install a real unit');
+const skip = prerequisite(artifactSkipReason) || prerequisite(installedAgentSkipReason);
 
 interface Command {
   id: string;
@@ -38,49 +31,16 @@ t.test('agent.update: to a version that connects, a refused downgrade, a version
   const broken = await agentArtifact({ version: '0.1.2', fault: 'never-connect' });
   const cp = await startTestControlPlane({ config: { agentReleasesDir: releasesDir(t, [base, next, broken]), agentHub: { heartbeatIntervalMs: 500, deadAfterMs: 5_000 } } });
   t.teardown(() => cp.close());
-  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: `update-${process.pid}` } })).body;
-  const tok = (await cp.api<{ token: string; install_command: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
-  const cpKey = /VMKIT_CP_KEY=(\S+)/.exec(tok.install_command)?.[1] ?? '';
-
-  const dir = mkdtempSync(join(tmpdir(), 'vmkit-update-'));
-  const prefix = join(dir, 'opt');
-  const config = join(dir, 'agent.json');
-  const state = join(dir, 'state');
-  const pidFile = join(dir, 'loop.pid');
-  const logFile = join(dir, 'agent.log');
-  t.teardown(async () => {
-    await stopInstalledAgent(pidFile);
-    rmSync(dir, { recursive: true, force: true });
+  // A short confirmation window for the never-connecting release (the default is 120 s).
+  const agent = await installAgent(t, cp, {
+    version: '0.1.0',
+    name: uniqueInstanceName('update'),
+    agentConfig: { update: { confirm_within_ms: 8_000 }, reconnect: { base_ms: 100, cap_ms: 1_000 } },
   });
-  const env = {
-    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-    VMKIT_AGENT_PREFIX: prefix,
-    VMKIT_AGENT_CONFIG: config,
-    VMKIT_AGENT_STATE_DIR: state,
-    VMKIT_AGENT_LOG: logFile,
-    VMKIT_AGENT_PIDFILE: pidFile,
-    VMKIT_INSTALL_SKIP_APT: '1',
-    VMKIT_CP_KEY: cpKey,
-    VMKIT_AGENT_VERSION: '0.1.0',
-  };
-  const installed = await new Promise<{ code: number; out: string }>((resolve) => {
-    execFile('bash', [join(ROOT, 'scripts', 'install-agent.sh'), cp.url, tok.token], { env, timeout: 180_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number(err.code ?? -1) : 0, out: stdout + stderr }),
-    );
-  });
-  t.equal(installed.code, 0, installed.out);
-  const log = () => (existsSync(logFile) ? readFileSync(logFile, 'utf8') : '');
-  const current = () => readlinkSync(join(prefix, 'current'));
+  const inst = { id: agent.instanceId };
+  const log = () => agent.log();
+  const current = () => agent.current();
   const agentVersion = async () => (await cp.api<{ agent: { agent_version: string; state: string } }>('GET', `/api/instances/${inst.id}`)).body.agent;
-
-  // A short confirmation window for the never-connecting release (the default is 120 s);
-  // the agent reads it at start, so it is restarted (by the loop) after the change.
-  const cfg = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>;
-  writeFileSync(config, JSON.stringify({ ...cfg, update: { confirm_within_ms: 8_000 }, reconnect: { base_ms: 100, cap_ms: 1_000 } }), { mode: 0o600 });
-  const pid0 = (JSON.parse(readFileSync(join(state, 'status.json'), 'utf8')) as { pid: number }).pid;
-  process.kill(pid0, 'SIGTERM');
-  await waitAgentState(cp, inst.id, 'disconnected');
-  await waitAgentState(cp, inst.id, 'connected');
   t.equal((await agentVersion()).agent_version, '0.1.0');
 
   const update = (body: Record<string, unknown>) =>
@@ -107,8 +67,8 @@ t.test('agent.update: to a version that connects, a refused downgrade, a version
     t.equal(c.state, 'succeeded', `${c.error_key ?? ''} ${c.error_message ?? ''}`);
     t.same(c.result, { version: '0.1.1', previous_version: '0.1.0', changed: true, starts: 1, pruned: [] });
     t.equal(current(), 'versions/0.1.1', 'current points at the new version');
-    t.same(readdirSync(join(prefix, 'versions')).sort(), ['0.1.0', '0.1.1'], 'the previous version stays for a rollback');
-    t.notOk(existsSync(join(state, 'update.json')), 'the pending-update marker is gone');
+    t.same(agent.versions(), ['0.1.0', '0.1.1'], 'the previous version stays for a rollback');
+    t.notOk(agent.updatePending(), 'the pending-update marker is gone');
     await waitAgentState(cp, inst.id, 'connected');
     t.equal((await agentVersion()).agent_version, '0.1.1', 'the hub sees the new version');
     t.match(log(), /"reason":"agent.update cmd_/, 'the old version exited to be restarted');
@@ -139,7 +99,7 @@ t.test('agent.update: to a version that connects, a refused downgrade, a version
     t.match(c.error_message, /vmkit-agent 0\.1\.2 was rolled back to 0\.1\.1: it did not connect within 8000 ms/);
     t.same(c.result, { version: '0.1.1', attempted_version: '0.1.2', rolled_back: true });
     t.equal(current(), 'versions/0.1.1', 'current points back at the previous version');
-    t.notOk(existsSync(join(state, 'update.json')), 'the marker is gone once the rollback was reported');
+    t.notOk(agent.updatePending(), 'the marker is gone once the rollback was reported');
     await waitAgentState(cp, inst.id, 'connected');
     t.equal((await agentVersion()).agent_version, '0.1.1');
     t.match(log(), /running a new version on probation/, '0.1.2 did start');
