@@ -19,6 +19,7 @@ import type { Config } from './config.ts';
 import type { Db } from './db/index.ts';
 import { ApiError } from './errors.ts';
 import { MAX_PARAM_LENGTH, badUrlError, clientErrorHandler, frameworkError, markBadUrl } from './edge.ts';
+import { endConnectionsOnClose } from './http-drain.ts';
 import { installAuthHooks } from './auth/hooks.ts';
 import { installRateLimit } from './auth/rate-limit.ts';
 import { installAuditHook } from './auth/audit.ts';
@@ -193,6 +194,7 @@ export async function buildApp(ctx: AppContext, options: { routes?: ApiPlugin[] 
     clientErrorHandler: clientErrorHandler(logger),
   };
   const app = Fastify(serverOptions).withTypeProvider<ZodTypeProvider>();
+  endConnectionsOnClose(app);
 
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
