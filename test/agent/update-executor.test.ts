@@ -65,7 +65,7 @@ async function rig(t: Test): Promise<Rig> {
     pinned,
     env: (over = {}) => ({
       markerFile: join(state, 'update.json'),
-      controlPlaneUrl: `${cp.url}/`,
+      controlPlaneUrls: [`${cp.url}/`],
       confirmWithinMs: 60_000,
       version: '1.0.0',
       execPath: join(root, 'versions', '1.0.0', 'vmkit-agent'),
@@ -144,6 +144,20 @@ t.test('refusals before any download', async (t) => {
   r.untouched(t);
 });
 
+t.test('any of the agent\'s control planes may name the release; the download comes from the one named', async (t) => {
+  const r = await rig(t);
+  // The agent dials two processes of one fleet; the one sending the update names its own URL.
+  const env = r.env({ controlPlaneUrls: ['https://cp-a.example/', `${r.cp.url}/`] });
+  const out = await r.run(r.params(), env);
+  t.same(out, { status: 'deferred' }, 'the second control plane of the set is accepted');
+  t.ok(readFileSync(join(r.root, 'versions', '1.1.0', 'vmkit-agent')).equals(r.bytes), 'and downloaded from');
+  const other = await rig(t);
+  const refused = await other.run(other.params({ url: `https://cp-c.example/${releaseArtifactPath('1.1.0', 'linux-x64')}` }), other.env({ controlPlaneUrls: ['https://cp-a.example/', `${other.cp.url}/`] }));
+  t.equal(refused.error?.key, 'update_refused');
+  t.match(refused.error?.message, /the release URL must be https:\/\/cp-a\.example\/agent\/releases\/1\.1\.0\/linux-x64\/vmkit-agent or http:\/\/127\.0\.0\.1:\d+\/agent\/releases\/1\.1\.0\/linux-x64\/vmkit-agent: this agent downloads only from its own control planes/);
+  other.untouched(t);
+});
+
 t.test('the same version is a success that changes nothing', async (t) => {
   const r = await rig(t);
   const out = await r.run(r.params({ version: '1.0.0', url: `${r.cp.url}/${releaseArtifactPath('1.0.0', 'linux-x64')}` }));
@@ -194,7 +208,7 @@ t.test('what a man in the middle changes in the executable is refused', async (t
   t.teardown(() => new Promise<void>((resolve) => server.close(() => resolve())));
   const addr = server.address();
   const base = `http://127.0.0.1:${typeof addr === 'object' && addr ? addr.port : 0}/`;
-  const env = r.env({ controlPlaneUrl: base });
+  const env = r.env({ controlPlaneUrls: [base] });
   const params = r.params({ url: releaseUrls(base, '1.1.0', 'linux-x64').artifact });
   const cases: [string, Change, RegExp][] = [
     ['one byte flipped', (b) => ({ body: Buffer.concat([b.subarray(0, 10), Buffer.from([(b[10] ?? 0) ^ 1]), b.subarray(11)]) }), /the download's sha-256 is [0-9a-f]{64}, the signed manifest names/],

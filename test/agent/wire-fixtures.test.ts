@@ -27,7 +27,7 @@ async function enrollWith(t: Test, hub: FakeHub) {
   mkdirSync(hostKeyDir);
   const corpusKeys = (wireFixtures('valid', 'enroll_request')[0]?.value.ssh_host_keys ?? []) as string[];
   corpusKeys.forEach((line, i) => writeFileSync(join(hostKeyDir, `ssh_host_k${i}_key.pub`), `${line}\n`));
-  const result = await enroll({ url: hub.baseUrl, token, cpKeys: [], configFile, stateDir, insecure: false, force: false, sshHostKeyDir: hostKeyDir }).then(
+  const result = await enroll({ urls: [hub.baseUrl], token, cpKeys: [], configFile, stateDir, insecure: false, force: false, sshHostKeyDir: hostKeyDir }).then(
     (config) => ({ config, error: undefined }),
     (error: unknown) => ({ config: undefined, error }),
   );

@@ -1,4 +1,5 @@
 import { createServer } from 'node:http';
+import { createServer as createTlsServer } from 'node:https';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import {
@@ -51,6 +52,8 @@ export interface FakeHubOptions {
   heartbeatIntervalMs?: number;
   signingKey?: SigningKeyPair;
   tokens?: string[];
+  /** Serve https:// and wss:// with this certificate and key (PEM) instead of plain http. */
+  tls?: { cert: string; key: string };
 }
 
 interface RegisteredAgent {
@@ -66,6 +69,8 @@ export class FakeHub {
   readonly server: Server;
   readonly wss: WebSocketServer;
   readonly signingKey: SigningKeyPair;
+  /** https:// and wss:// (FakeHubOptions.tls). */
+  readonly secure: boolean;
   /** Extra keys announced at enrollment (rotation in progress). */
   announcedKeys: SigningKeyPair[] = [];
   heartbeatIntervalMs: number;
@@ -98,12 +103,14 @@ export class FakeHub {
     this.signingKey = opts.signingKey ?? fixtureKey('control_plane');
     this.heartbeatIntervalMs = opts.heartbeatIntervalMs ?? 200;
     for (const t of opts.tokens ?? []) this.tokens.add(t);
-    this.server = createServer((req, res) => {
+    const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
       this.#onHttp(req, res).catch((err: unknown) => {
         res.statusCode = 500;
         res.end(JSON.stringify({ error: 'internal', message: (err as Error).message }));
       });
-    });
+    };
+    this.secure = opts.tls !== undefined;
+    this.server = opts.tls ? createTlsServer({ cert: opts.tls.cert, key: opts.tls.key }, onRequest) : createServer(onRequest);
     this.wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES });
     this.server.on('upgrade', (req, socket, head) => this.#onUpgrade(req, socket, head));
   }
@@ -115,11 +122,11 @@ export class FakeHub {
   }
 
   get baseUrl(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.secure ? 'https' : 'http'}://127.0.0.1:${this.port}`;
   }
 
   get connectUrl(): string {
-    return `ws://127.0.0.1:${this.port}/agent/v1/connect`;
+    return `${this.secure ? 'wss' : 'ws'}://127.0.0.1:${this.port}/agent/v1/connect`;
   }
 
   listen(port: number): Promise<void> {

@@ -14,10 +14,12 @@ import { AGENT_VERSION } from './version.ts';
 const USAGE = `usage: vmkit-agent <command> [options]
 
 commands:
-  enroll --url URL --token TOKEN [--cp-key KEY_ID:PUBKEY ...] [--insecure] [--force]
-         [--ssh-host-key-dir DIR]
+  enroll --url URL [--url URL ...] --token TOKEN [--cp-key KEY_ID:PUBKEY ...]
+         [--ca-file PEM] [--insecure] [--force] [--ssh-host-key-dir DIR]
                  (or VMKIT_CONTROL_PLANE_URL / VMKIT_ENROLLMENT_TOKEN in the environment)
                  register this machine with the control plane and pin its signing keys;
+                 several --url: processes of one fleet, asked in turn, all dialled in turn;
+                 --ca-file: trust this CA (instead of the system's) for https:// and wss://;
                  reports the SSH host public keys in DIR (default /etc/ssh) for deploys to pin
   run [--insecure] [--log-level debug|info|warn|error]
                      run the daemon (systemd runs this)
@@ -53,7 +55,8 @@ function parse(argv: string[]) {
       allowPositionals: true,
       strict: true,
       options: {
-        url: { type: 'string' },
+        url: { type: 'string', multiple: true },
+        'ca-file': { type: 'string' },
         token: { type: 'string' },
         'cp-key': { type: 'string', multiple: true },
         'ssh-host-key-dir': { type: 'string' },
@@ -89,9 +92,10 @@ async function status(configFile: string, stateDirFlag: string | undefined, json
     const lines: [string, string][] = [
       ['agent', config.agent_id],
       ['instance', config.instance_id],
-      ['control plane', config.connect_url],
+      ['control plane', running && s ? s.connect_url : [config.connect_url, ...(config.connect_urls ?? [])].join(', ')],
       ['state', `${state}${s && running ? ` since ${when(s.state_since)} (pid ${s.pid})` : ''}`],
     ];
+    if (config.ca_file !== undefined) lines.push(['trusted CA', config.ca_file]);
     if (s?.state === 'waiting' && running) lines.push(['next attempt', when(s.next_retry_at)]);
     if (s?.last_error) lines.push(['last error', s.last_error]);
     if (s?.last_connected_at) lines.push(['last connected', when(s.last_connected_at)]);
@@ -129,13 +133,15 @@ async function main(argv: string[]): Promise<number | undefined> {
       process.stdout.write(await systemdUnit());
       return 0;
     case 'enroll': {
-      const url = values.url ?? process.env.VMKIT_CONTROL_PLANE_URL;
-      if (!url) throw new UsageError('enroll needs --url URL (or VMKIT_CONTROL_PLANE_URL in the environment)');
+      const envUrl = process.env.VMKIT_CONTROL_PLANE_URL;
+      const urls = values.url ?? (envUrl ? [envUrl] : []);
+      if (urls.length === 0) throw new UsageError('enroll needs --url URL (or VMKIT_CONTROL_PLANE_URL in the environment)');
       // VMKIT_ENROLLMENT_TOKEN keeps the token out of argv (visible in ps to every user).
       const token = values.token ?? process.env.VMKIT_ENROLLMENT_TOKEN;
       if (!token) throw new UsageError('enroll needs --token TOKEN (or VMKIT_ENROLLMENT_TOKEN in the environment)');
       const config = await enroll({
-        url,
+        urls,
+        ...(values['ca-file'] !== undefined ? { caFile: values['ca-file'] } : {}),
         token,
         cpKeys: values['cp-key'] ?? [],
         configFile,

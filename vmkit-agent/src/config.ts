@@ -28,6 +28,17 @@ export const agentConfigSchema = z.strictObject({
   control_plane_url: z.string().max(2048),
   /** ws(s)://.../agent/v1/connect as the control plane announced it. */
   connect_url: z.string().max(2048),
+  /**
+   * Other processes of the same fleet (ws(s)://.../agent/v1/connect), dialled in turn
+   * after connect_url when a connection fails or drops (enroll --url A --url B ...).
+   * Unneeded behind one load-balanced URL.
+   */
+  connect_urls: z.array(z.string().max(2048)).max(7).optional(),
+  /**
+   * PEM file of the CA(s) this agent trusts for wss:// and https:// to its control
+   * planes, instead of the system's roots (a private CA; enroll --ca-file).
+   */
+  ca_file: z.string().min(1).max(4096).optional(),
   /** Control-plane keys commands must be signed with; changed only by keys.rotate. */
   signing_keys: z.array(signingKeySchema).min(1).max(8),
   /** State directory chosen at enrollment; --state-dir overrides it. */

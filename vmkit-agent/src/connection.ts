@@ -9,7 +9,11 @@ import type { Logger } from './log.ts';
 export type ConnectionState = 'connecting' | 'handshaking' | 'connected' | 'waiting' | 'stopped';
 
 export interface ConnectionOptions {
-  url: string;
+  /**
+   * The control planes to dial, in order (at least one): each failed dial or dropped
+   * connection moves to the next, with the same backoff between dials.
+   */
+  urls: string[];
   agentId: string;
   agentKey: KeyObject;
   hostname: string;
@@ -26,7 +30,7 @@ export interface ConnectionOptions {
   onMessage(message: ServerMessage): void;
   /** Binary frames (shell channels) once the connection is up. */
   onBinary?(frame: Buffer): void;
-  onState(state: ConnectionState, info: { nextRetryAt?: number; error?: string; heartbeatMs?: number }): void;
+  onState(state: ConnectionState, info: { nextRetryAt?: number; error?: string; heartbeatMs?: number; url?: string }): void;
 }
 
 /** Heartbeats missed before the hub is presumed gone and the socket dropped. */
@@ -51,6 +55,8 @@ export class AgentConnection {
   #ws: WebSocket | undefined;
   #phase: Phase = 'await_challenge';
   #attempt = 0;
+  /** Index in `urls` of the control plane dialled last (or now). */
+  #urlIndex = 0;
   #stopping = false;
   #connectedAt: number | undefined;
   #lastHeard = 0;
@@ -60,7 +66,13 @@ export class AgentConnection {
   #reconnect: NodeJS.Timeout | undefined;
 
   constructor(opts: ConnectionOptions) {
+    if (opts.urls.length === 0) throw new Error('AgentConnection needs at least one URL');
     this.#o = opts;
+  }
+
+  /** The control plane dialled now, or last. */
+  get url(): string {
+    return this.#o.urls[this.#urlIndex] ?? '';
   }
 
   start(): void {
@@ -105,8 +117,9 @@ export class AgentConnection {
     if (this.#stopping) return;
     this.#phase = 'await_challenge';
     this.#connectedAt = undefined;
-    this.#o.onState('connecting', {});
-    const ws = new WebSocket(this.#o.url, {
+    const url = this.url;
+    this.#o.onState('connecting', { url });
+    const ws = new WebSocket(url, {
       maxPayload: MAX_FRAME_BYTES,
       handshakeTimeout: this.#o.handshakeTimeoutMs,
       perMessageDeflate: false,
@@ -116,7 +129,7 @@ export class AgentConnection {
     // Challenge and welcome must both arrive in time, or the socket is dropped.
     const handshakeTimer = this.#timer(() => {
       if (this.#phase !== 'ready') {
-        this.#o.log.warn('handshake timed out', { url: this.#o.url });
+        this.#o.log.warn('handshake timed out', { url });
         ws.terminate();
       }
     }, this.#o.handshakeTimeoutMs);
@@ -143,7 +156,7 @@ export class AgentConnection {
       this.#lastHeard = Date.now();
     });
     ws.on('error', (err) => {
-      this.#o.log.warn('connection error', { url: this.#o.url, error: err.message });
+      this.#o.log.warn('connection error', { url, error: err.message });
     });
     ws.on('close', (code, reason) => {
       clearTimeout(handshakeTimer);
@@ -154,7 +167,7 @@ export class AgentConnection {
       this.#ws = undefined;
       const wasReady = this.#phase === 'ready';
       this.#phase = 'await_challenge';
-      this.#o.log.info('disconnected', { code, reason: reason.toString('utf8') });
+      this.#o.log.info('disconnected', { url, code, reason: reason.toString('utf8') });
       if (this.#stopping) return;
       this.#scheduleReconnect(wasReady, `closed with ${code}${reason.length > 0 ? ` (${reason.toString('utf8')})` : ''}`);
     });
@@ -167,9 +180,12 @@ export class AgentConnection {
     this.#attempt++;
     if (this.#retryNotBefore > now) delay = Math.max(delay, this.#retryNotBefore - now);
     this.#retryNotBefore = 0;
+    // The next dial goes to the next control plane: the one just lost may be the one that died.
+    const failed = this.url;
+    this.#urlIndex = (this.#urlIndex + 1) % this.#o.urls.length;
     const nextRetryAt = now + delay;
-    this.#o.onState('waiting', { nextRetryAt, error: why });
-    this.#o.log.info('reconnecting', { in_ms: delay, attempt: this.#attempt });
+    this.#o.onState('waiting', { nextRetryAt, error: this.#o.urls.length > 1 ? `${failed}: ${why}` : why });
+    this.#o.log.info('reconnecting', { in_ms: delay, attempt: this.#attempt, ...(this.#o.urls.length > 1 ? { url: this.url } : {}) });
     this.#reconnect = setTimeout(() => {
       this.#reconnect = undefined;
       this.#dial();
@@ -231,8 +247,8 @@ export class AgentConnection {
     this.#phase = 'ready';
     this.#connectedAt = Date.now();
     const interval = welcome.heartbeat_interval_ms;
-    this.#o.log.info('connected', { url: this.#o.url, heartbeat_ms: interval });
-    this.#o.onState('connected', { heartbeatMs: interval });
+    this.#o.log.info('connected', { url: this.url, heartbeat_ms: interval });
+    this.#o.onState('connected', { heartbeatMs: interval, url: this.url });
     this.#heartbeat = setInterval(() => {
       if (Date.now() - this.#lastHeard > SILENCE_LIMIT * interval) {
         this.#o.log.warn('hub silent; dropping the connection', { silent_ms: Date.now() - this.#lastHeard });

@@ -18,7 +18,9 @@ import type { Logger } from './log.ts';
 import { DaemonLock } from './lock.ts';
 import { StatusFile } from './status.ts';
 import { loadAgentKey, prepareStateDir, statePaths } from './state-dir.ts';
-import { checkTransport, isLocalHost } from './transport-policy.ts';
+import { isLocalHost } from './transport-policy.ts';
+import { checkDialUrls, dialUrls, downloadBases } from './control-planes.ts';
+import { trustCaFile } from './trust.ts';
 import { CommandVerifier } from './verify.ts';
 import { shellLimits } from './executors/shell/config.ts';
 import { ShellSessions } from './executors/shell/sessions.ts';
@@ -108,8 +110,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const config = await loadConfig(opts.configFile);
   const log = opts.log ?? createLogger(config.log_level ?? 'info');
   const insecure = opts.insecure || config.insecure === true;
-  const transport = checkTransport(config.connect_url, 'ws', insecure);
-  if (!transport.ok) throw new ConfigError(`connect_url in ${opts.configFile}: ${transport.reason}`);
+  const transport = checkDialUrls(config, insecure);
+  if (!transport.ok) throw new ConfigError(`${transport.field} in ${opts.configFile}: ${transport.reason}`);
+  const urls = dialUrls(config);
+  // Before anything dials: wss:// and https:// trust the configured CA only.
+  if (config.ca_file !== undefined) await trustCaFile(config.ca_file, `ca_file in ${opts.configFile}:`);
   const stateDir = opts.stateDir ?? config.state_dir;
   const agentKey = await loadAgentKey(statePaths(stateDir));
   const paths = await prepareStateDir(stateDir);
@@ -132,10 +137,11 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   // Logged only once the configuration passed, so a config error stays one line.
   if (insecure) {
     log.warn('INSECURE mode: plain ws:// is accepted towards any address; command results and shell traffic can be read on the way', {
-      connect_url: config.connect_url,
+      connect_urls: urls,
     });
-  } else if (transport.plain && isLocalHost(transport.url.hostname)) {
-    log.info('plain ws:// towards a local address', { connect_url: config.connect_url });
+  } else {
+    const local = transport.urls.filter((u) => u.protocol === 'ws:' && isLocalHost(u.hostname)).map((u) => u.href);
+    if (local.length > 0) log.info('plain ws:// towards a local address', { connect_urls: local });
   }
   // A harden killed half-way is rolled back (or completed) before anything else runs,
   // and its outcome becomes the interrupted command's result.
@@ -201,7 +207,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
         shell,
         update: {
           markerFile: paths.update,
-          controlPlaneUrl: config.control_plane_url,
+          controlPlaneUrls: downloadBases(config),
           confirmWithinMs: config.update?.confirm_within_ms ?? DEFAULT_CONFIRM_WITHIN_MS,
           version: AGENT_VERSION,
           execPath: process.execPath,
@@ -225,7 +231,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   const fail = (what: string) => (err: unknown) => log.error(what, { error: (err as Error).message });
 
   connection = new AgentConnection({
-    url: config.connect_url,
+    urls,
     agentId: config.agent_id,
     agentKey,
     hostname: hostname().slice(0, 253),
@@ -258,6 +264,7 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
       if (state !== 'connected' && state !== 'handshaking') shell.disconnected();
       status.update({
         state,
+        ...(info.url !== undefined ? { connect_url: info.url } : {}),
         ...(state === 'connected' ? { last_connected_at: Date.now(), heartbeat_interval_ms: info.heartbeatMs } : {}),
         ...(info.nextRetryAt !== undefined ? { next_retry_at: info.nextRetryAt } : {}),
         ...(info.error !== undefined ? { last_error: info.error } : {}),
@@ -300,7 +307,8 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
   log.info('vmkit-agent starting', {
     version: AGENT_VERSION,
     agent_id: config.agent_id,
-    connect_url: config.connect_url,
+    connect_urls: urls,
+    ...(config.ca_file !== undefined ? { ca_file: config.ca_file } : {}),
     state_dir: stateDir,
     pinned_keys: keys.keyIds(),
     unacked_results: journal.unacked().length,

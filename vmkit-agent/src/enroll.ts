@@ -1,18 +1,28 @@
 import { generateKeyPairSync } from 'node:crypto';
 import { hostname } from 'node:os';
+import { resolve } from 'node:path';
 import { encodePublicKey, enrollResponseSchema, errorBodySchema, keyIdOf, privateKeyToPem, signingKeySchema } from '@vmkit/protocol';
 import type { EnrollRequest } from '@vmkit/protocol';
 import { ConfigError, fileExists, saveConfig } from './config.ts';
 import type { AgentConfig, PinnedKey } from './config.ts';
 import { writeFileAtomic } from './durable.ts';
 import { checkTransport } from './transport-policy.ts';
+import { MAX_CONTROL_PLANE_URLS, connectUrlOf } from './control-planes.ts';
+import { trustCaFile } from './trust.ts';
 import { prepareStateDir } from './state-dir.ts';
 import { AGENT_VERSION } from './version.ts';
 import { osDescription } from './host.ts';
 import { readSshHostKeys } from './host-keys.ts';
 
 export interface EnrollOptions {
-  url: string;
+  /**
+   * The control plane's base URL; several for a fleet whose processes the agent reaches
+   * each at its own address: enrollment asks them in turn until one answers, and the
+   * daemon dials them all in turn (connect_url, then connect_urls).
+   */
+  urls: string[];
+  /** PEM CA(s) trusted, instead of the system's roots, for https:// and wss:// (kept as ca_file). */
+  caFile?: string;
   token: string;
   cpKeys: string[];
   configFile: string;
@@ -36,6 +46,9 @@ export function parseCpKey(text: string): PinnedKey {
   return parsed.data;
 }
 
+/** Answers from a proxy whose control plane is down: enrollment asks the next URL. */
+const GATEWAY_DOWN = new Set([502, 503, 504]);
+
 /** Refusals the operator must act on; printed as one line. */
 export class EnrollError extends Error {
   override readonly name = 'EnrollError';
@@ -44,17 +57,25 @@ export class EnrollError extends Error {
 export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
   if (!opts.token) throw new ConfigError('--token is required');
   const expected = opts.cpKeys.map(parseCpKey);
-  const base = checkTransport(opts.url, 'http', opts.insecure);
-  if (!base.ok) throw new ConfigError(`--url: ${base.reason}`);
+  const given = [...new Set(opts.urls)];
+  if (given.length === 0) throw new ConfigError('--url is required');
+  if (given.length > MAX_CONTROL_PLANE_URLS) throw new ConfigError(`--url is given ${given.length} times; at most ${MAX_CONTROL_PLANE_URLS} control planes`);
+  const bases: URL[] = [];
+  for (const raw of given) {
+    const base = checkTransport(raw, 'http', opts.insecure);
+    if (!base.ok) throw new ConfigError(`--url: ${base.reason}`);
+    bases.push(base.url);
+  }
   if (!opts.force && (await fileExists(opts.configFile))) {
     throw new ConfigError(`config file ${opts.configFile} exists: this machine is already enrolled (pass --force to enroll again)`);
   }
+  const caFile = opts.caFile === undefined ? undefined : resolve(opts.caFile);
+  if (caFile !== undefined) await trustCaFile(caFile, '--ca-file');
 
   // The key pair lives in memory until the control plane accepted it: a refused
   // enrollment writes nothing.
   const { privateKey } = generateKeyPairSync('ed25519');
   const publicKey = encodePublicKey(privateKey);
-  const endpoint = new URL('api/agents/enroll', base.url.href.endsWith('/') ? base.url : new URL(`${base.url.href}/`));
   const hostKeys = await readSshHostKeys(opts.sshHostKeyDir);
   for (const s of hostKeys.skipped) opts.onSkippedHostKey?.(s.file, s.reason);
   const request: EnrollRequest = {
@@ -66,19 +87,35 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
     // Omitted when there are none (no sshd here), as agents before this field did.
     ...(hostKeys.keys.length > 0 ? { ssh_host_keys: hostKeys.keys } : {}),
   };
-  let res: Response;
-  try {
-    res = await fetch(endpoint, {
-      method: 'POST',
-      headers: { 'content-type': 'application/json', 'user-agent': `vmkit-agent/${AGENT_VERSION}` },
-      body: JSON.stringify(request),
-      signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
-      redirect: 'error',
-    });
-  } catch (err) {
-    const cause = (err as { cause?: { message?: string } }).cause?.message;
-    throw new EnrollError(`cannot reach ${endpoint.href}: ${cause ?? (err as Error).message}`);
+  // One control plane answers; the others are asked only while none could be reached
+  // (a refusal is the fleet's answer: every process reads the same database).
+  const unreachable: string[] = [];
+  let answered: { base: URL; res: Response } | undefined;
+  for (const base of bases) {
+    const endpoint = new URL('api/agents/enroll', base.href.endsWith('/') ? base : new URL(`${base.href}/`));
+    try {
+      const res = await fetch(endpoint, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'user-agent': `vmkit-agent/${AGENT_VERSION}` },
+        body: JSON.stringify(request),
+        signal: AbortSignal.timeout(opts.timeoutMs ?? 30_000),
+        redirect: 'error',
+      });
+      // A load balancer or proxy with no live control plane behind it: try the next.
+      if (GATEWAY_DOWN.has(res.status) && base !== bases[bases.length - 1]) {
+        await res.body?.cancel();
+        unreachable.push(`${endpoint.href}: HTTP ${res.status}`);
+        continue;
+      }
+      answered = { base, res };
+      break;
+    } catch (err) {
+      const cause = (err as { cause?: { message?: string; code?: string } }).cause;
+      unreachable.push(`${endpoint.href}: ${cause?.message ?? (err as Error).message}`);
+    }
   }
+  if (!answered) throw new EnrollError(`cannot reach ${unreachable.length > 1 ? 'any control plane' : 'the control plane'}: ${unreachable.join('; ')}`);
+  const { base, res } = answered;
   const text = await res.text();
   let body: unknown;
   try {
@@ -100,6 +137,8 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
   }
   const connect = checkTransport(answer.connect_url, 'ws', opts.insecure);
   if (!connect.ok) throw new EnrollError(`the control plane's connect_url is refused: ${connect.reason}`);
+  // The other processes' connect URLs, as each would announce its own (same host, ws(s), /agent/v1/connect).
+  const others = [...new Set(bases.filter((b) => b !== base).map((b) => connectUrlOf(b.href)))].filter((u) => u !== answer.connect_url);
 
   // With --cp-key the operator vouches for the keys out of band: pin exactly those,
   // and refuse if the control plane does not hold them (someone in the middle?).
@@ -120,8 +159,10 @@ export async function enroll(opts: EnrollOptions): Promise<AgentConfig> {
     version: 1,
     agent_id: answer.agent_id,
     instance_id: answer.instance_id,
-    control_plane_url: base.url.href,
+    control_plane_url: base.href,
     connect_url: answer.connect_url,
+    ...(others.length > 0 ? { connect_urls: others } : {}),
+    ...(caFile !== undefined ? { ca_file: caFile } : {}),
     signing_keys: pinned,
     state_dir: opts.stateDir,
     ...(opts.insecure ? { insecure: true } : {}),

@@ -14,8 +14,11 @@ import { readMarker, writeMarker } from './marker.ts';
 export interface UpdateEnv {
   /** `<state>/update.json`. */
   markerFile: string;
-  /** The control plane this agent enrolled with: the only origin it downloads from. */
-  controlPlaneUrl: string;
+  /**
+   * The control planes this agent enrolled with or dials (base URLs): the only places it
+   * downloads from. Any process of the fleet may send the update, naming its own URL.
+   */
+  controlPlaneUrls: string[];
   /** The new version must connect within this, or it is rolled back. */
   confirmWithinMs: number;
   /** The running version and executable. */
@@ -51,8 +54,12 @@ async function preflight(params: AgentUpdateParams, env: UpdateEnv): Promise<{ l
   if (order < 0 && params.allow_downgrade !== true) {
     return refuse('update_refused', `${params.version} is older than the running ${env.version}; a downgrade needs allow_downgrade: true`);
   }
-  const urls = releaseUrls(env.controlPlaneUrl, params.version, params.platform);
-  if (params.url !== urls.artifact) return refuse('update_refused', `the release URL must be ${urls.artifact}: this agent downloads only from its own control plane`);
+  const candidates = env.controlPlaneUrls.map((base) => releaseUrls(base, params.version, params.platform));
+  const urls = candidates.find((u) => u.artifact === params.url);
+  if (!urls) {
+    const allowed = candidates.map((u) => u.artifact).join(' or ');
+    return refuse('update_refused', `the release URL must be ${allowed}: this agent downloads only from its own control planes`);
+  }
   const found = await installLayoutOf(env.execPath, env.version);
   if (!found.ok) return refuse('update_refused', `this agent cannot update itself: ${found.reason}`);
   const pending = await readMarker(env.markerFile);
