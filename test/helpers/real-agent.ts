@@ -29,7 +29,7 @@ export type AgentControlPlane = Pick<TestControlPlane, 'url' | 'api'>;
 export async function enrollRealAgent(
   t: { teardown(fn: () => unknown): void },
   cp: AgentControlPlane,
-  opts: { name?: string; reconnect?: Record<string, number> } = {},
+  opts: { name?: string; reconnect?: Record<string, number>; enrollArgs?: string[] } = {},
 ): Promise<RealAgent> {
   const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: opts.name ?? uniqueInstanceName('real-agent') } })).body;
   const tok = (await cp.api<{ token: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
@@ -42,7 +42,7 @@ export async function enrollRealAgent(
   const configFile = join(dir, 'agent.json');
   const stateDir = join(dir, 'state');
   // Generous: tsx compiles the CLI on a cold start, and a shared machine is slow.
-  const r = await runCli(['enroll', '--url', cp.url, '--token', tok.token, '--config', configFile, '--state-dir', stateDir], 120_000);
+  const r = await runCli(['enroll', '--url', cp.url, '--token', tok.token, '--config', configFile, '--state-dir', stateDir, ...(opts.enrollArgs ?? [])], 120_000);
   if (r.code !== 0) throw new Error(`enroll failed (${r.code}): ${r.stderr}`);
   const read = () => JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
   const agent: RealAgent = {

@@ -1,0 +1,165 @@
+/**
+ * Debian's nginx as the load balancer in front of control-plane processes: a
+ * configuration of its own in a temp prefix (pid, logs, temp files there), run in the
+ * foreground as a child of the test (`nginx -c <conf> -p <prefix> -g 'daemon off;'`),
+ * never touching /etc/nginx or the system service. The `location /` block is the one the
+ * README shows: round-robin, WebSocket upgrade passed through, X-Forwarded-* set, TLS
+ * terminated here.
+ *
+ *   const lb = await startNginx(t, { dir, port, upstreams: [p1, p2, p3], certFile, keyFile });
+ *   lb.accessLog()   // [{ tag, upstream, status, uri }] per request
+ */
+import { spawn } from 'node:child_process';
+import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { join } from 'node:path';
+import type { Missing } from './prereq.ts';
+
+export const NGINX = '/usr/sbin/nginx';
+
+/** Why nginx tests cannot run here, or false. */
+export function nginxMissing(): Missing {
+  try {
+    accessSync(NGINX, constants.X_OK);
+    return false;
+  } catch {
+    return `${NGINX} not found: apt-get install nginx`;
+  }
+}
+
+export interface NginxOptions {
+  /** The prefix: nginx.conf, nginx.pid, error.log, access.log, temp folders. */
+  dir: string;
+  /** 127.0.0.1:<port> with TLS. */
+  port: number;
+  /** Control-plane processes on 127.0.0.1. */
+  upstreams: number[];
+  certFile: string;
+  keyFile: string;
+}
+
+export interface AccessLine {
+  /** The request's X-Test-Tag header ('-' without one). */
+  tag: string;
+  /** Upstream address(es) nginx tried, as `$upstream_addr` ('127.0.0.1:p1, 127.0.0.1:p2' when it moved on). */
+  upstream: string;
+  status: number;
+  request: string;
+}
+
+export interface RunningNginx {
+  url: string;
+  /** Every request nginx has logged so far. */
+  accessLog(): AccessLine[];
+  errorLog(): string;
+  stop(): Promise<void>;
+}
+
+/** The proxying part of the configuration (as in the README), for one upstream block named vmkit. */
+export const NGINX_LOCATION = `
+    location / {
+        proxy_pass http://vmkit;
+        proxy_http_version 1.1;
+        # WebSocket upgrade (agents on /agent/v1/connect, operator shells): passed through.
+        proxy_set_header Upgrade $http_upgrade;
+        proxy_set_header Connection $connection_upgrade;
+        proxy_set_header Host $http_host;
+        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+        proxy_set_header X-Forwarded-Proto $scheme;
+        # Agent connections live for days, long-polls and MCP streams for minutes.
+        proxy_read_timeout 1h;
+        proxy_send_timeout 1h;
+        proxy_buffering off;
+        client_max_body_size 10m;
+    }`;
+
+function config(o: NginxOptions): string {
+  const p = (n: string) => join(o.dir, n);
+  return `worker_processes 1;
+pid ${p('nginx.pid')};
+error_log ${p('error.log')} info;
+events { worker_connections 1024; }
+http {
+    log_format lb '$http_x_test_tag|$upstream_addr|$status|$request';
+    access_log ${p('access.log')} lb;
+    client_body_temp_path ${p('tmp/body')};
+    proxy_temp_path ${p('tmp/proxy')};
+    fastcgi_temp_path ${p('tmp/fastcgi')};
+    uwsgi_temp_path ${p('tmp/uwsgi')};
+    scgi_temp_path ${p('tmp/scgi')};
+
+    map $http_upgrade $connection_upgrade {
+        default upgrade;
+        ''      close;
+    }
+    upstream vmkit {
+${o.upstreams.map((port) => `        server 127.0.0.1:${port};`).join('\n')}
+    }
+    server {
+        listen 127.0.0.1:${o.port} ssl;
+        server_name localhost;
+        ssl_certificate ${o.certFile};
+        ssl_certificate_key ${o.keyFile};
+        ssl_protocols TLSv1.2 TLSv1.3;
+${NGINX_LOCATION}
+    }
+}
+`;
+}
+
+function portOpen(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const s = connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+export async function startNginx(t: { teardown(fn: () => unknown): void }, o: NginxOptions): Promise<RunningNginx> {
+  mkdirSync(join(o.dir, 'tmp'), { recursive: true });
+  // Workers run as nobody when the test runs as root: they must reach the temp folders.
+  chmodSync(o.dir, 0o755);
+  chmodSync(join(o.dir, 'tmp'), 0o755);
+  const conf = join(o.dir, 'nginx.conf');
+  writeFileSync(conf, config(o));
+  const child = spawn(NGINX, ['-c', conf, '-p', o.dir, '-g', 'daemon off;'], { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.on('data', (b: Buffer) => (stderr += b.toString('utf8')));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  let gone = false;
+  void exited.then(() => (gone = true));
+  const stop = async (): Promise<void> => {
+    if (!gone) child.kill('SIGTERM'); // fast shutdown: open agent WebSockets are closed, not waited for
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+  t.teardown(stop);
+  const errorLog = (): string => (existsSync(join(o.dir, 'error.log')) ? readFileSync(join(o.dir, 'error.log'), 'utf8') : '');
+  // Ready once it accepts connections (it binds before it forks the worker, which then accepts).
+  const deadline = Date.now() + 60_000;
+  while (!(await portOpen(o.port))) {
+    if (gone) throw new Error(`nginx exited at start: ${stderr}\n${errorLog()}`);
+    if (Date.now() > deadline) throw new Error(`nginx not listening on ${o.port} within 60 s: ${stderr}\n${errorLog()}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  return {
+    url: `https://127.0.0.1:${o.port}`,
+    accessLog() {
+      const file = join(o.dir, 'access.log');
+      if (!existsSync(file)) return [];
+      return readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((l) => l !== '')
+        .map((l) => {
+          const [tag = '', upstream = '', status = '0', ...rest] = l.split('|');
+          return { tag, upstream, status: Number(status), request: rest.join('|') };
+        });
+    },
+    errorLog,
+    stop,
+  };
+}
