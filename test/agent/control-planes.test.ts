@@ -13,6 +13,7 @@ import { freePort } from '../helpers/cp-process.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
 import { AgentProcess, TEST_RECONNECT, enrolledAgent, runCli } from './agent-process.ts';
+import { baseUrlOf, connectUrlOf, dialUrls, downloadBases } from '../../vmkit-agent/src/control-planes.ts';
 
 const needsOpenssl = { skip: prerequisite(await opensslMissing()) };
 
@@ -23,6 +24,18 @@ function tempDir(t: Test, prefix: string): string {
 }
 
 const statusOf = (stateDir: string) => JSON.parse(readFileSync(join(stateDir, 'status.json'), 'utf8')) as { state: string; connect_url: string };
+
+t.test('connect URLs and release bases are derived as the control plane announces them', (t) => {
+  t.equal(connectUrlOf('https://cp-b.example/'), 'wss://cp-b.example/agent/v1/connect');
+  t.equal(connectUrlOf('http://127.0.0.1:8788/some/path?x=1'), 'ws://127.0.0.1:8788/agent/v1/connect', 'the path is the hub\'s own, as agentConnectUrl does');
+  t.equal(baseUrlOf('wss://cp-b.example/agent/v1/connect'), 'https://cp-b.example/');
+  t.equal(baseUrlOf('ws://127.0.0.1:1/vmkit/agent/v1/connect'), 'http://127.0.0.1:1/vmkit/', 'a proxy prefix is kept');
+  t.equal(baseUrlOf('wss://cp-c.example/elsewhere'), 'https://cp-c.example/');
+  const config = { control_plane_url: 'https://lb.example/', connect_url: 'wss://lb.example/agent/v1/connect', connect_urls: ['wss://cp-b.example/agent/v1/connect', 'wss://lb.example/agent/v1/connect'] };
+  t.same(dialUrls(config), ['wss://lb.example/agent/v1/connect', 'wss://cp-b.example/agent/v1/connect'], 'each URL once, connect_url first');
+  t.same(downloadBases(config), ['https://lb.example/', 'https://cp-b.example/']);
+  t.end();
+});
 
 t.test('the first URL dead: the agent dials the next, and moves between them when a connection drops', async (t) => {
   const hub = await FakeHub.start({ heartbeatIntervalMs: 200 });
@@ -46,7 +59,12 @@ t.test('the first URL dead: the agent dials the next, and moves between them whe
   hub.dropAll();
   const second = await hub.waitForConnection(2);
   t.ok(second.helloVerified, 'back on the hub');
-  t.ok(proc.lines(/^warn connection error /).filter((l) => l.includes(dead)).length > deadErrors, 'after the drop the other URL was tried in turn');
+  // The agent's stderr reaches this process a little after the hub saw the connection.
+  const deadAfter = await hub.waitFor(() => {
+    const n = proc.lines(/^warn connection error /).filter((l) => l.includes(dead)).length;
+    return n > deadErrors ? n : undefined;
+  }, 'a failed dial of the dead URL logged after the drop');
+  t.equal(deadAfter, deadErrors + 1, 'after the drop the dead URL was dialled once, in turn, before the hub again');
 });
 
 t.test('a bad URL list is a configuration error in one line', async (t) => {

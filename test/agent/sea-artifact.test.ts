@@ -10,6 +10,8 @@ import { agentArtifact, artifactSkipReason } from '../helpers/agent-artifact.ts'
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
 import { prerequisite } from '../helpers/prereq.ts';
+import { FakeHub } from '../helpers/fake-hub.ts';
+import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
 import { ROOT } from './agent-process.ts';
 
 /**
@@ -121,4 +123,25 @@ t.test('a SEA agent enrolls, connects and opens a PTY from the addon it carries'
   t.match(native[0], /^pty-[0-9a-f]{16}\.node$/);
   t.equal(statSync(join(dir, 'native')).mode & 0o777, 0o700, 'in a private folder');
   t.equal(statSync(join(dir, 'native', native[0] ?? '')).mode & 0o777, 0o500, 'read-only, owner only');
+});
+
+t.test('the single file enrolls over https:// and connects on wss:// trusting a private CA (ca_file)', { skip: skip || prerequisite(await opensslMissing()) }, async (t) => {
+  const a = await agentArtifact();
+  const { exe, dir, env } = isolated(t, a.file);
+  const ca = await makeTestCa(dir);
+  const hub = await FakeHub.start({ heartbeatIntervalMs: 200, tokens: ['vmkenr_sea_tls'], tls: { cert: readFileSync(ca.certFile, 'utf8'), key: readFileSync(ca.keyFile, 'utf8') } });
+  t.teardown(() => hub.close());
+  const config = join(dir, 'agent.json');
+  const state = join(dir, 'state');
+  await run(exe, ['enroll', '--url', hub.baseUrl, '--ca-file', ca.caFile, '--config', config, '--state-dir', state], { env: { ...env, VMKIT_ENROLLMENT_TOKEN: 'vmkenr_sea_tls' } });
+  const cfg = JSON.parse(readFileSync(config, 'utf8')) as Record<string, unknown>;
+  t.equal(cfg.ca_file, ca.caFile);
+  const child = spawn(exe, ['run', '--config', config, '--state-dir', state], { env: { ...env, PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, stdio: ['ignore', 'ignore', 'pipe'] });
+  const exited = new Promise((r) => child.once('exit', r));
+  t.teardown(async () => {
+    child.kill('SIGTERM');
+    await exited;
+  });
+  const conn = await hub.waitForConnection();
+  t.ok(conn.helloVerified, 'the SEA agent connected over wss:// with the CA from ca_file');
 });
