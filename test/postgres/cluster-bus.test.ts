@@ -6,7 +6,8 @@
  *
  * The agent dials a TCP relay standing in for one load-balanced URL: it pipes to A,
  * and once A is killed, to B (what a load balancer does when A's health check fails).
- * The agent accepts a single control-plane URL; this test does not change it.
+ * The agent is given the relay as its one URL (an agent may also list several:
+ * test/agent/control-planes.test.ts; nginx in front: test/postgres/cluster-nginx.test.ts).
  */
 import { copyFileSync, existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { connect, createServer } from 'node:net';

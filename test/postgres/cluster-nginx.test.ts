@@ -93,6 +93,8 @@ if (fileNeeds(postgresMissing() || nginxMissing() || (await opensslMissing()))) 
       VMKIT_RATE_LIMIT_WINDOW_MS: '600000',
       // A dead process is noticed within this test.
       VMKIT_NODE_HEARTBEAT_MS: '300',
+      // No operator shells here: three processes need no SSH gateway port each.
+      VMKIT_SSH_GATEWAY_PORT: '0',
     });
     const nodeIds = ['lb-1', 'lb-2', 'lb-3'];
     const ports = [await freePort(), await freePort(), await freePort()];
