@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { createFileOnce } from './create-once.ts';
 
 /**
  * Which control-plane process this is: the `node_id` label of its metrics, and the
@@ -41,13 +42,7 @@ export function resolveNodeId(dataDir: string, given: string | undefined): { nod
     return { nodeId: text, created: false };
   }
   const nodeId = newNodeId();
-  try {
-    // 'wx': a second process starting on the same directory keeps the first one's id.
-    writeFileSync(file, `${nodeId}\n`, { mode: 0o600, flag: 'wx' });
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'EEXIST') return resolveNodeId(dataDir, undefined);
-    throw err;
-  }
-  chmodSync(file, 0o600);
+  // A second process starting on the same directory keeps the first one's id.
+  if (!createFileOnce(file, `${nodeId}\n`, 0o600)) return resolveNodeId(dataDir, undefined);
   return { nodeId, created: true };
 }

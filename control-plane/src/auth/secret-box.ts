@@ -1,6 +1,7 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes } from 'node:crypto';
-import { chmodSync, linkSync, mkdirSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
+import { createFileOnce } from '../create-once.ts';
 
 export const SECRET_KEY_FILE = 'secret-box.key';
 
@@ -104,15 +105,7 @@ export function loadOrCreateSecretKey(dataDir: string): Buffer {
   const file = join(dataDir, SECRET_KEY_FILE);
   const existing = readKey(file);
   if (existing) return existing;
-  const tmp = `${file}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`;
-  writeFileSync(tmp, `${randomBytes(KEY_BYTES).toString('base64')}\n`, { mode: 0o600, flag: 'wx' });
-  try {
-    linkSync(tmp, file);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw err;
-  } finally {
-    unlinkSync(tmp);
-  }
+  createFileOnce(file, `${randomBytes(KEY_BYTES).toString('base64')}\n`, 0o600);
   const key = readKey(file);
   if (!key) throw new SecretBoxError(`${file} vanished while it was being created`);
   return key;

@@ -1,5 +1,6 @@
-import { chmodSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { createFileOnce } from '../create-once.ts';
 import { generateSigningKeyPair, privateKeyFromPem, privateKeyToPem, signingKeyPairFrom } from '@vmkit/protocol';
 import type { SigningKeyPair } from '@vmkit/protocol';
 
@@ -22,7 +23,7 @@ export function loadOrCreateSigningKey(dataDir: string): { key: SigningKeyPair; 
     return { key: signingKeyPairFrom(privateKeyFromPem(pem)), created: false };
   }
   const key = generateSigningKeyPair();
-  // 'wx': never overwrite a key another process wrote in the meantime.
-  writeFileSync(file, privateKeyToPem(key.privateKey), { mode: 0o600, flag: 'wx' });
+  // Never overwrite a key another process wrote in the meantime; use the one that won.
+  if (!createFileOnce(file, privateKeyToPem(key.privateKey), 0o600)) return loadOrCreateSigningKey(dataDir);
   return { key, created: true };
 }

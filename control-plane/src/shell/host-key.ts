@@ -1,6 +1,7 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
+import { createFileOnce } from '../create-once.ts';
 import { sshFingerprint } from './ssh-key.ts';
 
 export const HOST_KEY_FILE = 'ssh-gateway-host-key';
@@ -28,14 +29,9 @@ export function loadOrCreateHostKey(dataDir: string): GatewayHostKey {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
     privateKey = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'vmkit ssh gateway' }).private;
-    // 'wx': two control planes starting on one data dir keep the first key.
-    try {
-      writeFileSync(file, privateKey, { mode: 0o600, flag: 'wx' });
-      created = true;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      privateKey = readFileSync(file, 'utf8');
-    }
+    // Two control planes starting on one data dir keep the first key, and read it whole.
+    created = createFileOnce(file, privateKey, 0o600);
+    if (!created) privateKey = readFileSync(file, 'utf8');
   }
   const parsed = ssh2.utils.parseKey(privateKey);
   if (parsed instanceof Error) throw new Error(`the SSH gateway host key ${file} cannot be read: ${parsed.message}`);
