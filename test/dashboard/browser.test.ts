@@ -4,7 +4,7 @@
 // Screenshots of each page land in test-output/screenshots/ for review.
 import t from 'tap';
 import type { Page } from 'playwright-core';
-import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import { LocalSandboxProvider } from '../../control-plane/src/providers/compute/local.ts';
 import { computeProviderOf } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
@@ -215,7 +215,7 @@ if (fileNeeds(chromiumSkipReason)) {
     await page.getByRole('button', { name: 'Add SSH key' }).click();
     await page.getByRole('alert').waitFor();
     t.match(await page.getByRole('alert').textContent(), /public key/i, 'a bad key is refused in words');
-    const { public: publicKey } = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'me@laptop' });
+    const { public: publicKey } = generateEd25519KeyPair('me@laptop');
     await page.getByLabel(/Public key/).fill(publicKey);
     await page.getByRole('button', { name: 'Add SSH key' }).click();
     const row = page.locator('tr[data-ssh-key^="SHA256:"]');

@@ -1,5 +1,5 @@
 import t from 'tap';
-import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
 import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
@@ -56,7 +56,7 @@ t.test('harden over REST: a fresh VM is hardened, verified from outside, and ide
 
   const before = await sshRun({ host, password: ROOT_PASSWORD }, 'id -un');
   t.equal(before.stdout.trim(), 'root', 'the fresh VM accepts root with a password');
-  const rootKey = ssh2.utils.generateKeyPairSync('ed25519');
+  const rootKey = generateEd25519KeyPair('root@test');
   await sb.exec(['sh', '-c', 'mkdir -p /root/.ssh && chmod 700 /root/.ssh && cat > /root/.ssh/authorized_keys'], { input: `${rootKey.public}\n` });
   const withKey = await sshRun({ host, privateKey: rootKey.private }, 'id -un');
   t.equal(withKey.stdout.trim(), 'root', 'and root with a key');

@@ -1,11 +1,11 @@
 import t from 'tap';
-import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 
 const cp = await startTestControlPlane();
 t.teardown(() => cp.close());
 
-const newKey = (comment = 'op@laptop') => ssh2.utils.generateKeyPairSync('ed25519', { comment }).public;
+const newKey = (comment = 'op@laptop') => generateEd25519KeyPair(comment).public;
 type SshKeyBody = { id: string; key_id: string; fingerprint: string; type: string; comment: string | null; public_key: string };
 type ErrorBody = { error: string; message: string };
 

@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import ssh2 from 'ssh2';
 import { createFileOnce } from '../create-once.ts';
-import { sshFingerprint } from './ssh-key.ts';
+import { generateEd25519KeyPair, sshFingerprint } from './ssh-key.ts';
 
 export const HOST_KEY_FILE = 'ssh-gateway-host-key';
 
@@ -28,7 +28,7 @@ export function loadOrCreateHostKey(dataDir: string): GatewayHostKey {
     privateKey = readFileSync(file, 'utf8');
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-    privateKey = ssh2.utils.generateKeyPairSync('ed25519', { comment: 'vmkit ssh gateway' }).private;
+    privateKey = generateEd25519KeyPair('vmkit ssh gateway').private;
     // Two control planes starting on one data dir keep the first key, and read it whole.
     created = createFileOnce(file, privateKey, 0o600);
     if (!created) privateKey = readFileSync(file, 'utf8');

@@ -23,6 +23,27 @@ export class SshKeyError extends Error {
   override name = 'SshKeyError';
 }
 
+/** The length of an `ssh-ed25519` key blob: the type name and the 32-byte key, each with its length. */
+const ED25519_BLOB_LENGTH = 4 + 'ssh-ed25519'.length + 4 + 32;
+
+/**
+ * A new Ed25519 key pair in OpenSSH's formats (private key file, `authorized_keys` line).
+ * ssh2's generator drops the leading zero bytes of the public key, so about one pair in
+ * 256 is malformed: neither ssh2 nor OpenSSH can read it back (ssh2 issue #1513). Such a
+ * pair is made again; each is checked by parsing both halves.
+ */
+export function generateEd25519KeyPair(comment: string): { private: string; public: string } {
+  for (let attempt = 0; attempt < 32; attempt++) {
+    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment });
+    const pub = ssh2.utils.parseKey(pair.public);
+    const priv = ssh2.utils.parseKey(pair.private);
+    if (pub instanceof Error || priv instanceof Error) continue;
+    if (pub.getPublicSSH().length !== ED25519_BLOB_LENGTH || !priv.getPublicSSH().equals(pub.getPublicSSH())) continue;
+    return { private: pair.private, public: pair.public };
+  }
+  throw new Error('could not generate a well-formed Ed25519 key pair');
+}
+
 export function sshFingerprint(blob: Buffer): string {
   return `SHA256:${createHash('sha256').update(blob).digest('base64').replace(/=+$/, '')}`;
 }

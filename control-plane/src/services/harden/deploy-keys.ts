@@ -1,7 +1,8 @@
+import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import ssh2 from 'ssh2';
 import { isId } from '@vmkit/protocol';
+import { generateEd25519KeyPair } from '../../shell/ssh-key.ts';
 
 export interface DeployKey {
   /** One OpenSSH public key line, installed in ~kamal/.ssh/authorized_keys. */
@@ -48,11 +49,13 @@ export class DeployKeyStore {
   async #create(workspaceId: string, base: string): Promise<DeployKey> {
     await mkdir(this.#dir, { recursive: true, mode: 0o700 });
     await chmod(this.#dir, 0o700);
-    const pair = ssh2.utils.generateKeyPairSync('ed25519', { comment: `vmkit-deploy-${workspaceId}` });
-    await writeFile(`${base}.tmp`, pair.private, { mode: 0o600, flag: 'wx' });
-    await writeFile(`${base}.pub.tmp`, `${pair.public}\n`, { mode: 0o644, flag: 'wx' });
-    await rename(`${base}.pub.tmp`, `${base}.pub`);
-    await rename(`${base}.tmp`, base);
+    const pair = generateEd25519KeyPair(`vmkit-deploy-${workspaceId}`);
+    // Temporary names of this attempt's own: a process killed here leaves strays, not a block.
+    const tmp = `${base}.${process.pid}.${randomBytes(4).toString('hex')}`;
+    await writeFile(`${tmp}.tmp`, pair.private, { mode: 0o600, flag: 'wx' });
+    await writeFile(`${tmp}.pub.tmp`, `${pair.public}\n`, { mode: 0o644, flag: 'wx' });
+    await rename(`${tmp}.pub.tmp`, `${base}.pub`);
+    await rename(`${tmp}.tmp`, base);
     return { privateKey: pair.private, publicKey: pair.public };
   }
 }
