@@ -12,6 +12,7 @@
 import { parseArgs } from 'node:util';
 import { cpus, loadavg } from 'node:os';
 import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import { startTestControlPlane } from '../../test/helpers/control-plane.ts';
 import { sandboxSkipReason, sshRun } from '../../test/helpers/sandbox.ts';
 import { startEnrolledVm } from '../../test/helpers/enrolled-vm.ts';
@@ -95,7 +96,7 @@ try {
   const fresh: number[] = [];
   const again: number[] = [];
   const viaSsh: number[] = [];
-  const deployKey = ssh2.utils.generateKeyPairSync('ed25519').public;
+  const deployKey = generateEd25519KeyPair('bench').public;
   for (let i = 0; i < RUNS; i++) {
     const vm = await freshVm(`bench-${i}`);
     fresh.push(await timed(() => harden(vm.id, 'hardened')));

@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { spawn as spawnPty } from 'node-pty';
 import ssh2 from 'ssh2';
+import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import WebSocket from 'ws';
 import { shellPath } from '../../control-plane/src/shell/operator-wire.ts';
 import type { ApiRequestOptions } from '../../test/helpers/control-plane.ts';
@@ -236,7 +237,7 @@ try {
   await waitAgentState(plane, agent.instanceId, 'connected', 120_000);
 
   const keys = await cp.api<{ items: { id: string }[] }>('GET', '/api/keys');
-  const sshKey = ssh2.utils.generateKeyPairSync('ed25519');
+  const sshKey = generateEd25519KeyPair('bench');
   const added = await cp.api('POST', `/api/keys/${keys.body.items[0]?.id ?? ''}/ssh-keys`, { public_key: sshKey.public });
   if (added.status !== 201) throw new Error(`registering the SSH key: ${added.status}`);
 
