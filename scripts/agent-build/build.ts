@@ -135,6 +135,25 @@ const ptyLoaderPlugin: Plugin = {
   },
 };
 
+/**
+ * zod's `z.locales` namespace pulls every translation of its error messages into the bundle
+ * (about 50 files, 350 KB of source the agent would carry in its heap); nothing here switches
+ * locale, and zod itself configures English, so the bundle gets the English one only.
+ */
+const zodEnglishOnlyPlugin: Plugin = {
+  name: 'vmkit-zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]v4[\\/](classic|core)$/.test(args.resolveDir) ? { path: join(args.resolveDir, '..', 'locales', 'index.js'), namespace: 'zod-locales' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: "export { default as en } from './en.js';\n",
+      resolveDir: join(args.path, '..'),
+      loader: 'js',
+    }));
+  },
+};
+
 function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
@@ -175,16 +194,25 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
       outfile: bundle,
       sourcemap: 'external',
       legalComments: 'none',
+      // V8 keeps the whole script's source in the heap (lazily compiled functions are compiled
+      // from it): without whitespace and comments it is about half the size, and comments were
+      // what carried non-ASCII characters, which make V8 store every character in two bytes.
+      // Stack traces still map to the sources through the source map in .build/.
+      minifyWhitespace: true,
+      charset: 'ascii',
       define: {
         VMKIT_AGENT_BUILD_VERSION: JSON.stringify(version),
         VMKIT_AGENT_BUILD_FAULT: JSON.stringify(opts.fault ?? ''),
       },
-      plugins: [ptyLoaderPlugin],
+      plugins: [ptyLoaderPlugin, zodEnglishOnlyPlugin],
       // version.ts reads package.json through import.meta.url only when the define above is absent (tsx).
       logOverride: { 'empty-import-meta': 'silent' },
       logLevel: 'silent',
     });
     if (result.warnings.length > 0) throw new AgentBuildError(`esbuild warned: ${result.warnings.map((w) => w.text).join('; ')}`);
+    // One non-ASCII character anywhere doubles the source V8 keeps in the agent's heap.
+    const nonAscii = /[\u0080-\u00ff]/.exec(readFileSync(bundle, 'latin1'));
+    if (nonAscii) throw new AgentBuildError(`the bundle has a non-ASCII character at offset ${nonAscii.index} (V8 would keep the whole source as two-byte)`);
     // The bundle run by plain node finds the addon beside it (pty-native.ts).
     copyFileSync(pty, join(work, 'pty.node'));
     const unit = join(REPO_ROOT, 'scripts', 'vmkit-agent.service');
