@@ -35,14 +35,22 @@ const ELF_MACHINE: Record<AgentPlatform, number> = { 'linux-x64': 62, 'linux-arm
 export const BUILD_FAULTS = ['never-connect'] as const;
 /**
  * V8 flags the executable always runs with (the SEA's execArgv; NODE_OPTIONS stays
- * ignored). A young generation capped at 1 MB per semi-space instead of V8's default
- * (up to 16 MB) keeps about 2 MiB less resident in an idle agent, which allocates little
- * (heartbeats); commands and shell streams only scavenge more often. Measured with
- * `npm run bench -- agent`; flags that would also stop the optimising compilers
- * (--lite-mode, --jitless, --no-opt) saved no more than this one and slow the work the
- * agent does.
+ * ignored), each measured with `npm run bench -- agent` for an agent idling connected:
+ * - `--max-semi-space-size=1`: a young generation capped at 1 MB per semi-space instead of
+ *   V8's default (up to 16 MB), about 2 MiB less anonymous memory; an idle agent allocates
+ *   little (heartbeats), commands and shell streams only scavenge more often.
+ * - `--no-opt --no-maglev`: no optimising compilers (the interpreter and the Sparkplug
+ *   baseline compiler stay). Their code is 2 MiB of the binary that no longer gets paged in,
+ *   and their output 0.4 MiB of heap: 2.4 MiB less RSS. The agent's work is waiting on
+ *   sockets, ed25519, hashing, JSON and child processes (native code); a signed command
+ *   costs a few hundred microseconds either way, dominated by the signature.
+ * - `--v8-pool-size=1`: one V8 platform worker thread instead of one per core: 0.4 MiB
+ *   less (thread stacks and arenas); concurrent GC and compile tasks queue on it.
+ * Not used: `--single-threaded-gc` saved nothing; an executable built with `--lite-mode`
+ * failed to enroll here (enroll and update downloads use fetch, whose HTTP parser is
+ * WebAssembly), and `--jitless` turns WebAssembly off.
  */
-export const AGENT_EXEC_ARGV = ['--max-semi-space-size=1'] as const;
+export const AGENT_EXEC_ARGV = ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--v8-pool-size=1'] as const;
 export type BuildFault = (typeof BUILD_FAULTS)[number];
 
 export class AgentBuildError extends Error {
