@@ -35,14 +35,22 @@ const ELF_MACHINE: Record<AgentPlatform, number> = { 'linux-x64': 62, 'linux-arm
 export const BUILD_FAULTS = ['never-connect'] as const;
 /**
  * V8 flags the executable always runs with (the SEA's execArgv; NODE_OPTIONS stays
- * ignored). A young generation capped at 1 MB per semi-space instead of V8's default
- * (up to 16 MB) keeps about 2 MiB less resident in an idle agent, which allocates little
- * (heartbeats); commands and shell streams only scavenge more often. Measured with
- * `npm run bench -- agent`; flags that would also stop the optimising compilers
- * (--lite-mode, --jitless, --no-opt) saved no more than this one and slow the work the
- * agent does.
+ * ignored), each measured with `npm run bench -- agent` for an agent idling connected:
+ * - `--max-semi-space-size=1`: a young generation capped at 1 MB per semi-space instead of
+ *   V8's default (up to 16 MB), about 2 MiB less anonymous memory; an idle agent allocates
+ *   little (heartbeats), commands and shell streams only scavenge more often.
+ * - `--no-opt --no-maglev`: no optimising compilers (the interpreter and the Sparkplug
+ *   baseline compiler stay). Their code is 2 MiB of the binary that no longer gets paged in,
+ *   and their output 0.4 MiB of heap: 2.4 MiB less RSS. The agent's work is waiting on
+ *   sockets, ed25519, hashing, JSON and child processes (native code); a signed command
+ *   costs a few hundred microseconds either way, dominated by the signature.
+ * - `--v8-pool-size=1`: one V8 platform worker thread instead of one per core: 0.4 MiB
+ *   less (thread stacks and arenas); concurrent GC and compile tasks queue on it.
+ * Not used: `--single-threaded-gc` saved nothing; an executable built with `--lite-mode`
+ * failed to enroll here (enroll and update downloads use fetch, whose HTTP parser is
+ * WebAssembly), and `--jitless` turns WebAssembly off.
  */
-export const AGENT_EXEC_ARGV = ['--max-semi-space-size=1'] as const;
+export const AGENT_EXEC_ARGV = ['--max-semi-space-size=1', '--no-opt', '--no-maglev', '--v8-pool-size=1'] as const;
 export type BuildFault = (typeof BUILD_FAULTS)[number];
 
 export class AgentBuildError extends Error {
@@ -135,6 +143,25 @@ const ptyLoaderPlugin: Plugin = {
   },
 };
 
+/**
+ * zod's `z.locales` namespace pulls every translation of its error messages into the bundle
+ * (about 50 files, 350 KB of source the agent would carry in its heap); nothing here switches
+ * locale, and zod itself configures English, so the bundle gets the English one only.
+ */
+const zodEnglishOnlyPlugin: Plugin = {
+  name: 'vmkit-zod-english-only',
+  setup(b) {
+    b.onResolve({ filter: /^\.\.\/locales\/index\.js$/ }, (args) =>
+      /[\\/]zod[\\/]v4[\\/](classic|core)$/.test(args.resolveDir) ? { path: join(args.resolveDir, '..', 'locales', 'index.js'), namespace: 'zod-locales' } : undefined,
+    );
+    b.onLoad({ filter: /.*/, namespace: 'zod-locales' }, (args) => ({
+      contents: "export { default as en } from './en.js';\n",
+      resolveDir: join(args.path, '..'),
+      loader: 'js',
+    }));
+  },
+};
+
 function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
@@ -175,16 +202,25 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
       outfile: bundle,
       sourcemap: 'external',
       legalComments: 'none',
+      // V8 keeps the whole script's source in the heap (lazily compiled functions are compiled
+      // from it): without whitespace and comments it is about half the size, and comments were
+      // what carried non-ASCII characters, which make V8 store every character in two bytes.
+      // Stack traces still map to the sources through the source map in .build/.
+      minifyWhitespace: true,
+      charset: 'ascii',
       define: {
         VMKIT_AGENT_BUILD_VERSION: JSON.stringify(version),
         VMKIT_AGENT_BUILD_FAULT: JSON.stringify(opts.fault ?? ''),
       },
-      plugins: [ptyLoaderPlugin],
+      plugins: [ptyLoaderPlugin, zodEnglishOnlyPlugin],
       // version.ts reads package.json through import.meta.url only when the define above is absent (tsx).
       logOverride: { 'empty-import-meta': 'silent' },
       logLevel: 'silent',
     });
     if (result.warnings.length > 0) throw new AgentBuildError(`esbuild warned: ${result.warnings.map((w) => w.text).join('; ')}`);
+    // One non-ASCII character anywhere doubles the source V8 keeps in the agent's heap.
+    const nonAscii = /[\u0080-\u00ff]/.exec(readFileSync(bundle, 'latin1'));
+    if (nonAscii) throw new AgentBuildError(`the bundle has a non-ASCII character at offset ${nonAscii.index} (V8 would keep the whole source as two-byte)`);
     // The bundle run by plain node finds the addon beside it (pty-native.ts).
     copyFileSync(pty, join(work, 'pty.node'));
     const unit = join(REPO_ROOT, 'scripts', 'vmkit-agent.service');

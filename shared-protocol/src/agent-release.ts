@@ -4,6 +4,7 @@ import { canonicalJson } from './canonical.ts';
 import { keyIdSchema, signatureSchema } from './key-schemas.ts';
 import type { PinnedKeys } from './commands.ts';
 import type { SigningKeyPair } from './keys.ts';
+import { lazySchema } from './lazy.ts';
 
 /**
  * Agent releases: one single-file executable per platform, described by a manifest the
@@ -31,19 +32,23 @@ const sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex d
 const artifactSize = z.number().int().positive().max(MAX_AGENT_ARTIFACT_BYTES);
 
 /** What the signature covers. */
-export const agentReleaseBodySchema = z.strictObject({
-  version: agentVersionSchema,
-  platform: agentPlatformSchema,
-  sha256: sha256Hex,
-  size: artifactSize,
-});
+export const agentReleaseBodySchema = lazySchema(() =>
+  z.strictObject({
+    version: agentVersionSchema,
+    platform: agentPlatformSchema,
+    sha256: sha256Hex,
+    size: artifactSize,
+  }),
+);
 export type AgentReleaseBody = z.infer<typeof agentReleaseBodySchema>;
 
 /** `GET /agent/releases/{version}/{platform}`: the body, the signing key's id and the signature. */
-export const agentReleaseManifestSchema = agentReleaseBodySchema.extend({
-  key_id: keyIdSchema,
-  signature: signatureSchema,
-});
+export const agentReleaseManifestSchema = lazySchema(() =>
+  agentReleaseBodySchema.extend({
+    key_id: keyIdSchema,
+    signature: signatureSchema,
+  }),
+);
 export type AgentReleaseManifest = z.infer<typeof agentReleaseManifestSchema>;
 
 /**
@@ -54,14 +59,16 @@ export type AgentReleaseManifest = z.infer<typeof agentReleaseManifestSchema>;
  * that does not connect in time is rolled back by the agent itself. An older version
  * than the running one is refused unless `allow_downgrade` is true.
  */
-export const agentUpdateParams = z.strictObject({
-  version: agentVersionSchema,
-  platform: agentPlatformSchema,
-  url: z.string().url().max(2048),
-  sha256: sha256Hex,
-  size: artifactSize,
-  allow_downgrade: z.boolean().optional(),
-});
+export const agentUpdateParams = lazySchema(() =>
+  z.strictObject({
+    version: agentVersionSchema,
+    platform: agentPlatformSchema,
+    url: z.string().url().max(2048),
+    sha256: sha256Hex,
+    size: artifactSize,
+    allow_downgrade: z.boolean().optional(),
+  }),
+);
 export type AgentUpdateParams = z.infer<typeof agentUpdateParams>;
 
 /** Domain separation: a release signature can never pass for a command's, nor the reverse. */

@@ -10,6 +10,7 @@ import { shellOpenParams } from './shell.ts';
 import { agentUpdateParams } from './agent-release.ts';
 import { keyIdSchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
 import type { SigningKey } from './key-schemas.ts';
+import { lazySchema } from './lazy.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -28,27 +29,37 @@ export type { SigningKey } from './key-schemas.ts';
 const timestampMs = z.number().int().nonnegative().max(8.64e15);
 
 /** One OpenSSH public key line, e.g. `ssh-ed25519 AAAA... comment`. */
-export const sshPublicKeySchema = z
-  .string()
-  .max(16_384)
-  .regex(
-    /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/,
-    'must be one OpenSSH public key line',
-  );
+export const sshPublicKeySchema = lazySchema(() =>
+  z
+    .string()
+    .max(16_384)
+    .regex(
+      /^(ssh-ed25519|ssh-rsa|ecdsa-sha2-nistp(256|384|521)|sk-ssh-ed25519@openssh\.com|sk-ecdsa-sha2-nistp256@openssh\.com) [A-Za-z0-9+/]+={0,3}( [^\r\n]*)?$/,
+      'must be one OpenSSH public key line',
+    ),
+);
 
-export const pingParams = z.strictObject({});
-export const factsParams = z.strictObject({});
-export const hardenParams = z.strictObject({
-  deploy_keys: z.array(sshPublicKeySchema).max(64),
-  dry_run: z.boolean(),
-  /** The SSH crypto, forwarding and login-limit policy; absent means on. Sent only to opt out,
-   * so agents from before the policy keep accepting the command. */
-  ssh_policy: z.boolean().optional(),
-});
-export const keysRotateParams = z.strictObject({
-  add: z.array(signingKeySchema).max(8),
-  retire: z.array(keyIdSchema).max(8),
-});
+export const pingParams = lazySchema(() =>
+  z.strictObject({}),
+);
+export const factsParams = lazySchema(() =>
+  z.strictObject({}),
+);
+export const hardenParams = lazySchema(() =>
+  z.strictObject({
+    deploy_keys: z.array(sshPublicKeySchema).max(64),
+    dry_run: z.boolean(),
+    /** The SSH crypto, forwarding and login-limit policy; absent means on. Sent only to opt out,
+     * so agents from before the policy keep accepting the command. */
+    ssh_policy: z.boolean().optional(),
+  }),
+);
+export const keysRotateParams = lazySchema(() =>
+  z.strictObject({
+    add: z.array(signingKeySchema).max(8),
+    retire: z.array(keyIdSchema).max(8),
+  }),
+);
 
 const envelopeBase = {
   id: idSchema('command'),
@@ -60,20 +71,22 @@ const envelopeBase = {
 };
 
 /** The typed commands; there is deliberately no "run this string" command. */
-export const commandEnvelopeSchema = z
-  .discriminatedUnion('type', [
-    z.strictObject({ ...envelopeBase, type: z.literal('ping'), params: pingParams }),
-    z.strictObject({ ...envelopeBase, type: z.literal('facts'), params: factsParams }),
-    z.strictObject({ ...envelopeBase, type: z.literal('harden'), params: hardenParams }),
-    z.strictObject({ ...envelopeBase, type: z.literal('shell.open'), params: shellOpenParams }),
-    z.strictObject({ ...envelopeBase, type: z.literal('keys.rotate'), params: keysRotateParams }),
-    z.strictObject({ ...envelopeBase, type: z.literal('agent.update'), params: agentUpdateParams }),
-  ])
-  .refine((e) => e.expires_at > e.issued_at, { message: 'expires_at must be after issued_at', path: ['expires_at'] })
-  .refine((e) => e.expires_at - e.issued_at <= MAX_COMMAND_LIFETIME_MS, {
-    message: `a command may live at most ${MAX_COMMAND_LIFETIME_MS} ms`,
-    path: ['expires_at'],
-  });
+export const commandEnvelopeSchema = lazySchema(() =>
+  z
+    .discriminatedUnion('type', [
+      z.strictObject({ ...envelopeBase, type: z.literal('ping'), params: pingParams }),
+      z.strictObject({ ...envelopeBase, type: z.literal('facts'), params: factsParams }),
+      z.strictObject({ ...envelopeBase, type: z.literal('harden'), params: hardenParams }),
+      z.strictObject({ ...envelopeBase, type: z.literal('shell.open'), params: shellOpenParams }),
+      z.strictObject({ ...envelopeBase, type: z.literal('keys.rotate'), params: keysRotateParams }),
+      z.strictObject({ ...envelopeBase, type: z.literal('agent.update'), params: agentUpdateParams }),
+    ])
+    .refine((e) => e.expires_at > e.issued_at, { message: 'expires_at must be after issued_at', path: ['expires_at'] })
+    .refine((e) => e.expires_at - e.issued_at <= MAX_COMMAND_LIFETIME_MS, {
+      message: `a command may live at most ${MAX_COMMAND_LIFETIME_MS} ms`,
+      path: ['expires_at'],
+    }),
+);
 
 export type CommandEnvelope = z.infer<typeof commandEnvelopeSchema>;
 export type CommandType = CommandEnvelope['type'];

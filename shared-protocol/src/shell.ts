@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { idSchema } from './ids.ts';
+import { lazySchema } from './lazy.ts';
 
 /**
  * The ops shell on the agent's WebSocket: `shell.open` (a signed command) starts a PTY
@@ -49,27 +50,39 @@ const channelId = z.number().int().min(1).max(SHELL_MAX_CHANNEL_ID);
 const dimension = z.number().int().min(1).max(1000);
 const bytes = z.custom<Buffer>((v) => Buffer.isBuffer(v), 'must be a Buffer');
 
-export const shellDataFrame = z.strictObject({
-  kind: z.literal('data'),
-  channel: channelId,
-  data: bytes.refine((b) => b.length >= 1 && b.length <= SHELL_MAX_DATA_BYTES, `1 .. ${SHELL_MAX_DATA_BYTES} bytes`),
-});
-export const shellResizeFrame = z.strictObject({ kind: z.literal('resize'), channel: channelId, cols: dimension, rows: dimension });
-export const shellEofFrame = z.strictObject({ kind: z.literal('eof'), channel: channelId });
-export const shellCloseFrame = z.strictObject({
-  kind: z.literal('close'),
-  channel: channelId,
-  reason: z.enum(SHELL_CLOSE_REASONS),
-  code: z.number().int().min(0).max(255).nullable(),
-  signal: z
-    .string()
-    .regex(/^SIG[A-Z0-9]{1,12}$/, 'a signal name such as SIGTERM')
-    .nullable(),
-  message: z.string().refine((s) => Buffer.byteLength(s, 'utf8') <= MAX_CLOSE_MESSAGE_BYTES, `at most ${MAX_CLOSE_MESSAGE_BYTES} bytes`),
-});
-export const shellCreditFrame = z.strictObject({ kind: z.literal('credit'), channel: channelId, bytes: z.number().int().min(1).max(SHELL_MAX_WINDOW) });
+export const shellDataFrame = lazySchema(() =>
+  z.strictObject({
+    kind: z.literal('data'),
+    channel: channelId,
+    data: bytes.refine((b) => b.length >= 1 && b.length <= SHELL_MAX_DATA_BYTES, `1 .. ${SHELL_MAX_DATA_BYTES} bytes`),
+  }),
+);
+export const shellResizeFrame = lazySchema(() =>
+  z.strictObject({ kind: z.literal('resize'), channel: channelId, cols: dimension, rows: dimension }),
+);
+export const shellEofFrame = lazySchema(() =>
+  z.strictObject({ kind: z.literal('eof'), channel: channelId }),
+);
+export const shellCloseFrame = lazySchema(() =>
+  z.strictObject({
+    kind: z.literal('close'),
+    channel: channelId,
+    reason: z.enum(SHELL_CLOSE_REASONS),
+    code: z.number().int().min(0).max(255).nullable(),
+    signal: z
+      .string()
+      .regex(/^SIG[A-Z0-9]{1,12}$/, 'a signal name such as SIGTERM')
+      .nullable(),
+    message: z.string().refine((s) => Buffer.byteLength(s, 'utf8') <= MAX_CLOSE_MESSAGE_BYTES, `at most ${MAX_CLOSE_MESSAGE_BYTES} bytes`),
+  }),
+);
+export const shellCreditFrame = lazySchema(() =>
+  z.strictObject({ kind: z.literal('credit'), channel: channelId, bytes: z.number().int().min(1).max(SHELL_MAX_WINDOW) }),
+);
 
-export const shellFrameSchema = z.discriminatedUnion('kind', [shellDataFrame, shellResizeFrame, shellEofFrame, shellCloseFrame, shellCreditFrame]);
+export const shellFrameSchema = lazySchema(() =>
+  z.discriminatedUnion('kind', [shellDataFrame, shellResizeFrame, shellEofFrame, shellCloseFrame, shellCreditFrame]),
+);
 export type ShellFrame = z.infer<typeof shellFrameSchema>;
 export type ShellFrameOf<K extends ShellFrameKind> = Extract<ShellFrame, { kind: K }>;
 
@@ -197,34 +210,38 @@ export const SHELL_ENV_NAME = /^(LANG|LANGUAGE|LC_[A-Z]{1,20}|TZ|COLORTERM)$/;
 
 const noNul = (s: string) => !s.includes('\0');
 
-export const shellOpenParams = z.strictObject({
-  /** The channel the control plane chose for this session's frames on this connection. */
-  channel: channelId,
-  /** The control plane's session record, for the agent's log. */
-  session_id: idSchema('shellSession').optional(),
-  /** Account to run as; the agent's configured default when absent. */
-  user: z
-    .string()
-    .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a POSIX user name')
-    .optional(),
-  cols: dimension,
-  rows: dimension,
-  term: z.string().regex(/^[A-Za-z0-9._+-]{1,64}$/, 'must be a terminal type such as xterm-256color'),
-  env: z
-    .record(z.string().regex(SHELL_ENV_NAME, 'only LANG, LANGUAGE, LC_*, TZ and COLORTERM may be passed'), z.string().max(1024).refine(noNul, 'no NUL bytes'))
-    .refine((r) => Object.keys(r).length <= 32, 'at most 32 variables')
-    .optional(),
-  /** Runs this through the user's shell (`-c`) instead of a login shell; its exit status closes the channel. */
-  command: z.string().min(1).max(16_384).refine(noNul, 'no NUL bytes').optional(),
-});
+export const shellOpenParams = lazySchema(() =>
+  z.strictObject({
+    /** The channel the control plane chose for this session's frames on this connection. */
+    channel: channelId,
+    /** The control plane's session record, for the agent's log. */
+    session_id: idSchema('shellSession').optional(),
+    /** Account to run as; the agent's configured default when absent. */
+    user: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_-]{0,31}$/, 'must be a POSIX user name')
+      .optional(),
+    cols: dimension,
+    rows: dimension,
+    term: z.string().regex(/^[A-Za-z0-9._+-]{1,64}$/, 'must be a terminal type such as xterm-256color'),
+    env: z
+      .record(z.string().regex(SHELL_ENV_NAME, 'only LANG, LANGUAGE, LC_*, TZ and COLORTERM may be passed'), z.string().max(1024).refine(noNul, 'no NUL bytes'))
+      .refine((r) => Object.keys(r).length <= 32, 'at most 32 variables')
+      .optional(),
+    /** Runs this through the user's shell (`-c`) instead of a login shell; its exit status closes the channel. */
+    command: z.string().min(1).max(16_384).refine(noNul, 'no NUL bytes').optional(),
+  }),
+);
 export type ShellOpenParams = z.infer<typeof shellOpenParams>;
 
 /** What a successful `shell.open` result carries in `output`. */
-export const shellOpenResultSchema = z.strictObject({
-  channel: channelId,
-  pid: z.number().int().positive(),
-  user: z.string().max(32),
-  /** Data bytes the agent lets the control plane send before its first credit. */
-  window: z.number().int().min(1).max(SHELL_MAX_WINDOW),
-});
+export const shellOpenResultSchema = lazySchema(() =>
+  z.strictObject({
+    channel: channelId,
+    pid: z.number().int().positive(),
+    user: z.string().max(32),
+    /** Data bytes the agent lets the control plane send before its first credit. */
+    window: z.number().int().min(1).max(SHELL_MAX_WINDOW),
+  }),
+);
 export type ShellOpenResult = z.infer<typeof shellOpenResultSchema>;

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { lazySchema } from './lazy.ts';
 
 /**
  * A VM's SSH host public keys as the agent reports them at enrollment, one OpenSSH
@@ -31,14 +32,18 @@ export function sshHostKeyProblem(line: string): string | null {
   return null;
 }
 
-export const sshHostKeySchema = z.string().superRefine((value, ctx) => {
-  const problem = sshHostKeyProblem(value);
-  if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
-});
+export const sshHostKeySchema = lazySchema(() =>
+  z.string().superRefine((value, ctx) => {
+    const problem = sshHostKeyProblem(value);
+    if (problem !== null) ctx.addIssue({ code: 'custom', message: problem });
+  }),
+);
 
 // Counted in a refinement rather than with .max(): zod applies .max() to whatever
 // arrives, so a string in place of the list would be reported twice.
-export const sshHostKeysSchema = z.array(sshHostKeySchema).superRefine((keys, ctx) => {
-  if (keys.length > MAX_SSH_HOST_KEYS) ctx.addIssue({ code: 'custom', message: `must list at most ${MAX_SSH_HOST_KEYS} keys` });
-  else if (new Set(keys.map((k) => k.split(' ').slice(0, 2).join(' '))).size !== keys.length) ctx.addIssue({ code: 'custom', message: 'must not list a key twice' });
-});
+export const sshHostKeysSchema = lazySchema(() =>
+  z.array(sshHostKeySchema).superRefine((keys, ctx) => {
+    if (keys.length > MAX_SSH_HOST_KEYS) ctx.addIssue({ code: 'custom', message: `must list at most ${MAX_SSH_HOST_KEYS} keys` });
+    else if (new Set(keys.map((k) => k.split(' ').slice(0, 2).join(' '))).size !== keys.length) ctx.addIssue({ code: 'custom', message: 'must not list a key twice' });
+  }),
+);

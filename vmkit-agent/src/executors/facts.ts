@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile } from '../child-process.ts';
 import { access, readFile, stat } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { arch, hostname, release } from 'node:os';

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile } from '../child-process.ts';
 import { createHash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { promisify } from 'node:util';

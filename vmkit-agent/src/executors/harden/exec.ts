@@ -1,5 +1,5 @@
 /** Runs system tools with argument arrays; never a shell string. */
-import { execFile } from 'node:child_process';
+import { execFile } from '../../child-process.ts';
 
 export interface ExecResult {
   code: number | null;

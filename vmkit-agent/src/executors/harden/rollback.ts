@@ -5,7 +5,7 @@
  * its mode and owner, newest change first. Each part is idempotent, so a rollback
  * killed half-way is simply run again at the next start.
  */
-import { execFile } from 'node:child_process';
+import { execFile } from '../../child-process.ts';
 import { chmod, chown, lstat, mkdir, readFile, rm } from 'node:fs/promises';
 import { parseGroup, parsePasswd, shadowPassword } from './accounts.ts';
 import { tail } from './exec.ts';

@@ -1,4 +1,4 @@
-import { execFile } from 'node:child_process';
+import { execFile } from '../../child-process.ts';
 import type { ErrorKey } from '@vmkit/protocol';
 
 export interface Account {
