@@ -65,8 +65,8 @@ export interface McpSessionDirectory {
   opened(sessionId: string, principal: string | null): Promise<void>;
   /** The session was used (recorded in batches). */
   used(sessionId: string): void;
-  /** The session ended here (deleted, expired, evicted). */
-  closed(sessionId: string): void;
+  /** The session ended here (deleted, expired, evicted); resolves once its record is gone (never rejects). */
+  closed(sessionId: string): Promise<void>;
   /**
    * Relays a request for a session not held here to its holder. False when there is
    * nobody to relay to (unknown session, dead or unreachable holder, another
@@ -198,11 +198,13 @@ export class McpSessionCluster implements McpSessionDirectory {
     this.#touched.add(sessionId);
   }
 
-  closed(sessionId: string): void {
+  async closed(sessionId: string): Promise<void> {
     this.#touched.delete(sessionId);
-    deleteMcpSessions(this.#o.db, this.#o.nodeId, [sessionId]).catch((err: unknown) =>
-      this.#o.logger.warn({ err, session_id: sessionId }, 'mcp: removing an ended session\'s row failed'),
-    );
+    try {
+      await deleteMcpSessions(this.#o.db, this.#o.nodeId, [sessionId]);
+    } catch (err) {
+      this.#o.logger.warn({ err, session_id: sessionId }, 'mcp: removing an ended session\'s row failed');
+    }
   }
 
   async #flush(): Promise<void> {

@@ -182,9 +182,10 @@ export class McpHttpHandler {
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => id,
       maxRequestBodySize: this.#opts.maxBodyBytes ?? 1024 * 1024,
+      // Awaited before the DELETE is answered: once it is, no process finds the session.
       onsessionclosed: (closed) => this.#drop(closed),
     });
-    transport.onclose = () => this.#drop(id);
+    transport.onclose = () => void this.#drop(id);
     // Admitted (and room made) before anything is awaited, so concurrent initialize
     // calls cannot all pass the bounds at once.
     this.#admit({ id, transport, server, keyId: caller.keyId, principal: caller.principal, lastUsed: Date.now() });
@@ -200,7 +201,7 @@ export class McpHttpHandler {
       await server.connect(transport);
       await transport.handleRequest(req, res, body);
     } finally {
-      if (transport.sessionId === undefined) this.#drop(id);
+      if (transport.sessionId === undefined) void this.#drop(id);
     }
   }
 
@@ -233,7 +234,7 @@ export class McpHttpHandler {
   #dropOldest(sessions: Map<string, Session> | undefined): boolean {
     const oldest = sessions?.keys().next().value;
     if (oldest === undefined) return false;
-    this.#drop(oldest);
+    void this.#drop(oldest);
     sessions?.delete(oldest); // already gone; makes progress certain whatever the other maps hold
     return true;
   }
@@ -250,13 +251,14 @@ export class McpHttpHandler {
     // Oldest first: stop at the first one still in use.
     for (const s of [...sessions.values()]) {
       if (s.lastUsed >= olderThan) return;
-      this.#drop(s.id);
+      void this.#drop(s.id);
     }
   }
 
-  #drop(id: string): void {
+  /** Ends a session; resolves once its record is gone too (with several processes). */
+  #drop(id: string): Promise<void> {
     const s = this.#anonymous.get(id) ?? this.#keyed.get(id);
-    if (!s) return;
+    if (!s) return Promise.resolve();
     this.#anonymous.delete(id);
     this.#keyed.delete(id);
     if (s.keyId !== null) {
@@ -264,8 +266,8 @@ export class McpHttpHandler {
       mine?.delete(id);
       if (mine?.size === 0) this.#byKey.delete(s.keyId);
     }
-    this.#opts.directory?.closed(id);
     void s.server.close().catch(() => undefined);
+    return this.#opts.directory?.closed(id) ?? Promise.resolve();
   }
 
   async close(): Promise<void> {
