@@ -15,10 +15,10 @@ import t from 'tap';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { SecretBox } from '../../control-plane/src/auth/secret-box.ts';
-import { deregisterNode } from '../../control-plane/src/db/control-planes.ts';
-import { findMcpSessionHolder, forgetMcpSessionsOfDeadNodes, touchMcpSessions } from '../../control-plane/src/db/mcp-sessions.ts';
+import { deregisterNode, registerNode } from '../../control-plane/src/db/control-planes.ts';
+import { findMcpSessionHolder, forgetMcpSessionsOfDeadNodes, recordMcpSession, touchMcpSessions } from '../../control-plane/src/db/mcp-sessions.ts';
 import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
-import { FORWARD_KEY_PURPOSE, forwardBody, forwardHeaders } from '../../control-plane/src/mcp/cluster.ts';
+import { FORWARD_KEY_PURPOSE, McpSessionCluster, forwardBody, forwardHeaders } from '../../control-plane/src/mcp/cluster.ts';
 import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
@@ -209,6 +209,26 @@ if (fileNeeds(postgresMissing())) {
       t.equal(rightKey.status, 200, 'the same forward with the session key is answered');
       t.match(await rightKey.text(), /list_instances/);
 
+      // A forward is answered where it lands or not at all: B, given one for A's session, does not relay it on.
+      const relayedBefore = await forwarded('forwarded');
+      const toB = { ...signed(`Bearer ${admin}`, LIST_TOOLS) };
+      Object.assign(
+        toB,
+        forwardHeaders(forwardKey, {
+          from: 'node-a',
+          to: 'node-b',
+          at: Date.now(),
+          method: 'POST',
+          sessionId: sid,
+          authorization: `Bearer ${admin}`,
+          bodySha256: createHash('sha256').update(JSON.stringify(LIST_TOOLS)).digest('hex'),
+        }),
+      );
+      const looped = await fetch(`${b.url}/mcp`, { method: 'POST', headers: toB, body: JSON.stringify(LIST_TOOLS) });
+      t.equal(looped.status, 404, 'a forward for a session B does not hold: 404, not another hop');
+      await looped.text();
+      t.equal(await forwarded('forwarded'), relayedBefore, 'B relayed nothing');
+
       await t.test('requests posing as forwards without the proper signature are refused', async (t) => {
         const attempts: [string, string, Record<string, string>, string][] = [
           ['a flipped signature', a.url, signed(`Bearer ${admin}`, LIST_TOOLS, { 'x-vmkit-mcp-forward-signature': '0'.repeat(64) }), JSON.stringify(LIST_TOOLS)],
@@ -316,6 +336,28 @@ if (fileNeeds(postgresMissing())) {
         left.every((r) => r.node_id === 'node-b'),
         "only B's sessions remain",
       );
+    });
+
+    await t.test("a node's own upkeep: last use written in batches, dead nodes' rows dropped, its own rows gone at close", async (t) => {
+      const db = b.ctx.db;
+      let clock = Date.now();
+      await registerNode(db, { nodeId: 'node-c', url: 'http://127.0.0.1:9', now: clock });
+      await recordMcpSession(db, { sessionId: 'left-by-node-c', nodeId: 'node-c', principalHash: null, now: clock });
+      await recordMcpSession(db, { sessionId: 'of-a-dead-node', nodeId: 'node-gone', principalHash: null, now: clock });
+      const c = new McpSessionCluster({ db, nodeId: 'node-c', key: forwardKey, staleAfterMs: 600_000, logger: b.ctx.logger, now: () => clock, flushMs: 20 });
+      await c.start();
+      const rowsOf = async (id: string) =>
+        rawRows<{ last_used_at: number }>(db, sql`SELECT last_used_at FROM mcp_sessions WHERE session_id = ${id}`);
+      t.same(await rowsOf('left-by-node-c'), [], 'a start forgets what a previous run of the node held');
+      await c.opened('held-by-c', 'key_1');
+      const opened = clock;
+      clock += 5_000;
+      c.used('held-by-c');
+      await eventually('the use to be written', async () => (Number((await rowsOf('held-by-c'))[0]?.last_used_at) === opened + 5_000 ? true : undefined));
+      await eventually("the dead node's row to go", async () => ((await rowsOf('of-a-dead-node')).length === 0 ? true : undefined));
+      await c.close();
+      t.same(await rowsOf('held-by-c'), [], 'a clean close removes the node\'s rows');
+      await deregisterNode(db, 'node-c');
     });
   });
 }

@@ -12,7 +12,7 @@ const ms = (name: string) => bigint(name, { mode: 'number' });
 export const sqliteControlPlanes = sqliteTable('control_planes', {
   /** The process's node id (node-id.ts): the name of its NOTIFY channel and metrics label. */
   nodeId: text('node_id').primaryKey(),
-  /** Where other processes and operators reach it (its URL as it serves). */
+  /** Where other processes reach it: the URL it listens on, not the public one (a balancer's); MCP forwards go there. */
   url: text('url').notNull(),
   startedAt: integer('started_at').notNull(),
   heartbeatAt: integer('heartbeat_at').notNull(),
