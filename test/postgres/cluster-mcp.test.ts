@@ -15,7 +15,7 @@ import t from 'tap';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { SecretBox } from '../../control-plane/src/auth/secret-box.ts';
-import { deregisterNode, registerNode } from '../../control-plane/src/db/control-planes.ts';
+import { deregisterNode, listNodes, registerNode } from '../../control-plane/src/db/control-planes.ts';
 import { findMcpSessionHolder, forgetMcpSessionsOfDeadNodes, recordMcpSession, touchMcpSessions } from '../../control-plane/src/db/mcp-sessions.ts';
 import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { FORWARD_KEY_PURPOSE, McpSessionCluster, forwardBody, forwardHeaders } from '../../control-plane/src/mcp/cluster.ts';
@@ -81,10 +81,14 @@ if (fileNeeds(postgresMissing())) {
     });
     // One deployment: B gets A's secret-box key and the operator's admin key.
     for (const f of ['secret-box.key', 'admin.key']) if (existsSync(join(dirA, f))) copyFileSync(join(dirA, f), join(dirB, f));
+    // B names the URL the others reach it at (--internal-url): localhost, where it listens on 127.0.0.1.
+    const portB = await freePort();
     const b: TestControlPlane = await startTestControlPlane({
       dataDir: dirB,
       // A long stale bound: A's death is found by B failing to reach it, not by its silence.
       config: {
+        port: portB,
+        internalUrl: `http://localhost:${portB}`,
         databaseUrl: pgdb.url,
         nodeId: 'node-b',
         agentHub: { nodeHeartbeatMs: 300, nodeStaleAfterMs: 600_000 },
@@ -92,7 +96,6 @@ if (fileNeeds(postgresMissing())) {
       },
     });
     t.teardown(() => b.close());
-    const portB = Number(new URL(b.url).port);
     const ports = { a: portA, b: portB };
     const admin = a.adminKey;
     const other = await b.createKey(['instances:read']);
@@ -293,6 +296,20 @@ if (fileNeeds(postgresMissing())) {
       });
       t.equal(after.status, 404);
       await after.text();
+    });
+
+    await t.test('a session opened on B, used through A: A relays to the internal URL B registered', async (t) => {
+      const nodes = await listNodes(b.ctx.db);
+      t.equal(nodes.find((n) => n.nodeId === 'node-b')?.url, `http://localhost:${portB}`, "B's registry row names its internal URL");
+      const onB = balancedClient(ports, admin, (_method, seen) => (seen === 0 ? 'b' : 'a'));
+      await onB.client.connect(onB.transport);
+      const listed = await onB.client.callTool({ name: 'list_instances', arguments: {} });
+      t.notOk(listed.isError, 'answered through A by B');
+      t.ok(
+        onB.log.some((r) => r.method === 'POST' && r.node === 'a' && r.status === 200),
+        'the tool call went to A',
+      );
+      await onB.client.close();
     });
 
     await t.test('A killed: its sessions answer 404 through B and the client starts again on B', async (t) => {

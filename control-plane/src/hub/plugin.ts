@@ -65,7 +65,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
           db: ctx.db,
           nodeId: ctx.nodeId,
           // This process's own address, not the public URL (a load balancer's): other processes forward to it.
-          url: () => ctx.listenUrl ?? ctx.publicUrl,
+          url: () => ctx.internalUrl ?? ctx.publicUrl,
           heartbeatMs: cfg.nodeHeartbeatMs,
           staleAfterMs: cfg.nodeStaleAfterMs,
           logger: ctx.logger,
