@@ -312,6 +312,30 @@ if (fileNeeds(postgresMissing())) {
       await onB.client.close();
     });
 
+    await t.test('a process shutting down ends the streams it relays', async (t) => {
+      const dirC = mkdtempSync(join(tmpdir(), 'vmkit-mcp-cluster-c-'));
+      t.teardown(() => rmSync(dirC, { recursive: true, force: true }));
+      for (const f of ['secret-box.key', 'admin.key']) copyFileSync(join(dirA, f), join(dirC, f));
+      const c = await startTestControlPlane({ dataDir: dirC, config: { databaseUrl: pgdb.url, nodeId: 'node-c' } });
+      const portC = Number(new URL(c.url).port);
+      const viaC = balancedClient({ a: portA, b: portC }, admin, (_method, seen) => (seen === 0 ? 'a' : 'b'));
+      await viaC.client.connect(viaC.transport);
+      const heldId = viaC.transport.sessionId ?? '';
+      const stream = await eventually('the GET stream through C', () => viaC.log.find((r) => r.method === 'GET'));
+      t.same([stream.node, stream.status], ['b', 200], 'C relays the standing stream to A');
+      // C's close would wait forever on a stream it relays, were the stream left open.
+      await c.close();
+      t.pass('C closed with the stream open');
+      await eventually("A to free the session's stream", async () => {
+        const res = await fetch(`${a.url}/mcp`, {
+          headers: { authorization: `Bearer ${admin}`, accept: 'text/event-stream', 'mcp-session-id': heldId, 'mcp-protocol-version': '2025-06-18' },
+        });
+        await res.body?.cancel();
+        return res.status === 200 ? true : undefined;
+      });
+      await viaC.client.close();
+    });
+
     await t.test('A killed: its sessions answer 404 through B and the client starts again on B', async (t) => {
       const held = balancedClient(ports, admin, (_method, seen) => (seen === 0 ? 'a' : 'b'));
       await held.client.connect(held.transport);
@@ -358,23 +382,23 @@ if (fileNeeds(postgresMissing())) {
     await t.test("a node's own upkeep: last use written in batches, dead nodes' rows dropped, its own rows gone at close", async (t) => {
       const db = b.ctx.db;
       let clock = Date.now();
-      await registerNode(db, { nodeId: 'node-c', url: 'http://127.0.0.1:9', now: clock });
-      await recordMcpSession(db, { sessionId: 'left-by-node-c', nodeId: 'node-c', principalHash: null, now: clock });
+      await registerNode(db, { nodeId: 'node-d', url: 'http://127.0.0.1:9', now: clock });
+      await recordMcpSession(db, { sessionId: 'left-by-node-d', nodeId: 'node-d', principalHash: null, now: clock });
       await recordMcpSession(db, { sessionId: 'of-a-dead-node', nodeId: 'node-gone', principalHash: null, now: clock });
-      const c = new McpSessionCluster({ db, nodeId: 'node-c', key: forwardKey, staleAfterMs: 600_000, logger: b.ctx.logger, now: () => clock, flushMs: 20 });
+      const c = new McpSessionCluster({ db, nodeId: 'node-d', key: forwardKey, staleAfterMs: 600_000, logger: b.ctx.logger, now: () => clock, flushMs: 20 });
       await c.start();
       const rowsOf = async (id: string) =>
         rawRows<{ last_used_at: number }>(db, sql`SELECT last_used_at FROM mcp_sessions WHERE session_id = ${id}`);
-      t.same(await rowsOf('left-by-node-c'), [], 'a start forgets what a previous run of the node held');
-      await c.opened('held-by-c', 'key_1');
+      t.same(await rowsOf('left-by-node-d'), [], 'a start forgets what a previous run of the node held');
+      await c.opened('held-by-d', 'key_1');
       const opened = clock;
       clock += 5_000;
-      c.used('held-by-c');
-      await eventually('the use to be written', async () => (Number((await rowsOf('held-by-c'))[0]?.last_used_at) === opened + 5_000 ? true : undefined));
+      c.used('held-by-d');
+      await eventually('the use to be written', async () => (Number((await rowsOf('held-by-d'))[0]?.last_used_at) === opened + 5_000 ? true : undefined));
       await eventually("the dead node's row to go", async () => ((await rowsOf('of-a-dead-node')).length === 0 ? true : undefined));
       await c.close();
-      t.same(await rowsOf('held-by-c'), [], 'a clean close removes the node\'s rows');
-      await deregisterNode(db, 'node-c');
+      t.same(await rowsOf('held-by-d'), [], 'a clean close removes the node\'s rows');
+      await deregisterNode(db, 'node-d');
     });
   });
 }

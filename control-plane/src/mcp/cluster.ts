@@ -183,6 +183,8 @@ export class McpSessionCluster implements McpSessionDirectory {
   async close(): Promise<void> {
     clearInterval(this.#timer);
     await this.#flushing;
+    // Destroying the agents cuts the relays in flight: a relayed GET stream never ends by
+    // itself, and the server's close would wait on it (the client reconnects elsewhere).
     this.#http.destroy();
     this.#https.destroy();
     await deleteNodeMcpSessions(this.#o.db, this.#o.nodeId).catch((err: unknown) =>
