@@ -63,6 +63,12 @@ export interface AppContext {
   signingKey: SigningKeyPair;
   /** The URL clients reach this server at; final once the server listens (port 0). */
   publicUrl: string;
+  /**
+   * Where other processes on the same database reach this one (`--internal-url`, else
+   * `http://<host>:<port>` once it listens). Behind a load balancer the public URL names
+   * the balancer, not this process.
+   */
+  internalUrl?: string;
   /** The clock; tests may replace it. */
   now: () => number;
   /** This process's name: the node_id label of its metrics (`--node-id`, else kept in `<dataDir>/node-id`). */

@@ -59,6 +59,12 @@ export interface Config {
   databaseUrl: string | undefined;
   /** The URL clients use to reach this server; undefined = http://<host>:<port> once listening. */
   publicUrl: string | undefined;
+  /**
+   * Several processes on one database: the URL the others reach this one at (they relay
+   * MCP sessions to it); undefined = http://<host>:<port> once listening. Needed when the
+   * processes run on several machines and --host is a wildcard (0.0.0.0, ::).
+   */
+  internalUrl: string | undefined;
   rateLimit: RateLimitConfig;
   logLevel: LogLevel;
   /** Largest accepted request body in bytes. */
@@ -100,6 +106,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   dataDir: './data',
   databaseUrl: undefined,
   publicUrl: undefined,
+  internalUrl: undefined,
   rateLimit: { max: 600, anonymousMax: 60, windowMs: 60_000 },
   logLevel: 'info',
   bodyLimit: 1024 * 1024,
@@ -149,6 +156,7 @@ export function makeConfig(
     sshGateway: { ...DEFAULT_CONFIG.sshGateway, ...sshGateway },
   };
   if (merged.publicUrl !== undefined) merged.publicUrl = merged.publicUrl.replace(/\/+$/, '');
+  if (merged.internalUrl !== undefined) merged.internalUrl = merged.internalUrl.replace(/\/+$/, '');
   return { ...merged, dataDir: resolve(merged.dataDir) };
 }
 
@@ -158,6 +166,7 @@ export const SERVE_OPTIONS = {
   'data-dir': { type: 'string' },
   'database-url': { type: 'string' },
   'public-url': { type: 'string' },
+  'internal-url': { type: 'string' },
   'rate-limit-max': { type: 'string' },
   'rate-limit-anonymous-max': { type: 'string' },
   'rate-limit-window-ms': { type: 'string' },
@@ -187,7 +196,8 @@ export function parseListenAddress(raw: string): MetricsListenConfig {
  * Flags win over environment variables, which win over the defaults:
  * --host/VMKIT_HOST, --port/VMKIT_PORT, --data-dir/VMKIT_DATA_DIR,
  * --database-url/VMKIT_DATABASE_URL (postgres://...; unset = SQLite in the data dir),
- * --public-url/VMKIT_PUBLIC_URL, --rate-limit-max/VMKIT_RATE_LIMIT_MAX,
+ * --public-url/VMKIT_PUBLIC_URL, --internal-url/VMKIT_INTERNAL_URL (where other processes on the
+ * same database reach this one; default http://<host>:<port>), --rate-limit-max/VMKIT_RATE_LIMIT_MAX,
  * --rate-limit-anonymous-max/VMKIT_RATE_LIMIT_ANONYMOUS_MAX,
  * --rate-limit-window-ms/VMKIT_RATE_LIMIT_WINDOW_MS, --log-level/VMKIT_LOG_LEVEL,
  * --mcp-max-wait-ms/VMKIT_MCP_MAX_WAIT_MS,
@@ -248,19 +258,20 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
     }
     overrides.databaseUrl = databaseUrl;
   }
-  const publicUrl = pick('public-url', 'VMKIT_PUBLIC_URL');
-  if (publicUrl !== undefined) {
-    let u: URL;
+  const httpUrl = (what: string, raw: string): string => {
+    let u: URL | undefined;
     try {
-      u = new URL(publicUrl);
+      u = new URL(raw);
     } catch {
-      throw new ConfigError(`public URL must be an absolute http(s) URL, got "${publicUrl}"`);
+      u = undefined;
     }
-    if (u.protocol !== 'http:' && u.protocol !== 'https:') {
-      throw new ConfigError(`public URL must be an absolute http(s) URL, got "${publicUrl}"`);
-    }
-    overrides.publicUrl = publicUrl;
-  }
+    if (u?.protocol !== 'http:' && u?.protocol !== 'https:') throw new ConfigError(`${what} must be an absolute http(s) URL, got "${raw}"`);
+    return raw;
+  };
+  const publicUrl = pick('public-url', 'VMKIT_PUBLIC_URL');
+  if (publicUrl !== undefined) overrides.publicUrl = httpUrl('public URL', publicUrl);
+  const internalUrl = pick('internal-url', 'VMKIT_INTERNAL_URL');
+  if (internalUrl !== undefined) overrides.internalUrl = httpUrl('internal URL', internalUrl);
   const max = pick('rate-limit-max', 'VMKIT_RATE_LIMIT_MAX');
   if (max !== undefined) rl.max = int('rate limit max', max, 1, 1_000_000_000);
   const anon = pick('rate-limit-anonymous-max', 'VMKIT_RATE_LIMIT_ANONYMOUS_MAX');

@@ -75,6 +75,7 @@ export async function startControlPlane(config: Config, options: StartOptions = 
     const port = typeof address === 'object' && address ? address.port : config.port;
     const url = `http://${hostForUrl(config.host)}:${port}`;
     ctx.publicUrl = config.publicUrl ?? url;
+    ctx.internalUrl = config.internalUrl ?? url;
     noteServerUrl(config.dataDir, ctx.publicUrl);
 
     let closing: Promise<void> | undefined;

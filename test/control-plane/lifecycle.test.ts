@@ -134,6 +134,10 @@ t.test('configuration comes from flags, then environment, then defaults', async 
   t.throws(() => loadConfig(['--port', '70000'], {}), ConfigError);
   t.throws(() => loadConfig([], { VMKIT_PORT: 'eighty' }), ConfigError);
   t.throws(() => loadConfig(['--public-url', 'ftp://x'], {}), ConfigError);
+  t.equal(loadConfig([], {}).internalUrl, undefined, 'no internal URL: the one it listens on');
+  t.equal(loadConfig([], { VMKIT_INTERNAL_URL: 'http://10.0.0.5:8080/' }).internalUrl, 'http://10.0.0.5:8080');
+  t.equal(loadConfig(['--internal-url', 'https://cp-a.internal'], { VMKIT_INTERNAL_URL: 'http://x' }).internalUrl, 'https://cp-a.internal');
+  t.throws(() => loadConfig(['--internal-url', 'cp-a:8080'], {}), { message: 'internal URL must be an absolute http(s) URL, got "cp-a:8080"' });
   t.throws(() => loadConfig(['--log-level', 'loud'], {}), ConfigError);
   t.throws(() => loadConfig(['--bogus'], {}), ConfigError);
   t.equal(loadConfig([], {}).trustProxy, false, 'no proxy is trusted by default');

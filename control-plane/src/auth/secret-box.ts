@@ -30,10 +30,12 @@ export class SecretBox {
   readonly keyId: string;
   readonly #encKey: Buffer;
   readonly #fingerprintKey: Buffer;
+  readonly #masterKey: Buffer;
 
   constructor(masterKey: Buffer) {
     if (masterKey.length !== KEY_BYTES) throw new SecretBoxError(`the secret-box key must be ${KEY_BYTES} bytes`);
     this.keyId = createHash('sha256').update(masterKey).digest('hex').slice(0, 8);
+    this.#masterKey = Buffer.from(masterKey);
     // Separate subkeys: the fingerprint key never touches a ciphertext and vice versa.
     this.#encKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'vmkit secret-box v1 aes-256-gcm', KEY_BYTES));
     this.#fingerprintKey = Buffer.from(hkdfSync('sha256', masterKey, Buffer.alloc(0), 'vmkit secret-box v1 fingerprint', KEY_BYTES));
@@ -53,6 +55,15 @@ export class SecretBox {
     const key = readKey(config.secretKeyFile);
     if (!key) throw new SecretBoxError(`the secret key file ${config.secretKeyFile} does not exist (make one with: head -c 32 /dev/urandom | base64 > FILE; chmod 600 FILE)`);
     return new SecretBox(key);
+  }
+
+  /**
+   * A key of its own for `purpose` (HKDF-SHA256 of the secret-box key): every process
+   * given the same secret-box key derives the same one, and it never opens a sealed secret.
+   */
+  subkey(purpose: string): Buffer {
+    if (purpose.startsWith('vmkit secret-box v1 ')) throw new SecretBoxError('that purpose names one of the box\'s own keys');
+    return Buffer.from(hkdfSync('sha256', this.#masterKey, Buffer.alloc(0), purpose, KEY_BYTES));
   }
 
   seal(plaintext: string, context: string): string {

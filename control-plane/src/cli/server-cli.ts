@@ -14,7 +14,7 @@ export const SERVER_USAGE = `Usage:
                             [--ssh-gateway-port P (2222; 0 = off)] [--ssh-gateway-host H]
                             [--shell-idle-timeout-s S] [--shell-max-session-s S]
                             [--shell-record-input true|false] [--shell-require-recording true|false]
-                            [--node-id ID] [--metrics-listen HOST:PORT]
+                            [--node-id ID] [--metrics-listen HOST:PORT] [--internal-url U]
   vmkit-control-plane workspaces create NAME [--data-dir D] [--database-url postgres://...] [--public-url U]
 
 SQLite (a file in the data dir) unless --database-url or VMKIT_DATABASE_URL names a

@@ -33,7 +33,7 @@ import {
   sqliteSshKeys,
   sqliteWorkspaces,
 } from './schema/accounts.ts';
-import { pgControlPlanes, sqliteControlPlanes } from './schema/cluster.ts';
+import { pgControlPlanes, pgMcpSessions, sqliteControlPlanes, sqliteMcpSessions } from './schema/cluster.ts';
 import { pgDeploySteps, pgDeploys, pgScans, sqliteDeploySteps, sqliteDeploys, sqliteScans } from './schema/delivery.ts';
 import {
   pgAgents,
@@ -86,6 +86,7 @@ export const sqliteSchema = {
   signingKeys: sqliteSigningKeys,
   rateLimits: sqliteRateLimits,
   controlPlanes: sqliteControlPlanes,
+  mcpSessions: sqliteMcpSessions,
 };
 
 export const pgSchema = {
@@ -112,6 +113,7 @@ export const pgSchema = {
   signingKeys: pgSigningKeys,
   rateLimits: pgRateLimits,
   controlPlanes: pgControlPlanes,
+  mcpSessions: pgMcpSessions,
 };
 
 /** The tables the data layer queries, typed as PostgreSQL's (the SQLite ones have the same row types). */

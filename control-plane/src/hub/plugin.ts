@@ -64,7 +64,8 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
       ? new ClusterNode({
           db: ctx.db,
           nodeId: ctx.nodeId,
-          url: () => ctx.publicUrl,
+          // This process's own address, not the public URL (a load balancer's): other processes forward to it.
+          url: () => ctx.internalUrl ?? ctx.publicUrl,
           heartbeatMs: cfg.nodeHeartbeatMs,
           staleAfterMs: cfg.nodeStaleAfterMs,
           logger: ctx.logger,

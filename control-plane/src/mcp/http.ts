@@ -5,6 +5,8 @@ import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { createMcpServer } from './server.ts';
 import type { McpServerOptions } from './server.ts';
+import { posesAsForward } from './cluster.ts';
+import type { McpSessionDirectory } from './cluster.ts';
 
 /**
  * Session mode, chosen over stateless: a cancellation (`notifications/cancelled`)
@@ -17,6 +19,9 @@ import type { McpServerOptions } from './server.ts';
  * each other; a key holds at most `maxSessionsPerKey` (its own oldest goes first);
  * over `maxSessions` in all, the key holding the most gives up its oldest. Sessions
  * expire when idle, and unknown ids get 404 so clients re-initialise.
+ *
+ * With several processes (`directory`, see cluster.ts) each session is recorded as held
+ * here, and a request for a session held by another live process is relayed to it.
  */
 export interface McpHttpOptions extends McpServerOptions {
   /** Sessions of valid keys, all keys together. */
@@ -32,6 +37,8 @@ export interface McpHttpOptions extends McpServerOptions {
   /** Origins accepted when a browser sends one; undefined = same as allowedHosts. */
   allowedOrigins?: readonly string[];
   maxBodyBytes?: number;
+  /** Several processes on one database: where sessions are recorded and found. */
+  directory?: McpSessionDirectory;
 }
 
 /** Who sends a request, as far as sessions are concerned. */
@@ -135,18 +142,36 @@ export class McpHttpHandler {
    * if any; `caller` says which key the request carries (none when not given).
    */
   async handle(req: IncomingMessage, res: ServerResponse, body?: unknown, caller: McpCaller = ANONYMOUS): Promise<void> {
-    const refusal = this.#rebindingRefusal(req);
+    const directory = this.#opts.directory;
+    // Another process relaying a request for a session held here; anything posing as one without its signature is refused.
+    const forward = directory ? directory.check(req) : posesAsForward(req.headers) ? 'invalid' : 'none';
+    if (forward === 'invalid' || (forward === 'valid' && directory?.bodyMatches(req, body) !== true)) {
+      return jsonRpcError(res, 403, -32000, 'Forbidden: the request poses as a forward from another control plane but its signature does not verify.');
+    }
+    // The process that took the request checked its Host and Origin; here the Host is the internal one.
+    const refusal = forward === 'valid' ? undefined : this.#rebindingRefusal(req);
     if (refusal) return jsonRpcError(res, 403, -32000, `Forbidden: ${refusal}`);
 
     const sid = req.headers['mcp-session-id'];
     const sessionId = Array.isArray(sid) ? sid[0] : sid;
     if (sessionId !== undefined) {
       const session = this.#anonymous.get(sessionId) ?? this.#keyed.get(sessionId);
+      // Held by another process: relayed there (never a second time: a forward is answered here or not at all).
+      if (!session && forward === 'none' && directory) {
+        let relayed: boolean;
+        try {
+          relayed = await directory.forward(req, res, body, sessionId, caller);
+        } catch {
+          return jsonRpcError(res, 503, -32000, 'Service unavailable: the session could not be looked up; try again.');
+        }
+        if (relayed) return;
+      }
       // A session answers only to the credential that opened it; to anyone else it does not exist.
       if (!session || session.principal !== caller.principal) {
         return jsonRpcError(res, 404, -32001, 'Session not found; initialize a new session.');
       }
       this.#touch(session);
+      directory?.used(session.id);
       return session.transport.handleRequest(req, res, body);
     }
     if (req.method !== 'POST' || !isInitializeRequest(body)) {
@@ -157,17 +182,26 @@ export class McpHttpHandler {
     const transport = new StreamableHTTPServerTransport({
       sessionIdGenerator: () => id,
       maxRequestBodySize: this.#opts.maxBodyBytes ?? 1024 * 1024,
+      // Awaited before the DELETE is answered: once it is, no process finds the session.
       onsessionclosed: (closed) => this.#drop(closed),
     });
-    transport.onclose = () => this.#drop(id);
+    transport.onclose = () => void this.#drop(id);
     // Admitted (and room made) before anything is awaited, so concurrent initialize
     // calls cannot all pass the bounds at once.
     this.#admit({ id, transport, server, keyId: caller.keyId, principal: caller.principal, lastUsed: Date.now() });
     try {
+      // Recorded before the client learns the id, so its next request finds the session whichever process it reaches.
+      if (directory) {
+        try {
+          await directory.opened(id, caller.principal);
+        } catch {
+          return jsonRpcError(res, 503, -32000, 'Service unavailable: the session could not be recorded; try again.');
+        }
+      }
       await server.connect(transport);
       await transport.handleRequest(req, res, body);
     } finally {
-      if (transport.sessionId === undefined) this.#drop(id);
+      if (transport.sessionId === undefined) void this.#drop(id);
     }
   }
 
@@ -200,7 +234,7 @@ export class McpHttpHandler {
   #dropOldest(sessions: Map<string, Session> | undefined): boolean {
     const oldest = sessions?.keys().next().value;
     if (oldest === undefined) return false;
-    this.#drop(oldest);
+    void this.#drop(oldest);
     sessions?.delete(oldest); // already gone; makes progress certain whatever the other maps hold
     return true;
   }
@@ -217,13 +251,14 @@ export class McpHttpHandler {
     // Oldest first: stop at the first one still in use.
     for (const s of [...sessions.values()]) {
       if (s.lastUsed >= olderThan) return;
-      this.#drop(s.id);
+      void this.#drop(s.id);
     }
   }
 
-  #drop(id: string): void {
+  /** Ends a session; resolves once its record is gone too (with several processes). */
+  #drop(id: string): Promise<void> {
     const s = this.#anonymous.get(id) ?? this.#keyed.get(id);
-    if (!s) return;
+    if (!s) return Promise.resolve();
     this.#anonymous.delete(id);
     this.#keyed.delete(id);
     if (s.keyId !== null) {
@@ -232,6 +267,7 @@ export class McpHttpHandler {
       if (mine?.size === 0) this.#byKey.delete(s.keyId);
     }
     void s.server.close().catch(() => undefined);
+    return this.#opts.directory?.closed(id) ?? Promise.resolve();
   }
 
   async close(): Promise<void> {

@@ -5,6 +5,9 @@ import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
 import type { McpCaller } from './http.ts';
 import { TOOLS } from './tools/index.ts';
 import { measuredTools } from '../metrics/mcp-tools.ts';
+import { SecretBox } from '../auth/secret-box.ts';
+import { agentHubConfig } from '../hub/config.ts';
+import { FORWARD_KEY_PURPOSE, McpSessionCluster } from './cluster.ts';
 
 /**
  * MCP (Streamable HTTP) at /mcp. `initialize` and `tools/list` need no key; each tool
@@ -29,7 +32,7 @@ function callerOf(request: FastifyRequest): McpCaller {
   return { keyId: request.auth?.keyId ?? null, principal: known };
 }
 
-export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
+export const mcpRoutes: ApiPlugin = async (app, { ctx }) => {
   // The public URL is final only once the server listens (port 0); work the list out
   // again only when it changes, not on every request.
   let memo: { publicUrl: string; hosts: string[] | undefined } | undefined;
@@ -37,6 +40,19 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
     if (memo?.publicUrl !== publicUrl) memo = { publicUrl, hosts: defaultAllowedHosts(host, publicUrl) };
     return memo.hosts;
   };
+  // Several processes on one PostgreSQL: sessions are recorded, and a request for one another process holds is relayed there.
+  const cluster =
+    ctx.db.dialect === 'postgres'
+      ? new McpSessionCluster({
+          db: ctx.db,
+          nodeId: ctx.nodeId,
+          key: SecretBox.forConfig(ctx.config).subkey(FORWARD_KEY_PURPOSE),
+          staleAfterMs: (ctx.agentHubConfig ?? agentHubConfig(ctx.config)).nodeStaleAfterMs,
+          logger: ctx.logger,
+          metrics: ctx.metrics,
+        })
+      : undefined;
+  await cluster?.start();
   const handler = new McpHttpHandler({
     gateway: new InjectGateway(app),
     tools: measuredTools(TOOLS, ctx.metrics),
@@ -46,10 +62,14 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
     maxSessions: ctx.config.mcpSessions.max,
     maxAnonymousSessions: ctx.config.mcpSessions.anonymousMax,
     maxSessionsPerKey: ctx.config.mcpSessions.perKeyMax,
+    ...(cluster && { directory: cluster }),
   });
   // preClose, not onClose: the server's close waits for open requests, and an MCP client's
   // GET stream stays open until its session ends; ending the sessions first lets it close.
-  app.addHook('preClose', async () => handler.close());
+  app.addHook('preClose', async () => {
+    await handler.close();
+    await cluster?.close();
+  });
 
   app.route({
     method: ['GET', 'POST', 'DELETE'],
@@ -65,6 +85,8 @@ export const mcpRoutes: ApiPlugin = (app, { ctx }) => {
       rateLimit: {
         keyGenerator: mcpRateKey,
         max: (_request, key) => (key.startsWith('mcp-key:') ? ctx.config.rateLimit.max : ctx.config.rateLimit.anonymousMax),
+        // A signed forward from another process was counted there, in the budget all processes share.
+        ...(cluster && { allowList: (request: FastifyRequest) => cluster.check(request.raw) === 'valid' }),
       },
     },
     schema: { hide: true },

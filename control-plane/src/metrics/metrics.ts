@@ -19,6 +19,13 @@ export type CommandOutcomeLabel = 'succeeded' | 'failed' | 'refused' | 'timed_ou
 /** How a deploy step ended; `interrupted` = the control plane stopped under it (it resumes at the next start). */
 export type DeployStepOutcome = 'succeeded' | 'skipped' | 'failed' | 'interrupted';
 
+/**
+ * An MCP request for a session another process holds: `forwarded` (proxied to the
+ * holder), `holder_unreachable` (its holder did not answer: 404, the client starts
+ * again), `refused` (a request posing as a forward whose signature did not verify).
+ */
+export type McpForwardOutcome = 'forwarded' | 'holder_unreachable' | 'refused';
+
 /** The database check made for a scrape may take this long before it counts as down. */
 const DB_CHECK_TIMEOUT_MS = 2_000;
 
@@ -40,6 +47,7 @@ export class ControlPlaneMetrics {
   readonly #commands: Histogram<'type' | 'outcome'>;
   readonly #mcpTools: Histogram<'tool' | 'outcome'>;
   readonly #deploySteps: Histogram<'step' | 'outcome'>;
+  readonly #mcpForwards: Counter<'outcome'>;
   #processMetrics = false;
   #checkDatabase: () => Promise<void> = () => Promise.resolve();
 
@@ -67,6 +75,12 @@ export class ControlPlaneMetrics {
       help: 'MCP tool calls by tool and outcome (ok, or the error key the tool answered).',
       labelNames: ['tool', 'outcome'],
       buckets: MCP_BUCKETS,
+      registers,
+    });
+    this.#mcpForwards = new Counter({
+      name: 'vmkit_mcp_forwarded_requests_total',
+      help: 'MCP requests for a session held by another control-plane process, by outcome (forwarded, holder_unreachable; refused: posed as a forward, signature bad).',
+      labelNames: ['outcome'],
       registers,
     });
     this.#deploySteps = new Histogram({
@@ -232,6 +246,10 @@ export class ControlPlaneMetrics {
 
   mcpToolCall(tool: string, outcome: string, seconds: number): void {
     this.#mcpTools.observe({ tool, outcome }, seconds);
+  }
+
+  mcpForward(outcome: McpForwardOutcome): void {
+    this.#mcpForwards.inc({ outcome });
   }
 
   deployStep(step: string, outcome: DeployStepOutcome, seconds: number): void {
