@@ -13,6 +13,9 @@
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request as httpsRequest } from 'node:https';
+import { getCACertificates, setDefaultCACertificates } from 'node:tls';
+import { Client } from '@modelcontextprotocol/sdk/client/index.js';
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -21,6 +24,7 @@ import type { Test } from 'tap';
 import type { ApiRequestOptions, ApiResponse } from '../helpers/control-plane.ts';
 import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { textOf } from '../helpers/mcp-client.ts';
 import { nginxMissing, startNginx } from '../helpers/nginx.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
@@ -188,6 +192,26 @@ if (fileNeeds(postgresMissing() || nginxMissing() || (await opensslMissing()))) 
       t.equal(row.key, 'update_refused');
       t.match(row.message, /this agent cannot update itself/, `the release URL under ${publicUrl} passed the agent's check; it refused only because it is not installed as a release`);
       t.equal(proc.lines(new RegExp(`executing command.*${commandId}`)).length, 1, 'it ran once');
+    });
+
+    t.test('an MCP session through nginx: its requests land on several processes and every one is answered', async (t) => {
+      // The SDK client's fetch trusts the throwaway CA (process-wide, in this test process only).
+      setDefaultCACertificates([...getCACertificates('default'), caPem]);
+      const client = new Client({ name: 'vmkit-test', version: '0.0.0' });
+      const headers = { authorization: `Bearer ${adminKey}`, 'x-test-tag': 'mcp' };
+      await client.connect(new StreamableHTTPClientTransport(new URL('/mcp', lb.url), { requestInit: { headers } }));
+      t.teardown(() => client.close());
+      const tools = await client.listTools();
+      t.ok(tools.tools.some((tool) => tool.name === 'harden_vm'), 'tools/list answered');
+      for (let i = 0; i < 4; i++) {
+        const res = await client.callTool({ name: 'get_instance', arguments: { instance_id: agent.instanceId } });
+        t.notOk(res.isError, `get_instance answered (call ${i + 1}): ${textOf(res).slice(0, 200)}`);
+        t.match(textOf(res), new RegExp(agent.instanceId), 'about the agent\'s instance');
+      }
+      // initialize, initialized, tools/list, 4 calls: 7 requests on one session, round-robin.
+      const served = new Set(await loggedUpstreams('mcp', 7));
+      t.ok(served.size >= 2, `the session's requests reached ${served.size} processes (${[...served].join(', ')}): the others forwarded to its holder`);
+      t.ok(lb.accessLog().filter((l) => l.tag === 'mcp').every((l) => l.status < 400 || l.status === 405), 'none was refused');
     });
 
     t.test('the holding process SIGKILLed: the agent reconnects through nginx to another, a command sent in the gap runs at most once', async (t) => {
