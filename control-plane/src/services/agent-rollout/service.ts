@@ -173,10 +173,9 @@ export class AgentRolloutService {
       this.#leases.drop(claimed.id);
       return;
     }
-    await this.#audit(row, ROLLOUT_ACTIONS.resumed, 202, null, {
-      node_id: claimed.nodeId,
-      ...(claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {}),
-    });
+    const from: Record<string, string> = claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {};
+    await this.#audit(row, ROLLOUT_ACTIONS.resumed, 202, null, { node_id: claimed.nodeId, ...from });
+    this.#ctx.logger.info({ rollout_id: row.id, node_id: claimed.nodeId, ...from }, 'agent rollout: resumed a rollout no live process drove');
     this.#drive(claimed);
   }
 

@@ -231,11 +231,9 @@ export class DeployService {
       return;
     }
     const record = await DeployRecord.load(this.#deps(), row, claimed);
-    await record.audit('deploys.resumed', 202, null, {
-      step: row.currentStep ?? '',
-      node_id: claimed.nodeId,
-      ...(claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {}),
-    });
+    const from: Record<string, string> = claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {};
+    await record.audit('deploys.resumed', 202, null, { step: row.currentStep ?? '', node_id: claimed.nodeId, ...from });
+    this.#ctx.logger.info({ deploy_id: row.id, step: row.currentStep, node_id: claimed.nodeId, ...from }, 'deploy: resumed a deploy no live process drove');
     this.#drive(record);
   }
 
