@@ -15,6 +15,7 @@ import { LeaseLost, claimLeases, leaseOf, releaseLeases, renewLeases } from '../
 import type { Lease } from '../../control-plane/src/db/leases.ts';
 import { createRepo } from '../../control-plane/src/db/repos.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
+import { ConfigError, loadConfig } from '../../control-plane/src/config.ts';
 import { testDialects } from '../helpers/postgres.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { openTestDatabase } from '../helpers/test-db.ts';
@@ -22,6 +23,16 @@ import { openTestDatabase } from '../helpers/test-db.ts';
 const LEASE_MS = 30_000;
 const T0 = 1_900_000_000_000;
 const terms = (nodeId: string, now: number) => ({ nodeId, now, durationMs: LEASE_MS });
+
+t.test('lease duration and check interval: flags, then the environment, then 30 s / 10 s', async (t) => {
+  t.same(loadConfig([], {}).leases, { durationMs: 30_000, checkMs: 10_000 });
+  t.same(loadConfig([], { VMKIT_LEASE_MS: '1500', VMKIT_LEASE_CHECK_MS: '250' }).leases, { durationMs: 1500, checkMs: 250 });
+  t.same(loadConfig(['--lease-ms', '9000'], { VMKIT_LEASE_MS: '1500' }).leases, { durationMs: 9000, checkMs: 3000 }, 'a shorter lease alone brings the check down to a third');
+  const err = t.throws(() => loadConfig(['--lease-ms', '1000', '--lease-check-ms', '600'], {}));
+  t.type(err, ConfigError);
+  t.match((err as Error).message, /at most half the lease duration/);
+  t.throws(() => loadConfig(['--lease-ms', 'soon'], {}), /lease duration must be a whole number/);
+});
 
 for (const { dialect, skip } of testDialects()) {
   t.test(dialect, { skip: prerequisite(skip) }, async (t) => {

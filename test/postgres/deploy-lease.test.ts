@@ -110,9 +110,13 @@ async function until(cp: ControlPlaneProcess, id: string, done: (d: DeployBody) 
   throw new Error(`waited in vain for ${what}`);
 }
 
-if (fileNeeds(postgresMissing())) {
-  t.test('a deploy whose process dies mid-way is finished by one other process; every step ran once', async (t) => {
-    const c = await cluster(t);
+/**
+ * Process A with GitHub and DNS configured and the scaffolding merged, and a deploy of the
+ * second phase as a process that died after hardening left it (a VM with an address, the
+ * first steps done, nobody holding the lease): A claims it and drives it to the workflow
+ * run, which stays queued until the test completes it.
+ */
+async function deployAtRun(t: Test, c: Cluster): Promise<{ a: ControlPlaneProcess; github: FakeGitHub; cloudflare: FakeCloudflare; id: string }> {
     const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
     const github = await FakeGitHub.start({
       app: { id: APP_ID, publicKey },
@@ -151,6 +155,14 @@ if (fileNeeds(postgresMissing())) {
     t.equal(running.status, 'running', `A reached the run: ${running.error_message ?? ''}`);
     t.match(await leaseOf(c.db, 'deploys', d.id), { owner: 'lease-a' }, 'A holds the lease');
 
+    return { a, github, cloudflare, id: d.id };
+}
+
+if (fileNeeds(postgresMissing())) {
+  t.test('a deploy whose process dies mid-way is finished by one other process; every step ran once', async (t) => {
+    const c = await cluster(t);
+    const { a, github, cloudflare, id } = await deployAtRun(t, c);
+    const d = { id };
     a.kill('SIGKILL');
     await a.exited;
     // B and C start together: whichever claims first after A's lease ran out resumes it, the other never.
@@ -197,6 +209,43 @@ if (fileNeeds(postgresMissing())) {
     );
     t.notSame(lastId, winnerId);
     t.match(await leaseOf(c.db, 'deploys', d.id), { generation: 3 }, 'three claims in all');
+  });
+
+  t.test('a process paused past its lease loses the deploy to another and stops driving it', async (t) => {
+    const c = await cluster(t);
+    const { a, github, id } = await deployAtRun(t, c);
+    const b = await c.start('lease-b');
+    a.kill('SIGSTOP');
+    t.teardown(() => a.kill('SIGCONT'));
+    const claimed = await firstToLog([b], DEPLOY_RESUMED);
+    t.match(claimed.log, { deploy_id: id, node_id: 'lease-b', from_node_id: 'lease-a' }, 'B claims the deploy once the paused holder stopped renewing');
+    const following = await until(b, id, (x) => x.status !== 'running' || (x.steps.find((s) => s.name === 'running_workflow')?.attempts ?? 0) >= 2, 'B to follow the run');
+    t.equal(following.status, 'running');
+
+    // A wakes up: its next renewal (or its next write, fenced) tells it the lease is gone, and it stops.
+    a.kill('SIGCONT');
+    const stopped = await a.waitForLog((l) => l.deploy_id === id && (l.msg === 'deploy: lease lost to another process; stopping here' || l.msg === 'deploy: another process holds the lease now; this one stops driving it'));
+    t.equal(stopped.node_id, 'lease-a', `A stopped: ${String(stopped.msg)}`);
+    t.match(await leaseOf(c.db, 'deploys', id), { owner: 'lease-b', generation: 2 }, 'B keeps it');
+
+    const run = github.writes.dispatched(FULL)[0];
+    if (!run) throw new Error('no run was dispatched');
+    github.writes.startRun(FULL, run.id);
+    github.writes.completeRun(FULL, run.id, 'success');
+    const ended = await until(b, id, (x) => x.status !== 'running', 'the deploy to end');
+    t.equal(ended.status, 'succeeded', `B finished it: ${ended.error_message ?? ''}`);
+    t.equal(github.writes.dispatched(FULL).length, 1, 'dispatched once');
+    t.equal(ended.steps.find((s) => s.name === 'running_workflow')?.attempts, 2, 'the run was followed by A, then by B');
+    t.equal((await audits(c.db, 'deploys.step.running_workflow.succeeded')).length, 1, 'the step ended once');
+    t.equal((await audits(c.db, 'deploys.succeeded')).length, 1, 'the deploy ended once');
+    t.same(
+      (await audits(c.db, 'deploys.resumed')).map((r) => [r.node_id, r.from_node_id]),
+      [
+        ['lease-a', undefined],
+        ['lease-b', 'lease-a'],
+      ],
+      'A never took it back',
+    );
   });
 
   t.test('a running rollout left by a dead process: two processes starting together, one resumes it', async (t) => {
