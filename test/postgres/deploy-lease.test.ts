@@ -2,7 +2,7 @@
  * Deploys and agent rollouts across control-plane processes on one PostgreSQL database,
  * each process a real `vmkit-control-plane serve` with its own node id (the three share
  * one data dir: the admin key, the secret-box key and the local compute provider's
- * folder), short leases (1.5 s, checked every 250 ms):
+ * folder), short leases (6 s, checked every 500 ms: room for a process stalled while its neighbours start on this loaded machine):
  *
  *   - a deploy driven by A, A killed with SIGKILL while the workflow run is followed:
  *     B and C, started together, resume it once between them after A's lease ran out;
@@ -28,7 +28,7 @@ import { closeDatabase, openDatabase } from '../../control-plane/src/db/index.ts
 import type { Db } from '../../control-plane/src/db/index.ts';
 import { createInstance } from '../../control-plane/src/db/instances.ts';
 import { leaseOf } from '../../control-plane/src/db/leases.ts';
-import { jsonColumn, rawRows, sql } from '../../control-plane/src/db/raw.ts';
+import { jsonColumn, rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
 import { ALL_PERMISSIONS, APP_FILES, DEST, FULL, NAME, OWNER } from '../helpers/deploy-rig.ts';
@@ -73,7 +73,7 @@ async function cluster(t: Test): Promise<Cluster> {
       const p = await startControlPlaneProcess({
         dataDir,
         port: await freePort(),
-        env: { VMKIT_DATABASE_URL: pgdb.url, VMKIT_NODE_ID: nodeId, VMKIT_LEASE_MS: '1500', VMKIT_LEASE_CHECK_MS: '250', VMKIT_SSH_GATEWAY_PORT: '0' },
+        env: { VMKIT_DATABASE_URL: pgdb.url, VMKIT_NODE_ID: nodeId, VMKIT_LEASE_MS: '6000', VMKIT_LEASE_CHECK_MS: '500', VMKIT_SSH_GATEWAY_PORT: '0' },
       });
       procs.push(p);
       return p;
@@ -113,7 +113,7 @@ async function until(cp: ControlPlaneProcess, id: string, done: (d: DeployBody) 
 /**
  * Process A with GitHub and DNS configured and the scaffolding merged, and a deploy of the
  * second phase as a process that died after hardening left it (a VM with an address, the
- * first steps done, nobody holding the lease): A claims it and drives it to the workflow
+ * first steps done, the lease of the dead node run out): A claims it and drives it to the workflow
  * run, which stays queued until the test completes it.
  */
 async function deployAtRun(t: Test, c: Cluster): Promise<{ a: ControlPlaneProcess; github: FakeGitHub; cloudflare: FakeCloudflare; id: string }> {
@@ -139,15 +139,25 @@ async function deployAtRun(t: Test, c: Cluster): Promise<{ a: ControlPlaneProces
     t.equal(first.status, 'scaffolding_pr_open');
     github.writes.mergePull(FULL, github.writes.pulls(FULL)[0]?.number ?? 1);
 
-    // The second phase as a process that died after hardening left it: a VM with an address, the first steps done, nobody holding the lease.
+    // The second phase as a process that died after hardening left it: a VM with an address, the first steps done, the lease of a node gone since run out.
     const [row] = await rawRows<{ workspace_id: string }>(c.db, sql`SELECT workspace_id FROM repos WHERE id = ${repo.id}`);
     const workspaceId = row?.workspace_id ?? '';
     const inst = await createInstance(c.db, { workspaceId, name: 'shop-staging', provider: 'manual', status: 'running', environmentId: env.id, sshHost: '203.0.113.7' });
-    const d = await createDeploy(c.db, { workspaceId, repoId: repo.id, environmentId: env.id, status: 'running', sha: 'c'.repeat(40), currentStep: 'dns' });
+    // Held by a node that is gone until every row is in place, so nobody claims it half-made.
+    const d = await createDeploy(c.db, {
+      workspaceId,
+      repoId: repo.id,
+      environmentId: env.id,
+      status: 'running',
+      sha: 'c'.repeat(40),
+      currentStep: 'dns',
+      lease: { nodeId: 'lease-dead', now: Date.now(), durationMs: 3_600_000 },
+    });
     await updateDeploy(c.db, d.id, { instanceId: inst.id });
     const done = { state: 'succeeded' as const, attempts: 1, startedAt: Date.now(), finishedAt: Date.now() };
     await upsertDeployStep(c.db, d.id, 0, { name: 'scaffolding', state: 'skipped' });
     for (const [seq, name] of ['provisioning', 'waiting_for_agent', 'hardening'].entries()) await upsertDeployStep(c.db, d.id, seq + 1, { name, ...done });
+    await rawExec(c.db, sql`UPDATE deploys SET lease_expires_at = 0 WHERE id = ${d.id}`);
 
     // A claims it at its next lease check and drives it to the workflow run, which stays queued.
     const atRun = (x: DeployBody) => x.status !== 'running' || x.steps.some((s) => s.name === 'running_workflow' && s.state === 'running');
@@ -171,7 +181,7 @@ if (fileNeeds(postgresMissing())) {
     const other = winner.proc === b ? cc : b;
     const winnerId = String(winner.log.node_id);
     t.ok(['lease-b', 'lease-c'].includes(winnerId), `resumed by ${winnerId}`);
-    t.match(await leaseOf(c.db, 'deploys', d.id), { owner: winnerId, generation: 2 }, 'the winner holds generation 2');
+    t.match(await leaseOf(c.db, 'deploys', d.id), { owner: winnerId, generation: 3 }, 'the winner holds generation 3 (the node gone before had 1, A 2)');
 
     const again = await until(winner.proc, d.id, (x) => x.status !== 'running' || (x.steps.find((s) => s.name === 'running_workflow')?.attempts ?? 0) >= 2, 'the winner to follow the run');
     t.equal(again.status, 'running', 'the winner follows the run');
@@ -201,14 +211,14 @@ if (fileNeeds(postgresMissing())) {
     t.same(
       resumed.map((r) => [r.node_id, r.from_node_id, r.step]),
       [
-        ['lease-a', undefined, 'dns'],
+        ['lease-a', 'lease-dead', 'dns'],
         [winnerId, 'lease-a', 'running_workflow'],
         [lastId, undefined, 'running_workflow'],
       ],
-      'resumed once per holder: A (nobody held it), the winner (from dead A), the last (released, so no previous holder)',
+      'resumed once per holder: A (from the node gone before), the winner (from dead A), the last (released, so no previous holder)',
     );
     t.notSame(lastId, winnerId);
-    t.match(await leaseOf(c.db, 'deploys', d.id), { generation: 3 }, 'three claims in all');
+    t.match(await leaseOf(c.db, 'deploys', d.id), { generation: 4 }, 'three claims after the first holder');
   });
 
   t.test('a process paused past its lease loses the deploy to another and stops driving it', async (t) => {
@@ -226,7 +236,7 @@ if (fileNeeds(postgresMissing())) {
     a.kill('SIGCONT');
     const stopped = await a.waitForLog((l) => l.deploy_id === id && (l.msg === 'deploy: lease lost to another process; stopping here' || l.msg === 'deploy: another process holds the lease now; this one stops driving it'));
     t.equal(stopped.node_id, 'lease-a', `A stopped: ${String(stopped.msg)}`);
-    t.match(await leaseOf(c.db, 'deploys', id), { owner: 'lease-b', generation: 2 }, 'B keeps it');
+    t.match(await leaseOf(c.db, 'deploys', id), { owner: 'lease-b', generation: 3 }, 'B keeps it');
 
     const run = github.writes.dispatched(FULL)[0];
     if (!run) throw new Error('no run was dispatched');
@@ -241,7 +251,7 @@ if (fileNeeds(postgresMissing())) {
     t.same(
       (await audits(c.db, 'deploys.resumed')).map((r) => [r.node_id, r.from_node_id]),
       [
-        ['lease-a', undefined],
+        ['lease-a', 'lease-dead'],
         ['lease-b', 'lease-a'],
       ],
       'A never took it back',
