@@ -89,6 +89,19 @@ export interface Config {
    * database must be given the same key. The file must exist (never created here).
    */
   secretKeyFile: string | undefined;
+  leases: LeaseConfig;
+}
+
+/**
+ * Deploys and agent rollouts are each driven by one process holding a lease on them.
+ * The owner renews its leases every `checkMs` (one UPDATE for all of them) and every
+ * process claims, as often, work whose lease ran out (its owner died or stalled).
+ */
+export interface LeaseConfig {
+  /** How long a lease holds without renewal (how long a dead process's work waits). */
+  durationMs: number;
+  /** How often leases are renewed and expired ones claimed; less than durationMs / 2. */
+  checkMs: number;
 }
 
 export interface MetricsListenConfig {
@@ -119,6 +132,7 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   nodeId: undefined,
   secretKeyFile: undefined,
   metricsListen: null,
+  leases: { durationMs: 30_000, checkMs: 10_000 },
 };
 
 export class ConfigError extends Error {
@@ -139,14 +153,15 @@ function bool(name: string, raw: string): boolean {
 
 /** Merges overrides onto the defaults (used by tests and by loadConfig). */
 export function makeConfig(
-  overrides: Partial<Omit<Config, 'rateLimit' | 'mcpSessions' | 'shell' | 'sshGateway'>> & {
+  overrides: Partial<Omit<Config, 'rateLimit' | 'mcpSessions' | 'shell' | 'sshGateway' | 'leases'>> & {
+    leases?: Partial<LeaseConfig>;
     rateLimit?: Partial<RateLimitConfig>;
     mcpSessions?: Partial<McpSessionConfig>;
     shell?: Partial<ShellConfig>;
     sshGateway?: Partial<SshGatewayConfig>;
   } = {},
 ): Config {
-  const { rateLimit, mcpSessions, shell, sshGateway, ...rest } = overrides;
+  const { rateLimit, mcpSessions, shell, sshGateway, leases, ...rest } = overrides;
   const merged = {
     ...DEFAULT_CONFIG,
     ...rest,
@@ -154,7 +169,17 @@ export function makeConfig(
     mcpSessions: { ...DEFAULT_CONFIG.mcpSessions, ...mcpSessions },
     shell: { ...DEFAULT_CONFIG.shell, ...shell },
     sshGateway: { ...DEFAULT_CONFIG.sshGateway, ...sshGateway },
+    leases: {
+      durationMs: leases?.durationMs ?? DEFAULT_CONFIG.leases.durationMs,
+      // A shorter lease alone brings the check down with it (a third of the lease at most).
+      checkMs: leases?.checkMs ?? Math.min(DEFAULT_CONFIG.leases.checkMs, Math.floor((leases?.durationMs ?? DEFAULT_CONFIG.leases.durationMs) / 3)),
+    },
   };
+  if (merged.leases.checkMs * 2 > merged.leases.durationMs) {
+    throw new ConfigError(
+      `lease check interval (${merged.leases.checkMs} ms) must be at most half the lease duration (${merged.leases.durationMs} ms), so a live process renews in time`,
+    );
+  }
   if (merged.publicUrl !== undefined) merged.publicUrl = merged.publicUrl.replace(/\/+$/, '');
   if (merged.internalUrl !== undefined) merged.internalUrl = merged.internalUrl.replace(/\/+$/, '');
   return { ...merged, dataDir: resolve(merged.dataDir) };
@@ -182,6 +207,8 @@ export const SERVE_OPTIONS = {
   'node-id': { type: 'string' },
   'metrics-listen': { type: 'string' },
   'secret-key-file': { type: 'string' },
+  'lease-ms': { type: 'string' },
+  'lease-check-ms': { type: 'string' },
 } as const;
 
 /** `host:port` or `[v6]:port`: where the unauthenticated /metrics listener binds. */
@@ -209,7 +236,9 @@ export function parseListenAddress(raw: string): MetricsListenConfig {
  * --shell-require-recording/VMKIT_SHELL_REQUIRE_RECORDING (true | false: fail closed),
  * --node-id/VMKIT_NODE_ID (default: kept in <data-dir>/node-id),
  * --metrics-listen/VMKIT_METRICS_LISTEN (host:port of an unauthenticated /metrics listener; default none),
- * --secret-key-file/VMKIT_SECRET_KEY_FILE (the secret-box key every process on one database shares; default <data-dir>/secret-box.key).
+ * --secret-key-file/VMKIT_SECRET_KEY_FILE (the secret-box key every process on one database shares; default <data-dir>/secret-box.key),
+ * --lease-ms/VMKIT_LEASE_MS (how long a deploy's or rollout's lease holds unrenewed; default 30000),
+ * --lease-check-ms/VMKIT_LEASE_CHECK_MS (how often leases are renewed and expired ones claimed; default 10000).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
   let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
@@ -302,5 +331,13 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
   if (metricsListen !== undefined) overrides.metricsListen = parseListenAddress(metricsListen);
   const secretKeyFile = pick('secret-key-file', 'VMKIT_SECRET_KEY_FILE');
   if (secretKeyFile !== undefined) overrides.secretKeyFile = resolve(base, secretKeyFile);
+  const leaseMs = pick('lease-ms', 'VMKIT_LEASE_MS');
+  const leaseCheckMs = pick('lease-check-ms', 'VMKIT_LEASE_CHECK_MS');
+  if (leaseMs !== undefined || leaseCheckMs !== undefined) {
+    overrides.leases = {
+      ...(leaseMs !== undefined ? { durationMs: int('lease duration', leaseMs, 200, 3_600_000) } : {}),
+      ...(leaseCheckMs !== undefined ? { checkMs: int('lease check interval', leaseCheckMs, 50, 1_800_000) } : {}),
+    };
+  }
   return makeConfig(overrides);
 }

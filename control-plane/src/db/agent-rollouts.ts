@@ -3,7 +3,9 @@ import { newId } from '@vmkit/protocol';
 import { isUniqueViolation } from './errors.ts';
 import type { Db } from './index.ts';
 import type { Row } from './schema.ts';
-import { exec, transaction } from './tx.ts';
+import { exec, rows, transaction } from './tx.ts';
+import { LeaseLost, fenceOf, newLease } from './leases.ts';
+import type { Lease, LeaseTerms } from './leases.ts';
 
 export type RolloutRow = Row<'agentRollouts'>;
 export type RolloutTargetRow = Row<'agentRolloutTargets'>;
@@ -22,6 +24,8 @@ export interface NewRollout {
   batchSize: number;
   maxFailures: number;
   targets: { instanceId: string; agentId: string; platform: string; fromVersion: string | null }[];
+  /** The rollout is leased to the process that creates it (leases.ts). */
+  lease?: LeaseTerms;
 }
 
 /**
@@ -45,6 +49,7 @@ export async function createRunningRollout(db: Db, input: NewRollout, now = Date
     createdAt: now,
     updatedAt: now,
     finishedAt: null,
+    ...(input.lease ? newLease(input.lease) : { leaseOwner: null, leaseExpiresAt: null, leaseGeneration: 0 }),
   };
   const targets: RolloutTargetRow[] = input.targets.map((target, seq) => ({
     id: newId('rolloutTarget'),
@@ -184,4 +189,53 @@ export async function findUpdateCommandSince(db: Db, agentId: string, since: num
     .orderBy(desc(commands.createdAt), desc(commands.id))
     .limit(1);
   return row;
+}
+
+/**
+ * A target's change, all or nothing with the rollout's updated_at, only while `lease`
+ * still holds the rollout: throws LeaseLost, writing nothing, once another process
+ * claimed it.
+ */
+export async function fencedTargetWrite(db: Db, lease: Lease, targetId: string, patch: TargetPatch, now: number): Promise<void> {
+  await transaction(db, function* (tx, t) {
+    const n = yield* exec(tx.update(t.agentRollouts).set({ updatedAt: now }).where(fenceOf(t, 'agentRollouts', lease)));
+    if (n !== 1) throw new LeaseLost('agentRollouts', lease.id);
+    yield* exec(
+      tx
+        .update(t.agentRolloutTargets)
+        .set(patch)
+        .where(and(eq(t.agentRolloutTargets.id, targetId), eq(t.agentRolloutTargets.rolloutId, lease.id))),
+    );
+  });
+}
+
+/**
+ * The rollout ends (fenced by `lease` as above); with `skip`, every target still
+ * `pending` becomes `skipped` with that reason in the same transaction. Answers the
+ * targets skipped.
+ */
+export async function fencedFinishRollout(
+  db: Db,
+  lease: Lease,
+  patch: RolloutPatch,
+  now: number,
+  skip?: { errorKey: string; errorMessage: string },
+): Promise<RolloutTargetRow[]> {
+  return transaction(db, function* (tx, t) {
+    const n = yield* exec(
+      tx
+        .update(t.agentRollouts)
+        .set({ ...patch, updatedAt: now })
+        .where(fenceOf(t, 'agentRollouts', lease)),
+    );
+    if (n !== 1) throw new LeaseLost('agentRollouts', lease.id);
+    if (!skip) return [];
+    return yield* rows(
+      tx
+        .update(t.agentRolloutTargets)
+        .set({ state: 'skipped', errorKey: skip.errorKey, errorMessage: skip.errorMessage, finishedAt: now })
+        .where(and(eq(t.agentRolloutTargets.rolloutId, lease.id), eq(t.agentRolloutTargets.state, 'pending')))
+        .returning(),
+    );
+  });
 }

@@ -3,6 +3,9 @@ import { newId } from '@vmkit/protocol';
 import type { Db } from './index.ts';
 import { isUniqueViolation } from './errors.ts';
 import type { Row } from './schema.ts';
+import { LeaseLost, fenceOf, newLease } from './leases.ts';
+import type { Lease, LeaseTerms } from './leases.ts';
+import { exec, transaction } from './tx.ts';
 
 export type DeployRow = Row<'deploys'>;
 export type DeployStepRow = Row<'deploySteps'>;
@@ -19,6 +22,8 @@ export interface NewDeploy {
   prUrl?: string | null;
   prNumber?: number | null;
   keyId?: string | null;
+  /** A running deploy is leased to the process that creates it (leases.ts). */
+  lease?: LeaseTerms;
 }
 
 export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): Promise<DeployRow> {
@@ -43,6 +48,7 @@ export async function createDeploy(db: Db, input: NewDeploy, now = Date.now()): 
     keyId: input.keyId ?? null,
     createdAt: now,
     updatedAt: now,
+    ...(input.lease ? newLease(input.lease) : { leaseOwner: null, leaseExpiresAt: null, leaseGeneration: 0 }),
   };
   await db.orm.insert(db.t.deploys).values(row);
   return row;
@@ -124,7 +130,9 @@ export async function getDeploy(db: Db, workspaceId: string, id: string): Promis
   return row;
 }
 
-export type DeployPatch = Partial<Omit<DeployRow, 'id' | 'workspaceId' | 'repoId' | 'environmentId' | 'createdAt' | 'updatedAt'>>;
+export type DeployPatch = Partial<
+  Omit<DeployRow, 'id' | 'workspaceId' | 'repoId' | 'environmentId' | 'createdAt' | 'updatedAt' | 'leaseOwner' | 'leaseExpiresAt' | 'leaseGeneration'>
+>;
 
 export async function updateDeploy(db: Db, id: string, patch: DeployPatch, now = Date.now()): Promise<void> {
   const { deploys } = db.t;
@@ -132,6 +140,33 @@ export async function updateDeploy(db: Db, id: string, patch: DeployPatch, now =
     .update(deploys)
     .set({ ...patch, updatedAt: now })
     .where(eq(deploys.id, id));
+}
+
+/**
+ * One transition of a leased deploy, all or nothing: the deploy row's patch (and
+ * updated_at) only while `lease` still holds it, then the step's row. Throws LeaseLost,
+ * writing nothing, when another process claimed the deploy since.
+ */
+export async function fencedDeployWrite(
+  db: Db,
+  lease: Lease,
+  patch: DeployPatch,
+  now: number,
+  step?: { seq: number; values: Partial<Omit<DeployStepRow, 'id' | 'deployId' | 'seq'>> & { name: string; state: DeployStepState } },
+): Promise<void> {
+  await transaction(db, function* (tx, t) {
+    const n = yield* exec(
+      tx
+        .update(t.deploys)
+        .set({ ...patch, updatedAt: now })
+        .where(fenceOf(t, 'deploys', lease)),
+    );
+    if (n !== 1) throw new LeaseLost('deploys', lease.id);
+    if (step) {
+      const { values, update } = stepValues(lease.id, step.seq, step.values);
+      yield* exec(tx.insert(t.deploySteps).values(values).onConflictDoUpdate({ target: [t.deploySteps.deployId, t.deploySteps.seq], set: update }));
+    }
+  });
 }
 
 /** Deploys a restarted control plane must resume. */
@@ -145,13 +180,11 @@ export async function listDeploySteps(db: Db, deployId: string): Promise<DeployS
   return db.orm.select().from(deploySteps).where(eq(deploySteps.deployId, deployId)).orderBy(asc(deploySteps.seq));
 }
 
-/** Inserts or updates the step `seq` of a deploy. */
-export async function upsertDeployStep(
-  db: Db,
+function stepValues(
   deployId: string,
   seq: number,
   step: Partial<Omit<DeployStepRow, 'id' | 'deployId' | 'seq'>> & { name: string; state: DeployStepState },
-): Promise<void> {
+): { values: DeployStepRow; update: Omit<DeployStepRow, 'id' | 'deployId' | 'seq'> } {
   const values: DeployStepRow = {
     id: newId('deployStep'),
     deployId,
@@ -166,6 +199,17 @@ export async function upsertDeployStep(
     finishedAt: step.finishedAt ?? null,
   };
   const { id: _id, deployId: _d, seq: _s, ...update } = values;
+  return { values, update };
+}
+
+/** Inserts or updates the step `seq` of a deploy. */
+export async function upsertDeployStep(
+  db: Db,
+  deployId: string,
+  seq: number,
+  step: Partial<Omit<DeployStepRow, 'id' | 'deployId' | 'seq'>> & { name: string; state: DeployStepState },
+): Promise<void> {
+  const { values, update } = stepValues(deployId, seq, step);
   const { deploySteps } = db.t;
   await db.orm
     .insert(deploySteps)

@@ -104,6 +104,12 @@ export const sqliteDeploys = sqliteTable(
     keyId: text('key_id'),
     createdAt: integer('created_at').notNull(),
     updatedAt: integer('updated_at').notNull(),
+    /** The control-plane process (node id) driving this running deploy; null = nobody (free to claim). */
+    leaseOwner: text('lease_owner'),
+    /** Until when the owner's lease holds; after it, any process may claim the deploy. */
+    leaseExpiresAt: integer('lease_expires_at'),
+    /** Goes up by one at every claim: a write fenced with an older one is refused. */
+    leaseGeneration: integer('lease_generation').notNull().default(0),
   },
   (t) => [
     index('deploys_workspace_idx').on(t.workspaceId, t.id),
@@ -143,6 +149,9 @@ export const pgDeploys = pgTable(
     keyId: pgText('key_id'),
     createdAt: ms('created_at').notNull(),
     updatedAt: ms('updated_at').notNull(),
+    leaseOwner: pgText('lease_owner'),
+    leaseExpiresAt: ms('lease_expires_at'),
+    leaseGeneration: pgInteger('lease_generation').notNull().default(0),
   },
   (t) => [
     pgIndex('deploys_workspace_idx').on(t.workspaceId, t.id),

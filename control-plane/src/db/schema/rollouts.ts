@@ -37,6 +37,12 @@ export const sqliteAgentRollouts = sqliteTable(
     createdAt: integer('created_at').notNull(),
     updatedAt: integer('updated_at').notNull(),
     finishedAt: integer('finished_at'),
+    /** The control-plane process (node id) driving this running rollout; null = nobody (free to claim). */
+    leaseOwner: text('lease_owner'),
+    /** Until when the owner's lease holds; after it, any process may claim the rollout. */
+    leaseExpiresAt: integer('lease_expires_at'),
+    /** Goes up by one at every claim: a write fenced with an older one is refused. */
+    leaseGeneration: integer('lease_generation').notNull().default(0),
   },
   (t) => [
     index('agent_rollouts_workspace_idx').on(t.workspaceId, t.id),
@@ -63,6 +69,9 @@ export const pgAgentRollouts = pgTable(
     createdAt: ms('created_at').notNull(),
     updatedAt: ms('updated_at').notNull(),
     finishedAt: ms('finished_at'),
+    leaseOwner: pgText('lease_owner'),
+    leaseExpiresAt: ms('lease_expires_at'),
+    leaseGeneration: pgInteger('lease_generation').notNull().default(0),
   },
   (t) => [
     pgIndex('agent_rollouts_workspace_idx').on(t.workspaceId, t.id),

@@ -7,6 +7,11 @@
  * are skipped. Every state is stored before the next step, so `resume` continues a rollout
  * a restart interrupted: updates already sent are followed to their result (the agent
  * keeps it in its journal until the control plane acknowledges it), the rest are sent.
+ *
+ * Each running rollout is driven by one process, the holder of its lease (db/leases.ts):
+ * the process that creates it, else the one that claimed it after its holder died,
+ * stalled past the lease, or released it at a clean stop. Every write is fenced by the
+ * lease, so a process that lost it stops before sending another update.
  */
 import { agentPlatformSchema } from '@vmkit/protocol';
 import type { AppContext } from '../../app.ts';
@@ -15,15 +20,15 @@ import { getAgentByInstance } from '../../db/agents.ts';
 import {
   FAILED_TARGET_STATES,
   createRunningRollout,
+  fencedFinishRollout,
+  fencedTargetWrite,
   findUpdateCommandSince,
   getRolloutById,
   listRolloutTargets,
-  listRunningRollouts,
-  skipPendingTargets,
-  touchRollout,
-  updateRollout,
-  updateTarget,
 } from '../../db/agent-rollouts.ts';
+import { LeaseLost } from '../../db/leases.ts';
+import type { Claimed, Lease } from '../../db/leases.ts';
+import { LeaseKeeper } from '../leases.ts';
 import type { RolloutRow, RolloutStatus, RolloutTargetRow, TargetPatch, TargetState } from '../../db/agent-rollouts.ts';
 import { insertAudit } from '../../db/audit.ts';
 import { listInstancesWithAgents } from '../../db/instances.ts';
@@ -67,6 +72,14 @@ export const ROLLOUT_ACTIONS = {
   skipped: 'agent.update.skipped',
 } as const;
 
+/** One rollout as this process drives it: under `lease`, until `halt` (closing, or the lease lost). */
+interface Drive {
+  lease: Lease;
+  halt: AbortSignal;
+  /** Resolves once `halt` aborts (what an outcome wait races against). */
+  halted: Promise<void>;
+}
+
 export function rolloutService(ctx: AppContext): AgentRolloutService {
   ctx.agentRollouts ??= new AgentRolloutService(ctx);
   return ctx.agentRollouts;
@@ -77,13 +90,25 @@ export class AgentRolloutService {
   readonly #agents: AgentWaiter;
   readonly #active = new Map<string, Promise<void>>();
   readonly #waiters = new Map<string, Set<() => void>>();
+  readonly #stops = new Map<string, AbortController>();
   readonly #closing = new AbortController();
-  readonly #closed: Promise<void>;
+  readonly #leases: LeaseKeeper;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
     this.#agents = new AgentWaiter(ctx);
-    this.#closed = new Promise((resolve) => this.#closing.signal.addEventListener('abort', () => resolve(), { once: true }));
+    this.#leases = new LeaseKeeper(ctx, 'agentRollouts', {
+      adopt: (claimed) => this.#adopt(claimed),
+      lost: (id) => {
+        this.#ctx.logger.warn({ rollout_id: id, node_id: ctx.nodeId }, 'agent rollout: lease lost to another process; stopping here');
+        this.#stops.get(id)?.abort(new LeaseLost('agentRollouts', id));
+      },
+    });
+  }
+
+  /** This process's leases on rollouts (tests renew and claim without waiting for the timer). */
+  get leases(): LeaseKeeper {
+    return this.#leases;
   }
 
   /** Checks the request, stores the rollout and starts it; answers the stored row. */
@@ -113,6 +138,7 @@ export class AgentRolloutService {
         batchSize: req.batchSize,
         maxFailures: req.maxFailures,
         targets,
+        lease: this.#leases.terms(),
       },
       this.#ctx.now(),
     );
@@ -121,27 +147,44 @@ export class AgentRolloutService {
         rollout_id: rollout.id,
       });
     }
+    const lease = { id: rollout.id, nodeId: this.#ctx.nodeId, generation: rollout.leaseGeneration };
+    this.#leases.hold(lease);
     await this.#audit(rollout, ROLLOUT_ACTIONS.started, 202, null, { agents: String(targets.length) });
-    this.#drive(rollout.id);
+    this.#drive(lease);
     return rollout;
   }
 
-  /** At start-up: every rollout a previous process left running goes on where it was. */
+  /**
+   * At start-up: claims the rollouts no live process drives (left by a killed process, or
+   * released at a clean stop) and goes on where each was; from then on claims, every lease
+   * check, those whose holder stopped renewing. On SQLite (one process) every running
+   * rollout is this process's at start.
+   */
   async resume(): Promise<number> {
-    const rows = await listRunningRollouts(this.#ctx.db);
-    for (const row of rows) {
-      if (this.#active.has(row.id)) continue;
-      await this.#audit(row, ROLLOUT_ACTIONS.resumed, 202, null);
-      this.#drive(row.id);
-    }
-    if (rows.length > 0) this.#ctx.logger.info({ count: rows.length }, 'agent rollout: resumed rollouts a restart left running');
-    return rows.length;
+    const n = await this.#leases.start({ all: this.#ctx.db.dialect === 'sqlite' });
+    if (n > 0) this.#ctx.logger.info({ count: n, node_id: this.#ctx.nodeId }, 'agent rollout: resumed rollouts a restart left running');
+    return n;
   }
 
-  /** Stops driving: updates under way keep their state and are followed again after the next start. */
+  async #adopt(claimed: Claimed): Promise<void> {
+    if (this.#active.has(claimed.id) || this.#closing.signal.aborted) return;
+    const row = await getRolloutById(this.#ctx.db, claimed.id);
+    if (!row || row.status !== 'running') {
+      this.#leases.drop(claimed.id);
+      return;
+    }
+    const from: Record<string, string> = claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {};
+    await this.#audit(row, ROLLOUT_ACTIONS.resumed, 202, null, { node_id: claimed.nodeId, ...from });
+    this.#ctx.logger.info({ rollout_id: row.id, node_id: claimed.nodeId, ...from }, 'agent rollout: resumed a rollout no live process drove');
+    this.#drive(claimed);
+  }
+
+  /** Stops driving (updates under way keep their state) and releases the leases, so another process goes on at once. */
   async close(): Promise<void> {
+    await this.#leases.stop();
     this.#closing.abort(new Error('the control plane is closing'));
     await Promise.allSettled([...this.#active.values()]);
+    await this.#leases.close();
   }
 
   /** The rollout this process drives (tests and the bench wait on it). */
@@ -182,50 +225,62 @@ export class AgentRolloutService {
     });
   }
 
-  async #changed(id: string): Promise<void> {
-    await touchRollout(this.#ctx.db, id, this.#ctx.now());
+  #wake(id: string): void {
     for (const w of [...(this.#waiters.get(id) ?? [])]) w();
   }
 
-  #drive(id: string): void {
-    const run = this.#run(id)
+  #drive(lease: Lease): void {
+    const id = lease.id;
+    const stop = new AbortController();
+    this.#stops.set(id, stop);
+    const halt = AbortSignal.any([this.#closing.signal, stop.signal]);
+    const halted = new Promise<void>((resolve) => (halt.aborted ? resolve() : halt.addEventListener('abort', () => resolve(), { once: true })));
+    const run = this.#run({ lease, halt, halted })
       .catch((err: unknown) => {
-        if (!this.#closing.signal.aborted) this.#ctx.logger.error({ err, rollout_id: id }, 'agent rollout: the runner failed');
+        if (err instanceof LeaseLost) this.#ctx.logger.warn({ rollout_id: id, node_id: this.#ctx.nodeId }, 'agent rollout: another process holds the lease now; this one stops driving it');
+        else if (!halt.aborted) this.#ctx.logger.error({ err, rollout_id: id }, 'agent rollout: the runner failed');
       })
-      .finally(() => this.#active.delete(id));
+      .finally(() => {
+        this.#active.delete(id);
+        this.#stops.delete(id);
+        // Ended here: nothing to renew. Stopped by a close: kept until close() releases it.
+        if (!this.#closing.signal.aborted) this.#leases.drop(id);
+      });
     this.#active.set(id, run);
   }
 
   /** Batch after batch until every target has an outcome, or failures reach max_failures. */
-  async #run(id: string): Promise<void> {
+  async #run(drive: Drive): Promise<void> {
+    const { id } = drive.lease;
     for (;;) {
-      if (this.#closing.signal.aborted) return;
+      if (drive.halt.aborted) return;
       const rollout = await getRolloutById(this.#ctx.db, id);
       if (!rollout || rollout.status !== 'running') return;
+      if (rollout.leaseOwner !== drive.lease.nodeId || rollout.leaseGeneration !== drive.lease.generation) throw new LeaseLost('agentRollouts', id);
       const targets = await listRolloutTargets(this.#ctx.db, id);
       const failures = targets.filter((t) => FAILED_TARGET_STATES.includes(t.state as TargetState)).length;
       // Updates a restart interrupted are followed to their end before anything else is decided.
       const updating = targets.filter((t) => t.state === 'updating');
       if (updating.length > 0) {
-        await Promise.all(updating.map((t) => this.#updateOne(rollout, t)));
+        await allOrFirstLoss(updating.map((t) => this.#updateOne(drive, rollout, t)));
         continue;
       }
       const pending = targets.filter((t) => t.state === 'pending');
-      if (pending.length === 0) return this.#finish(rollout, failures > 0 ? 'failed' : 'succeeded', failures);
-      if (failures >= rollout.maxFailures) return this.#stop(rollout, failures);
+      if (pending.length === 0) return this.#finish(drive, rollout, failures > 0 ? 'failed' : 'succeeded', failures);
+      if (failures >= rollout.maxFailures) return this.#stop(drive, rollout, failures);
       const batch = Math.min(...pending.map((t) => t.batch));
-      await Promise.all(pending.filter((t) => t.batch === batch).map((t) => this.#updateOne(rollout, t)));
+      await allOrFirstLoss(pending.filter((t) => t.batch === batch).map((t) => this.#updateOne(drive, rollout, t)));
     }
   }
 
   /** Sends (or, after a restart, follows) one target's update and stores how it ended. */
-  async #updateOne(rollout: RolloutRow, target: RolloutTargetRow): Promise<void> {
+  async #updateOne(drive: Drive, rollout: RolloutRow, target: RolloutTargetRow): Promise<void> {
     const now = this.#ctx.now();
     let outcome: Promise<AgentUpdateOutcome> | undefined;
     if (target.state === 'updating') {
       const commandId = target.commandId ?? (await findUpdateCommandSince(this.#ctx.db, target.agentId, target.startedAt ?? rollout.createdAt))?.id;
       if (commandId !== undefined) {
-        if (target.commandId === null) await this.#setTarget(rollout, target, { commandId });
+        if (target.commandId === null) await this.#setTarget(drive, rollout, target, { commandId });
         const left = (target.startedAt ?? now) + AGENT_UPDATE_FOLLOW_MS - now;
         outcome = followAgentUpdate(
           this.#ctx,
@@ -236,13 +291,13 @@ export class AgentRolloutService {
       // No command was stored before the restart: it was never sent, so send it now.
     }
     if (outcome === undefined) {
-      await this.#setTarget(rollout, target, { state: 'updating', startedAt: now });
+      await this.#setTarget(drive, rollout, target, { state: 'updating', startedAt: now });
       try {
-        await this.#agents.waitConnected(target.instanceId, AbortSignal.any([this.#closing.signal, AbortSignal.timeout(CONNECT_GRACE_MS)]));
+        await this.#agents.waitConnected(target.instanceId, AbortSignal.any([drive.halt, AbortSignal.timeout(CONNECT_GRACE_MS)]));
       } catch {
         // Not connected within the grace: startAgentUpdate refuses it with agent_not_connected.
       }
-      if (this.#closing.signal.aborted) return;
+      if (drive.halt.aborted) return;
       try {
         const started = await startAgentUpdate(this.#ctx, {
           workspaceId: rollout.workspaceId,
@@ -253,17 +308,18 @@ export class AgentRolloutService {
           allowDowngrade: rollout.allowDowngrade,
           rolloutId: rollout.id,
         });
-        await this.#setTarget(rollout, target, { commandId: started.commandId });
+        await this.#setTarget(drive, rollout, target, { commandId: started.commandId });
         outcome = started.outcome;
       } catch (err) {
+        if (err instanceof LeaseLost) throw err;
         const e = err instanceof ApiError ? err : new ApiError('internal', (err as Error).message);
         await this.#audit(rollout, 'agent.update.failed', e.status, e.key, { id: target.instanceId });
-        return this.#setTarget(rollout, target, { state: 'failed', errorKey: e.key, errorMessage: e.message, finishedAt: this.#ctx.now() });
+        return this.#setTarget(drive, rollout, target, { state: 'failed', errorKey: e.key, errorMessage: e.message, finishedAt: this.#ctx.now() });
       }
     }
-    const o = await Promise.race([outcome, this.#closed.then(() => ({ status: 'abandoned' }) as const)]);
-    if (o.status === 'abandoned' || this.#closing.signal.aborted) return;
-    await this.#setTarget(rollout, target, await this.#outcomePatch(rollout, target, o));
+    const o = await Promise.race([outcome, drive.halted.then(() => ({ status: 'abandoned' }) as const)]);
+    if (o.status === 'abandoned' || drive.halt.aborted) return;
+    await this.#setTarget(drive, rollout, target, await this.#outcomePatch(rollout, target, o));
   }
 
   async #outcomePatch(rollout: RolloutRow, target: RolloutTargetRow, o: Exclude<AgentUpdateOutcome, { status: 'abandoned' }>): Promise<TargetPatch> {
@@ -286,25 +342,37 @@ export class AgentRolloutService {
     return { state: 'succeeded', toVersion: o.version, finishedAt };
   }
 
-  async #setTarget(rollout: RolloutRow, target: RolloutTargetRow, patch: TargetPatch): Promise<void> {
-    await updateTarget(this.#ctx.db, target.id, patch);
+  /** Stores a target's change with the rollout's updated_at, fenced by the lease (LeaseLost once another process holds it). */
+  async #setTarget(drive: Drive, rollout: RolloutRow, target: RolloutTargetRow, patch: TargetPatch): Promise<void> {
+    await fencedTargetWrite(this.#ctx.db, drive.lease, target.id, patch, this.#ctx.now());
     Object.assign(target, patch);
-    await this.#changed(rollout.id);
+    this.#wake(rollout.id);
   }
 
-  async #stop(rollout: RolloutRow, failures: number): Promise<void> {
-    const now = this.#ctx.now();
+  async #stop(drive: Drive, rollout: RolloutRow, failures: number): Promise<void> {
     const message = `The rollout stopped: ${failures} agent update${failures === 1 ? '' : 's'} failed (max_failures ${rollout.maxFailures}); the agents not yet updated were skipped.`;
-    const skipped = await skipPendingTargets(this.#ctx.db, rollout.id, { errorKey: 'rollout_stopped', errorMessage: message }, now);
-    for (const t of skipped) await this.#audit(rollout, ROLLOUT_ACTIONS.skipped, 409, 'rollout_stopped', { id: t.instanceId });
-    await this.#finish(rollout, 'stopped', failures, { errorKey: 'rollout_stopped', errorMessage: message });
+    await this.#finish(drive, rollout, 'stopped', failures, { errorKey: 'rollout_stopped', errorMessage: message }, true);
   }
 
-  async #finish(rollout: RolloutRow, status: Exclude<RolloutStatus, 'running'>, failures: number, why?: { errorKey: string; errorMessage: string }): Promise<void> {
+  async #finish(
+    drive: Drive,
+    rollout: RolloutRow,
+    status: Exclude<RolloutStatus, 'running'>,
+    failures: number,
+    why?: { errorKey: string; errorMessage: string },
+    skipPending = false,
+  ): Promise<void> {
     const now = this.#ctx.now();
     const reason =
       why ?? (status === 'failed' ? { errorKey: 'command_failed', errorMessage: `${failures} agent update${failures === 1 ? '' : 's'} failed (fewer than max_failures ${rollout.maxFailures}); every other agent was updated.` } : undefined);
-    await updateRollout(this.#ctx.db, rollout.id, { status, errorKey: reason?.errorKey ?? null, errorMessage: reason?.errorMessage ?? null, finishedAt: now }, now);
+    const skipped = await fencedFinishRollout(
+      this.#ctx.db,
+      drive.lease,
+      { status, errorKey: reason?.errorKey ?? null, errorMessage: reason?.errorMessage ?? null, finishedAt: now },
+      now,
+      skipPending && reason ? reason : undefined,
+    );
+    for (const t of skipped) await this.#audit(rollout, ROLLOUT_ACTIONS.skipped, 409, 'rollout_stopped', { id: t.instanceId });
     await this.#audit(rollout, ROLLOUT_ACTIONS[status], status === 'succeeded' ? 200 : status === 'stopped' ? 409 : 502, reason?.errorKey ?? null, { failures: String(failures) });
     for (const w of [...(this.#waiters.get(rollout.id) ?? [])]) w();
     this.#ctx.logger.info({ rollout_id: rollout.id, status, failures }, 'agent rollout finished');
@@ -327,4 +395,14 @@ export class AgentRolloutService {
       clientAddress: null,
     }).catch((err: unknown) => this.#ctx.logger.error({ err, rollout_id: rollout.id, action }, 'agent rollout: audit row not written'));
   }
+}
+
+/**
+ * Waits for every update of a batch; a lost lease is thrown once all have settled (each
+ * stops at its next write), so no update of this process outlives its driver.
+ */
+async function allOrFirstLoss(runs: Promise<void>[]): Promise<void> {
+  const settled = await Promise.allSettled(runs);
+  const failed = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+  if (failed) throw failed.reason;
 }

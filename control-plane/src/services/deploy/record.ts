@@ -7,8 +7,9 @@ import { errorStatus } from '@vmkit/protocol';
 import type { ErrorKey } from '@vmkit/protocol';
 import type { Db } from '../../db/index.ts';
 import { insertAudit } from '../../db/audit.ts';
-import { listDeploySteps, updateDeploy, upsertDeployStep } from '../../db/deploys.ts';
+import { fencedDeployWrite, listDeploySteps, updateDeploy, upsertDeployStep } from '../../db/deploys.ts';
 import type { DeployPatch, DeployRow, DeployStepRow, DeployStepState } from '../../db/deploys.ts';
+import type { Lease } from '../../db/leases.ts';
 import type { DeployEvents } from './events.ts';
 import { DEPLOY_STEPS } from './timings.ts';
 import type { DeployStepName } from './timings.ts';
@@ -26,17 +27,24 @@ type StepValues = Omit<DeployStepRow, 'id' | 'deployId' | 'seq' | 'state'> & { s
 
 export class DeployRecord {
   row: DeployRow;
+  /**
+   * The lease this process drives the deploy under: every write is then fenced by it
+   * (db/deploys.ts fencedDeployWrite) and throws LeaseLost, writing nothing, once
+   * another process claimed the deploy. Null for a deploy nobody leases (first phase).
+   */
+  readonly lease: Lease | null;
   readonly #d: RecordDeps;
   readonly #steps = new Map<DeployStepName, StepValues>();
 
-  private constructor(deps: RecordDeps, row: DeployRow, steps: DeployStepRow[]) {
+  private constructor(deps: RecordDeps, row: DeployRow, steps: DeployStepRow[], lease: Lease | null) {
     this.#d = deps;
     this.row = row;
+    this.lease = lease;
     for (const s of steps) this.#steps.set(s.name as DeployStepName, { ...s, state: s.state as DeployStepState });
   }
 
-  static async load(deps: RecordDeps, row: DeployRow): Promise<DeployRecord> {
-    return new DeployRecord(deps, row, await listDeploySteps(deps.db, row.id));
+  static async load(deps: RecordDeps, row: DeployRow, lease: Lease | null = null): Promise<DeployRecord> {
+    return new DeployRecord(deps, row, await listDeploySteps(deps.db, row.id), lease);
   }
 
   stepState(name: DeployStepName): DeployStepState | undefined {
@@ -50,13 +58,25 @@ export class DeployRecord {
   }
 
   async patch(patch: DeployPatch): Promise<void> {
+    await this.#write(patch);
+  }
+
+  /** The deploy row's patch and, with `step`, that step's row: one fenced transaction when leased. */
+  async #write(patch: DeployPatch, step?: { name: DeployStepName; values: StepValues }): Promise<void> {
     const at = this.#tick();
-    await updateDeploy(this.#d.db, this.row.id, patch, at);
+    const stepRow = step ? { seq: DEPLOY_STEPS.indexOf(step.name), values: step.values } : undefined;
+    if (this.lease) {
+      await fencedDeployWrite(this.#d.db, this.lease, patch, at, stepRow);
+    } else {
+      if (stepRow) await upsertDeployStep(this.#d.db, this.row.id, stepRow.seq, stepRow.values);
+      await updateDeploy(this.#d.db, this.row.id, patch, at);
+    }
+    if (step) this.#steps.set(step.name, step.values);
     this.row = { ...this.row, ...patch, updatedAt: at };
     this.#d.events.changed(this.row.id);
   }
 
-  async #putStep(name: DeployStepName, values: Partial<StepValues> & { state: DeployStepState }): Promise<void> {
+  #stepValues(name: DeployStepName, values: Partial<StepValues> & { state: DeployStepState }): StepValues {
     const prev = this.#steps.get(name);
     const next: StepValues = {
       name,
@@ -68,29 +88,26 @@ export class DeployRecord {
       startedAt: values.startedAt !== undefined ? values.startedAt : (prev?.startedAt ?? null),
       finishedAt: values.finishedAt !== undefined ? values.finishedAt : null,
     };
-    await upsertDeployStep(this.#d.db, this.row.id, DEPLOY_STEPS.indexOf(name), next);
-    this.#steps.set(name, next);
+    return next;
   }
 
   /** The step (re-)starts: attempts go up by one, a resumed step counts again. */
   async stepStarted(name: DeployStepName): Promise<void> {
     const at = this.#tick();
     const attempts = (this.#steps.get(name)?.attempts ?? 0) + 1;
-    await this.#putStep(name, { state: 'running', attempts, startedAt: at, finishedAt: null });
-    await this.patch({ currentStep: name });
+    await this.#write({ currentStep: name }, { name, values: this.#stepValues(name, { state: 'running', attempts, startedAt: at, finishedAt: null }) });
     await this.audit(`deploys.step.${name}.running`, 200, null, { attempt: String(attempts) });
   }
 
   async stepEnded(name: DeployStepName, state: 'succeeded' | 'skipped', detail: Record<string, unknown> | null): Promise<void> {
     const at = this.#tick();
-    await this.#putStep(name, { state, detail, finishedAt: at });
-    await this.patch({});
+    await this.#write({}, { name, values: this.#stepValues(name, { state, detail, finishedAt: at }) });
     await this.audit(`deploys.step.${name}.${state}`, 200, null);
   }
 
   async stepFailed(name: DeployStepName, key: ErrorKey, message: string, detail?: Record<string, unknown>): Promise<void> {
     const at = this.#tick();
-    await this.#putStep(name, { state: 'failed', errorKey: key, errorMessage: message, finishedAt: at, ...(detail ? { detail } : {}) });
+    await this.#write({}, { name, values: this.#stepValues(name, { state: 'failed', errorKey: key, errorMessage: message, finishedAt: at, ...(detail ? { detail } : {}) }) });
     await this.audit(`deploys.step.${name}.failed`, errorStatus(key), key);
   }
 

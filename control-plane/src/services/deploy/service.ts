@@ -3,11 +3,19 @@
  * either runs the first phase (scaffolding pull request, scaffolding.ts) or creates
  * the environment's one running deploy and drives it through the second phase's steps
  * in the background. Every step is persisted before and after it runs, so `resume`
- * continues every unfinished deploy after a restart from its last completed step.
+ * continues an unfinished deploy after a restart from its last completed step.
+ *
+ * Each running deploy is driven by one process, the holder of its lease (db/leases.ts):
+ * the process that creates it, else the one that claimed it after its holder died,
+ * stalled past the lease, or released it at a clean stop. Every write of a step is
+ * fenced by the lease, so a process that lost it stops before its next step.
  */
 import { parseRepoFullName } from '@vmkit/protocol';
 import type { AppContext } from '../../app.ts';
-import { createRunningDeploy, findRunningDeploy, getDeployById, listUnfinishedDeploys } from '../../db/deploys.ts';
+import { createRunningDeploy, findRunningDeploy, getDeployById } from '../../db/deploys.ts';
+import { LeaseLost } from '../../db/leases.ts';
+import type { Claimed } from '../../db/leases.ts';
+import { LeaseKeeper } from '../leases.ts';
 import type { DeployRow } from '../../db/deploys.ts';
 import { findEnvironmentByName, getEnvironment } from '../../db/environments.ts';
 import { findRepoByName, getRepo } from '../../db/repos.ts';
@@ -88,11 +96,26 @@ export class DeployService {
   readonly #ctx: AppContext;
   readonly #agents: AgentWaiter;
   readonly #active = new Map<string, Promise<void>>();
+  /** Per driven deploy: aborted when its lease is lost (renewal found another holder). */
+  readonly #stops = new Map<string, AbortController>();
   readonly #closing = new AbortController();
+  readonly #leases: LeaseKeeper;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
     this.#agents = new AgentWaiter(ctx);
+    this.#leases = new LeaseKeeper(ctx, 'deploys', {
+      adopt: (claimed) => this.#adopt(claimed),
+      lost: (id) => {
+        this.#ctx.logger.warn({ deploy_id: id, node_id: ctx.nodeId }, 'deploy: lease lost to another process; stopping here');
+        this.#stops.get(id)?.abort(new LeaseLost('deploys', id));
+      },
+    });
+  }
+
+  /** This process's leases on deploys (tests renew and claim without waiting for the timer). */
+  get leases(): LeaseKeeper {
+    return this.#leases;
   }
 
   async providersOf(workspaceId: string): Promise<WorkspaceProviderSet> {
@@ -137,11 +160,21 @@ export class DeployService {
     }
     const { deploy, created } = await createRunningDeploy(
       db,
-      { workspaceId: req.workspaceId, repoId: repo.id, environmentId: env.id, sha: await commitOf(github, coords, req.sha, head.sha), currentStep: 'provisioning', keyId: req.keyId },
+      {
+        workspaceId: req.workspaceId,
+        repoId: repo.id,
+        environmentId: env.id,
+        sha: await commitOf(github, coords, req.sha, head.sha),
+        currentStep: 'provisioning',
+        keyId: req.keyId,
+        lease: this.#leases.terms(),
+      },
       this.#ctx.now(),
     );
     if (!created) return deploy;
-    const record = await DeployRecord.load(this.#deps(), deploy);
+    const lease = { id: deploy.id, nodeId: this.#ctx.nodeId, generation: deploy.leaseGeneration };
+    this.#leases.hold(lease);
+    const record = await DeployRecord.load(this.#deps(), deploy, lease);
     await record.audit('deploys.started', 202, null);
     await record.stepEnded('scaffolding', 'skipped', { reason: `${WORKFLOW_PATH} is on ${head.branch}` });
     this.#drive(record);
@@ -176,25 +209,40 @@ export class DeployService {
     return current;
   }
 
-  /** At start-up: every deploy a previous process left running continues from its last completed step. */
+  /**
+   * At start-up: claims the deploys no live process drives (left by a killed process, or
+   * released at a clean stop) and continues each from its last completed step; from then
+   * on claims, every lease check, those whose holder stopped renewing. On SQLite (one
+   * process) every running deploy is this process's at start.
+   */
   async resume(): Promise<number> {
     // Instances a killed process left half-made are reconciled first, so provisioning sees what really exists.
     await this.#ctx.instanceRecovery;
-    const rows = await listUnfinishedDeploys(this.#ctx.db);
-    for (const row of rows) {
-      if (this.#active.has(row.id)) continue;
-      const record = await DeployRecord.load(this.#deps(), row);
-      await record.audit('deploys.resumed', 202, null, { step: row.currentStep ?? '' });
-      this.#drive(record);
-    }
-    if (rows.length > 0) this.#ctx.logger.info({ count: rows.length }, 'deploy: resumed deploys a restart left unfinished');
-    return rows.length;
+    const n = await this.#leases.start({ all: this.#ctx.db.dialect === 'sqlite' });
+    if (n > 0) this.#ctx.logger.info({ count: n, node_id: this.#ctx.nodeId }, 'deploy: resumed deploys a restart left unfinished');
+    return n;
   }
 
-  /** Stops driving (the steps under way stop without an outcome and resume at the next start). */
+  async #adopt(claimed: Claimed): Promise<void> {
+    if (this.#active.has(claimed.id) || this.#closing.signal.aborted) return;
+    const row = await getDeployById(this.#ctx.db, claimed.id);
+    if (!row || isTerminal(row)) {
+      this.#leases.drop(claimed.id);
+      return;
+    }
+    const record = await DeployRecord.load(this.#deps(), row, claimed);
+    const from: Record<string, string> = claimed.previousOwner !== null && claimed.previousOwner !== claimed.nodeId ? { from_node_id: claimed.previousOwner } : {};
+    await record.audit('deploys.resumed', 202, null, { step: row.currentStep ?? '', node_id: claimed.nodeId, ...from });
+    this.#ctx.logger.info({ deploy_id: row.id, step: row.currentStep, node_id: claimed.nodeId, ...from }, 'deploy: resumed a deploy no live process drove');
+    this.#drive(record);
+  }
+
+  /** Stops driving (the steps under way stop without an outcome) and releases the leases, so another process resumes them at once. */
   async close(): Promise<void> {
+    await this.#leases.stop();
     this.#closing.abort(new DeployShutdown('the control plane is closing'));
     await Promise.allSettled([...this.#active.values()]);
+    await this.#leases.close();
   }
 
   /** Deploys this process is driving (tests and the bench wait on them). */
@@ -208,19 +256,29 @@ export class DeployService {
 
   #drive(record: DeployRecord): void {
     const id = record.row.id;
-    const run = this.#run(record)
+    const stop = new AbortController();
+    this.#stops.set(id, stop);
+    const halt = AbortSignal.any([this.#closing.signal, stop.signal]);
+    const run = this.#run(record, halt)
       .catch((err: unknown) => {
-        if (!this.#closing.signal.aborted) this.#ctx.logger.error({ err, deploy_id: id }, 'deploy: the runner failed');
+        if (err instanceof LeaseLost) this.#ctx.logger.warn({ deploy_id: id, node_id: this.#ctx.nodeId }, 'deploy: another process holds the lease now; this one stops driving it');
+        else if (!halt.aborted) this.#ctx.logger.error({ err, deploy_id: id }, 'deploy: the runner failed');
       })
-      .finally(() => this.#active.delete(id));
+      .finally(() => {
+        this.#active.delete(id);
+        this.#stops.delete(id);
+        // Ended here: nothing to renew. Stopped by a close: kept until close() releases it.
+        if (!this.#closing.signal.aborted) this.#leases.drop(id);
+      });
     this.#active.set(id, run);
   }
 
-  async #run(record: DeployRecord): Promise<void> {
+  async #run(record: DeployRecord, halt: AbortSignal): Promise<void> {
     let base: Omit<StepEnv, 'signal'>;
     try {
       base = await this.#stepEnv(record);
     } catch (err) {
+      if (halt.aborted) return;
       const step = SECOND_PHASE.find((s) => !['succeeded', 'skipped'].includes(record.stepState(s) ?? '')) ?? 'provisioning';
       const f = stepFailure(step, err, record.row.runUrl);
       await record.fail(step, f.key, f.message);
@@ -229,33 +287,35 @@ export class DeployService {
     for (const step of SECOND_PHASE) {
       const state = record.stepState(step);
       if (state === 'succeeded' || state === 'skipped') continue;
-      if (!(await this.#step(record, base, step))) return;
+      if (!(await this.#step(record, base, step, halt))) return;
     }
+    if (halt.aborted) return;
     await record.succeed({ appUrl: `https://${appHostOf(base)}` });
   }
 
   /** Runs one step under its timeout; false when the deploy stops here (failed, or shutting down). */
-  async #step(record: DeployRecord, base: Omit<StepEnv, 'signal'>, step: SecondPhaseStep): Promise<boolean> {
-    if (this.#closing.signal.aborted) return false;
+  async #step(record: DeployRecord, base: Omit<StepEnv, 'signal'>, step: SecondPhaseStep, halt: AbortSignal): Promise<boolean> {
+    if (halt.aborted) return false;
     await record.stepStarted(step);
     const started = performance.now();
     let measured: DeployStepOutcome = 'interrupted';
     const ms = base.timings.stepTimeoutMs[step];
     const abort = new AbortController();
-    const onClose = (): void => abort.abort(this.#closing.signal.reason);
-    this.#closing.signal.addEventListener('abort', onClose, { once: true });
+    const onClose = (): void => abort.abort(halt.reason);
+    halt.addEventListener('abort', onClose, { once: true });
     const timer = setTimeout(() => abort.abort(new StepTimedOut(step, ms)), ms);
     // A step that does not watch its signal (a provider call) is left behind when it aborts.
     const aborted = new Promise<never>((_, reject) => abort.signal.addEventListener('abort', () => reject(abort.signal.reason as Error), { once: true }));
     aborted.catch(() => undefined);
     try {
       const outcome = await Promise.race([STEP_RUNNERS[step]({ ...base, signal: abort.signal }), aborted]);
-      if (this.#closing.signal.aborted) return false;
+      if (halt.aborted) return false;
       measured = outcome.state;
       await record.stepEnded(step, outcome.state, outcome.detail);
       return true;
     } catch (err) {
-      if (this.#closing.signal.aborted) return false;
+      // Closing, or the lease went to another process (which runs this step again): no outcome here.
+      if (halt.aborted || err instanceof LeaseLost) return false;
       measured = 'failed';
       const f = stepFailure(step, err, record.row.runUrl);
       if (f.key === 'deploy_step_failed') this.#ctx.logger.error({ err, deploy_id: record.row.id, step }, 'deploy: a step failed unexpectedly');
@@ -263,7 +323,7 @@ export class DeployService {
       return false;
     } finally {
       clearTimeout(timer);
-      this.#closing.signal.removeEventListener('abort', onClose);
+      halt.removeEventListener('abort', onClose);
       this.#ctx.metrics?.deployStep(step, measured, (performance.now() - started) / 1000);
     }
   }
