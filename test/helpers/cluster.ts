@@ -29,6 +29,8 @@ export interface TestClusterOptions {
   config?: TestControlPlaneOptions['config'];
   /** Node ids, one per process (default: each process makes its own). */
   nodeIds?: string[];
+  /** Config of one process, over `config` (e.g. its port). */
+  nodeConfig?: (index: number) => TestControlPlaneOptions['config'];
 }
 
 export async function startTestCluster(t: Test, opts: TestClusterOptions = {}): Promise<TestCluster> {
@@ -48,7 +50,7 @@ export async function startTestCluster(t: Test, opts: TestClusterOptions = {}): 
     const nodeId = opts.nodeIds?.[i];
     const node = await startTestControlPlane({
       dataDir,
-      config: { ...opts.config, databaseUrl: pgdb.url, secretKeyFile, ...(nodeId !== undefined && { nodeId }) },
+      config: { ...opts.config, ...opts.nodeConfig?.(i), databaseUrl: pgdb.url, secretKeyFile, ...(nodeId !== undefined && { nodeId }) },
     });
     // Later processes find the workspace the first one made.
     if (first) node.workspaceId = first.workspaceId;

@@ -56,7 +56,7 @@ const Counts = z.record(z.string(), z.number().int()).describe('Agents per state
 
 const RolloutView = z.object({
   id: z.string(),
-  status: z.string().describe('running | succeeded | failed (some agents failed, fewer than max_failures) | stopped (max_failures reached)'),
+  status: z.string().describe('running | succeeded | failed (every agent had its turn, some failed) | stopped (max_failures reached with agents left, who were skipped)'),
   version: z.string(),
   selection: z.object({ instance_ids: z.array(z.string()).optional(), percent: z.number().optional() }),
   batch_size: z.number().int(),

@@ -78,6 +78,8 @@ interface Waiter {
 export interface CommandRouter {
   /** Whether a live node other than this one holds the agent's connection. */
   heldElsewhere(agentId: string): Promise<boolean>;
+  /** Every agent a live node other than this one holds. */
+  heldElsewhereIds(): Promise<string[]>;
   /** A command for an agent not connected here was stored: tell the live node that holds it, if any. */
   forward(agentId: string, commandId: string): Promise<void>;
   /** A result was stored (no progress) or progress came for a command nobody here awaits: tell the node whose caller does. */

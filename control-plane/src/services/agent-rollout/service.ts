@@ -121,9 +121,11 @@ export class AgentRolloutService {
       throw new ApiError('invalid_request', 'Invalid request: body.instance_ids names an instance more than once.');
     }
     const hub = this.#ctx.hub;
+    // Agents connected here, or (several processes on PostgreSQL) to another live process: the update reaches them through the bus.
+    const elsewhere = new Set((await this.#ctx.agentRouter?.heldElsewhereIds()) ?? []);
     const targets = planRollout(req, {
       instances: await listInstancesWithAgents(db, req.workspaceId),
-      isConnected: (agentId) => hub?.isConnected(agentId) === true,
+      isConnected: (agentId) => hub?.isConnected(agentId) === true || elsewhere.has(agentId),
     });
     // Every platform among the targets must have the release (a missing one is refused now, not agent by agent).
     for (const platform of new Set(targets.map((t) => t.platform))) await findRelease(releaseStoreOf(this.#ctx), req.version, platform);
@@ -364,7 +366,13 @@ export class AgentRolloutService {
   ): Promise<void> {
     const now = this.#ctx.now();
     const reason =
-      why ?? (status === 'failed' ? { errorKey: 'command_failed', errorMessage: `${failures} agent update${failures === 1 ? '' : 's'} failed (fewer than max_failures ${rollout.maxFailures}); every other agent was updated.` } : undefined);
+      why ??
+      (status === 'failed'
+        ? {
+            errorKey: 'command_failed',
+            errorMessage: `${failures} agent update${failures === 1 ? '' : 's'} failed (max_failures ${rollout.maxFailures}${failures < rollout.maxFailures ? ', not reached' : ', reached by the last batch: no agent was left to skip'}); every other agent was updated.`,
+          }
+        : undefined);
     const skipped = await fencedFinishRollout(
       this.#ctx.db,
       drive.lease,
