@@ -227,6 +227,8 @@ if (fileNeeds(postgresMissing() || nginxMissing() || (await opensslMissing()))) 
         return h?.state === 'connected' && h.node_id !== null && h.node_id !== connectedOn ? h.node_id : undefined;
       });
       t.not(newHolder, connectedOn, `the agent is on ${newHolder} now`);
+      // The holder writes the agent's row before the agent has the welcome and logs it: wait for the log line.
+      await eventually('the agent logged its reconnect', () => (wssConnects() > connectsBefore ? true : undefined));
       t.ok(wssConnects() > connectsBefore, 'it connected again on its one wss:// URL, nginx');
       if (gap.status === 202 && gap.body.command_id) {
         const row = await finished(gap.body.command_id);
