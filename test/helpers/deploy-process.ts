@@ -13,6 +13,7 @@
  *   await rig.crash();                                // SIGKILL, start again on the same data dir
  */
 import { generateKeyPairSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
 import { ALL_PERMISSIONS, APP_FILES, DEST, FULL, NAME, OWNER } from './deploy-rig.ts';
 import type { DeployBody } from './deploy-rig.ts';
 import { crashRig } from './crash-rig.ts';
@@ -50,7 +51,15 @@ export interface DeployProcess {
 /** True once the deploy has ended or `step` is under way. */
 export const atStep = (step: string) => (d: DeployBody) => d.status !== 'running' || d.steps.some((s) => s.name === step && s.state === 'running');
 
-export async function deployProcess(t: { teardown(fn: () => unknown): void }, env: NodeJS.ProcessEnv = {}): Promise<DeployProcess> {
+/** The local GitHub App and Cloudflare stand-ins a deploy talks to, closed at teardown. */
+export interface DeployFakes {
+  github: FakeGitHub;
+  cloudflare: FakeCloudflare;
+  /** The GitHub App's private key (its public half is the fake's). */
+  privateKey: KeyObject;
+}
+
+export async function startDeployFakes(t: { teardown(fn: () => unknown): void }): Promise<DeployFakes> {
   const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
   const github = await FakeGitHub.start({
     app: { id: APP_ID, publicKey },
@@ -59,6 +68,30 @@ export async function deployProcess(t: { teardown(fn: () => unknown): void }, en
   t.teardown(() => github.close());
   const cloudflare = await FakeCloudflare.start({ token: CF_TOKEN, zoneId: 'a'.repeat(32), zoneName: ZONE });
   t.teardown(() => cloudflare.close());
+  return { github, cloudflare, privateKey };
+}
+
+/** Gives the workspace the fakes as its GitHub App and DNS provider. */
+export async function configureDeployProviders(
+  cp: { api<T = unknown>(method: string, path: string, body?: unknown): Promise<ApiResponse<T>> },
+  fakes: DeployFakes,
+): Promise<void> {
+  const puts: [string, Record<string, unknown>][] = [
+    [
+      '/api/workspace/github',
+      { provider: 'github', app_id: APP_ID, private_key: fakes.privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(), api_url: fakes.github.url },
+    ],
+    ['/api/workspace/dns', { provider: 'cloudflare', token: CF_TOKEN, zone_id: 'a'.repeat(32), zone: ZONE, api_url: fakes.cloudflare.url }],
+  ];
+  for (const [path, body] of puts) {
+    const r = await cp.api('PUT', path, body);
+    if (r.status >= 300) throw new Error(`PUT ${path}: ${r.status} ${JSON.stringify(r.body)}`);
+  }
+}
+
+export async function deployProcess(t: { teardown(fn: () => unknown): void }, env: NodeJS.ProcessEnv = {}): Promise<DeployProcess> {
+  const fakes = await startDeployFakes(t);
+  const { github, cloudflare } = fakes;
 
   const rig = crashRig(t, env);
   const { dataDir, provider, start } = await rig;
@@ -68,19 +101,7 @@ export async function deployProcess(t: { teardown(fn: () => unknown): void }, en
     if (r.status >= 300) throw new Error(`${what}: ${r.status} ${JSON.stringify(r.body)}`);
     return r;
   };
-  await must(
-    cp.api('PUT', '/api/workspace/github', {
-      provider: 'github',
-      app_id: APP_ID,
-      private_key: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(),
-      api_url: github.url,
-    }),
-    'PUT /api/workspace/github',
-  );
-  await must(
-    cp.api('PUT', '/api/workspace/dns', { provider: 'cloudflare', token: CF_TOKEN, zone_id: 'a'.repeat(32), zone: ZONE, api_url: cloudflare.url }),
-    'PUT /api/workspace/dns',
-  );
+  await configureDeployProviders(cp, fakes);
   const repo = await must(cp.api<{ id: string }>('POST', '/api/repos', { repo: FULL }), 'POST /api/repos');
   await must(cp.api('POST', `/api/repos/${repo.body.id}/environments`, { name: DEST }), 'POST environments');
 

@@ -15,7 +15,6 @@
  * GitHub and Cloudflare are the local stand-ins; the deploy's VM is an instance row
  * with an address (its steps up to hardening are on record as done), so no sandbox runs.
  */
-import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -31,18 +30,16 @@ import { leaseOf } from '../../control-plane/src/db/leases.ts';
 import { jsonColumn, rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
-import { ALL_PERMISSIONS, APP_FILES, DEST, FULL, NAME, OWNER } from '../helpers/deploy-rig.ts';
+import { DEST, FULL } from '../helpers/deploy-rig.ts';
 import type { DeployBody } from '../helpers/deploy-rig.ts';
-import { FakeCloudflare } from '../helpers/fake-cloudflare.ts';
-import { FakeGitHub } from '../helpers/fake-github.ts';
+import { ZONE, configureDeployProviders, startDeployFakes } from '../helpers/deploy-process.ts';
+import type { FakeCloudflare } from '../helpers/fake-cloudflare.ts';
+import type { FakeGitHub } from '../helpers/fake-github.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 
 t.setTimeout(900_000);
 
-const APP_ID = '616161';
-const CF_TOKEN = 'cf-lease-token-0123456789abcdef0123456789';
-const ZONE = 'apps.example.com';
 const DEPLOY_RESUMED = 'deploy: resumed a deploy no live process drove';
 const ROLLOUT_RESUMED = 'agent rollout: resumed a rollout no live process drove';
 
@@ -117,21 +114,11 @@ async function until(cp: ControlPlaneProcess, id: string, done: (d: DeployBody) 
  * run, which stays queued until the test completes it.
  */
 async function deployAtRun(t: Test, c: Cluster): Promise<{ a: ControlPlaneProcess; github: FakeGitHub; cloudflare: FakeCloudflare; id: string }> {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048 });
-    const github = await FakeGitHub.start({
-      app: { id: APP_ID, publicKey },
-      repos: [{ owner: OWNER, name: NAME, files: APP_FILES, installationId: 9, appPermissions: ALL_PERMISSIONS }],
-    });
-    t.teardown(() => github.close());
-    const cloudflare = await FakeCloudflare.start({ token: CF_TOKEN, zoneId: 'a'.repeat(32), zoneName: ZONE });
-    t.teardown(() => cloudflare.close());
+    const fakes = await startDeployFakes(t);
+    const { github, cloudflare } = fakes;
 
     const a = await c.start('lease-a');
-    await must(
-      a.api('PUT', '/api/workspace/github', { provider: 'github', app_id: APP_ID, private_key: privateKey.export({ type: 'pkcs1', format: 'pem' }).toString(), api_url: github.url }),
-      'PUT /api/workspace/github',
-    );
-    await must(a.api('PUT', '/api/workspace/dns', { provider: 'cloudflare', token: CF_TOKEN, zone_id: 'a'.repeat(32), zone: ZONE, api_url: cloudflare.url }), 'PUT /api/workspace/dns');
+    await configureDeployProviders(a, fakes);
     const repo = await must(a.api<{ id: string; workspace_id?: string }>('POST', '/api/repos', { repo: FULL }), 'POST /api/repos');
     const env = await must(a.api<{ id: string }>('POST', `/api/repos/${repo.id}/environments`, { name: DEST }), 'POST environments');
     // The first phase for real: the scaffolding pull request, merged, puts the workflow on main.
