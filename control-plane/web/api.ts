@@ -1,12 +1,16 @@
 /** The dashboard's REST client: same routes as every other client, with the session cookie and its CSRF token. */
 
 export class ApiFailure extends Error {
+  readonly status: number;
+  readonly key: string;
   constructor(
-    readonly status: number,
-    readonly key: string,
+    status: number,
+    key: string,
     message: string,
   ) {
     super(message);
+    this.status = status;
+    this.key = key;
   }
 }
 

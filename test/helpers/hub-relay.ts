@@ -19,7 +19,9 @@ export class HeldRelay {
   accepted = 0;
   port = 0;
 
-  private constructor(readonly targetPort: number) {
+  readonly targetPort: number;
+  private constructor(targetPort: number) {
+    this.targetPort = targetPort;
     this.#server = createServer((s) => this.#onConnection(s));
   }
 

@@ -23,7 +23,9 @@ export class TestShell {
   closed = false;
   readonly #waiters = new Set<() => void>();
 
-  constructor(readonly ws: WebSocket) {
+  readonly ws: WebSocket;
+  constructor(ws: WebSocket) {
+    this.ws = ws;
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       if (isBinary) this.output = Buffer.concat([this.output, data]);
       else {

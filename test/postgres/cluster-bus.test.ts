@@ -38,7 +38,9 @@ class SwitchRelay {
   accepted = 0;
   #holding = false;
   port = 0;
-  constructor(public target: number) {
+  target: number;
+  constructor(target: number) {
+    this.target = target;
     this.#server = createServer((s) => {
       this.accepted++;
       this.#sockets.add(s);

@@ -32,7 +32,9 @@ class Term {
   out = Buffer.alloc(0);
   exit: ShellExit | undefined;
   #wake: (() => void)[] = [];
-  constructor(readonly ch: ShellChannel) {
+  readonly ch: ShellChannel;
+  constructor(ch: ShellChannel) {
+    this.ch = ch;
     ch.onData((chunk, done) => {
       this.out = Buffer.concat([this.out, chunk]);
       done();

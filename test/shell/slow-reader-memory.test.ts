@@ -82,11 +82,17 @@ class Watch {
   #catPid: number | undefined;
   readonly #timer: NodeJS.Timeout;
 
+  readonly pids: Record<string, number>;
+  readonly file: string;
+  readonly received: () => number;
   constructor(
-    readonly pids: Record<string, number>,
-    readonly file: string,
-    readonly received: () => number,
+    pids: Record<string, number>,
+    file: string,
+    received: () => number,
   ) {
+    this.pids = pids;
+    this.file = file;
+    this.received = received;
     this.base = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, rss(pid)]));
     this.peak = { ...this.base };
     this.#timer = setInterval(() => {
@@ -126,10 +132,15 @@ class SlowReader {
   bytes = 0;
   readonly hash = createHash('sha256');
   #sincePause = 0;
+  readonly pause: () => void;
+  readonly resume: () => void;
   constructor(
-    readonly pause: () => void,
-    readonly resume: () => void,
-  ) {}
+    pause: () => void,
+    resume: () => void,
+  ) {
+    this.pause = pause;
+    this.resume = resume;
+  }
   take(chunk: Buffer): void {
     this.bytes += chunk.length;
     this.hash.update(chunk);

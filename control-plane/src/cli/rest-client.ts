@@ -9,13 +9,19 @@ export class UsageError extends Error {}
 
 /** The server's `{error, message}` answer (or a reply that was not ours), and the request it answered. */
 export class RequestFailed extends Error {
+  readonly status: number;
+  readonly key: ErrorKey;
+  readonly request: { method: string; url: string } | undefined;
   constructor(
-    readonly status: number,
-    readonly key: ErrorKey,
+    status: number,
+    key: ErrorKey,
     message: string,
-    readonly request?: { method: string; url: string },
+    request?: { method: string; url: string },
   ) {
     super(message);
+    this.status = status;
+    this.key = key;
+    this.request = request;
   }
 }
 

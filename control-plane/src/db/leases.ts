@@ -44,11 +44,15 @@ export interface LeaseTerms {
 /** A write refused because this process no longer holds the row's lease. */
 export class LeaseLost extends Error {
   override name = 'LeaseLost';
+  readonly kind: LeaseKind;
+  readonly id: string;
   constructor(
-    readonly kind: LeaseKind,
-    readonly id: string,
+    kind: LeaseKind,
+    id: string,
   ) {
     super(`the lease on ${kind === 'deploys' ? 'deploy' : 'rollout'} ${id} is held by another process now`);
+    this.kind = kind;
+    this.id = id;
   }
 }
 

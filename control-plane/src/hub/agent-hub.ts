@@ -108,12 +108,18 @@ class Connection {
   invalidFrames = 0;
   lastSeen: number;
   handshakeTimer: NodeJS.Timeout | undefined;
+  readonly ws: WebSocket;
+  readonly nonce: string;
+  readonly remote: string;
   constructor(
-    readonly ws: WebSocket,
-    readonly nonce: string,
+    ws: WebSocket,
+    nonce: string,
     now: number,
-    readonly remote: string,
+    remote: string,
   ) {
+    this.ws = ws;
+    this.nonce = nonce;
+    this.remote = remote;
     this.lastSeen = now;
   }
 }

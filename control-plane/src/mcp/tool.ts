@@ -36,8 +36,10 @@ export function defineTool<I extends z.ZodObject, O extends z.ZodObject>(spec: T
 
 /** A REST answer that is not a success, carried up to the MCP result. */
 export class RestFailure extends Error {
-  constructor(readonly response: GatewayResponse) {
+  readonly response: GatewayResponse;
+  constructor(response: GatewayResponse) {
     super(`REST call failed with ${response.status}`);
+    this.response = response;
   }
 }
 

@@ -33,11 +33,13 @@ export interface RestClientOptions {
 /** The provider's rate limit outlasted the retries; `resetAt` says when it lifts. */
 export class RateLimitedError extends Error {
   override name = 'RateLimitedError';
+  readonly resetAt: Date;
   constructor(
     message: string,
-    readonly resetAt: Date,
+    resetAt: Date,
   ) {
     super(message);
+    this.resetAt = resetAt;
   }
 }
 

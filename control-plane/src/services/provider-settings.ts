@@ -94,11 +94,18 @@ interface Planned {
 }
 
 export class ProviderSettings {
+  readonly db: Db;
+  readonly providers: WorkspaceProviders;
+  readonly now: () => number;
   constructor(
-    readonly db: Db,
-    readonly providers: WorkspaceProviders,
-    readonly now: () => number = Date.now,
-  ) {}
+    db: Db,
+    providers: WorkspaceProviders,
+    now: () => number = Date.now,
+  ) {
+    this.db = db;
+    this.providers = providers;
+    this.now = now;
+  }
 
   async view(workspaceId: string, kind: ProviderKind): Promise<ProviderSettingsViewT> {
     const row = await getWorkspaceProvider(this.db, workspaceId, kind);

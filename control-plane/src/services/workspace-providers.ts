@@ -202,10 +202,15 @@ export class WorkspaceProviders {
  * the workspace still resolves (its GitHub and DNS work), and provisioning says why.
  */
 class UnavailableCompute implements ComputeProvider {
+  readonly name: string;
+  readonly reason: unknown;
   constructor(
-    readonly name: string,
-    readonly reason: unknown,
-  ) {}
+    name: string,
+    reason: unknown,
+  ) {
+    this.name = name;
+    this.reason = reason;
+  }
 
   create(_spec: CreateVmSpec): Promise<CreatedVm> {
     return Promise.reject(this.reason instanceof Error ? this.reason : new Error(String(this.reason)));

@@ -315,15 +315,25 @@ export class ShellSession {
   readonly #opts: ShellSessionServiceOptions;
   #finished: Promise<void> | undefined;
 
+  readonly id: string;
+  readonly instanceId: string;
+  readonly caller: ShellCaller;
+  readonly channel: ShellChannel;
+  readonly onEnded: (s: ShellSession, end: ShellEnd) => Promise<void>;
   constructor(
-    readonly id: string,
-    readonly instanceId: string,
-    readonly caller: ShellCaller,
-    readonly channel: ShellChannel,
+    id: string,
+    instanceId: string,
+    caller: ShellCaller,
+    channel: ShellChannel,
     recorder: AsciicastWriter | null,
     opts: ShellSessionServiceOptions,
-    readonly onEnded: (s: ShellSession, end: ShellEnd) => Promise<void>,
+    onEnded: (s: ShellSession, end: ShellEnd) => Promise<void>,
   ) {
+    this.id = id;
+    this.instanceId = instanceId;
+    this.caller = caller;
+    this.channel = channel;
+    this.onEnded = onEnded;
     this.#recorder = recorder;
     this.#opts = opts;
     this.#idle = setTimeout(() => void this.terminate('idle_timeout'), opts.config.idleTimeoutMs);

@@ -10,11 +10,13 @@ const run = promisify(execFile);
 /** A refusal with its registered key; the executor turns it into a failed result. */
 export class UpdateError extends Error {
   override readonly name = 'UpdateError';
+  readonly key: ErrorKey;
   constructor(
-    readonly key: ErrorKey,
+    key: ErrorKey,
     message: string,
   ) {
     super(message);
+    this.key = key;
   }
 }
 

@@ -77,10 +77,12 @@ export interface ComputeProvider {
  */
 export class ComputeError extends Error {
   override name = 'ComputeError';
+  readonly key: ErrorKey;
   constructor(
-    readonly key: ErrorKey,
+    key: ErrorKey,
     message: string,
   ) {
     super(message);
+    this.key = key;
   }
 }

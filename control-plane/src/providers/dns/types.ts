@@ -56,11 +56,13 @@ export interface DnsProvider {
 /** A failure of a DNS provider with the error key the REST API answers with. */
 export class DnsError extends Error {
   override name = 'DnsError';
+  readonly key: ErrorKey;
   constructor(
-    readonly key: ErrorKey,
+    key: ErrorKey,
     message: string,
   ) {
     super(message);
+    this.key = key;
   }
 }
 

@@ -21,13 +21,20 @@ export type GitHubFailure =
 
 export class GitHubError extends Error {
   override name = 'GitHubError';
+  readonly failure: GitHubFailure;
+  readonly status: number | null;
+  /** When a rate limit lifts (rate_limited only). */
+  readonly resetAt: Date | null;
   constructor(
-    readonly failure: GitHubFailure,
+    failure: GitHubFailure,
     message: string,
-    readonly status: number | null = null,
+    status: number | null = null,
     /** When a rate limit lifts (rate_limited only). */
-    readonly resetAt: Date | null = null,
+    resetAt: Date | null = null,
   ) {
     super(message);
+    this.failure = failure;
+    this.status = status;
+    this.resetAt = resetAt;
   }
 }

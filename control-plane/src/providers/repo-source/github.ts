@@ -11,7 +11,10 @@ import type { RepoHead, RepoRef, RepoSource, RepoTree, TreeEntry } from './types
  */
 export class GitHubRepoSource implements RepoSource {
   readonly kind = 'github' as const;
-  constructor(readonly client: GitHubClient) {}
+  readonly client: GitHubClient;
+  constructor(client: GitHubClient) {
+    this.client = client;
+  }
 
   async head(repo: RepoRef): Promise<RepoHead> {
     return guard(repo, async () => {

@@ -53,11 +53,15 @@ export const DEFAULT_MAX_FILE_BYTES = 512 * 1024;
  */
 export class RepoSourceError extends Error {
   override name = 'RepoSourceError';
+  readonly key: ErrorKey;
+  readonly detail: Record<string, unknown>;
   constructor(
-    readonly key: ErrorKey,
+    key: ErrorKey,
     message: string,
-    readonly detail: Record<string, unknown> = {},
+    detail: Record<string, unknown> = {},
   ) {
     super(message);
+    this.key = key;
+    this.detail = detail;
   }
 }

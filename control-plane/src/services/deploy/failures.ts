@@ -18,11 +18,15 @@ export function githubApiError(err: unknown): Error {
 /** A step ran past its timeout (the abort reason of its signal). */
 export class StepTimedOut extends Error {
   override name = 'StepTimedOut';
+  readonly step: DeployStepName;
+  readonly ms: number;
   constructor(
-    readonly step: DeployStepName,
-    readonly ms: number,
+    step: DeployStepName,
+    ms: number,
   ) {
     super(`the ${step} step timed out`);
+    this.step = step;
+    this.ms = ms;
   }
 }
 

@@ -213,11 +213,13 @@ export interface RunFailure {
 /** Thrown when the run ended without success: the runner fails the deploy with `workflow_run_failed`. */
 export class WorkflowRunFailed extends Error {
   override name = 'WorkflowRunFailed';
+  readonly failure: RunFailure;
   constructor(
     message: string,
-    readonly failure: RunFailure,
+    failure: RunFailure,
   ) {
     super(message);
+    this.failure = failure;
   }
 }
 

@@ -31,11 +31,18 @@ export class HardenRun {
   onChange: ((run: HardenRun) => void) | undefined;
   readonly #waiters = new Set<() => void>();
 
+  readonly commandId: string;
+  readonly workspaceId: string;
+  readonly instanceId: string;
   constructor(
-    readonly commandId: string,
-    readonly workspaceId: string,
-    readonly instanceId: string,
-  ) {}
+    commandId: string,
+    workspaceId: string,
+    instanceId: string,
+  ) {
+    this.commandId = commandId;
+    this.workspaceId = workspaceId;
+    this.instanceId = instanceId;
+  }
 
   push(p: CommandProgress): void {
     this.progress.push(p);

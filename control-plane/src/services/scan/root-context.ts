@@ -36,11 +36,17 @@ export class RootContext {
   #pkg: Promise<PackageJson | null> | undefined;
   #goImports: Promise<Map<string, string>> | undefined;
 
+  readonly view: RepoView;
+  /** '' for the repository root, else e.g. `apps/web`. */
+  readonly root: string;
   constructor(
-    readonly view: RepoView,
+    view: RepoView,
     /** '' for the repository root, else e.g. `apps/web`. */
-    readonly root: string,
-  ) {}
+    root: string,
+  ) {
+    this.view = view;
+    this.root = root;
+  }
 
   path(rel: string): string {
     return this.root === '' ? rel : `${this.root}/${rel}`;

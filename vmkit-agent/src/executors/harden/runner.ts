@@ -118,12 +118,16 @@ async function resolveOwner(paths: HardenPaths, owner: Owner): Promise<{ uid: nu
 }
 
 class StepFailure extends Error {
+  readonly key: ErrorKey;
+  readonly check: string;
   constructor(
-    readonly key: ErrorKey,
-    readonly check: string,
+    key: ErrorKey,
+    check: string,
     message: string,
   ) {
     super(message);
+    this.key = key;
+    this.check = check;
   }
 }
 
