@@ -1,4 +1,6 @@
-import { mkdirSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { generateSigningKeyPair } from '@vmkit/protocol';
 import type { Logger } from 'pino';
 import { buildApp } from './app.ts';
 import type { ApiPlugin, App, AppContext } from './app.ts';
@@ -6,7 +8,7 @@ import type { Config } from './config.ts';
 import { closeDatabase, openDatabase } from './db/index.ts';
 import { bootstrapIfEmpty } from './auth/bootstrap.ts';
 import type { NewWorkspace } from './auth/bootstrap.ts';
-import { loadOrCreateSigningKey } from './auth/signing-key.ts';
+import { SIGNING_KEY_FILE, loadOrCreateSigningKey } from './auth/signing-key.ts';
 import { createLogger } from './logger.ts';
 import { forgetServerUrl, noteServerUrl } from './server-url.ts';
 import { resolveNodeId } from './node-id.ts';
@@ -53,7 +55,14 @@ export async function startControlPlane(config: Config, options: StartOptions = 
   const db = await openDatabase(config, { onPoolError: (err) => logger.warn({ err }, 'a pooled PostgreSQL connection failed; the pool replaces it') });
   let app: App | undefined;
   try {
-    const { key: signingKey, created: keyCreated } = loadOrCreateSigningKey(config.dataDir);
+    // SQLite: the one process's key lives in the data dir. PostgreSQL: the ring in the database
+    // is the only one that signs (the hub plugin puts its active key here before any route
+    // runs), so no key file is written that nothing would use; one left by an earlier SQLite
+    // deployment is read, and adopted by an empty database ring.
+    const { key: signingKey, created: keyCreated } =
+      db.dialect === 'sqlite' || existsSync(join(config.dataDir, SIGNING_KEY_FILE))
+        ? loadOrCreateSigningKey(config.dataDir)
+        : { key: generateSigningKeyPair(), created: false };
     if (keyCreated) logger.info({ key_id: signingKey.keyId }, 'created the command-signing key');
     const bootstrap = await bootstrapIfEmpty(db, config.dataDir, now());
     if (bootstrap) logger.info({ workspace_id: bootstrap.workspaceId, key_id: bootstrap.keyId }, 'created the first workspace and admin key');

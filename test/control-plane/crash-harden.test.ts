@@ -4,7 +4,7 @@
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { eventually, openReadOnly } from '../helpers/cp-process.ts';
+import { eventually, serverRows } from '../helpers/cp-process.ts';
 import { crashRig } from '../helpers/crash-rig.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
@@ -41,14 +41,11 @@ t.test('killed 0.3 s into a harden: after the restart the command succeeds, is v
     return got.body.agent?.state === 'connected' ? got.body : undefined;
   });
 
-  const db = openReadOnly(dataDir);
-  t.teardown(() => db.close());
-  const hardenCommand = () =>
-    db.prepare("select id, state from commands where instance_id = ? and type = 'harden'").all(id) as Array<{ id: string; state: string }>;
+  const hardenCommand = () => serverRows<{ id: string; state: string }>(dataDir, "select id, state from commands where instance_id = ? and type = 'harden'", [id]);
   const answer = first.api('POST', `/api/instances/${id}/harden`, { wait_ms: 120_000 }, 180_000).catch((err: unknown) => err);
   // The agent has it: acked or reporting progress, not finished.
-  const cmd = await eventually('the agent working on the harden command', () => {
-    const c = hardenCommand()[0];
+  const cmd = await eventually('the agent working on the harden command', async () => {
+    const c = (await hardenCommand())[0];
     return c !== undefined && (c.state === 'acked' || c.state === 'running') ? c : undefined;
   }, 120_000, 20);
   first.kill('SIGKILL');
@@ -62,7 +59,7 @@ t.test('killed 0.3 s into a harden: after the restart the command succeeds, is v
   }, 240_000, 250);
   t.ok(inst.hardened_at, 'hardened_at is set');
   t.ok(restarted.logs.some((l) => l.msg === 'harden: resumed follow-ups a restart left owed'), 'by the restarted process, which found the follow-up owed');
-  t.equal(hardenCommand().length, 1, 'no second harden command was sent');
+  t.equal((await hardenCommand()).length, 1, 'no second harden command was sent');
 
   const view = await restarted.api<CommandBody>('GET', `/api/commands/${cmd.id}`);
   t.equal(view.body.state, 'succeeded', 'the command succeeded');
@@ -74,7 +71,7 @@ t.test('killed 0.3 s into a harden: after the restart the command succeeds, is v
   t.same(audit.body.items[0]?.target_ids, { id, command_id: cmd.id });
   t.equal(audit.body.items[0]?.status, 200);
 
-  const { workspace_id: workspaceId } = db.prepare('select workspace_id from instances where id = ?').get(id) as { workspace_id: string };
+  const [{ workspace_id: workspaceId } = { workspace_id: '' }] = await serverRows<{ workspace_id: string }>(dataDir, 'select workspace_id from instances where id = ?', [id]);
   const key = readFileSync(join(dataDir, 'deploy-keys', workspaceId), 'utf8');
   const kamal = await sshRun({ host: inst.ssh?.host ?? '', username: 'kamal', privateKey: key }, 'id');
   t.match(kamal.stdout, /\(kamal\).*\(docker\)/, 'kamal logs in with the deploy key');

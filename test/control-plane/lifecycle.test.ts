@@ -1,6 +1,6 @@
 import t from 'tap';
 import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -31,8 +31,13 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
     t.ok(cp.running.bootstrap, 'the first start reports what it created');
   });
 
-  t.test('the signing key is an Ed25519 PKCS#8 file with mode 0600', async (t) => {
+  t.test('the signing key is an Ed25519 PKCS#8 file with mode 0600 (SQLite; on PostgreSQL the ring is in the database and no file is written)', async (t) => {
     const file = join(cp.dataDir, 'signing-key.pem');
+    if (cp.ctx.db.dialect !== 'sqlite') {
+      t.notOk(existsSync(file), 'no key file nothing would sign with');
+      t.same(cp.ctx.keyRing?.published().map((k) => k.key_id), [cp.ctx.signingKey.keyId], 'the database ring holds the one key that signs');
+      return;
+    }
     t.equal(mode(file), 0o600);
     const pem = readFileSync(file, 'utf8');
     t.match(pem, /^-----BEGIN PRIVATE KEY-----/);
@@ -67,9 +72,12 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
     t.equal(again.body.repo, 'acme/web', 'the repo survived');
   });
 
+  /** The server's database, when it is not the data dir's SQLite file. */
+  const sameDatabase = (): string[] => (cp.database.databaseUrl === undefined ? [] : ['--database-url', cp.database.databaseUrl]);
+
   t.test('workspaces create makes another workspace with its own admin key, while the server runs', async (t) => {
     let out = '';
-    const code = await runServerCli(['workspaces', 'create', 'team two', '--data-dir', cp.dataDir, '--public-url', 'https://vmkit.example.com'], {
+    const code = await runServerCli(['workspaces', 'create', 'team two', '--data-dir', cp.dataDir, ...sameDatabase(), '--public-url', 'https://vmkit.example.com'], {
       stdout: (s) => (out += s),
       stderr: (s) => (out += s),
       env: {},
@@ -90,7 +98,7 @@ t.test('first start bootstraps a workspace, an admin key and a signing key', asy
 
   t.test('workspaces create names the running server\'s real URL, with the .mcp.json entry and the claude mcp add line', async (t) => {
     let out = '';
-    const code = await runServerCli(['workspaces', 'create', 'team three', '--data-dir', cp.dataDir], { stdout: (s) => (out += s), stderr: (s) => (out += s), env: {} });
+    const code = await runServerCli(['workspaces', 'create', 'team three', '--data-dir', cp.dataDir, ...sameDatabase()], { stdout: (s) => (out += s), stderr: (s) => (out += s), env: {} });
     t.equal(code, 0);
     const secret = /(vmk_[0-9A-Za-z]{43})/.exec(out)?.[1] ?? '';
     t.not(cp.url, 'http://127.0.0.1:8080', 'the test server is on another port than the default');

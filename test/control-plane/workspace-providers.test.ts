@@ -11,6 +11,7 @@ import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { FakeHetzner } from '../helpers/fake-hetzner.ts';
 import { FakeCloudflare } from '../helpers/fake-cloudflare.ts';
+import { dropTestDatabaseFor, selectedTestDatabase, testDatabaseFor } from '../helpers/postgres.ts';
 import { rawExec, rawRows, sql } from '../../control-plane/src/db/raw.ts';
 
 const TOKEN = 'hcloud_test_token_abcdefghijklmnopqrstuvwxyz0123456789ABCDEFGHIJKLMN';
@@ -40,8 +41,21 @@ async function setup(t: Test): Promise<{ cp: TestControlPlane; hetzner: FakeHetz
   return { cp, hetzner };
 }
 
-/** Every byte SQLite holds for the data dir (the main file and its write-ahead log). */
-function databaseBytes(cp: TestControlPlane): string {
+/**
+ * Everything the server's database holds: every byte of the SQLite files (the main file
+ * and its write-ahead log), or on PostgreSQL every row of every table as JSON text
+ * (bytea columns as hex, so `hex` is searched too).
+ */
+async function databaseText(cp: TestControlPlane): Promise<string> {
+  const db = cp.ctx.db;
+  if (db.dialect === 'postgres') {
+    const tables = await rawRows<{ name: string }>(db, sql`select table_name as name from information_schema.tables where table_schema = current_schema()`);
+    let text = '';
+    for (const { name } of tables) {
+      for (const row of await rawRows<{ j: string }>(db, sql`select row_to_json(t)::text as j from ${sql.identifier(name)} t`)) text += row.j;
+    }
+    return text;
+  }
   const file = join(cp.dataDir, DB_FILE_NAME);
   let text = readFileSync(file).toString('latin1');
   try {
@@ -73,8 +87,11 @@ t.test('a Hetzner token is checked, stored sealed, and never shown again', async
   const [row] = await rawRows<{ secret_sealed: string; settings: unknown }>(cp.ctx.db, sql`select secret_sealed, settings from workspace_providers where kind = 'compute'`);
   t.match(row?.secret_sealed, /^v1\./, 'the row holds a SecretBox envelope');
   t.notMatch(`${row?.secret_sealed} ${JSON.stringify(row?.settings)}`, TOKEN);
-  t.notOk(databaseBytes(cp).includes(TOKEN), 'the token is nowhere in the SQLite files');
-  t.notOk(databaseBytes(cp).includes(Buffer.from(TOKEN).toString('base64')), 'nor base64-encoded');
+  const stored = await databaseText(cp);
+  t.ok(stored.includes('hetzner'), 'the dump holds the settings (it reads the real data)');
+  t.notOk(stored.includes(TOKEN), 'the token is nowhere in the database');
+  t.notOk(stored.includes(Buffer.from(TOKEN).toString('base64')), 'nor base64-encoded');
+  t.notOk(stored.includes(Buffer.from(TOKEN).toString('hex')), 'nor hex-encoded');
 });
 
 t.test('changing settings without the token keeps the stored one; a new token changes the fingerprint', async (t) => {
@@ -256,10 +273,12 @@ t.test('no secret reaches the logs, even at trace level', async (t) => {
   const lines: string[] = [];
   const logger = createLogger('trace', { write: (line: string) => void lines.push(line) });
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-cp-log-'));
-  const running = await startControlPlane(makeConfig({ host: '127.0.0.1', port: 0, dataDir, logLevel: 'trace' }), { logger });
+  const databaseUrl = selectedTestDatabase() === 'postgres' ? (await testDatabaseFor(dataDir)).url : undefined;
+  const running = await startControlPlane(makeConfig({ host: '127.0.0.1', port: 0, dataDir, databaseUrl, logLevel: 'trace' }), { logger });
   t.teardown(async () => {
     await running.close();
     rmSync(dataDir, { recursive: true, force: true });
+    await dropTestDatabaseFor(dataDir);
   });
   const adminKey = running.bootstrap?.adminKey ?? '';
   const put = (body: unknown) =>

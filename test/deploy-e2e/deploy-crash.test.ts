@@ -29,7 +29,7 @@ async function crashDuring(t: Test, rig: DeployProcess, id: string, step: string
   const at = await rig.until(id, atStep(step), `step ${step} to run`);
   t.equal(at.status, 'running', `the deploy reached ${step} (${at.error_message ?? ''})`);
   let leftAs: string | undefined;
-  await rig.crash(() => (leftAs = rig.stepState(id, step)));
+  await rig.crash(async () => (leftAs = await rig.stepState(id, step)));
   t.equal(leftAs, 'running', `the control plane died with ${step} under way`);
 }
 

@@ -52,6 +52,10 @@ if (fileNeeds(sandboxSkipReason)) {
     const first = await rig.get(id);
     t.ok(first.body.instance_id, 'the instance id is on the deploy before the VM is created');
     await rig.cp.restart();
+    // The restarted control plane has taken its providers (its create is held too) before
+    // the release: else the stopped one's create, still waiting, would count as current.
+    // (The resumed drive reaches them after restart() resolves, later on PostgreSQL.)
+    await eventually('the restarted control plane to take its compute provider', () => (generation === 2 ? true : undefined));
     held = false;
     release();
 

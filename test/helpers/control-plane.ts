@@ -29,11 +29,8 @@ import { createApiKey } from '../../control-plane/src/auth/api-keys.ts';
 import { createWorkspaceWithAdminKey } from '../../control-plane/src/auth/bootstrap.ts';
 import type { Scope } from '../../control-plane/src/auth/scopes.ts';
 import type { DatabaseTarget } from '../../control-plane/src/db/index.ts';
-import { createTestDatabase, selectedTestDatabase } from './postgres.ts';
-import type { TestDatabase } from './postgres.ts';
+import { dropTestDatabaseFor, selectedTestDatabase, testDatabaseFor } from './postgres.ts';
 
-/** The PostgreSQL database of each data dir this process made one for (a restart on the dir finds it again). */
-const pgDatabases = new Map<string, TestDatabase>();
 
 // A bound for a stuck server, not a speed check: a harden or a sandbox VM can take long on a loaded 2-core machine.
 const API_TIMEOUT_MS = 180_000;
@@ -102,9 +99,7 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
   const logLevel = opts.logLevel ?? ((process.env.VMKIT_TEST_LOG as LogLevel | undefined) || 'silent');
   let databaseUrl = opts.config?.databaseUrl;
   if (databaseUrl === undefined && selectedTestDatabase() === 'postgres') {
-    let pgdb = pgDatabases.get(dataDir);
-    if (!pgdb) pgDatabases.set(dataDir, (pgdb = await createTestDatabase()));
-    databaseUrl = pgdb.url;
+    databaseUrl = (await testDatabaseFor(dataDir)).url;
   }
   const config = makeConfig({ ...opts.config, host: opts.config?.host ?? '127.0.0.1', port: opts.config?.port ?? 0, dataDir, databaseUrl, logLevel });
   const start = () =>
@@ -128,8 +123,7 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
       await running.close();
       if (!opts.keepDataDir && !opts.dataDir) {
         rmSync(dataDir, { recursive: true, force: true });
-        await pgDatabases.get(dataDir)?.drop();
-        pgDatabases.delete(dataDir);
+        await dropTestDatabaseFor(dataDir);
       }
     },
     async restart() {

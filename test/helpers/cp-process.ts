@@ -9,7 +9,11 @@
  *   await cp.api('GET', '/api/instances');
  *   cp.kill('SIGKILL'); await cp.exited;
  *   cp = await startControlPlaneProcess({ dataDir, port });
- *   const db = openReadOnly(dataDir);   // what the server wrote, read from the test
+ *   const rows = await serverRows(dataDir, 'SELECT state FROM commands WHERE id = ?', [id]);
+ *
+ * Under VMKIT_TEST_DATABASE=postgres the process gets a PostgreSQL database of its own
+ * (VMKIT_DATABASE_URL), the same one again on every start on that data dir, unless `env`
+ * names one; serverRows() reads whichever the server uses.
  */
 import { spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
@@ -18,7 +22,9 @@ import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import Database from 'better-sqlite3';
+import pg from 'pg';
 import type { ApiResponse } from './control-plane.ts';
+import { selectedTestDatabase, testDatabaseFor } from './postgres.ts';
 
 const ROOT = join(import.meta.dirname, '..', '..');
 
@@ -54,10 +60,16 @@ export function freePort(): Promise<number> {
  * the test's environment, `bin` names another copy of the bin (default the package's).
  */
 export async function startControlPlaneProcess(opts: { dataDir: string; port: number; startTimeoutMs?: number; env?: NodeJS.ProcessEnv; bin?: string }): Promise<ControlPlaneProcess> {
+  const env: NodeJS.ProcessEnv = { ...process.env, VMKIT_LOG_LEVEL: 'info', ...opts.env };
+  if (opts.env?.VMKIT_DATABASE_URL === undefined && selectedTestDatabase() === 'postgres') {
+    const url = (await testDatabaseFor(opts.dataDir)).url;
+    env.VMKIT_DATABASE_URL = url;
+    serverDatabases.set(opts.dataDir, url);
+  }
   const child = spawn(
     process.execPath,
     [opts.bin ?? 'control-plane/bin/vmkit-control-plane.js', 'serve', '--port', String(opts.port), '--data-dir', opts.dataDir],
-    { cwd: ROOT, env: { ...process.env, VMKIT_LOG_LEVEL: 'info', ...opts.env }, stdio: ['ignore', 'pipe', 'pipe'] },
+    { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   const logs: Record<string, unknown>[] = [];
   const watchers = new Set<(log: Record<string, unknown>) => void>();
@@ -132,11 +144,38 @@ export async function startControlPlaneProcess(opts: { dataDir: string; port: nu
   };
 }
 
-/** The server's database, read-only, from the test process (WAL lets both sides work). */
-export function openReadOnly(dataDir: string): Database.Database {
-  const db = new Database(join(dataDir, 'vmkit.sqlite'), { readonly: true, fileMustExist: true });
-  db.pragma('busy_timeout = 5000');
-  return db;
+/** The PostgreSQL URL startControlPlaneProcess gave each data dir's server. */
+const serverDatabases = new Map<string, string>();
+
+/**
+ * Rows of one query on the database the server of `dataDir` uses, read from the test
+ * process while the server runs or after it died: its SQLite file (read-only; WAL lets
+ * both sides work) or its PostgreSQL database. `?` placeholders in either dialect;
+ * write the SQL both understand (counts come back as numbers in both).
+ */
+export async function serverRows<T extends object>(dataDir: string, sql: string, params: unknown[] = []): Promise<T[]> {
+  const url = serverDatabases.get(dataDir);
+  if (url === undefined) {
+    const db = new Database(join(dataDir, 'vmkit.sqlite'), { readonly: true, fileMustExist: true });
+    try {
+      db.pragma('busy_timeout = 5000');
+      return db.prepare(sql).all(...params) as T[];
+    } finally {
+      db.close();
+    }
+  }
+  let n = 0;
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  try {
+    const res = await client.query(sql.replace(/\?/g, () => `$${++n}`), params);
+    // PostgreSQL answers count(*) as a bigint string; SQLite as a number.
+    return res.rows.map((row: Record<string, unknown>) =>
+      Object.fromEntries(Object.entries(row).map(([k, v]) => [k, typeof v === 'string' && res.fields.find((f) => f.name === k)?.dataTypeID === 20 ? Number(v) : v])),
+    ) as T[];
+  } finally {
+    await client.end();
+  }
 }
 
 /** Polls `probe` until it returns something other than undefined; fails after `timeoutMs`. */

@@ -18,7 +18,7 @@ import { ALL_PERMISSIONS, APP_FILES, DEST, FULL, NAME, OWNER } from './deploy-ri
 import type { DeployBody } from './deploy-rig.ts';
 import { crashRig } from './crash-rig.ts';
 import type { ControlPlaneProcess } from './cp-process.ts';
-import { openReadOnly } from './cp-process.ts';
+import { serverRows } from './cp-process.ts';
 import type { ApiResponse } from './control-plane.ts';
 import { FakeCloudflare } from './fake-cloudflare.ts';
 import { FakeGitHub } from './fake-github.ts';
@@ -41,9 +41,9 @@ export interface DeployProcess {
   /** Long-polls GET /api/deploys/{id} (after=updated_at) until `done` holds. */
   until(id: string, done: (d: DeployBody) => boolean, what: string, timeoutMs?: number): Promise<DeployBody>;
   /** SIGKILL, then (after `whileDown`, which sees the data as the dead process left it) the same control plane again on the same data dir and port. */
-  crash(whileDown?: () => void): Promise<void>;
+  crash(whileDown?: () => unknown): Promise<void>;
   /** A step's state as the database holds it (read from the test, also while no process runs). */
-  stepState(deployId: string, step: string): string | undefined;
+  stepState(deployId: string, step: string): Promise<string | undefined>;
   /** Sandbox VMs on this machine; instances rows not destroyed or failed; VMKit's DNS records; dispatched runs. */
   counts(): Promise<{ vms: number; instances: number; dnsRecords: number; dispatches: number }>;
 }
@@ -137,31 +137,21 @@ export async function deployProcess(t: { teardown(fn: () => unknown): void }, en
     async crash(whileDown) {
       cp.kill('SIGKILL');
       await cp.exited;
-      whileDown?.();
+      await whileDown?.();
       cp = await start();
     },
-    stepState(deployId, step) {
-      const db = openReadOnly(dataDir);
-      try {
-        const row = db.prepare('SELECT state FROM deploy_steps WHERE deploy_id = ? AND name = ?').get(deployId, step) as { state: string } | undefined;
-        return row?.state;
-      } finally {
-        db.close();
-      }
+    async stepState(deployId, step) {
+      const rows = await serverRows<{ state: string }>(dataDir, 'SELECT state FROM deploy_steps WHERE deploy_id = ? AND name = ?', [deployId, step]);
+      return rows[0]?.state;
     },
     async counts() {
-      const db = openReadOnly(dataDir);
-      try {
-        const live = db.prepare("SELECT count(*) AS n FROM instances WHERE status NOT IN ('destroyed', 'failed')").get() as { n: number };
-        return {
-          vms: (await provider.list()).length,
-          instances: live.n,
-          dnsRecords: cloudflare.records().length,
-          dispatches: github.writes.dispatched(FULL).length,
-        };
-      } finally {
-        db.close();
-      }
+      const [live] = await serverRows<{ n: number }>(dataDir, "SELECT count(*) AS n FROM instances WHERE status NOT IN ('destroyed', 'failed')");
+      return {
+        vms: (await provider.list()).length,
+        instances: live?.n ?? 0,
+        dnsRecords: cloudflare.records().length,
+        dispatches: github.writes.dispatched(FULL).length,
+      };
     },
   };
   return self;

@@ -156,6 +156,32 @@ export async function createTestDatabase(): Promise<TestDatabase> {
   };
 }
 
+/** The PostgreSQL database of each data dir this process made one for (a restart on the dir finds it again). */
+const dataDirDatabases = new Map<string, Promise<TestDatabase>>();
+
+/**
+ * The database a control plane on `dataDir` uses when VMKIT_TEST_DATABASE=postgres: made on
+ * the first ask, the same one for every later start on that dir (in-process or `serve`).
+ */
+export function testDatabaseFor(dataDir: string): Promise<TestDatabase> {
+  let db = dataDirDatabases.get(dataDir);
+  if (!db) {
+    db = createTestDatabase();
+    dataDirDatabases.set(dataDir, db);
+    // A failed create is not kept: the next start asks again.
+    db.catch(() => dataDirDatabases.delete(dataDir));
+  }
+  return db;
+}
+
+/** Drops the data dir's database, if one was made (idempotent). */
+export async function dropTestDatabaseFor(dataDir: string): Promise<void> {
+  const db = dataDirDatabases.get(dataDir);
+  if (!db) return;
+  dataDirDatabases.delete(dataDir);
+  await (await db).drop();
+}
+
 /** The dialects a data-layer test runs on: both, PostgreSQL only where it can run. */
 export function testDialects(): { dialect: TestDialect; skip: Missing }[] {
   return [

@@ -125,7 +125,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
 async function openKeyRing(ctx: AppContext): Promise<RotatableKeyRing> {
   const legacyPem = join(ctx.config.dataDir, 'signing-key.pem');
   if (ctx.db.dialect === 'sqlite') return FileKeyRing.open(ctx.config.dataDir, legacyPem);
-  const hadFileRing = existsSync(join(ctx.config.dataDir, 'signing-keys', 'keys.json'));
+  const hadFileRing = existsSync(join(ctx.config.dataDir, 'signing-keys', 'keys.json')) || existsSync(legacyPem);
   const adopt = hadFileRing ? FileKeyRing.open(ctx.config.dataDir, legacyPem).active() : undefined;
   return DbKeyRing.open(ctx.db, SecretBox.forConfig(ctx.config), {
     ...(adopt !== undefined && { adopt }),
