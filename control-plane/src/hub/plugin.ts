@@ -16,6 +16,7 @@ import { ShellRelayServer } from './shell-relay-server.ts';
 import { SHELL_RELAY_KEY_PURPOSE, SHELL_RELAY_PATH } from './shell-relay-wire.ts';
 import { registerUpgradeRoute } from './upgrade.ts';
 import { findAgentHolder } from '../db/control-planes.ts';
+import { listeningUrl } from '../server-url.ts';
 import { FileKeyRing } from './signing-keys.ts';
 import type { RotatableKeyRing } from './signing-keys.ts';
 import { DbKeyRing } from './signing-keys-db.ts';
@@ -70,7 +71,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
           db: ctx.db,
           nodeId: ctx.nodeId,
           // This process's own address, not the public URL (a load balancer's): other processes forward to it.
-          url: () => ctx.internalUrl ?? ctx.publicUrl,
+          url: () => ctx.internalUrl ?? ctx.config.internalUrl ?? listeningUrl(app.server, ctx.config.host) ?? ctx.publicUrl,
           heartbeatMs: cfg.nodeHeartbeatMs,
           staleAfterMs: cfg.nodeStaleAfterMs,
           logger: ctx.logger,
@@ -132,6 +133,8 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     await hub.start();
     await cluster?.start(hub, bus);
   });
+  // Registered before the server listened: the real port (port 0) is written at once, not at the next heartbeat.
+  if (cluster) app.server.once('listening', () => void cluster.announce());
   app.addHook('preClose', async () => {
     if (ring instanceof DbKeyRing) ring.close();
     await bus.close();
