@@ -9,8 +9,10 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import type { IncomingMessage } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import t from 'tap';
 import WebSocket from 'ws';
 import { SecretBox } from '../../control-plane/src/auth/secret-box.ts';
@@ -19,6 +21,7 @@ import { SHELL_RELAY_KEY_PURPOSE, SHELL_RELAY_PATH, relayHeaders, sha256Hex } fr
 import { parseAsciicast } from '../../control-plane/src/shell/recording.ts';
 import { shellPath } from '../../control-plane/src/shell/operator-wire.ts';
 import { startTestCluster } from '../helpers/cluster.ts';
+import { eventually } from '../helpers/cp-process.ts';
 import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
 import { openShell } from '../helpers/shell-client.ts';
 import type { TestShell } from '../helpers/shell-client.ts';
@@ -295,6 +298,40 @@ if (fileNeeds(postgresMissing() || notRoot)) {
     t.match(replay, { status: 403 }, 'the same signed headers a second time: refused');
     t.equal(await shellOpens(), opensBefore + 1, 'only the properly signed relay sent a shell.open to the agent');
     t.equal(a.ctx.hub?.channels.stats().open, 0, 'no channel is left open on A');
+  });
+
+  t.test('the operator goes away on B: A closes its channel (the remote shell ends)', async (t) => {
+    const s = await shellViaB();
+    s.type('echo still-here\r');
+    await s.waitFor(/still-here/);
+    t.equal(a.ctx.hub?.channels.stats().open, 1, 'A has the channel open');
+    s.ws.close();
+    await eventually("A's channel to close", () => (a.ctx.hub?.channels.stats().open === 0 ? true : undefined));
+    t.pass('A closed its channel once B let go');
+  });
+
+  t.test('the relay socket drops (as when A is killed): the operator on B sees the session end once', async (t) => {
+    // What SIGKILL does to A's end of the relay: its TCP connection is gone at once, nothing said.
+    const relaySockets: Duplex[] = [];
+    const onUpgrade = (req: IncomingMessage, socket: Duplex) => {
+      if (req.url?.startsWith(SHELL_RELAY_PATH)) relaySockets.push(socket);
+    };
+    a.app.server.on('upgrade', onUpgrade);
+    t.teardown(() => a.app.server.off('upgrade', onUpgrade));
+    const s = await shellViaB();
+    let exits = 0;
+    s.ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (!isBinary && (JSON.parse(data.toString('utf8')) as { type: string }).type === 'exit') exits++;
+    });
+    s.type('echo before-the-drop\r');
+    await s.waitFor(/before-the-drop/);
+    t.equal(relaySockets.length, 1, 'one relay connection to A');
+    for (const socket of relaySockets) socket.destroy();
+    t.match(await s.waitExit(), { reason: 'agent_disconnected', message: /agent disconnected/ });
+    await s.waitClosed();
+    t.equal(exits, 1, 'one exit message');
+    await eventually("A's channel to close", () => (a.ctx.hub?.channels.stats().open === 0 ? true : undefined));
+    t.pass('A closed the channel whose relay dropped');
   });
 
   t.test('A closes while a relayed session is open: the operator on B sees it end once, with the reason', async (t) => {
