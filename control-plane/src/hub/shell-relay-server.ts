@@ -30,6 +30,8 @@ export interface ShellRelayServerOptions {
   now?: () => number;
   /** How long a verified relay has to send its open request. */
   openMessageTimeoutMs?: number;
+  /** Relay sockets are pinged this often; one that did not answer by the next ping is cut (its channel closed). */
+  pingMs?: number;
 }
 
 function refuse(socket: Duplex): void {
@@ -77,6 +79,7 @@ export class ShellRelayServer {
   #serve(ws: WebSocket, from: string, requestSha256: string): void {
     ws.on('error', (err) => this.#o.logger.warn({ err, from }, 'shell relay socket error'));
     const timer = setTimeout(() => ws.terminate(), this.#o.openMessageTimeoutMs ?? 10_000);
+    ws.once('close', () => clearTimeout(timer));
     ws.once('message', (data: RawData, isBinary: boolean) => {
       clearTimeout(timer);
       const raw = Array.isArray(data) ? Buffer.concat(data) : Buffer.isBuffer(data) ? data : Buffer.from(data);
@@ -107,7 +110,7 @@ export class ShellRelayServer {
           this.#o.metrics?.shellRelay({ side: 'holder', outcome: 'opened' });
           this.#o.logger.info({ from, agent_id: request.agentId, session_id: request.sessionId, channel: channel.id }, 'shell relay: a channel opened for another control plane');
           this.#answer(ws, { type: 'opened', channel: channel.id, window: SHELL_INITIAL_WINDOW });
-          new RelayedChannelPipe(ws, channel).start();
+          new RelayedChannelPipe(ws, channel).start(this.#o.pingMs ?? 15_000);
         },
         (err: unknown) => {
           this.#o.metrics?.shellRelay({ side: 'holder', outcome: 'refused' });
@@ -141,8 +144,17 @@ class RelayedChannelPipe {
     readonly channel: ShellChannel,
   ) {}
 
-  start(): void {
+  start(pingMs: number): void {
     const { ws, channel } = this;
+    // A front that vanished without closing (a network cut) would keep the remote shell open otherwise.
+    let ponged = true;
+    ws.on('pong', () => (ponged = true));
+    const ping = setInterval(() => {
+      if (!ponged) return ws.terminate();
+      ponged = false;
+      ws.ping();
+    }, pingMs);
+    ping.unref();
     channel.onDrain(() => this.#grantInput());
     channel.onData((chunk, done) => {
       if (ws.readyState !== ws.OPEN) return done();
@@ -164,6 +176,7 @@ class RelayedChannelPipe {
     });
     // The front went away (closed, died, or the network): the remote process is ended.
     ws.on('close', () => {
+      clearInterval(ping);
       if (!this.#exit) channel.close('the relaying control plane closed the connection');
       for (const [, done] of this.#unacked.splice(0)) done();
     });
