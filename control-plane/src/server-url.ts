@@ -1,5 +1,17 @@
 import { readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import type { Server } from 'node:http';
 import { join } from 'node:path';
+
+/** A host as it stands in a URL (an IPv6 address in brackets). */
+export function hostForUrl(host: string): string {
+  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
+}
+
+/** `http://<host>:<port>` of a server that listens (port 0 resolved), else undefined. */
+export function listeningUrl(server: Server, host: string): string | undefined {
+  const address = server.address();
+  return typeof address === 'object' && address ? `http://${hostForUrl(host)}:${address.port}` : undefined;
+}
 
 /** Where a running server notes the URL it serves, for offline commands on the same data directory. */
 export const SERVER_URL_FILE = 'server-url.json';

@@ -10,7 +10,7 @@ import { bootstrapIfEmpty } from './auth/bootstrap.ts';
 import type { NewWorkspace } from './auth/bootstrap.ts';
 import { SIGNING_KEY_FILE, loadOrCreateSigningKey } from './auth/signing-key.ts';
 import { createLogger } from './logger.ts';
-import { forgetServerUrl, noteServerUrl } from './server-url.ts';
+import { forgetServerUrl, hostForUrl, noteServerUrl } from './server-url.ts';
 import { resolveNodeId } from './node-id.ts';
 
 export interface StartOptions {
@@ -30,10 +30,6 @@ export interface RunningControlPlane {
   bootstrap: NewWorkspace | null;
   /** Stops listening, waits for in-flight requests, closes the database. Idempotent. */
   close(): Promise<void>;
-}
-
-function hostForUrl(host: string): string {
-  return host.includes(':') && !host.startsWith('[') ? `[${host}]` : host;
 }
 
 /**

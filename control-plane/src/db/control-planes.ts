@@ -3,7 +3,7 @@
  * register at start, heartbeat, deregister on a clean shutdown. Written once for both
  * dialects; only a PostgreSQL deployment has more than one row that matters.
  */
-import { and, eq, inArray, isNotNull, lt, ne, notInArray, sql } from 'drizzle-orm';
+import { and, eq, gte, inArray, isNotNull, lt, ne, notInArray, sql } from 'drizzle-orm';
 import type { Db } from './index.ts';
 import { changed } from './tx.ts';
 
@@ -77,4 +77,20 @@ export async function reclaimAgents(db: Db, nodeId: string, agentIds: readonly s
       .set({ state: 'connected', nodeId, lastSeen: now })
       .where(and(inArray(agents.id, [...agentIds]), ne(agents.state, 'revoked'))),
   );
+}
+
+/**
+ * The live node (heard from since `liveSince`) recorded as holding the agent's
+ * connection, with the URL it registered; undefined when none does. Shell channels are
+ * relayed there (../hub/cluster-shell-opener.ts).
+ */
+export async function findAgentHolder(db: Db, agentId: string, liveSince: number): Promise<{ nodeId: string; url: string } | undefined> {
+  const { agents, controlPlanes } = db.t;
+  const rows = await db.orm
+    .select({ nodeId: controlPlanes.nodeId, url: controlPlanes.url })
+    .from(agents)
+    .innerJoin(controlPlanes, eq(controlPlanes.nodeId, agents.nodeId))
+    .where(and(eq(agents.id, agentId), eq(agents.state, 'connected'), gte(controlPlanes.heartbeatAt, liveSince)))
+    .limit(1);
+  return rows[0];
 }

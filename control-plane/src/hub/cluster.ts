@@ -61,6 +61,15 @@ export class ClusterNode {
     this.#timer.unref();
   }
 
+  /** Writes the node's URL now (once the server listens: before, a port 0 is not known yet). */
+  async announce(): Promise<void> {
+    try {
+      await heartbeatNode(this.#o.db, { nodeId: this.#o.nodeId, url: this.#o.url(), now: this.#now() });
+    } catch (err) {
+      this.#o.logger.warn({ err }, 'cluster: writing this node\'s URL failed; the next heartbeat writes it');
+    }
+  }
+
   /** Stops the heartbeat and LISTEN, and removes the node's row (after the hub let its agents go). */
   async close(): Promise<void> {
     clearInterval(this.#timer);

@@ -11,6 +11,12 @@ import type { AgentHubConfig } from './config.ts';
 import { KeyRotation } from './key-rotation.ts';
 import { clientAddressResolver } from './pre-auth.ts';
 import { HubShellOpener } from './shell-opener.ts';
+import { ClusterShellOpener } from './cluster-shell-opener.ts';
+import { ShellRelayServer } from './shell-relay-server.ts';
+import { SHELL_RELAY_KEY_PURPOSE, SHELL_RELAY_PATH } from './shell-relay-wire.ts';
+import { registerUpgradeRoute } from './upgrade.ts';
+import { findAgentHolder } from '../db/control-planes.ts';
+import { listeningUrl } from '../server-url.ts';
 import { FileKeyRing } from './signing-keys.ts';
 import type { RotatableKeyRing } from './signing-keys.ts';
 import { DbKeyRing } from './signing-keys-db.ts';
@@ -65,7 +71,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
           db: ctx.db,
           nodeId: ctx.nodeId,
           // This process's own address, not the public URL (a load balancer's): other processes forward to it.
-          url: () => ctx.internalUrl ?? ctx.publicUrl,
+          url: () => ctx.internalUrl ?? ctx.config.internalUrl ?? listeningUrl(app.server, ctx.config.host) ?? ctx.publicUrl,
           heartbeatMs: cfg.nodeHeartbeatMs,
           staleAfterMs: cfg.nodeStaleAfterMs,
           logger: ctx.logger,
@@ -99,18 +105,42 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   });
   hub.addListener(bus);
   hub.addListener(rotation);
-  const shellOpener = new HubShellOpener({ hub, bus: sender });
+  const localShells = new HubShellOpener({ hub, bus: sender });
+  // Several processes: a shell for an agent another live process holds is relayed there (signed), and opened here for others.
+  const relayKey = cluster ? SecretBox.forConfig(ctx.config).subkey(SHELL_RELAY_KEY_PURPOSE) : undefined;
+  const shellOpener = relayKey
+    ? new ClusterShellOpener({
+        local: localShells,
+        holdsLocally: (agentId) => hub.isConnected(agentId),
+        holderOf: async (agentId) => {
+          const holder = await findAgentHolder(ctx.db, agentId, Date.now() - cfg.nodeStaleAfterMs);
+          return holder?.nodeId === ctx.nodeId ? undefined : holder;
+        },
+        nodeId: ctx.nodeId,
+        key: relayKey,
+        logger: ctx.logger,
+        metrics: ctx.metrics,
+      })
+    : localShells;
+  const shellRelay = relayKey
+    ? new ShellRelayServer({ nodeId: ctx.nodeId, key: relayKey, local: localShells, logger: ctx.logger, metrics: ctx.metrics })
+    : undefined;
   Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, shellOpener });
   if (cluster) ctx.agentRouter = cluster.router;
   hub.attach(app.server);
+  if (shellRelay) registerUpgradeRoute(app.server, SHELL_RELAY_PATH, (req, socket, head) => shellRelay.handleUpgrade(req, socket, head));
   app.addHook('onReady', async () => {
     await hub.start();
     await cluster?.start(hub, bus);
   });
+  // Registered before the server listened: the real port (port 0) is written at once, not at the next heartbeat.
+  if (cluster) app.server.once('listening', () => void cluster.announce());
   app.addHook('preClose', async () => {
     if (ring instanceof DbKeyRing) ring.close();
     await bus.close();
+    if (shellOpener instanceof ClusterShellOpener) shellOpener.close();
     await hub.close();
+    shellRelay?.close();
     await cluster?.close();
   });
 };

@@ -26,6 +26,16 @@ export type DeployStepOutcome = 'succeeded' | 'skipped' | 'failed' | 'interrupte
  */
 export type McpForwardOutcome = 'forwarded' | 'holder_unreachable' | 'refused';
 
+/**
+ * A shell open for an agent another process holds. side `front` (this process relayed
+ * it): `opened`, `holder_refused` (the holder answered with an error key, e.g.
+ * shell_user_refused), `holder_unreachable`, `timed_out`. side `holder` (this process
+ * opened it for another): `opened`, `refused`, `bad_signature` (posed as a relay; 403).
+ */
+export type ShellRelayLabel =
+  | { side: 'front'; outcome: 'opened' | 'holder_refused' | 'holder_unreachable' | 'timed_out' }
+  | { side: 'holder'; outcome: 'opened' | 'refused' | 'bad_signature' };
+
 /** The database check made for a scrape may take this long before it counts as down. */
 const DB_CHECK_TIMEOUT_MS = 2_000;
 
@@ -48,6 +58,7 @@ export class ControlPlaneMetrics {
   readonly #mcpTools: Histogram<'tool' | 'outcome'>;
   readonly #deploySteps: Histogram<'step' | 'outcome'>;
   readonly #mcpForwards: Counter<'outcome'>;
+  readonly #shellRelays: Counter<'side' | 'outcome'>;
   #processMetrics = false;
   #checkDatabase: () => Promise<void> = () => Promise.resolve();
 
@@ -81,6 +92,12 @@ export class ControlPlaneMetrics {
       name: 'vmkit_mcp_forwarded_requests_total',
       help: 'MCP requests for a session held by another control-plane process, by outcome (forwarded, holder_unreachable; refused: posed as a forward, signature bad).',
       labelNames: ['outcome'],
+      registers,
+    });
+    this.#shellRelays = new Counter({
+      name: 'vmkit_shell_relay_opens_total',
+      help: 'Shell opens for an agent held by another control-plane process, by side (front: relayed from here; holder: opened here for another) and outcome.',
+      labelNames: ['side', 'outcome'],
       registers,
     });
     this.#deploySteps = new Histogram({
@@ -250,6 +267,10 @@ export class ControlPlaneMetrics {
 
   mcpForward(outcome: McpForwardOutcome): void {
     this.#mcpForwards.inc({ outcome });
+  }
+
+  shellRelay(label: ShellRelayLabel): void {
+    this.#shellRelays.inc(label);
   }
 
   deployStep(step: string, outcome: DeployStepOutcome, seconds: number): void {

@@ -190,6 +190,8 @@ export class ShellSessionService {
         ...(req.user !== undefined && { user: req.user }),
         ...(req.env !== undefined && { env: req.env }),
         ...(req.command !== undefined && { command: req.command }),
+        // Names the session in the agent's log (and the holder's, when the channel is relayed).
+        sessionId,
       });
       const row = await insertShellSession(db, {
         id: sessionId,
