@@ -139,10 +139,15 @@ class RelayedChannelPipe {
   #inputHeld = 0;
   #exit: ShellExit | undefined;
 
+  readonly ws: WebSocket;
+  readonly channel: ShellChannel;
   constructor(
-    readonly ws: WebSocket,
-    readonly channel: ShellChannel,
-  ) {}
+    ws: WebSocket,
+    channel: ShellChannel,
+  ) {
+    this.ws = ws;
+    this.channel = channel;
+  }
 
   start(pingMs: number): void {
     const { ws, channel } = this;
