@@ -114,10 +114,12 @@ t.test('a scrape after real traffic shows every series, and the counts moved', a
 
   t.equal(after.types.get('vmkit_deploy_step_duration_seconds'), 'histogram', 'deploy steps are declared (none ran here)');
   t.equal(after.value('vmkit_shell_sessions_open'), 0);
-  t.equal(after.value('vmkit_db_up', { dialect: 'sqlite' }), 1, 'the database answered');
-  t.equal(after.value('vmkit_db_migrations_pending', { dialect: 'sqlite' }), 0);
-  t.ok((after.value('vmkit_db_check_seconds', { dialect: 'sqlite' }) ?? -1) >= 0, 'the check was timed');
-  t.equal(after.samples('vmkit_db_pool_connections').length, 0, 'SQLite has no pool to report');
+  const dialect = cp.ctx.db.dialect;
+  t.equal(after.value('vmkit_db_up', { dialect }), 1, 'the database answered');
+  t.equal(after.value('vmkit_db_migrations_pending', { dialect }), 0);
+  t.ok((after.value('vmkit_db_check_seconds', { dialect }) ?? -1) >= 0, 'the check was timed');
+  if (dialect === 'sqlite') t.equal(after.samples('vmkit_db_pool_connections').length, 0, 'SQLite has no pool to report');
+  else t.ok(after.samples('vmkit_db_pool_connections').length > 0, 'the PostgreSQL pool is reported');
 
   t.ok((after.value('process_cpu_user_seconds_total') ?? 0) > 0, 'process metrics (prom-client defaults)');
   t.ok((after.value('nodejs_heap_size_used_bytes') ?? 0) > 0);
