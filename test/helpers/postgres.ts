@@ -6,7 +6,9 @@
  *
  * The first test file of a `tap` run that needs PostgreSQL starts the cluster
  * (test/helpers/pg-keeper.ts, detached: initdb in a temp dir, a Unix socket there, no
- * TCP); the others find it through a folder named after the run. The keeper stops the
+ * TCP); the others find it through a folder named after the run (the tap runner's pid
+ * and start time: tap's own process ids are per file, which once gave every file a
+ * cluster of its own, 106 at once in a run on PostgreSQL). The keeper stops the
  * cluster and removes the folder when the tap runner exits. Measured here: a cluster
  * costs ~2.3 s to make and start on this loaded 2-core machine, a database ~0.5 s, so
  * files share the cluster and each gets databases of its own.
@@ -60,9 +62,11 @@ const START_TIMEOUT_MS = 120_000;
 
 async function acquire(): Promise<Cluster> {
   // tap gives every process of one run the same _TAPJS_PROCESSINFO_ROOT_; the runner is our parent.
-  const run = process.env._TAPJS_PROCESSINFO_ROOT_;
-  const key = run ? run.replace(/[^\w-]/g, '') : `pid${process.pid}`;
-  const outlive = run ? process.ppid : process.pid;
+  // Under tap every test file is a child of the runner (TAP=1); tap's own ids are per file,
+  // so the run is named by the runner's pid and start time (a pid alone could be reused).
+  const runner = process.env.TAP === '1' ? processStart(process.ppid) : undefined;
+  const key = runner !== undefined ? `run${process.ppid}-${runner}` : `pid${process.pid}`;
+  const outlive = runner !== undefined ? process.ppid : process.pid;
   const dir = join(tmpdir(), `vmkit-test-pg-${process.getuid?.() ?? 'u'}-${key}`);
   let starter = false;
   try {
@@ -83,6 +87,17 @@ async function acquire(): Promise<Cluster> {
     keeper.unref();
   }
   return waitForCluster(dir);
+}
+
+/** A process's start time in clock ticks since boot (/proc/<pid>/stat field 22), or undefined. */
+function processStart(pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // Field 2 (the command) may hold spaces and parentheses: count from the last ')'.
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19];
+  } catch {
+    return undefined;
+  }
 }
 
 function waitForCluster(dir: string): Promise<Cluster> {
