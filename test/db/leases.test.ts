@@ -16,6 +16,8 @@ import type { Lease } from '../../control-plane/src/db/leases.ts';
 import { createRepo } from '../../control-plane/src/db/repos.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { ConfigError, loadConfig } from '../../control-plane/src/config.ts';
+import type { AppContext } from '../../control-plane/src/app.ts';
+import { LeaseKeeper } from '../../control-plane/src/services/leases.ts';
 import { testDialects } from '../helpers/postgres.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { openTestDatabase } from '../helpers/test-db.ts';
@@ -126,6 +128,30 @@ for (const { dialect, skip } of testDialects()) {
       t.same(ids, [...made].sort(), 'every expired deploy is claimed, each by exactly one node');
       for (const id of made) t.equal((await leaseOf(db, 'deploys', id))?.generation, 2, 'claimed once');
       for (const id of made) await updateDeploy(db, id, { status: 'failed' });
+    });
+
+    t.test('the keeper tells a driver its lease is lost only when another node took it, not when the deploy ended here', async (t) => {
+      const now = Date.now();
+      const ended = await newDeploy({ nodeId: 'keeper-a', now });
+      const taken = await newDeploy({ nodeId: 'keeper-a', now });
+      const lost: string[] = [];
+      const adopted: string[] = [];
+      // The keeper reads only db, nodeId, config.leases and logger from the context.
+      const ctx = { db, nodeId: 'keeper-a', config: { leases: { durationMs: LEASE_MS, checkMs: 10_000 } }, logger: { error: () => undefined } } as unknown as AppContext;
+      const keeper = new LeaseKeeper(ctx, 'deploys', { adopt: async (c) => void adopted.push(c.id), lost: (id) => void lost.push(id) });
+      t.teardown(() => keeper.stop());
+      keeper.hold({ id: ended.id, nodeId: 'keeper-a', generation: 1 });
+      keeper.hold({ id: taken.id, nodeId: 'keeper-a', generation: 1 });
+      await updateDeploy(db, ended.id, { status: 'succeeded' }, now + 1);
+      await releaseLeases(db, 'deploys', 'keeper-a', [taken.id]);
+      const [claimed] = await claimLeases(db, 'deploys', terms('keeper-b', now + 2));
+      t.equal(claimed?.id, taken.id, 'keeper-b holds the second deploy now');
+
+      await keeper.tick();
+      t.same(lost, [taken.id], 'only the deploy another node took is lost');
+      t.notOk(keeper.holds(ended.id), 'the ended one is let go');
+      t.notOk(keeper.holds(taken.id));
+      t.notOk(adopted.includes(taken.id), 'and the taken one is not claimed back');
     });
 
     t.test('rollout: fenced target and finish writes', async (t) => {

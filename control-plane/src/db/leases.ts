@@ -144,6 +144,14 @@ export async function renewLeases(db: Db, kind: LeaseKind, terms: LeaseTerms, id
   return new Set(renewed.map((r) => r.id));
 }
 
+/** Who holds each of `ids` now and whether it still runs (rows that no longer exist are left out). */
+export async function leaseStates(db: Db, kind: LeaseKind, ids: readonly string[]): Promise<Map<string, { owner: string | null; running: boolean }>> {
+  if (ids.length === 0) return new Map();
+  const table = tableOf(db.t, kind);
+  const rows = await db.orm.select({ id: table.id, owner: table.leaseOwner, status: table.status }).from(table).where(inArray(table.id, [...ids]));
+  return new Map(rows.map((r) => [r.id, { owner: r.owner, running: r.status === 'running' }]));
+}
+
 /** Gives up this node's leases on `ids` (a clean stop): any process may claim them at once. */
 export async function releaseLeases(db: Db, kind: LeaseKind, nodeId: string, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;

@@ -1,13 +1,14 @@
 /**
  * One process's leases on one kind of long work (deploys, agent rollouts): which rows it
  * drives, at which generation. Every `checkMs` it renews them all with one UPDATE (a row
- * missing from the answer was claimed by another process: its driver is told to stop)
+ * missing from the answer that another process holds now: its driver is told to stop;
+ * one that ended meanwhile is only let go)
  * and claims rows whose lease ran out, handing each to `adopt`. At a clean stop it
  * releases what it holds, so another process claims that work at once instead of after
  * the lease runs out. See db/leases.ts for the columns and the fencing.
  */
 import type { AppContext } from '../app.ts';
-import { claimLeases, releaseLeases, renewLeases } from '../db/leases.ts';
+import { claimLeases, leaseStates, releaseLeases, renewLeases } from '../db/leases.ts';
 import type { Claimed, Lease, LeaseKind, LeaseTerms } from '../db/leases.ts';
 
 export interface LeaseHandlers {
@@ -82,12 +83,17 @@ export class LeaseKeeper {
     const ids = [...this.#held.keys()];
     if (ids.length === 0) return;
     const kept = await renewLeases(this.#ctx.db, this.#kind, this.terms(), ids);
-    for (const id of ids) {
-      // Ended since (no longer running) or claimed by another process: either way not ours to drive.
-      if (!kept.has(id) && this.#held.has(id)) {
-        this.#held.delete(id);
-        this.#handlers.lost(id);
-      }
+    const missing = ids.filter((id) => !kept.has(id));
+    if (missing.length === 0) return;
+    // Not renewed: it ended since (its driver is finishing and drops it), or another
+    // process claimed it (its driver must stop). Only the second is a loss.
+    const states = await leaseStates(this.#ctx.db, this.#kind, missing);
+    for (const id of missing) {
+      if (!this.#held.has(id)) continue;
+      this.#held.delete(id);
+      const state = states.get(id);
+      if (state !== undefined && !state.running && state.owner === this.#ctx.nodeId) continue;
+      this.#handlers.lost(id);
     }
   }
 
