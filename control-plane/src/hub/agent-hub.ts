@@ -371,9 +371,15 @@ export class AgentHub implements AgentLink {
           }),
       ),
     );
-    await this.flushLastSeen();
-    await Promise.allSettled(this.#stateChains.values());
-    await this.#store.markAllDisconnected(Date.now());
+    // The database may be what is failing: what cannot be written now, the next start or
+    // another node's sweep corrects (dead nodes' agents are disconnected); the close goes on.
+    try {
+      await this.flushLastSeen();
+      await Promise.allSettled(this.#stateChains.values());
+      await this.#store.markAllDisconnected(Date.now());
+    } catch (err) {
+      this.#log.warn({ err }, 'hub: could not record the agents as disconnected while closing; the next start does');
+    }
     await new Promise<void>((resolve) => this.#wss.close(() => resolve()));
   }
 

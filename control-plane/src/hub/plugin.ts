@@ -136,12 +136,23 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
   // Registered before the server listened: the real port (port 0) is written at once, not at the next heartbeat.
   if (cluster) app.server.once('listening', () => void cluster.announce());
   app.addHook('preClose', async () => {
+    // Every part is closed even when one fails (a database gone away): a timer left behind
+    // would keep the process alive after a SIGTERM. The first failure is thrown at the end.
+    const failures: unknown[] = [];
+    const step = async (fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(err);
+      }
+    };
     if (ring instanceof DbKeyRing) ring.close();
-    await bus.close();
+    await step(() => bus.close());
     if (shellOpener instanceof ClusterShellOpener) shellOpener.close();
-    await hub.close();
+    await step(() => hub.close());
     shellRelay?.close();
-    await cluster?.close();
+    await step(() => cluster?.close());
+    if (failures.length > 0) throw failures[0];
   });
 };
 
