@@ -34,12 +34,12 @@ export const sqliteShellSessions = sqliteTable(
     /** Bytes from the operator to the VM and back. */
     bytesIn: integer('bytes_in').notNull().default(0),
     bytesOut: integer('bytes_out').notNull().default(0),
-    /** Why it ended: exit, idle_timeout, max_length, key_revoked, agent_disconnected, ... */
     /**
      * The control-plane process (node id) that holds the session; NULL for rows written
-     * before it was recorded. Its sessions die with it (../../shell/orphans.ts).
+     * before it was recorded. Its sessions die with it (closeOrphanedShellSessions, ../shell-sessions.ts).
      */
     nodeId: text('node_id'),
+    /** Why it ended: exit, idle_timeout, max_length, key_revoked, agent_disconnected, ... */
     endReason: text('end_reason'),
     startedAt: integer('started_at').notNull(),
     endedAt: integer('ended_at'),
