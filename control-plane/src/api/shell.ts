@@ -4,7 +4,7 @@ import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
 import { upgradeRateLimit } from '../auth/rate-limit.ts';
 import { hasScope } from '../auth/scopes.ts';
-import { closeOrphanedShellSessions, getShellSession, listShellSessions } from '../db/shell-sessions.ts';
+import { getShellSession, listShellSessions } from '../db/shell-sessions.ts';
 import type { ShellSessionRow } from '../db/shell-sessions.ts';
 import { ApiError } from '../errors.ts';
 import { registerUpgradeRoute } from '../hub/upgrade.ts';
@@ -108,10 +108,14 @@ export const shellRoutes: ApiPlugin = (app, { ctx }) => {
     opener: () => ctx.shellOpener,
     config: ctx.config.shell,
     dataDir: ctx.config.dataDir,
+    nodeId: ctx.nodeId,
+    ...(ctx.clusterNode && { cluster: { staleAfterMs: ctx.clusterNode.staleAfterMs } }),
     logger: ctx.logger,
     now: ctx.now,
   });
   ctx.shellSessions = sessions;
+  // Several processes: the sessions of a node that died are ended by the live ones, at their heartbeat.
+  ctx.clusterNode?.onDeadNodes((liveSince) => sessions.closeSessionsOfDeadNodes(liveSince));
   const door = new WebSocketDoor({
     db: ctx.db,
     sessions,
@@ -123,7 +127,7 @@ export const shellRoutes: ApiPlugin = (app, { ctx }) => {
   registerUpgradeRoute(app.server, WebSocketDoor.path, (req, socket, head) => door.handleUpgrade(req, socket, head));
   let gateway: SshGateway | undefined;
   app.addHook('onReady', async () => {
-    await closeOrphanedShellSessions(ctx.db, ctx.now());
+    await sessions.closeOrphans();
     sessions.start();
     gateway = await startGateway(ctx, sessions);
   });

@@ -1,7 +1,8 @@
 /**
  * This process as one node of several on one PostgreSQL database: its row in
  * `control_planes` (registered at start, heartbeat, removed on a clean shutdown), the
- * agents of dead nodes marked disconnected, and the LISTEN connection through which
+ * agents of dead nodes marked disconnected (and whatever else other parts registered
+ * with `onDeadNodes`, such as their shell sessions), and the LISTEN connection through which
  * other nodes route commands and replies to it (../db/pg-command-router.ts).
  */
 import { disconnectAgentsOfDeadNodes, deregisterNode, forgetDeadNodes, heartbeatNode, reclaimAgents, registerNode } from '../db/control-planes.ts';
@@ -30,11 +31,27 @@ export class ClusterNode {
   #timer: NodeJS.Timeout | undefined;
   #lastBeat = 0;
   #beating: Promise<void> | undefined;
+  readonly #deadNodeSweeps: ((liveSince: number) => Promise<unknown>)[] = [];
 
   constructor(opts: ClusterNodeOptions) {
     this.#o = opts;
     this.#now = opts.now ?? Date.now;
     this.router = new PgCommandRouter({ db: opts.db, nodeId: opts.nodeId, staleAfterMs: opts.staleAfterMs, now: this.#now });
+  }
+
+  /** A node silent this long is dead. */
+  get staleAfterMs(): number {
+    return this.#o.staleAfterMs;
+  }
+
+  /**
+   * Runs `sweep` at each heartbeat, after the agents of dead nodes were marked
+   * disconnected and before their rows go: the other records of nodes silent since
+   * `liveSince` are cleaned up by whichever live node gets there first (the sweep must
+   * be safe to run on several nodes at once).
+   */
+  onDeadNodes(sweep: (liveSince: number) => Promise<unknown>): void {
+    this.#deadNodeSweeps.push(sweep);
   }
 
   notifyStats(): NotifyStats {
@@ -90,6 +107,9 @@ export class ClusterNode {
       }
       this.#lastBeat = now;
       await disconnectAgentsOfDeadNodes(db, now - staleAfterMs);
+      for (const sweep of this.#deadNodeSweeps) {
+        await sweep(now - staleAfterMs).catch((err: unknown) => this.#o.logger.error({ err }, 'cluster: cleaning up after dead nodes failed'));
+      }
       await forgetDeadNodes(db, now - staleAfterMs);
     } catch (err) {
       this.#o.logger.error({ err }, 'cluster: the node heartbeat failed');

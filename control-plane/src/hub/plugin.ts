@@ -35,6 +35,8 @@ declare module '../app.ts' {
     agentHubConfig?: AgentHubConfig;
     /** Several processes on PostgreSQL: agents other processes hold (set by agentHubPlugin). */
     agentRouter?: CommandRouter;
+    /** Several processes on PostgreSQL: this process's node (set by agentHubPlugin). */
+    clusterNode?: ClusterNode;
   }
 }
 
@@ -126,7 +128,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     ? new ShellRelayServer({ nodeId: ctx.nodeId, key: relayKey, local: localShells, logger: ctx.logger, metrics: ctx.metrics })
     : undefined;
   Object.assign(ctx, { hub, commandBus: sender, keyRing: ring, keyRotation: rotation, agentHubConfig: cfg, shellOpener });
-  if (cluster) ctx.agentRouter = cluster.router;
+  if (cluster) Object.assign(ctx, { agentRouter: cluster.router, clusterNode: cluster });
   hub.attach(app.server);
   if (shellRelay) registerUpgradeRoute(app.server, SHELL_RELAY_PATH, (req, socket, head) => shellRelay.handleUpgrade(req, socket, head));
   app.addHook('onReady', async () => {

@@ -8,7 +8,8 @@ import { findDashboardSession } from '../db/dashboard-sessions.ts';
 import { insertAudit } from '../db/audit.ts';
 import { getApiKey } from '../db/api-keys.ts';
 import { getSshKeyById } from '../db/ssh-keys.ts';
-import { endShellSession, insertShellSession, updateShellSessionCounters } from '../db/shell-sessions.ts';
+import { closeOrphanedShellSessions, endShellSession, insertShellSession, updateShellSessionCounters } from '../db/shell-sessions.ts';
+import type { OrphanScope } from '../db/shell-sessions.ts';
 import { hasScope } from '../auth/scopes.ts';
 import { ApiError, isApiError } from '../errors.ts';
 import type { ShellChannel, ShellExit, ShellOpener } from './channel.ts';
@@ -86,6 +87,13 @@ export interface ShellSessionServiceOptions {
   config: ShellConfig;
   /** Recordings go to `<dataDir>/recordings/<session id>.cast`. */
   dataDir: string;
+  /** This process (ctx.nodeId): recorded as the holder of the sessions it opens. */
+  nodeId: string;
+  /**
+   * Several processes on one PostgreSQL database: a node silent this long is dead (the
+   * hub's nodeStaleAfterMs). Absent on SQLite, where this process is the only one.
+   */
+  cluster?: { staleAfterMs: number };
   logger: { warn(obj: object, msg?: string): void; error(obj: object, msg?: string): void };
   now: () => number;
 }
@@ -121,6 +129,34 @@ export class ShellSessionService {
   start(): void {
     this.#checker ??= setInterval(() => void this.checkKeys(), this.#o.config.keyCheckMs);
     this.#checker.unref();
+  }
+
+  /**
+   * At start: ends the sessions a previous run of this process left open (every open one
+   * on SQLite; on PostgreSQL only this node's, others may be live elsewhere).
+   */
+  async closeOrphans(): Promise<number> {
+    const { cluster, nodeId, now } = this.#o;
+    // Liveness on the heartbeats' clock (../hub/cluster.ts), not the replaceable one of the rows.
+    return this.#closeOrphans(cluster ? { kind: 'own', nodeId, liveSince: Date.now() - cluster.staleAfterMs } : { kind: 'all' }, now());
+  }
+
+  /**
+   * Several processes: ends the sessions of nodes silent since `liveSince` (run at each
+   * node heartbeat, ../hub/cluster.ts). Every live node runs it; each row is ended and
+   * audited once whichever gets there first.
+   */
+  async closeSessionsOfDeadNodes(liveSince: number): Promise<number> {
+    return this.#closeOrphans({ kind: 'dead', nodeId: this.#o.nodeId, liveSince }, this.#o.now());
+  }
+
+  async #closeOrphans(scope: OrphanScope, now: number): Promise<number> {
+    const closed = await closeOrphanedShellSessions(this.#o.db, scope, now);
+    if (closed.length > 0) {
+      const nodes = [...new Set(closed.map((r) => r.nodeId ?? 'unknown'))];
+      this.#o.logger.warn({ sessions: closed.length, nodes }, 'shell sessions whose control plane stopped under them were ended (control_plane_stopped)');
+    }
+    return closed.length;
   }
 
   /** Ends every live session (the control plane is stopping). */
@@ -203,6 +239,7 @@ export class ShellSessionService {
         command: req.command ?? null,
         runAs: req.user ?? null,
         startedAt: now(),
+        nodeId: this.#o.nodeId,
       });
       await audit('shell.open', 200, null, { instance_id: instance.id, session_id: sessionId });
       const session = new ShellSession(row.id, row.instanceId, caller, channel, recorder, this.#o, (s, end) => this.#ended(s, end, req));

@@ -2,6 +2,7 @@
  * What happened: shell sessions and the audit trail.
  * Each table is written once per dialect, side by side (see ../schema.ts for the rules).
  */
+import { sql } from 'drizzle-orm';
 import { bigint, index as pgIndex, integer as pgInteger, json, pgTable, text as pgText } from 'drizzle-orm/pg-core';
 import { index, integer, sqliteTable, text } from 'drizzle-orm/sqlite-core';
 import { pgApiKeys, pgWorkspaces, sqliteApiKeys, sqliteWorkspaces } from './accounts.ts';
@@ -33,12 +34,22 @@ export const sqliteShellSessions = sqliteTable(
     /** Bytes from the operator to the VM and back. */
     bytesIn: integer('bytes_in').notNull().default(0),
     bytesOut: integer('bytes_out').notNull().default(0),
+    /**
+     * The control-plane process (node id) that holds the session; NULL for rows written
+     * before it was recorded. Its sessions die with it (closeOrphanedShellSessions, ../shell-sessions.ts).
+     */
+    nodeId: text('node_id'),
     /** Why it ended: exit, idle_timeout, max_length, key_revoked, agent_disconnected, ... */
     endReason: text('end_reason'),
     startedAt: integer('started_at').notNull(),
     endedAt: integer('ended_at'),
   },
-  (t) => [index('shell_sessions_instance_idx').on(t.instanceId), index('shell_sessions_workspace_idx').on(t.workspaceId, t.id)],
+  (t) => [
+    index('shell_sessions_instance_idx').on(t.instanceId),
+    index('shell_sessions_workspace_idx').on(t.workspaceId, t.id),
+    // The open sessions per holder: what a start or a dead-node sweep closes.
+    index('shell_sessions_open_node_idx').on(t.nodeId).where(sql`ended_at IS NULL`),
+  ],
 );
 export const pgShellSessions = pgTable(
   'shell_sessions',
@@ -60,11 +71,16 @@ export const pgShellSessions = pgTable(
     /** A long session passes 2 GiB: bigint. */
     bytesIn: bigint('bytes_in', { mode: 'number' }).notNull().default(0),
     bytesOut: bigint('bytes_out', { mode: 'number' }).notNull().default(0),
+    nodeId: pgText('node_id'),
     endReason: pgText('end_reason'),
     startedAt: ms('started_at').notNull(),
     endedAt: ms('ended_at'),
   },
-  (t) => [pgIndex('shell_sessions_instance_idx').on(t.instanceId), pgIndex('shell_sessions_workspace_idx').on(t.workspaceId, t.id)],
+  (t) => [
+    pgIndex('shell_sessions_instance_idx').on(t.instanceId),
+    pgIndex('shell_sessions_workspace_idx').on(t.workspaceId, t.id),
+    pgIndex('shell_sessions_open_node_idx').on(t.nodeId).where(sql`ended_at IS NULL`),
+  ],
 );
 
 export const sqliteAuditLog = sqliteTable(
