@@ -3,9 +3,6 @@ import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSyn
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
-import { connect } from 'node:net';
-import type { Socket } from 'node:net';
-import { createServer as createTlsServer } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -21,7 +18,7 @@ import { waitAgentState } from '../helpers/real-agent.ts';
 import { fixtureKey } from '../helpers/fixtures.ts';
 import { freePort } from '../helpers/cp-process.ts';
 import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
-import type { TestCa } from '../helpers/test-ca.ts';
+import { startTlsFront } from '../helpers/tls-front.ts';
 import { ROOT } from './agent-process.ts';
 
 /**
@@ -278,32 +275,6 @@ t.test('several control planes: a dead first URL is passed over for the download
   await waitAgentState(s.cp, s.instanceId, 'connected');
 });
 
-/** TLS in front of the control plane (as nginx would be), with a certificate of `ca`. */
-async function tlsFront(t: Test, ca: TestCa, target: () => string): Promise<number> {
-  const sockets = new Set<Socket>();
-  const server = createTlsServer({ cert: readFileSync(ca.certFile), key: readFileSync(ca.keyFile) }, (down) => {
-    const up = connect(Number(new URL(target()).port), '127.0.0.1');
-    sockets.add(down).add(up);
-    const drop = () => {
-      down.destroy();
-      up.destroy();
-      sockets.delete(down);
-      sockets.delete(up);
-    };
-    down.on('error', drop).on('close', drop);
-    up.on('error', drop).on('close', drop);
-    down.pipe(up).pipe(down);
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  t.teardown(async () => {
-    for (const so of sockets) so.destroy();
-    await new Promise<void>((r) => server.close(() => r()));
-  });
-  const addr = server.address();
-  if (addr === null || typeof addr === 'string') throw new Error('no address');
-  return addr.port;
-}
-
 /** A PATH with everything of /usr/bin but curl: the script's wget branch. */
 function pathWithoutCurl(dir: string): string {
   const bin = join(dir, 'bin-without-curl');
@@ -319,8 +290,7 @@ t.test('a private CA (VMKIT_CA_FILE): the downloads and the agent trust it, over
   t.teardown(() => rmSync(caDir, { recursive: true, force: true }));
   const ca = await makeTestCa(caDir);
   let cpUrl = '';
-  const port = await tlsFront(t, ca, () => cpUrl);
-  const front = `https://127.0.0.1:${port}`;
+  const { url: front, port } = await startTlsFront(t, ca, () => cpUrl);
   const s = await site(t, { publicUrl: front });
   cpUrl = s.cp.url;
 
