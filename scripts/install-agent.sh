@@ -6,16 +6,25 @@
 #
 #   curl -fsSL https://cp.example.com/install.sh | sudo VMKIT_CP_KEY=ed25519:...:... bash -s -- https://cp.example.com vmkenr_...
 #
+# A fleet whose processes are each at their own address, behind a private CA:
+#
+#   curl -fsSL --cacert ca.pem https://cp-a.example.com/install.sh |
+#     sudo VMKIT_CP_KEY=... VMKIT_CA_FILE=$PWD/ca.pem \
+#       VMKIT_CP_URLS="https://cp-b.example.com https://cp-c.example.com" \
+#       bash -s -- https://cp-a.example.com vmkenr_...
+#
 # The agent is one executable (Node 24 inside): nothing is installed from a package
 # registry and nothing is compiled. Steps:
-#   1. the release manifest from URL/agent/releases/<version>/<platform>: its Ed25519
+#   1. the release manifest from URL/agent/releases/<version>/<platform> (or, while that
+#      cannot be downloaded, from each of VMKIT_CP_URLS in turn): its Ed25519
 #      signature must verify under VMKIT_CP_KEY, the control plane's signing key given
 #      out of band (the enrollment-token answer prints the full command with it);
 #   2. the executable: its size and sha-256 must be the manifest's. Nothing downloaded
 #      runs before both checks passed; a refusal changes nothing on the machine;
 #   3. /opt/vmkit-agent/versions/<version>/vmkit-agent, and /opt/vmkit-agent/current
 #      pointing at it (switched with one rename);
-#   4. `vmkit-agent enroll` (pins VMKIT_CP_KEY), then the systemd unit the executable
+#   4. `vmkit-agent enroll` (pins VMKIT_CP_KEY; --url URL and one --url per VMKIT_CP_URLS;
+#      --ca-file with VMKIT_CA_FILE's copy), then the systemd unit the executable
 #      carries, enabled and started. Without systemd (containers, the local VM sandbox)
 #      a small restart loop stands in for Restart=always (it stops on exit 78, a
 #      configuration error, as RestartPreventExitStatus does).
@@ -25,6 +34,13 @@
 #
 # Settings (environment; defaults are what the systemd unit uses):
 #   VMKIT_CP_KEY              KEY_ID:PUBKEY of the control plane (required)
+#   VMKIT_CP_URLS             more addresses of the same fleet, space-separated (none);
+#                             each https:// (http:// as URL); enroll asks them in turn after
+#                             URL, the agent keeps them as connect_urls and dials them in turn
+#   VMKIT_CA_FILE             PEM CA(s) trusted instead of the system's roots (system roots):
+#                             for this script's downloads (curl --cacert, wget
+#                             --ca-certificate) and, copied to ca.pem beside the agent config
+#                             (root's, 0644), for the agent (enroll --ca-file, kept as ca_file)
 #   VMKIT_AGENT_VERSION       release to install                (latest)
 #   VMKIT_AGENT_PREFIX        install directory                 (/opt/vmkit-agent)
 #   VMKIT_AGENT_CONFIG        agent config file                 (/etc/vmkit/agent.json)
@@ -62,18 +78,41 @@ die() {
 }
 
 if [ "$#" -ne 2 ]; then
-  echo "usage: install-agent.sh URL TOKEN" >&2
+  echo "usage: install-agent.sh URL TOKEN   (more URLs: VMKIT_CP_URLS=\"URL2 URL3\")" >&2
   exit 2
 fi
+# check_url NAME URL: the agent's enroll refuses http:// to anything but loopback and
+# link-local (unless VMKIT_AGENT_INSECURE=1); a list separator (a comma) is refused here.
+check_url() {
+  case "$2" in
+    https://?* | http://?*) ;;
+    *) die "$1 must start with https:// (or http:// for a local control plane): $2" ;;
+  esac
+  case "$2" in
+    *[!A-Za-z0-9.:/_~%[\]-]*) die "$1 has a character no control-plane URL needs (VMKIT_CP_URLS is separated by spaces): $2" ;;
+  esac
+}
 URL="${1%/}"
 TOKEN="$2"
-case "$URL" in
-  https://* | http://*) ;;
-  *) die "URL must start with https:// (or http:// for a local control plane): $URL" ;;
-esac
+check_url URL "$URL"
 case "$TOKEN" in
   '' | *[!A-Za-z0-9_.~-]*) die "TOKEN must be the enrollment token (vmkenr_...)" ;;
 esac
+URLS=("$URL")
+# -d '': the whole value, newlines included, split on whitespace (no globbing with -a).
+read -r -d '' -a more_urls <<<"${VMKIT_CP_URLS:-}" || true
+for u in "${more_urls[@]}"; do
+  check_url VMKIT_CP_URLS "$u"
+  URLS+=("${u%/}")
+done
+# The agent's own limit (MAX_CONTROL_PLANE_URLS): refused here before anything changes.
+[ "${#URLS[@]}" -le 8 ] || die "${#URLS[@]} control-plane URLs given (URL and VMKIT_CP_URLS); at most 8"
+CA_FILE="${VMKIT_CA_FILE:-}"
+if [ -n "$CA_FILE" ]; then
+  { [ -f "$CA_FILE" ] && [ -r "$CA_FILE" ]; } || die "VMKIT_CA_FILE $CA_FILE is not a readable file"
+  grep -q -- '-----BEGIN CERTIFICATE-----' "$CA_FILE" || die "VMKIT_CA_FILE $CA_FILE holds no PEM certificate (-----BEGIN CERTIFICATE-----)"
+  [ "$(stat -c %s "$CA_FILE")" -le 1048576 ] || die "VMKIT_CA_FILE $CA_FILE is larger than 1 MiB, the agent's limit for ca_file"
+fi
 CP_KEY="${VMKIT_CP_KEY:-}"
 [[ "$CP_KEY" =~ ^(ed25519:[0-9a-f]{32}):([A-Za-z0-9_-]{43})$ ]] ||
   die "VMKIT_CP_KEY must be the control plane's signing key, KEY_ID:PUBLIC_KEY (the enrollment-token answer's install_command carries it); without it nothing can be verified"
@@ -117,23 +156,47 @@ esac
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
 
+# As the agent's ca_file: the private CA instead of the system's roots, not beside them.
+curl_tls=()
+wget_tls=()
+if [ -n "$CA_FILE" ]; then
+  curl_tls=(--cacert "$CA_FILE")
+  wget_tls=("--ca-certificate=$CA_FILE")
+fi
+
 # fetch URL FILE MAX_BYTES: refuses bodies larger than MAX_BYTES (also chunked ones).
+# Returns 1 with the reason on stderr; the caller decides whether that is the end.
 fetch() {
   if command -v curl >/dev/null 2>&1; then
-    curl -fsSL --retry 3 --proto '=https,http' --max-redirs 0 --max-filesize "$3" -o "$2" "$1" ||
-      die "download of $1 failed or was larger than $3 bytes"
+    if ! curl -fsSL --retry 3 --proto '=https,http' --max-redirs 0 --max-filesize "$3" "${curl_tls[@]}" -o "$2" "$1"; then
+      printf 'vmkit-agent install: download of %s failed or was larger than %s bytes\n' "$1" "$3" >&2
+      return 1
+    fi
   else
-    wget -q --max-redirect=0 -O "$2" "$1" || die "download of $1 failed"
+    if ! wget -q --max-redirect=0 "${wget_tls[@]}" -O "$2" "$1"; then
+      printf 'vmkit-agent install: download of %s failed\n' "$1" >&2
+      return 1
+    fi
   fi
   local got
   got="$(stat -c %s "$2")"
-  [ "$got" -le "$3" ] || die "$1 is $got bytes, more than the $3 expected; refusing it"
+  if [ "$got" -gt "$3" ]; then
+    printf 'vmkit-agent install: %s is %s bytes, more than the %s expected; refusing it\n' "$1" "$got" "$3" >&2
+    return 1
+  fi
 }
 
 # --- 1. the signed manifest ----------------------------------------------------------
-MANIFEST_URL="$URL/agent/releases/$WANT_VERSION/$PLATFORM"
-say "release manifest: $MANIFEST_URL"
-fetch "$MANIFEST_URL" "$WORK/manifest.json" 4096
+# From the first control plane that serves it; the executable then comes from the same one.
+BASE=''
+for u in "${URLS[@]}"; do
+  say "release manifest: $u/agent/releases/$WANT_VERSION/$PLATFORM"
+  if fetch "$u/agent/releases/$WANT_VERSION/$PLATFORM" "$WORK/manifest.json" 4096; then
+    BASE="$u"
+    break
+  fi
+done
+[ -n "$BASE" ] || die "no control plane served the release manifest (${URLS[*]})"
 MANIFEST="$(tr -d '\n' <"$WORK/manifest.json")"
 field() {
   local re="\"$1\":$2"
@@ -171,9 +234,9 @@ openssl pkeyutl -verify -pubin -keyform DER -inkey "$WORK/key.der" -rawin -in "$
 say "manifest of vmkit-agent $VERSION for $PLATFORM: signature verified under $KEY_ID"
 
 # --- 2. the executable ---------------------------------------------------------------
-ARTIFACT_URL="$URL/agent/releases/$VERSION/$PLATFORM/vmkit-agent"
+ARTIFACT_URL="$BASE/agent/releases/$VERSION/$PLATFORM/vmkit-agent"
 say "downloading $ARTIFACT_URL ($SIZE bytes)"
-fetch "$ARTIFACT_URL" "$WORK/vmkit-agent" "$SIZE"
+fetch "$ARTIFACT_URL" "$WORK/vmkit-agent" "$SIZE" || die "the executable could not be downloaded from $BASE; nothing was changed"
 got_size="$(stat -c %s "$WORK/vmkit-agent")"
 [ "$got_size" -eq "$SIZE" ] || die "the download is $got_size bytes, the signed manifest says $SIZE; refusing it"
 got_sha="$(sha256sum "$WORK/vmkit-agent" | cut -d' ' -f1)"
@@ -208,8 +271,26 @@ say "installed $("$AGENT" version) in $DEST ($PREFIX/current)"
 # --- 4. enrollment ----------------------------------------------------------------------
 if [ -f "$CONFIG" ]; then
   say "already enrolled ($CONFIG exists); keeping that identity, the token is not used"
+  # Its control planes and ca_file stay as enrolled (a new ca.pem would change what the
+  # running agent trusts under its feet).
+  if [ "${#URLS[@]}" -gt 1 ] || [ -n "$CA_FILE" ]; then say "VMKIT_CP_URLS and VMKIT_CA_FILE were used for the download only"; fi
 else
-  enroll_args=(enroll --url "$URL" --config "$CONFIG" --state-dir "$STATE_DIR" --cp-key "$CP_KEY")
+  enroll_args=(enroll)
+  for u in "${URLS[@]}"; do enroll_args+=(--url "$u"); done
+  enroll_args+=(--config "$CONFIG" --state-dir "$STATE_DIR" --cp-key "$CP_KEY")
+  if [ -n "$CA_FILE" ]; then
+    # The agent reads ca_file at every start and for every update, so it gets its own
+    # copy where its config lives (/etc/vmkit/ca.pem by default): root's, as the config
+    # is, and not the operator's upload that may be in /tmp or a home directory; 0644 as
+    # a certificate is public.
+    CONFIG_DIR="$(dirname "$CONFIG")"
+    CA_COPY="$CONFIG_DIR/ca.pem"
+    [ -d "$CONFIG_DIR" ] || install -d -m 0755 "$CONFIG_DIR"
+    install -m 0644 -o 0 -g 0 "$CA_FILE" "$CA_COPY.$$"
+    mv -f "$CA_COPY.$$" "$CA_COPY"
+    say "trusting the CA(s) of $CA_FILE, copied to $CA_COPY"
+    enroll_args+=(--ca-file "$CA_COPY")
+  fi
   if [ "${VMKIT_AGENT_INSECURE:-0}" = 1 ]; then enroll_args+=(--insecure); fi
   # The token travels in the environment, not argv: /proc/<pid>/environ is root-only,
   # the command line is not.

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -67,3 +67,37 @@ t.test('the install script refuses bad arguments before touching anything', asyn
   t.match((viaSh as { stderr: string }).stderr, /run it with bash/);
 });
 
+
+t.test('a bad VMKIT_CA_FILE or VMKIT_CP_URLS is refused before anything is downloaded or written', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'vmkit-install-args-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  writeFileSync(join(dir, 'not-a-cert.pem'), 'hello\n');
+  // A well-formed key (no control plane answers for it): the checks below come first.
+  const key = `ed25519:${'a'.repeat(32)}:${'A'.repeat(43)}`;
+  const env = {
+    PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+    VMKIT_CP_KEY: key,
+    VMKIT_INSTALL_SKIP_APT: '1',
+    VMKIT_AGENT_PREFIX: join(dir, 'opt'),
+    VMKIT_AGENT_CONFIG: join(dir, 'etc', 'agent.json'),
+    VMKIT_AGENT_STATE_DIR: join(dir, 'state'),
+    VMKIT_AGENT_PIDFILE: join(dir, 'agent.pid'),
+  };
+  // Port 9 (discard) on loopback: were the script to get as far as a download, it would fail there instead.
+  const refused = async (more: Record<string, string>) => {
+    const r = await run('bash', [SCRIPT, 'http://127.0.0.1:9', 'vmkenr_x'], { env: { ...env, ...more } }).then(
+      (o) => ({ code: 0, stdout: o.stdout, stderr: o.stderr }),
+      (e: { code: number; stdout: string; stderr: string }) => e,
+    );
+    t.equal(r.code, 1, 'exit 1');
+    t.equal(r.stdout, '', 'nothing started: not a step was announced');
+    return r.stderr.trim();
+  };
+  t.equal(await refused({ VMKIT_CA_FILE: join(dir, 'missing.pem') }), `vmkit-agent install: error: VMKIT_CA_FILE ${join(dir, 'missing.pem')} is not a readable file`);
+  t.equal(await refused({ VMKIT_CA_FILE: dir }), `vmkit-agent install: error: VMKIT_CA_FILE ${dir} is not a readable file`, 'a directory is not a CA file');
+  t.match(await refused({ VMKIT_CA_FILE: join(dir, 'not-a-cert.pem') }), /^vmkit-agent install: error: VMKIT_CA_FILE .*not-a-cert\.pem holds no PEM certificate/);
+  t.equal(await refused({ VMKIT_CP_URLS: 'https://cp-b.example.com ftp://cp-c.example.com' }), 'vmkit-agent install: error: VMKIT_CP_URLS must start with https:// (or http:// for a local control plane): ftp://cp-c.example.com');
+  t.match(await refused({ VMKIT_CP_URLS: 'https://cp-b.example.com,https://cp-c.example.com' }), /VMKIT_CP_URLS has a character no control-plane URL needs \(VMKIT_CP_URLS is separated by spaces\)/, 'a comma-separated list is refused, not taken as one URL');
+  t.match(await refused({ VMKIT_CP_URLS: Array.from({ length: 8 }, (_, i) => `https://cp-${i}.example.com`).join('\n') }), /9 control-plane URLs given \(URL and VMKIT_CP_URLS\); at most 8/, 'newlines separate too, and the agent\'s limit of 8 holds');
+  t.same(readdirSync(dir), ['not-a-cert.pem'], 'no prefix, config, state or pid file');
+});

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { existsSync, lstatSync, mkdtempSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { createServer } from 'node:http';
 import type { Server } from 'node:http';
@@ -16,13 +16,19 @@ import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { waitAgentState } from '../helpers/real-agent.ts';
 import { fixtureKey } from '../helpers/fixtures.ts';
+import { freePort } from '../helpers/cp-process.ts';
+import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
+import { startTlsFront } from '../helpers/tls-front.ts';
 import { ROOT } from './agent-process.ts';
 
 /**
  * scripts/install-agent.sh on this machine (a temp prefix, no systemd here): it installs
  * the executable a real control plane serves after checking the manifest's signature
  * under VMKIT_CP_KEY and the download's size and sha-256, and refuses — changing nothing
- * — whatever a man in the middle (a proxy in front of the control plane) alters.
+ * — whatever a man in the middle (a proxy in front of the control plane) alters. With
+ * VMKIT_CP_URLS it passes a dead control plane over (download and enrollment) and leaves
+ * every URL in the agent's config; with VMKIT_CA_FILE it downloads over https:// from a
+ * control plane behind a private CA (curl and wget) and the agent connects on wss://.
  */
 
 const SCRIPT = join(ROOT, 'scripts', 'install-agent.sh');
@@ -37,13 +43,15 @@ interface Ran {
   stderr: string;
 }
 
-function runScript(url: string, token: string, env: Record<string, string>): Promise<Ran> {
+function runProgram(file: string, args: string[], env: Record<string, string>): Promise<Ran> {
   return new Promise((resolve) => {
-    execFile('bash', [SCRIPT, url, token], { env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env }, timeout: 180_000, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
+    execFile(file, args, { env: { PATH: '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin', ...env }, timeout: 180_000, maxBuffer: 4 << 20 }, (err, stdout, stderr) => {
       resolve({ code: err ? (typeof err.code === 'number' ? err.code : -1) : 0, stdout, stderr });
     });
   });
 }
+
+const runScript = (url: string, token: string, env: Record<string, string>): Promise<Ran> => runProgram('bash', [SCRIPT, url, token], env);
 
 interface Site {
   cp: TestControlPlane;
@@ -53,16 +61,24 @@ interface Site {
   token: string;
 }
 
-async function site(t: Test): Promise<Site> {
+async function site(t: Test, opts: { publicUrl?: string } = {}): Promise<Site> {
   const artifact = await agentArtifact();
-  const cp = await startTestControlPlane({ config: { agentReleasesDir: releasesDir(t, [artifact]), agentHub: { heartbeatIntervalMs: 500, deadAfterMs: 5_000 } } });
+  const cp = await startTestControlPlane({
+    config: { agentReleasesDir: releasesDir(t, [artifact]), agentHub: { heartbeatIntervalMs: 500, deadAfterMs: 5_000 }, ...(opts.publicUrl ? { publicUrl: opts.publicUrl } : {}) },
+  });
   t.teardown(() => cp.close());
-  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: `install-${process.pid}-${Math.random().toString(36).slice(2, 8)}` } })).body;
-  const tok = (await cp.api<{ token: string; install_command: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
   const key = cp.ctx.keyRing?.active();
   if (!key) throw new Error('no key ring');
-  t.match(tok.install_command, `VMKIT_CP_KEY=${key.keyId}:${key.publicKey}`, 'the install command carries the key out of band');
-  return { cp, artifact, cpKey: `${key.keyId}:${key.publicKey}`, instanceId: inst.id, token: tok.token };
+  const { instanceId, token, installCommand } = await newInstance(cp);
+  t.match(installCommand, `VMKIT_CP_KEY=${key.keyId}:${key.publicKey}`, 'the install command carries the key out of band');
+  return { cp, artifact, cpKey: `${key.keyId}:${key.publicKey}`, instanceId, token };
+}
+
+/** Another instance of the site's control plane and its one-time token. */
+async function newInstance(cp: TestControlPlane): Promise<{ instanceId: string; token: string; installCommand: string }> {
+  const inst = (await cp.api<{ id: string }>('POST', '/api/instances', { body: { name: `install-${process.pid}-${Math.random().toString(36).slice(2, 8)}` } })).body;
+  const tok = (await cp.api<{ token: string; install_command: string }>('POST', `/api/instances/${inst.id}/enrollment-token`)).body;
+  return { instanceId: inst.id, token: tok.token, installCommand: tok.install_command };
 }
 
 /** Paths of one install under a temp dir; the restart loop's process group is ended at teardown. */
@@ -223,4 +239,102 @@ t.test('whatever is altered on the way is refused, and nothing on the machine ch
   }
   const inst = await s.cp.api<{ agent: unknown }>('GET', `/api/instances/${s.instanceId}`);
   t.equal(inst.body.agent, null, 'the token was never used');
+});
+
+interface InstalledConfig {
+  control_plane_url: string;
+  connect_url: string;
+  connect_urls?: string[];
+  ca_file?: string;
+}
+const configOf = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as InstalledConfig;
+
+/** Two ports nothing listens on: control-plane processes that are down. */
+async function deadPorts(): Promise<[number, number]> {
+  const a = await freePort();
+  let b = await freePort();
+  while (b === a) b = await freePort();
+  return [a, b];
+}
+
+t.test('several control planes: a dead first URL is passed over for the download and the enrollment, and every URL is kept for the agent', { skip: noInstall }, async (t) => {
+  const s = await site(t);
+  const l = layout(t);
+  const [d1, d2] = await deadPorts();
+  const cpPort = new URL(s.cp.url).port;
+  const r = await runScript(`http://127.0.0.1:${d1}`, s.token, { ...l.env, VMKIT_CP_KEY: s.cpKey, VMKIT_CP_URLS: `${s.cp.url}/ http://127.0.0.1:${d2}` });
+  t.equal(r.code, 0, r.stderr);
+  t.match(r.stderr, `download of http://127.0.0.1:${d1}/agent/releases/latest/linux-x64 failed`, 'the dead one was asked first');
+  t.match(r.stdout, `downloading ${s.cp.url}/agent/releases/${s.artifact.manifest.version}/linux-x64/vmkit-agent`, 'the executable from the one that served the manifest');
+  t.match(r.stdout, /enrolled as agt_/);
+  const config = configOf(l.config);
+  t.equal(config.control_plane_url, `${s.cp.url}/`, 'the control plane that answered the enrollment');
+  t.equal(config.connect_url, `ws://127.0.0.1:${cpPort}/agent/v1/connect`, 'its announced connect URL first');
+  t.same(config.connect_urls, [`ws://127.0.0.1:${d1}/agent/v1/connect`, `ws://127.0.0.1:${d2}/agent/v1/connect`], 'the others in connect_urls, in the order given');
+  t.notOk('ca_file' in config, 'no ca_file without VMKIT_CA_FILE');
+  await waitAgentState(s.cp, s.instanceId, 'connected');
+});
+
+/** A PATH with everything of /usr/bin but curl: the script's wget branch. */
+function pathWithoutCurl(dir: string): string {
+  const bin = join(dir, 'bin-without-curl');
+  mkdirSync(bin);
+  for (const name of readdirSync('/usr/bin')) if (name !== 'curl') symlinkSync(join('/usr/bin', name), join(bin, name));
+  return `${bin}:/usr/sbin:/sbin`;
+}
+
+const noTls = noInstall || prerequisite(await opensslMissing()) || prerequisite(existsSync('/usr/bin/wget') ? false : 'wget is not installed (apt-get install wget)');
+
+t.test('a private CA (VMKIT_CA_FILE): the downloads and the agent trust it, over https:// and wss://', { skip: noTls }, async (t) => {
+  const caDir = mkdtempSync(join(tmpdir(), 'vmkit-install-ca-'));
+  t.teardown(() => rmSync(caDir, { recursive: true, force: true }));
+  const ca = await makeTestCa(caDir);
+  let cpUrl = '';
+  const { url: front, port } = await startTlsFront(t, ca, () => cpUrl);
+  const s = await site(t, { publicUrl: front });
+  cpUrl = s.cp.url;
+
+  await t.test('without it the system roots refuse the certificate, and nothing changes', async (t) => {
+    const l = layout(t);
+    const r = await runScript(front, s.token, { ...l.env, VMKIT_CP_KEY: s.cpKey });
+    t.equal(r.code, 1, 'refused');
+    t.match(r.stderr, /curl: \(60\)|certificate/i, "curl's verification failure");
+    t.match(r.stderr, /no control plane served the release manifest/);
+    t.notOk(existsSync(l.prefix), 'nothing installed');
+    t.notOk(existsSync(l.config), 'not enrolled');
+  });
+
+  const check = async (t: Test, l: ReturnType<typeof layout>, r: Ran, instanceId: string) => {
+    t.equal(r.code, 0, r.stderr);
+    t.match(r.stdout, `downloading ${front}/agent/releases/${s.artifact.manifest.version}/linux-x64/vmkit-agent`);
+    t.match(r.stdout, /enrolled as agt_/);
+    const copy = join(l.dir, 'etc', 'ca.pem');
+    t.match(r.stdout, `trusting the CA(s) of ${ca.caFile}, copied to ${copy}`);
+    const st = statSync(copy);
+    t.equal(st.mode & 0o777, 0o644, 'the copy is 0644');
+    t.equal(st.uid, 0, 'owned by root');
+    t.equal(readFileSync(copy, 'utf8'), readFileSync(ca.caFile, 'utf8'), 'the CA as given');
+    const config = configOf(l.config);
+    t.equal(config.ca_file, copy, 'enrolled with --ca-file: the copy beside the config, not the operator\'s file');
+    t.equal(config.connect_url, `wss://127.0.0.1:${port}/agent/v1/connect`, 'the agent dials wss:// through the TLS front');
+    await waitAgentState(s.cp, instanceId, 'connected');
+    const status = JSON.parse(readFileSync(join(l.state, 'status.json'), 'utf8')) as { connect_url: string };
+    t.equal(status.connect_url, config.connect_url, 'connected on wss:// trusting the private CA');
+  };
+
+  await t.test('with it, curl downloads over https:// and the agent connects on wss://', async (t) => {
+    const l = layout(t);
+    const r = await runScript(front, s.token, { ...l.env, VMKIT_CP_KEY: s.cpKey, VMKIT_CA_FILE: ca.caFile });
+    await check(t, l, r, s.instanceId);
+  });
+
+  await t.test('with it, wget (no curl on the machine) downloads over https:// too', async (t) => {
+    const l = layout(t);
+    const other = await newInstance(s.cp);
+    const path = pathWithoutCurl(l.dir);
+    const which = await runProgram('bash', ['-c', 'command -v curl || command -v wget'], { PATH: path });
+    t.match(which.stdout.trim(), /\/wget$/, 'only wget on that PATH');
+    const r = await runScript(front, other.token, { ...l.env, PATH: path, VMKIT_CP_KEY: s.cpKey, VMKIT_CA_FILE: ca.caFile });
+    await check(t, l, r, other.instanceId);
+  });
 });

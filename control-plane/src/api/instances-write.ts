@@ -17,7 +17,13 @@ export const EnrollmentTokenView = z.object({
   instance_id: z.string(),
   signing_keys: z.array(signingKeySchema).describe('The control plane public keys the agent pins'),
   connect_url: z.string().describe('ws(s)://.../agent/v1/connect'),
-  install_command: z.string().describe('Run on the VM as root'),
+  // The control plane knows neither the fleet's other addresses nor where a private CA
+  // sits on the VM: the operator adds those, the description says how.
+  install_command: z
+    .string()
+    .describe(
+      'Run on the VM as root. Behind a private CA: curl --cacert ca.pem, and VMKIT_CA_FILE=/path/ca.pem for the script; more addresses of the fleet: VMKIT_CP_URLS="https://cp-b https://cp-c" (README: Install and verification).',
+    ),
 });
 
 /** POST routes of instances: register an instance, issue an enrollment token for it. */
