@@ -92,9 +92,12 @@ if (fileNeeds(notRoot)) {
     await page.keyboard.type('exit\n');
     await page.locator('[data-terminal-status]').getByText(/Ended: exit \(exit code 0\)/).waitFor();
     t.pass('the end and its exit code are shown');
-    const row = page.locator('tr[data-shell-session]').first();
+    // The list on screen may still be the one fetched before this session ended (the
+    // earlier subtest's session first): wait for the refreshed list to show this one.
+    const row = page.locator('tr[data-shell-session]').filter({ hasText: /exit \(0\)/ }).first();
     await row.waitFor();
     t.match(await row.textContent(), /websocket.*exit \(0\)/);
+    t.equal(await page.locator('tr[data-shell-session]').first().getAttribute('data-shell-session'), await row.getAttribute('data-shell-session'), 'the newest session is listed first');
     await row.getByRole('button', { name: 'Play' }).click();
     await page.locator('.player').getByText(/dash-42/).first().waitFor();
     t.pass('the recording plays back in the page');
