@@ -8,6 +8,7 @@ import { createInstance, getInstanceById } from '../../control-plane/src/db/inst
 import type { NewInstance } from '../../control-plane/src/db/instances.ts';
 import type { ComputeProvider, CreatedVm, VmStatus } from '../../control-plane/src/providers/compute/types.ts';
 import { instancesToRecover, recoverInstance } from '../../control-plane/src/services/instance-recovery.ts';
+import { provisionInstance } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane, uniqueInstanceName } from '../helpers/control-plane.ts';
 import { eventually } from '../helpers/cp-process.ts';
 
@@ -94,6 +95,30 @@ t.test('an instance whose agent connected before the crash is running, provision
     t.equal(await recover(inst.id), 'running', status);
     t.equal((await getInstanceById(cp.ctx.db, inst.id))?.status, 'running');
   }
+});
+
+t.test('a provider instance is provisioning from its first write: a kill before the create leaves nothing that looks like a manual instance', async (t) => {
+  const { cp, provider } = await setup(t);
+  let seen: string | undefined;
+  await t.rejects(
+    provisionInstance(cp.ctx, {
+      workspaceId: cp.workspaceId,
+      name: uniqueInstanceName('vm'),
+      environmentId: null,
+      provider: 'standin',
+      // The moment a caller persists the id: what a SIGKILL right after would leave behind.
+      onRegistered: async (id) => void (seen = (await getInstanceById(cp.ctx.db, id))?.status),
+    }),
+  );
+  t.equal(seen, 'provisioning');
+  t.same(provider.destroyed, []);
+});
+
+t.test('a provider instance an earlier version left awaiting_agent with no VM is failed, not left waiting', async (t) => {
+  const { cp, make, recover } = await setup(t);
+  const inst = await make({ status: 'awaiting_agent' });
+  t.equal(await recover(inst.id), 'failed');
+  t.match(await getInstanceById(cp.ctx.db, inst.id), { status: 'failed', statusReason: /stopped before the VM was created/ });
 });
 
 t.test('a manual instance whose agent never connected keeps waiting', async (t) => {

@@ -13,10 +13,14 @@ export function hashEnrollmentToken(token: string): string {
   return createHash('sha256').update(token, 'utf8').digest('hex');
 }
 
-/** Registers an instance that waits for its agent (status `awaiting_agent`). */
+/**
+ * Registers an instance that waits for its agent: `awaiting_agent` (a machine set up by
+ * hand), or `provisioning` for one a compute provider is about to make, so that a crash
+ * before the create leaves a row start-up recovery knows to undo.
+ */
 export async function registerInstance(
   db: Db,
-  input: { workspaceId: string; name: string; environmentId: string | null; provider: string; statusReason?: string },
+  input: { workspaceId: string; name: string; environmentId: string | null; provider: string; statusReason?: string; status?: 'awaiting_agent' | 'provisioning' },
   now: number,
 ): Promise<Row<'instances'>> {
   const row: Row<'instances'> = {
@@ -25,7 +29,7 @@ export async function registerInstance(
     name: input.name,
     environmentId: input.environmentId,
     provider: input.provider,
-    status: 'awaiting_agent',
+    status: input.status ?? 'awaiting_agent',
     statusReason: input.statusReason ?? null,
     sshHost: null,
     sshPort: null,

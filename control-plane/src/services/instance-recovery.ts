@@ -6,7 +6,7 @@
 import type { AppContext } from '../app.ts';
 import { listInstancesInStatus, moveInstanceStatus } from '../db/instances.ts';
 import type { InstanceWithAgent } from '../db/instances.ts';
-import { armAgentDeadline, computeProviderFor, failAndRemove, refOf } from './instances.ts';
+import { MANUAL_PROVIDER, armAgentDeadline, computeProviderFor, failAndRemove, refOf } from './instances.ts';
 
 export type RecoveryOutcome = 'running' | 'failed' | 'waiting_for_agent' | 'unchanged';
 
@@ -21,6 +21,13 @@ export async function recoverInstance(ctx: AppContext, { instance, agent }: Inst
   if (agent !== null && agent.connectedAt !== null && agent.state !== 'revoked') {
     const moved = await moveInstanceStatus(ctx.db, instance.id, ['provisioning', 'awaiting_agent'], { status: 'running', statusReason: null }, ctx.now());
     return moved ? 'running' : 'unchanged';
+  }
+  // A provider's instance still `awaiting_agent` with no VM: left by an earlier version killed
+  // between registering it and marking it provisioning, before anything was created.
+  if (instance.status === 'awaiting_agent' && instance.provider !== MANUAL_PROVIDER && instance.sshHost === null && refOf(instance) === undefined) {
+    const reason = 'The control plane stopped before the VM was created; nothing was made.';
+    const moved = await moveInstanceStatus(ctx.db, instance.id, ['awaiting_agent'], { status: 'failed', statusReason: reason }, ctx.now());
+    return moved ? 'failed' : 'unchanged';
   }
   if (instance.status !== 'provisioning') return 'unchanged';
   if (instance.sshHost === null) {

@@ -103,11 +103,18 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
   if (provider === undefined) {
     throw new ApiError('compute_target_missing', `No compute provider named "${typeof input.provider === 'string' ? input.provider : input.provider.name}" is configured on this control plane.`);
   }
-  const row = await registerInstance(ctx.db, { workspaceId: input.workspaceId, name: input.name, environmentId: input.environmentId, provider: provider.name }, ctx.now());
+  // `provisioning` from the first write: a kill before the create leaves a row recovery undoes
+  // (registered as `awaiting_agent` first, a kill in between left what looked like a manual
+  // instance, and a resumed deploy waited on it for an agent that could never come).
+  const row = await registerInstance(
+    ctx.db,
+    { workspaceId: input.workspaceId, name: input.name, environmentId: input.environmentId, provider: provider.name, status: 'provisioning' },
+    ctx.now(),
+  );
   await input.onRegistered?.(row.id);
   // A ref known up front is stored first, so DELETE can undo a create cut short by a crash.
   const early = provider.refFor?.(row.id);
-  await updateInstance(ctx.db, row.id, { status: 'provisioning', ...(early === undefined ? {} : { providerRef: { ref: early } }) }, ctx.now());
+  if (early !== undefined) await updateInstance(ctx.db, row.id, { providerRef: { ref: early } }, ctx.now());
   const ttlMs = enrollmentTtlMs(ctx, provider);
   const { token } = await createEnrollmentToken(ctx.db, { workspaceId: input.workspaceId, instanceId: row.id, ttlMs }, ctx.now());
   const keys = ctx.keyRing?.published() ?? [{ key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey }];
