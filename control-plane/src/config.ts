@@ -1,3 +1,5 @@
+import { X509Certificate } from 'node:crypto';
+import { readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { NODE_ID_PATTERN } from './node-id.ts';
@@ -90,7 +92,25 @@ export interface Config {
    */
   secretKeyFile: string | undefined;
   leases: LeaseConfig;
+  /**
+   * The control-plane base URLs the agents of VMs this control plane provisions dial
+   * (cloud-init's install step: the first is the install URL, the others VMKIT_CP_URLS);
+   * undefined = the public URL alone. Several for a fleet whose processes each have an address.
+   */
+  agentUrls: string[] | undefined;
+  /** A private CA those agents trust instead of the system's roots (the control plane's TLS certificate is from it). */
+  agentCa: AgentCa | undefined;
 }
+
+/** `--agent-ca-file`: read once at start; the PEM travels in cloud-init user data. */
+export interface AgentCa {
+  file: string;
+  pem: string;
+}
+
+/** The agent's own limits: at most 8 control-plane URLs, a ca_file of at most 1 MiB. */
+export const MAX_AGENT_URLS = 8;
+export const MAX_AGENT_CA_BYTES = 1024 * 1024;
 
 /**
  * Deploys and agent rollouts are each driven by one process holding a lease on them.
@@ -133,6 +153,8 @@ export const DEFAULT_CONFIG: Omit<Config, 'dataDir'> & { dataDir: string } = {
   secretKeyFile: undefined,
   metricsListen: null,
   leases: { durationMs: 30_000, checkMs: 10_000 },
+  agentUrls: undefined,
+  agentCa: undefined,
 };
 
 export class ConfigError extends Error {
@@ -209,6 +231,8 @@ export const SERVE_OPTIONS = {
   'secret-key-file': { type: 'string' },
   'lease-ms': { type: 'string' },
   'lease-check-ms': { type: 'string' },
+  'agent-url': { type: 'string', multiple: true },
+  'agent-ca-file': { type: 'string' },
 } as const;
 
 /** `host:port` or `[v6]:port`: where the unauthenticated /metrics listener binds. */
@@ -238,16 +262,18 @@ export function parseListenAddress(raw: string): MetricsListenConfig {
  * --metrics-listen/VMKIT_METRICS_LISTEN (host:port of an unauthenticated /metrics listener; default none),
  * --secret-key-file/VMKIT_SECRET_KEY_FILE (the secret-box key every process on one database shares; default <data-dir>/secret-box.key),
  * --lease-ms/VMKIT_LEASE_MS (how long a deploy's or rollout's lease holds unrenewed; default 30000),
- * --lease-check-ms/VMKIT_LEASE_CHECK_MS (how often leases are renewed and expired ones claimed; default 10000).
+ * --lease-check-ms/VMKIT_LEASE_CHECK_MS (how often leases are renewed and expired ones claimed; default 10000),
+ * --agent-url (repeatable)/VMKIT_AGENT_URLS (space-separated: the https:// bases the agents of provisioned VMs dial; default the public URL),
+ * --agent-ca-file/VMKIT_AGENT_CA_FILE (a PEM CA those agents trust instead of the system's roots; default none).
  */
 export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process.env): Config {
-  let values: Partial<Record<keyof typeof SERVE_OPTIONS, string>>;
+  let values: ReturnType<typeof parseArgs<{ args: string[]; options: typeof SERVE_OPTIONS; strict: true; allowPositionals: false }>>['values'];
   try {
     ({ values } = parseArgs({ args: argv, options: SERVE_OPTIONS, strict: true, allowPositionals: false }));
   } catch (err) {
     throw new ConfigError((err as Error).message);
   }
-  const pick = (flag: keyof typeof SERVE_OPTIONS, envName: string): string | undefined => {
+  const pick = (flag: Exclude<keyof typeof SERVE_OPTIONS, 'agent-url'>, envName: string): string | undefined => {
     const v = values[flag] ?? env[envName];
     return v === undefined || v === '' ? undefined : v;
   };
@@ -339,5 +365,73 @@ export function loadConfig(argv: string[] = [], env: NodeJS.ProcessEnv = process
       ...(leaseCheckMs !== undefined ? { checkMs: int('lease check interval', leaseCheckMs, 50, 1_800_000) } : {}),
     };
   }
+  // Repeated flags, or one space-separated variable (as install-agent.sh's VMKIT_CP_URLS).
+  const agentUrls = values['agent-url'] ?? env.VMKIT_AGENT_URLS?.split(/\s+/).filter((u) => u !== '');
+  if (agentUrls !== undefined && agentUrls.length > 0) overrides.agentUrls = parseAgentUrls(agentUrls);
+  const agentCaFile = pick('agent-ca-file', 'VMKIT_AGENT_CA_FILE');
+  if (agentCaFile !== undefined) overrides.agentCa = readAgentCa(resolve(base, agentCaFile));
   return makeConfig(overrides);
+}
+
+/**
+ * The agent's rule for control-plane URLs, checked here so a provisioned VM is never
+ * handed one its agent refuses: the https:// base (plain http:// only to loopback),
+ * nothing cloud-init's shell line or install-agent.sh could not carry, at most 8.
+ */
+export function parseAgentUrls(raw: readonly string[]): string[] {
+  const urls: string[] = [];
+  for (const r of raw) {
+    const what = `agent URL "${r}"`;
+    let u: URL;
+    try {
+      u = new URL(r);
+    } catch {
+      throw new ConfigError(`${what} is not an absolute URL; give the control plane's https:// base (e.g. https://cp-a.example.com)`);
+    }
+    if (u.protocol !== 'https:' && u.protocol !== 'http:') {
+      throw new ConfigError(`${what} must be the control plane's https:// base (the agent derives wss://.../agent/v1/connect from it), not ${u.protocol}//`);
+    }
+    if (u.protocol === 'http:' && !isLoopbackName(u.hostname)) {
+      throw new ConfigError(`${what}: plain http:// is allowed only to loopback (127.0.0.1, [::1], localhost); the agent refuses it elsewhere, use https://`);
+    }
+    if (!/^https?:\/\/[A-Za-z0-9.:[\]/_~%-]+$/.test(r) || u.username !== '' || u.password !== '') {
+      throw new ConfigError(`${what} has a character no control-plane URL needs (letters, digits and . : [ ] / _ ~ % - only; no query, fragment or credentials)`);
+    }
+    const url = r.replace(/\/+$/, '');
+    if (!urls.includes(url)) urls.push(url);
+  }
+  if (urls.length > MAX_AGENT_URLS) throw new ConfigError(`${urls.length} agent URLs given; an agent dials at most ${MAX_AGENT_URLS}`);
+  return urls;
+}
+
+function isLoopbackName(hostname: string): boolean {
+  return hostname === 'localhost' || hostname === '[::1]' || /^127\.\d+\.\d+\.\d+$/.test(hostname);
+}
+
+/** Reads and checks `--agent-ca-file` as the agent would its ca_file: a readable PEM certificate of at most 1 MiB. */
+export function readAgentCa(file: string): AgentCa {
+  let size: number;
+  let pem: string;
+  try {
+    size = statSync(file).size;
+    if (size > MAX_AGENT_CA_BYTES) throw new ConfigError(`agent CA file ${file} is ${size} bytes; at most ${MAX_AGENT_CA_BYTES} (1 MiB, the agent's limit for ca_file)`);
+    pem = readFileSync(file, 'utf8');
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`agent CA file ${file} cannot be read: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  // Its content goes into every provisioned VM's user data, which the VM's processes can read.
+  if (/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem)) {
+    throw new ConfigError(`agent CA file ${file} holds a private key; give a file with the CA certificate(s) only (it is copied into every VM it provisions)`);
+  }
+  const blocks = pem.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
+  if (blocks.length === 0) throw new ConfigError(`agent CA file ${file} holds no PEM certificate (-----BEGIN CERTIFICATE----- ... -----END CERTIFICATE-----)`);
+  for (const [i, block] of blocks.entries()) {
+    try {
+      new X509Certificate(block);
+    } catch {
+      throw new ConfigError(`agent CA file ${file}: certificate ${i + 1} of ${blocks.length} is not a valid X.509 certificate`);
+    }
+  }
+  return { file, pem };
 }

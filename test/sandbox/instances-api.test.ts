@@ -1,11 +1,15 @@
 import t from 'tap';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LocalSandboxProvider } from '../../control-plane/src/providers/compute/local.ts';
 import { computeProviderOf } from '../../control-plane/src/services/instances.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { sandboxSkipReason, sshBanner } from '../helpers/sandbox.ts';
 import { prerequisite } from '../helpers/prereq.ts';
+import { waitAgentState } from '../helpers/real-agent.ts';
+import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
+import { startTlsFront } from '../helpers/tls-front.ts';
 
 const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
 
@@ -69,4 +73,33 @@ t.test('an unknown provider is refused and a missing instance is not found', nee
   const del = await cp.api<InstanceBody>('DELETE', `/api/instances/${manual.body.id}`);
   t.equal(del.status, 200);
   t.equal(del.body.status, 'destroyed', 'a manual instance is only marked destroyed');
+});
+
+t.test('with --agent-url and --agent-ca-file, a local sandbox\'s agent enrolls with every URL and trusts the CA', { skip: prerequisite(sandboxSkipReason) || prerequisite(await opensslMissing()) }, async (t) => {
+  const caDir = mkdtempSync(join(tmpdir(), 'vmkit-local-ca-'));
+  t.teardown(() => rmSync(caDir, { recursive: true, force: true }));
+  const ca = await makeTestCa(caDir);
+  let cpUrl = '';
+  const front = await startTlsFront(t, ca, () => cpUrl);
+  const pem = readFileSync(ca.caFile, 'utf8');
+  const cp = await startTestControlPlane({ config: { publicUrl: front.url, agentUrls: [front.url, 'https://127.0.0.1:9'], agentCa: { file: ca.caFile, pem } } });
+  cpUrl = cp.url;
+  const local = (): LocalSandboxProvider | undefined => {
+    const p = computeProviderOf(cp.ctx, 'local');
+    return p instanceof LocalSandboxProvider ? p : undefined;
+  };
+  t.teardown(async () => {
+    for (const s of (await local()?.list()) ?? []) await local()?.destroy(s.ref).catch(() => undefined);
+    await cp.close();
+  });
+  const created = await cp.api<InstanceBody>('POST', '/api/instances', { body: { name: 'behind-ca', provider: 'local' } });
+  t.equal(created.status, 201, JSON.stringify(created.body));
+  await waitAgentState(cp, created.body.id, 'connected', 60_000);
+  const provider = local();
+  if (provider === undefined) throw new Error('no local provider');
+  const config = JSON.parse((await provider.exec(created.body.id, ['cat', '/etc/vmkit/agent.json'])).stdout) as { ca_file?: string; connect_url: string; connect_urls?: string[] };
+  t.equal(config.connect_url, `wss://127.0.0.1:${front.port}/agent/v1/connect`, 'connected on wss:// through the TLS front');
+  t.same(config.connect_urls, ['wss://127.0.0.1:9/agent/v1/connect'], 'the second agent URL kept');
+  t.equal(config.ca_file, join(cp.dataDir, 'sandboxes', created.body.id, 'ca.pem'), "the provider's copy in the sandbox folder");
+  t.equal(readFileSync(config.ca_file ?? '', 'utf8'), pem, 'the configured CA');
 });

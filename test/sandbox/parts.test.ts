@@ -91,6 +91,14 @@ t.test('the agent program enrolls with the token (from the environment, never ar
   t.match(runStep?.argv.at(-1), 'run');
 });
 
+t.test("the agent program enrolls with the fleet's other URLs and the provider's copy of the CA", async (t) => {
+  const p = defaultAgentProgram(
+    { control_plane_url: 'http://127.0.0.1:8080', token: 'vmkenr_x', more_control_plane_urls: ['https://cp-b.example.com'], ca_pem: 'PEM' },
+    { caFile: '/tmp/vmk-sbx/ref/ca.pem' },
+  );
+  t.match(p.steps[0]?.argv.join(' '), / enroll --url http:\/\/127\.0\.0\.1:8080 --url https:\/\/cp-b\.example\.com --ca-file \/tmp\/vmk-sbx\/ref\/ca\.pem$/);
+});
+
 t.test('the provider refuses unsafe folders, pools and refs', async (t) => {
   t.throws(() => new LocalSandboxProvider({ baseDir: '/tmp/with,comma' }), /base dir/);
   t.throws(() => new LocalSandboxProvider({ baseDir: '/tmp/x', subnet: '10.0.0.0/31' }), /smaller than a \/30/);

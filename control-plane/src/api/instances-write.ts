@@ -7,6 +7,7 @@ import { getEnvironment } from '../db/environments.ts';
 import { getInstance } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { MANUAL_PROVIDER, MANUAL_STATUS_REASON, provisionInstance } from '../services/instances.ts';
+import { agentDestination } from '../services/agent-destination.ts';
 import { agentConnectUrl, enrollmentAnswerKeys } from './agents.ts';
 import { IdParams, InstanceView, iso, instanceView } from './views.ts';
 import { notifyInstance } from '../dashboard/live-feed.ts';
@@ -17,12 +18,14 @@ export const EnrollmentTokenView = z.object({
   instance_id: z.string(),
   signing_keys: z.array(signingKeySchema).describe('The control plane public keys the agent pins'),
   connect_url: z.string().describe('ws(s)://.../agent/v1/connect'),
-  // The control plane knows neither the fleet's other addresses nor where a private CA
-  // sits on the VM: the operator adds those, the description says how.
+  // The fleet's addresses come from --agent-url; where the CA sits on the VM is the
+  // operator's choice, so the command names ./ca.pem and the description says so.
   install_command: z
     .string()
     .describe(
-      'Run on the VM as root. Behind a private CA: curl --cacert ca.pem, and VMKIT_CA_FILE=/path/ca.pem for the script; more addresses of the fleet: VMKIT_CP_URLS="https://cp-b https://cp-c" (README: Install and verification).',
+      'Run on the VM as root. With --agent-url, it installs from the first and passes the others as VMKIT_CP_URLS. ' +
+        'With --agent-ca-file (a private CA), it expects that PEM as ca.pem in the current directory (curl --cacert ca.pem, VMKIT_CA_FILE="$PWD/ca.pem"); ' +
+        'otherwise add those yourself behind a private CA, and VMKIT_CP_URLS="https://cp-b https://cp-c" for more addresses of the fleet (README: Install and verification).',
     ),
 });
 
@@ -88,7 +91,14 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
       if (!instance) throw new ApiError('instance_not_found', `No instance with id ${request.params.id} found in this workspace.`);
       const ttlMs = ctx.agentHubConfig?.enrollmentTokenTtlMs ?? 60 * 60_000;
       const { token, expiresAt } = await createEnrollmentToken(ctx.db, { workspaceId, instanceId: instance.id, ttlMs }, ctx.now());
-      const base = ctx.publicUrl.replace(/\/+$/, '');
+      const dest = agentDestination(ctx.config, ctx.publicUrl);
+      const base = dest.control_plane_url.replace(/\/+$/, '');
+      // The URLs were checked at start (parseAgentUrls): nothing in them needs shell quoting but the list's spaces.
+      const env = [
+        ...(dest.more_control_plane_urls ? [`VMKIT_CP_URLS="${dest.more_control_plane_urls.join(' ')}"`] : []),
+        ...(dest.ca_pem !== undefined ? ['VMKIT_CA_FILE="$PWD/ca.pem"'] : []),
+      ];
+      const curl = dest.ca_pem !== undefined ? 'curl -fsSL --cacert ca.pem' : 'curl -fsSL';
       const signingKeys = enrollmentAnswerKeys(ctx);
       const activeKey = signingKeys[0] ?? { key_id: ctx.signingKey.keyId, public_key: ctx.signingKey.publicKey };
       return reply.code(201).send({
@@ -98,7 +108,7 @@ export const instanceWriteRoutes: ApiPlugin = (app, { ctx }) => {
         signing_keys: signingKeys,
         connect_url: agentConnectUrl(ctx),
         // VMKIT_CP_KEY makes the agent refuse a control plane that does not hold this key.
-        install_command: `curl -fsSL ${base}/install.sh | sudo VMKIT_CP_KEY=${activeKey.key_id}:${activeKey.public_key} bash -s -- ${base} ${token}`,
+        install_command: `${curl} ${base}/install.sh | sudo ${[`VMKIT_CP_KEY=${activeKey.key_id}:${activeKey.public_key}`, ...env].join(' ')} bash -s -- ${base} ${token}`,
       });
     },
   );

@@ -15,17 +15,23 @@ export const SERVER_USAGE = `Usage:
                             [--shell-idle-timeout-s S] [--shell-max-session-s S]
                             [--shell-record-input true|false] [--shell-require-recording true|false]
                             [--node-id ID] [--metrics-listen HOST:PORT] [--internal-url U]
+                            [--agent-url URL ...] [--agent-ca-file PEM]
   vmkit-control-plane workspaces create NAME [--data-dir D] [--database-url postgres://...] [--public-url U]
 
 SQLite (a file in the data dir) unless --database-url or VMKIT_DATABASE_URL names a
 PostgreSQL database; the data dir still holds the signing key and recordings.
 
+VMs this control plane provisions (local, hetzner) get an agent that dials --agent-url
+(repeat it for each control plane of a fleet; https://, http:// only to loopback;
+default: the public URL) and trusts --agent-ca-file (the PEM CA of the control plane's
+TLS certificate, instead of the system's roots; read at start, at most 1 MiB).
+
 Environment: VMKIT_HOST, VMKIT_PORT, VMKIT_DATA_DIR, VMKIT_DATABASE_URL, VMKIT_PUBLIC_URL,
 VMKIT_RATE_LIMIT_MAX, VMKIT_RATE_LIMIT_ANONYMOUS_MAX, VMKIT_RATE_LIMIT_WINDOW_MS,
 VMKIT_LOG_LEVEL, VMKIT_TRUST_PROXY, VMKIT_SSH_GATEWAY_PORT, VMKIT_SSH_GATEWAY_HOST,
 VMKIT_SHELL_IDLE_TIMEOUT_S, VMKIT_SHELL_MAX_SESSION_S, VMKIT_SHELL_RECORD_INPUT,
-VMKIT_SHELL_REQUIRE_RECORDING, VMKIT_NODE_ID, VMKIT_METRICS_LISTEN. Flags win over
-the environment.
+VMKIT_SHELL_REQUIRE_RECORDING, VMKIT_NODE_ID, VMKIT_METRICS_LISTEN,
+VMKIT_AGENT_URLS (space-separated), VMKIT_AGENT_CA_FILE. Flags win over the environment.
 `;
 
 /** Starts the server; resolves once it listens. The caller owns shutdown. */
@@ -65,7 +71,7 @@ export async function createWorkspaceCommand(argv: string[], io: Io): Promise<nu
     return 2;
   }
   const flags: string[] = [];
-  for (const [k, v] of Object.entries(values)) if (typeof v === 'string') flags.push(`--${k}`, v);
+  for (const [k, v] of Object.entries(values)) for (const one of typeof v === 'string' ? [v] : Array.isArray(v) ? v : []) flags.push(`--${k}`, one);
   const config = loadConfig(flags, io.env);
   const db = await openDatabase(config);
   try {

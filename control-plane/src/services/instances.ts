@@ -11,6 +11,7 @@ import { getInstance, getInstanceById, getInstanceWithAgent, moveInstanceStatus,
 import type { InstanceRow } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { localProviderFor } from '../providers/compute/local.ts';
+import { agentDestination } from './agent-destination.ts';
 import { ComputeError } from '../providers/compute/types.ts';
 import type { ComputeProvider } from '../providers/compute/types.ts';
 import { notifyInstance } from '../dashboard/live-feed.ts';
@@ -124,7 +125,7 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
       name: input.name,
       ...(input.labels === undefined ? {} : { labels: input.labels }),
       bootstrap: {
-        agent: { control_plane_url: ctx.publicUrl, token, control_plane_keys: keys.map((k) => `${k.key_id}:${k.public_key}`) },
+        agent: { ...agentDestination(ctx.config, ctx.publicUrl), token, control_plane_keys: keys.map((k) => `${k.key_id}:${k.public_key}`) },
       },
     });
     // The root password is not kept: the agent, not SSH, is how the control plane gets in.

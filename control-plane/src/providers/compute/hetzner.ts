@@ -17,6 +17,8 @@ import type { ComputeProvider, CreateVmSpec, CreatedVm, VmStatus } from './types
 export const MANAGED_LABEL = 'managed-by';
 export const MANAGED_VALUE = 'vmkit';
 export const INSTANCE_LABEL = 'vmkit-instance';
+/** Hetzner refuses a create whose user_data is longer (its API docs: 32 KiB). */
+export const HETZNER_USER_DATA_MAX_BYTES = 32 * 1024;
 /** Hetzner's label syntax for names and values (values may also be empty; ours never are). */
 const LABEL_PART = /^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,61}[A-Za-z0-9])?$/;
 
@@ -68,7 +70,7 @@ export class HetznerComputeProvider implements ComputeProvider {
       image: this.#opts.image ?? 'ubuntu-24.04',
       location: this.#opts.location ?? 'fsn1',
       labels,
-      user_data: agentCloudConfig(agent, name),
+      user_data: agentCloudConfig(agent, name, { maxBytes: HETZNER_USER_DATA_MAX_BYTES }),
       ...(this.#opts.sshKeys ? { ssh_keys: this.#opts.sshKeys } : {}),
       start_after_create: true,
       public_net: { enable_ipv4: true, enable_ipv6: true },

@@ -58,7 +58,7 @@ export interface LocalSandboxOptions {
   /** Directories given a private overlay inside each sandbox. */
   overlays?: readonly string[];
   /** How the agent is started from an enrollment; default `defaultAgentProgram`. */
-  agentProgram?: (enrollment: AgentEnrollment) => GuestProgram;
+  agentProgram?: (enrollment: AgentEnrollment, files: AgentFiles) => GuestProgram;
 }
 
 /** What create returns for a local sandbox (a CreatedVm plus local details). */
@@ -120,19 +120,27 @@ export function loopbackPort(url: string): number | undefined {
   return u.protocol === 'https:' || u.protocol === 'wss:' ? 443 : 80;
 }
 
+/** Files the provider put where the sandbox sees them, for the agent program. */
+export interface AgentFiles {
+  /** The enrollment's CA (ca_pem), for `enroll --ca-file`. */
+  caFile?: string;
+}
+
 /**
  * The vmkit-agent of this repository, enrolled then run (restarted when it exits,
  * as its systemd unit would be). The token travels only in the environment, never on
  * the command line, so it stays out of `ps`.
  */
-export function defaultAgentProgram(e: AgentEnrollment): GuestProgram {
+export function defaultAgentProgram(e: AgentEnrollment, files: AgentFiles = {}): GuestProgram {
   const cli = join(REPO_ROOT, 'vmkit-agent', 'src', 'cli.ts');
   const node = [process.execPath, '--import', TSX_LOADER, cli];
   const env = { VMKIT_CONTROL_PLANE_URL: e.control_plane_url, VMKIT_ENROLLMENT_TOKEN: e.token };
   const keys = (e.control_plane_keys ?? []).flatMap((k) => ['--cp-key', k]);
+  const urls = [e.control_plane_url, ...(e.more_control_plane_urls ?? [])].flatMap((u) => ['--url', u]);
+  const ca = files.caFile === undefined ? [] : ['--ca-file', files.caFile];
   return {
     steps: [
-      { argv: [...node, 'enroll', '--url', e.control_plane_url, ...keys], env, cwd: REPO_ROOT },
+      { argv: [...node, 'enroll', ...urls, ...keys, ...ca], env, cwd: REPO_ROOT },
       { argv: [...node, 'run'], env, cwd: REPO_ROOT },
     ],
     restart_last: true,
@@ -188,7 +196,7 @@ export class LocalSandboxProvider implements ComputeProvider {
   private readonly pool;
   private readonly bootTimeoutMs: number;
   private readonly overlays: readonly string[];
-  private readonly agentProgram: (e: AgentEnrollment) => GuestProgram;
+  private readonly agentProgram: (e: AgentEnrollment, files: AgentFiles) => GuestProgram;
 
   constructor(opts: LocalSandboxOptions) {
     this.baseDir = resolve(opts.baseDir);
@@ -277,7 +285,17 @@ export class LocalSandboxProvider implements ComputeProvider {
 
       const rootPassword = spec.bootstrap?.root_password ?? randomBytes(18).toString('base64url');
       const agent = spec.bootstrap?.agent;
-      const program = extra.program ?? (agent === undefined ? undefined : this.agentProgram(agent));
+      let program = extra.program;
+      if (program === undefined && agent !== undefined) {
+        // The sandbox sees the host's files under its overlays: the agent reads the CA
+        // from the sandbox's folder, as a cloud VM's from /etc/vmkit/ca.pem.
+        const files: AgentFiles = {};
+        if (agent.ca_pem !== undefined) {
+          files.caFile = join(dir, 'ca.pem');
+          writeFileSync(files.caFile, agent.ca_pem, { mode: 0o644 });
+        }
+        program = this.agentProgram(agent, files);
+      }
       const boot: BootConfig = { version: 1, hostname: state.hostname, overlays: [...this.overlays], root_password: rootPassword };
       if (program !== undefined) boot.program = program;
       const cpPort = agent === undefined ? undefined : loopbackPort(agent.control_plane_url);

@@ -15,6 +15,10 @@ export interface AgentEnrollment {
   token: string;
   /** Control-plane signing keys the agent pins at enrollment (`KEY_ID:PUBLIC_KEY`). */
   control_plane_keys?: string[];
+  /** The fleet's other control-plane base URLs, dialled in turn after control_plane_url (the agent's connect_urls). */
+  more_control_plane_urls?: string[];
+  /** PEM CA certificate(s) the agent trusts instead of the system's roots (the agent's ca_file). */
+  ca_pem?: string;
 }
 
 export interface CreateVmSpec {
