@@ -51,6 +51,7 @@ export class ClusterDeployEvents {
   readonly #o: ClusterDeployEventsOptions;
   /** Deploys with a NOTIFY under way; true when another change came meanwhile. */
   readonly #sending = new Map<string, boolean>();
+  readonly #inFlight = new Set<Promise<void>>();
   #sent = 0;
   #failed = 0;
 
@@ -81,7 +82,13 @@ export class ClusterDeployEvents {
       return;
     }
     this.#sending.set(deployId, false);
-    void this.#send(deployId);
+    const sending = this.#send(deployId).finally(() => this.#inFlight.delete(sending));
+    this.#inFlight.add(sending);
+  }
+
+  /** Resolves once every NOTIFY under way (and the one more each may owe) was sent or failed. */
+  async settled(): Promise<void> {
+    while (this.#inFlight.size > 0) await Promise.all(this.#inFlight);
   }
 
   heard(payload: string): void {

@@ -20,6 +20,11 @@ export class DeployWatch {
     this.#close = close;
   }
 
+  /** A change was seen that no `next` returned for yet. */
+  get pending(): boolean {
+    return this.#changed;
+  }
+
   /** @internal the deploy changed (or may have) */
   fire(): void {
     this.#changed = true;
