@@ -260,6 +260,8 @@ export class DeployService {
     this.#closing.abort(new DeployShutdown('the control plane is closing'));
     await Promise.allSettled([...this.#active.values()]);
     await this.#leases.close();
+    // The last writes' NOTIFYs go out before the pool closes (a failed one is only logged).
+    await this.clusterEvents?.settled();
   }
 
   /** Deploys this process is driving (tests and the bench wait on them). */
