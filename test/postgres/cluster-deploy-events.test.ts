@@ -16,6 +16,7 @@ import type { Test } from 'tap';
 import { createDeploy, getDeployById } from '../../control-plane/src/db/deploys.ts';
 import type { DeployRow } from '../../control-plane/src/db/deploys.ts';
 import { createEnvironment } from '../../control-plane/src/db/environments.ts';
+import { leaseOf } from '../../control-plane/src/db/leases.ts';
 import { listenerApplicationName } from '../../control-plane/src/db/pg-command-router.ts';
 import { rawExec, sql } from '../../control-plane/src/db/raw.ts';
 import { createRepo } from '../../control-plane/src/db/repos.ts';
@@ -30,11 +31,13 @@ import { fileNeeds } from '../helpers/prereq.ts';
 
 t.setTimeout(300_000);
 
+const DRIVER = 'dev-a-driver';
+
 interface Rig {
   a: TestControlPlane;
   b: TestControlPlane;
   admin: pg.Client;
-  /** A's record of a running deploy it holds the lease of (its runner's writes go through one such). */
+  /** A's record of a running deploy, leased (its runner's writes go through one such). */
   record: DeployRecord;
   row: DeployRow;
 }
@@ -48,7 +51,9 @@ async function rig(t: Test): Promise<Rig> {
   const db = a.ctx.db;
   const { repo } = await createRepo(db, a.workspaceId, 'acme', 'shop');
   const { environment } = await createEnvironment(db, a.workspaceId, repo.id, 'staging');
-  // Leased to A for an hour: nobody else claims it, A drives it.
+  // Driven by a record of A's (A's DeployEvents, so A's relay), under a lease of an hour
+  // held in the name of a driver of its own: A's lease keeper would claim a row leased to
+  // its own node id that it does not drive, and then drive it itself; nobody claims this one.
   const row = await createDeploy(db, {
     workspaceId: a.workspaceId,
     repoId: repo.id,
@@ -56,11 +61,11 @@ async function rig(t: Test): Promise<Rig> {
     status: 'running',
     sha: 'c'.repeat(40),
     currentStep: 'hardening',
-    lease: { nodeId: 'dev-a', now: Date.now(), durationMs: 3_600_000 },
+    lease: { nodeId: DRIVER, now: Date.now(), durationMs: 3_600_000 },
   });
   const record = await DeployRecord.load({ db, events: deployServiceOf(a.ctx).events, now: () => Date.now() }, row, {
     id: row.id,
-    nodeId: 'dev-a',
+    nodeId: DRIVER,
     generation: row.leaseGeneration,
   });
   return { a, b, admin, record, row };
@@ -150,6 +155,7 @@ if (fileNeeds(postgresMissing())) {
     await cutListen(t, admin, b, 'dev-b');
     const resynced = await poll2.answer;
     t.equal(resynced.current_step, 'dispatching', 'the poll held across the cut answered the change made meanwhile');
-    t.equal(Date.parse(resynced.updated_at), at);
+    t.equal(Date.parse(resynced.updated_at), at, 'the change written without a NOTIFY, nothing after it');
+    t.match(await leaseOf(b.ctx.db, 'deploys', row.id), { owner: DRIVER, generation: 1 }, 'nobody else drove the deploy meanwhile');
   });
 }
