@@ -8,6 +8,8 @@
  * notification costs a re-read, never data. LISTEN/NOTIFY keeps nothing for a listener
  * that was away: when the connection is lost, the listener says so (stats, /readyz),
  * LISTENs again with backoff, and then `onResync` re-reads what it may have missed.
+ * Other parts LISTEN on shared channels over the same connection (`subscribe`, e.g. the
+ * deploys' wake-ups, ../services/deploy/cluster-events.ts), and are told to resync too.
  *
  * Payloads (JSON):
  *   {"k":"c","id":<command>}               to the holder: a command for an agent it holds was stored
@@ -150,6 +152,13 @@ export class PgCommandRouter implements CommandRouter {
   }
 }
 
+/** A channel other than the bus's own, heard on the same LISTEN connection. */
+export interface ChannelSubscriber {
+  notified(payload: string): void;
+  /** Each time the connection LISTENs (again): whatever was sent while it did not is gone. */
+  resync(): void;
+}
+
 export interface PgNotifyListenerOptions {
   db: PostgresDb;
   nodeId: string;
@@ -178,10 +187,27 @@ export class PgNotifyListener {
   #everListened = false;
   #timer: NodeJS.Timeout | undefined;
   #firstListen: (() => void) | undefined;
+  readonly #subscribers = new Map<string, ChannelSubscriber>();
 
   constructor(opts: PgNotifyListenerOptions) {
     this.#o = opts;
     this.#channel = channelOf(opts.nodeId);
+  }
+
+  /**
+   * Hears `channel` too (one subscriber per channel): LISTENed with the node's own at each
+   * (re)connect, at once when already listening. A LISTEN that fails now is made again at
+   * the next reconnect, after which the subscriber is told to resync.
+   */
+  subscribe(channel: string, subscriber: ChannelSubscriber): void {
+    if (channel === this.#channel || this.#subscribers.has(channel)) throw new Error(`the channel ${channel} is already heard`);
+    this.#subscribers.set(channel, subscriber);
+    const client = this.#client;
+    if (!this.#listening || !client) return;
+    client.query(`LISTEN ${client.escapeIdentifier(channel)}`).catch((err: unknown) => {
+      this.#o.logger.warn({ err, channel }, 'bus: could not LISTEN on a further channel; retrying with a new connection');
+      client.end().catch(() => undefined);
+    });
   }
 
   stats(): NotifyStats {
@@ -228,13 +254,31 @@ export class PgNotifyListener {
     client.on('error', onLost);
     client.on('end', () => onLost());
     client.on('notification', (msg) => {
-      if (msg.channel !== this.#channel) return;
+      if (msg.channel === this.#channel) {
+        this.#received++;
+        this.#dispatch(msg.payload ?? '');
+        return;
+      }
+      const sub = this.#subscribers.get(msg.channel);
+      if (!sub) return;
       this.#received++;
-      this.#dispatch(msg.payload ?? '');
+      try {
+        sub.notified(msg.payload ?? '');
+      } catch (err) {
+        this.#o.logger.error({ err, channel: msg.channel }, 'bus: handling a notification failed');
+      }
     });
     try {
       await client.connect();
-      await client.query(`LISTEN ${client.escapeIdentifier(this.#channel)}`);
+      // Channels subscribed while an earlier LISTEN was under way are LISTENed here too.
+      const listened = new Set<string>();
+      const pending = () => [this.#channel, ...this.#subscribers.keys()].filter((c) => !listened.has(c));
+      for (let next = pending(); next.length > 0; next = pending()) {
+        for (const channel of next) {
+          await client.query(`LISTEN ${client.escapeIdentifier(channel)}`);
+          listened.add(channel);
+        }
+      }
     } catch (err) {
       this.#o.logger.warn({ err }, 'bus: could not LISTEN on PostgreSQL; retrying');
       client.end().catch(() => undefined);
@@ -248,6 +292,14 @@ export class PgNotifyListener {
     this.#failures = 0;
     this.#firstListen?.();
     this.#firstListen = undefined;
+    // Every (re)connect, also a first one that came late: what was sent before it is gone (cheap when nothing waits).
+    for (const [channel, sub] of this.#subscribers) {
+      try {
+        sub.resync();
+      } catch (err) {
+        this.#o.logger.error({ err, channel }, 'bus: resyncing a channel after a lost LISTEN connection failed');
+      }
+    }
     if (this.#everListened) {
       this.#reconnects++;
       this.#o.logger.info({ reconnects: this.#reconnects }, 'bus: listening again; re-reading what may have been missed');

@@ -3,11 +3,13 @@
  * `control_planes` (registered at start, heartbeat, removed on a clean shutdown), the
  * agents of dead nodes marked disconnected (and whatever else other parts registered
  * with `onDeadNodes`, such as their shell sessions), and the LISTEN connection through which
- * other nodes route commands and replies to it (../db/pg-command-router.ts).
+ * other nodes route commands and replies to it (../db/pg-command-router.ts), which also
+ * hears the shared channels other parts `subscribe` to (deploys' wake-ups).
  */
 import { disconnectAgentsOfDeadNodes, deregisterNode, forgetDeadNodes, heartbeatNode, reclaimAgents, registerNode } from '../db/control-planes.ts';
 import type { PostgresDb } from '../db/index.ts';
 import { PgCommandRouter, PgNotifyListener } from '../db/pg-command-router.ts';
+import type { ChannelSubscriber } from '../db/pg-command-router.ts';
 import type { NotifyStats } from '../metrics/database.ts';
 import type { AgentHub, HubLogger } from './agent-hub.ts';
 import type { InProcessCommandBus } from './command-bus.ts';
@@ -32,6 +34,7 @@ export class ClusterNode {
   #lastBeat = 0;
   #beating: Promise<void> | undefined;
   readonly #deadNodeSweeps: ((liveSince: number) => Promise<unknown>)[] = [];
+  readonly #subscriptions = new Map<string, ChannelSubscriber>();
 
   constructor(opts: ClusterNodeOptions) {
     this.#o = opts;
@@ -54,6 +57,15 @@ export class ClusterNode {
     this.#deadNodeSweeps.push(sweep);
   }
 
+  /**
+   * Hears `channel` on the node's LISTEN connection (from start, or at once when started),
+   * and `subscriber.resync()` after that connection was lost and is back.
+   */
+  subscribe(channel: string, subscriber: ChannelSubscriber): void {
+    if (this.#listener) this.#listener.subscribe(channel, subscriber);
+    else this.#subscriptions.set(channel, subscriber);
+  }
+
   notifyStats(): NotifyStats {
     return this.#listener?.stats() ?? { listening: false, reconnects: 0, received: 0 };
   }
@@ -71,6 +83,8 @@ export class ClusterNode {
       onResync: () => bus.resync(hub.connectedAgentIds()),
       logger: this.#o.logger,
     });
+    for (const [channel, subscriber] of this.#subscriptions) this.#listener.subscribe(channel, subscriber);
+    this.#subscriptions.clear();
     await this.#listener.start();
     this.#timer = setInterval(() => {
       this.#beating ??= this.#beat(hub).finally(() => (this.#beating = undefined));

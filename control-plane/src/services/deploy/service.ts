@@ -9,6 +9,7 @@
  * the process that creates it, else the one that claimed it after its holder died,
  * stalled past the lease, or released it at a clean stop. Every write of a step is
  * fenced by the lease, so a process that lost it stops before its next step.
+ * Its changes wake long-polls on every process (cluster-events.ts), wherever they landed.
  */
 import { parseRepoFullName } from '@vmkit/protocol';
 import type { AppContext } from '../../app.ts';
@@ -25,7 +26,9 @@ import type { GitHubClient, RepoCoords } from '../../providers/github/client.ts'
 import { defaultBranchHead, getContent } from '../../providers/github/contents.ts';
 import { GitHubError } from '../../providers/github/errors.ts';
 import { AgentWaiter } from './agent-waiter.ts';
+import { ClusterDeployEvents } from './cluster-events.ts';
 import { DeployEvents } from './events.ts';
+import type { DeployWatch } from './events.ts';
 import { DeployShutdown, StepTimedOut, githubApiError, stepFailure } from './failures.ts';
 import type { WorkspaceProviderSet } from './providers.ts';
 import { DeployRecord } from './record.ts';
@@ -100,9 +103,14 @@ export class DeployService {
   readonly #stops = new Map<string, AbortController>();
   readonly #closing = new AbortController();
   readonly #leases: LeaseKeeper;
+  /** Several processes on PostgreSQL: how changes reach the others' long-polls (undefined on SQLite). */
+  readonly clusterEvents: ClusterDeployEvents | undefined;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
+    // The hub plugin (registered before the deploy routes) made the node; its LISTEN connection hears the others' changes.
+    this.clusterEvents =
+      ctx.clusterNode && ctx.db.dialect === 'postgres' ? ClusterDeployEvents.attach(ctx.clusterNode, { pool: ctx.db.pool, events: this.events, logger: ctx.logger }) : undefined;
     this.#agents = new AgentWaiter(ctx);
     this.#leases = new LeaseKeeper(ctx, 'deploys', {
       adopt: (claimed) => this.#adopt(claimed),
@@ -183,30 +191,39 @@ export class DeployService {
 
   /**
    * The deploy once it changed after `afterMs` (its updated_at), is terminal, or
-   * `waitMs` passed: woken by the deploy's own events, never by re-reading in a loop.
+   * `waitMs` passed: woken by the deploy's own events (from whichever process drives it),
+   * never by re-reading in a loop.
    */
   async waitForChange(row: DeployRow, afterMs: number, waitMs: number, signal?: AbortSignal): Promise<DeployRow> {
-    const deadline = Date.now() + waitMs;
-    let current = row;
-    for (;;) {
-      if (current.updatedAt > afterMs || isTerminal(current)) return current;
-      const left = deadline - Date.now();
-      if (left <= 0 || signal?.aborted) return current;
-      await this.events.next(current.id, left, signal);
-      current = (await getDeployById(this.#ctx.db, current.id)) ?? current;
-    }
+    return this.#wait(row, waitMs, signal, (d) => d.updatedAt > afterMs || isTerminal(d));
   }
 
   /** The deploy once terminal, or as it is when `waitMs` ran out. */
   async waitForEnd(row: DeployRow, waitMs: number, signal?: AbortSignal): Promise<DeployRow> {
+    return this.#wait(row, waitMs, signal, isTerminal);
+  }
+
+  async #wait(row: DeployRow, waitMs: number, signal: AbortSignal | undefined, done: (d: DeployRow) => boolean): Promise<DeployRow> {
+    if (done(row) || waitMs <= 0 || signal?.aborted) return row;
     const deadline = Date.now() + waitMs;
-    let current = row;
-    while (!isTerminal(current)) {
-      const left = deadline - Date.now();
-      if (left <= 0 || signal?.aborted) break;
-      current = await this.waitForChange(current, current.updatedAt, left, signal);
+    const watch: DeployWatch = this.events.watch(row.id);
+    try {
+      // `row` was read before the watch began: a change in between is read here, not missed.
+      let current = await this.#reread(row);
+      for (;;) {
+        if (done(current)) return current;
+        const left = deadline - Date.now();
+        if (left <= 0 || signal?.aborted) return current;
+        await watch.next(left, signal);
+        current = await this.#reread(current);
+      }
+    } finally {
+      watch.close();
     }
-    return current;
+  }
+
+  async #reread(row: DeployRow): Promise<DeployRow> {
+    return (await getDeployById(this.#ctx.db, row.id)) ?? row;
   }
 
   /**
@@ -243,6 +260,8 @@ export class DeployService {
     this.#closing.abort(new DeployShutdown('the control plane is closing'));
     await Promise.allSettled([...this.#active.values()]);
     await this.#leases.close();
+    // The last writes' NOTIFYs go out before the pool closes (a failed one is only logged).
+    await this.clusterEvents?.settled();
   }
 
   /** Deploys this process is driving (tests and the bench wait on them). */
