@@ -158,8 +158,15 @@ export class ShellSession {
     try {
       // The PTY's child leads its own session and process group: everything it started goes too.
       process.kill(-this.pid, signal);
-    } catch {
-      // Already gone.
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ESRCH') return;
+      // No such group: gone, or just forked and not yet its own session leader (a close right
+      // after open). Then only the child itself is signalled, never the group it still shares.
+      try {
+        process.kill(this.pid, signal);
+      } catch {
+        // Already gone.
+      }
     }
   }
 
