@@ -6,6 +6,7 @@ import { ScanService } from '../../control-plane/src/services/scan/service.ts';
 import { deployServiceOf } from '../../control-plane/src/services/deploy/service.ts';
 import { createDeploy, updateDeploy, upsertDeployStep } from '../../control-plane/src/db/deploys.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
+import { eventually } from '../helpers/cp-process.ts';
 import { chromiumSkipReason, openBrowser, screenshot, serveDashboard } from '../helpers/dashboard.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { commitFixture, tempReposDir } from '../scan/fixture-repos.ts';
@@ -103,7 +104,12 @@ t.test('in the browser: connect a repo, scan it, add and delete environments, fo
   const shown = page.locator(`section[data-deploy="${deploy.id}"]`);
   await shown.locator('li[data-step="waiting_for_agent"] .badge-running').waitFor();
   t.match(await shown.locator('li[data-step="provisioning"]').textContent(), /succeeded/, 'the step timeline');
-  t.equal(await page.getByLabel('Environment').inputValue(), 'production', 'filtered to the environment');
+  // The filter takes its value once the page has the environments (a fetch of its own): wait for it.
+  const filter = await eventually('the environment filter to be set', async () => {
+    const v = await page.getByLabel('Environment').inputValue();
+    return v === '' ? undefined : v;
+  }, 30_000);
+  t.equal(filter, 'production', 'filtered to the environment');
 
   await upsertDeployStep(cp.ctx.db, deploy.id, 1, { name: 'waiting_for_agent', state: 'failed', attempts: 1, startedAt: at, finishedAt: Date.now(), errorKey: 'agent_not_connected', errorMessage: 'The agent did not connect in time.' });
   await updateDeploy(cp.ctx.db, deploy.id, { status: 'failed', failedStep: 'waiting_for_agent', errorKey: 'agent_not_connected', errorMessage: 'The agent did not connect in time.' }, Date.now() + 1);
