@@ -28,34 +28,13 @@ import type { TestShell } from '../helpers/shell-client.ts';
 import { postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds, prerequisite } from '../helpers/prereq.ts';
 import { parsePromText } from '../helpers/prom-text.ts';
+import { bytesRead, catPid } from '../helpers/proc.ts';
 
 const MB = 1024 * 1024;
 const notRoot = process.getuid?.() === 0 ? false : 'the agent must run shells as root here (tests run as root under CI)';
 const noSsh = spawnSync('ssh', ['-V']).error ? 'OpenSSH client (ssh) is not installed' : false;
 
-/** Bytes the process `pid` has read so far, or undefined once it is gone. */
-function bytesRead(pid: number): number | undefined {
-  try {
-    const v = /rchar:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1];
-    return v === undefined ? undefined : Number(v);
-  } catch {
-    return undefined;
-  }
-}
 
-/** The `cat` reading `file`, found by its command line. */
-function catPid(file: string): number | undefined {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.endsWith('cat') && argv.includes(file)) return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
-}
 
 if (fileNeeds(postgresMissing() || notRoot)) {
   const cluster = await startTestCluster(t, {

@@ -1,6 +1,6 @@
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import t from 'tap';
@@ -11,6 +11,7 @@ import type { ApiRequestOptions } from '../helpers/control-plane.ts';
 import { freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import { fileNeeds, prerequisite } from '../helpers/prereq.ts';
 import { enrollRealAgent, plainBashShell, waitAgentState } from '../helpers/real-agent.ts';
+import { bytesRead, catPid } from '../helpers/proc.ts';
 
 /**
  * A 50 MB `cat` through an operator who reads slowly, through both doors: the control
@@ -48,29 +49,7 @@ function rss(pid: number): number {
   return Number(kb) * 1024;
 }
 
-/** The `cat` reading `file` (found in /proc by its command line), or undefined. */
-function catPid(file: string): number | undefined {
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const argv = readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0');
-      if (argv[0]?.endsWith('cat') && argv.includes(file)) return Number(entry);
-    } catch {
-      // gone meanwhile
-    }
-  }
-  return undefined;
-}
 
-/** Bytes `pid` has read so far (its own read(2) calls), or undefined once it is gone. */
-function bytesRead(pid: number): number | undefined {
-  try {
-    const v = /rchar:\s+(\d+)/.exec(readFileSync(`/proc/${pid}/io`, 'utf8'))?.[1];
-    return v === undefined ? undefined : Number(v);
-  } catch {
-    return undefined;
-  }
-}
 
 /** Samples RSS of both processes and how far `cat` runs ahead of the reader, every 50 ms while a transfer runs. */
 class Watch {
