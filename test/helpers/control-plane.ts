@@ -127,15 +127,8 @@ export async function startTestControlPlane(opts: TestControlPlaneOptions = {}):
       }
     },
     async restart() {
-      // Between the old server's close and the new one's listen only promises may be pending
-      // (the agents' handles can be unref'd): Node would end the test process mid-restart.
-      const keepAlive = setInterval(() => undefined, 1_000);
-      try {
-        await running.close();
-        running = await start();
-      } finally {
-        clearInterval(keepAlive);
-      }
+      await running.close();
+      running = await start();
       cp.running = running;
       cp.url = running.url;
       cp.ctx = running.ctx;

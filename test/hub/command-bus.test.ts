@@ -59,6 +59,35 @@ t.test('a command for a disconnected agent waits in the queue and goes out when 
   await agent.close();
 });
 
+t.test('a close while a send still awaits its own steps rejects that send, with no unhandled rejection', async (t) => {
+  // A control plane stopped mid-rollout: the bus rejected the waiter while send() still
+  // awaited onCommandId, and the process ended on the unhandled rejection.
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = await fx.addAgent();
+  const unhandled: unknown[] = [];
+  const onUnhandled = (reason: unknown) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.teardown(() => void process.off('unhandledRejection', onUnhandled));
+  let release = () => {};
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let entered = () => {};
+  const inHook = new Promise<void>((resolve) => (entered = resolve));
+  const pending = fx.bus.send(agentId, 'ping', {}, {
+    onCommandId: async () => {
+      entered();
+      await gate;
+    },
+  });
+  await inHook;
+  await fx.bus.close();
+  // One turn of the event loop: Node reports a rejection nobody handles after the microtasks of this one.
+  await new Promise((resolve) => setImmediate(resolve));
+  release();
+  await t.rejects(pending, CommandAbortedError);
+  t.same(unhandled, [], 'no unhandled rejection');
+});
+
 t.test('requireConnected fails at once with a local not-connected error', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());

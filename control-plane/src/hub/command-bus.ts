@@ -219,7 +219,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       aborted.catch(() => undefined);
       return aborted;
     }
-    return new Promise<CommandOutcome>((resolve, reject) => {
+    const outcome = new Promise<CommandOutcome>((resolve, reject) => {
       const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
       const waiter: Waiter = {
         agentId,
@@ -236,6 +236,11 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       opts.signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.set(id, waiter);
     });
+    // send() and resume() still await their own steps (onCommandId, delivery, a read) before
+    // they hand this promise to the caller; a close or timeout in between must not surface
+    // as an unhandled rejection, which ends the process. The caller still gets the rejection.
+    outcome.catch(() => undefined);
+    return outcome;
   }
 
   /** Holder side (routed): a command another process stored for an agent this one holds goes out now. */
