@@ -142,6 +142,22 @@ export async function moveInstanceStatus(
   return changed(r) === 1;
 }
 
+/**
+ * `provisioning` or `awaiting_agent` → `running`, in one prepared conditional UPDATE: it
+ * runs at every agent handshake, and an instance already running is simply not matched.
+ */
+export async function markInstanceRunning(db: Db, id: string, now = Date.now()): Promise<boolean> {
+  const { instances } = db.t;
+  const stmt = prepared(db, 'instances_mark_running', () =>
+    db.orm
+      .update(instances)
+      .set({ status: 'running', statusReason: null, updatedAt: sql`${sql.placeholder('now')}` })
+      .where(and(eq(instances.id, sql.placeholder('id')), inArray(instances.status, ['provisioning', 'awaiting_agent'])))
+      .prepare('instances_mark_running'),
+  );
+  return changed(await stmt.execute({ id, now })) === 1;
+}
+
 export async function updateInstance(db: Db, id: string, patch: InstancePatch, now = Date.now()): Promise<void> {
   const { instances } = db.t;
   await db.orm

@@ -7,7 +7,7 @@
  */
 import type { AppContext } from '../app.ts';
 import { createEnrollmentToken, registerInstance } from '../db/enrollment.ts';
-import { getInstance, getInstanceById, getInstanceWithAgent, moveInstanceStatus, updateInstance } from '../db/instances.ts';
+import { getInstance, getInstanceById, getInstanceWithAgent, markInstanceRunning, moveInstanceStatus, updateInstance } from '../db/instances.ts';
 import type { InstanceRow } from '../db/instances.ts';
 import { ApiError } from '../errors.ts';
 import { localProviderFor } from '../providers/compute/local.ts';
@@ -146,13 +146,16 @@ const WAITING_FOR_AGENT = ['provisioning', 'awaiting_agent'] as const;
 
 /** `provisioning` or `awaiting_agent` → `running` once the instance's agent is connected. */
 export async function markRunningIfConnected(ctx: AppContext, instanceId: string, connected?: boolean): Promise<void> {
+  // From the hub (the agent just connected): one conditional write, no read first.
+  if (connected === true) {
+    await markInstanceRunning(ctx.db, instanceId, ctx.now());
+    return;
+  }
   const row = await getInstanceById(ctx.db, instanceId);
   if (row === undefined || !(WAITING_FOR_AGENT as readonly string[]).includes(row.status)) return;
-  if (connected !== true) {
-    const withAgent = await getInstanceWithAgent(ctx.db, row.workspaceId, instanceId);
-    if (withAgent?.agent?.state !== 'connected') return;
-  }
-  await moveInstanceStatus(ctx.db, instanceId, [...WAITING_FOR_AGENT], { status: 'running', statusReason: null }, ctx.now());
+  const withAgent = await getInstanceWithAgent(ctx.db, row.workspaceId, instanceId);
+  if (withAgent?.agent?.state !== 'connected') return;
+  await markInstanceRunning(ctx.db, instanceId, ctx.now());
 }
 
 const deadlines = new WeakMap<AppContext, Set<NodeJS.Timeout>>();
