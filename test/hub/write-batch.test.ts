@@ -96,6 +96,32 @@ for (const { dialect, skip } of testDialects()) {
       t.equal((await store.get(finished.id))?.state, 'succeeded');
     });
 
+    await t.test('writes of one kind share one statement; two writes of one row in a batch still get one answer each', async (t) => {
+      const before = { ...statsOf(store) };
+      const cmds = Array.from({ length: 100 }, () => command(a));
+      await Promise.all(cmds.map((c) => store.insert(c)));
+      const moved = await Promise.all(cmds.map((c) => store.transition(c.id, ['queued'], 'sent', Date.now(), a)));
+      t.ok(moved.every(Boolean), 'every command moved');
+      const after = statsOf(store);
+      const statements = after.statements - before.statements;
+      const transactions = after.transactions - before.transactions;
+      if (dialect === 'postgres') {
+        t.equal(statements, transactions, `200 writes in ${statements} statements: one per kind and batch`);
+      } else {
+        t.equal(statements, 200, 'SQLite runs each write as its own statement, in its batch');
+      }
+      const one = command(a);
+      await store.insert(one);
+      const twice = await Promise.all([
+        store.transition(one.id, ['queued'], 'sent', Date.now()),
+        store.transition(one.id, ['queued'], 'sent', Date.now()),
+        store.recordResult(cmds[0]?.id ?? '', a, { status: 'succeeded', output: {}, finished_at: Date.now() }, Date.now()),
+        store.recordResult(cmds[1]?.id ?? '', b, { status: 'succeeded', output: {}, finished_at: Date.now() }, Date.now()),
+      ]);
+      t.same(twice, [true, false, 'stored', 'unknown'], 'one of two identical moves wins; a result from the wrong agent is not stored');
+      t.equal(await stateElsewhere(db, cmds[1]?.id ?? ''), 'sent');
+    });
+
     await t.test('a write that fails fails alone; the rest of its batch commits', async (t) => {
       const dup = command(a);
       await store.insert(dup);

@@ -14,6 +14,7 @@ import type { PostgresDb } from './index.ts';
 import * as shared from './hub-store-shared.ts';
 import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
 import { PgWriteBatch } from './write-batch.ts';
+import type { MergeableWrite } from './write-batch.ts';
 
 const cols = shared.COMMAND_COLUMNS;
 
@@ -66,6 +67,57 @@ const SQL = {
 } as const;
 
 /**
+ * The same writes for many rows at once (the write batch merges the writes of one kind):
+ * one array per column through unnest(), each returning the key of the rows it wrote.
+ */
+const MERGED = {
+  markConnected: {
+    name: 'hub_mark_connected_many',
+    text: `UPDATE agents AS a SET state = 'connected', connected_at = v.at, last_seen = v.at, agent_version = v.agent_version, hostname = v.hostname,
+             os = v.os, platform = v.platform, node_id = v.node_id
+           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+             AS v(at, agent_version, hostname, os, platform, id, node_id)
+           WHERE a.id = v.id AND a.state <> 'revoked' RETURNING a.id AS key`,
+  },
+  markDisconnected: {
+    name: 'hub_mark_disconnected_many',
+    text: `UPDATE agents AS a SET state = 'disconnected', node_id = NULL, last_seen = greatest(coalesce(a.last_seen, 0), v.at)
+           FROM unnest($1::bigint[], $2::text[], $3::text[]) AS v(at, id, node_id)
+           WHERE a.id = v.id AND a.state = 'connected' AND a.node_id IS NOT DISTINCT FROM v.node_id RETURNING a.id AS key`,
+  },
+  insert: {
+    name: 'hub_insert_commands',
+    text: `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at, node_id)
+           SELECT v.id, a.workspace_id, a.id, a.instance_id, v.type, v.state, v.envelope::json, v.signature, v.expires_at, NULL, NULL, v.created_at, v.created_at, v.node_id
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[], $8::bigint[], $9::text[])
+             AS v(id, agent_id, type, state, envelope, signature, expires_at, created_at, node_id)
+           JOIN agents AS a ON a.id = v.agent_id
+           RETURNING id AS key`,
+  },
+  transition: {
+    name: 'hub_transition_many',
+    // from_states: the allowed states joined with commas (no state has one).
+    text: `UPDATE commands AS c SET state = v.to_state, updated_at = v.at
+           FROM unnest($1::text[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS v(to_state, at, id, from_states, agent_id)
+           WHERE c.id = v.id AND c.state = ANY(string_to_array(v.from_states, ',')) AND (v.agent_id IS NULL OR c.agent_id = v.agent_id)
+           RETURNING c.id AS key`,
+  },
+  recordResult: {
+    name: 'hub_record_results',
+    text: `UPDATE commands AS c SET result = v.result::json, error_key = v.error_key, state = v.state, updated_at = v.at
+           FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[]) AS v(result, error_key, state, at, id, agent_id)
+           WHERE c.id = v.id AND c.agent_id = v.agent_id AND c.result IS NULL AND c.state <> 'expired'
+           RETURNING c.id AS key`,
+  },
+} as const;
+
+/** A write of `kind` whose row is `values` (in the single statement's order, as the merged one takes them). */
+function mergeable(kind: keyof typeof MERGED, key: string, values: readonly unknown[]): MergeableWrite {
+  const statement = MERGED[kind];
+  return { kind, key, row: values, merged: (columns) => ({ ...statement, values: columns }) };
+}
+
+/**
  * The hub's storage on PostgreSQL: named statements on the hot paths. Reads go to the
  * pool; writes (connection state, last_seen, command inserts, state changes, results)
  * go through one PgWriteBatch: those issued together share one transaction (one WAL
@@ -95,11 +147,13 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.writes.query({ ...SQL.markConnected, values: [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId] });
+    const values = [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId];
+    await this.writes.query({ ...SQL.markConnected, values }, mergeable('markConnected', agentId, values));
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    await this.writes.query({ ...SQL.markDisconnected, values: [at, agentId, this.#nodeId] });
+    const values = [at, agentId, this.#nodeId];
+    await this.writes.query({ ...SQL.markDisconnected, values }, mergeable('markDisconnected', agentId, values));
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
@@ -120,10 +174,8 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
-    const res = await this.writes.query({
-      ...SQL.insert,
-      values: [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId],
-    });
+    const values = [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId];
+    const res = await this.writes.query({ ...SQL.insert, values }, mergeable('insert', cmd.id, values));
     if (res.rowCount !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }
 
@@ -137,16 +189,15 @@ export class PgHubStore implements AgentStateStore, CommandStore {
       agentId === undefined
         ? { ...SQL.transition, values: [to, at, commandId, [...from]] }
         : { ...SQL.transitionOfAgent, values: [to, at, commandId, [...from], agentId] },
+      mergeable('transition', commandId, [to, at, commandId, from.join(','), agentId ?? null]),
     );
     return res.rowCount === 1;
   }
 
   async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
     // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
-    const res = await this.writes.query({
-      ...SQL.recordResult,
-      values: [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId],
-    });
+    const values = [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId];
+    const res = await this.writes.query({ ...SQL.recordResult, values }, mergeable('recordResult', commandId, values));
     if (res.rowCount === 1) return 'stored';
     const { rows } = await this.#pool.query<{ agent_id: string; has_result: boolean }>({ ...SQL.resultOwner, values: [commandId] });
     const row = rows[0];

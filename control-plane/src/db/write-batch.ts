@@ -7,10 +7,12 @@
  * a write of its own gave: batching merges concurrent writes, it delays none past its
  * commit.
  *
- * Order: writes commit in the order they were issued. Writes that depend on each other
- * are issued one after the other's promise settled (the hub and the bus await each
- * state change before the next of the same agent or command), so they never share a
- * batch out of order nor race in two batches.
+ * Order: writes that depend on each other are issued one after the other's promise
+ * settled (the hub and the bus await each state change before the next of the same
+ * agent or command), so they never share a batch nor race in two batches. Within a
+ * batch, SQLite runs the writes in the order they were issued; PostgreSQL runs them
+ * grouped by kind (one multi-row statement per kind), which the independence of a
+ * batch's writes makes equivalent.
  */
 import type { Database } from 'better-sqlite3';
 import type pg from 'pg';
@@ -26,10 +28,11 @@ interface Pending<Op, R> {
   reject(err: unknown): void;
 }
 
-/** Counters for benchmarks and tests: how many writes shared how many transactions. */
+/** Counters for benchmarks and tests: how many writes shared how many transactions (and, on PostgreSQL, statements). */
 export interface WriteBatchStats {
   writes: number;
   transactions: number;
+  statements: number;
 }
 
 /** SQLite: the batch runs synchronously in one `BEGIN … COMMIT` at the next turn of the event loop. */
@@ -38,7 +41,7 @@ export class SqliteWriteBatch {
   readonly #max: number;
   #queue: Pending<() => unknown, unknown>[] = [];
   #scheduled: NodeJS.Immediate | undefined;
-  readonly stats: WriteBatchStats = { writes: 0, transactions: 0 };
+  readonly stats: WriteBatchStats = { writes: 0, transactions: 0, statements: 0 };
 
   constructor(sqlite: Database, opts: WriteBatchOptions = {}) {
     this.#sqlite = sqlite;
@@ -86,6 +89,7 @@ export class SqliteWriteBatch {
       return;
     }
     this.stats.writes += batch.length;
+    this.stats.statements += batch.length;
     this.stats.transactions++;
     batch.forEach((p, i) => {
       const o = outcomes[i];
@@ -101,8 +105,38 @@ export interface PgWriteBatchOptions extends WriteBatchOptions {
 }
 
 /**
- * PostgreSQL: the batch's statements run in order on one pooled connection inside
- * `BEGIN … COMMIT`: one commit (one WAL flush) for the lot. While `maxInFlight` batches
+ * A write that can share one statement with the other writes of its kind in a batch:
+ * the merged statement takes one array per column (`unnest`) and returns the key of
+ * every row it wrote, which is this write's answer (1 row or 0).
+ */
+export interface MergeableWrite {
+  /** Writes of the same kind in one batch become one statement. */
+  kind: string;
+  /** This write's key among the merged statement's returned `key` column. */
+  key: string;
+  /** This write's values, one per column of the merged statement. */
+  row: readonly unknown[];
+  /** The statement for many rows, given one array per column; it must return a `key` column. */
+  merged(columns: unknown[][]): pg.QueryConfig;
+}
+
+/** What a batched write answers: how many rows it changed. */
+export interface WriteResult {
+  rowCount: number;
+}
+
+interface PgWrite {
+  single: pg.QueryConfig;
+  merge: MergeableWrite | undefined;
+}
+
+/**
+ * PostgreSQL: the batch's statements run on one pooled connection inside
+ * `BEGIN … COMMIT`: one commit (one WAL flush) for the lot. Writes of one kind that
+ * can be merged (a state change, a result, an insert) run as one multi-row statement
+ * instead of one round trip each; a kind whose writes touch one row twice is not
+ * merged. Writes of a batch are independent by construction (see the top of this
+ * file), so running them grouped by kind changes no outcome. While `maxInFlight` batches
  * are committing, new writes wait and join the next batch, so batches grow with load.
  * A statement that fails rolls the batch back; its writes are then run one by one, each
  * in its own transaction as before batching, so one bad write fails alone. A failed
@@ -112,10 +146,10 @@ export class PgWriteBatch {
   readonly #pool: pg.Pool;
   readonly #max: number;
   readonly #maxInFlight: number;
-  #queue: Pending<pg.QueryConfig, pg.QueryResult>[] = [];
+  #queue: Pending<PgWrite, WriteResult>[] = [];
   #scheduled: NodeJS.Immediate | undefined;
   #inFlight = 0;
-  readonly stats: WriteBatchStats = { writes: 0, transactions: 0 };
+  readonly stats: WriteBatchStats = { writes: 0, transactions: 0, statements: 0 };
 
   constructor(pool: pg.Pool, opts: PgWriteBatchOptions = {}) {
     this.#pool = pool;
@@ -123,9 +157,10 @@ export class PgWriteBatch {
     this.#maxInFlight = opts.maxInFlight ?? 2;
   }
 
-  query(q: pg.QueryConfig): Promise<pg.QueryResult> {
-    return new Promise<pg.QueryResult>((resolve, reject) => {
-      this.#queue.push({ op: q, resolve, reject });
+  /** `q` is the write on its own; with `merge`, writes of its kind in the same batch share one statement. */
+  query(q: pg.QueryConfig, merge?: MergeableWrite): Promise<WriteResult> {
+    return new Promise<WriteResult>((resolve, reject) => {
+      this.#queue.push({ op: { single: q, merge }, resolve, reject });
       this.#schedule();
     });
   }
@@ -149,7 +184,7 @@ export class PgWriteBatch {
     }
   }
 
-  async #commit(batch: Pending<pg.QueryConfig, pg.QueryResult>[]): Promise<void> {
+  async #commit(batch: Pending<PgWrite, WriteResult>[]): Promise<void> {
     let client: pg.PoolClient;
     try {
       client = await this.#pool.connect();
@@ -157,15 +192,30 @@ export class PgWriteBatch {
       for (const p of batch) p.reject(err);
       return;
     }
-    const results: pg.QueryResult[] = [];
+    const results: WriteResult[] = new Array<WriteResult>(batch.length);
     let statementsDone = false;
+    let statements = 0;
     try {
       if (batch.length === 1) {
         const [only] = batch;
-        if (only) results.push(await client.query(only.op));
+        if (only) results[0] = { rowCount: (await client.query(only.op.single)).rowCount ?? 0 };
+        statements = 1;
       } else {
         await client.query('BEGIN');
-        for (const p of batch) results.push(await client.query(p.op));
+        for (const group of groupsOf(batch)) {
+          statements++;
+          const first = group[0];
+          if (group.length === 1 && first) {
+            results[first.index] = { rowCount: (await client.query(first.write.single)).rowCount ?? 0 };
+            continue;
+          }
+          const merge = first?.write.merge;
+          if (!merge) continue;
+          const columns = merge.row.map((_, c) => group.map((g) => g.write.merge?.row[c]));
+          const { rows } = await client.query<{ key: string }>(merge.merged(columns));
+          const written = new Set(rows.map((r) => r.key));
+          for (const g of group) results[g.index] = { rowCount: written.has(g.write.merge?.key ?? '') ? 1 : 0 };
+        }
         statementsDone = true;
         await client.query('COMMIT');
       }
@@ -185,7 +235,7 @@ export class PgWriteBatch {
       client.release(rolledBack ? undefined : true);
       for (const p of batch) {
         try {
-          p.resolve(await this.#pool.query(p.op));
+          p.resolve({ rowCount: (await this.#pool.query(p.op.single)).rowCount ?? 0 });
         } catch (e) {
           p.reject(e);
         }
@@ -194,7 +244,42 @@ export class PgWriteBatch {
     }
     client.release();
     this.stats.writes += batch.length;
+    this.stats.statements += statements;
     this.stats.transactions++;
-    batch.forEach((p, i) => p.resolve(results[i] as pg.QueryResult));
+    batch.forEach((p, i) => p.resolve(results[i] ?? { rowCount: 0 }));
   }
+}
+
+interface Indexed {
+  index: number;
+  write: PgWrite;
+}
+
+/**
+ * The statements of a batch, in the order their kinds first appear: each mergeable kind
+ * one group (unless two of its writes share a key: then each alone), every other write
+ * alone.
+ */
+function groupsOf(batch: readonly Pending<PgWrite, WriteResult>[]): Indexed[][] {
+  const groups: Indexed[][] = [];
+  const byKind = new Map<string, Indexed[]>();
+  batch.forEach((p, index) => {
+    const kind = p.op.merge?.kind;
+    if (kind === undefined) {
+      groups.push([{ index, write: p.op }]);
+      return;
+    }
+    let group = byKind.get(kind);
+    if (!group) {
+      group = [];
+      byKind.set(kind, group);
+      groups.push(group);
+    }
+    group.push({ index, write: p.op });
+  });
+  return groups.flatMap((group) => {
+    if (group.length < 2) return [group];
+    const keys = new Set(group.map((g) => g.write.merge?.key));
+    return keys.size === group.length ? [group] : group.map((g) => [g]);
+  });
 }
