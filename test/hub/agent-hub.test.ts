@@ -1,5 +1,7 @@
 import t from 'tap';
 import { generateKeyPairSync } from 'node:crypto';
+import { createServer } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { MAX_FRAME_BYTES, PROTOCOL_VERSION, newId, signHello } from '@vmkit/protocol';
 import type { MessageOf } from '@vmkit/protocol';
@@ -151,6 +153,38 @@ t.test('pongs and heartbeats keep an agent alive; last_seen is written in batche
   t.ok((rec?.lastSeen ?? 0) > firstSeen, 'last_seen moved');
   t.equal(rec?.state, 'connected');
   await agent.close();
+});
+
+t.test('the 101 response and the challenge leave the hub in one socket write', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  // The hub behind a server of this test's own, whose sockets count the writes that reach them.
+  let writes = 0;
+  const server = createServer();
+  server.on('upgrade', (req, socket: Socket, head: Buffer) => {
+    const counted = socket as Socket & { _write: (...a: unknown[]) => void; _writev: (...a: unknown[]) => void };
+    const write = counted._write.bind(counted);
+    const writev = counted._writev.bind(counted);
+    counted._write = (...a) => {
+      writes++;
+      write(...a);
+    };
+    counted._writev = (...a) => {
+      writes++;
+      writev(...a);
+    };
+    fx.hub.handleUpgrade(req, socket, head);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  t.teardown(() => {
+    server.closeAllConnections();
+    server.close();
+  });
+  const agent = await FakeAgent.open(`ws://127.0.0.1:${(server.address() as AddressInfo).port}/agent/v1/connect`);
+  const challenge = (await agent.next('challenge')) as MessageOf<'challenge'>;
+  t.match(challenge.nonce, /./, 'the challenge arrived');
+  t.equal(writes, 1, 'one write for the response and the first frame');
+  agent.kill();
 });
 
 t.test('verified handshakes over the bound are answered overloaded with retry_after_ms', async (t) => {

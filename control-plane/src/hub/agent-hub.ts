@@ -227,7 +227,8 @@ export class AgentHub implements AgentLink {
     this.#preAuth = new PerAddressLimiter({ perSecond: perAddress, burst: opts.preAuthPerAddressBurst ?? perAddress * 2 });
     this.#maxPending = opts.maxPendingHandshakes ?? 5_000;
     this.#clientAddress = opts.clientAddress ?? ((req) => req.socket.remoteAddress ?? 'unknown');
-    this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false });
+    // clientTracking off: the hub keeps its own maps of connections; ws's Set of every client is not needed.
+    this.#wss = new WebSocketServer({ noServer: true, maxPayload: MAX_FRAME_BYTES, perMessageDeflate: false, clientTracking: false });
   }
 
   addListener(listener: HubListener): void {
@@ -278,7 +279,14 @@ export class AgentHub implements AgentLink {
       this.#refuseUpgrade(socket, 429, verdict.retryAfterMs, address, 'too many connection attempts from this address');
       return;
     }
-    this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, address));
+    // The 101 response and the challenge leave in one write: ws writes the response and
+    // calls back synchronously, and #accept sends the challenge before the socket is uncorked.
+    socket.cork();
+    try {
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, address));
+    } finally {
+      socket.uncork();
+    }
   }
 
   isConnected(agentId: string): boolean {
