@@ -155,6 +155,35 @@ t.test('pongs and heartbeats keep an agent alive; last_seen is written in batche
   await agent.close();
 });
 
+t.test('an agent that heartbeats is not pinged as well; one that only answers pings is', async (t) => {
+  const fx = await startHub({ heartbeatIntervalMs: 200, deadAfterMs: 60_000 });
+  t.teardown(() => fx.close());
+  const quiet = await fx.addAgent();
+  const talker = await fx.addAgent();
+  const { agent: q } = await FakeAgent.connect(fx.url, quiet.agentId, quiet.key);
+  const { agent: h } = await FakeAgent.connect(fx.url, talker.agentId, talker.key);
+  let quietPings = 0;
+  let talkerPings = 0;
+  q.ws.on('ping', () => quietPings++);
+  h.ws.on('ping', () => talkerPings++);
+  // The talker heartbeats ten times an interval (each after the hub's answer) until the quiet one was pinged ten times.
+  let beats = 0;
+  while (quietPings < 10) {
+    h.send({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
+    await h.next('heartbeat');
+    beats++;
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  // A stall of this process longer than an interval between two heartbeats earns the talker a ping; a few may happen on a loaded machine.
+  t.ok(talkerPings < quietPings / 2, `the heartbeating agent got ${talkerPings} pings over ${beats} heartbeats, the quiet one ${quietPings}`);
+  const stats = fx.hub.stats();
+  t.ok(stats.pingsSkipped >= 5, `pings left out: ${stats.pingsSkipped}`);
+  t.ok(stats.pingsSent >= quietPings, `pings sent: ${stats.pingsSent}`);
+  t.ok(fx.hub.isConnected(quiet.agentId) && fx.hub.isConnected(talker.agentId), 'both stay connected');
+  await q.close();
+  await h.close();
+});
+
 t.test('the 101 response and the challenge leave the hub in one socket write', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());

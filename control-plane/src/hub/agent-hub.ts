@@ -107,6 +107,8 @@ class Connection {
   agentId: string | undefined;
   invalidFrames = 0;
   lastSeen: number;
+  /** When the agent last sent a frame of its own (a heartbeat or any message; not a pong). */
+  lastFrameAt = 0;
   handshakeTimer: NodeJS.Timeout | undefined;
   readonly ws: WebSocket;
   readonly nonce: string;
@@ -163,6 +165,9 @@ export interface HubStats {
   refusedUnauthorized: number;
   invalidFrames: number;
   deadDropped: number;
+  /** WebSocket pings sent, and pings left out because the agent had sent a frame within the interval. */
+  pingsSent: number;
+  pingsSkipped: number;
   /** Shell channels open on agent connections. */
   channelsOpen: number;
   /** Binary frames dropped: undecodable, or for an unknown or another agent's channel (detail: `channels.stats()`). */
@@ -209,6 +214,8 @@ export class AgentHub implements AgentLink {
     refusedUnauthorized: 0,
     invalidFrames: 0,
     deadDropped: 0,
+    pingsSent: 0,
+    pingsSkipped: 0,
   };
 
   constructor(opts: HubOptions) {
@@ -437,6 +444,7 @@ export class AgentHub implements AgentLink {
     // Binary frames are shell channel traffic, only on an authenticated connection.
     if (isBinary && conn.phase === 'open' && conn.agentId !== undefined) {
       this.#seen(conn);
+      conn.lastFrameAt = conn.lastSeen;
       const bad = this.channels.handleFrame(conn.agentId, Buffer.isBuffer(data) ? data : Array.isArray(data) ? Buffer.concat(data) : Buffer.from(data));
       if (bad !== undefined) this.#invalid(conn, 'schema_violation', bad);
       return;
@@ -468,6 +476,7 @@ export class AgentHub implements AgentLink {
       return;
     }
     this.#seen(conn);
+    conn.lastFrameAt = conn.lastSeen;
     this.#onMessage(conn, msg);
   }
 
@@ -532,6 +541,8 @@ export class AgentHub implements AgentLink {
     conn.agentId = agent.id;
     conn.phase = 'open';
     conn.lastSeen = Date.now();
+    // The hello was the agent's own frame.
+    conn.lastFrameAt = conn.lastSeen;
     // Register before writing, so the old connection's close handler sees it was replaced.
     const previous = this.#open.get(agent.id);
     this.#open.set(agent.id, conn);
@@ -629,9 +640,22 @@ export class AgentHub implements AgentLink {
     if (conn.phase === 'open' && conn.agentId !== undefined) this.#dirtySeen.set(conn.agentId, now);
   }
 
+  /**
+   * Pings the agents that sent nothing of their own within the last interval. An agent
+   * that heartbeats (vmkit-agent does, at the interval told in welcome) already proved
+   * it is alive and got the hub's heartbeat back: a ping and its pong would only double
+   * the idle traffic of a large fleet. One that only answers pings is pinged every time.
+   */
   #pingAll(): void {
+    const now = Date.now();
     for (const conn of this.#open.values()) {
-      if (conn.ws.readyState === WebSocket.OPEN) conn.ws.ping();
+      if (conn.ws.readyState !== WebSocket.OPEN) continue;
+      if (now - conn.lastFrameAt < this.heartbeatIntervalMs) {
+        this.#stats.pingsSkipped++;
+        continue;
+      }
+      this.#stats.pingsSent++;
+      conn.ws.ping();
     }
   }
 
