@@ -122,6 +122,32 @@ for (const { dialect, skip } of testDialects()) {
       t.equal(await stateElsewhere(db, cmds[1]?.id ?? ''), 'sent');
     });
 
+    await t.test('handshake reads that arrive together get their own answers (PostgreSQL: in one query per kind)', async (t) => {
+      const queued = command(b);
+      await store.insert(queued);
+      const before = dialect === 'postgres' ? (store as HubStore & { readStats: { reads: number; queries: number } }).readStats : undefined;
+      const [foundA, foundB, nobody, forA, forB, forNobody] = await Promise.all([
+        store.findAgent(a),
+        store.findAgent(b),
+        store.findAgent('agt_nobody'),
+        store.deliverable(a, Date.now()),
+        store.deliverable(b, Date.now()),
+        store.deliverable('agt_nobody', Date.now()),
+      ]);
+      t.equal(foundA?.id, a);
+      t.equal(foundB?.id, b);
+      t.equal(nobody, undefined, 'an unknown agent is not found');
+      t.ok(forB.some((c) => c.id === queued.id), "b's queued command is deliverable to b");
+      t.notOk(forA.some((c) => c.id === queued.id), 'and not to a');
+      t.ok([...forA, ...forB].every((c) => c.state === 'queued' || c.state === 'sent'));
+      t.same(forNobody, []);
+      if (before) {
+        const after = (store as HubStore & { readStats: { reads: number; queries: number } }).readStats;
+        t.equal(after.reads - before.reads, 6);
+        t.equal(after.queries - before.queries, 2, 'six reads in two queries');
+      }
+    });
+
     await t.test('a write that fails fails alone; the rest of its batch commits', async (t) => {
       const dup = command(a);
       await store.insert(dup);

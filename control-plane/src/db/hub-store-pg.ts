@@ -13,7 +13,7 @@ import type {
 import type { PostgresDb } from './index.ts';
 import * as shared from './hub-store-shared.ts';
 import type { RawAgentRow, RawCommandRow } from './hub-store-shared.ts';
-import { PgWriteBatch } from './write-batch.ts';
+import { PgKeyedReads, PgWriteBatch } from './write-batch.ts';
 import type { MergeableWrite } from './write-batch.ts';
 
 const cols = shared.COMMAND_COLUMNS;
@@ -24,7 +24,7 @@ const cols = shared.COMMAND_COLUMNS;
  * same statement; a heartbeat batch is one UPDATE over unnest()).
  */
 const SQL = {
-  findAgent: { name: 'hub_find_agent', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = $1' },
+  findAgents: { name: 'hub_find_agents', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ANY($1::text[])' },
   markConnected: {
     name: 'hub_mark_connected',
     text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4, platform = $5, node_id = $7 WHERE id = $6 AND state <> 'revoked'",
@@ -57,7 +57,7 @@ const SQL = {
   },
   deliverable: {
     name: 'hub_deliverable',
-    text: `SELECT ${cols} FROM commands WHERE agent_id = $1 AND state IN ('queued', 'sent') AND expires_at > $2 ORDER BY created_at, id`,
+    text: `SELECT ${cols} FROM commands WHERE agent_id = ANY($1::text[]) AND state IN ('queued', 'sent') AND expires_at > $2 ORDER BY created_at, id`,
   },
   markNodeDisconnected: {
     name: 'hub_mark_node_disconnected',
@@ -128,6 +128,11 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   readonly #pool: pg.Pool;
   readonly writes: PgWriteBatch;
   readonly #nodeId: string | null;
+  /** The reads of every handshake (its agent, then its deliverable commands), batched per turn of the event loop. */
+  readonly #agents: PgKeyedReads<AgentIdentity | undefined>;
+  readonly #deliverable: PgKeyedReads<StoredCommand[]>;
+  /** The earliest expiry a batched deliverable read accepts: the latest `now` any of its callers asked with. */
+  #deliverableNow = 0;
 
   /**
    * `nodeId`: this process's node (several processes on one database). Connections are
@@ -139,11 +144,32 @@ export class PgHubStore implements AgentStateStore, CommandStore {
     this.#pool = db.pool;
     this.writes = new PgWriteBatch(db.pool);
     this.#nodeId = nodeId ?? null;
+    this.#agents = new PgKeyedReads(async (ids) => {
+      const { rows } = await this.#pool.query<RawAgentRow>({ ...SQL.findAgents, values: [ids] });
+      return new Map(rows.map((r) => [r.id, shared.agentFromRow(r)]));
+    }, undefined);
+    this.#deliverable = new PgKeyedReads(async (ids) => {
+      const now = this.#deliverableNow;
+      this.#deliverableNow = 0;
+      const { rows } = await this.#pool.query<RawCommandRow>({ ...SQL.deliverable, values: [ids, now] });
+      const byAgent = new Map<string, StoredCommand[]>();
+      for (const row of rows) {
+        const cmd = shared.commandFromRow(row);
+        let list = byAgent.get(cmd.agentId);
+        if (!list) byAgent.set(cmd.agentId, (list = []));
+        list.push(cmd);
+      }
+      return byAgent;
+    }, []);
   }
 
-  async findAgent(agentId: string): Promise<AgentIdentity | undefined> {
-    const { rows } = await this.#pool.query<RawAgentRow>({ ...SQL.findAgent, values: [agentId] });
-    return rows[0] ? shared.agentFromRow(rows[0]) : undefined;
+  /** How many handshake reads shared how many queries (benchmarks and tests). */
+  get readStats(): { reads: number; queries: number } {
+    return { reads: this.#agents.stats.reads + this.#deliverable.stats.reads, queries: this.#agents.stats.queries + this.#deliverable.stats.queries };
+  }
+
+  findAgent(agentId: string): Promise<AgentIdentity | undefined> {
+    return this.#agents.read(agentId);
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
@@ -204,9 +230,10 @@ export class PgHubStore implements AgentStateStore, CommandStore {
     return row && row.agent_id === agentId && row.has_result ? 'duplicate' : 'unknown';
   }
 
-  async deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
-    const { rows } = await this.#pool.query<RawCommandRow>({ ...SQL.deliverable, values: [agentId, now] });
-    return rows.map(shared.commandFromRow);
+  deliverable(agentId: string, now: number): Promise<StoredCommand[]> {
+    // Stricter is safe: a command is delivered only with at least the margin the latest caller asked for.
+    this.#deliverableNow = Math.max(this.#deliverableNow, now);
+    return this.#deliverable.read(agentId);
   }
 
   async timeOutOrphans(createdBefore: number, expiredBefore: number, at: number): Promise<string[]> {

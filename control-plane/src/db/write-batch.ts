@@ -283,3 +283,52 @@ function groupsOf(batch: readonly Pending<PgWrite, WriteResult>[]): Indexed[][] 
     return keys.size === group.length ? [group] : group.map((g) => [g]);
   });
 }
+
+/**
+ * PostgreSQL reads by key that arrive together (the handshakes of a reconnecting fleet)
+ * become one `= ANY($1)` query per turn of the event loop instead of one round trip
+ * each. `fetch` answers for a list of distinct keys; a key it leaves out answers
+ * `missing`. A failed query fails every read of its batch.
+ */
+export class PgKeyedReads<V> {
+  readonly #fetch: (keys: string[]) => Promise<Map<string, V>>;
+  readonly #missing: V;
+  readonly #max: number;
+  #queue = new Map<string, { resolve(value: V): void; reject(err: unknown): void }[]>();
+  #scheduled: NodeJS.Immediate | undefined;
+  readonly stats = { reads: 0, queries: 0 };
+
+  constructor(fetch: (keys: string[]) => Promise<Map<string, V>>, missing: V, opts: { maxBatch?: number } = {}) {
+    this.#fetch = fetch;
+    this.#missing = missing;
+    this.#max = opts.maxBatch ?? 500;
+  }
+
+  read(key: string): Promise<V> {
+    return new Promise<V>((resolve, reject) => {
+      let waiting = this.#queue.get(key);
+      if (!waiting) this.#queue.set(key, (waiting = []));
+      waiting.push({ resolve, reject });
+      this.stats.reads++;
+      if (this.#queue.size >= this.#max) this.#run();
+      else this.#scheduled ??= setImmediate(() => this.#run());
+    });
+  }
+
+  #run(): void {
+    if (this.#scheduled) clearImmediate(this.#scheduled);
+    this.#scheduled = undefined;
+    const batch = this.#queue;
+    this.#queue = new Map();
+    if (batch.size === 0) return;
+    this.stats.queries++;
+    this.#fetch([...batch.keys()]).then(
+      (found) => {
+        for (const [key, waiting] of batch) for (const w of waiting) w.resolve(found.get(key) ?? this.#missing);
+      },
+      (err: unknown) => {
+        for (const waiting of batch.values()) for (const w of waiting) w.reject(err);
+      },
+    );
+  }
+}
