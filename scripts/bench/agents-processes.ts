@@ -54,6 +54,8 @@ export interface Stats {
 export interface Fanout {
   agents: number;
   failed: number;
+  /** Failed commands by why: error key, and for timeouts whether the command reached the agent (`timed_out`) or not (`expired`). */
+  failures: Record<string, number>;
   p50: number;
   p99: number;
   max: number;

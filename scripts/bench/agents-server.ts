@@ -9,6 +9,7 @@
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { makeConfig } from '../../control-plane/src/config.ts';
+import { AgentCommandError, CommandBusError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
 import { startControlPlane } from '../../control-plane/src/server.ts';
 
 interface Request {
@@ -57,6 +58,8 @@ function pct(sorted: number[], p: number): number {
 async function fanout(ids: string[], timeoutMs: number) {
   const latencies: number[] = [];
   let failed = 0;
+  /** Why commands failed, by error key (and, for timeouts, whether the command ever reached the agent). */
+  const failures: Record<string, number> = {};
   const cpu0 = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
@@ -65,15 +68,17 @@ async function fanout(ids: string[], timeoutMs: number) {
       try {
         await commandBus?.send(id, 'ping', {}, { timeoutMs });
         latencies.push(performance.now() - t0);
-      } catch {
+      } catch (err) {
         failed++;
+        const why = err instanceof CommandTimeoutError ? `${err.key} (${err.state})` : err instanceof CommandBusError || err instanceof AgentCommandError ? err.key : 'other';
+        failures[why] = (failures[why] ?? 0) + 1;
       }
     }),
   );
   const total = performance.now() - start;
   const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  return { agents: ids.length, failed, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 process.on('message', (raw: Request) => {

@@ -40,7 +40,7 @@ let handshakes = 0;
 let overloaded = 0;
 let commands = 0;
 let stopping = false;
-/** Failed dials and socket errors by code (EMFILE, ECONNREFUSED, ...): what limited a run. */
+/** Failed dials and socket errors by code (EMFILE, ECONNREFUSED, ...) or ws's message: what limited a run. */
 const errors: Record<string, number> = {};
 
 function send(a: SimAgent, msg: unknown): void {
@@ -100,7 +100,8 @@ function connect(a: SimAgent): void {
     }
   });
   ws.on('error', (err: NodeJS.ErrnoException) => {
-    const code = err.code ?? 'other';
+    // ws's own errors carry no code: their message says it (`Unexpected server response: 503`, a handshake timeout).
+    const code = err.code ?? err.message.slice(0, 48);
     errors[code] = (errors[code] ?? 0) + 1;
   });
   ws.on('close', () => {

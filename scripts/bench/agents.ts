@@ -269,7 +269,7 @@ if (!cluster) {
     });
     const perCommand = (ms: number) => fmt((ms / Math.max(1, f.agents)) * 1000, 0);
     out(
-      `  ping fan-out through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
+      `  ping fan-out through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed${f.failed > 0 ? ` (${Object.entries(f.failures).map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
     );
   }
 }
@@ -314,7 +314,7 @@ if (cluster) {
     if (reasons.length === 0) reasons.push(`time: the connect phase's ${fmt(connectTimeoutMs / 1000, 0)} s ran out (CPU of this machine, load average ${load()})`);
     out(`  limit: NOT all connected — ${reasons.join('; ')}; ${room}`);
   } else {
-    out(`  limit: none reached, all ${N} connected${reasons.length > 0 ? ` (${reasons.join('; ')})` : ''}${dial ? ` (dial errors on the way: ${dial})` : ''}; ${room}`);
+    out(`  limit: no descriptor or port limit reached, all ${N} connected${reasons.length > 0 ? ` (${reasons.join('; ')})` : ''}${dial ? ` (dial errors on the way: ${dial})` : ''}; ${room}`);
   }
 }
 
