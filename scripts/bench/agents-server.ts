@@ -1,66 +1,93 @@
 /**
  * The control-plane process of the agents benchmark: the real control plane
  * (startControlPlane, SQLite, Fastify, hub, CommandBus) plus an IPC channel through
- * which scripts/bench/agents.ts asks for figures and triggers ping fan-outs.
- * Not meant to be run by hand.
+ * which scripts/bench/agents.ts asks for figures and triggers ping fan-outs. With
+ * several processes on one PostgreSQL database each is a node of the cluster
+ * (BENCH_NODE_ID, BENCH_SECRET_KEY_FILE), and a fan-out through one of them is given the
+ * ids of agents any of them holds. Not meant to be run by hand.
  */
 import { writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
 import { makeConfig } from '../../control-plane/src/config.ts';
+import { AgentCommandError, CommandBusError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
 import { startControlPlane } from '../../control-plane/src/server.ts';
 
 interface Request {
   id: number;
-  op: 'stats' | 'fanout' | 'profile-start' | 'profile-stop';
+  op: 'stats' | 'held' | 'fanout' | 'profile-start' | 'profile-stop';
   /** Where profile-stop writes the profile. */
   file?: string;
   /** Collect garbage first (for RSS figures only: a full GC is expensive). */
   gc?: boolean;
   count?: number;
+  /** Fan-out to these agents (held here or by another process) instead of the first `count` held here. */
+  ids?: string[];
+  /** Each command's timeout (default 60 s). */
+  timeoutMs?: number;
 }
 
 const dataDir = process.env.BENCH_DATA_DIR ?? '';
 const port = Number(process.env.BENCH_PORT ?? '0');
-const config = makeConfig({ dataDir, databaseUrl: process.env.VMKIT_DATABASE_URL, port, host: '127.0.0.1', logLevel: 'error' });
+const config = makeConfig({
+  dataDir,
+  databaseUrl: process.env.VMKIT_DATABASE_URL,
+  port,
+  host: '127.0.0.1',
+  logLevel: 'error',
+  ...(process.env.BENCH_NODE_ID && { nodeId: process.env.BENCH_NODE_ID }),
+  ...(process.env.BENCH_SECRET_KEY_FILE && { secretKeyFile: process.env.BENCH_SECRET_KEY_FILE }),
+});
 let profiler: Session | undefined;
 const running = await startControlPlane(config);
 const { hub, commandBus } = running.ctx;
 if (!hub || !commandBus || !process.send) throw new Error('the agents benchmark needs the hub and an IPC channel');
 const send = process.send.bind(process);
+// accept() failing (EMFILE once the process is out of descriptors) is counted, not a crash:
+// it is what stopped the run, and the benchmark says so.
+const acceptErrors: Record<string, number> = {};
+running.app.server.on('error', (err: NodeJS.ErrnoException) => {
+  const code = err.code ?? 'other';
+  acceptErrors[code] = (acceptErrors[code] ?? 0) + 1;
+});
 
 function pct(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
-async function fanout(count: number) {
-  const ids = hub?.connectedAgentIds().slice(0, count) ?? [];
+async function fanout(ids: string[], timeoutMs: number) {
   const latencies: number[] = [];
   let failed = 0;
+  /** Why commands failed, by error key (and, for timeouts, whether the command ever reached the agent). */
+  const failures: Record<string, number> = {};
   const cpu0 = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
     ids.map(async (id) => {
       const t0 = performance.now();
       try {
-        await commandBus?.send(id, 'ping', {}, { timeoutMs: 60_000 });
+        await commandBus?.send(id, 'ping', {}, { timeoutMs });
         latencies.push(performance.now() - t0);
-      } catch {
+      } catch (err) {
         failed++;
+        const why = err instanceof CommandTimeoutError ? `${err.key} (${err.state})` : err instanceof CommandBusError || err instanceof AgentCommandError ? err.key : 'other';
+        failures[why] = (failures[why] ?? 0) + 1;
       }
     }),
   );
   const total = performance.now() - start;
   const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  return { agents: ids.length, failed, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
 }
 
 process.on('message', (raw: Request) => {
   void (async () => {
     if (raw.op === 'stats') {
       if (raw.gc) (globalThis as { gc?: () => void }).gc?.();
-      send({ id: raw.id, rss: process.memoryUsage.rss(), cpu: process.cpuUsage(), hub: hub.stats() });
+      send({ id: raw.id, rss: process.memoryUsage.rss(), cpu: process.cpuUsage(), hub: hub.stats(), acceptErrors });
+    } else if (raw.op === 'held') {
+      send({ id: raw.id, ids: hub.connectedAgentIds() });
     } else if (raw.op === 'profile-start') {
       profiler = new Session();
       profiler.connect();
@@ -75,7 +102,8 @@ process.on('message', (raw: Request) => {
       if (res && raw.file) writeFileSync(raw.file, JSON.stringify(res.profile));
       send({ id: raw.id });
     } else if (raw.op === 'fanout') {
-      send({ id: raw.id, ...(await fanout(raw.count ?? 0)) });
+      const ids = raw.ids ?? hub.connectedAgentIds().slice(0, raw.count ?? 0);
+      send({ id: raw.id, ...(await fanout(ids, raw.timeoutMs ?? 60_000)) });
     }
   })();
 });

@@ -2,7 +2,10 @@
  * A process of simulated agents for scripts/bench/agents.ts: real Ed25519 keys, the
  * real challenge–response handshake, signature/addressee/expiry/replay checks on every
  * command, ack + result, and reconnects with full-jitter backoff that honours the
- * hub's retry_after_ms (as vmkit-agent does). Not meant to be run by hand.
+ * hub's retry_after_ms (as vmkit-agent does). Given several control-plane URLs (the
+ * processes of one fleet), each agent dials them as vmkit-agent's AgentConnection does:
+ * one at a time, the next one after every close or failed dial; agent i starts at URL
+ * i mod P, as if it had enrolled through that process. Not meant to be run by hand.
  */
 import type { KeyObject } from 'node:crypto';
 import { WebSocket } from 'ws';
@@ -15,6 +18,8 @@ import { benchSeed } from './agents-seed.ts';
 interface SimAgent {
   id: string;
   key: KeyObject;
+  /** Index in `urls` of the control plane dialled now or last. */
+  urlIndex: number;
   ws: WebSocket | undefined;
   connected: boolean;
   attempt: number;
@@ -25,16 +30,18 @@ interface SimAgent {
 
 interface Start {
   op: 'start';
-  url: string;
+  urls: string[];
   agents: [string, number][];
 }
 
-let url = '';
+let urls: string[] = [];
 const agents: SimAgent[] = [];
 let handshakes = 0;
 let overloaded = 0;
 let commands = 0;
 let stopping = false;
+/** Failed dials and socket errors by code (EMFILE, ECONNREFUSED, ...) or ws's message: what limited a run. */
+const errors: Record<string, number> = {};
 
 function send(a: SimAgent, msg: unknown): void {
   if (a.ws?.readyState === WebSocket.OPEN) a.ws.send(JSON.stringify(msg));
@@ -83,7 +90,7 @@ function onMessage(a: SimAgent, m: ServerMessage): void {
 }
 
 function connect(a: SimAgent): void {
-  const ws = new WebSocket(url, { perMessageDeflate: false, handshakeTimeout: 30_000 });
+  const ws = new WebSocket(urls[a.urlIndex] ?? '', { perMessageDeflate: false, handshakeTimeout: 30_000 });
   a.ws = ws;
   ws.on('message', (data: Buffer) => {
     try {
@@ -92,22 +99,28 @@ function connect(a: SimAgent): void {
       // a bad frame from the hub would be a finding, not a crash of the benchmark
     }
   });
-  ws.on('error', () => {});
+  ws.on('error', (err: NodeJS.ErrnoException) => {
+    // ws's own errors carry no code: their message says it (`Unexpected server response: 503`, a handshake timeout).
+    const code = err.code ?? err.message.slice(0, 48);
+    errors[code] = (errors[code] ?? 0) + 1;
+  });
   ws.on('close', () => {
     a.connected = false;
     a.ws = undefined;
     if (stopping) return;
     const delay = Math.max(a.retryNotBefore - Date.now(), fullJitterDelay(a.attempt, DEFAULT_BACKOFF));
     a.attempt++;
+    // As vmkit-agent: the next dial goes to the next control plane.
+    a.urlIndex = (a.urlIndex + 1) % urls.length;
     setTimeout(() => connect(a), delay);
   });
 }
 
 process.on('message', (msg: Start | { op: 'stop' }) => {
   if (msg.op === 'start') {
-    url = msg.url;
+    urls = msg.urls;
     for (const [id, i] of msg.agents) {
-      agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
+      agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
     }
     for (const a of agents) connect(a);
   } else {
@@ -118,5 +131,5 @@ process.on('message', (msg: Start | { op: 'stop' }) => {
 });
 
 setInterval(() => {
-  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, commands });
+  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, commands, errors });
 }, 250).unref();

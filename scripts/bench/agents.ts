@@ -1,29 +1,39 @@
 /**
  * Agent hub benchmark: N simulated agents (real Ed25519 keys, real handshakes, every
  * command verified) spread over several worker processes, against one real
- * control-plane process on this machine.
+ * control-plane process on this machine, or several on one PostgreSQL database.
  *
  *   node --import tsx scripts/bench/agents.ts [--agents 10000] [--workers 4] [--handshakes-per-second 200]
- *     [--database sqlite|postgres] [--skip-restart]
+ *     [--database sqlite|postgres] [--processes 1] [--skip-restart]
  *
  * Prints: time until all agents are connected, control-plane RSS per connected agent,
  * control-plane CPU per handshake, `ping` fan-out latency p50/p99 at 1,000 agents and
  * at N, and the time until 99% are back after a control-plane restart (SIGTERM, then
  * a new process on the same port and data directory).
  *
- * File descriptors: the control plane holds one socket per agent, each worker N/W. The
+ * `--processes P` (P > 1, PostgreSQL only) runs P control-plane processes on one database,
+ * each a node of the cluster with its own port, data directory and node id, all with the
+ * handshake bound given. Every simulated agent is given all P URLs and dials them as
+ * vmkit-agent does (agent i first dials process i mod P, then the next URL after every
+ * close or refusal). Fan-outs go through the first process to agents held by all of them
+ * (the command bus's LISTEN/NOTIFY routing); CPU per command is summed over the processes.
+ * Printed per process: agents held, RSS before/after, CPU per handshake; the restart phase
+ * restarts the first process; the last line says what limited the run.
+ *
+ * File descriptors: a control plane holds one socket per agent, each worker N/W. The
  * processes are started through `prlimit --nofile=<hard>:<hard>` (no shell) when
  * prlimit exists, which raises the soft limit to the hard one; otherwise raise
- * `ulimit -n` before running. The benchmark refuses to start when N does not fit.
+ * `ulimit -n` before running. The benchmark refuses to start when N does not fit
+ * (scripts/bench/agents-plan.ts).
  *
  * `--database postgres` runs the control plane on a throwaway PostgreSQL cluster (the
  * tests' own: test/helpers/postgres.ts, initdb in a temporary directory, Unix socket,
  * stopped when this process exits). BENCH_CPU_PROF=<dir> writes one CPU profile of the
  * control plane per phase (connect, each fan-out) into <dir>, start-up excluded.
  */
-import { execFileSync, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -35,12 +45,17 @@ import { insertEnrolledAgents } from '../../control-plane/src/db/agents.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { FileKeyRing } from '../../control-plane/src/hub/signing-keys.ts';
 import { createTestDatabase, postgresMissing } from '../../test/helpers/postgres.ts';
+import { SPARE_FDS, planAgentsBench } from './agents-plan.ts';
+import { ephemeralPorts, hardNofile, nodeProcess, startServer } from './agents-processes.ts';
+import type { Fanout, ServerHandle, Stats } from './agents-processes.ts';
 import { benchSeed } from './agents-seed.ts';
 
 const { values } = parseArgs({
   options: {
     agents: { type: 'string', default: '10000' },
     workers: { type: 'string', default: '4' },
+    /** Control-plane processes on one PostgreSQL database (cluster mode). */
+    processes: { type: 'string', default: '1' },
     'handshakes-per-second': { type: 'string', default: '200' },
     'keep-data': { type: 'boolean', default: false },
     database: { type: 'string', default: 'sqlite' },
@@ -48,43 +63,19 @@ const { values } = parseArgs({
     'skip-restart': { type: 'boolean', default: false },
   },
 });
-if (values.database !== 'sqlite' && values.database !== 'postgres') {
-  process.stderr.write('bench: --database must be sqlite or postgres\n');
+const nofile = hardNofile();
+const plan = planAgentsBench(values, { nofile, ephemeralPorts: ephemeralPorts() });
+if ('error' in plan) {
+  process.stderr.write(`bench: ${plan.error}\n`);
   process.exit(2);
 }
-const pgMissing = values.database === 'postgres' ? postgresMissing() : false;
+const pgMissing = plan.database === 'postgres' ? postgresMissing() : false;
 if (pgMissing) {
   process.stderr.write(`bench: --database postgres cannot run here: ${pgMissing}\n`);
   process.exit(2);
 }
-const N = Number(values.agents);
-const W = Math.max(1, Number(values.workers));
-const HPS = Number(values['handshakes-per-second']);
-const ROOT = join(import.meta.dirname, '..', '..');
-
-function hardNofile(): number {
-  try {
-    const out = execFileSync('prlimit', ['--pid', String(process.pid), '--nofile', '--output=HARD', '--noheadings'], { encoding: 'utf8' });
-    const n = Number(out.trim());
-    return Number.isFinite(n) ? n : 1024;
-  } catch {
-    return 1024;
-  }
-}
-const havePrlimit = existsSync('/usr/bin/prlimit') || existsSync('/bin/prlimit');
-const nofile = havePrlimit ? hardNofile() : 1024;
-if (N + 512 > nofile) {
-  process.stderr.write(`bench: ${N} agents need more than the ${nofile} file descriptors allowed; raise the hard limit (ulimit -Hn) first\n`);
-  process.exit(2);
-}
-
-function nodeProcess(script: string, env: NodeJS.ProcessEnv, extraNodeArgs: string[] = []): ChildProcess {
-  const nodeArgs = [...extraNodeArgs, '--import', 'tsx', join(ROOT, script)];
-  const [cmd, args] = havePrlimit
-    ? ['prlimit', [`--nofile=${nofile}:${nofile}`, '--', process.execPath, ...nodeArgs]]
-    : [process.execPath, nodeArgs];
-  return spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
-}
+const { agents: N, workers: W, processes: P, handshakesPerSecond: HPS } = plan;
+const cluster = P > 1;
 
 async function freePort(): Promise<number> {
   const srv = createServer();
@@ -95,11 +86,17 @@ async function freePort(): Promise<number> {
 }
 
 // --- seed the database: one workspace, N instances each with an enrolled agent ---
-const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-agents-'));
-const pgDb = values.database === 'postgres' ? await createTestDatabase() : undefined;
+// One data directory per control-plane process; the first one's file key ring is the one
+// the database ring adopts, so the seeded agents pin the key every process signs with.
+const rootDir = mkdtempSync(join(tmpdir(), 'vmkit-bench-agents-'));
+const dataDirs = cluster ? Array.from({ length: P }, (_, i) => join(rootDir, `cp-${i + 1}`)) : [rootDir];
+for (const d of dataDirs) mkdirSync(d, { recursive: true, mode: 0o700 });
+const secretKeyFile = join(rootDir, 'secret-box.key');
+if (cluster) writeFileSync(secretKeyFile, `${randomBytes(32).toString('base64')}\n`, { mode: 0o600 });
+const pgDb = plan.database === 'postgres' ? await createTestDatabase() : undefined;
 const seedStart = performance.now();
-const db = await openDatabase({ dataDir, databaseUrl: pgDb?.url });
-const ring = FileKeyRing.open(dataDir);
+const db = await openDatabase({ dataDir: dataDirs[0] ?? rootDir, databaseUrl: pgDb?.url });
+const ring = FileKeyRing.open(dataDirs[0] ?? rootDir);
 const ws = await createWorkspace(db, 'bench');
 const seeds = Array.from({ length: N }, (_, i) => ({ instanceName: `bench-${i}`, publicKey: encodePublicKey(privateKeyFromSeed(benchSeed(i))) }));
 const agentIds = await insertEnrolledAgents(db, ws.id, seeds, ring.published().map((k) => k.key_id));
@@ -107,33 +104,16 @@ const agents: [string, number][] = agentIds.map((id, i) => [id, i]);
 await closeDatabase(db);
 const seedMs = performance.now() - seedStart;
 
-// --- the control-plane process ---
-const port = await freePort();
-interface ServerHandle {
-  child: ChildProcess;
-  ask<T>(op: string, extra?: Record<string, unknown>): Promise<T>;
-}
-interface Stats {
-  rss: number;
-  cpu: NodeJS.CpuUsage;
-  hub: { connected: number; handshakesCompleted: number; refusedOverloaded: number };
-}
-interface Fanout {
-  agents: number;
-  failed: number;
-  p50: number;
-  p99: number;
-  max: number;
-  totalMs: number;
-  cpuMs: number;
-}
+// --- the control-plane processes ---
+const ports = await Promise.all(dataDirs.map(() => freePort()));
+const nodeIds = dataDirs.map((_, i) => `bench-cp-${i + 1}`);
 
-async function startServer(): Promise<ServerHandle> {
-  const child = nodeProcess(
-    'scripts/bench/agents-server.ts',
+function startCp(i: number): Promise<ServerHandle> {
+  return startServer(
     {
-      BENCH_DATA_DIR: dataDir,
-      BENCH_PORT: String(port),
+      BENCH_DATA_DIR: dataDirs[i],
+      BENCH_PORT: String(ports[i]),
+      ...(cluster && { BENCH_NODE_ID: nodeIds[i], BENCH_SECRET_KEY_FILE: secretKeyFile }),
       ...(pgDb && { VMKIT_DATABASE_URL: pgDb.url }),
       VMKIT_AGENT_HANDSHAKES_PER_SECOND: String(HPS),
       // Every simulated agent dials from 127.0.0.1: the per-address pre-auth budget
@@ -141,124 +121,212 @@ async function startServer(): Promise<ServerHandle> {
       VMKIT_AGENT_PREAUTH_PER_ADDRESS_PER_SECOND: '1000000',
       VMKIT_AGENT_MAX_PENDING_HANDSHAKES: String(Math.max(5_000, N)),
     },
-    ['--expose-gc'],
+    nofile,
   );
-  let next = 0;
-  const pending = new Map<number, (v: unknown) => void>();
-  await new Promise<void>((resolve, reject) => {
-    child.once('exit', (code) => reject(new Error(`control plane exited (${code}) before it was ready`)));
-    child.on('message', (m: { ready?: boolean; id?: number }) => {
-      if (m.ready) resolve();
-      else if (m.id !== undefined) {
-        pending.get(m.id)?.(m);
-        pending.delete(m.id);
-      }
-    });
-  });
-  return {
-    child,
-    ask<T>(op: string, extra: Record<string, unknown> = {}) {
-      const id = next++;
-      return new Promise<T>((resolve) => {
-        pending.set(id, resolve as (v: unknown) => void);
-        child.send({ id, op, ...extra });
-      });
-    },
-  };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-async function waitConnected(server: ServerHandle, target: number, timeoutMs: number): Promise<number | undefined> {
+/** Every process's figures; undefined for one that exited. */
+async function statsAll(servers: ServerHandle[], gc = false): Promise<(Stats | undefined)[]> {
+  return Promise.all(servers.map((s) => s.ask<Stats>('stats', { gc }).catch(() => undefined)));
+}
+const connectedOf = (all: (Stats | undefined)[]) => all.reduce((sum, s) => sum + (s?.hub.connected ?? 0), 0);
+
+async function waitConnected(servers: ServerHandle[], target: number, timeoutMs: number): Promise<number | undefined> {
   const start = performance.now();
   while (performance.now() - start < timeoutMs) {
-    const s = await server.ask<Stats>('stats');
-    if (s.hub.connected >= target) return performance.now() - start;
+    const all = await statsAll(servers);
+    if (connectedOf(all) >= target) return performance.now() - start;
+    if (servers.every((s) => s.exited !== undefined)) return undefined;
     await sleep(100);
   }
   return undefined;
 }
 
 const fmt = (n: number, d = 1) => (Number.isFinite(n) ? n.toFixed(d) : 'n/a');
-const lines: string[] = [];
-const out = (s: string) => {
-  lines.push(s);
-  process.stdout.write(`${s}\n`);
-};
+const int = (n: number) => Math.round(n).toLocaleString('en-US');
+const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
+const cpuMsOf = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
+const out = (s: string) => process.stdout.write(`${s}\n`);
 
 const profDir = process.env.BENCH_CPU_PROF;
-/** Profiles the control plane during one phase when BENCH_CPU_PROF names a directory. */
-async function profiled<T>(server: ServerHandle, name: string, phase: () => Promise<T>): Promise<T> {
+/** Profiles the control planes during one phase when BENCH_CPU_PROF names a directory. */
+async function profiled<T>(servers: ServerHandle[], name: string, phase: () => Promise<T>): Promise<T> {
   if (!profDir) return phase();
-  await server.ask('profile-start');
+  await Promise.all(servers.map((s) => s.ask('profile-start')));
   try {
     return await phase();
   } finally {
-    await server.ask('profile-stop', { file: join(profDir, `${name}.cpuprofile`) });
+    await Promise.all(servers.map((s, i) => s.ask('profile-stop', { file: join(profDir, cluster ? `${name}-cp${i + 1}.cpuprofile` : `${name}.cpuprofile`) })));
   }
 }
 
-out(`agents benchmark: ${N} simulated agents over ${W} worker processes, hub bound ${HPS} handshakes/s, fd limit ${nofile}, ${values.database}`);
-out(`  machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, load average ${loadavg().map((l) => l.toFixed(2)).join(' ')} at the start, ${process.version}`);
+out(
+  cluster
+    ? `agents benchmark: ${N} simulated agents over ${W} worker processes, ${P} control-plane processes on one ${plan.database} database (each bound ${HPS} handshakes/s, ${P * HPS}/s in all), fd limit ${nofile}`
+    : `agents benchmark: ${N} simulated agents over ${W} worker processes, hub bound ${HPS} handshakes/s, fd limit ${nofile}, ${plan.database}`,
+);
+out(`  machine: ${cpus().length} × ${cpus()[0]?.model ?? 'cpu'}, load average ${load()} at the start, ${process.version}`);
+if (cluster) {
+  out(`  file descriptors: each control plane may need ${int(plan.perProcessAllowance)} agent sockets (${int(Math.ceil(N / P))} each, plus the spread${plan.restart ? ' and the restart' : ''}), each worker ${int(plan.perWorker)}, + ${SPARE_FDS} others: fits ${nofile}`);
+}
 out(`  seeded ${N} instances + agents in ${fmt(seedMs, 0)} ms`);
-let server = await startServer();
-const base = await server.ask<Stats>('stats', { gc: true });
+const servers: ServerHandle[] = [];
+for (let i = 0; i < P; i++) servers.push(await startCp(i)); // one after another: the first adopts the seeded key ring
+const urls = ports.map((p) => `ws://127.0.0.1:${p}/agent/v1/connect`);
+const base = await statsAll(servers, true);
 
 // --- connect everyone at once: the hub paces them with `overloaded` + retry_after_ms ---
+interface WorkerReport {
+  connected: number;
+  errors: Record<string, number>;
+}
 const workers: ChildProcess[] = [];
-const perWorker = Math.ceil(N / W);
+const workerReports: (WorkerReport | undefined)[] = [];
+const perWorker = plan.perWorker;
 const connectStart = performance.now();
 for (let w = 0; w < W; w++) {
-  const child = nodeProcess('scripts/bench/agents-worker.ts', {});
-  child.send({ op: 'start', url: `ws://127.0.0.1:${port}/agent/v1/connect`, agents: agents.slice(w * perWorker, (w + 1) * perWorker) });
+  const child = nodeProcess('scripts/bench/agents-worker.ts', {}, nofile);
+  child.on('message', (m: WorkerReport) => (workerReports[w] = m));
+  child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker) });
   workers.push(child);
 }
-const allMs = await profiled(server, 'connect', () => waitConnected(server, N, Math.max(120_000, (N / HPS) * 4_000)));
+const connectTimeoutMs = Math.max(120_000, (N / HPS) * 4_000);
+const allMs = await profiled(servers, 'connect', () => waitConnected(servers, N, connectTimeoutMs));
 const connectMs = performance.now() - connectStart;
-const after = await server.ask<Stats>('stats', { gc: true });
-const handshakes = after.hub.handshakesCompleted - base.hub.handshakesCompleted;
-const cpuMs = (after.cpu.user + after.cpu.system - base.cpu.user - base.cpu.system) / 1000;
+const after = await statsAll(servers, true);
+const totalConnected = connectedOf(after);
+const sum = (f: (s: Stats) => number, all: (Stats | undefined)[]) => all.reduce((acc, s) => acc + (s ? f(s) : 0), 0);
+const handshakes = sum((s) => s.hub.handshakesCompleted, after) - sum((s) => s.hub.handshakesCompleted, base);
+const overloadedAnswers = sum((s) => s.hub.refusedOverloaded, after);
 out(
   allMs === undefined
-    ? `  time to all connected: NOT REACHED (${after.hub.connected}/${N} after ${fmt(connectMs / 1000)} s)`
-    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s; ${after.hub.refusedOverloaded} overloaded answers)`,
+    ? `  time to all connected: NOT REACHED (${totalConnected}/${N} after ${fmt(connectMs / 1000)} s)`
+    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s${cluster ? ' in all' : ''}; ${overloadedAnswers} overloaded answers)`,
 );
-out(`  control-plane RSS: ${fmt(base.rss / 2 ** 20)} MiB idle, ${fmt(after.rss / 2 ** 20)} MiB with ${after.hub.connected} agents → ${fmt((after.rss - base.rss) / Math.max(1, after.hub.connected) / 1024)} KiB per agent`);
-out(`  load average after connecting: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
-out(`  control-plane CPU during the connect phase: ${fmt(cpuMs / Math.max(1, handshakes) * 1000, 0)} µs per completed handshake (all work incl. refusals, DB writes, pings)`);
+if (!cluster) {
+  const [b, a] = [base[0], after[0]];
+  if (!a || !b) throw new Error('the control plane exited during the connect phase');
+  const cpuMs = cpuMsOf(a.cpu) - cpuMsOf(b.cpu);
+  out(`  control-plane RSS: ${fmt(b.rss / 2 ** 20)} MiB idle, ${fmt(a.rss / 2 ** 20)} MiB with ${a.hub.connected} agents → ${fmt((a.rss - b.rss) / Math.max(1, a.hub.connected) / 1024)} KiB per agent`);
+  out(`  load average after connecting: ${load()}`);
+  out(`  control-plane CPU during the connect phase: ${fmt(cpuMs / Math.max(1, handshakes) * 1000, 0)} µs per completed handshake (all work incl. refusals, DB writes, pings)`);
+} else {
+  let cpuAll = 0;
+  for (let i = 0; i < P; i++) {
+    const [b, a] = [base[i], after[i]];
+    if (!a || !b) {
+      out(`  control plane ${i + 1}: EXITED (${servers[i]?.exited ?? '?'})`);
+      continue;
+    }
+    const hs = a.hub.handshakesCompleted - b.hub.handshakesCompleted;
+    const cpuMs = cpuMsOf(a.cpu) - cpuMsOf(b.cpu);
+    cpuAll += cpuMs;
+    out(
+      `  control plane ${i + 1}: ${int(a.hub.connected)} agents held; RSS ${fmt(b.rss / 2 ** 20)} MiB idle, ${fmt(a.rss / 2 ** 20)} MiB with them → ${fmt((a.rss - b.rss) / Math.max(1, a.hub.connected) / 1024)} KiB per agent; CPU ${fmt((cpuMs / Math.max(1, hs)) * 1000, 0)} µs per handshake (${int(hs)} handshakes, ${int(a.hub.refusedOverloaded)} overloaded answers)`,
+    );
+  }
+  out(`  control planes together: ${fmt((cpuAll / Math.max(1, handshakes)) * 1000, 0)} µs CPU per completed handshake (all work incl. refusals, DB writes, pings)`);
+  out(`  load average after connecting: ${load()}`);
+}
 
 // --- ping fan-out through the CommandBus ---
-for (const count of [...new Set([Math.min(1000, N), N])]) {
-  const f = await profiled(server, `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
-  out(
-    `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command`,
-  );
+if (!cluster) {
+  const server = servers[0];
+  if (!server) throw new Error('no control plane');
+  for (const count of [...new Set([Math.min(1000, N), N])]) {
+    const f = await profiled(servers, `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
+    out(
+      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command`,
+    );
+  }
+} else {
+  // Through the first process to agents every process holds, taken in turn from each so
+  // that the 1,000 are spread like the whole fleet.
+  const held = await Promise.all(servers.map((s) => s.ask<{ ids: string[] }>('held').then((r) => r.ids).catch(() => [] as string[])));
+  const total = held.reduce((n, ids) => n + ids.length, 0);
+  const through = servers[0];
+  if (!through) throw new Error('no control plane');
+  for (const count of [...new Set([Math.min(1000, total), total])]) {
+    const picked: string[] = [];
+    const byProcess = held.map(() => 0);
+    for (let k = 0; picked.length < count; k++) {
+      held.forEach((ids, i) => {
+        const id = ids[k];
+        if (id !== undefined && picked.length < count) {
+          picked.push(id);
+          byProcess[i] = (byProcess[i] ?? 0) + 1;
+        }
+      });
+    }
+    const before = await statsAll(servers);
+    const f = await profiled(servers, `fanout-${count}`, () => through.ask<Fanout>('fanout', { ids: picked, timeoutMs: Math.max(60_000, count * 10) }));
+    const done = await statsAll(servers);
+    const cpu = servers.map((_, i) => {
+      const [b, a] = [before[i], done[i]];
+      return a && b ? cpuMsOf(a.cpu) - cpuMsOf(b.cpu) : NaN;
+    });
+    const perCommand = (ms: number) => fmt((ms / Math.max(1, f.agents)) * 1000, 0);
+    out(
+      `  ping fan-out through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed${f.failed > 0 ? ` (${Object.entries(f.failures).map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
+    );
+  }
 }
 
 // --- restart: SIGTERM (graceful: agents told 1001, marked disconnected), new process, same port ---
-if (!values['skip-restart']) {
+if (plan.restart) {
+  const first = servers[0];
+  if (!first) throw new Error('no control plane');
   const killAt = performance.now();
-  server.child.kill('SIGTERM');
-  await new Promise((r) => server.child.once('exit', r));
+  first.child.kill('SIGTERM');
+  if (first.exited === undefined) await new Promise((r) => first.child.once('exit', r));
   const downMs = performance.now() - killAt;
-  server = await startServer();
+  servers[0] = await startCp(0);
   const readyMs = performance.now() - killAt;
-  const back99 = await waitConnected(server, Math.ceil(N * 0.99), 300_000);
-  const backAll = await waitConnected(server, N, 60_000);
-  out(`  restart: old process gone in ${fmt(downMs, 0)} ms, new one ready after ${fmt(readyMs, 0)} ms`);
+  const back99 = await waitConnected(servers, Math.ceil(N * 0.99), 300_000);
+  const backAll = await waitConnected(servers, N, 60_000);
+  out(`  restart${cluster ? ' of control plane 1' : ''}: old process gone in ${fmt(downMs, 0)} ms, new one ready after ${fmt(readyMs, 0)} ms`);
   out(
     back99 === undefined
       ? '  time to 99% reconnected: NOT REACHED within 300 s'
       : `  time to 99% reconnected: ${fmt((readyMs + back99) / 1000, 2)} s after the restart began (${fmt(back99 / 1000, 2)} s after the new process was ready); 100% after ${backAll === undefined ? 'n/a' : `${fmt((readyMs + back99 + backAll) / 1000, 2)} s`}`,
   );
+  if (cluster) out(`  agents held after the restart: ${(await statsAll(servers)).map((s, i) => `${i + 1}: ${s ? int(s.hub.connected) : 'exited'}`).join(', ')}`);
+}
+
+// --- what limited the run (several processes): descriptors, ports, CPU/time ---
+if (cluster) {
+  const final = await statsAll(servers);
+  const largest = Math.max(...final.map((s) => s?.hub.connected ?? 0));
+  const reasons: string[] = [];
+  servers.forEach((s, i) => {
+    if (s.exited !== undefined) reasons.push(`control plane ${i + 1} exited (${s.exited})`);
+    const errs = Object.entries(final[i]?.acceptErrors ?? {});
+    if (errs.length > 0) reasons.push(`control plane ${i + 1} failed accept(): ${errs.map(([c, n]) => `${c} ×${n}`).join(', ')}`);
+  });
+  const dialErrors: Record<string, number> = {};
+  for (const r of workerReports) for (const [c, n] of Object.entries(r?.errors ?? {})) dialErrors[c] = (dialErrors[c] ?? 0) + n;
+  const dial = Object.entries(dialErrors).map(([c, n]) => `${c} ×${n}`).join(', ');
+  const room = `${int(nofile - SPARE_FDS)} agent sockets per process fit the fd limit ${nofile}; the largest control plane held ${int(largest)}, each worker ${int(perWorker)}`;
+  if (allMs === undefined) {
+    if (dial) reasons.push(`the simulated agents' dials failed: ${dial}`);
+    if (reasons.length === 0) reasons.push(`time: the connect phase's ${fmt(connectTimeoutMs / 1000, 0)} s ran out (CPU of this machine, load average ${load()})`);
+    out(`  limit: NOT all connected — ${reasons.join('; ')}; ${room}`);
+  } else {
+    out(`  limit: no descriptor or port limit reached, all ${N} connected${reasons.length > 0 ? ` (${reasons.join('; ')})` : ''}${dial ? ` (dial errors on the way: ${dial})` : ''}; ${room}`);
+  }
 }
 
 for (const w of workers) w.send({ op: 'stop' });
 await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
-server.child.kill('SIGTERM');
-await new Promise((r) => server.child.once('exit', r));
-out(`  load average at the end: ${loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+for (const s of servers) {
+  if (s.exited !== undefined) continue;
+  s.child.kill('SIGTERM');
+  await new Promise((r) => s.child.once('exit', r));
+}
+out(`  load average at the end: ${load()}`);
 if (!values['keep-data']) {
-  rmSync(dataDir, { recursive: true, force: true });
+  rmSync(rootDir, { recursive: true, force: true });
   await pgDb?.drop();
 }
