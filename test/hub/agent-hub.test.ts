@@ -184,6 +184,35 @@ t.test('an agent that heartbeats is not pinged as well; one that only answers pi
   await h.close();
 });
 
+t.test('an agent whose connection could not be recorded is sent away to retry, not kept unroutable', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  const markConnected = fx.store.markConnected.bind(fx.store);
+  let failures = 1;
+  fx.store.markConnected = async (id, info) => {
+    if (failures-- > 0) throw new Error('the database is unreachable');
+    await markConnected(id, info);
+  };
+  const refused = await FakeAgent.connect(fx.url, agentId, key);
+  if (refused.welcome) {
+    refused.agent.kill();
+    t.fail('welcomed although its connection was not recorded');
+    return;
+  }
+  t.equal(refused.error?.key, 'internal');
+  t.ok((refused.error?.retry_after_ms ?? 0) >= 1_000, `told when to retry (${refused.error?.retry_after_ms} ms)`);
+  t.equal((await refused.agent.closed).code, HUB_CLOSE.internal);
+  t.notOk(fx.hub.isConnected(agentId), 'not held');
+  t.equal(fx.hub.stats().refusals.internal, 1, 'counted as a refusal');
+  t.not((await fx.store.agents.get(agentId))?.state, 'connected');
+  const again = await FakeAgent.connect(fx.url, agentId, key);
+  t.ok(again.welcome, 'the next dial gets in');
+  t.equal((await fx.store.agents.get(agentId))?.state, 'connected');
+  t.equal(fx.hub.stats().handshakesCompleted, 1);
+  await again.agent.close();
+});
+
 t.test('the 101 response and the challenge leave the hub in one socket write', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());

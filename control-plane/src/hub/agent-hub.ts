@@ -198,7 +198,7 @@ export class AgentHub implements AgentLink {
   readonly #open = new Map<string, Connection>();
   readonly #handshaking = new Set<Connection>();
   readonly #dirtySeen = new Map<string, number>();
-  readonly #stateChains = new Map<string, Promise<void>>();
+  readonly #stateChains = new Map<string, Promise<boolean>>();
   readonly #listeners: HubListener[] = [];
   readonly #keyCache = new Map<string, KeyObject>();
   readonly #timers: NodeJS.Timeout[] = [];
@@ -560,7 +560,7 @@ export class AgentHub implements AgentLink {
       this.#log.info({ agentId: agent.id }, 'hub: older connection replaced');
     }
     const connectedAt = Date.now();
-    await this.#writeState(agent.id, () =>
+    const recorded = await this.#writeState(agent.id, () =>
       this.#store.markConnected(agent.id, {
         connectedAt,
         agentVersion: hello.agent_version,
@@ -570,6 +570,18 @@ export class AgentHub implements AgentLink {
       }),
     );
     if (conn.phase !== 'open') return;
+    if (!recorded) {
+      // Welcomed without its row saying `connected`, the agent would be held here while
+      // every other process reads it as disconnected and never routes it a command. It
+      // is sent away to dial again (maybe another process); a write that failed yet
+      // committed is undone by the disconnect write (only while this node holds the row).
+      this.#open.delete(agent.id);
+      conn.phase = 'verifying';
+      const retryAfter = 1_000 + Math.round(Math.random() * 4_000);
+      this.#refuse(conn, 'internal', `the control plane could not record this connection; retry in ${retryAfter} ms`, HUB_CLOSE.internal, retryAfter);
+      void this.#writeState(agent.id, () => this.#store.markDisconnected(agent.id, Date.now()));
+      return;
+    }
     this.#stats.handshakesCompleted++;
     const welcome: ServerMessage = {
       protocol: PROTOCOL_VERSION,
@@ -623,10 +635,19 @@ export class AgentHub implements AgentLink {
     return key;
   }
 
-  /** State writes of one agent run in order, so a fast reconnect cannot be overwritten by the old close. */
-  #writeState(agentId: string, write: () => Promise<void>): Promise<void> {
-    const prev = this.#stateChains.get(agentId) ?? Promise.resolve();
-    const next = prev.then(write).catch((err: unknown) => this.#log.error({ err, agentId }, 'hub: writing agent state failed'));
+  /**
+   * State writes of one agent run in order, so a fast reconnect cannot be overwritten by
+   * the old close. Resolves false (logged) when the write failed.
+   */
+  #writeState(agentId: string, write: () => Promise<void>): Promise<boolean> {
+    const prev = this.#stateChains.get(agentId) ?? Promise.resolve(true);
+    const next = prev.then(write).then(
+      () => true,
+      (err: unknown) => {
+        this.#log.error({ err, agentId }, 'hub: writing agent state failed');
+        return false;
+      },
+    );
     this.#stateChains.set(agentId, next);
     void next.then(() => {
       if (this.#stateChains.get(agentId) === next) this.#stateChains.delete(agentId);
