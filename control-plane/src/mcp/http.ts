@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { createMcpServer } from './server.ts';
 import type { McpServerOptions } from './server.ts';
 import { posesAsForward } from './cluster.ts';
 import type { McpSessionDirectory } from './cluster.ts';
+import { SessionTransport } from './session-transport.ts';
 
 /**
  * Session mode, chosen over stateless: a cancellation (`notifications/cancelled`)
@@ -56,7 +56,7 @@ const ANONYMOUS: McpCaller = { keyId: null, principal: null };
 
 interface Session {
   id: string;
-  transport: StreamableHTTPServerTransport;
+  transport: SessionTransport;
   server: McpServer;
   keyId: string | null;
   principal: string | null;
@@ -179,7 +179,7 @@ export class McpHttpHandler {
     }
     const id = randomUUID();
     const server = createMcpServer(this.#opts, req.socket.remoteAddress);
-    const transport = new StreamableHTTPServerTransport({
+    const transport = new SessionTransport({
       sessionIdGenerator: () => id,
       maxRequestBodySize: this.#opts.maxBodyBytes ?? 1024 * 1024,
       // Awaited before the DELETE is answered: once it is, no process finds the session.
@@ -199,7 +199,7 @@ export class McpHttpHandler {
         }
       }
       await server.connect(transport);
-      await transport.handleRequest(req, res, body);
+      await transport.sdk.handleRequest(req, res, body);
     } finally {
       if (transport.sessionId === undefined) void this.#drop(id);
     }
