@@ -98,6 +98,7 @@ export class McpHttpHandler {
   readonly #keyed = new Map<string, Session>();
   readonly #byKey = new Map<string, Map<string, Session>>();
   readonly #sweeper: NodeJS.Timeout;
+  #lastHost: { header: string; name: string } | undefined;
 
   constructor(opts: McpHttpOptions) {
     this.#opts = opts;
@@ -120,7 +121,10 @@ export class McpHttpHandler {
     const option = this.#opts.allowedHosts;
     const hosts = typeof option === 'function' ? option() : option;
     if (hosts === undefined) return undefined;
-    const host = hostnameOf(req.headers.host ?? '');
+    const hostHeader = req.headers.host ?? '';
+    // Clients send the same Host on every request: its parse is kept for the next one.
+    if (this.#lastHost?.header !== hostHeader) this.#lastHost = { header: hostHeader, name: hostnameOf(hostHeader) };
+    const host = this.#lastHost.name;
     if (!hosts.includes(host)) return `Host ${JSON.stringify(req.headers.host ?? '')} is not allowed`;
     const origin = req.headers.origin;
     if (origin !== undefined) {
