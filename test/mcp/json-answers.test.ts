@@ -27,12 +27,13 @@ interface Answer {
   status: number;
   type: string;
   sessionId: string | null;
+  length: string | null;
   text: string;
 }
 
 async function post(url: string, headers: Record<string, string>, body: unknown, signal?: AbortSignal): Promise<Answer> {
   const res = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json', ...headers }, body: JSON.stringify(body), ...(signal && { signal }) });
-  return { status: res.status, type: res.headers.get('content-type') ?? '', sessionId: res.headers.get('mcp-session-id'), text: await res.text() };
+  return { status: res.status, type: res.headers.get('content-type') ?? '', sessionId: res.headers.get('mcp-session-id'), length: res.headers.get('content-length'), text: await res.text() };
 }
 
 /** The JSON-RPC messages of an answer, whether JSON or an SSE stream. */
@@ -67,6 +68,7 @@ t.test('a plain tool call is answered as one JSON body with the session id', asy
   t.equal(a.status, 200);
   t.equal(a.type, 'application/json');
   t.equal(a.sessionId, headers['mcp-session-id'], 'the session id comes back');
+  t.equal(a.length, String(Buffer.byteLength(a.text)), 'one body of a known length, not chunks');
   const [msg] = messagesOf(a);
   t.equal(msg?.id, 7, 'the response carries the request id');
   const structured = msg?.result?.structuredContent as { instances: Array<{ id: string }> };

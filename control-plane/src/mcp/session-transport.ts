@@ -82,10 +82,12 @@ export class SessionTransport implements Transport {
       };
       this.#direct.set(request.id, (response) => {
         res.off('close', onClose);
-        const headers: Record<string, string> = { 'content-type': 'application/json' };
+        const text = JSON.stringify(response);
+        // A length instead of chunked framing: the whole answer is one write.
+        const headers: Record<string, string | number> = { 'content-type': 'application/json', 'content-length': Buffer.byteLength(text) };
         if (sessionId !== undefined) headers['mcp-session-id'] = sessionId;
         res.writeHead(200, headers);
-        res.end(JSON.stringify(response));
+        res.end(text);
         resolve();
       });
       res.once('close', onClose);
