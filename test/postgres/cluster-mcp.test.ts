@@ -140,11 +140,18 @@ if (fileNeeds(postgresMissing())) {
       t.equal(missing.isError, true, 'an error answer comes back the same way');
       t.match(textOf(missing), /not_found/);
 
+      // A call that asks for progress is answered as an SSE stream; the plain ones as JSON: both kinds pass through B.
+      const streamed = await first.client.callTool({ name: 'list_instances', arguments: {} }, undefined, { onprogress: () => undefined });
+      t.notOk(streamed.isError, textOf(streamed));
       const posts = first.log.filter((r) => r.method === 'POST' && r.node === 'b');
-      t.ok(posts.length >= 3, `the client's POSTs went to B (${posts.length})`);
+      t.ok(posts.length >= 4, `the client's POSTs went to B (${posts.length})`);
+      t.ok(
+        posts.some((r) => r.type.startsWith('application/json')),
+        'plain tool calls were answered as JSON through B',
+      );
       t.ok(
         posts.some((r) => r.type.startsWith('text/event-stream')),
-        'tool calls were answered as SSE streams through B',
+        'a tool call asking for progress was answered as an SSE stream through B',
       );
       // The client opens its standing GET stream after initialising: through B, to A.
       const stream = await eventually('the GET stream through B', () => first.log.find((r) => r.method === 'GET'));

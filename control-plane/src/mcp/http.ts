@@ -1,12 +1,12 @@
 import { randomUUID } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { isInitializeRequest } from '@modelcontextprotocol/sdk/types.js';
 import type { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js';
 import { createMcpServer } from './server.ts';
 import type { McpServerOptions } from './server.ts';
 import { posesAsForward } from './cluster.ts';
 import type { McpSessionDirectory } from './cluster.ts';
+import { SessionTransport } from './session-transport.ts';
 
 /**
  * Session mode, chosen over stateless: a cancellation (`notifications/cancelled`)
@@ -56,7 +56,7 @@ const ANONYMOUS: McpCaller = { keyId: null, principal: null };
 
 interface Session {
   id: string;
-  transport: StreamableHTTPServerTransport;
+  transport: SessionTransport;
   server: McpServer;
   keyId: string | null;
   principal: string | null;
@@ -98,6 +98,7 @@ export class McpHttpHandler {
   readonly #keyed = new Map<string, Session>();
   readonly #byKey = new Map<string, Map<string, Session>>();
   readonly #sweeper: NodeJS.Timeout;
+  #lastHost: { header: string; name: string } | undefined;
 
   constructor(opts: McpHttpOptions) {
     this.#opts = opts;
@@ -120,7 +121,10 @@ export class McpHttpHandler {
     const option = this.#opts.allowedHosts;
     const hosts = typeof option === 'function' ? option() : option;
     if (hosts === undefined) return undefined;
-    const host = hostnameOf(req.headers.host ?? '');
+    const hostHeader = req.headers.host ?? '';
+    // Clients send the same Host on every request: its parse is kept for the next one.
+    if (this.#lastHost?.header !== hostHeader) this.#lastHost = { header: hostHeader, name: hostnameOf(hostHeader) };
+    const host = this.#lastHost.name;
     if (!hosts.includes(host)) return `Host ${JSON.stringify(req.headers.host ?? '')} is not allowed`;
     const origin = req.headers.origin;
     if (origin !== undefined) {
@@ -179,7 +183,7 @@ export class McpHttpHandler {
     }
     const id = randomUUID();
     const server = createMcpServer(this.#opts, req.socket.remoteAddress);
-    const transport = new StreamableHTTPServerTransport({
+    const transport = new SessionTransport({
       sessionIdGenerator: () => id,
       maxRequestBodySize: this.#opts.maxBodyBytes ?? 1024 * 1024,
       // Awaited before the DELETE is answered: once it is, no process finds the session.
@@ -199,7 +203,7 @@ export class McpHttpHandler {
         }
       }
       await server.connect(transport);
-      await transport.handleRequest(req, res, body);
+      await transport.sdk.handleRequest(req, res, body);
     } finally {
       if (transport.sessionId === undefined) void this.#drop(id);
     }

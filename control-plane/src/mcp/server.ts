@@ -31,13 +31,16 @@ export function createMcpServer(opts: McpServerOptions, clientAddress?: string):
     { capabilities: { tools: {} }, instructions: 'VMKit: scan a repository, harden a VM, deploy with Kamal.' },
   );
   for (const tool of opts.tools) {
+    // No outputSchema here: the SDK would zod-parse every answer against it, a copy of the
+    // whole REST body per call (about a tenth of the envelope's CPU). tools/list still shows
+    // it (below); the answers are the REST bodies, checked against it in tool-schemas.test.ts,
+    // and MCP clients check structured content against the listed schema themselves.
     server.registerTool(
       tool.name,
       {
         title: tool.title,
         description: tool.description,
         inputSchema: tool.inputSchema,
-        outputSchema: tool.outputSchema,
         annotations: { title: tool.title, ...tool.annotations },
       },
       async (args: unknown, extra): Promise<CallToolResult> => {
