@@ -171,6 +171,11 @@ for (const { dialect, skip } of testDialects()) {
       const [first, second] = await listRolloutTargets(db, rollout.id);
       await fencedTargetWrite(db, a, first?.id ?? '', { state: 'updating', startedAt: T0 + 1 }, T0 + 1);
       t.equal((await getRolloutById(db, rollout.id))?.updatedAt, T0 + 1, "a target's change moves the rollout's updated_at with it");
+      // A batch's targets are written concurrently: two writes may share a millisecond or commit out of order.
+      await fencedTargetWrite(db, a, second?.id ?? '', { startedAt: T0 + 1 }, T0 + 1);
+      t.equal((await getRolloutById(db, rollout.id))?.updatedAt, T0 + 2, 'a second write in the same millisecond still moves it past the first');
+      await fencedTargetWrite(db, a, second?.id ?? '', { startedAt: T0 + 1 }, T0);
+      t.equal((await getRolloutById(db, rollout.id))?.updatedAt, T0 + 3, 'a write stamped earlier never moves it back');
 
       const [claimed] = await claimLeases(db, 'agentRollouts', terms('node-b', T0 + LEASE_MS + 1));
       t.match(claimed, { id: rollout.id, nodeId: 'node-b', generation: 2, previousOwner: 'node-a' }, 'node-b claims the rollout after expiry');

@@ -1,7 +1,7 @@
 import type { KeyObject } from 'node:crypto';
 import { WebSocket } from 'ws';
 import { PROTOCOL_VERSION, parseServerMessage, signHello } from '@vmkit/protocol';
-import type { MessageOf, ServerMessage } from '@vmkit/protocol';
+import type { AgentPlatform, MessageOf, ServerMessage } from '@vmkit/protocol';
 
 /**
  * A minimal agent built from @vmkit/protocol for hub-only behaviours: it does the
@@ -54,7 +54,7 @@ export class FakeAgent {
     url: string,
     agentId: string,
     key: KeyObject,
-    opts: { autoPong?: boolean; hostname?: string } = {},
+    opts: { autoPong?: boolean; hostname?: string; platform?: AgentPlatform } = {},
   ): Promise<{ agent: FakeAgent; welcome?: MessageOf<'welcome'>; error?: MessageOf<'error'> }> {
     const agent = await FakeAgent.open(url, opts);
     const challenge = (await agent.next('challenge')) as MessageOf<'challenge'>;
@@ -67,6 +67,7 @@ export class FakeAgent {
       agent_version: '0.1.0-test',
       hostname: opts.hostname ?? 'fake-host',
       os: 'linux-test',
+      ...(opts.platform !== undefined && { platform: opts.platform }),
     });
     const answer = await agent.nextOf((m) => m.type === 'welcome' || m.type === 'error');
     return answer.type === 'welcome' ? { agent, welcome: answer } : { agent, error: answer as MessageOf<'error'> };

@@ -1,4 +1,5 @@
-import { and, asc, desc, eq, gte, inArray } from 'drizzle-orm';
+import { and, asc, desc, eq, gte, inArray, sql } from 'drizzle-orm';
+import type { SQL } from 'drizzle-orm';
 import { newId } from '@vmkit/protocol';
 import { isUniqueViolation } from './errors.ts';
 import type { Db } from './index.ts';
@@ -192,13 +193,23 @@ export async function findUpdateCommandSince(db: Db, agentId: string, since: num
 }
 
 /**
+ * The rollout's updated_at for a write at `now`: later than the stored one even when two
+ * writes share a millisecond or commit out of order (a batch's targets are written
+ * concurrently), so `?after=<updated_at>` never hides a change. Read under the row lock.
+ */
+function nextUpdatedAt(db: Db, now: number): SQL {
+  const stored = db.t.agentRollouts.updatedAt;
+  return db.dialect === 'sqlite' ? sql`max(${now}, ${stored} + 1)` : sql`greatest(${now}, ${stored} + 1)`;
+}
+
+/**
  * A target's change, all or nothing with the rollout's updated_at, only while `lease`
  * still holds the rollout: throws LeaseLost, writing nothing, once another process
  * claimed it.
  */
 export async function fencedTargetWrite(db: Db, lease: Lease, targetId: string, patch: TargetPatch, now: number): Promise<void> {
   await transaction(db, function* (tx, t) {
-    const n = yield* exec(tx.update(t.agentRollouts).set({ updatedAt: now }).where(fenceOf(t, 'agentRollouts', lease)));
+    const n = yield* exec(tx.update(t.agentRollouts).set({ updatedAt: nextUpdatedAt(db, now) }).where(fenceOf(t, 'agentRollouts', lease)));
     if (n !== 1) throw new LeaseLost('agentRollouts', lease.id);
     yield* exec(
       tx
@@ -225,7 +236,7 @@ export async function fencedFinishRollout(
     const n = yield* exec(
       tx
         .update(t.agentRollouts)
-        .set({ ...patch, updatedAt: now })
+        .set({ ...patch, updatedAt: nextUpdatedAt(db, now) })
         .where(fenceOf(t, 'agentRollouts', lease)),
     );
     if (n !== 1) throw new LeaseLost('agentRollouts', lease.id);

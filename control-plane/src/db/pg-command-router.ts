@@ -9,7 +9,7 @@
  * that was away: when the connection is lost, the listener says so (stats, /readyz),
  * LISTENs again with backoff, and then `onResync` re-reads what it may have missed.
  * Other parts LISTEN on shared channels over the same connection (`subscribe`, e.g. the
- * deploys' wake-ups, ../services/deploy/cluster-events.ts), and are told to resync too.
+ * deploys' and rollouts' wake-ups, ../services/change-events/cluster.ts), and are told to resync too.
  *
  * Payloads (JSON):
  *   {"k":"c","id":<command>}               to the holder: a command for an agent it holds was stored

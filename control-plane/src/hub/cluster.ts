@@ -4,7 +4,7 @@
  * agents of dead nodes marked disconnected (and whatever else other parts registered
  * with `onDeadNodes`, such as their shell sessions), and the LISTEN connection through which
  * other nodes route commands and replies to it (../db/pg-command-router.ts), which also
- * hears the shared channels other parts `subscribe` to (deploys' wake-ups).
+ * hears the shared channels other parts `subscribe` to (deploys' and rollouts' wake-ups).
  */
 import { disconnectAgentsOfDeadNodes, deregisterNode, forgetDeadNodes, heartbeatNode, reclaimAgents, registerNode } from '../db/control-planes.ts';
 import type { PostgresDb } from '../db/index.ts';

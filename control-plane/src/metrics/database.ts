@@ -35,6 +35,22 @@ export interface NotifyStats {
   received: number;
 }
 
+/** One channel of change events between processes (services/change-events/cluster.ts), counted since start. */
+export interface ChangeEventStats {
+  /** The NOTIFY channel, e.g. vmkit_deploy_events: a label. */
+  channel: string;
+  /** NOTIFYs sent for this process's changes. */
+  sent: number;
+  /** NOTIFYs that failed (those waiters elsewhere answer at their wait_ms). */
+  failed: number;
+  /** Changes folded into a NOTIFY already under way for the same row. */
+  coalesced: number;
+  /** Notifications of other processes' changes heard. */
+  received: number;
+  /** Times the LISTEN connection listened (again) and every waiter woke to re-read, the first listen included. */
+  resyncs: number;
+}
+
 /** Settles with the promise, or rejects after `ms`: a database that hangs is as unready as one that refuses. */
 export function withTimeout<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;

@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import { HANDSHAKE_REFUSALS } from '../hub/agent-hub.ts';
 import type { HubStats } from '../hub/agent-hub.ts';
-import type { DatabaseProbe } from './database.ts';
+import type { ChangeEventStats, DatabaseProbe } from './database.ts';
 import { withTimeout } from './database.ts';
 
 /**
@@ -12,6 +12,8 @@ export interface MetricSources {
   hub(): HubStats | undefined;
   shellSessionsOpen(): number | undefined;
   database: DatabaseProbe;
+  /** The change-event channels between processes (none on SQLite, or before the services made them). */
+  changeEvents?(): Iterable<ChangeEventStats>;
 }
 
 /** How a command sent through the bus ended (bounded: the `outcome` label). */
@@ -109,6 +111,7 @@ export class ControlPlaneMetrics {
     });
     this.#hubSeries(sources);
     this.#databaseSeries(sources.database);
+    if (sources.changeEvents) this.#changeEventSeries(sources.changeEvents.bind(sources));
     new Gauge({
       name: 'vmkit_shell_sessions_open',
       help: 'Operator shell sessions open on this process (both doors).',
@@ -250,6 +253,46 @@ export class ControlPlaneMetrics {
         },
       });
     }
+  }
+
+  /**
+   * The NOTIFY relays that wake long-polls on other processes, one `channel` label each
+   * (vmkit_deploy_events, vmkit_rollout_events): read from their own counts at scrape time.
+   */
+  #changeEventSeries(channels: () => Iterable<ChangeEventStats>): void {
+    const registers = [this.registry];
+    new Counter({
+      name: 'vmkit_db_change_notifies_total',
+      help: 'NOTIFYs this process sent for its own changes, by channel and outcome (sent; failed: those long-polls elsewhere answer at wait_ms).',
+      labelNames: ['channel', 'outcome'],
+      registers,
+      collect() {
+        this.reset();
+        for (const s of channels()) {
+          this.inc({ channel: s.channel, outcome: 'sent' }, s.sent);
+          this.inc({ channel: s.channel, outcome: 'failed' }, s.failed);
+        }
+      },
+    });
+    const perChannel = (name: string, help: string, value: (s: ChangeEventStats) => number): void => {
+      new Counter({
+        name,
+        help,
+        labelNames: ['channel'],
+        registers,
+        collect() {
+          this.reset();
+          for (const s of channels()) this.inc({ channel: s.channel }, value(s));
+        },
+      });
+    };
+    perChannel('vmkit_db_change_notifies_coalesced_total', 'Changes folded into a NOTIFY already under way for the same row, by channel.', (s) => s.coalesced);
+    perChannel('vmkit_db_change_notifications_received_total', "Other processes' change notifications heard, by channel.", (s) => s.received);
+    perChannel(
+      'vmkit_db_change_resyncs_total',
+      'Times the LISTEN connection listened (the first time included) and every long-poll waiting on the channel woke to re-read.',
+      (s) => s.resyncs,
+    );
   }
 
   /** One REST request answered (the Fastify onResponse hook). */

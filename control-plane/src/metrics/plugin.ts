@@ -43,6 +43,8 @@ export function installMetrics(app: App, ctx: AppContext): ControlPlaneMetrics {
     database,
     hub: () => ctx.hub?.stats(),
     shellSessionsOpen: () => ctx.shellSessions?.size,
+    // The relays exist once the deploy and rollout services did (their routes register them).
+    changeEvents: () => [...(ctx.changeRelays?.values() ?? [])].map((r) => r.counters()),
   }));
   app.addHook('onResponse', (request, reply, done) => {
     const { route, method } = routeOf(request);

@@ -12,6 +12,10 @@
  * the process that creates it, else the one that claimed it after its holder died,
  * stalled past the lease, or released it at a clean stop. Every write is fenced by the
  * lease, so a process that lost it stops before sending another update.
+ *
+ * Each write wakes the rollout's long-polls (`waitForChange`) here and, with several
+ * processes on PostgreSQL, on the others through NOTIFY vmkit_rollout_events
+ * (../change-events/cluster.ts), wherever the long-poll landed.
  */
 import { agentPlatformSchema } from '@vmkit/protocol';
 import type { AppContext } from '../../app.ts';
@@ -35,6 +39,9 @@ import { listInstancesWithAgents } from '../../db/instances.ts';
 import { ApiError } from '../../errors.ts';
 import { AGENT_UPDATE_FOLLOW_MS, followAgentUpdate, startAgentUpdate } from '../agent-update.ts';
 import type { AgentUpdateOutcome } from '../agent-update.ts';
+import { relayChanges } from '../change-events/cluster.ts';
+import type { ClusterChangeEvents } from '../change-events/cluster.ts';
+import { ChangeEvents } from '../change-events/events.ts';
 import { AgentWaiter } from '../deploy/agent-waiter.ts';
 import { planRollout } from './plan.ts';
 
@@ -63,6 +70,9 @@ export const CONNECT_GRACE_MS = 90_000;
 /** A resumed update is followed at least this long, whatever its first follow-up had left. */
 const MIN_RESUMED_FOLLOW_MS = 60_000;
 
+/** The NOTIFY channel of rollout changes between processes. */
+export const ROLLOUT_EVENTS_CHANNEL = 'vmkit_rollout_events';
+
 export const ROLLOUT_ACTIONS = {
   started: 'agent.rollout.started',
   resumed: 'agent.rollout.resumed',
@@ -86,16 +96,21 @@ export function rolloutService(ctx: AppContext): AgentRolloutService {
 }
 
 export class AgentRolloutService {
+  /** The rollouts' changes, for their long-polls (keyed by rollout id). */
+  readonly events = new ChangeEvents();
+  /** Several processes on PostgreSQL: how changes reach the others' long-polls (undefined on SQLite). */
+  readonly clusterEvents: ClusterChangeEvents | undefined;
   readonly #ctx: AppContext;
   readonly #agents: AgentWaiter;
   readonly #active = new Map<string, Promise<void>>();
-  readonly #waiters = new Map<string, Set<() => void>>();
   readonly #stops = new Map<string, AbortController>();
   readonly #closing = new AbortController();
   readonly #leases: LeaseKeeper;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
+    // The hub plugin (registered before the rollout routes) made the node; its LISTEN connection hears the others' changes.
+    this.clusterEvents = relayChanges(ctx, ROLLOUT_EVENTS_CHANNEL, this.events);
     this.#agents = new AgentWaiter(ctx);
     this.#leases = new LeaseKeeper(ctx, 'agentRollouts', {
       adopt: (claimed) => this.#adopt(claimed),
@@ -187,6 +202,8 @@ export class AgentRolloutService {
     this.#closing.abort(new Error('the control plane is closing'));
     await Promise.allSettled([...this.#active.values()]);
     await this.#leases.close();
+    // The last writes' NOTIFYs go out before the pool closes (a failed one is only logged).
+    await this.clusterEvents?.settled();
   }
 
   /** The rollout this process drives (tests and the bench wait on it). */
@@ -196,39 +213,17 @@ export class AgentRolloutService {
 
   /**
    * The rollout once it changed after `afterMs` (its updated_at), ended, or `waitMs`
-   * passed: woken by the rollout's own changes, never by re-reading in a loop.
+   * passed: woken by the rollout's own changes (from whichever process drives it), never
+   * by re-reading in a loop.
    */
-  async waitForChange(row: RolloutRow, afterMs: number, waitMs: number, signal?: AbortSignal): Promise<RolloutRow> {
-    const deadline = Date.now() + waitMs;
-    let current = row;
-    for (;;) {
-      if (current.updatedAt > afterMs || current.status !== 'running') return current;
-      const left = deadline - Date.now();
-      if (left <= 0 || signal?.aborted) return current;
-      await this.#next(current.id, left, signal);
-      current = (await getRolloutById(this.#ctx.db, current.id)) ?? current;
-    }
-  }
-
-  #next(id: string, ms: number, signal?: AbortSignal): Promise<void> {
-    return new Promise((resolve) => {
-      let set = this.#waiters.get(id);
-      if (!set) this.#waiters.set(id, (set = new Set()));
-      const done = (): void => {
-        clearTimeout(timer);
-        signal?.removeEventListener('abort', done);
-        set.delete(done);
-        if (set.size === 0 && this.#waiters.get(id) === set) this.#waiters.delete(id);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      signal?.addEventListener('abort', done, { once: true });
-      set.add(done);
-    });
-  }
-
-  #wake(id: string): void {
-    for (const w of [...(this.#waiters.get(id) ?? [])]) w();
+  waitForChange(row: RolloutRow, afterMs: number, waitMs: number, signal?: AbortSignal): Promise<RolloutRow> {
+    return this.events.waitFor(
+      row,
+      async (r) => (await getRolloutById(this.#ctx.db, r.id)) ?? r,
+      (r) => r.updatedAt > afterMs || r.status !== 'running',
+      waitMs,
+      signal,
+    );
   }
 
   #drive(lease: Lease): void {
@@ -348,7 +343,7 @@ export class AgentRolloutService {
   async #setTarget(drive: Drive, rollout: RolloutRow, target: RolloutTargetRow, patch: TargetPatch): Promise<void> {
     await fencedTargetWrite(this.#ctx.db, drive.lease, target.id, patch, this.#ctx.now());
     Object.assign(target, patch);
-    this.#wake(rollout.id);
+    this.events.changed(rollout.id);
   }
 
   async #stop(drive: Drive, rollout: RolloutRow, failures: number): Promise<void> {
@@ -382,7 +377,7 @@ export class AgentRolloutService {
     );
     for (const t of skipped) await this.#audit(rollout, ROLLOUT_ACTIONS.skipped, 409, 'rollout_stopped', { id: t.instanceId });
     await this.#audit(rollout, ROLLOUT_ACTIONS[status], status === 'succeeded' ? 200 : status === 'stopped' ? 409 : 502, reason?.errorKey ?? null, { failures: String(failures) });
-    for (const w of [...(this.#waiters.get(rollout.id) ?? [])]) w();
+    this.events.changed(rollout.id);
     this.#ctx.logger.info({ rollout_id: rollout.id, status, failures }, 'agent rollout finished');
   }
 

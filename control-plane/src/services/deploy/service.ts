@@ -26,9 +26,10 @@ import type { GitHubClient, RepoCoords } from '../../providers/github/client.ts'
 import { defaultBranchHead, getContent } from '../../providers/github/contents.ts';
 import { GitHubError } from '../../providers/github/errors.ts';
 import { AgentWaiter } from './agent-waiter.ts';
-import { ClusterDeployEvents } from './cluster-events.ts';
+import { relayChanges } from '../change-events/cluster.ts';
+import type { ClusterChangeEvents } from '../change-events/cluster.ts';
+import { DEPLOY_EVENTS_CHANNEL } from './cluster-events.ts';
 import { DeployEvents } from './events.ts';
-import type { DeployWatch } from './events.ts';
 import { DeployShutdown, StepTimedOut, githubApiError, stepFailure } from './failures.ts';
 import type { WorkspaceProviderSet } from './providers.ts';
 import { DeployRecord } from './record.ts';
@@ -104,13 +105,12 @@ export class DeployService {
   readonly #closing = new AbortController();
   readonly #leases: LeaseKeeper;
   /** Several processes on PostgreSQL: how changes reach the others' long-polls (undefined on SQLite). */
-  readonly clusterEvents: ClusterDeployEvents | undefined;
+  readonly clusterEvents: ClusterChangeEvents | undefined;
 
   constructor(ctx: AppContext) {
     this.#ctx = ctx;
     // The hub plugin (registered before the deploy routes) made the node; its LISTEN connection hears the others' changes.
-    this.clusterEvents =
-      ctx.clusterNode && ctx.db.dialect === 'postgres' ? ClusterDeployEvents.attach(ctx.clusterNode, { pool: ctx.db.pool, events: this.events, logger: ctx.logger }) : undefined;
+    this.clusterEvents = relayChanges(ctx, DEPLOY_EVENTS_CHANNEL, this.events);
     this.#agents = new AgentWaiter(ctx);
     this.#leases = new LeaseKeeper(ctx, 'deploys', {
       adopt: (claimed) => this.#adopt(claimed),
@@ -203,23 +203,8 @@ export class DeployService {
     return this.#wait(row, waitMs, signal, isTerminal);
   }
 
-  async #wait(row: DeployRow, waitMs: number, signal: AbortSignal | undefined, done: (d: DeployRow) => boolean): Promise<DeployRow> {
-    if (done(row) || waitMs <= 0 || signal?.aborted) return row;
-    const deadline = Date.now() + waitMs;
-    const watch: DeployWatch = this.events.watch(row.id);
-    try {
-      // `row` was read before the watch began: a change in between is read here, not missed.
-      let current = await this.#reread(row);
-      for (;;) {
-        if (done(current)) return current;
-        const left = deadline - Date.now();
-        if (left <= 0 || signal?.aborted) return current;
-        await watch.next(left, signal);
-        current = await this.#reread(current);
-      }
-    } finally {
-      watch.close();
-    }
+  #wait(row: DeployRow, waitMs: number, signal: AbortSignal | undefined, done: (d: DeployRow) => boolean): Promise<DeployRow> {
+    return this.events.waitFor(row, (r) => this.#reread(r), done, waitMs, signal);
   }
 
   async #reread(row: DeployRow): Promise<DeployRow> {
