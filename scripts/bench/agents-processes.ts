@@ -45,6 +45,8 @@ export function nodeProcess(script: string, env: NodeJS.ProcessEnv, nofile: numb
 
 export interface Stats {
   rss: number;
+  /** heapUsed + external after a full GC: the memory the process still uses, without malloc's retained free space. */
+  live: number;
   cpu: NodeJS.CpuUsage;
   hub: { connected: number; handshakesCompleted: number; refusedOverloaded: number };
   /** accept() failures of the control plane's listener by code (EMFILE: out of descriptors). */

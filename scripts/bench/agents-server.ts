@@ -85,7 +85,9 @@ process.on('message', (raw: Request) => {
   void (async () => {
     if (raw.op === 'stats') {
       if (raw.gc) (globalThis as { gc?: () => void }).gc?.();
-      send({ id: raw.id, rss: process.memoryUsage.rss(), cpu: process.cpuUsage(), hub: hub.stats(), acceptErrors });
+      const mem = process.memoryUsage();
+      // Live memory after the GC above: V8's heap plus what buffers and native objects hold (external); RSS also keeps freed malloc arenas.
+      send({ id: raw.id, rss: mem.rss, live: mem.heapUsed + mem.external, cpu: process.cpuUsage(), hub: hub.stats(), acceptErrors });
     } else if (raw.op === 'held') {
       send({ id: raw.id, ids: hub.connectedAgentIds() });
     } else if (raw.op === 'profile-start') {

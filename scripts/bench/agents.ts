@@ -210,6 +210,7 @@ if (!cluster) {
   if (!a || !b) throw new Error('the control plane exited during the connect phase');
   const cpuMs = cpuMsOf(a.cpu) - cpuMsOf(b.cpu);
   out(`  control-plane RSS: ${fmt(b.rss / 2 ** 20)} MiB idle, ${fmt(a.rss / 2 ** 20)} MiB with ${a.hub.connected} agents → ${fmt((a.rss - b.rss) / Math.max(1, a.hub.connected) / 1024)} KiB per agent`);
+  out(`  control-plane live memory (heap + external, after GC): ${fmt(b.live / 2 ** 20)} MiB idle, ${fmt(a.live / 2 ** 20)} MiB with them → ${fmt((a.live - b.live) / Math.max(1, a.hub.connected) / 1024)} KiB per agent`);
   out(`  load average after connecting: ${load()}`);
   out(`  control-plane CPU during the connect phase: ${fmt(cpuMs / Math.max(1, handshakes) * 1000, 0)} µs per completed handshake (all work incl. refusals, DB writes, pings)`);
 } else {
@@ -224,7 +225,7 @@ if (!cluster) {
     const cpuMs = cpuMsOf(a.cpu) - cpuMsOf(b.cpu);
     cpuAll += cpuMs;
     out(
-      `  control plane ${i + 1}: ${int(a.hub.connected)} agents held; RSS ${fmt(b.rss / 2 ** 20)} MiB idle, ${fmt(a.rss / 2 ** 20)} MiB with them → ${fmt((a.rss - b.rss) / Math.max(1, a.hub.connected) / 1024)} KiB per agent; CPU ${fmt((cpuMs / Math.max(1, hs)) * 1000, 0)} µs per handshake (${int(hs)} handshakes, ${int(a.hub.refusedOverloaded)} overloaded answers)`,
+      `  control plane ${i + 1}: ${int(a.hub.connected)} agents held; RSS ${fmt(b.rss / 2 ** 20)} MiB idle, ${fmt(a.rss / 2 ** 20)} MiB with them → ${fmt((a.rss - b.rss) / Math.max(1, a.hub.connected) / 1024)} KiB per agent (live ${fmt((a.live - b.live) / Math.max(1, a.hub.connected) / 1024)} KiB); CPU ${fmt((cpuMs / Math.max(1, hs)) * 1000, 0)} µs per handshake (${int(hs)} handshakes, ${int(a.hub.refusedOverloaded)} overloaded answers)`,
     );
   }
   out(`  control planes together: ${fmt((cpuAll / Math.max(1, handshakes)) * 1000, 0)} µs CPU per completed handshake (all work incl. refusals, DB writes, pings)`);
