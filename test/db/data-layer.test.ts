@@ -26,6 +26,7 @@ import {
   getDeploy,
   getDeployById,
   latestScaffoldingDeploy,
+  getDeployWithSteps,
   listDeploySteps,
   listDeploys,
   listUnfinishedDeploys,
@@ -261,12 +262,21 @@ for (const { dialect, skip } of testDialects()) {
           [1, 'pending', null],
         ],
       );
+      const both = await getDeployWithSteps(db, a.deploy.id);
+      t.match(both?.row, { id: a.deploy.id, runId: big }, 'the row and its steps in one read');
+      t.same(both?.steps.map((s) => [s.seq, s.name, s.state]), [
+        [0, 'provision', 'succeeded'],
+        [1, 'harden', 'pending'],
+      ]);
+      const bare = await createDeploy(db, { workspaceId: ws.id, repoId: repo.id, environmentId: environment.id, status: 'failed' });
+      t.same((await getDeployWithSteps(db, bare.id))?.steps, [], 'a deploy without steps');
+      t.equal(await getDeployWithSteps(db, 'dep_none'), undefined, 'no deploy');
       t.ok((await listUnfinishedDeploys(db)).some((d) => d.id === a.deploy.id));
       await updateDeploy(db, a.deploy.id, { status: 'succeeded' });
       t.equal(await findRunningDeploy(db, environment.id), undefined);
       const scaffold = await createDeploy(db, { workspaceId: ws.id, repoId: repo.id, environmentId: environment.id, status: 'scaffolding_pr_open', prNumber: 3 });
       t.equal((await latestScaffoldingDeploy(db, ws.id, repo.id))?.id, scaffold.id);
-      t.same((await listDeploys(db, ws.id, { repoId: repo.id })).map((d) => d.id), [scaffold.id, a.deploy.id], 'newest first');
+      t.same((await listDeploys(db, ws.id, { repoId: repo.id })).map((d) => d.id), [scaffold.id, bare.id, a.deploy.id], 'newest first');
       t.equal((await getDeploy(db, ws.id, a.deploy.id))?.status, 'succeeded');
     });
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { parseRepoFullName } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
-import { getDeploy, listDeploySteps, listDeploys } from '../db/deploys.ts';
+import { getDeploy, getDeployWithSteps, listDeploySteps, listDeploys } from '../db/deploys.ts';
 import type { DeployRow } from '../db/deploys.ts';
 import { findEnvironmentByName, getEnvironment } from '../db/environments.ts';
 import { findRepoByName, getRepo } from '../db/repos.ts';
@@ -46,10 +46,12 @@ function afterMs(raw: string | undefined): number {
   return ms;
 }
 
+/** The deploy as it is now (at least as new as `d`), row and steps from one snapshot. */
 async function view(ctx: AppContext, d: DeployRow): Promise<z.output<typeof DeployView>> {
   const repo = await getRepo(ctx.db, d.workspaceId, d.repoId);
   const env = await getEnvironment(ctx.db, d.workspaceId, d.environmentId);
-  return deployView(d, await listDeploySteps(ctx.db, d.id), { repo: repo ? `${repo.owner}/${repo.name}` : '', dest: env?.name ?? '' });
+  const now = await getDeployWithSteps(ctx.db, d.id);
+  return deployView(now?.row ?? d, now?.steps ?? (await listDeploySteps(ctx.db, d.id)), { repo: repo ? `${repo.owner}/${repo.name}` : '', dest: env?.name ?? '' });
 }
 
 function closedSignal(request: { raw: { once(event: 'close', fn: () => void): unknown } }): AbortSignal {
@@ -83,7 +85,8 @@ export const deployRoutes: ApiPlugin = (app, { ctx }) => {
       let deploy = await service.start({ workspaceId: auth.workspaceId, keyId: auth.keyId, repo: request.body.repo, dest: request.body.dest, sha: request.body.sha });
       const waitMs = Math.min(request.body.wait_ms, ctx.config.mcpMaxWaitMs);
       deploy = await service.waitForEnd(deploy, waitMs, closedSignal(request));
-      return reply.code(isTerminal(deploy) ? 200 : 202).send(await view(ctx, deploy));
+      const body = await view(ctx, deploy);
+      return reply.code(isTerminal({ status: body.status }) ? 200 : 202).send(body);
     },
   );
 

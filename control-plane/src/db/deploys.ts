@@ -175,6 +175,24 @@ export async function listUnfinishedDeploys(db: Db): Promise<DeployRow[]> {
   return db.orm.select().from(deploys).where(inArray(deploys.status, ['running'])).orderBy(asc(deploys.id));
 }
 
+/**
+ * A deploy and its steps read by one statement, so from one snapshot: the runner writes
+ * the row (run_url, status) and the steps one after the other, and two reads could show
+ * a step that ran without the row's field it wrote first.
+ */
+export async function getDeployWithSteps(db: Db, id: string): Promise<{ row: DeployRow; steps: DeployStepRow[] } | undefined> {
+  const { deploys, deploySteps } = db.t;
+  const joined = await db.orm
+    .select({ deploy: deploys, step: deploySteps })
+    .from(deploys)
+    .leftJoin(deploySteps, eq(deploySteps.deployId, deploys.id))
+    .where(eq(deploys.id, id))
+    .orderBy(asc(deploySteps.seq));
+  const first = joined[0];
+  if (!first) return undefined;
+  return { row: first.deploy, steps: joined.flatMap((j) => (j.step ? [j.step] : [])) };
+}
+
 export async function listDeploySteps(db: Db, deployId: string): Promise<DeployStepRow[]> {
   const { deploySteps } = db.t;
   return db.orm.select().from(deploySteps).where(eq(deploySteps.deployId, deployId)).orderBy(asc(deploySteps.seq));
