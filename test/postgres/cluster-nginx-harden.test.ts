@@ -9,6 +9,8 @@
  * The agent is held by process A. A REST harden through nginx lands on B (not A) and
  * really hardens the VM; then an MCP session opened on C calls harden_vm, answered by C,
  * and gets the idempotent answer. One harden command ran per call, both are audited.
+ * (already_hardened from C needs every process to use the workspace's one deploy key:
+ * on PostgreSQL the pairs are rows of deploy_keys, not files of each data dir.)
  *
  * Which process serves a request is steered without guessing: nginx's round-robin over
  * equal servers is a fixed cycle in the order of its upstream block, so after a cheap
@@ -162,7 +164,7 @@ if (fileNeeds(sandboxSkipReason || postgresMissing() || nginxMissing() || (await
       await steerTo(b);
       const res = await api<HardenBody>('POST', `/api/instances/${instanceId}/harden`, { body: { wait_ms: 50_000 }, tag: 'harden-rest' });
       t.equal(await servedBy('harden-rest'), b, `nginx sent the harden to ${b} (${addr(b)})`);
-      t.not(b, holder);
+      t.not(b, holder, 'B is not the holder');
       let body = res.body;
       if (res.status === 202) {
         // Not done within wait_ms on a slow machine: poll the command through nginx.
@@ -255,12 +257,22 @@ if (fileNeeds(sandboxSkipReason || postgresMissing() || nginxMissing() || (await
       const audit = await admin.query<{ channel: string; tool: string | null; action: string; status: number; target_ids: Record<string, string> | null }>(
         "SELECT channel, tool, action, status, target_ids FROM audit_log WHERE action LIKE 'instances.harden%' OR tool = 'harden_vm' ORDER BY id",
       );
-      t.comment(JSON.stringify(audit.rows));
       const requests = audit.rows.filter((r) => r.action === 'instances.harden');
-      t.ok(requests.some((r) => r.channel === 'rest' && r.status === 200), 'the REST call is audited');
-      t.ok(audit.rows.some((r) => r.channel === 'mcp' && r.tool === 'harden_vm'), 'the MCP call is audited');
+      t.same(
+        requests.map((r) => ({ channel: r.channel, tool: r.tool, id: r.target_ids?.id })),
+        [
+          { channel: 'rest', tool: null, id: instanceId },
+          { channel: 'mcp', tool: 'harden_vm', id: instanceId },
+        ],
+        `one request row per call, REST then MCP: ${JSON.stringify(requests)}`,
+      );
+      t.equal(requests[0]?.status, 200, 'the REST call answered with the result');
+      // harden_vm asks with wait_ms 0 and follows the command (commands.get rows under the tool).
+      t.equal(requests[1]?.status, 202, 'the MCP call started the command');
+      t.ok(audit.rows.some((r) => r.channel === 'mcp' && r.tool === 'harden_vm' && r.action === 'commands.get' && r.target_ids?.id === hardenIds[1]), 'and its polls are audited under the tool');
       const completed = audit.rows.filter((r) => r.action === 'instances.harden.completed');
       t.same(completed.map((r) => r.target_ids?.command_id).sort(), [...hardenIds].sort(), 'each command has one completed row');
+      t.ok(completed.every((r) => r.status === 200 && r.channel === 'agent'), 'both completed with 200');
     });
   });
 }
