@@ -8,6 +8,7 @@
  *
  *   const lb = await startNginx(t, { dir, port, upstreams: [p1, p2, p3], certFile, keyFile });
  *   lb.accessLog()   // [{ tag, upstream, status, uri }] per request
+ *   const api = lbApi(lb.url, caPem, adminKey);  // JSON over https://, { tag } sent as X-Test-Tag
  */
 import { spawn } from 'node:child_process';
 import { request as httpsRequest } from 'node:https';
