@@ -2,8 +2,10 @@
 // then started again on the same data dir and port: the agent re-sends its journaled
 // result and the follow-up (outside SSH check, hardened_at, audit row) still happens.
 import t from 'tap';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { SecretBox } from '../../control-plane/src/auth/secret-box.ts';
+import { deployKeyContext } from '../../control-plane/src/services/harden/deploy-keys.ts';
 import { eventually, serverRows } from '../helpers/cp-process.ts';
 import { crashRig } from '../helpers/crash-rig.ts';
 import { prerequisite } from '../helpers/prereq.ts';
@@ -12,6 +14,15 @@ import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
 t.setTimeout(600_000);
 
 const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
+
+/** The workspace's deploy private key as the server keeps it: a file (SQLite), or a sealed row (PostgreSQL). */
+async function serverDeployKey(dataDir: string, workspaceId: string): Promise<string> {
+  const file = join(dataDir, 'deploy-keys', workspaceId);
+  if (existsSync(file)) return readFileSync(file, 'utf8');
+  const [row] = await serverRows<{ sealed_private_key: string }>(dataDir, 'select sealed_private_key from deploy_keys where workspace_id = ?', [workspaceId]);
+  if (!row) throw new Error(`no deploy key for ${workspaceId}`);
+  return SecretBox.forDataDir(dataDir).open(row.sealed_private_key, deployKeyContext(workspaceId));
+}
 
 interface InstanceBody {
   id: string;
@@ -72,7 +83,7 @@ t.test('killed 0.3 s into a harden: after the restart the command succeeds, is v
   t.equal(audit.body.items[0]?.status, 200);
 
   const [{ workspace_id: workspaceId } = { workspace_id: '' }] = await serverRows<{ workspace_id: string }>(dataDir, 'select workspace_id from instances where id = ?', [id]);
-  const key = readFileSync(join(dataDir, 'deploy-keys', workspaceId), 'utf8');
+  const key = await serverDeployKey(dataDir, workspaceId);
   const kamal = await sshRun({ host: inst.ssh?.host ?? '', username: 'kamal', privateKey: key }, 'id');
   t.match(kamal.stdout, /\(kamal\).*\(docker\)/, 'kamal logs in with the deploy key');
 

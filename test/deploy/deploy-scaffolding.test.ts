@@ -1,19 +1,15 @@
 // deploy's first phase against the local GitHub stand-in: the scaffolding pull request,
 // one at a time, the deploy-key secret sealed for the repository, and GitHub's refusals
 // as clear errors.
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
 import t from 'tap';
 import { parse } from 'yaml';
+import { deployKeyStoreOf } from '../../control-plane/src/services/harden/context.ts';
 import { ALL_PERMISSIONS, FULL, deployRig } from '../helpers/deploy-rig.ts';
 import type { DeployBody } from '../helpers/deploy-rig.ts';
 
 const BRANCH = 'vmkit/scaffolding';
 const WORKFLOW = '.github/workflows/vmkit-deploy.yml';
 
-function deployPrivateKey(dataDir: string, workspaceId: string): string {
-  return readFileSync(join(dataDir, 'deploy-keys', workspaceId), 'utf8');
-}
 
 t.test('the first call opens a pull request with the workflow and the Kamal config, and seals the deploy key into a secret', async (t) => {
   const rig = await deployRig(t);
@@ -32,7 +28,7 @@ t.test('the first call opens a pull request with the workflow and the Kamal conf
     }, `${path} parses as YAML`);
   }
   t.notOk(rig.fake.writes.branchFiles(FULL, 'main')?.has(WORKFLOW), 'the default branch is untouched');
-  t.equal(rig.fake.writes.secret(FULL, 'VMKIT_SSH_PRIVATE_KEY'), deployPrivateKey(rig.cp.dataDir, rig.cp.workspaceId), "the secret opens to the workspace's deploy private key");
+  t.equal(rig.fake.writes.secret(FULL, 'VMKIT_SSH_PRIVATE_KEY'), (await deployKeyStoreOf(rig.cp.ctx).get(rig.cp.workspaceId)).privateKey, "the secret opens to the workspace's deploy private key");
   const list = await rig.cp.api<{ items: DeployBody[] }>('GET', `/api/deploys?repo=${FULL}`);
   t.equal(list.body.items.length, 1, 'the answer is on record');
   t.match(list.body.items[0]?.steps, [{ name: 'scaffolding', state: 'succeeded', attempts: 1 }]);

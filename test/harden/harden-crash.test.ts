@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
+import { deployKeyStoreOf } from '../../control-plane/src/services/harden/context.ts';
 import { defaultAgentProgram } from '../../control-plane/src/providers/compute/local.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
@@ -35,7 +35,7 @@ interface CommandBody {
 if (fileNeeds(sandboxSkipReason)) {
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
-  const deployKey = await new DeployKeyStore(cp.dataDir).get(cp.workspaceId);
+  const deployKey = await deployKeyStoreOf(cp.ctx).get(cp.workspaceId);
   const keyDir = mkdtempSync(join(tmpdir(), 'vmkit-crash-key-'));
   t.teardown(() => rmSync(keyDir, { recursive: true, force: true }));
   const keyFile = join(keyDir, 'deploy');

@@ -1,7 +1,7 @@
 import t from 'tap';
 import { generateEd25519KeyPair } from '../../control-plane/src/shell/ssh-key.ts';
 import { AjvJsonSchemaValidator } from '@modelcontextprotocol/sdk/validation/ajv';
-import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
+import { deployKeyStoreOf } from '../../control-plane/src/services/harden/context.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
@@ -48,7 +48,7 @@ async function fingerprint(sb: TestSandbox, withTimes = true): Promise<string> {
 
 const cp = await startTestControlPlane();
 t.teardown(() => cp.close());
-const deployKey = await new DeployKeyStore(cp.dataDir).get(cp.workspaceId);
+const deployKey = await deployKeyStoreOf(cp.ctx).get(cp.workspaceId);
 
 t.test('harden over REST: a fresh VM is hardened, verified from outside, and idempotent', needsSandbox, async (t) => {
   const { id, sb } = await freshVm(t, cp, 'web-1');

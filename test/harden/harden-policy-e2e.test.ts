@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import ssh2 from 'ssh2';
-import { DeployKeyStore } from '../../control-plane/src/services/harden/deploy-keys.ts';
+import { deployKeyStoreOf } from '../../control-plane/src/services/harden/context.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
@@ -102,7 +102,7 @@ async function main(): Promise<void> {
   const ROOT_PASSWORD = 'fresh-cloud-vm-password';
   const cp = await startTestControlPlane();
   t.teardown(() => cp.close());
-  const deployKey = await new DeployKeyStore(cp.dataDir).get(cp.workspaceId);
+  const deployKey = await deployKeyStoreOf(cp.ctx).get(cp.workspaceId);
   const keyDir = mkdtempSync(join(tmpdir(), 'vmkit-policy-key-'));
   t.teardown(() => rmSync(keyDir, { recursive: true, force: true }));
   const keyFile = join(keyDir, 'deploy');

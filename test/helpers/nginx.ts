@@ -8,11 +8,14 @@
  *
  *   const lb = await startNginx(t, { dir, port, upstreams: [p1, p2, p3], certFile, keyFile });
  *   lb.accessLog()   // [{ tag, upstream, status, uri }] per request
+ *   const api = lbApi(lb.url, caPem, adminKey);  // JSON over https://, { tag } sent as X-Test-Tag
  */
 import { spawn } from 'node:child_process';
+import { request as httpsRequest } from 'node:https';
 import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
+import type { ApiRequestOptions, ApiResponse } from './control-plane.ts';
 import type { Missing } from './prereq.ts';
 
 export const NGINX = '/usr/sbin/nginx';
@@ -161,5 +164,38 @@ export async function startNginx(t: { teardown(fn: () => unknown): void }, o: Ng
     },
     errorLog,
     stop,
+  };
+}
+
+/** JSON over https:// trusting only `ca`; `tag` goes out as X-Test-Tag so nginx's log names the request. */
+export function lbApi(base: string, ca: string, adminKey: string) {
+  return async <T = unknown>(method: string, path: string, opts: ApiRequestOptions & { tag?: string } = {}): Promise<ApiResponse<T>> => {
+    const key = opts.key === undefined ? adminKey : opts.key;
+    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    if (key !== null) headers.authorization = `Bearer ${key}`;
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    if (opts.tag !== undefined) headers['x-test-tag'] = opts.tag;
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(new URL(path, base), { method, headers, ca, agent: false, timeout: 60_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: unknown = text;
+          try {
+            parsed = text === '' ? null : JSON.parse(text);
+          } catch {
+            // not JSON: keep the text
+          }
+          const h = new Headers();
+          for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h.set(k, v);
+          resolve({ status: res.statusCode ?? 0, headers: h, body: parsed as T });
+        });
+      });
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within 60 s`)));
+      req.on('error', reject);
+      req.end(body);
+    });
   };
 }

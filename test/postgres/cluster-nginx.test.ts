@@ -12,7 +12,6 @@
  */
 import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { request as httpsRequest } from 'node:https';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -21,11 +20,10 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import type { Test } from 'tap';
-import type { ApiRequestOptions, ApiResponse } from '../helpers/control-plane.ts';
 import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
 import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
 import { textOf } from '../helpers/mcp-client.ts';
-import { nginxMissing, startNginx } from '../helpers/nginx.ts';
+import { lbApi, nginxMissing, startNginx } from '../helpers/nginx.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { enrollRealAgent } from '../helpers/real-agent.ts';
@@ -33,39 +31,6 @@ import type { AgentControlPlane } from '../helpers/real-agent.ts';
 import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
 
 t.setTimeout(600_000);
-
-/** JSON over https:// trusting only `ca`; `tag` goes out as X-Test-Tag so nginx's log names the request. */
-function lbApi(base: string, ca: string, adminKey: string) {
-  return async <T = unknown>(method: string, path: string, opts: ApiRequestOptions & { tag?: string } = {}): Promise<ApiResponse<T>> => {
-    const key = opts.key === undefined ? adminKey : opts.key;
-    const body = opts.body === undefined ? undefined : JSON.stringify(opts.body);
-    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
-    if (key !== null) headers.authorization = `Bearer ${key}`;
-    if (body !== undefined) headers['content-type'] = 'application/json';
-    if (opts.tag !== undefined) headers['x-test-tag'] = opts.tag;
-    return new Promise((resolve, reject) => {
-      const req = httpsRequest(new URL(path, base), { method, headers, ca, agent: false, timeout: 60_000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => {
-          const text = Buffer.concat(chunks).toString('utf8');
-          let parsed: unknown = text;
-          try {
-            parsed = text === '' ? null : JSON.parse(text);
-          } catch {
-            // not JSON: keep the text
-          }
-          const h = new Headers();
-          for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') h.set(k, v);
-          resolve({ status: res.statusCode ?? 0, headers: h, body: parsed as T });
-        });
-      });
-      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer within 60 s`)));
-      req.on('error', reject);
-      req.end(body);
-    });
-  };
-}
 
 if (fileNeeds(postgresMissing() || nginxMissing() || (await opensslMissing()))) {
   t.test('three control planes behind nginx with TLS: an agent on wss://, commands routed, a process killed', async (t) => {

@@ -58,7 +58,7 @@ import {
   sqliteWorkspaceProviders,
 } from './schema/projects.ts';
 import { pgAuditLog, pgShellSessions, sqliteAuditLog, sqliteShellSessions } from './schema/records.ts';
-import { pgSigningKeys, sqliteSigningKeys } from './schema/keys.ts';
+import { pgDeployKeys, pgSigningKeys, sqliteDeployKeys, sqliteSigningKeys } from './schema/keys.ts';
 import { pgRateLimits, sqliteRateLimits } from './schema/limits.ts';
 import { pgAgentRolloutTargets, pgAgentRollouts, sqliteAgentRolloutTargets, sqliteAgentRollouts } from './schema/rollouts.ts';
 
@@ -84,6 +84,7 @@ export const sqliteSchema = {
   agentRollouts: sqliteAgentRollouts,
   agentRolloutTargets: sqliteAgentRolloutTargets,
   signingKeys: sqliteSigningKeys,
+  deployKeys: sqliteDeployKeys,
   rateLimits: sqliteRateLimits,
   controlPlanes: sqliteControlPlanes,
   mcpSessions: sqliteMcpSessions,
@@ -111,6 +112,7 @@ export const pgSchema = {
   agentRollouts: pgAgentRollouts,
   agentRolloutTargets: pgAgentRolloutTargets,
   signingKeys: pgSigningKeys,
+  deployKeys: pgDeployKeys,
   rateLimits: pgRateLimits,
   controlPlanes: pgControlPlanes,
   mcpSessions: pgMcpSessions,

@@ -1,4 +1,5 @@
 import type { AppContext } from '../../app.ts';
+import { SecretBox } from '../../auth/secret-box.ts';
 import { DeployKeyStore } from './deploy-keys.ts';
 import { agentOnline } from '../../hub/plugin.ts';
 import { HardenService } from './service.ts';
@@ -12,9 +13,13 @@ declare module '../../app.ts' {
   }
 }
 
-/** One store per control plane, so two first uses of a workspace never race to make two keys. */
+/**
+ * One store per control plane, so two first uses of a workspace never race to make two
+ * keys. On PostgreSQL (several processes may share the database) the pairs are rows,
+ * sealed with the SecretBox every process holds; one SQLite process keeps files.
+ */
 export function deployKeyStoreOf(ctx: AppContext): DeployKeyStore {
-  return (ctx.deployKeys ??= new DeployKeyStore(ctx.config.dataDir));
+  return (ctx.deployKeys ??= new DeployKeyStore(ctx.config.dataDir, ctx.db.dialect === 'postgres' ? { db: ctx.db, box: SecretBox.forConfig(ctx.config) } : undefined));
 }
 
 /** The control plane's one HardenService (harden_vm and deploy share its runs), made on first use. */
