@@ -25,36 +25,12 @@ const cols = shared.COMMAND_COLUMNS;
  */
 const SQL = {
   findAgents: { name: 'hub_find_agents', text: 'SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ANY($1::text[])' },
-  markConnected: {
-    name: 'hub_mark_connected',
-    text: "UPDATE agents SET state = 'connected', connected_at = $1, last_seen = $1, agent_version = $2, hostname = $3, os = $4, platform = $5, node_id = $7 WHERE id = $6 AND state <> 'revoked'",
-  },
-  markDisconnected: {
-    name: 'hub_mark_disconnected',
-    // Only while this node still holds it: an agent that already reconnected elsewhere stays connected there.
-    text: "UPDATE agents SET state = 'disconnected', node_id = NULL, last_seen = greatest(coalesce(last_seen, 0), $1) WHERE id = $2 AND state = 'connected' AND node_id IS NOT DISTINCT FROM $3",
-  },
   touch: {
     name: 'hub_touch',
     text: `UPDATE agents AS a SET last_seen = greatest(coalesce(a.last_seen, 0), v.at)
            FROM unnest($1::text[], $2::bigint[]) AS v(id, at) WHERE a.id = v.id`,
   },
-  insert: {
-    name: 'hub_insert_command',
-    text: `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at, node_id)
-           SELECT $1::text, a.workspace_id, a.id, a.instance_id, $3::text, $4::text, $5::json, $6::text, $7::bigint, NULL, NULL, $8::bigint, $8::bigint, $9::text
-           FROM agents AS a WHERE a.id = $2`,
-  },
   get: { name: 'hub_get_command', text: `SELECT ${cols} FROM commands WHERE id = $1` },
-  transition: { name: 'hub_transition', text: 'UPDATE commands SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4::text[])' },
-  transitionOfAgent: {
-    name: 'hub_transition_of_agent',
-    text: 'UPDATE commands SET state = $1, updated_at = $2 WHERE id = $3 AND state = ANY($4::text[]) AND agent_id = $5',
-  },
-  recordResult: {
-    name: 'hub_record_result',
-    text: "UPDATE commands SET result = $1, error_key = $2, state = $3, updated_at = $4 WHERE id = $5 AND agent_id = $6 AND result IS NULL AND state <> 'expired'",
-  },
   deliverable: {
     name: 'hub_deliverable',
     text: `SELECT ${cols} FROM commands WHERE agent_id = ANY($1::text[]) AND state IN ('queued', 'sent') AND expires_at > $2 ORDER BY created_at, id`,
@@ -67,8 +43,9 @@ const SQL = {
 } as const;
 
 /**
- * The same writes for many rows at once (the write batch merges the writes of one kind):
- * one array per column through unnest(), each returning the key of the rows it wrote.
+ * The hub's writes, each for many rows at once (the write batch merges the writes of one
+ * kind; a write alone is one row): one array per column through unnest(), each returning
+ * the key of the rows it wrote.
  */
 const MERGED = {
   markConnected: {
@@ -111,7 +88,7 @@ const MERGED = {
   },
 } as const;
 
-/** A write of `kind` whose row is `values` (in the single statement's order, as the merged one takes them). */
+/** A write of `kind` whose row is `values`, in the order of its statement's unnest() columns. */
 function mergeable(kind: keyof typeof MERGED, key: string, values: readonly unknown[]): MergeableWrite {
   const statement = MERGED[kind];
   return { kind, key, row: values, merged: (columns) => ({ ...statement, values: columns }) };
@@ -173,13 +150,12 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    const values = [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId];
-    await this.writes.query({ ...SQL.markConnected, values }, mergeable('markConnected', agentId, values));
+    await this.writes.write(mergeable('markConnected', agentId, [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId]));
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {
-    const values = [at, agentId, this.#nodeId];
-    await this.writes.query({ ...SQL.markDisconnected, values }, mergeable('markDisconnected', agentId, values));
+    // Only while this node still holds it: an agent that already reconnected elsewhere stays connected there.
+    await this.writes.write(mergeable('markDisconnected', agentId, [at, agentId, this.#nodeId]));
   }
 
   async touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void> {
@@ -200,8 +176,10 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
-    const values = [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId];
-    const res = await this.writes.query({ ...SQL.insert, values }, mergeable('insert', cmd.id, values));
+    // The command's workspace and instance come from its agent's row in the same statement.
+    const res = await this.writes.write(
+      mergeable('insert', cmd.id, [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId]),
+    );
     if (res.rowCount !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }
 
@@ -211,19 +189,15 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   }
 
   async transition(commandId: string, from: readonly CommandState[], to: CommandState, at: number, agentId?: string): Promise<boolean> {
-    const res = await this.writes.query(
-      agentId === undefined
-        ? { ...SQL.transition, values: [to, at, commandId, [...from]] }
-        : { ...SQL.transitionOfAgent, values: [to, at, commandId, [...from], agentId] },
-      mergeable('transition', commandId, [to, at, commandId, from.join(','), agentId ?? null]),
-    );
+    const res = await this.writes.write(mergeable('transition', commandId, [to, at, commandId, from.join(','), agentId ?? null]));
     return res.rowCount === 1;
   }
 
   async recordResult(commandId: string, agentId: string, result: StoredResult, at: number): Promise<RecordResultOutcome> {
     // One conditional UPDATE: a result is applied at most once, whatever arrives twice.
-    const values = [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId];
-    const res = await this.writes.query({ ...SQL.recordResult, values }, mergeable('recordResult', commandId, values));
+    const res = await this.writes.write(
+      mergeable('recordResult', commandId, [JSON.stringify(result), result.error?.key ?? null, result.status === 'succeeded' ? 'succeeded' : 'failed', at, commandId, agentId]),
+    );
     if (res.rowCount === 1) return 'stored';
     const { rows } = await this.#pool.query<{ agent_id: string; has_result: boolean }>({ ...SQL.resultOwner, values: [commandId] });
     const row = rows[0];

@@ -105,9 +105,9 @@ export interface PgWriteBatchOptions extends WriteBatchOptions {
 }
 
 /**
- * A write that can share one statement with the other writes of its kind in a batch:
- * the merged statement takes one array per column (`unnest`) and returns the key of
- * every row it wrote, which is this write's answer (1 row or 0).
+ * A write that shares one statement with the other writes of its kind in a batch: the
+ * statement takes one array per column (`unnest`) and returns the key of every row it
+ * wrote, which is this write's answer (1 row or 0). A write alone runs it with one row.
  */
 export interface MergeableWrite {
   /** Writes of the same kind in one batch become one statement. */
@@ -125,9 +125,23 @@ export interface WriteResult {
   rowCount: number;
 }
 
-interface PgWrite {
-  single: pg.QueryConfig;
-  merge: MergeableWrite | undefined;
+/** A plain statement, or a write of a kind that merges. */
+type PgWrite = { plain: pg.QueryConfig; merge?: undefined } | { plain?: undefined; merge: MergeableWrite };
+
+/** Mergeable writes of one kind in one statement; each answers whether its row was written. */
+async function runMerged(client: pg.Pool | pg.PoolClient, group: readonly MergeableWrite[]): Promise<WriteResult[]> {
+  const first = group[0];
+  if (!first) return [];
+  const columns = first.row.map((_, c) => group.map((w) => w.row[c]));
+  const { rows } = await client.query<{ key: string }>(first.merged(columns));
+  const written = new Set(rows.map((r) => r.key));
+  return group.map((w) => ({ rowCount: written.has(w.key) ? 1 : 0 }));
+}
+
+/** One write on its own, outside any batch statement. */
+async function runAlone(client: pg.Pool | pg.PoolClient, write: PgWrite): Promise<WriteResult> {
+  if (write.merge) return (await runMerged(client, [write.merge]))[0] ?? { rowCount: 0 };
+  return { rowCount: (await client.query(write.plain)).rowCount ?? 0 };
 }
 
 /**
@@ -157,10 +171,19 @@ export class PgWriteBatch {
     this.#maxInFlight = opts.maxInFlight ?? 2;
   }
 
-  /** `q` is the write on its own; with `merge`, writes of its kind in the same batch share one statement. */
-  query(q: pg.QueryConfig, merge?: MergeableWrite): Promise<WriteResult> {
+  /** A plain statement, run on its own within the batch's transaction. */
+  query(q: pg.QueryConfig): Promise<WriteResult> {
+    return this.#enqueue({ plain: q });
+  }
+
+  /** A write whose kind merges: the writes of its kind in the same batch share one statement. */
+  write(merge: MergeableWrite): Promise<WriteResult> {
+    return this.#enqueue({ merge });
+  }
+
+  #enqueue(op: PgWrite): Promise<WriteResult> {
     return new Promise<WriteResult>((resolve, reject) => {
-      this.#queue.push({ op: { single: q, merge }, resolve, reject });
+      this.#queue.push({ op, resolve, reject });
       this.#schedule();
     });
   }
@@ -198,23 +221,18 @@ export class PgWriteBatch {
     try {
       if (batch.length === 1) {
         const [only] = batch;
-        if (only) results[0] = { rowCount: (await client.query(only.op.single)).rowCount ?? 0 };
+        if (only) results[0] = await runAlone(client, only.op);
         statements = 1;
       } else {
         await client.query('BEGIN');
         for (const group of groupsOf(batch)) {
           statements++;
-          const first = group[0];
-          if (group.length === 1 && first) {
-            results[first.index] = { rowCount: (await client.query(first.write.single)).rowCount ?? 0 };
+          if ('plain' in group) {
+            results[group.index] = await runAlone(client, { plain: group.plain });
             continue;
           }
-          const merge = first?.write.merge;
-          if (!merge) continue;
-          const columns = merge.row.map((_, c) => group.map((g) => g.write.merge?.row[c]));
-          const { rows } = await client.query<{ key: string }>(merge.merged(columns));
-          const written = new Set(rows.map((r) => r.key));
-          for (const g of group) results[g.index] = { rowCount: written.has(g.write.merge?.key ?? '') ? 1 : 0 };
+          const answers = await runMerged(client, group.writes.map((w) => w.merge));
+          group.writes.forEach((w, i) => (results[w.index] = answers[i] ?? { rowCount: 0 }));
         }
         statementsDone = true;
         await client.query('COMMIT');
@@ -235,7 +253,7 @@ export class PgWriteBatch {
       client.release(rolledBack ? undefined : true);
       for (const p of batch) {
         try {
-          p.resolve({ rowCount: (await this.#pool.query(p.op.single)).rowCount ?? 0 });
+          p.resolve(await runAlone(this.#pool, p.op));
         } catch (e) {
           p.reject(e);
         }
@@ -250,37 +268,35 @@ export class PgWriteBatch {
   }
 }
 
-interface Indexed {
-  index: number;
-  write: PgWrite;
-}
+/** A statement of a batch: a plain write alone, or the writes of one mergeable kind. */
+type Group = { index: number; plain: pg.QueryConfig } | { writes: { index: number; merge: MergeableWrite }[] };
 
 /**
  * The statements of a batch, in the order their kinds first appear: each mergeable kind
- * one group (unless two of its writes share a key: then each alone), every other write
+ * one group (unless two of its writes share a key: then each alone), every plain write
  * alone.
  */
-function groupsOf(batch: readonly Pending<PgWrite, WriteResult>[]): Indexed[][] {
-  const groups: Indexed[][] = [];
-  const byKind = new Map<string, Indexed[]>();
+function groupsOf(batch: readonly Pending<PgWrite, WriteResult>[]): Group[] {
+  const groups: Group[] = [];
+  const byKind = new Map<string, { index: number; merge: MergeableWrite }[]>();
   batch.forEach((p, index) => {
-    const kind = p.op.merge?.kind;
-    if (kind === undefined) {
-      groups.push([{ index, write: p.op }]);
+    const { merge } = p.op;
+    if (!merge) {
+      groups.push({ index, plain: p.op.plain });
       return;
     }
-    let group = byKind.get(kind);
-    if (!group) {
-      group = [];
-      byKind.set(kind, group);
-      groups.push(group);
+    let writes = byKind.get(merge.kind);
+    if (!writes) {
+      writes = [];
+      byKind.set(merge.kind, writes);
+      groups.push({ writes });
     }
-    group.push({ index, write: p.op });
+    writes.push({ index, merge });
   });
   return groups.flatMap((group) => {
-    if (group.length < 2) return [group];
-    const keys = new Set(group.map((g) => g.write.merge?.key));
-    return keys.size === group.length ? [group] : group.map((g) => [g]);
+    if ('plain' in group || group.writes.length < 2) return [group];
+    const keys = new Set(group.writes.map((w) => w.merge.key));
+    return keys.size === group.writes.length ? [group] : group.writes.map((w) => ({ writes: [w] }));
   });
 }
 
