@@ -12,10 +12,12 @@
  */
 import { spawn } from 'node:child_process';
 import { request as httpsRequest } from 'node:https';
-import { accessSync, chmodSync, constants, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { ApiRequestOptions, ApiResponse } from './control-plane.ts';
+import { freePort, startControlPlaneProcess } from './cp-process.ts';
+import type { ControlPlaneProcess } from './cp-process.ts';
 import type { Missing } from './prereq.ts';
 
 export const NGINX = '/usr/sbin/nginx';
@@ -198,4 +200,33 @@ export function lbApi(base: string, ca: string, adminKey: string) {
       req.end(body);
     });
   };
+}
+
+/**
+ * Control-plane `serve` processes (one per node id) on one database behind one nginx
+ * with TLS: the first creates the schema and the workspace, the others are given the
+ * operator's admin key. Each is killed with SIGKILL at teardown.
+ */
+export async function startNginxFleet(
+  t: { teardown(fn: () => unknown): void },
+  o: { dir: string; nodeIds: string[]; env: (nodeId: string) => Record<string, string>; lbPort: number; certFile: string; keyFile: string },
+): Promise<{ procs: ControlPlaneProcess[]; ports: number[]; adminKey: string; lb: RunningNginx }> {
+  const ports: number[] = [];
+  for (const _ of o.nodeIds) ports.push(await freePort());
+  const dirs = o.nodeIds.map((id) => mkdtempSync(join(o.dir, `${id}-`)));
+  const procs: ControlPlaneProcess[] = [];
+  t.teardown(async () => {
+    for (const p of procs) {
+      p.kill('SIGKILL');
+      await p.exited;
+    }
+  });
+  const [firstDir = '', ...otherDirs] = dirs;
+  procs.push(await startControlPlaneProcess({ dataDir: firstDir, port: ports[0] ?? 0, env: o.env(o.nodeIds[0] ?? '') }));
+  for (const d of otherDirs) copyFileSync(join(firstDir, 'admin.key'), join(d, 'admin.key'));
+  procs.push(
+    ...(await Promise.all(otherDirs.map((d, i) => startControlPlaneProcess({ dataDir: d, port: ports[i + 1] ?? 0, env: o.env(o.nodeIds[i + 1] ?? '') })))),
+  );
+  const lb = await startNginx(t, { dir: join(o.dir, 'nginx'), port: o.lbPort, upstreams: ports, certFile: o.certFile, keyFile: o.keyFile });
+  return { procs, ports, adminKey: procs[0]?.adminKey ?? '', lb };
 }

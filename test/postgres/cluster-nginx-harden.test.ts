@@ -18,7 +18,7 @@
  * The access log then confirms where each request went.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
@@ -26,10 +26,9 @@ import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
 import pg from 'pg';
 import t from 'tap';
-import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
-import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { eventually, freePort } from '../helpers/cp-process.ts';
 import { textOf } from '../helpers/mcp-client.ts';
-import { lbApi, nginxMissing, startNginx } from '../helpers/nginx.ts';
+import { lbApi, nginxMissing, startNginxFleet } from '../helpers/nginx.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { sandboxSkipReason, sshRun, startSandbox } from '../helpers/sandbox.ts';
@@ -76,21 +75,7 @@ if (fileNeeds(sandboxSkipReason || postgresMissing() || nginxMissing() || (await
       VMKIT_SSH_GATEWAY_PORT: '0',
     });
     const nodeIds = ['hd-1', 'hd-2', 'hd-3'];
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const dirs = nodeIds.map((id) => mkdtempSync(join(dir, `${id}-`)));
-    const procs: ControlPlaneProcess[] = [];
-    t.teardown(async () => {
-      for (const p of procs) {
-        p.kill('SIGKILL');
-        await p.exited;
-      }
-    });
-    procs.push(await startControlPlaneProcess({ dataDir: dirs[0] ?? '', port: ports[0] ?? 0, env: env('hd-1') }));
-    for (const d of dirs.slice(1)) copyFileSync(join(dirs[0] ?? '', 'admin.key'), join(d, 'admin.key'));
-    procs.push(...(await Promise.all([1, 2].map((i) => startControlPlaneProcess({ dataDir: dirs[i] ?? '', port: ports[i] ?? 0, env: env(nodeIds[i] ?? '') })))));
-    const adminKey = procs[0]?.adminKey ?? '';
-
-    const lb = await startNginx(t, { dir: join(dir, 'nginx'), port: lbPort, upstreams: ports, certFile: ca.certFile, keyFile: ca.keyFile });
+    const { ports, adminKey, lb } = await startNginxFleet(t, { dir, nodeIds, env, lbPort, certFile: ca.certFile, keyFile: ca.keyFile });
     const api = lbApi(lb.url, caPem, adminKey);
     const addr = (nodeId: string) => `127.0.0.1:${ports[nodeIds.indexOf(nodeId)] ?? 0}`;
     const nodeAt = (upstream: string) => nodeIds[ports.findIndex((p) => `127.0.0.1:${p}` === upstream)] ?? `unknown upstream ${upstream}`;

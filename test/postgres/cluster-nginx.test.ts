@@ -11,7 +11,7 @@
  * the round trip completes without changing this machine.
  */
 import { randomBytes } from 'node:crypto';
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { getCACertificates, setDefaultCACertificates } from 'node:tls';
 import { Client } from '@modelcontextprotocol/sdk/client/index.js';
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js';
@@ -20,10 +20,9 @@ import { join } from 'node:path';
 import pg from 'pg';
 import t from 'tap';
 import type { Test } from 'tap';
-import { eventually, freePort, startControlPlaneProcess } from '../helpers/cp-process.ts';
-import type { ControlPlaneProcess } from '../helpers/cp-process.ts';
+import { eventually, freePort } from '../helpers/cp-process.ts';
 import { textOf } from '../helpers/mcp-client.ts';
-import { lbApi, nginxMissing, startNginx } from '../helpers/nginx.ts';
+import { lbApi, nginxMissing, startNginxFleet } from '../helpers/nginx.ts';
 import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { enrollRealAgent } from '../helpers/real-agent.ts';
@@ -66,22 +65,7 @@ if (fileNeeds(postgresMissing() || nginxMissing() || (await opensslMissing()))) 
       VMKIT_SSH_GATEWAY_PORT: '0',
     });
     const nodeIds = ['lb-1', 'lb-2', 'lb-3'];
-    const ports = [await freePort(), await freePort(), await freePort()];
-    const dirs = nodeIds.map((id) => mkdtempSync(join(dir, `${id}-`)));
-    const procs: ControlPlaneProcess[] = [];
-    t.teardown(async () => {
-      for (const p of procs) {
-        p.kill('SIGKILL');
-        await p.exited;
-      }
-    });
-    // The first creates the schema and the workspace; the others get the operator's admin key.
-    procs.push(await startControlPlaneProcess({ dataDir: dirs[0] ?? '', port: ports[0] ?? 0, env: env('lb-1') }));
-    for (const d of dirs.slice(1)) copyFileSync(join(dirs[0] ?? '', 'admin.key'), join(d, 'admin.key'));
-    procs.push(...(await Promise.all([1, 2].map((i) => startControlPlaneProcess({ dataDir: dirs[i] ?? '', port: ports[i] ?? 0, env: env(nodeIds[i] ?? '') })))));
-    const adminKey = procs[0]?.adminKey ?? '';
-
-    const lb = await startNginx(t, { dir: join(dir, 'nginx'), port: lbPort, upstreams: ports, certFile: ca.certFile, keyFile: ca.keyFile });
+    const { procs, ports, adminKey, lb } = await startNginxFleet(t, { dir, nodeIds, env, lbPort, certFile: ca.certFile, keyFile: ca.keyFile });
     const caPem = readFileSync(ca.caFile, 'utf8');
     const api = lbApi(lb.url, caPem, adminKey);
     const upstreamOf = (tag: string): string[] => lb.accessLog().filter((l) => l.tag === tag).map((l) => l.upstream);
