@@ -10,6 +10,7 @@ import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import type { TestSandbox } from '../helpers/sandbox.ts';
 import { connectMcp, textOf } from '../helpers/mcp-client.ts';
 import { prerequisite } from '../helpers/prereq.ts';
+import type { HardenBody } from '../helpers/harden-body.ts';
 
 // Each case boots a sandbox VM with a real sshd and agent: give the file room.
 t.setTimeout(480_000);
@@ -20,15 +21,6 @@ interface InstanceBody {
   id: string;
   hardened_at?: string | number | null;
   agent: { state: string } | null;
-}
-interface HardenBody {
-  status: string;
-  instance_id: string;
-  command_id: string;
-  steps?: Array<{ step: string; changed: boolean }>;
-  verification?: { ok: boolean | null; checks?: Array<{ check: string; ok: boolean }> };
-  error?: string;
-  message?: string;
 }
 
 const ROOT_PASSWORD = 'fresh-cloud-vm-password';

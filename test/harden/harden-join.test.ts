@@ -6,16 +6,11 @@ import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import { prerequisite } from '../helpers/prereq.ts';
 import { sandboxSkipReason } from '../helpers/sandbox.ts';
 import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
+import type { HardenBody } from '../helpers/harden-body.ts';
 
 t.setTimeout(480_000);
 
 const needsSandbox = { skip: prerequisite(sandboxSkipReason) };
-
-interface HardenBody {
-  status: string;
-  command_id: string;
-  verification?: { ok: boolean | null };
-}
 
 t.test('six parallel harden calls on one VM send one command and verify once; all six get its answer', needsSandbox, async (t) => {
   const cp = await startTestControlPlane();

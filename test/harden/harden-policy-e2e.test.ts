@@ -14,6 +14,7 @@ import { fileNeeds } from '../helpers/prereq.ts';
 import { startEnrolledVm } from '../helpers/enrolled-vm.ts';
 import { sandboxSkipReason, sshRun } from '../helpers/sandbox.ts';
 import type { TestSandbox } from '../helpers/sandbox.ts';
+import type { HardenBody } from '../helpers/harden-body.ts';
 
 t.setTimeout(600_000);
 
@@ -85,15 +86,6 @@ function moduliSizes(content: string): number[] {
     .split('\n')
     .filter((l) => l.trim() !== '' && !l.startsWith('#'))
     .map((l) => Number(l.trim().split(/\s+/)[4]) + 1);
-}
-
-interface HardenBody {
-  status: string;
-  instance_id: string;
-  verification?: { ok: boolean | null };
-  steps?: Array<{ step: string; changed: boolean; detail?: string }>;
-  error?: string;
-  message?: string;
 }
 
 const POLICY_KEYS = ['kexalgorithms', 'ciphers', 'macs', 'hostkeyalgorithms', 'x11forwarding', 'allowagentforwarding', 'maxauthtries', 'logingracetime', 'allowtcpforwarding'];

@@ -8,7 +8,10 @@ import { randomBytes } from 'node:crypto';
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import type pg from 'pg';
 import type { Test } from 'tap';
+import { listenerApplicationName } from '../../control-plane/src/db/pg-command-router.ts';
+import { eventually } from './cp-process.ts';
 import { startTestControlPlane } from './control-plane.ts';
 import type { TestControlPlane, TestControlPlaneOptions } from './control-plane.ts';
 import { createTestDatabase } from './postgres.ts';
@@ -58,4 +61,17 @@ export async function startTestCluster(t: Test, opts: TestClusterOptions = {}): 
     nodes.push(node);
   }
   return { nodes, databaseUrl: pgdb.url, secretKeyFile, dir };
+}
+
+/** Kills `nodeId`'s LISTEN connection (by its application name) and waits until its node listens again. */
+export async function cutListen(t: Test, admin: pg.Client, cp: TestControlPlane, nodeId: string): Promise<void> {
+  const node = cp.ctx.clusterNode;
+  if (!node) throw new Error('no cluster node');
+  const before = node.notifyStats().reconnects;
+  const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [listenerApplicationName(nodeId)]);
+  t.equal(killed.rowCount, 1, `${nodeId}'s LISTEN connection was found and terminated`);
+  await eventually(`${nodeId} to listen again`, () => {
+    const s = node.notifyStats();
+    return s.listening && s.reconnects > before ? true : undefined;
+  });
 }

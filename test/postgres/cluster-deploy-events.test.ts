@@ -17,12 +17,11 @@ import { createDeploy, getDeployById } from '../../control-plane/src/db/deploys.
 import type { DeployRow } from '../../control-plane/src/db/deploys.ts';
 import { createEnvironment } from '../../control-plane/src/db/environments.ts';
 import { leaseOf } from '../../control-plane/src/db/leases.ts';
-import { listenerApplicationName } from '../../control-plane/src/db/pg-command-router.ts';
 import { rawExec, sql } from '../../control-plane/src/db/raw.ts';
 import { createRepo } from '../../control-plane/src/db/repos.ts';
 import { DeployRecord } from '../../control-plane/src/services/deploy/record.ts';
 import { deployServiceOf } from '../../control-plane/src/services/deploy/service.ts';
-import { startTestCluster } from '../helpers/cluster.ts';
+import { cutListen, startTestCluster } from '../helpers/cluster.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { eventually } from '../helpers/cp-process.ts';
 import type { DeployBody } from '../helpers/deploy-rig.ts';
@@ -89,18 +88,6 @@ async function current(cp: TestControlPlane, id: string): Promise<DeployBody> {
   return r.body;
 }
 
-/** Kills `nodeId`'s LISTEN connection and waits until it listens again. */
-async function cutListen(t: Test, admin: pg.Client, cp: TestControlPlane, nodeId: string): Promise<void> {
-  const node = cp.ctx.clusterNode;
-  if (!node) throw new Error('no cluster node');
-  const before = node.notifyStats().reconnects;
-  const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [listenerApplicationName(nodeId)]);
-  t.equal(killed.rowCount, 1, `${nodeId}'s LISTEN connection was found and terminated`);
-  await eventually(`${nodeId} to listen again`, () => {
-    const s = node.notifyStats();
-    return s.listening && s.reconnects > before ? true : undefined;
-  });
-}
 
 if (fileNeeds(postgresMissing())) {
   t.test('a deploy changed on A wakes a long-poll held on B', async (t) => {

@@ -33,20 +33,12 @@ import { createTestDatabase, postgresMissing } from '../helpers/postgres.ts';
 import { fileNeeds } from '../helpers/prereq.ts';
 import { sandboxSkipReason, sshRun, startSandbox } from '../helpers/sandbox.ts';
 import { makeTestCa, opensslMissing } from '../helpers/test-ca.ts';
+import type { HardenBody } from '../helpers/harden-body.ts';
 
 t.setTimeout(300_000);
 
 const ROOT_PASSWORD = 'fresh-cloud-vm-password';
 
-interface HardenBody {
-  status: string;
-  instance_id: string;
-  command_id: string;
-  steps?: Array<{ step: string; changed: boolean }>;
-  verification?: { ok: boolean | null; checks?: Array<{ check: string; ok: boolean }> };
-  error?: string;
-  message?: string;
-}
 interface CommandView {
   state: string;
   result: Record<string, unknown> | null;

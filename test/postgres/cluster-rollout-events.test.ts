@@ -24,11 +24,10 @@ import type { MessageOf } from '@vmkit/protocol';
 import { getRolloutById } from '../../control-plane/src/db/agent-rollouts.ts';
 import { getAgentById, insertEnrolledAgents } from '../../control-plane/src/db/agents.ts';
 import { leaseOf } from '../../control-plane/src/db/leases.ts';
-import { listenerApplicationName } from '../../control-plane/src/db/pg-command-router.ts';
 import { rawExec, sql } from '../../control-plane/src/db/raw.ts';
 import { ROLLOUT_EVENTS_CHANNEL, rolloutService } from '../../control-plane/src/services/agent-rollout/service.ts';
 import { FakeAgent } from '../hub/fake-agent.ts';
-import { startTestCluster } from '../helpers/cluster.ts';
+import { cutListen, startTestCluster } from '../helpers/cluster.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { uniqueInstanceName } from '../helpers/control-plane.ts';
 import { eventually } from '../helpers/cp-process.ts';
@@ -141,18 +140,6 @@ async function storedUpdatedAt(cp: TestControlPlane, id: string): Promise<number
   return (await getRolloutById(cp.ctx.db, id))?.updatedAt;
 }
 
-/** Kills `nodeId`'s LISTEN connection and waits until it listens again. */
-async function cutListen(t: Test, admin: pg.Client, cp: TestControlPlane, nodeId: string): Promise<void> {
-  const node = cp.ctx.clusterNode;
-  if (!node) throw new Error('no cluster node');
-  const before = node.notifyStats().reconnects;
-  const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [listenerApplicationName(nodeId)]);
-  t.equal(killed.rowCount, 1, `${nodeId}'s LISTEN connection was found and terminated`);
-  await eventually(`${nodeId} to listen again`, () => {
-    const s = node.notifyStats();
-    return s.listening && s.reconnects > before ? true : undefined;
-  });
-}
 
 async function scrape(cp: TestControlPlane): Promise<ReturnType<typeof parsePromText>> {
   const res = await cp.api<string>('GET', '/metrics');

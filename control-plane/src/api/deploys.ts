@@ -2,7 +2,7 @@ import { z } from 'zod';
 import { parseRepoFullName } from '@vmkit/protocol';
 import type { ApiPlugin, AppContext } from '../app.ts';
 import { authOf } from '../auth/hooks.ts';
-import { getDeploy, getDeployWithSteps, listDeploySteps, listDeploys } from '../db/deploys.ts';
+import { getDeploy, getDeployWithSteps, listDeploys } from '../db/deploys.ts';
 import type { DeployRow } from '../db/deploys.ts';
 import { findEnvironmentByName, getEnvironment } from '../db/environments.ts';
 import { findRepoByName, getRepo } from '../db/repos.ts';
@@ -51,7 +51,8 @@ async function view(ctx: AppContext, d: DeployRow): Promise<z.output<typeof Depl
   const repo = await getRepo(ctx.db, d.workspaceId, d.repoId);
   const env = await getEnvironment(ctx.db, d.workspaceId, d.environmentId);
   const now = await getDeployWithSteps(ctx.db, d.id);
-  return deployView(now?.row ?? d, now?.steps ?? (await listDeploySteps(ctx.db, d.id)), { repo: repo ? `${repo.owner}/${repo.name}` : '', dest: env?.name ?? '' });
+  // A deploy is never deleted while its workspace stands; were it gone, the row in hand is shown without steps.
+  return deployView(now?.row ?? d, now?.steps ?? [], { repo: repo ? `${repo.owner}/${repo.name}` : '', dest: env?.name ?? '' });
 }
 
 function closedSignal(request: { raw: { once(event: 'close', fn: () => void): unknown } }): AbortSignal {

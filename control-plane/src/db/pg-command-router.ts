@@ -59,16 +59,20 @@ export function encodeProgressPayload(commandId: string, progress: CommandProgre
   return JSON.stringify({ k: 'p', id: commandId, p: bare });
 }
 
-export function parseNotification(payload: string): BusNotification | undefined {
+/** A NOTIFY payload as a JSON object, or undefined when it is not one (a payload is never trusted to parse). */
+export function notifyPayloadObject(payload: string): Record<string, unknown> | undefined {
   let v: unknown;
   try {
     v = JSON.parse(payload);
   } catch {
     return undefined;
   }
-  if (typeof v !== 'object' || v === null) return undefined;
-  const n = v as Record<string, unknown>;
-  if (typeof n.id !== 'string') return undefined;
+  return typeof v === 'object' && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : undefined;
+}
+
+export function parseNotification(payload: string): BusNotification | undefined {
+  const n = notifyPayloadObject(payload);
+  if (n === undefined || typeof n.id !== 'string') return undefined;
   if (n.k === 'c' || n.k === 'r') return { k: n.k, id: n.id };
   if (n.k === 'p' && typeof n.p === 'object' && n.p !== null) return { k: 'p', id: n.id, p: n.p as CommandProgress };
   return undefined;

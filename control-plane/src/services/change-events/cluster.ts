@@ -19,6 +19,7 @@
 import { randomBytes } from 'node:crypto';
 import type pg from 'pg';
 import type { AppContext } from '../../app.ts';
+import { notifyPayloadObject } from '../../db/pg-command-router.ts';
 import type { HubLogger } from '../../hub/agent-hub.ts';
 import type { ClusterNode } from '../../hub/cluster.ts';
 import type { ChangeEventStats } from '../../metrics/database.ts';
@@ -36,14 +37,7 @@ export function encodeChangeEvent(id: string, origin: string): string {
 }
 
 export function parseChangeEvent(payload: string): { id: string; origin: string } | undefined {
-  let v: unknown;
-  try {
-    v = JSON.parse(payload);
-  } catch {
-    return undefined;
-  }
-  if (typeof v !== 'object' || v === null) return undefined;
-  const { d, o } = v as Record<string, unknown>;
+  const { d, o } = notifyPayloadObject(payload) ?? {};
   return typeof d === 'string' && typeof o === 'string' ? { id: d, origin: o } : undefined;
 }
 
