@@ -9,7 +9,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { PROTOCOL_VERSION, ReplayCache, pinKeys, privateKeyFromSeed, signHello, verifyCommand } from '@vmkit/protocol';
+import { AGENT_FEATURES_HEADER, PROTOCOL_VERSION, ReplayCache, pinKeys, privateKeyFromSeed, signHello, verifyCommand } from '@vmkit/protocol';
 import type { PinnedKeys, ServerMessage } from '@vmkit/protocol';
 import { DEFAULT_BACKOFF, fullJitterDelay } from '../../vmkit-agent/src/backoff.ts';
 import { benchSeed } from './agents-seed.ts';
@@ -32,12 +32,16 @@ interface Start {
   op: 'start';
   urls: string[];
   agents: [string, number][];
+  /** Say (upgrade header) that the agents understand `queued`, as vmkit-agent does. */
+  queued: boolean;
 }
 
 let urls: string[] = [];
 const agents: SimAgent[] = [];
 let handshakes = 0;
 let overloaded = 0;
+let queued = 0;
+let headers: Record<string, string> = {};
 let commands = 0;
 let stopping = false;
 /** Failed dials and socket errors by code (EMFILE, ECONNREFUSED, ...) or ws's message: what limited a run. */
@@ -67,6 +71,9 @@ function onMessage(a: SimAgent, m: ServerMessage): void {
       a.pinned = pinKeys(m.signing_keys);
       handshakes++;
       return;
+    case 'queued':
+      queued++;
+      return;
     case 'error':
       if (m.key === 'overloaded') overloaded++;
       if (m.retry_after_ms !== undefined) a.retryNotBefore = Math.max(a.retryNotBefore, Date.now() + m.retry_after_ms);
@@ -90,7 +97,7 @@ function onMessage(a: SimAgent, m: ServerMessage): void {
 }
 
 function connect(a: SimAgent): void {
-  const ws = new WebSocket(urls[a.urlIndex] ?? '', { perMessageDeflate: false, handshakeTimeout: 30_000 });
+  const ws = new WebSocket(urls[a.urlIndex] ?? '', { perMessageDeflate: false, handshakeTimeout: 30_000, headers });
   a.ws = ws;
   ws.on('message', (data: Buffer) => {
     try {
@@ -119,6 +126,7 @@ function connect(a: SimAgent): void {
 process.on('message', (msg: Start | { op: 'stop' }) => {
   if (msg.op === 'start') {
     urls = msg.urls;
+    headers = msg.queued ? { [AGENT_FEATURES_HEADER]: 'queued' } : {};
     for (const [id, i] of msg.agents) {
       agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
     }
@@ -131,5 +139,5 @@ process.on('message', (msg: Start | { op: 'stop' }) => {
 });
 
 setInterval(() => {
-  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, commands, errors });
+  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, queued, commands, errors });
 }, 250).unref();

@@ -4,7 +4,11 @@
  * control-plane process on this machine, or several on one PostgreSQL database.
  *
  *   node --import tsx scripts/bench/agents.ts [--agents 10000] [--workers 4] [--handshakes-per-second 200]
- *     [--database sqlite|postgres] [--processes 1] [--skip-restart]
+ *     [--database sqlite|postgres] [--processes 1] [--skip-restart] [--legacy-agents]
+ *
+ * The simulated agents say they understand `queued` (as vmkit-agent does), so a verified
+ * agent over the handshake bound waits in line on its connection; `--legacy-agents` leaves
+ * the header out, as agents older than that message, which are refused `overloaded`.
  *
  * Prints: time until all agents are connected, control-plane RSS per connected agent,
  * control-plane CPU per handshake, `ping` fan-out latency p50/p99 at 1,000 agents and
@@ -61,6 +65,8 @@ const { values } = parseArgs({
     database: { type: 'string', default: 'sqlite' },
     /** Leave out the restart phase (it takes N / handshakes-per-second and more). */
     'skip-restart': { type: 'boolean', default: false },
+    /** Agents that do not send the `queued` feature header (refused `overloaded` instead of held in line). */
+    'legacy-agents': { type: 'boolean', default: false },
   },
 });
 const nofile = hardNofile();
@@ -189,7 +195,7 @@ const connectStart = performance.now();
 for (let w = 0; w < W; w++) {
   const child = nodeProcess('scripts/bench/agents-worker.ts', {}, nofile);
   child.on('message', (m: WorkerReport) => (workerReports[w] = m));
-  child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker) });
+  child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker), queued: !values['legacy-agents'] });
   workers.push(child);
 }
 const connectTimeoutMs = Math.max(120_000, (N / HPS) * 4_000);
@@ -200,10 +206,12 @@ const totalConnected = connectedOf(after);
 const sum = (f: (s: Stats) => number, all: (Stats | undefined)[]) => all.reduce((acc, s) => acc + (s ? f(s) : 0), 0);
 const handshakes = sum((s) => s.hub.handshakesCompleted, after) - sum((s) => s.hub.handshakesCompleted, base);
 const overloadedAnswers = sum((s) => s.hub.refusedOverloaded, after);
+const queuedHellos = sum((s) => s.hub.handshakesQueued ?? 0, after);
+const preAuthRefusals = sum((s) => s.hub.refusedPreAuth, after);
 out(
   allMs === undefined
     ? `  time to all connected: NOT REACHED (${totalConnected}/${N} after ${fmt(connectMs / 1000)} s)`
-    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s${cluster ? ' in all' : ''}; ${overloadedAnswers} overloaded answers)`,
+    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s${cluster ? ' in all' : ''}; ${overloadedAnswers} overloaded answers, ${queuedHellos} held in line, ${preAuthRefusals} refused before the upgrade)`,
 );
 if (!cluster) {
   const [b, a] = [base[0], after[0]];

@@ -13,6 +13,28 @@ export const PROTOCOL_VERSION = 1;
  */
 export const MAX_FRAME_BYTES = 1024 * 1024;
 
+/**
+ * Upgrade request header in which an agent names the optional messages it understands,
+ * comma-separated. Unknown names are ignored, so either side may be newer. A header,
+ * not a hello field: hellos are strict objects, and an older hub would refuse one with
+ * a field it does not know.
+ */
+export const AGENT_FEATURES_HEADER = 'x-vmkit-agent-features';
+/** Optional messages an agent may name in `AGENT_FEATURES_HEADER`. */
+export const AGENT_FEATURES = ['queued'] as const;
+export type AgentFeature = (typeof AGENT_FEATURES)[number];
+
+/** The known features in an `AGENT_FEATURES_HEADER` value (absent, repeated or junk → none of them). */
+export function parseAgentFeatures(header: string | string[] | undefined): Set<AgentFeature> {
+  const found = new Set<AgentFeature>();
+  if (typeof header !== 'string' || header.length > 256) return found;
+  for (const part of header.split(',')) {
+    const name = part.trim();
+    for (const known of AGENT_FEATURES) if (name === known) found.add(known);
+  }
+  return found;
+}
+
 const protocol = z.literal(PROTOCOL_VERSION);
 const timestampMs = z.number().int().nonnegative().max(8.64e15);
 const commandId = idSchema('command');
@@ -48,6 +70,21 @@ export const welcomeMessage = z.strictObject({
   heartbeat_interval_ms: z.number().int().min(100).max(600_000),
   server_time: timestampMs,
   signing_keys: z.array(signingKeySchema).max(8),
+});
+
+/**
+ * The hub's answer to a verified hello when its handshake bound is spent and the agent
+ * said it understands this message (upgrade header `x-vmkit-agent-features` naming
+ * `queued`): the agent is held in line, first come first served, and welcomed on this
+ * connection within `welcome_within_ms`; it waits that long instead of timing out or
+ * dialling again. Agents that did not say so are never sent it.
+ */
+export const queuedMessage = z.strictObject({
+  protocol,
+  type: z.literal('queued'),
+  /** Agents ahead of this one, plus one. */
+  position: z.number().int().min(1).max(1_000_000),
+  welcome_within_ms: z.number().int().nonnegative().max(600_000),
 });
 
 export const heartbeatMessage = z.strictObject({
@@ -115,6 +152,7 @@ export const errorMessage = z.strictObject({
 
 export const serverMessageSchema = z.discriminatedUnion('type', [
   challengeMessage,
+  queuedMessage,
   welcomeMessage,
   heartbeatMessage,
   commandMessage,
@@ -132,6 +170,7 @@ export const agentMessageSchema = z.discriminatedUnion('type', [
 export const messageSchema = z.discriminatedUnion('type', [
   challengeMessage,
   helloMessage,
+  queuedMessage,
   welcomeMessage,
   heartbeatMessage,
   commandMessage,
@@ -151,6 +190,7 @@ export type MessageOf<T extends MessageType> = Extract<Message, { type: T }>;
 export const MESSAGE_TYPES = [
   'challenge',
   'hello',
+  'queued',
   'welcome',
   'heartbeat',
   'command',

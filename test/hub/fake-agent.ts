@@ -1,6 +1,6 @@
 import type { KeyObject } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { PROTOCOL_VERSION, parseServerMessage, signHello } from '@vmkit/protocol';
+import { AGENT_FEATURES_HEADER, PROTOCOL_VERSION, parseServerMessage, signHello } from '@vmkit/protocol';
 import type { AgentPlatform, MessageOf, ServerMessage } from '@vmkit/protocol';
 
 /**
@@ -39,14 +39,31 @@ export class FakeAgent {
   }
 
   /** Opens the socket; resolves once it is open (the challenge may already be queued). */
-  static open(url: string, opts: { autoPong?: boolean } = {}): Promise<FakeAgent> {
-    const ws = new WebSocket(url, { autoPong: opts.autoPong ?? true });
+  static open(url: string, opts: { autoPong?: boolean; features?: string } = {}): Promise<FakeAgent> {
+    const ws = new WebSocket(url, { autoPong: opts.autoPong ?? true, ...(opts.features !== undefined && { headers: { [AGENT_FEATURES_HEADER]: opts.features } }) });
     const agent = new FakeAgent(ws);
     return new Promise((resolve, reject) => {
       ws.once('open', () => resolve(agent));
       ws.once('unexpected-response', (_req, res) => reject(new Error(`HTTP ${res.statusCode}`)));
       ws.once('error', reject);
     });
+  }
+
+  /** Opens, waits for the challenge and answers it with a signed hello; does not wait for the answer. */
+  static async dialAndHello(url: string, agentId: string, key: KeyObject, opts: { features?: string } = {}): Promise<FakeAgent> {
+    const agent = await FakeAgent.open(url, opts);
+    const challenge = (await agent.next('challenge')) as MessageOf<'challenge'>;
+    agent.send({
+      protocol: PROTOCOL_VERSION,
+      type: 'hello',
+      agent_id: agentId,
+      nonce: challenge.nonce,
+      signature: signHello(key, agentId, challenge.nonce),
+      agent_version: '0.1.0-test',
+      hostname: 'fake-host',
+      os: 'linux-test',
+    });
+    return agent;
   }
 
   /** Opens and completes the handshake; resolves with the welcome (or the error that refused it). */

@@ -13,7 +13,7 @@ import { createAgent } from '../../control-plane/src/db/agents.ts';
 import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { HubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { Db } from '../../control-plane/src/db/index.ts';
-import { createInstance } from '../../control-plane/src/db/instances.ts';
+import { createInstance, getInstanceById } from '../../control-plane/src/db/instances.ts';
 import { SqliteWriteBatch } from '../../control-plane/src/db/write-batch.ts';
 import type { WriteBatchStats } from '../../control-plane/src/db/write-batch.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
@@ -191,6 +191,30 @@ for (const { dialect, skip } of testDialects()) {
       t.equal(Number(sa?.last_seen), 2_000);
       t.equal(sb?.state, 'disconnected');
       t.equal(Number(sb?.last_seen), 3_000);
+    });
+
+    await t.test('the connect write moves an instance waiting for its agent to running, and only such an instance', async (t) => {
+      const statuses = ['provisioning', 'awaiting_agent', 'failed', 'destroyed', 'running'] as const;
+      const rows: { status: string; agentId: string; instanceId: string }[] = [];
+      for (const status of statuses) {
+        const inst = await createInstance(db, { workspaceId: ws.id, name: `wait-${status}`, provider: 'manual', status }, 500);
+        rows.push({ status, instanceId: inst.id, agentId: (await createAgent(db, { workspaceId: ws.id, instanceId: inst.id, publicKey: `pk-${status}` })).id });
+      }
+      const before = statsOf(store).writes;
+      await Promise.all(rows.map((r) => store.markConnected(r.agentId, { connectedAt: 7_000, agentVersion: '1', hostname: 'h', os: 'linux', platform: null })));
+      t.equal(statsOf(store).writes - before, rows.length, 'one batched write per connect, the instance move included');
+      const instance = async (id: string) => {
+        const row = await getInstanceById(db, id);
+        return { status: row?.status, updatedAt: Number(row?.updatedAt), reason: row?.statusReason };
+      };
+      for (const r of rows) {
+        const got = await instance(r.instanceId);
+        if (r.status === 'provisioning' || r.status === 'awaiting_agent') {
+          t.same(got, { status: 'running', updatedAt: 7_000, reason: null }, `${r.status} → running at the connect time`);
+        } else {
+          t.same(got, { status: r.status, updatedAt: 500, reason: null }, `${r.status} stays`);
+        }
+      }
     });
   });
 }

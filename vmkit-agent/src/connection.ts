@@ -1,5 +1,14 @@
 import type { KeyObject } from 'node:crypto';
-import { MAX_FRAME_BYTES, PROTOCOL_VERSION, encodeMessage, parseServerMessage, platformOf, signHello } from '@vmkit/protocol';
+import {
+  AGENT_FEATURES,
+  AGENT_FEATURES_HEADER,
+  MAX_FRAME_BYTES,
+  PROTOCOL_VERSION,
+  encodeMessage,
+  parseServerMessage,
+  platformOf,
+  signHello,
+} from '@vmkit/protocol';
 import type { AgentMessage, MessageOf, RawFrame, ServerMessage } from '@vmkit/protocol';
 import WebSocket from 'ws';
 import { fullJitterDelay } from './backoff.ts';
@@ -64,6 +73,8 @@ export class AgentConnection {
   #timers = new Set<NodeJS.Timeout>();
   #heartbeat: NodeJS.Timeout | undefined;
   #reconnect: NodeJS.Timeout | undefined;
+  /** Drops a dial whose challenge and welcome do not arrive in time; a `queued` answer moves it. */
+  #handshakeTimer: NodeJS.Timeout | undefined;
 
   constructor(opts: ConnectionOptions) {
     if (opts.urls.length === 0) throw new Error('AgentConnection needs at least one URL');
@@ -123,16 +134,12 @@ export class AgentConnection {
       maxPayload: MAX_FRAME_BYTES,
       handshakeTimeout: this.#o.handshakeTimeoutMs,
       perMessageDeflate: false,
-      headers: { 'user-agent': `vmkit-agent/${this.#o.agentVersion}` },
+      // The optional messages this agent understands (an older hub ignores the header).
+      headers: { 'user-agent': `vmkit-agent/${this.#o.agentVersion}`, [AGENT_FEATURES_HEADER]: AGENT_FEATURES.join(',') },
     });
     this.#ws = ws;
     // Challenge and welcome must both arrive in time, or the socket is dropped.
-    const handshakeTimer = this.#timer(() => {
-      if (this.#phase !== 'ready') {
-        this.#o.log.warn('handshake timed out', { url });
-        ws.terminate();
-      }
-    }, this.#o.handshakeTimeoutMs);
+    this.#armHandshakeTimer(ws, this.#o.handshakeTimeoutMs);
 
     ws.on('open', () => {
       this.#lastHeard = Date.now();
@@ -159,8 +166,7 @@ export class AgentConnection {
       this.#o.log.warn('connection error', { url, error: err.message });
     });
     ws.on('close', (code, reason) => {
-      clearTimeout(handshakeTimer);
-      this.#timers.delete(handshakeTimer);
+      if (this.#ws === ws) this.#disarmHandshakeTimer();
       if (this.#heartbeat) clearInterval(this.#heartbeat);
       this.#heartbeat = undefined;
       if (this.#ws !== ws) return;
@@ -171,6 +177,24 @@ export class AgentConnection {
       if (this.#stopping) return;
       this.#scheduleReconnect(wasReady, `closed with ${code}${reason.length > 0 ? ` (${reason.toString('utf8')})` : ''}`);
     });
+  }
+
+  #armHandshakeTimer(ws: WebSocket, ms: number): void {
+    this.#disarmHandshakeTimer();
+    const url = this.url;
+    this.#handshakeTimer = this.#timer(() => {
+      if (this.#ws === ws && this.#phase !== 'ready') {
+        this.#o.log.warn('handshake timed out', { url });
+        ws.terminate();
+      }
+    }, ms);
+  }
+
+  #disarmHandshakeTimer(): void {
+    if (this.#handshakeTimer === undefined) return;
+    clearTimeout(this.#handshakeTimer);
+    this.#timers.delete(this.#handshakeTimer);
+    this.#handshakeTimer = undefined;
   }
 
   #scheduleReconnect(wasReady: boolean, why: string): void {
@@ -228,12 +252,19 @@ export class AgentConnection {
         });
         return;
       case 'await_welcome':
+        if (msg.type === 'queued') {
+          // Verified, and held in line for a handshake slot: wait for the welcome the hub
+          // promises, plus the usual handshake time, instead of dialling again.
+          this.#o.log.info('waiting in line for the hub', { position: msg.position, welcome_within_ms: msg.welcome_within_ms });
+          this.#armHandshakeTimer(ws, msg.welcome_within_ms + this.#o.handshakeTimeoutMs);
+          return;
+        }
         if (msg.type !== 'welcome') return this.#close(ws, CLOSE_PROTOCOL_ERROR, `expected welcome, got ${msg.type}`);
         if (msg.agent_id !== this.#o.agentId) return this.#close(ws, CLOSE_POLICY_VIOLATION, 'welcome names another agent');
         this.#onWelcome(ws, msg);
         return;
       case 'ready':
-        if (msg.type === 'challenge' || msg.type === 'welcome') {
+        if (msg.type === 'challenge' || msg.type === 'welcome' || msg.type === 'queued') {
           this.#o.log.warn('unexpected handshake message ignored', { type: msg.type });
           return;
         }
@@ -245,6 +276,7 @@ export class AgentConnection {
 
   #onWelcome(ws: WebSocket, welcome: MessageOf<'welcome'>): void {
     this.#phase = 'ready';
+    this.#disarmHandshakeTimer();
     this.#connectedAt = Date.now();
     const interval = welcome.heartbeat_interval_ms;
     this.#o.log.info('connected', { url: this.url, heartbeat_ms: interval });

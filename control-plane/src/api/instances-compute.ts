@@ -3,7 +3,7 @@ import { authOf } from '../auth/hooks.ts';
 import { getInstanceWithAgent } from '../db/instances.ts';
 import { instancesToRecover, recoverInstances } from '../services/instance-recovery.ts';
 import type { RecoveryOutcome } from '../services/instance-recovery.ts';
-import { clearAgentDeadlines, destroyInstance, watchProvisioning } from '../services/instances.ts';
+import { clearAgentDeadlines, destroyInstance } from '../services/instances.ts';
 
 declare module '../app.ts' {
   interface AppContext {
@@ -21,7 +21,6 @@ import { notifyInstance } from '../dashboard/live-feed.ts';
  * At start-up it reconciles the instances a killed control plane left waiting.
  */
 export const instanceComputeRoutes: ApiPlugin = (app, { ctx }) => {
-  watchProvisioning(ctx);
   app.addHook('onReady', async () => {
     // Read before the server listens; reconciled in the background (removing a VM takes a while).
     const rows = await instancesToRecover(ctx);

@@ -4,7 +4,6 @@ import { authOf } from '../auth/hooks.ts';
 import { getApiKey } from '../db/api-keys.ts';
 import { findDashboardSession } from '../db/dashboard-sessions.ts';
 import { hardenServiceOf } from '../services/harden/context.ts';
-import { markRunningIfConnected } from '../services/instances.ts';
 import { liveFeedOf } from './live-feed.ts';
 import type { LiveEvent } from './live-feed.ts';
 
@@ -29,10 +28,8 @@ export const liveRoutes: ApiPlugin = (app, { ctx }) => {
   ctx.hub?.addListener({
     agentConnected: (agent) => {
       agents.set(agent.id, { workspaceId: agent.workspaceId, instanceId: agent.instanceId });
-      // The same move watchProvisioning makes (idempotent), awaited so the event says `running`.
-      markRunningIfConnected(ctx, agent.instanceId, true)
-        .then(() => feed.instanceChanged(agent.workspaceId, agent.instanceId))
-        .catch((err: unknown) => ctx.logger.warn({ err, agentId: agent.id }, 'live feed: could not tell an agent connected'));
+      // The hub calls this after the connect is written, which moved a waiting instance to `running` in the same transaction.
+      feed.instanceChanged(agent.workspaceId, agent.instanceId).catch((err: unknown) => ctx.logger.warn({ err, agentId: agent.id }, 'live feed: could not tell an agent connected'));
     },
     agentDisconnected: (agentId) => {
       const known = agents.get(agentId);

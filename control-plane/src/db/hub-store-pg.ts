@@ -50,11 +50,18 @@ const SQL = {
 const MERGED = {
   markConnected: {
     name: 'hub_mark_connected_many',
-    text: `UPDATE agents AS a SET state = 'connected', connected_at = v.at, last_seen = v.at, agent_version = v.agent_version, hostname = v.hostname,
-             os = v.os, platform = v.platform, node_id = v.node_id
-           FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-             AS v(at, agent_version, hostname, os, platform, id, node_id)
-           WHERE a.id = v.id AND a.state <> 'revoked' RETURNING a.id AS key`,
+    // An instance waiting for its agent is running once the agent is connected: in the same statement.
+    text: `WITH connected AS (
+             UPDATE agents AS a SET state = 'connected', connected_at = v.at, last_seen = v.at, agent_version = v.agent_version, hostname = v.hostname,
+               os = v.os, platform = v.platform, node_id = v.node_id
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
+               AS v(at, agent_version, hostname, os, platform, id, node_id)
+             WHERE a.id = v.id AND a.state <> 'revoked' RETURNING a.id, a.instance_id, v.at
+           ), running AS (
+             UPDATE instances AS i SET status = 'running', status_reason = NULL, updated_at = c.at
+             FROM connected AS c WHERE i.id = c.instance_id AND i.status IN ('provisioning', 'awaiting_agent')
+           )
+           SELECT id AS key FROM connected`,
   },
   markDisconnected: {
     name: 'hub_mark_disconnected_many',

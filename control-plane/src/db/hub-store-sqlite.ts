@@ -36,6 +36,10 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
       markConnected: c.prepare<[number, number, string, string, string, string | null, string]>(
         "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ?, platform = ? WHERE id = ? AND state <> 'revoked'",
       ),
+      // An instance waiting for its agent is running once the agent is connected: in the same transaction.
+      markInstanceRunning: c.prepare<[number, string]>(
+        "UPDATE instances SET status = 'running', status_reason = NULL, updated_at = ? WHERE id = (SELECT instance_id FROM agents WHERE id = ?) AND status IN ('provisioning', 'awaiting_agent')",
+      ),
       markDisconnected: c.prepare<[number, string]>(
         "UPDATE agents SET state = 'disconnected', last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ? AND state = 'connected'",
       ),
@@ -64,9 +68,10 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.writes.run(() =>
-      this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId),
-    );
+    await this.writes.run(() => {
+      const { changes } = this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId);
+      if (changes === 1) this.#stmt.markInstanceRunning.run(info.connectedAt, agentId);
+    });
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {

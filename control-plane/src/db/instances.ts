@@ -74,8 +74,7 @@ export async function getInstance(db: Db, workspaceId: string, id: string): Prom
 /** Only for internal callers that already proved the workspace (hub, services). */
 export async function getInstanceById(db: Db, id: string): Promise<InstanceRow | undefined> {
   const { instances } = db.t;
-  // Prepared once: every agent handshake reads its instance (markRunningIfConnected), and
-  // building the query each time cost more than the handshake's signature check.
+  // Prepared once: building the query each time cost more than a handshake's signature check.
   const stmt = prepared(db, 'instances_get_by_id', () =>
     db.orm.select().from(instances).where(eq(instances.id, sql.placeholder('id'))).prepare('instances_get_by_id'),
   );

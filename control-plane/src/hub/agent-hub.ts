@@ -4,15 +4,17 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import type { RawData } from 'ws';
 import {
+  AGENT_FEATURES_HEADER,
   MAX_FRAME_BYTES,
   PROTOCOL_VERSION,
   decodePublicKey,
   encodeMessage,
   newChallengeNonce,
+  parseAgentFeatures,
   parseAgentMessage,
   verifyHello,
 } from '@vmkit/protocol';
-import type { AgentMessage, ErrorKey, MessageOf, ServerMessage } from '@vmkit/protocol';
+import type { AgentFeature, AgentMessage, ErrorKey, MessageOf, ServerMessage } from '@vmkit/protocol';
 import { ChannelRouter } from './channels.ts';
 import { PerAddressLimiter } from './pre-auth.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
@@ -86,6 +88,20 @@ export interface HubOptions {
    */
   handshakesPerSecond?: number;
   handshakeBurst?: number;
+  /**
+   * A verified agent over the handshake bound that understands `queued` (upgrade header
+   * `x-vmkit-agent-features`) is held in line on its connection, first come first served,
+   * when its turn comes within this long, and is told so; later than that, or without the
+   * header, it is refused `overloaded` with a retry slot behind the line. Any verified
+   * agent whose turn is within `handshakeSilentHoldMs` is held without a word. Default
+   * 60 s, at most 600 s; 0 turns the line off.
+   */
+  handshakeQueueMs?: number;
+  /**
+   * How long a verified agent may be held in line without being told (`queued`): keep it
+   * well under the shortest handshake timeout an agent may have. Default 1 s.
+   */
+  handshakeSilentHoldMs?: number;
   /** Upgrade attempts per second per client address before the hello (pre-auth stage); more get HTTP 429. Default 20. */
   preAuthPerAddressPerSecond?: number;
   /** Default twice the per-address rate. */
@@ -100,11 +116,16 @@ export interface HubOptions {
   maxInvalidFrames?: number;
 }
 
-type Phase = 'handshake' | 'verifying' | 'open' | 'closed';
+type Phase = 'handshake' | 'verifying' | 'queued' | 'open' | 'closed';
+
 
 class Connection {
   phase: Phase = 'handshake';
   agentId: string | undefined;
+  /** Optional messages the agent said (upgrade header) it understands. */
+  features: ReadonlySet<AgentFeature> = new Set();
+  /** While `queued`: what the welcome needs. */
+  held: { agent: AgentIdentity; hello: MessageOf<'hello'> } | undefined;
   invalidFrames = 0;
   lastSeen: number;
   /** When the agent last sent a frame of its own (a heartbeat or any message; not a pong). */
@@ -158,7 +179,11 @@ function refusalOf(key: ErrorKey): HandshakeRefusal {
 export interface HubStats {
   connected: number;
   handshaking: number;
+  /** Verified agents held in line for a handshake token (see `handshakeQueueMs`). */
+  queued: number;
   handshakesCompleted: number;
+  /** Verified hellos that were held in line instead of refused (each counted once). */
+  handshakesQueued: number;
   refusedOverloaded: number;
   /** Upgrades refused by the per-address pre-auth budget or the pending-handshake cap. */
   refusedPreAuth: number;
@@ -197,6 +222,14 @@ export class AgentHub implements AgentLink {
   readonly #wss: WebSocketServer;
   readonly #open = new Map<string, Connection>();
   readonly #handshaking = new Set<Connection>();
+  /** Verified agents waiting for a handshake token, oldest first; closed ones are skipped. */
+  #line: (Connection | undefined)[] = [];
+  #lineHead = 0;
+  /** Live (not closed) connections in the line, by agent: one place per agent. */
+  readonly #lined = new Map<string, Connection>();
+  #lineTimer: NodeJS.Timeout | undefined;
+  readonly #handshakeQueueMs: number;
+  readonly #silentHoldMs: number;
   readonly #dirtySeen = new Map<string, number>();
   readonly #stateChains = new Map<string, Promise<boolean>>();
   readonly #listeners: HubListener[] = [];
@@ -207,8 +240,9 @@ export class AgentHub implements AgentLink {
   #closing = false;
   #started = false;
   readonly #refusals = Object.fromEntries(HANDSHAKE_REFUSALS.map((r) => [r, 0])) as Record<HandshakeRefusal, number>;
-  #stats: Omit<HubStats, 'connected' | 'handshaking' | 'channelsOpen' | 'channelFramesDropped' | 'refusals'> = {
+  #stats: Omit<HubStats, 'connected' | 'handshaking' | 'queued' | 'channelsOpen' | 'channelFramesDropped' | 'refusals'> = {
     handshakesCompleted: 0,
+    handshakesQueued: 0,
     refusedOverloaded: 0,
     refusedPreAuth: 0,
     refusedUnauthorized: 0,
@@ -230,6 +264,8 @@ export class AgentHub implements AgentLink {
     const perSecond = opts.handshakesPerSecond ?? 200;
     this.#handshakesPerSecond = perSecond;
     this.#bucket = new TokenBucket({ perSecond, burst: opts.handshakeBurst ?? perSecond });
+    this.#handshakeQueueMs = Math.min(600_000, Math.max(0, opts.handshakeQueueMs ?? 60_000));
+    this.#silentHoldMs = Math.max(0, opts.handshakeSilentHoldMs ?? 1_000);
     const perAddress = opts.preAuthPerAddressPerSecond ?? 20;
     this.#preAuth = new PerAddressLimiter({ perSecond: perAddress, burst: opts.preAuthPerAddressBurst ?? perAddress * 2 });
     this.#maxPending = opts.maxPendingHandshakes ?? 5_000;
@@ -290,7 +326,7 @@ export class AgentHub implements AgentLink {
     // calls back synchronously, and #accept sends the challenge before the socket is uncorked.
     socket.cork();
     try {
-      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, address));
+      this.#wss.handleUpgrade(req, socket, head, (ws) => this.#accept(ws, address, parseAgentFeatures(req.headers[AGENT_FEATURES_HEADER])));
     } finally {
       socket.uncork();
     }
@@ -330,6 +366,7 @@ export class AgentHub implements AgentLink {
     return {
       connected: this.#open.size,
       handshaking: this.#handshaking.size,
+      queued: this.#lined.size,
       ...this.#stats,
       channelsOpen: ch.open,
       channelFramesDropped: ch.droppedInvalid + ch.droppedUnknown + ch.droppedForeign,
@@ -354,12 +391,18 @@ export class AgentHub implements AgentLink {
     if (this.#closing) return;
     this.#closing = true;
     for (const t of this.#timers) clearInterval(t);
-    const sockets = [...this.#handshaking, ...this.#open.values()].map((c) => c.ws);
+    clearTimeout(this.#lineTimer);
+    const lined = [...this.#lined.values()];
+    this.#lined.clear();
+    this.#line = [];
+    this.#lineHead = 0;
+    const sockets = [...this.#handshaking, ...lined, ...this.#open.values()].map((c) => c.ws);
     for (const c of this.#handshaking) c.ws.terminate();
     // Spread the reconnects over the time the next process needs to take them all at the
-    // handshake bound, so a restart does not turn into a herd at the first second.
-    const spreadMs = Math.min(60_000, (this.#open.size / this.#handshakesPerSecond) * 1000);
-    for (const c of this.#open.values()) {
+    // handshake bound, so a restart does not turn into a herd at the first second. Agents
+    // held in line are verified agents too: they are told the same.
+    const spreadMs = Math.min(60_000, ((this.#open.size + lined.length) / this.#handshakesPerSecond) * 1000);
+    for (const c of [...lined, ...this.#open.values()]) {
       const retryAfter = Math.round(1_000 + Math.random() * spreadMs);
       this.#sendRaw(c.ws, {
         protocol: PROTOCOL_VERSION,
@@ -419,7 +462,7 @@ export class AgentHub implements AgentLink {
     );
   }
 
-  #accept(ws: WebSocket, remote: string): void {
+  #accept(ws: WebSocket, remote: string, features: ReadonlySet<AgentFeature>): void {
     ws.on('error', (err) => this.#log.debug({ err, remote }, 'hub: socket error'));
     if (this.#closing) {
       this.#refusals.shutting_down++;
@@ -427,6 +470,7 @@ export class AgentHub implements AgentLink {
       return;
     }
     const conn = new Connection(ws, newChallengeNonce(), Date.now(), remote);
+    conn.features = features;
     this.#handshaking.add(conn);
     conn.handshakeTimer = setTimeout(
       () => this.#refuse(conn, 'handshake_timeout', `no hello within ${this.#handshakeTimeoutMs} ms`, HUB_CLOSE.handshakeTimeout),
@@ -471,7 +515,7 @@ export class AgentHub implements AgentLink {
       });
       return;
     }
-    if (conn.phase === 'verifying') {
+    if (conn.phase === 'verifying' || conn.phase === 'queued') {
       this.#refuse(conn, 'unexpected_message', 'wait for welcome before sending', HUB_CLOSE.policy);
       return;
     }
@@ -529,13 +573,105 @@ export class AgentHub implements AgentLink {
       return;
     }
     // The handshake bound is charged only here, by agents that proved who they are: a
-    // flood of unauthenticated peers never takes these tokens nor moves these slots.
-    if (!this.#bucket.take()) {
+    // flood of unauthenticated peers never takes these tokens, nor places in the line,
+    // nor moves the retry slots. Nobody passes the line: while it is not empty, a token
+    // is the line's.
+    if (this.#lined.size > 0 || !this.#bucket.take()) {
+      this.#queueOrRefuse(conn, agent, hello);
+      return;
+    }
+    await this.#welcome(conn, agent, hello);
+  }
+
+  /**
+   * Over the handshake bound: held in line when the agent's turn is near (or it
+   * understands `queued` and its turn is within the line's limit), else refused
+   * `overloaded` with a retry slot behind everyone in line. Being held costs the hub an
+   * open socket, no work: a refused agent would dial, be challenged and verified again.
+   */
+  #queueOrRefuse(conn: Connection, agent: AgentIdentity, hello: MessageOf<'hello'>): void {
+    const previous = this.#lined.get(agent.id);
+    // An agent already in line that dialled again keeps its place, on the new connection.
+    const position = previous ? this.#positionOf(previous) : this.#lined.size + 1;
+    const waitMs = this.#bucket.msUntil(position);
+    const canWait = waitMs <= this.#silentHoldMs || (conn.features.has('queued') && waitMs <= this.#handshakeQueueMs);
+    if (!canWait || this.#handshakeQueueMs === 0) {
       this.#stats.refusedOverloaded++;
-      const retryAfter = this.#bucket.retryAfterMs();
+      const retryAfter = this.#bucket.retryAfterMs(Math.random, this.#bucket.msUntil(this.#lined.size + 1));
       this.#refuse(conn, 'overloaded', `too many agents are connecting; retry in ${retryAfter} ms`, HUB_CLOSE.overloaded, retryAfter);
       return;
     }
+    clearTimeout(conn.handshakeTimer);
+    this.#handshaking.delete(conn);
+    conn.phase = 'queued';
+    conn.agentId = agent.id;
+    conn.held = { agent, hello };
+    this.#stats.handshakesQueued++;
+    if (previous) {
+      const at = this.#line.indexOf(previous, this.#lineHead);
+      this.#line[at] = conn;
+      previous.phase = 'closed';
+      previous.held = undefined;
+      this.#sendRaw(previous.ws, { protocol: PROTOCOL_VERSION, type: 'error', key: 'connection_replaced', message: 'a newer connection of this agent took its place in line' });
+      previous.ws.close(HUB_CLOSE.replaced, 'replaced');
+    } else {
+      this.#line.push(conn);
+    }
+    this.#lined.set(agent.id, conn);
+    if (waitMs > this.#silentHoldMs && conn.features.has('queued')) this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'queued', position, welcome_within_ms: waitMs });
+    this.#scheduleLine();
+  }
+
+  /** Place in line (1 = next) of a connection that is in it. */
+  #positionOf(conn: Connection): number {
+    let position = 0;
+    for (let i = this.#lineHead; i < this.#line.length; i++) {
+      const c = this.#line[i];
+      if (c !== undefined && c.phase === 'queued') position++;
+      if (c === conn) return position;
+    }
+    return this.#lined.size + 1;
+  }
+
+  #scheduleLine(): void {
+    if (this.#lineTimer !== undefined || this.#lined.size === 0 || this.#closing) return;
+    this.#lineTimer = setTimeout(() => {
+      this.#lineTimer = undefined;
+      this.#drainLine();
+    }, Math.max(1, this.#bucket.msUntil(1)));
+  }
+
+  /** Welcomes agents from the head of the line while there are tokens. */
+  #drainLine(): void {
+    while (this.#lineHead < this.#line.length) {
+      const conn = this.#line[this.#lineHead];
+      if (conn === undefined || conn.phase !== 'queued' || conn.held === undefined) {
+        this.#line[this.#lineHead++] = undefined;
+        continue;
+      }
+      if (!this.#bucket.take()) break;
+      this.#line[this.#lineHead++] = undefined;
+      const { agent, hello } = conn.held;
+      conn.held = undefined;
+      if (this.#lined.get(agent.id) === conn) this.#lined.delete(agent.id);
+      conn.phase = 'verifying';
+      this.#welcome(conn, agent, hello).catch((err: unknown) => {
+        this.#log.error({ err }, 'hub: handshake failed');
+        this.#refuse(conn, 'internal', 'the control plane failed during the handshake', HUB_CLOSE.internal);
+      });
+    }
+    if (this.#lineHead === this.#line.length) {
+      this.#line = [];
+      this.#lineHead = 0;
+    } else if (this.#lineHead > 1024 && this.#lineHead * 2 > this.#line.length) {
+      this.#line = this.#line.slice(this.#lineHead);
+      this.#lineHead = 0;
+    }
+    this.#scheduleLine();
+  }
+
+  /** Makes a verified connection the agent's live one: state written, welcome sent, listeners told. */
+  async #welcome(conn: Connection, agent: AgentIdentity, hello: MessageOf<'hello'>): Promise<void> {
     clearTimeout(conn.handshakeTimer);
     this.#handshaking.delete(conn);
     conn.agentId = agent.id;
@@ -605,6 +741,11 @@ export class AgentHub implements AgentLink {
   #onClose(conn: Connection): void {
     clearTimeout(conn.handshakeTimer);
     this.#handshaking.delete(conn);
+    if (conn.phase === 'queued') {
+      // Its place in line is skipped when the line reaches it.
+      conn.held = undefined;
+      if (conn.agentId !== undefined && this.#lined.get(conn.agentId) === conn) this.#lined.delete(conn.agentId);
+    }
     conn.phase = 'closed';
     const agentId = conn.agentId;
     if (agentId === undefined || this.#open.get(agentId) !== conn) return;
@@ -710,7 +851,11 @@ export class AgentHub implements AgentLink {
 
   #refuse(conn: Connection, key: ErrorKey, message: string, code: number, retryAfterMs?: number, reason?: HandshakeRefusal): void {
     if (conn.phase === 'closed' && conn.ws.readyState !== WebSocket.OPEN) return;
-    if (conn.phase === 'handshake' || conn.phase === 'verifying') this.#refusals[reason ?? refusalOf(key)]++;
+    if (conn.phase === 'handshake' || conn.phase === 'verifying' || conn.phase === 'queued') this.#refusals[reason ?? refusalOf(key)]++;
+    if (conn.phase === 'queued') {
+      conn.held = undefined;
+      if (conn.agentId !== undefined && this.#lined.get(conn.agentId) === conn) this.#lined.delete(conn.agentId);
+    }
     this.#sendRaw(conn.ws, {
       protocol: PROTOCOL_VERSION,
       type: 'error',

@@ -88,6 +88,7 @@ export const agentHubPlugin: ApiPlugin = async (app, { ctx }) => {
     deadAfterMs: cfg.deadAfterMs,
     handshakeTimeoutMs: cfg.handshakeTimeoutMs,
     handshakesPerSecond: cfg.handshakesPerSecond,
+    handshakeQueueMs: cfg.handshakeQueueMs,
     preAuthPerAddressPerSecond: cfg.preAuthPerAddressPerSecond,
     maxPendingHandshakes: cfg.maxPendingHandshakes,
     clientAddress: clientAddressResolver(ctx.config.trustProxy),

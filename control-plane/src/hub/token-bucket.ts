@@ -21,11 +21,16 @@ export class TokenBucket {
     this.#last = this.#now();
   }
 
-  /** Takes a token if there is one. */
-  take(): boolean {
+  #refill(): number {
     const now = this.#now();
     this.#tokens = Math.min(this.#burst, this.#tokens + ((now - this.#last) / 1000) * this.#rate);
     this.#last = now;
+    return now;
+  }
+
+  /** Takes a token if there is one. */
+  take(): boolean {
+    this.#refill();
     if (this.#tokens >= 1) {
       this.#tokens -= 1;
       return true;
@@ -33,14 +38,21 @@ export class TokenBucket {
     return false;
   }
 
+  /** Milliseconds until the bucket holds `count` tokens (0 when it already does), if nobody else takes one. */
+  msUntil(count: number): number {
+    this.#refill();
+    return Math.max(0, Math.ceil(((count - this.#tokens) / this.#rate) * 1000));
+  }
+
   /**
-   * For a refused caller: the wait until its slot, at least 250 ms, each refusal one
-   * interval after the previous one, plus up to one interval of jitter. At most 10 min.
+   * For a refused caller: the wait until its slot, at least 250 ms (and at least
+   * `notBeforeMs`: the tokens already promised to callers held in line), each refusal
+   * one interval after the previous one, plus up to one interval of jitter. At most 10 min.
    */
-  retryAfterMs(random: () => number = Math.random): number {
+  retryAfterMs(random: () => number = Math.random, notBeforeMs = 0): number {
     const now = this.#now();
     const interval = 1000 / this.#rate;
-    this.#nextSlot = Math.max(this.#nextSlot + interval, now + Math.max(250, interval));
+    this.#nextSlot = Math.max(this.#nextSlot + interval, now + Math.max(250, interval, notBeforeMs));
     return Math.min(600_000, Math.ceil(this.#nextSlot - now + random() * interval));
   }
 }

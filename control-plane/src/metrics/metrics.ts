@@ -141,6 +141,23 @@ export class ControlPlaneMetrics {
         this.set(sources.hub()?.handshaking ?? 0);
       },
     });
+    new Gauge({
+      name: 'vmkit_agent_handshakes_queued',
+      help: 'Verified agents held in line for a handshake token.',
+      registers,
+      collect() {
+        this.set(sources.hub()?.queued ?? 0);
+      },
+    });
+    new Counter({
+      name: 'vmkit_agent_handshakes_queued_total',
+      help: 'Verified hellos held in line over the handshake bound instead of refused.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.hub()?.handshakesQueued ?? 0);
+      },
+    });
     new Counter({
       name: 'vmkit_agent_handshakes_total',
       help: 'Agent handshakes completed (hello verified, agent welcomed).',

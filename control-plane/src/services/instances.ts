@@ -145,12 +145,8 @@ export async function provisionInstance(ctx: AppContext, input: ProvisionInput):
 const WAITING_FOR_AGENT = ['provisioning', 'awaiting_agent'] as const;
 
 /** `provisioning` or `awaiting_agent` → `running` once the instance's agent is connected. */
-export async function markRunningIfConnected(ctx: AppContext, instanceId: string, connected?: boolean): Promise<void> {
-  // From the hub (the agent just connected): one conditional write, no read first.
-  if (connected === true) {
-    await markInstanceRunning(ctx.db, instanceId, ctx.now());
-    return;
-  }
+export async function markRunningIfConnected(ctx: AppContext, instanceId: string): Promise<void> {
+  // An agent that connects later moves its instance itself (the hub store's connect write).
   const row = await getInstanceById(ctx.db, instanceId);
   if (row === undefined || !(WAITING_FOR_AGENT as readonly string[]).includes(row.status)) return;
   const withAgent = await getInstanceWithAgent(ctx.db, row.workspaceId, instanceId);
@@ -214,16 +210,6 @@ export async function failAndRemove(ctx: AppContext, instanceId: string, reason:
   return true;
 }
 
-/** Flips waiting instances to running when their agent connects (register once, after the hub). */
-export function watchProvisioning(ctx: AppContext): void {
-  ctx.hub?.addListener({
-    agentConnected: (agent) => {
-      markRunningIfConnected(ctx, agent.instanceId, true).catch((err: unknown) =>
-        ctx.logger.error({ err, instanceId: agent.instanceId }, 'instances: could not mark the instance running'),
-      );
-    },
-  });
-}
 
 /**
  * Destroys the instance's VM through its provider (a manual instance has none) and
