@@ -55,9 +55,9 @@ for (const { dialect, skip } of testDialects()) {
     t.test('agents.platform is written by the hub at connect', async (t) => {
       const store = openHubStore(db);
       const [a] = fleet;
-      await store.markConnected(a?.agentId ?? '', { connectedAt: 5, agentVersion: '0.1.0', hostname: 'h', os: 'o', platform: 'linux-x64' });
+      await store.markConnected(a?.agentId ?? '', { connectedAt: 5, publicKey: 'pk-0', agentVersion: '0.1.0', hostname: 'h', os: 'o', platform: 'linux-x64' });
       t.match(await getAgentById(db, a?.agentId ?? ''), { state: 'connected', platform: 'linux-x64', agentVersion: '0.1.0' });
-      await store.markConnected(a?.agentId ?? '', { connectedAt: 6, agentVersion: '0.0.1', hostname: 'h', os: 'o', platform: null });
+      await store.markConnected(a?.agentId ?? '', { connectedAt: 6, publicKey: 'pk-0', agentVersion: '0.0.1', hostname: 'h', os: 'o', platform: null });
       t.equal((await getAgentById(db, a?.agentId ?? ''))?.platform, null, 'an agent that does not tell it has none');
     });
 

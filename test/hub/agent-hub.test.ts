@@ -192,7 +192,7 @@ t.test('an agent whose connection could not be recorded is sent away to retry, n
   let failures = 1;
   fx.store.markConnected = async (id, info) => {
     if (failures-- > 0) throw new Error('the database is unreachable');
-    await markConnected(id, info);
+    return markConnected(id, info);
   };
   const refused = await FakeAgent.connect(fx.url, agentId, key);
   if (refused.welcome) {

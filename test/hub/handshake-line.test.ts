@@ -205,3 +205,33 @@ t.test('a real vmkit-agent waits in line past its own handshake timeout and conn
   t.equal(stats?.handshakesQueued, 1, 'held in line once');
   t.equal(stats?.refusals.overloaded, 0, 'never refused');
 });
+
+t.test('an agent revoked while in line is refused at its turn, and one enrolled again is put out of line at once', async (t) => {
+  // A token every 4 s: the second agent's turn is seconds after it is told its place.
+  const fx = await startHub({ handshakesPerSecond: 0.25, handshakeBurst: 1, handshakeQueueMs: 60_000 });
+  t.teardown(() => fx.close());
+  const [first, second, third] = await Promise.all([1, 2, 3].map(() => fx.addAgent()));
+  if (!first || !second || !third) throw new Error('no agents');
+  const welcomed = await FakeAgent.connect(fx.url, first.agentId, first.key);
+  t.ok(welcomed.welcome);
+  const lined = await FakeAgent.dialAndHello(fx.url, second.agentId, second.key, { features: 'queued' });
+  await lined.next('queued');
+  // Revoked in the database only (as another process would): the hub finds out when it writes the connect.
+  await fx.revokeAgent(second.agentId);
+  const err = (await lined.next('error', 60_000)) as MessageOf<'error'>;
+  t.equal(err.key, 'unauthorized');
+  t.match(err.message, /revoked or enrolled again/);
+  t.equal((await lined.closed).code, HUB_CLOSE.unauthorized);
+  t.equal((await fx.store.agents.get(second.agentId))?.state, 'revoked', 'the row was not written connected');
+  t.notOk(fx.hub.isConnected(second.agentId));
+
+  // drop() (a re-enrolment with a new key on this process) takes an agent out of line at once.
+  const next = await FakeAgent.dialAndHello(fx.url, third.agentId, third.key, { features: 'queued' });
+  await next.next('queued');
+  fx.hub.drop(third.agentId, 'this agent was enrolled again with a new key');
+  t.equal(((await next.next('error')) as MessageOf<'error'>).key, 'unauthorized');
+  t.equal((await next.closed).code, HUB_CLOSE.unauthorized);
+  t.equal(fx.hub.stats().queued, 0);
+  t.equal(fx.hub.stats().refusals.revoked, 2);
+  welcomed.agent.kill();
+});

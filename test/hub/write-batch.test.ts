@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import pg from 'pg';
 import { newId } from '@vmkit/protocol';
 import type { CommandEnvelope } from '@vmkit/protocol';
-import { createAgent } from '../../control-plane/src/db/agents.ts';
+import { createAgent, getAgentById, updateAgent } from '../../control-plane/src/db/agents.ts';
 import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { HubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { Db } from '../../control-plane/src/db/index.ts';
@@ -175,8 +175,8 @@ for (const { dialect, skip } of testDialects()) {
     await t.test('connection state and last_seen writes join the batch', async (t) => {
       const before = statsOf(store).writes;
       await Promise.all([
-        store.markConnected(a, { connectedAt: 1_000, agentVersion: '1', hostname: 'h', os: 'linux', platform: null }),
-        store.markConnected(b, { connectedAt: 1_000, agentVersion: '1', hostname: 'h', os: 'linux', platform: null }),
+        store.markConnected(a, { connectedAt: 1_000, publicKey: 'pk-0', agentVersion: '1', hostname: 'h', os: 'linux', platform: null }),
+        store.markConnected(b, { connectedAt: 1_000, publicKey: 'pk-1', agentVersion: '1', hostname: 'h', os: 'linux', platform: null }),
         store.touchLastSeen(new Map([[a, 2_000]])),
       ]);
       await store.markDisconnected(b, 3_000);
@@ -201,20 +201,39 @@ for (const { dialect, skip } of testDialects()) {
         rows.push({ status, instanceId: inst.id, agentId: (await createAgent(db, { workspaceId: ws.id, instanceId: inst.id, publicKey: `pk-${status}` })).id });
       }
       const before = statsOf(store).writes;
-      await Promise.all(rows.map((r) => store.markConnected(r.agentId, { connectedAt: 7_000, agentVersion: '1', hostname: 'h', os: 'linux', platform: null })));
+      await Promise.all(rows.map((r) => store.markConnected(r.agentId, { connectedAt: 7_000, publicKey: `pk-${r.status}`, agentVersion: '1', hostname: 'h', os: 'linux', platform: null })));
       t.equal(statsOf(store).writes - before, rows.length, 'one batched write per connect, the instance move included');
       const instance = async (id: string) => {
         const row = await getInstanceById(db, id);
         return { status: row?.status, updatedAt: Number(row?.updatedAt), reason: row?.statusReason };
       };
+      const ok = await Promise.all(rows.map((r) => store.markConnected(r.agentId, { connectedAt: 8_000, publicKey: `pk-${r.status}`, agentVersion: '1', hostname: 'h', os: 'linux', platform: null })));
+      t.same(ok, rows.map(() => true), 'each connect wrote its row');
       for (const r of rows) {
         const got = await instance(r.instanceId);
         if (r.status === 'provisioning' || r.status === 'awaiting_agent') {
-          t.same(got, { status: 'running', updatedAt: 7_000, reason: null }, `${r.status} → running at the connect time`);
+          t.same(got, { status: 'running', updatedAt: 7_000, reason: null }, `${r.status} → running at the (first) connect time`);
         } else {
           t.same(got, { status: r.status, updatedAt: 500, reason: null }, `${r.status} stays`);
         }
       }
+    });
+
+    await t.test('a connect under a key the row no longer holds, or for a revoked agent, writes nothing and says so', async (t) => {
+      const inst = await createInstance(db, { workspaceId: ws.id, name: 'rekeyed', provider: 'manual', status: 'awaiting_agent' }, 500);
+      const agentId = (await createAgent(db, { workspaceId: ws.id, instanceId: inst.id, publicKey: 'pk-new' })).id;
+      const info = { connectedAt: 9_000, agentVersion: '1', hostname: 'h', os: 'linux', platform: null };
+      const [stale, revoked] = await Promise.all([
+        store.markConnected(agentId, { ...info, publicKey: 'pk-old' }),
+        store.markConnected(a, { ...info, publicKey: 'pk-0' }),
+      ]);
+      t.equal(stale, false, 'the old key: not written');
+      t.equal((await getAgentById(db, agentId))?.state, 'disconnected');
+      t.equal((await getInstanceById(db, inst.id))?.status, 'awaiting_agent', 'nor its instance moved');
+      t.equal(revoked, true, 'the control: the same write with the key the row holds');
+      await updateAgent(db, agentId, { state: 'revoked' });
+      t.equal(await store.markConnected(agentId, { ...info, publicKey: 'pk-new' }), false, 'revoked: not written');
+      t.equal((await getAgentById(db, agentId))?.state, 'revoked');
     });
   });
 }

@@ -54,9 +54,9 @@ const MERGED = {
     text: `WITH connected AS (
              UPDATE agents AS a SET state = 'connected', connected_at = v.at, last_seen = v.at, agent_version = v.agent_version, hostname = v.hostname,
                os = v.os, platform = v.platform, node_id = v.node_id
-             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[])
-               AS v(at, agent_version, hostname, os, platform, id, node_id)
-             WHERE a.id = v.id AND a.state <> 'revoked' RETURNING a.id, a.instance_id, v.at
+             FROM unnest($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[])
+               AS v(at, agent_version, hostname, os, platform, id, node_id, public_key)
+             WHERE a.id = v.id AND a.public_key = v.public_key AND a.state <> 'revoked' RETURNING a.id, a.instance_id, v.at
            ), running AS (
              UPDATE instances AS i SET status = 'running', status_reason = NULL, updated_at = c.at
              FROM connected AS c WHERE i.id = c.instance_id AND i.status IN ('provisioning', 'awaiting_agent')
@@ -156,8 +156,9 @@ export class PgHubStore implements AgentStateStore, CommandStore {
     return this.#agents.read(agentId);
   }
 
-  async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.writes.write(mergeable('markConnected', agentId, [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId]));
+  async markConnected(agentId: string, info: ConnectedInfo): Promise<boolean> {
+    const res = await this.writes.write(mergeable('markConnected', agentId, [info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, this.#nodeId, info.publicKey]));
+    return res.rowCount === 1;
   }
 
   async markDisconnected(agentId: string, at: number): Promise<void> {

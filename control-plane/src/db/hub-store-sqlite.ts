@@ -33,8 +33,8 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
     const cols = shared.COMMAND_COLUMNS;
     this.#stmt = {
       findAgent: c.prepare<[string], RawAgentRow>('SELECT id, instance_id, workspace_id, public_key, state, pinned_key_ids FROM agents WHERE id = ?'),
-      markConnected: c.prepare<[number, number, string, string, string, string | null, string]>(
-        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ?, platform = ? WHERE id = ? AND state <> 'revoked'",
+      markConnected: c.prepare<[number, number, string, string, string, string | null, string, string]>(
+        "UPDATE agents SET state = 'connected', connected_at = ?, last_seen = ?, agent_version = ?, hostname = ?, os = ?, platform = ? WHERE id = ? AND public_key = ? AND state <> 'revoked'",
       ),
       // An instance waiting for its agent is running once the agent is connected: in the same transaction.
       markInstanceRunning: c.prepare<[number, string]>(
@@ -69,10 +69,11 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
     return row ? shared.agentFromRow(row) : undefined;
   }
 
-  async markConnected(agentId: string, info: ConnectedInfo): Promise<void> {
-    await this.writes.run(() => {
-      const { changes } = this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId);
+  async markConnected(agentId: string, info: ConnectedInfo): Promise<boolean> {
+    return this.writes.run(() => {
+      const { changes } = this.#stmt.markConnected.run(info.connectedAt, info.connectedAt, info.agentVersion, info.hostname, info.os, info.platform, agentId, info.publicKey);
       if (changes === 1) this.#stmt.markInstanceRunning.run(info.connectedAt, agentId);
+      return changes === 1;
     });
   }
 

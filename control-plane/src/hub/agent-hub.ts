@@ -358,8 +358,10 @@ export class AgentHub implements AgentLink {
     return true;
   }
 
-  /** Closes an agent's live connection, e.g. because its key was replaced or revoked. */
+  /** Closes an agent's live connection and its place in line, e.g. because its key was replaced or revoked. */
   drop(agentId: string, message: string): void {
+    const lined = this.#lined.get(agentId);
+    if (lined) this.#refuse(lined, 'unauthorized', message, HUB_CLOSE.unauthorized, undefined, 'revoked');
     const conn = this.#open.get(agentId);
     if (conn) this.#refuse(conn, 'unauthorized', message, HUB_CLOSE.unauthorized);
   }
@@ -701,16 +703,26 @@ export class AgentHub implements AgentLink {
       this.#log.info({ agentId: agent.id }, 'hub: older connection replaced');
     }
     const connectedAt = Date.now();
-    const recorded = await this.#writeState(agent.id, () =>
-      this.#store.markConnected(agent.id, {
+    let stillEnrolled = true;
+    const recorded = await this.#writeState(agent.id, async () => {
+      stillEnrolled = await this.#store.markConnected(agent.id, {
         connectedAt,
+        publicKey: agent.publicKey,
         agentVersion: hello.agent_version,
         hostname: hello.hostname,
         os: hello.os,
         platform: hello.platform ?? null,
-      }),
-    );
+      });
+    });
     if (conn.phase !== 'open') return;
+    if (recorded && !stillEnrolled) {
+      // Revoked, or enrolled again with another key, since its hello verified (on any
+      // process; the wait in line makes that window seconds long): the row was not written.
+      this.#open.delete(agent.id);
+      conn.phase = 'verifying';
+      this.#unauthorized(conn, agent.id, 'this agent was revoked or enrolled again with a new key; enroll it again', 'revoked');
+      return;
+    }
     if (!recorded) {
       // Welcomed without its row saying `connected`, the agent would be held here while
       // every other process reads it as disconnected and never routes it a command. It

@@ -19,6 +19,11 @@ export interface AgentIdentity {
 
 export interface ConnectedInfo {
   connectedAt: number;
+  /**
+   * The registered key the hello verified under: the row is written only while it still
+   * holds that key and is not revoked (a re-enrolment or revocation since the hello wins).
+   */
+  publicKey: string;
   agentVersion: string;
   hostname: string;
   os: string;
@@ -28,7 +33,8 @@ export interface ConnectedInfo {
 
 export interface AgentStateStore {
   findAgent(agentId: string): Promise<AgentIdentity | undefined>;
-  markConnected(agentId: string, info: ConnectedInfo): Promise<void>;
+  /** False when the row no longer holds `info.publicKey` or is revoked: nothing was written. */
+  markConnected(agentId: string, info: ConnectedInfo): Promise<boolean>;
   markDisconnected(agentId: string, at: number): Promise<void>;
   /** One write for many agents: last_seen is batched, never one write per heartbeat. */
   touchLastSeen(seen: ReadonlyMap<string, number>): Promise<void>;
