@@ -123,13 +123,16 @@ function connect(a: SimAgent): void {
   });
 }
 
-process.on('message', (msg: Start | { op: 'stop' }) => {
+process.on('message', (msg: Start | { op: 'dial' } | { op: 'stop' }) => {
   if (msg.op === 'start') {
     urls = msg.urls;
     headers = msg.queued ? { [AGENT_FEATURES_HEADER]: 'queued' } : {};
     for (const [id, i] of msg.agents) {
       agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
     }
+    // Keys made: the bench starts its clock when every worker is ready, then says dial.
+    process.send?.({ ready: true });
+  } else if (msg.op === 'dial') {
     for (const a of agents) connect(a);
   } else {
     stopping = true;

@@ -200,13 +200,25 @@ interface WorkerReport {
 const workers: ChildProcess[] = [];
 const workerReports: (WorkerReport | undefined)[] = [];
 const perWorker = plan.perWorker;
-const connectStart = performance.now();
+// The workers start (Node, their modules, N/W key pairs) before the clock does; then all dial at once.
+const ready: Promise<void>[] = [];
 for (let w = 0; w < W; w++) {
   const child = nodeProcess('scripts/bench/agents-worker.ts', {}, nofile);
-  child.on('message', (m: WorkerReport) => (workerReports[w] = m));
+  ready.push(
+    new Promise((resolve, reject) => {
+      child.on('message', (m: WorkerReport | { ready: true }) => {
+        if ('ready' in m) resolve();
+        else workerReports[w] = m;
+      });
+      child.once('exit', (code) => reject(new Error(`worker ${w} exited (${code}) before it was ready`)));
+    }),
+  );
   child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker), queued: !values['legacy-agents'] });
   workers.push(child);
 }
+await Promise.all(ready);
+const connectStart = performance.now();
+for (const child of workers) child.send({ op: 'dial' });
 const connectTimeoutMs = Math.max(120_000, (N / HPS) * 4_000);
 const allMs = await profiled(servers, 'connect', () => waitConnected(servers, N, connectTimeoutMs));
 const connectMs = performance.now() - connectStart;
