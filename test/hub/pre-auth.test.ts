@@ -118,8 +118,10 @@ t.test('over its address budget a peer gets HTTP 429 with Retry-After and a regi
 
 t.test(`a flood of ${FLOOD} unauthenticated upgrades takes no handshake token and no retry slot from verified agents`, async (t) => {
   // One verified handshake per second: before this design, every stranger took a
-  // token or a slot and the next agent was told to come back minutes later.
-  const fx = await startHub({ handshakesPerSecond: 1, handshakeBurst: 1 });
+  // token or a slot and the next agent was told to come back minutes later. No line
+  // (handshakeQueueMs 0): an agent over the bound is refused with its slot, which is
+  // what this looks at (test/hub/handshake-line.test.ts: the line is verified agents only too).
+  const fx = await startHub({ handshakesPerSecond: 1, handshakeBurst: 1, handshakeQueueMs: 0 });
   t.teardown(() => fx.close());
   const started = Date.now();
   const flood = upgradeFlood({ baseUrl: fx.url.replace('ws:', 'http:'), localAddress: '127.0.0.2', total: FLOOD });
