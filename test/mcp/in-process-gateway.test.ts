@@ -69,6 +69,16 @@ t.test('a key revoked while its session is open: the next tool call is refused w
   );
 });
 
+t.test('a path is resolved as an HTTP client resolves it: an id of .. climbs to /api/, an unknown route', async (t) => {
+  const key = await cp.createKey(['instances:read']);
+  const client = await connectMcp(mcpUrl, key.secret);
+  t.teardown(() => client.close());
+  const res = await client.callTool({ name: 'get_instance', arguments: { instance_id: '..' } });
+  t.equal(res.isError, true);
+  t.equal((JSON.parse(textOf(res)) as { error: string }).error, 'not_found');
+  t.match(await auditRows(cp, key.id), [{ action: 'route.unknown', route: null, status: 404, tool: 'get_instance' }]);
+});
+
 t.test('a key without the scope is refused by the route, as over HTTP', async (t) => {
   const key = await cp.createKey(['deploys:read']);
   const client = await connectMcp(mcpUrl, key.secret);

@@ -76,9 +76,11 @@ export class InProcessGateway implements RestGateway {
     headers.host = 'localhost';
     const body = req.body === undefined ? undefined : JSON.stringify(req.body);
     if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+    // Resolved as an HTTP client (and inject) would: `..` segments and all.
+    const url = new URL(req.path, 'http://localhost');
     const res = await dispatchInProcess(this.#routing, {
       method: req.method,
-      url: req.path,
+      url: url.pathname + url.search,
       headers,
       body,
       remoteAddress: req.clientAddress ?? '127.0.0.1',
