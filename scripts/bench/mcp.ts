@@ -1,6 +1,6 @@
 /**
  * MCP benchmark: `tools/call list_instances` through the embedded endpoint (/mcp, the
- * REST call made in-process with inject) and through standalone forwarding (`vmkit mcp`
+ * REST call made in-process, mcp/in-process.ts) and through standalone forwarding (`vmkit mcp`
  * as its own process, the REST call over real HTTP), beside the same REST call.
  * A real control-plane process on loopback; the SDK's own MCP client drives it.
  *

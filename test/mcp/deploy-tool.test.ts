@@ -15,7 +15,7 @@ import { ProgressNotificationSchema } from '@modelcontextprotocol/sdk/types.js';
 import { createMcpServer } from '../../control-plane/src/mcp/server.ts';
 import { TOOLS } from '../../control-plane/src/mcp/tools/index.ts';
 import { AUTH_FAILED_TEXT } from '../../control-plane/src/mcp/tool.ts';
-import { InjectGateway } from '../../control-plane/src/mcp/gateway.ts';
+import { InProcessGateway } from '../../control-plane/src/mcp/gateway.ts';
 import type { GatewayRequest, GatewayResponse, RestGateway } from '../../control-plane/src/mcp/gateway.ts';
 import { textOf } from '../helpers/mcp-client.ts';
 import { prerequisite } from '../helpers/prereq.ts';
@@ -48,7 +48,7 @@ class RecordingGateway implements RestGateway {
 }
 
 async function connect(t: Test, rig: DeployRig, opts: { key?: string; maxWaitMs?: number } = {}) {
-  const gateway = new RecordingGateway(new InjectGateway(rig.cp.app), opts.key ?? rig.cp.adminKey);
+  const gateway = new RecordingGateway(new InProcessGateway(rig.cp.app), opts.key ?? rig.cp.adminKey);
   const server = createMcpServer({ gateway, tools: TOOLS, maxWaitMs: opts.maxWaitMs ?? 600_000 });
   const [a, b] = InMemoryTransport.createLinkedPair();
   const client = new Client({ name: 'deploy-tool-test', version: '0.0.0' });

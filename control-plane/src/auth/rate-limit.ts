@@ -17,8 +17,8 @@ function retryAfterSeconds(ttlMs: number): number {
 /**
  * Per-key limits for authenticated requests, per-address limits for the rest. Runs as
  * a route-level onRequest hook, after the global hook that resolved the key, so an
- * attacker cycling through made-up keys is still counted by address. `app.inject`
- * requests (the MCP server calling the REST API in-process) pass the same hooks.
+ * attacker cycling through made-up keys is still counted by address. In-process
+ * requests (the embedded MCP server calling the REST API, mcp/in-process.ts) pass the same hooks.
  * Register before the routes.
  */
 export async function installRateLimit(app: App, cfg: RateLimitConfig, db?: Db): Promise<void> {

@@ -1,6 +1,8 @@
 import { Agent as HttpAgent, request as httpRequest } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
 import { errorBody } from '@vmkit/protocol';
+import { dispatchInProcess } from './in-process.ts';
+import type { Routing } from './in-process.ts';
 
 /**
  * How MCP tools reach the REST API. Every tool call is a REST call made with the
@@ -50,36 +52,42 @@ function abortReason(signal: AbortSignal): Error {
   return signal.reason instanceof Error ? signal.reason : new Error('The tool call was cancelled.');
 }
 
-/** Something with Fastify's `inject`, without importing Fastify's types here. */
-export interface Injectable {
-  inject(opts: {
-    method: GatewayRequest['method'];
-    url: string;
-    headers: Record<string, string>;
-    payload?: string;
-    remoteAddress?: string;
-  }): Promise<{ statusCode: number; body: string; headers: Record<string, string | string[] | number | undefined> }>;
+/** Something with Fastify's `routing` entry point (a Fastify app), without importing Fastify's types here. */
+export interface Routable {
+  readonly routing: (req: never, res: never) => void;
 }
 
-/** In-process: the embedded MCP endpoint calls the same Fastify app through `inject`. */
-export class InjectGateway implements RestGateway {
-  readonly #app: Injectable;
+/**
+ * In-process: the embedded MCP endpoint hands each REST call to the same Fastify app's
+ * router (in-process.ts), with the caller's Authorization header: the route's hooks run as
+ * for any request, so auth, scopes, the rate limit and the audit row are the REST API's own.
+ */
+export class InProcessGateway implements RestGateway {
+  readonly #routing: Routing;
 
-  constructor(app: Injectable) {
-    this.#app = app;
+  constructor(app: Routable) {
+    // Fastify types it for Node's request and response; in-process.ts gives it the part of them it uses.
+    this.#routing = app.routing as Routing;
   }
 
   async request(req: GatewayRequest): Promise<GatewayResponse> {
-    const res = await this.#app.inject({
+    const headers = mcpHeaders(req);
+    // Every HTTP/1.1 request names a host; this one never left the process.
+    headers.host = 'localhost';
+    const body = req.body === undefined ? undefined : JSON.stringify(req.body);
+    if (body !== undefined) headers['content-length'] = String(Buffer.byteLength(body));
+    // Resolved as an HTTP client (and inject) would: `..` segments and all.
+    const url = new URL(req.path, 'http://localhost');
+    const res = await dispatchInProcess(this.#routing, {
       method: req.method,
-      url: req.path,
-      headers: mcpHeaders(req),
-      ...(req.body === undefined ? {} : { payload: JSON.stringify(req.body) }),
-      ...(req.clientAddress === undefined ? {} : { remoteAddress: req.clientAddress }),
+      url: url.pathname + url.search,
+      headers,
+      body,
+      remoteAddress: req.clientAddress ?? '127.0.0.1',
     });
-    const headers: Record<string, string | undefined> = {};
-    for (const [k, v] of Object.entries(res.headers)) headers[k] = v === undefined ? undefined : String(v);
-    return { status: res.statusCode, body: parseBody(res.body), headers };
+    const out: Record<string, string | undefined> = {};
+    for (const [k, v] of Object.entries(res.headers)) out[k] = v === undefined ? undefined : String(v);
+    return { status: res.status, body: parseBody(res.body), headers: out };
   }
 }
 

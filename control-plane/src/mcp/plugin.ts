@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify';
 import type { ApiPlugin } from '../app.ts';
-import { InjectGateway } from './gateway.ts';
+import { InProcessGateway } from './gateway.ts';
 import { McpHttpHandler, defaultAllowedHosts } from './http.ts';
 import type { McpCaller } from './http.ts';
 import { TOOLS } from './tools/index.ts';
@@ -11,7 +11,7 @@ import { FORWARD_KEY_PURPOSE, McpSessionCluster } from './cluster.ts';
 
 /**
  * MCP (Streamable HTTP) at /mcp. `initialize` and `tools/list` need no key; each tool
- * call runs as an in-process REST request (`inject`) with the caller's own Bearer
+ * call runs as an in-process REST request (in-process.ts) with the caller's own Bearer
  * header, so the REST API's auth, scopes, rate limits and audit apply unchanged.
  */
 
@@ -54,7 +54,7 @@ export const mcpRoutes: ApiPlugin = async (app, { ctx }) => {
       : undefined;
   await cluster?.start();
   const handler = new McpHttpHandler({
-    gateway: new InjectGateway(app),
+    gateway: new InProcessGateway(app),
     tools: measuredTools(TOOLS, ctx.metrics),
     maxWaitMs: ctx.config.mcpMaxWaitMs,
     allowedHosts: () => allowedHosts(ctx.config.host, ctx.publicUrl),

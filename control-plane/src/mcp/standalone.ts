@@ -42,7 +42,9 @@ export async function startStandaloneMcp(opts: StandaloneOptions): Promise<Stand
     maxAnonymousSessions: 1000,
   });
   const server = createServer((req, res) => {
-    const path = new URL(req.url ?? '/', 'http://x').pathname;
+    const url = req.url ?? '/';
+    // Clients ask for / (or /mcp) every time: parse only what is not that.
+    const path = url === '/' || url === '/mcp' ? url : new URL(url, 'http://x').pathname;
     if (path !== '/' && path !== '/mcp') {
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end(JSON.stringify(errorBody('not_found', 'MCP is served at /.')));
@@ -92,14 +94,30 @@ function callerOf(req: IncomingMessage): McpCaller {
 
 class BodyTooLarge extends Error {}
 
-async function readJson(req: IncomingMessage, max: number): Promise<unknown> {
-  if (req.method !== 'POST') return undefined;
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    size += chunk.byteLength;
-    if (size > max) throw new BodyTooLarge();
-    chunks.push(chunk);
-  }
-  return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+/** The body as JSON (undefined for GET and DELETE); events, not `for await`: an async iterator per request cost more than the read. */
+function readJson(req: IncomingMessage, max: number): Promise<unknown> {
+  if (req.method !== 'POST') return Promise.resolve(undefined);
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (chunk: Buffer) => {
+      size += chunk.byteLength;
+      if (size > max) {
+        req.removeAllListeners('data');
+        req.resume();
+        reject(new BodyTooLarge());
+        return;
+      }
+      chunks.push(chunk);
+    });
+    req.once('error', reject);
+    req.once('end', () => {
+      if (size > max) return;
+      try {
+        resolve(JSON.parse((chunks.length === 1 ? (chunks[0] as Buffer) : Buffer.concat(chunks)).toString('utf8')) as unknown);
+      } catch (err) {
+        reject(err instanceof Error ? err : new Error(String(err)));
+      }
+    });
+  });
 }
