@@ -1,4 +1,4 @@
-import { randomBytes, sign, verify } from 'node:crypto';
+import { sign, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical.ts';
@@ -11,6 +11,7 @@ import { agentUpdateParams } from './agent-release.ts';
 import { keyIdSchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
 import type { SigningKey } from './key-schemas.ts';
 import { lazySchema } from './lazy.ts';
+import { randomBase64url } from './random-pool.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -121,7 +122,7 @@ export function signCommand<T extends CommandType>(key: SigningKeyPair, cmd: New
     params: cmd.params,
     issued_at: issuedAt,
     expires_at: issuedAt + (cmd.lifetimeMs ?? DEFAULT_COMMAND_LIFETIME_MS),
-    nonce: randomBytes(18).toString('base64url'),
+    nonce: randomBase64url(18),
     key_id: key.keyId,
   };
   // Validate before signing so the control plane never signs what an agent would refuse.
