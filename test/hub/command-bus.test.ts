@@ -98,6 +98,29 @@ t.test('an ack that arrives with its result is not written: the result sets the 
   await agent.close();
 });
 
+t.test('an ack dropped for its result is written after all when the result cannot be stored', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const pending = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 60_000 });
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  const recordResult = fx.store.recordResult.bind(fx.store);
+  fx.store.recordResult = () => Promise.reject(new Error('disk full'));
+  agent.sendTogether(
+    { protocol: PROTOCOL_VERSION, type: 'ack', command_id: id },
+    { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() },
+  );
+  await until(async () => (await fx.store.commands.get(id))?.state === 'acked', 30_000, 'acked');
+  t.equal(agent.received.filter((m) => m.type === 'result_ack').length, 0, 'no result_ack for a result that was not stored');
+  // The agent's journal sends the result again (at its next connect); this time it is stored.
+  fx.store.recordResult = recordResult;
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  t.same((await pending).output, {});
+  await agent.close();
+});
+
 t.test('another agent’s result does not stop an agent’s ack from being written', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
