@@ -1,13 +1,13 @@
 import t from 'tap';
 import { PROTOCOL_VERSION, ReplayCache, pinKeys, verifyCommand } from '@vmkit/protocol';
-import type { MessageOf } from '@vmkit/protocol';
+import type { MessageOf, ServerMessage } from '@vmkit/protocol';
 import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
 import { KeyRotation } from '../../control-plane/src/hub/key-rotation.ts';
 import { FakeAgent } from './fake-agent.ts';
 import { startHub, until } from './hub-setup.ts';
 import type { HubFixture } from './hub-setup.ts';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
-import type { CommandState } from '../../control-plane/src/hub/store.ts';
+import type { AgentIdentity, CommandState } from '../../control-plane/src/hub/store.ts';
 
 const verifyFor = (agentId: string, keys: { key_id: string; public_key: string }[], cmd: MessageOf<'command'>) =>
   verifyCommand(cmd.envelope, cmd.signature, { pinnedKeys: pinKeys(keys), selfAgentId: agentId, now: Date.now(), seen: new ReplayCache() });
@@ -146,13 +146,50 @@ t.test('an agent gone by the time its command is stored: the command goes back t
   t.teardown(() => fx.close());
   const { agentId } = await fx.addAgent();
   // Connected when send() looks, gone when the insert committed.
-  const link = { isConnected: () => true, deliver: () => false };
+  let connected = true;
+  const link = {
+    isConnected: () => connected,
+    deliver: () => {
+      connected = false;
+      return false;
+    },
+  };
   const bus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
   t.teardown(() => bus.close());
   const err = await bus.send(agentId, 'ping', {}, { timeoutMs: 300 }).catch((e: unknown) => e);
   t.type(err, CommandTimeoutError);
   t.equal((err as CommandTimeoutError).state, 'expired', 'it never reached the agent');
   t.equal((await fx.store.commands.get((err as CommandTimeoutError).commandId ?? ''))?.state, 'expired');
+});
+
+t.test('an agent back while its command goes back to queued gets it once, at once', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = await fx.addAgent();
+  const delivered: string[] = [];
+  let gone = true;
+  const link = {
+    isConnected: () => true,
+    deliver: (_agentId: string, m: ServerMessage) => {
+      if (gone) {
+        // Gone for this frame, back at once: its connect re-sends what it finds queued or sent.
+        gone = false;
+        bus.agentConnected({ id: agentId } as AgentIdentity);
+        return false;
+      }
+      if (m.type === 'command') delivered.push(String(m.envelope.id));
+      return true;
+    },
+  };
+  const bus: InProcessCommandBus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
+  t.teardown(() => bus.close());
+  const pending = bus.send(agentId, 'ping', {}, { timeoutMs: 60_000 });
+  await until(() => delivered.length > 0, 30_000, 'delivered');
+  const id = delivered[0] ?? '';
+  await until(async () => (await fx.store.commands.get(id))?.state === 'sent', 30_000, 'sent');
+  bus.agentMessage(agentId, { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: {}, finished_at: Date.now() });
+  t.same((await pending).output, {});
+  t.same(delivered, [id], 'delivered once, as sent after it was queued again');
 });
 
 t.test('a command for a disconnected agent waits in the queue and goes out when it connects', async (t) => {

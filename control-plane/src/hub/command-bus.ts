@@ -123,6 +123,8 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #replyChains = new Map<string, Promise<void>>();
   /** Acks received and not yet handled (`ackKey`); a result arriving first makes the ack's write moot. */
   readonly #acksWaiting = new Set<string>();
+  /** Commands stored as `sent` whose agent was gone at delivery, while they go back to `queued`. */
+  readonly #requeuing = new Set<string>();
   readonly #sweeper: NodeJS.Timeout;
   readonly #startedAt = Date.now();
   readonly #orphanGraceMs: number;
@@ -309,21 +311,28 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   async #flushQueue(agentId: string): Promise<void> {
     for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
       if (cmd.state === 'queued') await this.#deliver(cmd);
-      else this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+      else if (!this.#requeuing.has(cmd.id)) this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
     }
   }
 
   /**
    * A command stored as `sent` goes out now. An agent gone now left while the insert
-   * committed, so the command goes back to `queued` (out at its next connect, or `expired`).
-   * On SQLite nothing can have delivered it meanwhile (the commit and this run in one turn);
-   * on PostgreSQL only a reconnect within that round trip, and the agent answers such a
-   * second copy from its journal.
+   * committed: the command goes back to `queued`, so it ends `expired` if it never reaches
+   * the agent. Until that write committed, a reconnect's re-send skips it (it would be out
+   * while the row says queued); an agent back by then gets it at once, else at its next
+   * connect. On PostgreSQL a reconnect to another node within the insert's round trip may
+   * still re-send it, and the agent answers a second copy from its journal.
    */
   async #deliverStoredAsSent(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
     if (this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature })) return;
-    await this.#store.transition(cmd.id, ['sent'], 'queued', Date.now());
-    if (this.#router) await this.#forward(cmd.agentId, cmd.id);
+    this.#requeuing.add(cmd.id);
+    try {
+      await this.#store.transition(cmd.id, ['sent'], 'queued', Date.now());
+    } finally {
+      this.#requeuing.delete(cmd.id);
+    }
+    if (this.#link.isConnected(cmd.agentId)) await this.#deliver(cmd);
+    else if (this.#router) await this.#forward(cmd.agentId, cmd.id);
   }
 
   async #deliver(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
