@@ -1,16 +1,17 @@
-import { randomBytes, sign, verify } from 'node:crypto';
+import { sign, verify } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { z } from 'zod';
 import { canonicalJson } from './canonical.ts';
-import { idSchema, newId } from './ids.ts';
+import { idPattern, idSchema, newId } from './ids.ts';
 import { decodePublicKey, keyIdOf } from './keys.ts';
 import type { SigningKeyPair } from './keys.ts';
 import type { ErrorKey } from './errors.ts';
 import { shellOpenParams } from './shell.ts';
 import { agentUpdateParams } from './agent-release.ts';
-import { keyIdSchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
+import { KEY_ID_PATTERN, keyIdSchema, signatureSchema, signingKeySchema } from './key-schemas.ts';
 import type { SigningKey } from './key-schemas.ts';
 import { lazySchema } from './lazy.ts';
+import { randomBase64url } from './random-pool.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -102,6 +103,11 @@ function signingBytes(envelope: unknown): Buffer {
   return Buffer.from(COMMAND_SIGNING_CONTEXT + canonicalJson(envelope), 'utf8');
 }
 
+/** Signs an envelope given as its canonical JSON. */
+function signText(privateKey: KeyObject, canonical: string): string {
+  return sign(null, Buffer.from(COMMAND_SIGNING_CONTEXT + canonical, 'utf8'), privateKey).toString('base64url');
+}
+
 export interface NewCommand<T extends CommandType> {
   agentId: string;
   type: T;
@@ -121,17 +127,59 @@ export function signCommand<T extends CommandType>(key: SigningKeyPair, cmd: New
     params: cmd.params,
     issued_at: issuedAt,
     expires_at: issuedAt + (cmd.lifetimeMs ?? DEFAULT_COMMAND_LIFETIME_MS),
-    nonce: randomBytes(18).toString('base64url'),
+    nonce: randomBase64url(18),
     key_id: key.keyId,
   };
   // Validate before signing so the control plane never signs what an agent would refuse.
+  const checked = checkedEnvelope(candidate);
+  if (checked) return { envelope: checked.envelope, signature: signText(key.privateKey, checked.canonical) };
   const envelope = commandEnvelopeSchema.parse(candidate);
   return { envelope, signature: signEnvelope(key.privateKey, envelope) };
 }
 
+const COMMAND_ID = idPattern('command');
+const AGENT_ID = idPattern('agent');
+const NONCE = /^[A-Za-z0-9_-]{22,86}$/;
+const isTimestamp = (v: unknown): v is number => typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 && v <= 8.64e15;
+
+/** Each command type's params schema (the union's members, by their `type`). */
+const PARAMS_OF: Record<CommandType, { safeParse(v: unknown): { success: true; data: unknown } | { success: false } }> = {
+  ping: pingParams,
+  facts: factsParams,
+  harden: hardenParams,
+  'shell.open': shellOpenParams,
+  'keys.rotate': keysRotateParams,
+  'agent.update': agentUpdateParams,
+};
+
+/**
+ * signCommand's envelope and its canonical JSON, without zod's walk over the whole union
+ * nor a general canonicalizer: only the caller's params go through their own schema and
+ * canonicalJson; the fields the control plane fills in are checked directly, and being
+ * ids, base64url, a key id, a known type and safe integers, they are written as JSON with
+ * nothing to escape, keys in RFC 8785 order. Undefined when anything is off (or the
+ * envelope has grown a field): the schema and canonicalJson then decide, as before.
+ * test/protocol/checked-envelope.test.ts holds both to the same verdicts and bytes.
+ */
+export function checkedEnvelope(c: Record<string, unknown>): { envelope: CommandEnvelope; canonical: string } | undefined {
+  if (Object.keys(c).length !== 8) return undefined;
+  const { id, agent_id, type, issued_at, expires_at, nonce, key_id } = c;
+  const paramsSchema = typeof type === 'string' && Object.hasOwn(PARAMS_OF, type) ? PARAMS_OF[type as CommandType] : undefined;
+  const params = paramsSchema?.safeParse(c.params);
+  if (!params?.success) return undefined;
+  if (typeof id !== 'string' || !COMMAND_ID.test(id) || typeof agent_id !== 'string' || !AGENT_ID.test(agent_id)) return undefined;
+  if (typeof nonce !== 'string' || !NONCE.test(nonce) || typeof key_id !== 'string' || !KEY_ID_PATTERN.test(key_id)) return undefined;
+  if (!isTimestamp(issued_at) || !isTimestamp(expires_at) || expires_at <= issued_at || expires_at - issued_at > MAX_COMMAND_LIFETIME_MS) return undefined;
+  const envelope = { id, agent_id, type, params: params.data, issued_at, expires_at, nonce, key_id } as CommandEnvelope;
+  const canonical =
+    `{"agent_id":"${agent_id}","expires_at":${expires_at},"id":"${id}","issued_at":${issued_at},` +
+    `"key_id":"${key_id}","nonce":"${nonce}","params":${canonicalJson(params.data)},"type":"${type as string}"}`;
+  return { envelope, canonical };
+}
+
 /** Signs an already-built envelope (exposed for tests that forge or tamper). */
 export function signEnvelope(privateKey: KeyObject, envelope: unknown): string {
-  return sign(null, signingBytes(envelope), privateKey).toString('base64url');
+  return signText(privateKey, canonicalJson(envelope));
 }
 
 /** Why an agent would not run a command; each is a registered error key, sent as a refused result's key. */

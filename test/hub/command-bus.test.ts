@@ -1,10 +1,13 @@
 import t from 'tap';
 import { PROTOCOL_VERSION, ReplayCache, pinKeys, verifyCommand } from '@vmkit/protocol';
-import type { MessageOf } from '@vmkit/protocol';
+import type { MessageOf, ServerMessage } from '@vmkit/protocol';
 import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
 import { KeyRotation } from '../../control-plane/src/hub/key-rotation.ts';
 import { FakeAgent } from './fake-agent.ts';
 import { startHub, until } from './hub-setup.ts';
+import type { HubFixture } from './hub-setup.ts';
+import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
+import type { AgentIdentity, CommandState } from '../../control-plane/src/hub/store.ts';
 
 const verifyFor = (agentId: string, keys: { key_id: string; public_key: string }[], cmd: MessageOf<'command'>) =>
   verifyCommand(cmd.envelope, cmd.signature, { pinnedKeys: pinKeys(keys), selfAgentId: agentId, now: Date.now(), seen: new ReplayCache() });
@@ -39,6 +42,154 @@ t.test('ping through the CommandBus: signed, acked, progress streamed, result re
   t.equal(ack.command_id, commandId);
   t.equal((await fx.store.commands.get(commandId))?.state, 'succeeded');
   await agent.close();
+});
+
+/** The states the bus moves commands to, in order, as it asks the store. */
+function recordTransitions(store: HubFixture['store']): CommandState[] {
+  const seen: CommandState[] = [];
+  const transition = store.transition.bind(store);
+  store.transition = (commandId, from, to, at, agentId) => {
+    seen.push(to);
+    return transition(commandId, from, to, at, agentId);
+  };
+  return seen;
+}
+
+t.test('a command for an agent held here is stored as sent and goes out with no second write', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const moves = recordTransitions(fx.store);
+  const pending = fx.bus.send(agentId, 'ping', {});
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  t.equal((await fx.store.commands.get(String(cmd.envelope.id)))?.state, 'sent', 'on file as sent before the agent could answer');
+  t.same(moves, [], 'no queued → sent write');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', output: {}, finished_at: Date.now() });
+  t.same((await pending).output, {});
+  await agent.close();
+});
+
+t.test('an ack that arrives with its result is not written: the result sets the final state', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const moves = recordTransitions(fx.store);
+  const pending = fx.bus.send(agentId, 'ping', {});
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  agent.sendTogether(
+    { protocol: PROTOCOL_VERSION, type: 'ack', command_id: id },
+    { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: { pong: true }, finished_at: Date.now() },
+  );
+  t.same((await pending).output, { pong: true });
+  await agent.next('result_ack');
+  t.equal((await fx.store.commands.get(id))?.state, 'succeeded');
+  t.same(moves, [], 'no acked write');
+  // An ack alone is still written.
+  const second = fx.bus.send(agentId, 'ping', {});
+  const cmd2 = (await agent.next('command')) as MessageOf<'command'>;
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: cmd2.envelope.id });
+  await until(async () => (await fx.store.commands.get(String(cmd2.envelope.id)))?.state === 'acked', 30_000, 'acked');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd2.envelope.id, status: 'succeeded', finished_at: Date.now() });
+  await second;
+  t.same(moves, ['acked']);
+  await agent.close();
+});
+
+t.test('an ack dropped for its result is written after all when the result cannot be stored', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const pending = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 60_000 });
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  const recordResult = fx.store.recordResult.bind(fx.store);
+  fx.store.recordResult = () => Promise.reject(new Error('disk full'));
+  agent.sendTogether(
+    { protocol: PROTOCOL_VERSION, type: 'ack', command_id: id },
+    { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() },
+  );
+  await until(async () => (await fx.store.commands.get(id))?.state === 'acked', 30_000, 'acked');
+  t.equal(agent.received.filter((m) => m.type === 'result_ack').length, 0, 'no result_ack for a result that was not stored');
+  // The agent's journal sends the result again (at its next connect); this time it is stored.
+  fx.store.recordResult = recordResult;
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  t.same((await pending).output, {});
+  await agent.close();
+});
+
+t.test('another agent’s result does not stop an agent’s ack from being written', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const a = await fx.addAgent();
+  const b = await fx.addAgent();
+  const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
+  const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
+  const pending = fx.bus.send(a.agentId, 'ping', {}, { timeoutMs: 60_000 });
+  const cmd = (await ca.agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  ca.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
+  cb.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  await cb.agent.next('result_ack');
+  await until(async () => (await fx.store.commands.get(id))?.state === 'acked', 30_000, 'acked');
+  ca.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  t.same((await pending).output, {});
+  await ca.agent.close();
+  await cb.agent.close();
+});
+
+t.test('an agent gone by the time its command is stored: the command goes back to queued and expires', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = await fx.addAgent();
+  // Connected when send() looks, gone when the insert committed.
+  let connected = true;
+  const link = {
+    isConnected: () => connected,
+    deliver: () => {
+      connected = false;
+      return false;
+    },
+  };
+  const bus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
+  t.teardown(() => bus.close());
+  const err = await bus.send(agentId, 'ping', {}, { timeoutMs: 300 }).catch((e: unknown) => e);
+  t.type(err, CommandTimeoutError);
+  t.equal((err as CommandTimeoutError).state, 'expired', 'it never reached the agent');
+  t.equal((await fx.store.commands.get((err as CommandTimeoutError).commandId ?? ''))?.state, 'expired');
+});
+
+t.test('an agent back while its command goes back to queued gets it once, at once', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId } = await fx.addAgent();
+  const delivered: string[] = [];
+  let gone = true;
+  const link = {
+    isConnected: () => true,
+    deliver: (_agentId: string, m: ServerMessage) => {
+      if (gone) {
+        // Gone for this frame, back at once: its connect re-sends what it finds queued or sent.
+        gone = false;
+        bus.agentConnected({ id: agentId } as AgentIdentity);
+        return false;
+      }
+      if (m.type === 'command') delivered.push(String(m.envelope.id));
+      return true;
+    },
+  };
+  const bus: InProcessCommandBus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
+  t.teardown(() => bus.close());
+  const pending = bus.send(agentId, 'ping', {}, { timeoutMs: 60_000 });
+  await until(() => delivered.length > 0, 30_000, 'delivered');
+  const id = delivered[0] ?? '';
+  await until(async () => (await fx.store.commands.get(id))?.state === 'sent', 30_000, 'sent');
+  bus.agentMessage(agentId, { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: {}, finished_at: Date.now() });
+  t.same((await pending).output, {});
+  t.same(delivered, [id], 'delivered once, as sent after it was queued again');
 });
 
 t.test('a command for a disconnected agent waits in the queue and goes out when it connects', async (t) => {

@@ -1,4 +1,5 @@
 import type { KeyObject } from 'node:crypto';
+import type { Socket } from 'node:net';
 import { WebSocket } from 'ws';
 import { AGENT_FEATURES_HEADER, PROTOCOL_VERSION, parseServerMessage, signHello } from '@vmkit/protocol';
 import type { AgentPlatform, MessageOf, ServerMessage } from '@vmkit/protocol';
@@ -134,6 +135,15 @@ export class FakeAgent {
 
   send(message: unknown): void {
     this.ws.send(JSON.stringify(message));
+  }
+
+  /** Sends the messages in one socket write, so the hub reads them in one go (as it does a fast agent's ack and result). */
+  sendTogether(...messages: unknown[]): void {
+    // ws has no public handle on its socket; corked, the frames' writes leave as one.
+    const socket = (this.ws as unknown as { _socket: Socket })._socket;
+    socket.cork();
+    for (const m of messages) this.ws.send(JSON.stringify(m));
+    socket.uncork();
   }
 
   sendRaw(data: string | Buffer): void {

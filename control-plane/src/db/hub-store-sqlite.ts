@@ -44,10 +44,10 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
         "UPDATE agents SET state = 'disconnected', last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ? AND state = 'connected'",
       ),
       touch: c.prepare<[number, string]>('UPDATE agents SET last_seen = max(coalesce(last_seen, 0), ?) WHERE id = ?'),
-      agentScope: c.prepare<[string], { workspace_id: string; instance_id: string }>('SELECT workspace_id, instance_id FROM agents WHERE id = ?'),
-      insert: c.prepare(
+      // The command's workspace and instance come from its agent's row in the same statement (no row: no agent).
+      insert: c.prepare<[string, string, string, string, string, number, number, number, string]>(
         `INSERT INTO commands (id, workspace_id, agent_id, instance_id, type, state, envelope, signature, expires_at, result, error_key, created_at, updated_at)
-         VALUES (@id, @workspace_id, @agent_id, @instance_id, @type, @state, @envelope, @signature, @expires_at, NULL, NULL, @created_at, @created_at)`,
+         SELECT ?, workspace_id, id, instance_id, ?, ?, ?, ?, ?, NULL, NULL, ?, ? FROM agents WHERE id = ?`,
       ),
       get: c.prepare<[string], RawCommandRow>(`SELECT ${cols} FROM commands WHERE id = ?`),
       recordResult: c.prepare<[string, string | null, string, number, string, string]>(
@@ -101,20 +101,8 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   #insertNow(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>, envelope: string): void {
-    const agent = this.#stmt.agentScope.get(cmd.agentId);
-    if (!agent) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
-    this.#stmt.insert.run({
-      id: cmd.id,
-      workspace_id: agent.workspace_id,
-      agent_id: cmd.agentId,
-      instance_id: agent.instance_id,
-      type: cmd.type,
-      state: cmd.state,
-      envelope,
-      signature: cmd.signature,
-      expires_at: cmd.expiresAt,
-      created_at: cmd.createdAt,
-    });
+    const { changes } = this.#stmt.insert.run(cmd.id, cmd.type, cmd.state, envelope, cmd.signature, cmd.expiresAt, cmd.createdAt, cmd.createdAt, cmd.agentId);
+    if (changes !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }
 
   async get(commandId: string): Promise<StoredCommand | undefined> {

@@ -3,7 +3,7 @@ import type { CommandParams, CommandType, MessageOf } from '@vmkit/protocol';
 import type { AgentLink, CommandReply, HubListener, HubLogger } from './agent-hub.ts';
 import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandBusError, CommandTimeoutError } from './errors.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
-import type { AgentIdentity, CommandStore, StoredCommand, StoredResult } from './store.ts';
+import type { AgentIdentity, CommandStore, RecordResultOutcome, StoredCommand, StoredResult } from './store.ts';
 
 export type CommandProgress = Omit<MessageOf<'progress'>, 'protocol' | 'type'>;
 
@@ -106,6 +106,9 @@ export interface InProcessCommandBusOptions {
   now?: () => number;
 }
 
+/** One agent's ack of one command (another agent's frames never touch it). */
+const ackKey = (agentId: string, commandId: string) => `${agentId} ${commandId}`;
+
 /** A queued command is only delivered while it has at least this much life left. */
 const DELIVERY_MARGIN_MS = 2_000;
 
@@ -118,6 +121,10 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #waiters = new Map<string, Waiter>();
   readonly #resuming = new Set<string>();
   readonly #replyChains = new Map<string, Promise<void>>();
+  /** Acks received and not yet handled (`ackKey`); a result arriving first makes the ack's write moot. */
+  readonly #acksWaiting = new Set<string>();
+  /** Commands stored as `sent` whose agent was gone at delivery, while they go back to `queued`. */
+  readonly #requeuing = new Set<string>();
   readonly #sweeper: NodeJS.Timeout;
   readonly #startedAt = Date.now();
   readonly #orphanGraceMs: number;
@@ -147,22 +154,29 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     const signed = signCommand(key, { agentId, type, params, now, lifetimeMs });
     const id = signed.envelope.id;
     if (opts.signal?.aborted) throw new CommandAbortedError(id);
+    // An agent held here, and nothing to run between storing and delivering: the command
+    // is stored as `sent` and goes out the moment that write committed (one write fewer
+    // than queued, then sent). Otherwise it waits as `queued`.
+    const direct = opts.onCommandId === undefined && this.#link.isConnected(agentId);
     const stored: Omit<StoredCommand, 'result' | 'updatedAt'> = {
       id,
       agentId,
       type,
       envelope: signed.envelope,
       signature: signed.signature,
-      state: 'queued',
+      state: direct ? 'sent' : 'queued',
       createdAt: now,
       expiresAt: signed.envelope.expires_at,
     };
     await this.#store.insert(stored);
     const outcome = this.#wait(id, agentId, timeoutMs, opts);
     try {
-      await opts.onCommandId?.(id);
-      if (this.#link.isConnected(agentId)) await this.#deliver(stored);
-      else if (this.#router) await this.#forward(agentId, id);
+      if (direct) await this.#deliverStoredAsSent(stored);
+      else {
+        await opts.onCommandId?.(id);
+        if (this.#link.isConnected(agentId)) await this.#deliver(stored);
+        else if (this.#router) await this.#forward(agentId, id);
+      }
     } catch (err) {
       // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
       const waiter = this.#waiters.get(id);
@@ -277,10 +291,16 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   }
 
   agentMessage(agentId: string, message: CommandReply): void {
+    // An ack whose command's result arrives before the ack was handled (both in one read,
+    // typical of a fast command) is not written: the result's write sets the final state
+    // from `sent` just as well, and a command with a result is never re-sent.
+    let ackDropped = false;
+    if (message.type === 'ack') this.#acksWaiting.add(ackKey(agentId, message.command_id));
+    else if (message.type === 'result') ackDropped = this.#acksWaiting.delete(ackKey(agentId, message.command_id));
     // Replies of one agent are handled in arrival order (progress before its result).
     const prev = this.#replyChains.get(agentId) ?? Promise.resolve();
     const next = prev
-      .then(() => this.#onReply(agentId, message))
+      .then(() => this.#onReply(agentId, message, ackDropped))
       .catch((err: unknown) => this.#log?.error({ err, agentId, commandId: message.command_id }, 'bus: handling a reply failed'));
     this.#replyChains.set(agentId, next);
     void next.then(() => {
@@ -291,8 +311,28 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   async #flushQueue(agentId: string): Promise<void> {
     for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
       if (cmd.state === 'queued') await this.#deliver(cmd);
-      else this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+      else if (!this.#requeuing.has(cmd.id)) this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
     }
+  }
+
+  /**
+   * A command stored as `sent` goes out now. An agent gone now left while the insert
+   * committed: the command goes back to `queued`, so it ends `expired` if it never reaches
+   * the agent. Until that write committed, a reconnect's re-send skips it (it would be out
+   * while the row says queued); an agent back by then gets it at once, else at its next
+   * connect. On PostgreSQL a reconnect to another node within the insert's round trip may
+   * still re-send it, and the agent answers a second copy from its journal.
+   */
+  async #deliverStoredAsSent(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
+    if (this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature })) return;
+    this.#requeuing.add(cmd.id);
+    try {
+      await this.#store.transition(cmd.id, ['sent'], 'queued', Date.now());
+    } finally {
+      this.#requeuing.delete(cmd.id);
+    }
+    if (this.#link.isConnected(cmd.agentId)) await this.#deliver(cmd);
+    else if (this.#router) await this.#forward(cmd.agentId, cmd.id);
   }
 
   async #deliver(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
@@ -302,7 +342,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
   }
 
-  async #onReply(agentId: string, msg: CommandReply): Promise<void> {
+  async #onReply(agentId: string, msg: CommandReply, ackDropped: boolean): Promise<void> {
     const now = Date.now();
     if (msg.type === 'result') {
       const result: StoredResult = {
@@ -311,7 +351,14 @@ export class InProcessCommandBus implements CommandBus, HubListener {
         error: msg.error,
         finished_at: msg.finished_at,
       };
-      const outcome = await this.#store.recordResult(msg.command_id, agentId, result, now);
+      let outcome: RecordResultOutcome;
+      try {
+        outcome = await this.#store.recordResult(msg.command_id, agentId, result, now);
+      } catch (err) {
+        // Not stored after all: the dropped ack is written, so the command is not re-sent.
+        if (ackDropped) await this.#store.transition(msg.command_id, ['queued', 'sent'], 'acked', now, agentId).catch(() => false);
+        throw err;
+      }
       if (outcome === 'unknown') this.#log?.warn({ agentId, commandId: msg.command_id }, 'bus: result for an unknown command, acknowledged and dropped');
       // Acknowledge only after the result is stored, so the agent's journal can let go.
       this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: msg.command_id });
@@ -322,6 +369,8 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       return;
     }
     if (msg.type === 'ack') {
+      // Its result came first and wrote the state (see agentMessage).
+      if (!this.#acksWaiting.delete(ackKey(agentId, msg.command_id))) return;
       // One conditional write, no read first: it moves only this agent's own command.
       if (await this.#store.transition(msg.command_id, ['queued', 'sent'], 'acked', now, agentId)) return;
       // Not moved: acked already (a re-sent ack), or not a command of this agent's.

@@ -1,0 +1,154 @@
+import { isDeepStrictEqual } from 'node:util';
+import t from 'tap';
+import fc from 'fast-check';
+import {
+  PROTOCOL_VERSION,
+  ackMessage,
+  agentMessageSchema,
+  commandMessage,
+  encodeMessage,
+  generateSigningKeyPair,
+  messageSchema,
+  newId,
+  parseAgentMessage,
+  resultAckMessage,
+  resultMessage,
+  signCommand,
+} from '@vmkit/protocol';
+import type { Message } from '@vmkit/protocol';
+import { isCommandIdOnly, isPlainCommand, isPlainResult } from '../../shared-protocol/src/hot-frames.ts';
+
+const commandId = newId('command');
+const validResults: Record<string, unknown>[] = [
+  { protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', output: { pong: true }, finished_at: 1_700_000_000_000 },
+  { protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'succeeded', finished_at: 0 },
+  { protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'failed', error: { key: 'internal', message: 'x' }, finished_at: 8.64e15 },
+  { protocol: PROTOCOL_VERSION, type: 'result', command_id: commandId, status: 'refused', error: { key: 'bad_signature', message: '' }, output: {}, finished_at: 5 },
+];
+
+const signed = signCommand(generateSigningKeyPair(), { agentId: newId('agent'), type: 'ping', params: {} });
+const validCommand: Record<string, unknown> = { protocol: PROTOCOL_VERSION, type: 'command', envelope: signed.envelope, signature: signed.signature };
+
+t.test('the frames of a fan-out take the quick path', async (t) => {
+  t.ok(isCommandIdOnly({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId }));
+  t.ok(isCommandIdOnly({ protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: commandId }));
+  for (const r of validResults) t.ok(isPlainResult(r), JSON.stringify(r));
+  t.ok(isPlainCommand(validCommand));
+});
+
+// Values worth trying in every field: valid ones, near misses, wrong types.
+const anyValue = fc.oneof(
+  fc.constantFrom<unknown>(
+    commandId,
+    `${commandId}x`,
+    newId('agent'),
+    'succeeded',
+    'failed',
+    'refused',
+    'running',
+    0,
+    -0,
+    -1,
+    1.5,
+    8.64e15,
+    8.64e15 + 2,
+    2 ** 53,
+    null,
+    true,
+    [],
+    {},
+    { pong: true },
+    { ['k'.repeat(128)]: 1 },
+    { ['k'.repeat(129)]: 1 },
+    { key: 'internal', message: 'm' },
+    { key: 'internal', message: 'm'.repeat(2049) },
+    { key: 'internal', message: 'm'.repeat(2048) },
+    { key: 'no_such_key', message: 'm' },
+    { key: 'internal' },
+    { key: 'internal', message: 'm', extra: 1 },
+    { key: 'internal', message: 3 },
+    JSON.parse('{"__proto__": {"x": 1}}') as unknown,
+    'A'.repeat(86),
+    'A'.repeat(129),
+    { ['e'.repeat(64)]: 1, id: 'x' },
+    { ['e'.repeat(65)]: 1 },
+    new Date(0),
+    Object.create(null) as unknown,
+  ),
+  fc.jsonValue({ maxDepth: 2 }),
+);
+const keys = fc.constantFrom('command_id', 'status', 'output', 'error', 'finished_at', 'envelope', 'signature', 'extra', '__proto__');
+
+/** A reply built from a valid one with fields replaced, added or removed. */
+const mutated = (base: fc.Arbitrary<Record<string, unknown>>, viaJson = true) =>
+  fc.tuple(base, fc.array(fc.tuple(keys, fc.option(anyValue, { nil: undefined })), { maxLength: 4 })).map(([b, edits]) => {
+    const m: Record<string, unknown> = { ...b };
+    for (const [k, v] of edits) {
+      if (v === undefined) delete m[k];
+      else Object.defineProperty(m, k, { value: v, enumerable: true, writable: true, configurable: true });
+    }
+    // What the hub is handed: the frame's JSON text, parsed (or, sending, the object as built).
+    return viaJson ? (JSON.parse(JSON.stringify(m)) as Record<string, unknown>) : m;
+  });
+
+t.test('the quick checks accept nothing the schemas refuse, and the parser agrees with the schemas', async (t) => {
+  const results = mutated(fc.constantFrom(...validResults));
+  const acks = mutated(fc.constant({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId }));
+  for (const [name, arb, quick, schema] of [
+    ['result', results, isPlainResult, resultMessage],
+    ['ack', acks, isCommandIdOnly, ackMessage],
+  ] as const) {
+    let quickAccepted = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(arb, (m) => {
+        const accepted = schema.safeParse(m).success;
+        if (quick(m)) {
+          quickAccepted++;
+          if (!accepted) return false;
+        }
+        if (!accepted) refused++;
+        return parseAgentMessage(JSON.stringify(m)).ok === agentMessageSchema.safeParse(m).success;
+      }),
+      { numRuns: 20_000 },
+    );
+    t.ok(quickAccepted > 100, `${name}: many took the quick path (${quickAccepted})`);
+    t.ok(refused > 100, `${name}: many were refused (${refused})`);
+  }
+});
+
+t.test('frames the hub sends: encoded the quick way exactly when the schema accepts them, to the same JSON', async (t) => {
+  const commands = mutated(fc.constant(validCommand), false);
+  const resultAcks = mutated(fc.constant({ protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: commandId }), false);
+  for (const [name, arb, quick, schema] of [
+    ['command', commands, isPlainCommand, commandMessage],
+    ['result_ack', resultAcks, isCommandIdOnly, resultAckMessage],
+  ] as const) {
+    let quickAccepted = 0;
+    let refused = 0;
+    fc.assert(
+      fc.property(arb, (m) => {
+        const parsed = messageSchema.safeParse(m);
+        if (quick(m)) {
+          quickAccepted++;
+          if (!schema.safeParse(m).success) return false;
+        }
+        let encoded: string | undefined;
+        try {
+          encoded = encodeMessage(m as Message);
+        } catch {
+          encoded = undefined;
+        }
+        if (!parsed.success) {
+          refused++;
+          return encoded === undefined;
+        }
+        // The same JSON value (key order aside, which no reader depends on: the envelope is verified in canonical form).
+        return encoded !== undefined && isDeepStrictEqual(JSON.parse(encoded), JSON.parse(JSON.stringify(parsed.data)));
+      }),
+      { numRuns: 20_000 },
+    );
+    t.ok(quickAccepted > 100, `${name}: many took the quick path (${quickAccepted})`);
+    t.ok(refused > 100, `${name}: many were refused (${refused})`);
+  }
+});
