@@ -4,6 +4,15 @@ import { WebSocket } from 'ws';
 import { AGENT_FEATURES_HEADER, PROTOCOL_VERSION, parseServerMessage, signHello } from '@vmkit/protocol';
 import type { AgentPlatform, MessageOf, ServerMessage } from '@vmkit/protocol';
 
+/** How a fake agent dials and what its hello says. */
+export interface HelloOptions {
+  autoPong?: boolean;
+  /** The `x-vmkit-agent-features` header, when it sends one. */
+  features?: string;
+  hostname?: string;
+  platform?: AgentPlatform;
+}
+
 /**
  * A minimal agent built from @vmkit/protocol for hub-only behaviours: it does the
  * real handshake and lets a test read every frame and send anything, valid or not.
@@ -51,29 +60,7 @@ export class FakeAgent {
   }
 
   /** Opens, waits for the challenge and answers it with a signed hello; does not wait for the answer. */
-  static async dialAndHello(url: string, agentId: string, key: KeyObject, opts: { features?: string } = {}): Promise<FakeAgent> {
-    const agent = await FakeAgent.open(url, opts);
-    const challenge = (await agent.next('challenge')) as MessageOf<'challenge'>;
-    agent.send({
-      protocol: PROTOCOL_VERSION,
-      type: 'hello',
-      agent_id: agentId,
-      nonce: challenge.nonce,
-      signature: signHello(key, agentId, challenge.nonce),
-      agent_version: '0.1.0-test',
-      hostname: 'fake-host',
-      os: 'linux-test',
-    });
-    return agent;
-  }
-
-  /** Opens and completes the handshake; resolves with the welcome (or the error that refused it). */
-  static async connect(
-    url: string,
-    agentId: string,
-    key: KeyObject,
-    opts: { autoPong?: boolean; hostname?: string; platform?: AgentPlatform } = {},
-  ): Promise<{ agent: FakeAgent; welcome?: MessageOf<'welcome'>; error?: MessageOf<'error'> }> {
+  static async dialAndHello(url: string, agentId: string, key: KeyObject, opts: HelloOptions = {}): Promise<FakeAgent> {
     const agent = await FakeAgent.open(url, opts);
     const challenge = (await agent.next('challenge')) as MessageOf<'challenge'>;
     agent.send({
@@ -87,6 +74,17 @@ export class FakeAgent {
       os: 'linux-test',
       ...(opts.platform !== undefined && { platform: opts.platform }),
     });
+    return agent;
+  }
+
+  /** Opens and completes the handshake; resolves with the welcome (or the error that refused it). */
+  static async connect(
+    url: string,
+    agentId: string,
+    key: KeyObject,
+    opts: HelloOptions = {},
+  ): Promise<{ agent: FakeAgent; welcome?: MessageOf<'welcome'>; error?: MessageOf<'error'> }> {
+    const agent = await FakeAgent.dialAndHello(url, agentId, key, opts);
     const answer = await agent.nextOf((m) => m.type === 'welcome' || m.type === 'error');
     return answer.type === 'welcome' ? { agent, welcome: answer } : { agent, error: answer as MessageOf<'error'> };
   }
