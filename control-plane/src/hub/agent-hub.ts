@@ -118,7 +118,6 @@ export interface HubOptions {
 
 type Phase = 'handshake' | 'verifying' | 'queued' | 'open' | 'closed';
 
-
 /** Shortest interval between two welcomes from the line (see #scheduleLine). */
 const LINE_TICK_MS = 20;
 
