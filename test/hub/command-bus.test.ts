@@ -15,8 +15,7 @@ const verifyFor = (agentId: string, keys: { key_id: string; public_key: string }
 t.test('ping through the CommandBus: signed, acked, progress streamed, result returned and acknowledged', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent, welcome } = await fx.connectAgent();
   const progress: string[] = [];
   let commandId = '';
   const pending = fx.bus.send(agentId, 'ping', {}, {
@@ -58,8 +57,7 @@ function recordTransitions(store: HubFixture['store']): CommandState[] {
 t.test('a command for an agent held here is stored as sent and goes out with no second write', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent } = await fx.connectAgent();
   const moves = recordTransitions(fx.store);
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
@@ -73,8 +71,7 @@ t.test('a command for an agent held here is stored as sent and goes out with no 
 t.test('an ack that arrives with its result is not written: the result sets the final state', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent } = await fx.connectAgent();
   const moves = recordTransitions(fx.store);
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
@@ -101,8 +98,7 @@ t.test('an ack that arrives with its result is not written: the result sets the 
 t.test('an ack dropped for its result is written after all when the result cannot be stored', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent } = await fx.connectAgent();
   const pending = fx.bus.send(agentId, 'ping', {}, { timeoutMs: 60_000 });
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
@@ -124,21 +120,19 @@ t.test('an ack dropped for its result is written after all when the result canno
 t.test('another agent’s result does not stop an agent’s ack from being written', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const a = await fx.addAgent();
-  const b = await fx.addAgent();
-  const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
-  const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
+  const a = await fx.connectAgent();
+  const b = await fx.connectAgent();
   const pending = fx.bus.send(a.agentId, 'ping', {}, { timeoutMs: 60_000 });
-  const cmd = (await ca.agent.next('command')) as MessageOf<'command'>;
+  const cmd = (await a.agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
-  ca.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
-  cb.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
-  await cb.agent.next('result_ack');
+  a.agent.send({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: id });
+  b.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  await b.agent.next('result_ack');
   await until(async () => (await fx.store.commands.get(id))?.state === 'acked', 30_000, 'acked');
-  ca.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
+  a.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', finished_at: Date.now() });
   t.same((await pending).output, {});
-  await ca.agent.close();
-  await cb.agent.close();
+  await a.agent.close();
+  await b.agent.close();
 });
 
 t.test('an agent gone by the time its command is stored: the command goes back to queued and expires', async (t) => {
@@ -278,8 +272,7 @@ t.test('no agent within the timeout: queued command expires, delivered one times
 t.test('a refused command surfaces as agent_refused with the reason', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent } = await fx.connectAgent();
   const pending = fx.bus.send(agentId, 'ping', {});
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   agent.send({
@@ -301,8 +294,7 @@ t.test('a refused command surfaces as agent_refused with the reason', async (t) 
 t.test('a failed command surfaces as command_failed', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const { agentId, key } = await fx.addAgent();
-  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent } = await fx.connectAgent();
   const pending = fx.bus.send(agentId, 'harden', { deploy_keys: [], dry_run: true });
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   agent.send({
@@ -379,18 +371,16 @@ t.test('a command sent but never acked is re-sent when the agent comes back', as
 t.test('a result for another agent’s command is not applied', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());
-  const a = await fx.addAgent();
-  const b = await fx.addAgent();
-  const ca = await FakeAgent.connect(fx.url, a.agentId, a.key);
-  const cb = await FakeAgent.connect(fx.url, b.agentId, b.key);
+  const a = await fx.connectAgent();
+  const b = await fx.connectAgent();
   const pending = fx.bus.send(a.agentId, 'ping', {}, { timeoutMs: 500 });
-  const cmd = (await ca.agent.next('command')) as MessageOf<'command'>;
-  cb.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', finished_at: Date.now() });
-  await cb.agent.next('result_ack');
+  const cmd = (await a.agent.next('command')) as MessageOf<'command'>;
+  b.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', finished_at: Date.now() });
+  await b.agent.next('result_ack');
   t.equal((await fx.store.commands.get(String(cmd.envelope.id)))?.result, undefined);
   await t.rejects(pending, CommandTimeoutError);
-  await ca.agent.close();
-  await cb.agent.close();
+  await a.agent.close();
+  await b.agent.close();
 });
 
 t.test('an aborted wait rejects with a local error', async (t) => {
@@ -408,8 +398,7 @@ t.test('key rotation: connected agents learn the new key from a command signed b
   t.teardown(() => fx.close());
   const rotation = new KeyRotation({ ring: fx.ring, bus: fx.bus, hub: fx.hub, store: fx.store });
   fx.hub.addListener(rotation);
-  const { agentId, key } = await fx.addAgent();
-  const { agent, welcome } = await FakeAgent.connect(fx.url, agentId, key);
+  const { agentId, agent, welcome } = await fx.connectAgent();
   let pinned = [...(welcome?.signing_keys ?? [])];
   const oldKeyId = fx.ring.active().keyId;
   // Answer every command like an agent would, tracking pinned keys.

@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { encodePublicKey, newId } from '@vmkit/protocol';
+import type { MessageOf } from '@vmkit/protocol';
 import { AgentHub } from '../../control-plane/src/hub/agent-hub.ts';
 import type { HubOptions } from '../../control-plane/src/hub/agent-hub.ts';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
@@ -21,6 +22,7 @@ import type { Db } from '../../control-plane/src/db/index.ts';
 import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { createTestDatabase, selectedTestDatabase } from '../helpers/postgres.ts';
+import { FakeAgent } from './fake-agent.ts';
 
 /** An agents row as the tests read it. */
 export interface AgentRowView {
@@ -111,6 +113,8 @@ export interface HubFixture {
   dataDir: string;
   /** An enrolled agent: a workspace's instance and its agents row, as enrollment writes them. */
   addAgent(): Promise<{ agentId: string; key: KeyObject }>;
+  /** addAgent, then a FakeAgent that completes the handshake (throws if it is not welcomed). */
+  connectAgent(): Promise<{ agentId: string; key: KeyObject; agent: FakeAgent; welcome: MessageOf<'welcome'> }>;
   /** Revokes an agent the way the API does (state `revoked`). */
   revokeAgent(agentId: string): Promise<void>;
   close(): Promise<void>;
@@ -133,7 +137,7 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
   const { port } = server.address() as AddressInfo;
   const workspace = await createWorkspace(db, 'hub tests');
   const workspaceId = workspace.id;
-  return {
+  const fixture: HubFixture = {
     url: `ws://127.0.0.1:${port}/agent/v1/connect`,
     hub,
     bus,
@@ -152,6 +156,12 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
       if (!agentId) throw new Error('no agent was inserted');
       return { agentId, key: privateKey };
     },
+    async connectAgent() {
+      const { agentId, key } = await fixture.addAgent();
+      const { agent, welcome, error } = await FakeAgent.connect(fixture.url, agentId, key);
+      if (!welcome) throw new Error(`agent ${agentId} was not welcomed: ${error?.key ?? 'no answer'}`);
+      return { agentId, key, agent, welcome };
+    },
     async revokeAgent(agentId) {
       await updateAgent(db, agentId, { state: 'revoked' });
     },
@@ -168,6 +178,7 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
       });
     },
   };
+  return fixture;
 }
 
 const closers: (() => Promise<void>)[] = [];

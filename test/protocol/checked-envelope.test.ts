@@ -13,6 +13,7 @@ import {
   signCommand,
   verifyCommand,
 } from '@vmkit/protocol';
+import { NUMBER_EDGES } from './edge-values.ts';
 
 const key = generateSigningKeyPair();
 const signed = signCommand(key, { agentId: newId('agent'), type: 'ping', params: {} });
@@ -56,13 +57,7 @@ const values = fc.constantFrom<unknown>(
   Number(valid.issued_at) - 1,
   Number(valid.issued_at) + MAX_COMMAND_LIFETIME_MS,
   Number(valid.issued_at) + MAX_COMMAND_LIFETIME_MS + 1,
-  0,
-  -0,
-  -1,
-  1.5,
-  8.64e15,
-  8.64e15 + 2,
-  2 ** 53,
+  ...NUMBER_EDGES,
   Number.NaN,
   '1',
   null,

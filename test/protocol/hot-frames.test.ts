@@ -17,6 +17,7 @@ import {
 } from '@vmkit/protocol';
 import type { Message } from '@vmkit/protocol';
 import { isCommandIdOnly, isPlainCommand, isPlainResult } from '../../shared-protocol/src/hot-frames.ts';
+import { NUMBER_EDGES } from './edge-values.ts';
 
 const commandId = newId('command');
 const validResults: Record<string, unknown>[] = [
@@ -46,13 +47,7 @@ const anyValue = fc.oneof(
     'failed',
     'refused',
     'running',
-    0,
-    -0,
-    -1,
-    1.5,
-    8.64e15,
-    8.64e15 + 2,
-    2 ** 53,
+    ...NUMBER_EDGES,
     null,
     true,
     [],
