@@ -1,7 +1,8 @@
 /**
  * A process of simulated agents for scripts/bench/agents.ts: real Ed25519 keys, the
  * real challenge–response handshake, signature/addressee/expiry/replay checks on every
- * command, ack + result, and reconnects with full-jitter backoff that honours the
+ * command, ack + result, heartbeats at the interval the welcome names (whose replies
+ * carry the hub's result acks, `heartbeat-acks`), and reconnects with full-jitter backoff that honours the
  * hub's retry_after_ms (as vmkit-agent does). Given several control-plane URLs (the
  * processes of one fleet), each agent dials them as vmkit-agent's AgentConnection does:
  * one at a time, the next one after every close or failed dial; agent i starts at URL
@@ -26,14 +27,15 @@ interface SimAgent {
   retryNotBefore: number;
   pinned: PinnedKeys;
   seen: ReplayCache;
+  heartbeat: NodeJS.Timeout | undefined;
 }
 
 interface Start {
   op: 'start';
   urls: string[];
   agents: [string, number][];
-  /** Say (upgrade header) that the agents understand `queued`, as vmkit-agent does. */
-  queued: boolean;
+  /** Say (upgrade header) that the agents understand `queued` and `heartbeat-acks`, as vmkit-agent does. */
+  features: boolean;
 }
 
 let urls: string[] = [];
@@ -43,6 +45,9 @@ let overloaded = 0;
 let queued = 0;
 let headers: Record<string, string> = {};
 let commands = 0;
+/** Results the hub acknowledged: by `result_ack` frame, and on its heartbeats. */
+let resultAcks = 0;
+let heartbeatAcks = 0;
 let stopping = false;
 /** Failed dials and socket errors by code (EMFILE, ECONNREFUSED, ...) or ws's message: what limited a run. */
 const errors: Record<string, number> = {};
@@ -70,6 +75,14 @@ function onMessage(a: SimAgent, m: ServerMessage): void {
       a.attempt = 0;
       a.pinned = pinKeys(m.signing_keys);
       handshakes++;
+      // As vmkit-agent: a heartbeat every interval, from the welcome on.
+      a.heartbeat = setInterval(() => send(a, { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() }), m.heartbeat_interval_ms);
+      return;
+    case 'heartbeat':
+      heartbeatAcks += m.result_acks?.length ?? 0;
+      return;
+    case 'result_ack':
+      resultAcks++;
       return;
     case 'queued':
       queued++;
@@ -114,6 +127,7 @@ function connect(a: SimAgent): void {
   ws.on('close', () => {
     a.connected = false;
     a.ws = undefined;
+    clearInterval(a.heartbeat);
     if (stopping) return;
     const delay = Math.max(a.retryNotBefore - Date.now(), fullJitterDelay(a.attempt, DEFAULT_BACKOFF));
     a.attempt++;
@@ -126,9 +140,9 @@ function connect(a: SimAgent): void {
 process.on('message', (msg: Start | { op: 'dial' } | { op: 'stop' }) => {
   if (msg.op === 'start') {
     urls = msg.urls;
-    headers = msg.queued ? { [AGENT_FEATURES_HEADER]: 'queued' } : {};
+    headers = msg.features ? { [AGENT_FEATURES_HEADER]: 'queued,heartbeat-acks' } : {};
     for (const [id, i] of msg.agents) {
-      agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache() });
+      agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache(), heartbeat: undefined });
     }
     // Keys made: the bench starts its clock when every worker is ready, then says dial.
     process.send?.({ ready: true });
@@ -136,11 +150,14 @@ process.on('message', (msg: Start | { op: 'dial' } | { op: 'stop' }) => {
     for (const a of agents) connect(a);
   } else {
     stopping = true;
-    for (const a of agents) a.ws?.terminate();
+    for (const a of agents) {
+      clearInterval(a.heartbeat);
+      a.ws?.terminate();
+    }
     setTimeout(() => process.exit(0), 100);
   }
 });
 
 setInterval(() => {
-  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, queued, commands, errors });
+  process.send?.({ connected: agents.filter((a) => a.connected).length, handshakes, overloaded, queued, commands, resultAcks, heartbeatAcks, errors });
 }, 250).unref();

@@ -196,6 +196,8 @@ const base = await statsAll(servers, true);
 interface WorkerReport {
   connected: number;
   errors: Record<string, number>;
+  resultAcks?: number;
+  heartbeatAcks?: number;
 }
 const workers: ChildProcess[] = [];
 const workerReports: (WorkerReport | undefined)[] = [];
@@ -213,7 +215,7 @@ for (let w = 0; w < W; w++) {
       child.once('exit', (code) => reject(new Error(`worker ${w} exited (${code}) before it was ready`)));
     }),
   );
-  child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker), queued: !values['legacy-agents'] });
+  child.send({ op: 'start', urls, agents: agents.slice(w * perWorker, (w + 1) * perWorker), features: !values['legacy-agents'] });
   workers.push(child);
 }
 await Promise.all(ready);
@@ -355,6 +357,12 @@ if (cluster) {
 
 for (const w of workers) w.send({ op: 'stop' });
 await Promise.all(workers.map((w) => new Promise((r) => w.once('exit', r))));
+{
+  const acked = (k: 'resultAcks' | 'heartbeatAcks') => workerReports.reduce((n, r) => n + (r?.[k] ?? 0), 0);
+  // Acks on heartbeats reach each agent with its next heartbeat (within one interval), so a
+  // count taken soon after the fan-out is short of the commands by those still to come.
+  out(`  results acknowledged to the agents by now: ${acked('resultAcks')} by result_ack frame, ${acked('heartbeatAcks')} on hub heartbeats`);
+}
 for (const s of servers) {
   if (s.exited !== undefined) continue;
   s.child.kill('SIGTERM');

@@ -22,7 +22,7 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
  */
 export const AGENT_FEATURES_HEADER = 'x-vmkit-agent-features';
 /** Optional messages an agent may name in `AGENT_FEATURES_HEADER`. */
-export const AGENT_FEATURES = ['queued'] as const;
+export const AGENT_FEATURES = ['queued', 'heartbeat-acks'] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** The known features in an `AGENT_FEATURES_HEADER` value (absent, repeated or junk → none of them). */
@@ -94,6 +94,25 @@ export const heartbeatMessage = z.strictObject({
   sent_at: timestampMs,
 });
 
+/** At most this many results are acknowledged by one hub heartbeat; more go out at once. */
+export const MAX_HEARTBEAT_ACKS = 64;
+
+/**
+ * The hub's heartbeat. To an agent that named `heartbeat-acks` in `x-vmkit-agent-features`
+ * it also carries `result_acks`: results the hub has stored since its last heartbeat to
+ * that agent, each meaning exactly what a `result_ack` means (the agent's journal may let
+ * the result go). They ride on the heartbeat the hub sends anyway rather than costing a
+ * frame each; the agent keeps such results journaled until then (at most one heartbeat
+ * interval longer), and re-sends any it still has after a reconnect, as with `result_ack`.
+ * Agents that did not name the feature get a `result_ack` per result and never this field.
+ */
+export const hubHeartbeatMessage = z.strictObject({
+  protocol,
+  type: z.literal('heartbeat'),
+  sent_at: timestampMs,
+  result_acks: z.array(commandId).min(1).max(MAX_HEARTBEAT_ACKS).optional(),
+});
+
 export const commandMessage = z.strictObject({
   protocol,
   type: z.literal('command'),
@@ -155,7 +174,7 @@ export const serverMessageSchema = z.discriminatedUnion('type', [
   challengeMessage,
   queuedMessage,
   welcomeMessage,
-  heartbeatMessage,
+  hubHeartbeatMessage,
   commandMessage,
   resultAckMessage,
   errorMessage,
@@ -173,7 +192,7 @@ export const messageSchema = z.discriminatedUnion('type', [
   helloMessage,
   queuedMessage,
   welcomeMessage,
-  heartbeatMessage,
+  hubHeartbeatMessage,
   commandMessage,
   ackMessage,
   progressMessage,

@@ -236,3 +236,27 @@ t.test('an overloaded real hub: the agent plans its next dial no sooner than the
   t.equal(cp.ctx.hub?.stats().refusedOverloaded, 1, 'one refusal, one slot');
   t.equal(cp.ctx.hub?.isConnected(agent.agentId), false, 'and it has not come back early');
 });
+
+t.test('vmkit-agent takes its result acks from the hub’s heartbeat (`heartbeat-acks`): none come until one is sent', async (t) => {
+  // No heartbeat either way for ten minutes: an ack can only come with the hub's own heartbeat.
+  const cp = await startTestControlPlane({ config: { agentHub: { heartbeatIntervalMs: 600_000 } } });
+  t.teardown(() => cp.close());
+  const agent = await enrollRealAgent(t, cp, { name: 'heartbeat-acks' });
+  agent.start();
+  await waitAgentState(cp, agent.instanceId, 'connected');
+  const first = await busOf(cp).send(agent.agentId, 'ping', {}, { timeoutMs: 60_000 });
+  const second = await busOf(cp).send(agent.agentId, 'ping', {}, { timeoutMs: 60_000 });
+  t.equal(first.status, 'succeeded');
+  t.equal(second.status, 'succeeded');
+  const before = await until('both results journaled', () => {
+    const recs = [journalRecord(agent, first.commandId), journalRecord(agent, second.commandId)];
+    return recs.every((r) => r?.state === 'finished') ? recs : undefined;
+  });
+  t.same(before.map((r) => r?.acked), [false, false], 'stored by the hub, and no result_ack frame let the journal go');
+  // Closing the hub sends the acks it owes on a heartbeat before it says shutting_down.
+  await cp.ctx.hub?.close();
+  await until('the journal to take both acks from the heartbeat', () =>
+    journalRecord(agent, first.commandId)?.acked === true && journalRecord(agent, second.commandId)?.acked === true,
+  );
+  t.pass('both results acknowledged by the one heartbeat');
+});

@@ -33,8 +33,9 @@ async function setup(t: Test) {
   // The agent is "connected" to this bus only as far as acknowledgements go.
   const link: AgentLink = {
     isConnected: () => false,
-    deliver: (_id, msg) => {
-      if (msg.type === 'result_ack') acks.push(msg.command_id);
+    deliver: () => false,
+    acknowledgeResult: (_id, commandId) => {
+      acks.push(commandId);
       return false;
     },
   };

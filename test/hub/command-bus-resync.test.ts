@@ -18,7 +18,7 @@ t.test('missed notifications: queued commands of held agents go out, stored resu
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
   t.teardown(() => agent.close());
   // The other node: same tables, no connection to this hub's agents.
-  const other = new InProcessCommandBus({ store: fx.store, link: { isConnected: () => false, deliver: () => false }, keys: fx.ring });
+  const other = new InProcessCommandBus({ store: fx.store, link: { isConnected: () => false, deliver: () => false, acknowledgeResult: () => false }, keys: fx.ring });
   t.teardown(() => other.close());
 
   let commandId = '';

@@ -147,6 +147,7 @@ t.test('an agent gone by the time its command is stored: the command goes back t
       connected = false;
       return false;
     },
+    acknowledgeResult: () => false,
   };
   const bus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
   t.teardown(() => bus.close());
@@ -174,6 +175,7 @@ t.test('an agent back while its command goes back to queued gets it once, at onc
       if (m.type === 'command') delivered.push(String(m.envelope.id));
       return true;
     },
+    acknowledgeResult: () => true,
   };
   const bus: InProcessCommandBus = new InProcessCommandBus({ store: fx.store, link, keys: fx.ring, sweepIntervalMs: 60_000 });
   t.teardown(() => bus.close());

@@ -23,6 +23,7 @@ import { rawRows, sql } from '../../control-plane/src/db/raw.ts';
 import { createWorkspace } from '../../control-plane/src/db/workspaces.ts';
 import { createTestDatabase, selectedTestDatabase } from '../helpers/postgres.ts';
 import { FakeAgent } from './fake-agent.ts';
+import type { HelloOptions } from './fake-agent.ts';
 
 /** An agents row as the tests read it. */
 export interface AgentRowView {
@@ -114,7 +115,7 @@ export interface HubFixture {
   /** An enrolled agent: a workspace's instance and its agents row, as enrollment writes them. */
   addAgent(): Promise<{ agentId: string; key: KeyObject }>;
   /** addAgent, then a FakeAgent that completes the handshake (throws if it is not welcomed). */
-  connectAgent(): Promise<{ agentId: string; key: KeyObject; agent: FakeAgent; welcome: MessageOf<'welcome'> }>;
+  connectAgent(opts?: HelloOptions): Promise<{ agentId: string; key: KeyObject; agent: FakeAgent; welcome: MessageOf<'welcome'> }>;
   /** Revokes an agent the way the API does (state `revoked`). */
   revokeAgent(agentId: string): Promise<void>;
   close(): Promise<void>;
@@ -156,9 +157,9 @@ export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixtu
       if (!agentId) throw new Error('no agent was inserted');
       return { agentId, key: privateKey };
     },
-    async connectAgent() {
+    async connectAgent(opts = {}) {
       const { agentId, key } = await fixture.addAgent();
-      const { agent, welcome, error } = await FakeAgent.connect(fixture.url, agentId, key);
+      const { agent, welcome, error } = await FakeAgent.connect(fixture.url, agentId, key, opts);
       if (!welcome) throw new Error(`agent ${agentId} was not welcomed: ${error?.key ?? 'no answer'}`);
       return { agentId, key, agent, welcome };
     },

@@ -35,7 +35,7 @@ export interface ConnectionOptions {
   log: Logger;
   /** The hub welcomed us: re-send what it has not acknowledged. */
   onWelcome(welcome: MessageOf<'welcome'>): void;
-  /** `command` and `result_ack` once the connection is up. */
+  /** `command`, `result_ack`, and heartbeats that carry `result_acks`, once the connection is up. */
   onMessage(message: ServerMessage): void;
   /** Binary frames (shell channels) once the connection is up. */
   onBinary?(frame: Buffer): void;
@@ -268,7 +268,7 @@ export class AgentConnection {
           this.#o.log.warn('unexpected handshake message ignored', { type: msg.type });
           return;
         }
-        if (msg.type === 'heartbeat') return;
+        if (msg.type === 'heartbeat' && msg.result_acks === undefined) return;
         this.#o.onMessage(msg);
         return;
     }

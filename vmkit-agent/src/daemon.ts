@@ -250,9 +250,10 @@ export async function startDaemon(opts: DaemonOptions): Promise<RunningDaemon> {
     },
     onMessage: (m) => {
       if (m.type === 'command') dispatcher.handleCommand(m).catch(fail('command handling failed'));
-      else if (m.type === 'result_ack') {
-        dispatcher
-          .handleResultAck(m.command_id)
+      else if (m.type === 'result_ack' || m.type === 'heartbeat') {
+        // A heartbeat here carries `result_acks`: the same as that many result_ack frames.
+        const ids = m.type === 'result_ack' ? [m.command_id] : (m.result_acks ?? []);
+        Promise.all(ids.map((id) => dispatcher.handleResultAck(id)))
           .then(() => status.update({ unacked_results: journal.unacked().length }))
           .catch(fail('result_ack handling failed'));
       }

@@ -6,6 +6,7 @@ import type { RawData } from 'ws';
 import {
   AGENT_FEATURES_HEADER,
   MAX_FRAME_BYTES,
+  MAX_HEARTBEAT_ACKS,
   PROTOCOL_VERSION,
   decodePublicKey,
   encodeMessage,
@@ -69,6 +70,12 @@ export interface AgentLink {
   isConnected(agentId: string): boolean;
   /** Sends a frame to a connected agent; false when it is not connected here. */
   deliver(agentId: string, message: ServerMessage): boolean;
+  /**
+   * Tells a connected agent its result is stored, so its journal may let the result go:
+   * a `result_ack` frame, or (agent feature `heartbeat-acks`) on the hub's next heartbeat
+   * to it. False when the agent is not connected here (it re-sends the result later).
+   */
+  acknowledgeResult(agentId: string, commandId: string): boolean;
 }
 
 export interface HubOptions {
@@ -133,6 +140,9 @@ class Connection {
   /** When the agent last sent a frame of its own (a heartbeat or any message; not a pong). */
   lastFrameAt = 0;
   handshakeTimer: NodeJS.Timeout | undefined;
+  /** Stored results not yet acknowledged to a `heartbeat-acks` agent, and since when. */
+  pendingAcks: string[] | undefined;
+  pendingAcksSince = 0;
   readonly ws: WebSocket;
   readonly nonce: string;
   readonly remote: string;
@@ -349,6 +359,22 @@ export class AgentHub implements AgentLink {
     return true;
   }
 
+  acknowledgeResult(agentId: string, commandId: string): boolean {
+    const conn = this.#open.get(agentId);
+    if (!conn || conn.phase !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return false;
+    if (!conn.features.has('heartbeat-acks')) {
+      conn.ws.send(encodeMessage({ protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: commandId }));
+      return true;
+    }
+    if (conn.pendingAcks === undefined) {
+      conn.pendingAcks = [];
+      conn.pendingAcksSince = Date.now();
+    }
+    conn.pendingAcks.push(commandId);
+    if (conn.pendingAcks.length >= MAX_HEARTBEAT_ACKS) this.#heartbeat(conn);
+    return true;
+  }
+
   /** Sends a binary (shell channel) frame to a connected agent; false when it is not connected here. */
   deliverBinary(agentId: string, frame: Buffer): boolean {
     const conn = this.#open.get(agentId);
@@ -407,6 +433,8 @@ export class AgentHub implements AgentLink {
     // held in line are verified agents too: they are told the same.
     const spreadMs = Math.min(60_000, ((this.#open.size + lined.length) / this.#handshakesPerSecond) * 1000);
     for (const c of [...lined, ...this.#open.values()]) {
+      // Results stored and not yet acknowledged: said now, so the agent need not re-send them.
+      if (c.pendingAcks !== undefined) this.#heartbeat(c);
       const retryAfter = Math.round(1_000 + Math.random() * spreadMs);
       this.#sendRaw(c.ws, {
         protocol: PROTOCOL_VERSION,
@@ -532,7 +560,7 @@ export class AgentHub implements AgentLink {
     const agentId = conn.agentId ?? '';
     switch (msg.type) {
       case 'heartbeat':
-        this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now() });
+        this.#heartbeat(conn);
         return;
       case 'hello':
         this.#invalid(conn, 'unexpected_message', 'this connection is already authenticated');
@@ -828,6 +856,9 @@ export class AgentHub implements AgentLink {
     const now = Date.now();
     for (const conn of this.#open.values()) {
       if (conn.ws.readyState !== WebSocket.OPEN) continue;
+      // Acks wait for the agent's next heartbeat, but never much more than an interval:
+      // an agent that has gone quiet gets them on a heartbeat of the hub's own.
+      if (conn.pendingAcks !== undefined && now - conn.pendingAcksSince >= this.heartbeatIntervalMs) this.#heartbeat(conn);
       if (now - conn.lastFrameAt < this.heartbeatIntervalMs) {
         this.#stats.pingsSkipped++;
         continue;
@@ -886,6 +917,13 @@ export class AgentHub implements AgentLink {
       this.#handshaking.delete(conn);
       conn.phase = 'closed';
     }
+  }
+
+  /** The hub's heartbeat, carrying the acks a `heartbeat-acks` agent is owed. */
+  #heartbeat(conn: Connection): void {
+    const acks = conn.pendingAcks;
+    conn.pendingAcks = undefined;
+    this.#sendRaw(conn.ws, { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: Date.now(), ...(acks && { result_acks: acks }) });
   }
 
   #sendRaw(ws: WebSocket, message: ServerMessage): void {

@@ -361,7 +361,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       }
       if (outcome === 'unknown') this.#log?.warn({ agentId, commandId: msg.command_id }, 'bus: result for an unknown command, acknowledged and dropped');
       // Acknowledge only after the result is stored, so the agent's journal can let go.
-      this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: msg.command_id });
+      this.#link.acknowledgeResult(agentId, msg.command_id);
       if (outcome === 'stored') {
         if (this.#waiters.has(msg.command_id) || !this.#router) this.#settle(msg.command_id, result);
         else await this.#relay(msg.command_id);
