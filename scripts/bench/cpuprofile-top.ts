@@ -2,9 +2,10 @@
  * Summarises a V8 .cpuprofile (node --cpu-prof): the functions with the most self time,
  * and the most inclusive time grouped by package or source file.
  *
- *   node --import tsx scripts/bench/cpuprofile-top.ts FILE.cpuprofile [--top 40] [--match text] [--last-ms N]
+ *   node --import tsx scripts/bench/cpuprofile-top.ts FILE.cpuprofile [--top 40] [--match text] [--first-ms N] [--last-ms N]
  *
- * `--last-ms` keeps only the samples of the profile's last N ms (the load phase of a bench, not the start-up).
+ * `--last-ms` keeps only the samples of the profile's last N ms (the load phase of a bench, not the start-up);
+ * `--first-ms` only those of its first N ms (what a phase does before it settles).
  *
  * `--callers name` prints the call paths (`--depth` frames) that lead to the function `name`, by its self time.
  * `--match` also prints the inclusive time of every function whose name or file contains the text.
@@ -37,10 +38,10 @@ interface Profile {
 
 const { values, positionals } = parseArgs({
   allowPositionals: true,
-  options: { top: { type: 'string', default: '40' }, 'last-ms': { type: 'string' }, callers: { type: 'string' }, depth: { type: 'string', default: '8' }, match: { type: 'string', multiple: true } },
+  options: { top: { type: 'string', default: '40' }, 'last-ms': { type: 'string' }, 'first-ms': { type: 'string' }, callers: { type: 'string' }, depth: { type: 'string', default: '8' }, match: { type: 'string', multiple: true } },
 });
 const file = positionals[0];
-if (file === undefined) throw new Error('usage: cpuprofile-top.ts FILE.cpuprofile [--top N] [--last-ms N] [--match text] [--callers name --depth N]');
+if (file === undefined) throw new Error('usage: cpuprofile-top.ts FILE.cpuprofile [--top N] [--first-ms N] [--last-ms N] [--match text] [--callers name --depth N]');
 const profile = JSON.parse(readFileSync(file, 'utf8')) as Profile;
 const TOP = Number(values.top);
 
@@ -51,11 +52,12 @@ for (const n of profile.nodes) for (const c of n.children ?? []) parent.set(c, n
 /** Microseconds of samples whose leaf is each node. */
 const self = new Map<number, number>();
 const from = values['last-ms'] === undefined ? -Infinity : profile.endTime - Number(values['last-ms']) * 1000;
+const until = values['first-ms'] === undefined ? Infinity : profile.startTime + Number(values['first-ms']) * 1000;
 let at = profile.startTime;
 profile.samples.forEach((id, i) => {
   const delta = profile.timeDeltas[i] ?? 0;
   at += delta;
-  if (at >= from) self.set(id, (self.get(id) ?? 0) + delta);
+  if (at >= from && at <= until) self.set(id, (self.get(id) ?? 0) + delta);
 });
 const total = [...self.values()].reduce((a, b) => a + b, 0);
 
