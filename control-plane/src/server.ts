@@ -13,6 +13,9 @@ import { createLogger } from './logger.ts';
 import { forgetServerUrl, hostForUrl, noteServerUrl } from './server-url.ts';
 import { resolveNodeId } from './node-id.ts';
 
+/** The listening socket's accept queue asked of the kernel, which caps it at net.core.somaxconn. */
+export const LISTEN_BACKLOG = 65_535;
+
 export interface StartOptions {
   /** Defaults to a pino logger at config.logLevel on stdout. */
   logger?: Logger;
@@ -75,7 +78,10 @@ export async function startControlPlane(config: Config, options: StartOptions = 
       nodeId,
     };
     app = await buildApp(ctx, options.routes ? { routes: options.routes } : {});
-    await app.listen({ host: config.host, port: config.port });
+    // Every agent of a fleet dials at once after a restart: with Node's default accept queue
+    // (511) most of those SYNs were dropped and retried a second or more later. The kernel
+    // caps this at net.core.somaxconn (4096 on current kernels), the knob for larger fleets.
+    await app.listen({ host: config.host, port: config.port, backlog: LISTEN_BACKLOG });
     const address = app.server.address();
     const port = typeof address === 'object' && address ? address.port : config.port;
     const url = `http://${hostForUrl(config.host)}:${port}`;
