@@ -37,7 +37,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { cpus, loadavg, tmpdir } from 'node:os';
@@ -219,6 +219,18 @@ for (let w = 0; w < W; w++) {
   workers.push(child);
 }
 await Promise.all(ready);
+/** The kernel's count of connections dropped because a listen socket's accept queue was full (machine-wide). */
+function listenOverflows(): number | undefined {
+  try {
+    const lines = readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((l) => l.startsWith('TcpExt:'));
+    const [names, numbers] = lines.map((l) => l.split(/\s+/));
+    const i = names?.indexOf('ListenOverflows') ?? -1;
+    return i > 0 ? Number(numbers?.[i]) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+const overflowsBefore = listenOverflows();
 const connectStart = performance.now();
 for (const child of workers) child.send({ op: 'dial' });
 const connectTimeoutMs = Math.max(120_000, (N / HPS) * 4_000);
@@ -231,10 +243,12 @@ const handshakes = sum((s) => s.hub.handshakesCompleted, after) - sum((s) => s.h
 const overloadedAnswers = sum((s) => s.hub.refusedOverloaded, after);
 const queuedHellos = sum((s) => s.hub.handshakesQueued ?? 0, after);
 const preAuthRefusals = sum((s) => s.hub.refusedPreAuth, after);
+const overflowsAfter = listenOverflows();
+const dropped = overflowsBefore === undefined || overflowsAfter === undefined ? 'n/a' : String(overflowsAfter - overflowsBefore);
 out(
   allMs === undefined
     ? `  time to all connected: NOT REACHED (${totalConnected}/${N} after ${fmt(connectMs / 1000)} s)`
-    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s${cluster ? ' in all' : ''}; ${overloadedAnswers} overloaded answers, ${queuedHellos} held in line, ${preAuthRefusals} refused before the upgrade)`,
+    : `  time to all connected: ${fmt(allMs / 1000, 2)} s (${fmt((N / allMs) * 1000, 0)} handshakes/s${cluster ? ' in all' : ''}; ${overloadedAnswers} overloaded answers, ${queuedHellos} held in line, ${preAuthRefusals} refused before the upgrade; ${dropped} dials dropped by the kernel at a full accept queue)`,
 );
 if (allConnectedAt !== undefined && firstConnectedAt !== undefined) {
   // The figure above counts the workers' own start (a Node process each, tsx, N key pairs) and their first dials.
