@@ -48,6 +48,8 @@ export interface Stats {
   /** heapUsed + external after a full GC: the memory the process still uses, without malloc's retained free space. */
   live: number;
   cpu: NodeJS.CpuUsage;
+  /** The hub's heartbeat interval (told to agents in welcome). */
+  heartbeatIntervalMs: number;
   hub: { connected: number; handshakesCompleted: number; refusedOverloaded: number; handshakesQueued?: number; refusedPreAuth: number };
   /** accept() failures of the control plane's listener by code (EMFILE: out of descriptors). */
   acceptErrors: Record<string, number>;

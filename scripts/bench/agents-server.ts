@@ -87,7 +87,7 @@ process.on('message', (raw: Request) => {
       if (raw.gc) (globalThis as { gc?: () => void }).gc?.();
       const mem = process.memoryUsage();
       // Live memory after the GC above: V8's heap plus what buffers and native objects hold (external); RSS also keeps freed malloc arenas.
-      send({ id: raw.id, rss: mem.rss, live: mem.heapUsed + mem.external, cpu: process.cpuUsage(), hub: hub.stats(), acceptErrors });
+      send({ id: raw.id, rss: mem.rss, live: mem.heapUsed + mem.external, cpu: process.cpuUsage(), heartbeatIntervalMs: hub.heartbeatIntervalMs, hub: hub.stats(), acceptErrors });
     } else if (raw.op === 'held') {
       send({ id: raw.id, ids: hub.connectedAgentIds() });
     } else if (raw.op === 'profile-start') {

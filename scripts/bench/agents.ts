@@ -286,10 +286,20 @@ if (!cluster) {
 if (!cluster) {
   const server = servers[0];
   if (!server) throw new Error('no control plane');
+  // What the connected fleet costs with nothing asked of it (heartbeats, pings, last_seen
+  // writes), measured over a few seconds: the fan-out's CPU includes that much of it too.
+  const IDLE_MS = 3_000;
+  const i0 = await server.ask<Stats>('stats');
+  const t0 = performance.now();
+  await new Promise((r) => setTimeout(r, IDLE_MS));
+  const i1 = await server.ask<Stats>('stats');
+  const idleMsPerS = ((cpuMsOf(i1.cpu) - cpuMsOf(i0.cpu)) / (performance.now() - t0)) * 1000;
+  out(`  the idle fleet: ${fmt(idleMsPerS)} ms control-plane CPU per second with ${i1.hub.connected} agents connected (a heartbeat from each every ${fmt(i1.heartbeatIntervalMs / 1000, 0)} s)`);
   for (const count of [...new Set([Math.min(1000, N), N])]) {
     const f = await profiled(servers, `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
+    const net = (f.cpuMs - (idleMsPerS * f.totalMs) / 1000) / Math.max(1, f.agents) * 1000;
     out(
-      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command`,
+      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's)`,
     );
   }
 } else {
