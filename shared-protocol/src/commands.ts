@@ -12,6 +12,7 @@ import { KEY_ID_PATTERN, keyIdSchema, signatureSchema, signingKeySchema } from '
 import type { SigningKey } from './key-schemas.ts';
 import { lazySchema } from './lazy.ts';
 import { randomBase64url } from './random-pool.ts';
+import { commandBatchSchema, verifyCommandBatch } from './command-batch.ts';
 
 /** How far apart the control plane's and the agent's clocks may be. */
 export const CLOCK_SKEW_MS = 30_000;
@@ -100,12 +101,17 @@ export interface SignedCommand {
 }
 
 function signingBytes(envelope: unknown): Buffer {
-  return Buffer.from(COMMAND_SIGNING_CONTEXT + canonicalJson(envelope), 'utf8');
+  return commandSigningBytes(canonicalJson(envelope));
+}
+
+/** The bytes a command's signature covers (a batch signature's leaf), given the envelope's canonical JSON. */
+export function commandSigningBytes(canonical: string): Buffer {
+  return Buffer.from(COMMAND_SIGNING_CONTEXT + canonical, 'utf8');
 }
 
 /** Signs an envelope given as its canonical JSON. */
-function signText(privateKey: KeyObject, canonical: string): string {
-  return sign(null, Buffer.from(COMMAND_SIGNING_CONTEXT + canonical, 'utf8'), privateKey).toString('base64url');
+export function signCommandText(privateKey: KeyObject, canonical: string): string {
+  return sign(null, commandSigningBytes(canonical), privateKey).toString('base64url');
 }
 
 export interface NewCommand<T extends CommandType> {
@@ -119,6 +125,16 @@ export interface NewCommand<T extends CommandType> {
 
 /** Builds and signs a command envelope with the control plane's key. */
 export function signCommand<T extends CommandType>(key: SigningKeyPair, cmd: NewCommand<T>): SignedCommand {
+  const { envelope, canonical } = prepareCommand(key, cmd);
+  return { envelope, signature: signCommandText(key.privateKey, canonical) };
+}
+
+/**
+ * Builds a command envelope for `key` and its canonical JSON, checked and ready to sign
+ * (signCommandText, or as one leaf of a batch: command-batch.ts). Throws what the schema
+ * refuses, so the control plane never signs what an agent would refuse.
+ */
+export function prepareCommand<T extends CommandType>(key: Pick<SigningKeyPair, 'keyId'>, cmd: NewCommand<T>): { envelope: CommandEnvelope; canonical: string } {
   const issuedAt = cmd.now ?? Date.now();
   const candidate = {
     id: cmd.id ?? newId('command'),
@@ -130,12 +146,10 @@ export function signCommand<T extends CommandType>(key: SigningKeyPair, cmd: New
     nonce: randomBase64url(18),
     key_id: key.keyId,
   };
-  // Validate before signing so the control plane never signs what an agent would refuse.
-  const checked = checkedEnvelope(candidate);
-  if (checked) return { envelope: checked.envelope, signature: signText(key.privateKey, checked.canonical) };
-  const envelope = commandEnvelopeSchema.parse(candidate);
-  return { envelope, signature: signEnvelope(key.privateKey, envelope) };
+  return checkedEnvelope(candidate) ?? canonicalized(commandEnvelopeSchema.parse(candidate));
 }
+
+const canonicalized = (envelope: CommandEnvelope) => ({ envelope, canonical: canonicalJson(envelope) });
 
 const COMMAND_ID = idPattern('command');
 const AGENT_ID = idPattern('agent');
@@ -179,7 +193,7 @@ export function checkedEnvelope(c: Record<string, unknown>): { envelope: Command
 
 /** Signs an already-built envelope (exposed for tests that forge or tamper). */
 export function signEnvelope(privateKey: KeyObject, envelope: unknown): string {
-  return signText(privateKey, canonicalJson(envelope));
+  return signCommandText(privateKey, canonicalJson(envelope));
 }
 
 /** Why an agent would not run a command; each is a registered error key, sent as a refused result's key. */
@@ -227,22 +241,30 @@ export interface VerifyOptions {
  * Decides whether an agent may run a command. Checks run in a fixed order and the
  * first failure is the one reason returned: shape, key, signature (so nothing about
  * an unsigned envelope is trusted), addressee, time window, replay.
+ *
+ * With `batch` (the command frame's field; undefined when the frame has none) the
+ * signature is a batch signature (command-batch.ts): the envelope's bytes, the audit
+ * path and the tree size must lead to a root the key signed.
  */
-export function verifyCommand(envelope: unknown, signature: unknown, opts: VerifyOptions): VerifyResult {
+export function verifyCommand(envelope: unknown, signature: unknown, opts: VerifyOptions, batch?: unknown): VerifyResult {
   const parsed = commandEnvelopeSchema.safeParse(envelope);
   if (!parsed.success) {
     return { ok: false, reason: 'malformed', detail: z.prettifyError(parsed.error) };
   }
   const sig = signatureSchema.safeParse(signature);
   if (!sig.success) return { ok: false, reason: 'malformed', detail: 'signature must be 64 bytes of base64url' };
+  const place = batch === undefined ? undefined : commandBatchSchema.safeParse(batch);
+  if (place && !place.success) return { ok: false, reason: 'malformed', detail: `batch: ${z.prettifyError(place.error)}` };
   const command = parsed.data;
 
   const key = opts.pinnedKeys.get(command.key_id);
   if (!key) return { ok: false, reason: 'unknown_key', detail: `key ${command.key_id} is not pinned` };
 
   // Verify over the envelope exactly as received, not the parsed copy.
-  if (!verify(null, signingBytes(envelope), key, Buffer.from(sig.data, 'base64url'))) {
-    return { ok: false, reason: 'bad_signature', detail: `signature does not verify under ${command.key_id}` };
+  const bytes = signingBytes(envelope);
+  const raw = Buffer.from(sig.data, 'base64url');
+  if (!(place ? verifyCommandBatch(key, bytes, place.data, raw) : verify(null, bytes, key, raw))) {
+    return { ok: false, reason: 'bad_signature', detail: `${place ? 'batch signature' : 'signature'} does not verify under ${command.key_id}` };
   }
   if (command.agent_id !== opts.selfAgentId) {
     return { ok: false, reason: 'wrong_agent', detail: `addressed to ${command.agent_id}` };

@@ -34,6 +34,7 @@ function hasExactly(value: Record<string, unknown>, keys: readonly string[]): bo
 
 const ID_ONLY_KEYS = ['protocol', 'type', 'command_id'];
 const COMMAND_KEYS = ['protocol', 'type', 'envelope', 'signature'];
+const BATCH_COMMAND_KEYS = [...COMMAND_KEYS, 'batch'];
 
 /** `{protocol, type, command_id}` and nothing else: an `ack` or a `result_ack`. */
 export function isCommandIdOnly(value: Record<string, unknown>): boolean {
@@ -58,13 +59,24 @@ export function isPlainResult(value: Record<string, unknown>): boolean {
   return (status === 'succeeded') === !('error' in value);
 }
 
-/** A `command` frame: an envelope object (keys of at most 64 characters; verifyCommand judges the rest) and a signature. */
+/**
+ * A `command` frame: an envelope object and, for a batch-signed one, a batch object (keys
+ * of at most 64 characters; verifyCommand judges the rest) and a signature.
+ */
 export function isPlainCommand(value: Record<string, unknown>): boolean {
-  const { envelope, signature } = value;
-  if (!hasExactly(value, COMMAND_KEYS) || !isPlainObject(envelope)) return false;
-  if (typeof signature !== 'string' || signature.length > 128) return false;
-  // An own `__proto__` key (never in an envelope the control plane signed) is left to zod,
-  // whose copy makes it the prototype and so encodes differently.
-  for (const k of Object.keys(envelope)) if (k.length > 64 || k === '__proto__') return false;
+  const { envelope, signature, batch } = value;
+  if (!(hasExactly(value, COMMAND_KEYS) || hasExactly(value, BATCH_COMMAND_KEYS)) || !isPlainRecord(envelope)) return false;
+  if ('batch' in value && !isPlainRecord(batch)) return false;
+  return typeof signature === 'string' && signature.length <= 128;
+}
+
+/**
+ * A plain object whose keys have at most 64 characters. An own `__proto__` key (never in
+ * one the control plane made) is left to zod, whose copy makes it the prototype and so
+ * encodes differently.
+ */
+function isPlainRecord(value: unknown): boolean {
+  if (!isPlainObject(value)) return false;
+  for (const k of Object.keys(value)) if (k.length > 64 || k === '__proto__') return false;
   return true;
 }

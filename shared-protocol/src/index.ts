@@ -3,6 +3,8 @@ export * from './errors.ts';
 export * from './keys.ts';
 export * from './canonical.ts';
 export * from './commands.ts';
+export * from './command-batch.ts';
+export * from './merkle.ts';
 export * from './messages.ts';
 export * from './handshake.ts';
 export * from './text.ts';

@@ -21,8 +21,13 @@ export const MAX_FRAME_BYTES = 1024 * 1024;
  * a field it does not know.
  */
 export const AGENT_FEATURES_HEADER = 'x-vmkit-agent-features';
-/** Optional messages an agent may name in `AGENT_FEATURES_HEADER`. */
-export const AGENT_FEATURES = ['queued', 'heartbeat-acks'] as const;
+/**
+ * Optional messages (and message fields) an agent may name in `AGENT_FEATURES_HEADER`:
+ * `queued` (the handshake line's message), `heartbeat-acks` (result acks on the hub's
+ * heartbeat), `batch-signature` (a `command` may carry `batch` and a batch signature:
+ * command-batch.ts).
+ */
+export const AGENT_FEATURES = ['queued', 'heartbeat-acks', 'batch-signature'] as const;
 export type AgentFeature = (typeof AGENT_FEATURES)[number];
 
 /** The known features in an `AGENT_FEATURES_HEADER` value (absent, repeated or junk → none of them). */
@@ -120,6 +125,12 @@ export const commandMessage = z.strictObject({
   // refusal reason (`malformed`, `bad_signature`, ...) with the command's id.
   envelope: z.record(z.string().max(64), z.unknown()),
   signature: z.string().max(128),
+  /**
+   * Present when `signature` signs a batch of commands: `{index, size, proof}`
+   * (command-batch.ts), checked by verifyCommand like the envelope. Sent only to agents
+   * that named `batch-signature`; an older agent's strict schema would refuse the frame.
+   */
+  batch: z.record(z.string().max(64), z.unknown()).optional(),
 });
 
 export const ackMessage = z.strictObject({

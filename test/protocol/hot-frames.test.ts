@@ -29,12 +29,15 @@ const validResults: Record<string, unknown>[] = [
 
 const signed = signCommand(generateSigningKeyPair(), { agentId: newId('agent'), type: 'ping', params: {} });
 const validCommand: Record<string, unknown> = { protocol: PROTOCOL_VERSION, type: 'command', envelope: signed.envelope, signature: signed.signature };
+const aBatch = { index: 1, size: 2, proof: [Buffer.alloc(32).toString('base64url')] };
+const validBatchCommand: Record<string, unknown> = { ...validCommand, batch: aBatch };
 
 t.test('the frames of a fan-out take the quick path', async (t) => {
   t.ok(isCommandIdOnly({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId }));
   t.ok(isCommandIdOnly({ protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: commandId }));
   for (const r of validResults) t.ok(isPlainResult(r), JSON.stringify(r));
   t.ok(isPlainCommand(validCommand));
+  t.ok(isPlainCommand(validBatchCommand), 'a batch-signed command too');
 });
 
 // Values worth trying in every field: valid ones, near misses, wrong types.
@@ -69,10 +72,12 @@ const anyValue = fc.oneof(
     { ['e'.repeat(65)]: 1 },
     new Date(0),
     Object.create(null) as unknown,
+    aBatch,
+    { ...aBatch, ['p'.repeat(65)]: 1 },
   ),
   fc.jsonValue({ maxDepth: 2 }),
 );
-const keys = fc.constantFrom('command_id', 'status', 'output', 'error', 'finished_at', 'envelope', 'signature', 'extra', '__proto__');
+const keys = fc.constantFrom('command_id', 'status', 'output', 'error', 'finished_at', 'envelope', 'signature', 'batch', 'extra', '__proto__');
 
 /** A reply built from a valid one with fields replaced, added or removed. */
 const mutated = (base: fc.Arbitrary<Record<string, unknown>>, viaJson = true) =>
@@ -113,7 +118,7 @@ t.test('the quick checks accept nothing the schemas refuse, and the parser agree
 });
 
 t.test('frames the hub sends: encoded the quick way exactly when the schema accepts them, to the same JSON', async (t) => {
-  const commands = mutated(fc.constant(validCommand), false);
+  const commands = mutated(fc.constantFrom(validCommand, validBatchCommand), false);
   const resultAcks = mutated(fc.constant({ protocol: PROTOCOL_VERSION, type: 'result_ack', command_id: commandId }), false);
   for (const [name, arb, quick, schema] of [
     ['command', commands, isPlainCommand, commandMessage],
