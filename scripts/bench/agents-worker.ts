@@ -10,7 +10,7 @@
  */
 import type { KeyObject } from 'node:crypto';
 import { WebSocket } from 'ws';
-import { AGENT_FEATURES_HEADER, PROTOCOL_VERSION, ReplayCache, pinKeys, privateKeyFromSeed, signHello, verifyCommand } from '@vmkit/protocol';
+import { AGENT_FEATURES, AGENT_FEATURES_HEADER, PROTOCOL_VERSION, ReplayCache, pinKeys, privateKeyFromSeed, signHello, verifyCommand } from '@vmkit/protocol';
 import type { PinnedKeys, ServerMessage } from '@vmkit/protocol';
 import { DEFAULT_BACKOFF, fullJitterDelay } from '../../vmkit-agent/src/backoff.ts';
 import { benchSeed } from './agents-seed.ts';
@@ -34,7 +34,7 @@ interface Start {
   op: 'start';
   urls: string[];
   agents: [string, number][];
-  /** Say (upgrade header) that the agents understand `queued` and `heartbeat-acks`, as vmkit-agent does. */
+  /** Name (upgrade header) every feature vmkit-agent names (`queued`, `heartbeat-acks`, `batch-signature`); false: none, as agents older than them. */
   features: boolean;
 }
 
@@ -93,7 +93,7 @@ function onMessage(a: SimAgent, m: ServerMessage): void {
       return;
     case 'command': {
       commands++;
-      const v = verifyCommand(m.envelope, m.signature, { pinnedKeys: a.pinned, selfAgentId: a.id, now: Date.now(), seen: a.seen });
+      const v = verifyCommand(m.envelope, m.signature, { pinnedKeys: a.pinned, selfAgentId: a.id, now: Date.now(), seen: a.seen }, m.batch);
       const id = typeof m.envelope.id === 'string' ? m.envelope.id : '';
       if (!v.ok) {
         send(a, { protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'refused', error: { key: v.reason, message: v.detail }, finished_at: Date.now() });
@@ -140,7 +140,7 @@ function connect(a: SimAgent): void {
 process.on('message', (msg: Start | { op: 'dial' } | { op: 'stop' }) => {
   if (msg.op === 'start') {
     urls = msg.urls;
-    headers = msg.features ? { [AGENT_FEATURES_HEADER]: 'queued,heartbeat-acks' } : {};
+    headers = msg.features ? { [AGENT_FEATURES_HEADER]: AGENT_FEATURES.join(',') } : {};
     for (const [id, i] of msg.agents) {
       agents.push({ id, key: privateKeyFromSeed(benchSeed(i)), urlIndex: i % urls.length, ws: undefined, connected: false, attempt: 0, retryNotBefore: 0, pinned: new Map(), seen: new ReplayCache(), heartbeat: undefined });
     }

@@ -6,9 +6,11 @@
  *   node --import tsx scripts/bench/agents.ts [--agents 10000] [--workers 4] [--handshakes-per-second 200]
  *     [--database sqlite|postgres] [--processes 1] [--skip-restart] [--legacy-agents]
  *
- * The simulated agents say they understand `queued` (as vmkit-agent does), so a verified
- * agent over the handshake bound waits in line on its connection; `--legacy-agents` leaves
- * the header out, as agents older than that message, which are refused `overloaded`.
+ * The simulated agents name the features vmkit-agent names (`queued`, `heartbeat-acks`,
+ * `batch-signature`), so a verified agent over the handshake bound waits in line on its
+ * connection, result acks ride on heartbeats, and a fan-out's commands share batch signatures (each agent verifies its command's audit path
+ * and the signature); `--legacy-agents` leaves the header out, as agents older than those,
+ * which are refused `overloaded` and get one signature per command.
  *
  * Prints: time until all agents are connected, control-plane RSS per connected agent,
  * control-plane CPU per handshake, `ping` fan-out latency p50/p99 at 1,000 agents and

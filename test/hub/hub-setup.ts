@@ -11,6 +11,7 @@ import type { MessageOf } from '@vmkit/protocol';
 import { AgentHub } from '../../control-plane/src/hub/agent-hub.ts';
 import type { HubOptions } from '../../control-plane/src/hub/agent-hub.ts';
 import { InProcessCommandBus } from '../../control-plane/src/hub/command-bus.ts';
+import type { InProcessCommandBusOptions } from '../../control-plane/src/hub/command-bus.ts';
 import { FileKeyRing } from '../../control-plane/src/hub/signing-keys.ts';
 import type { CommandState, StoredResult } from '../../control-plane/src/hub/store.ts';
 import { getAgentById, insertEnrolledAgents, updateAgent } from '../../control-plane/src/db/agents.ts';
@@ -123,13 +124,13 @@ export interface HubFixture {
 
 
 /** A hub on a plain HTTP server over the production store (SQLite or PostgreSQL) in a temp dir: hub behaviour without the app. */
-export async function startHub(opts: Partial<HubOptions> = {}): Promise<HubFixture> {
+export async function startHub(opts: Partial<HubOptions> = {}, busOpts: Pick<InProcessCommandBusOptions, 'logger' | 'maxBatchLeaves'> = {}): Promise<HubFixture> {
   const dataDir = mkdtempSync(join(tmpdir(), 'vmkit-hub-'));
   const { db, drop } = await openSelectedDatabase(dataDir);
   const store = observedHubStore(db);
   const ring = FileKeyRing.open(dataDir);
   const hub = new AgentHub({ store, keys: ring, ...opts });
-  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, sweepIntervalMs: 200 });
+  const bus = new InProcessCommandBus({ store, link: hub, keys: ring, sweepIntervalMs: 200, ...busOpts });
   hub.addListener(bus);
   await hub.start();
   const server = createServer((_req, res) => res.writeHead(404).end());

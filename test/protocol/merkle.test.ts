@@ -24,7 +24,7 @@ function referencePath(m: number, leaves: Buffer[]): Buffer[] {
     : [...referencePath(m - k, leaves.slice(k)), referenceRoot(leaves.slice(0, k))];
 }
 
-const leavesOf = (n: number, tag = 'leaf') => Array.from({ length: n }, (_, i) => Buffer.from(`${tag} ${i}`));
+const leavesOf = (n: number, tag = 'leaf'): Buffer[] => Array.from({ length: n }, (_, i) => Buffer.from(`${tag} ${i}`));
 const treeOf = (leaves: Buffer[]) => merkleTree(leaves.map(merkleLeafHash));
 /** Flips one bit of a copy. */
 const flip = (b: Buffer, bit: number) => {

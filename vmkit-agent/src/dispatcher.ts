@@ -52,7 +52,7 @@ export class CommandDispatcher {
   async handleCommand(msg: MessageOf<'command'>): Promise<void> {
     const rawId = msg.envelope.id;
     const id = isId('command', rawId) ? rawId : undefined;
-    const verdict = this.#o.verifier.verify(msg.envelope, msg.signature);
+    const verdict = this.#o.verifier.verify(msg.envelope, msg.signature, msg.batch);
     if (!verdict.ok) {
       // A command id already in the journal was accepted before: the hub is
       // re-sending it (lost ack, reconnect). Answer with the journaled result and

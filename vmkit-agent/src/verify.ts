@@ -55,8 +55,9 @@ export class CommandVerifier {
     this.#pinned = pinKeys(keys);
   }
 
-  verify(envelope: unknown, signature: unknown, now = Date.now()): VerifyResult {
-    return verifyCommand(envelope, signature, { pinnedKeys: this.#pinned, selfAgentId: this.#agentId, now, seen: this.#cache });
+  /** `batch`: the command frame's field, when its signature signs a batch (command-batch.ts). */
+  verify(envelope: unknown, signature: unknown, batch?: unknown, now = Date.now()): VerifyResult {
+    return verifyCommand(envelope, signature, { pinnedKeys: this.#pinned, selfAgentId: this.#agentId, now, seen: this.#cache }, batch);
   }
 
   /** Records an accepted command durably; resolves once it is on disk. */

@@ -186,7 +186,7 @@ export class PgHubStore implements AgentStateStore, CommandStore {
   async insert(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>): Promise<void> {
     // The command's workspace and instance come from its agent's row in the same statement.
     const res = await this.writes.write(
-      mergeable('insert', cmd.id, [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), cmd.signature, cmd.expiresAt, cmd.createdAt, this.#nodeId]),
+      mergeable('insert', cmd.id, [cmd.id, cmd.agentId, cmd.type, cmd.state, JSON.stringify(cmd.envelope), shared.signatureColumn(cmd), cmd.expiresAt, cmd.createdAt, this.#nodeId]),
     );
     if (res.rowCount !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }

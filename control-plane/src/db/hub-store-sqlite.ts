@@ -101,7 +101,7 @@ export class SqliteHubStore implements AgentStateStore, CommandStore {
   }
 
   #insertNow(cmd: Omit<StoredCommand, 'result' | 'updatedAt'>, envelope: string): void {
-    const { changes } = this.#stmt.insert.run(cmd.id, cmd.type, cmd.state, envelope, cmd.signature, cmd.expiresAt, cmd.createdAt, cmd.createdAt, cmd.agentId);
+    const { changes } = this.#stmt.insert.run(cmd.id, cmd.type, cmd.state, envelope, shared.signatureColumn(cmd), cmd.expiresAt, cmd.createdAt, cmd.createdAt, cmd.agentId);
     if (changes !== 1) throw new CommandBusError('not_found', `no agent ${cmd.agentId}`);
   }
 

@@ -68,6 +68,8 @@ export interface HubListener {
 /** How the command bus reaches agents held by this process. */
 export interface AgentLink {
   isConnected(agentId: string): boolean;
+  /** Whether the agent's connection here named the feature (`x-vmkit-agent-features`); absent: no features. */
+  supports?(agentId: string, feature: AgentFeature): boolean;
   /** Sends a frame to a connected agent; false when it is not connected here. */
   deliver(agentId: string, message: ServerMessage): boolean;
   /**
@@ -346,6 +348,10 @@ export class AgentHub implements AgentLink {
 
   isConnected(agentId: string): boolean {
     return this.#open.get(agentId)?.phase === 'open';
+  }
+
+  supports(agentId: string, feature: AgentFeature): boolean {
+    return this.#open.get(agentId)?.features.has(feature) ?? false;
   }
 
   connectedAgentIds(): string[] {

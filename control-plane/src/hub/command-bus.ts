@@ -1,6 +1,18 @@
-import { DEFAULT_COMMAND_LIFETIME_MS, MAX_COMMAND_LIFETIME_MS, PROTOCOL_VERSION, signCommand } from '@vmkit/protocol';
+import {
+  DEFAULT_COMMAND_LIFETIME_MS,
+  MAX_COMMAND_LIFETIME_MS,
+  PROTOCOL_VERSION,
+  canonicalJson,
+  commandSigningBytes,
+  decodePublicKey,
+  prepareCommand,
+  signCommandText,
+  verifyCommandBatch,
+} from '@vmkit/protocol';
 import type { CommandParams, CommandType, MessageOf } from '@vmkit/protocol';
 import type { AgentLink, CommandReply, HubListener, HubLogger } from './agent-hub.ts';
+import { CommandBatchSigner } from './batch-signer.ts';
+import type { CommandSignature } from './batch-signer.ts';
 import { AgentCommandError, AgentNotConnectedError, CommandAbortedError, CommandBusError, CommandTimeoutError } from './errors.ts';
 import type { SigningKeyRing } from './signing-keys.ts';
 import type { AgentIdentity, CommandStore, RecordResultOutcome, StoredCommand, StoredResult } from './store.ts';
@@ -103,8 +115,12 @@ export interface InProcessCommandBusOptions {
    * a reconnecting agent to re-send a journaled result first.
    */
   orphanGraceMs?: number;
+  /** Most commands one batch signature covers (./batch-signer.ts). Default 1,024. */
+  maxBatchLeaves?: number;
   now?: () => number;
 }
+
+type Deliverable = Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature' | 'batch'>;
 
 /** One agent's ack of one command (another agent's frames never touch it). */
 const ackKey = (agentId: string, commandId: string) => `${agentId} ${commandId}`;
@@ -128,6 +144,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #sweeper: NodeJS.Timeout;
   readonly #startedAt = Date.now();
   readonly #orphanGraceMs: number;
+  readonly #batchSigner: CommandBatchSigner;
   #closed = false;
 
   constructor(opts: InProcessCommandBusOptions) {
@@ -137,6 +154,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     this.#keys = opts.keys;
     this.#log = opts.logger;
     this.#orphanGraceMs = opts.orphanGraceMs ?? 10 * 60_000;
+    this.#batchSigner = new CommandBatchSigner({ maxLeaves: opts.maxBatchLeaves ?? 1024 });
     this.#sweeper = setInterval(() => void this.#sweep(), opts.sweepIntervalMs ?? 10_000);
     this.#sweeper.unref();
   }
@@ -151,22 +169,29 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     const key = opts.signWith === undefined ? this.#keys.active() : this.#keys.get(opts.signWith);
     if (!key) throw new CommandBusError('internal', `no signing key ${opts.signWith ?? ''}`);
     const now = Date.now();
-    const signed = signCommand(key, { agentId, type, params, now, lifetimeMs });
-    const id = signed.envelope.id;
-    if (opts.signal?.aborted) throw new CommandAbortedError(id);
+    const { envelope, canonical } = prepareCommand(key, { agentId, type, params, now, lifetimeMs });
+    const id = envelope.id;
     // An agent held here, and nothing to run between storing and delivering: the command
     // is stored as `sent` and goes out the moment that write committed (one write fewer
     // than queued, then sent). Otherwise it waits as `queued`.
     const direct = opts.onCommandId === undefined && this.#link.isConnected(agentId);
+    // Only a command going straight to a connection that reads batch signatures shares one;
+    // one that waits may reach a connection that does not (#frame then re-signs it).
+    const signed: CommandSignature =
+      direct && this.#link.supports?.(agentId, 'batch-signature')
+        ? await this.#batchSigner.sign(key, commandSigningBytes(canonical))
+        : { signature: signCommandText(key.privateKey, canonical) };
+    if (opts.signal?.aborted) throw new CommandAbortedError(id);
     const stored: Omit<StoredCommand, 'result' | 'updatedAt'> = {
       id,
       agentId,
       type,
-      envelope: signed.envelope,
+      envelope,
       signature: signed.signature,
+      batch: signed.batch,
       state: direct ? 'sent' : 'queued',
       createdAt: now,
-      expiresAt: signed.envelope.expires_at,
+      expiresAt: envelope.expires_at,
     };
     await this.#store.insert(stored);
     const outcome = this.#wait(id, agentId, timeoutMs, opts);
@@ -311,8 +336,35 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   async #flushQueue(agentId: string): Promise<void> {
     for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
       if (cmd.state === 'queued') await this.#deliver(cmd);
-      else if (!this.#requeuing.has(cmd.id)) this.#link.deliver(agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+      else if (!this.#requeuing.has(cmd.id)) {
+        const frame = this.#frame(cmd);
+        if (frame) this.#link.deliver(agentId, frame);
+      }
     }
+  }
+
+  /**
+   * The command frame for the agent's connection now. A batch-signed command for a
+   * connection that did not name `batch-signature` (the agent reconnected with an older
+   * version) is re-signed singly, but only once its stored batch signature verified under
+   * our own key: the database alone must never get an envelope of its own signed. Undefined
+   * (logged) when that fails: the command stays undelivered and expires.
+   */
+  #frame(cmd: Deliverable): MessageOf<'command'> | undefined {
+    const { envelope, signature, batch } = cmd;
+    if (!batch) return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature };
+    if (this.#link.supports?.(cmd.agentId, 'batch-signature')) return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature, batch };
+    const key = this.#keys.get(envelope.key_id);
+    try {
+      const bytes = commandSigningBytes(canonicalJson(envelope));
+      if (key && verifyCommandBatch(decodePublicKey(key.publicKey), bytes, batch, Buffer.from(signature, 'base64url'))) {
+        return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature: signCommandText(key.privateKey, canonicalJson(envelope)) };
+      }
+    } catch {
+      // a stored envelope canonicalJson refuses: not ours either
+    }
+    this.#log?.error({ agentId: cmd.agentId, commandId: cmd.id, keyId: envelope.key_id }, 'bus: a batch-signed command for an agent without batch signatures could not be re-signed (key gone or batch signature invalid); not delivered');
+    return undefined;
   }
 
   /**
@@ -323,8 +375,9 @@ export class InProcessCommandBus implements CommandBus, HubListener {
    * connect. On PostgreSQL a reconnect to another node within the insert's round trip may
    * still re-send it, and the agent answers a second copy from its journal.
    */
-  async #deliverStoredAsSent(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
-    if (this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature })) return;
+  async #deliverStoredAsSent(cmd: Deliverable): Promise<void> {
+    const frame = this.#frame(cmd);
+    if (frame && this.#link.deliver(cmd.agentId, frame)) return;
     this.#requeuing.add(cmd.id);
     try {
       await this.#store.transition(cmd.id, ['sent'], 'queued', Date.now());
@@ -335,11 +388,13 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     else if (this.#router) await this.#forward(cmd.agentId, cmd.id);
   }
 
-  async #deliver(cmd: Pick<StoredCommand, 'id' | 'agentId' | 'envelope' | 'signature'>): Promise<void> {
+  async #deliver(cmd: Deliverable): Promise<void> {
+    if (!this.#frame(cmd)) return;
     // The conditional transition makes delivery at-most-once per connection even when
     // send() and an agent's (re)connect race for the same queued command.
     if (!(await this.#store.transition(cmd.id, ['queued'], 'sent', Date.now()))) return;
-    this.#link.deliver(cmd.agentId, { protocol: PROTOCOL_VERSION, type: 'command', envelope: cmd.envelope, signature: cmd.signature });
+    const frame = this.#frame(cmd);
+    if (frame) this.#link.deliver(cmd.agentId, frame);
   }
 
   async #onReply(agentId: string, msg: CommandReply, ackDropped: boolean): Promise<void> {

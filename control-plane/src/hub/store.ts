@@ -1,4 +1,4 @@
-import type { CommandEnvelope, ErrorKey } from '@vmkit/protocol';
+import type { CommandBatch, CommandEnvelope, ErrorKey } from '@vmkit/protocol';
 
 /**
  * What the hub and the command bus need from storage. The data layer implements it
@@ -68,6 +68,12 @@ export interface StoredCommand {
   type: CommandEnvelope['type'];
   envelope: CommandEnvelope;
   signature: string;
+  /**
+   * Set when `signature` signs a batch of commands (@vmkit/protocol command-batch.ts): the
+   * command's place in it, re-sent with it. Stored in the signature column with the
+   * signature (../db/hub-store-shared.ts), so re-delivery sends the same bytes.
+   */
+  batch?: CommandBatch | undefined;
   state: CommandState;
   createdAt: number;
   updatedAt: number;

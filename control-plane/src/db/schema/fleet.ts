@@ -182,7 +182,7 @@ export const sqliteCommands = sqliteTable(
     state: text('state').notNull(),
     /** The signed envelope as sent. */
     envelope: text('envelope', { mode: 'json' }).$type<Record<string, unknown>>().notNull(),
-    /** base64url Ed25519 signature over the envelope. */
+    /** base64url Ed25519 signature over the envelope; a batch signature carries the command's place after it (hub-store-shared.ts signatureColumn). */
     signature: text('signature'),
     /** The envelope's expires_at, in milliseconds. */
     expiresAt: integer('expires_at'),

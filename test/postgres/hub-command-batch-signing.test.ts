@@ -1,0 +1,3 @@
+import { onPostgres } from '../helpers/on-postgres.ts';
+
+await onPostgres(() => import('../hub/command-batch-signing.test.ts'));
