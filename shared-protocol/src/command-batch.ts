@@ -50,12 +50,15 @@ export interface SignedCommandBatch {
   batches: CommandBatch[];
 }
 
-/** Signs the leaves (each the bytes a single command signature would sign) with one signature. */
-export function signCommandBatch(privateKey: KeyObject, leaves: readonly Uint8Array[]): SignedCommandBatch {
+/**
+ * Signs the leaves with one signature. Each leaf is what a single command signature would
+ * sign: commandSigningBytes, or as text (UTF-8) commandSigningText.
+ */
+export function signCommandBatch(privateKey: KeyObject, leaves: readonly (Uint8Array | string)[]): SignedCommandBatch {
   if (leaves.length > MAX_BATCH_SIZE) throw new RangeError(`a batch holds at most ${MAX_BATCH_SIZE} commands`);
-  const tree = merkleTree(leaves.map(merkleLeafHash));
+  const tree = merkleTree(leaves.map((l) => merkleLeafHash(l)));
   const signature = sign(null, batchSigningBytes(tree.size, tree.root), privateKey).toString('base64url');
-  const batches = leaves.map((_, index) => ({ index, size: tree.size, proof: tree.proof(index).map((h) => h.toString('base64url')) }));
+  const batches = tree.proofs((h) => h.toString('base64url')).map((proof, index) => ({ index, size: tree.size, proof }));
   return { signature, batches };
 }
 

@@ -106,7 +106,12 @@ function signingBytes(envelope: unknown): Buffer {
 
 /** The bytes a command's signature covers (a batch signature's leaf), given the envelope's canonical JSON. */
 export function commandSigningBytes(canonical: string): Buffer {
-  return Buffer.from(COMMAND_SIGNING_CONTEXT + canonical, 'utf8');
+  return Buffer.from(commandSigningText(canonical), 'utf8');
+}
+
+/** commandSigningBytes as text (they are its UTF-8 encoding). */
+export function commandSigningText(canonical: string): string {
+  return COMMAND_SIGNING_CONTEXT + canonical;
 }
 
 /** Signs an envelope given as its canonical JSON. */

@@ -15,10 +15,14 @@ const NODE_PREFIX = Buffer.of(0x01);
 // One-shot `crypto.hash` (Node 21.7 and later) costs a third less than createHash per
 // hash; the agent may still run on Node 18, which has only createHash.
 const oneShot = typeof crypto.hash === 'function';
-const sha256 = (data: Buffer): Buffer => (oneShot ? crypto.hash('sha256', data, 'buffer') : crypto.createHash('sha256').update(data).digest());
+const sha256 = (data: Buffer | string): Buffer => (oneShot ? crypto.hash('sha256', data, 'buffer') : crypto.createHash('sha256').update(data).digest());
 
-/** MTH of one leaf: SHA-256(0x00 || leaf). */
-export function merkleLeafHash(leaf: Uint8Array): Buffer {
+/**
+ * MTH of one leaf: SHA-256(0x00 || leaf). A string leaf is its UTF-8 bytes (hashed without
+ * copying them into a buffer first: a fan-out hashes thousands).
+ */
+export function merkleLeafHash(leaf: Uint8Array | string): Buffer {
+  if (typeof leaf === 'string') return sha256(`\u0000${leaf}`);
   return sha256(Buffer.concat([LEAF_PREFIX, leaf], 1 + leaf.byteLength));
 }
 
@@ -32,6 +36,8 @@ export interface MerkleTree {
   root: Buffer;
   /** The audit path of a leaf (RFC 9162 §2.1.3.1 PATH), from the leaf's sibling up. */
   proof(leafIndex: number): Buffer[];
+  /** Every leaf's audit path, each node as `encode` gives it, encoded once however many paths share it. */
+  proofs<T>(encode: (node: Buffer) => T): T[][];
 }
 
 /**
@@ -57,16 +63,25 @@ export function merkleTree(leafHashes: readonly Buffer[]): MerkleTree {
     root: (levels.at(-1) as Buffer[])[0] as Buffer,
     proof(leafIndex: number): Buffer[] {
       if (!Number.isSafeInteger(leafIndex) || leafIndex < 0 || leafIndex >= size) throw new RangeError(`no leaf ${leafIndex} in a tree of ${size}`);
-      const path: Buffer[] = [];
-      let i = leafIndex;
-      for (let l = 0; l < levels.length - 1; l++) {
-        const sibling = (levels[l] as Buffer[])[i ^ 1];
-        if (sibling !== undefined) path.push(sibling);
-        i = Math.floor(i / 2);
-      }
-      return path;
+      return pathOf(levels, leafIndex);
+    },
+    proofs<T>(encode: (node: Buffer) => T): T[][] {
+      const encoded = levels.slice(0, -1).map((level) => level.map(encode));
+      return leafHashes.map((_, i) => pathOf(encoded, i));
     },
   };
+}
+
+/** The siblings of leaf `leafIndex`'s ancestors, bottom up; an odd last node has none on its level. */
+function pathOf<T>(levels: readonly T[][], leafIndex: number): T[] {
+  const path: T[] = [];
+  let i = leafIndex;
+  for (let l = 0; l < levels.length; l++) {
+    const sibling = (levels[l] as T[])[i ^ 1];
+    if (sibling !== undefined) path.push(sibling);
+    i = Math.floor(i / 2);
+  }
+  return path;
 }
 
 /**

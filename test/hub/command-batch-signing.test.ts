@@ -1,5 +1,5 @@
 import t from 'tap';
-import { PROTOCOL_VERSION, ReplayCache, commandSigningBytes, generateSigningKeyPair, newId, pinKeys, verifyCommand } from '@vmkit/protocol';
+import { PROTOCOL_VERSION, ReplayCache, commandSigningText, generateSigningKeyPair, newId, pinKeys, verifyCommand } from '@vmkit/protocol';
 import type { MessageOf, SigningKey } from '@vmkit/protocol';
 import { CommandBatchSigner } from '../../control-plane/src/hub/batch-signer.ts';
 import type { HubLogger } from '../../control-plane/src/hub/agent-hub.ts';
@@ -181,7 +181,7 @@ t.test('the batch signer: one batch per key and turn, at most the cap, a lone co
   const signer = new CommandBatchSigner({ maxLeaves: 2 });
   const k1 = generateSigningKeyPair();
   const k2 = generateSigningKeyPair();
-  const leaf = () => commandSigningBytes(JSON.stringify({ id: newId('command') }));
+  const leaf = () => commandSigningText(JSON.stringify({ id: newId('command') }));
   const sameTurn = await Promise.all([signer.sign(k1, leaf()), signer.sign(k1, leaf()), signer.sign(k1, leaf()), signer.sign(k2, leaf()), signer.sign(k2, leaf())]);
   t.same(
     sameTurn.map((s) => s.batch?.size ?? 1),

@@ -41,10 +41,12 @@ t.test('the tree is RFC 9162\'s: root and every audit path match the recursive d
     const leaves = leavesOf(n);
     const tree = treeOf(leaves);
     t.ok(tree.root.equals(referenceRoot(leaves)), `root of ${n}`);
+    const all = tree.proofs((h) => h.toString('hex'));
     for (let i = 0; i < n; i++) {
       const proof = tree.proof(i);
       const ref = referencePath(i, leaves);
       if (proof.length !== ref.length || !proof.every((h, j) => h.equals(ref[j] as Buffer))) t.fail(`path of leaf ${i} of ${n}`);
+      if (JSON.stringify(all[i]) !== JSON.stringify(ref.map((h) => h.toString('hex')))) t.fail(`proofs() of leaf ${i} of ${n}`);
       checked++;
     }
   }
@@ -56,6 +58,8 @@ t.test('the hashes are domain-separated: a leaf is SHA-256(0x00 || bytes), a nod
   const a = Buffer.from('a');
   const b = Buffer.from('b');
   t.ok(merkleLeafHash(a).equals(sha256(Buffer.of(0), a)));
+  const text = 'vmkit-command-v1\n{"ünïcødé":"✓ 🎉"}';
+  t.ok(merkleLeafHash(text).equals(sha256(Buffer.of(0), Buffer.from(text, 'utf8'))), 'a text leaf is its UTF-8 bytes');
   t.ok(merkleNodeHash(a, b).equals(sha256(Buffer.of(1), a, b)));
   // Two leaves whose concatenated hashes form a third leaf do not make that leaf's root.
   const two = treeOf([a, b]).root;

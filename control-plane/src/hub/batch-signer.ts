@@ -9,7 +9,7 @@ export interface CommandSignature {
 }
 
 interface Leaf {
-  bytes: Buffer;
+  text: string;
   resolve(sig: CommandSignature): void;
   reject(err: unknown): void;
 }
@@ -40,15 +40,15 @@ export class CommandBatchSigner {
     this.#maxLeaves = Math.max(1, opts.maxLeaves ?? 1024);
   }
 
-  /** Signs `bytes` (what a single command signature signs: commandSigningBytes) in this turn's batch for `key`. */
-  sign(key: SigningKeyPair, bytes: Buffer): Promise<CommandSignature> {
+  /** Signs `text` (what a single command signature signs: commandSigningText) in this turn's batch for `key`. */
+  sign(key: SigningKeyPair, text: string): Promise<CommandSignature> {
     return new Promise<CommandSignature>((resolve, reject) => {
       let batch = this.#open.get(key.keyId);
       if (!batch) {
         batch = { key, leaves: [] };
         this.#open.set(key.keyId, batch);
       }
-      batch.leaves.push({ bytes, resolve, reject });
+      batch.leaves.push({ text, resolve, reject });
       if (batch.leaves.length >= this.#maxLeaves) {
         this.#open.delete(key.keyId);
         this.#sealed.push(batch);
@@ -68,10 +68,10 @@ export class CommandBatchSigner {
       try {
         if (leaves.length === 1) {
           const [only] = leaves as [Leaf];
-          only.resolve({ signature: sign(null, only.bytes, key.privateKey).toString('base64url') });
+          only.resolve({ signature: sign(null, Buffer.from(only.text, 'utf8'), key.privateKey).toString('base64url') });
           continue;
         }
-        const { signature, batches: places } = signCommandBatch(key.privateKey, leaves.map((l) => l.bytes));
+        const { signature, batches: places } = signCommandBatch(key.privateKey, leaves.map((l) => l.text));
         leaves.forEach((l, i) => l.resolve({ signature, batch: places[i] }));
       } catch (err) {
         for (const l of leaves) l.reject(err);

@@ -4,6 +4,7 @@ import {
   PROTOCOL_VERSION,
   canonicalJson,
   commandSigningBytes,
+  commandSigningText,
   decodePublicKey,
   prepareCommand,
   signCommandText,
@@ -179,7 +180,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     // one that waits may reach a connection that does not (#frame then re-signs it).
     const signed: CommandSignature =
       direct && this.#link.supports?.(agentId, 'batch-signature')
-        ? await this.#batchSigner.sign(key, commandSigningBytes(canonical))
+        ? await this.#batchSigner.sign(key, commandSigningText(canonical))
         : { signature: signCommandText(key.privateKey, canonical) };
     if (opts.signal?.aborted) throw new CommandAbortedError(id);
     const stored: Omit<StoredCommand, 'result' | 'updatedAt'> = {
