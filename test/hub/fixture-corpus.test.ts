@@ -91,7 +91,7 @@ t.test('the corpus covers what this file relies on', async (t) => {
   const serverOnly = messageFixtures('valid')
     .filter((fx) => fx.direction === 'server' && !parseAgentMessage(fixtureFrame(fx)).ok)
     .map((fx) => fx.name);
-  t.same(serverOnly, ['challenge.json', 'command-agent-update.json', 'command-ping.json', 'result_ack.json', 'welcome.json'], 'the four server-only types (two commands)');
+  t.same(serverOnly, ['challenge.json', 'command-agent-update.json', 'command-ping-batch.json', 'command-ping.json', 'result_ack.json', 'welcome.json'], 'the four server-only types (three commands)');
   t.ok(messageFixtures('invalid').length >= 20, 'the invalid corpus is not empty');
 });
 

@@ -52,6 +52,22 @@ t.test('the signed command fixture verifies under the fixture key', async (t) =>
   t.same(verdict.ok, true, 'both sides agree on the canonical bytes of the fixture');
 });
 
+t.test('the batch-signed command fixture verifies under the fixture key, and not without its batch', async (t) => {
+  const fx = messageFixtures('valid').find((f) => f.name === 'command-ping-batch.json');
+  const res = fx && parseServerMessage(fixtureFrame(fx));
+  if (!res?.ok || res.message.type !== 'command') throw new Error('batch command fixture missing');
+  const cp = fixtureKey('control_plane');
+  const opts = {
+    pinnedKeys: pinKeys([{ key_id: cp.keyId, public_key: cp.publicKey }]),
+    selfAgentId: 'agt_01jx4n8rz3q5m7k2p0d6w9b1e1',
+    now: 1764000000500,
+    seen: new ReplayCache(),
+  };
+  const { envelope, signature, batch } = res.message;
+  t.same(verifyCommand(envelope, signature, opts, batch).ok, true, 'both sides agree on the leaf bytes, the tree and the signed root');
+  t.match(verifyCommand(envelope, signature, opts), { ok: false, reason: 'bad_signature' }, 'the batch signature is no single signature');
+});
+
 t.test('a message type is refused on the wrong side', async (t) => {
   const cmd = messageFixtures('valid').find((f) => f.name === 'command-ping.json');
   const hello = messageFixtures('valid').find((f) => f.name === 'hello.json');
