@@ -146,6 +146,30 @@ t.test('re-delivery after a reconnect: the same batch frame to a connection that
   await Promise.all(rest.map((a) => a.agent.close()));
 });
 
+t.test('a batch-signed command back in the queue (its agent left as it was sent) goes out re-signed to a connection without the feature', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const agents = [await connect(fx, BATCH), await connect(fx, BATCH)];
+  const [first, second] = agents as [Connected, Connected];
+  const pending = agents.map((a) => fx.bus.send(a.agentId, 'ping', {}));
+  const [cmd, other] = (await Promise.all(agents.map(nextCommand))) as [MessageOf<'command'>, MessageOf<'command'>];
+  answer(second, other);
+  first.agent.kill();
+  await until(() => !fx.hub.isConnected(first.agentId), 30_000, 'hub noticed');
+  // As #deliverStoredAsSent leaves a command whose agent was gone when its insert committed.
+  await rawExec(fx.db, sql`UPDATE commands SET state = 'queued' WHERE id = ${cmd.envelope.id as string}`);
+  const older = await connect(fx, undefined, first);
+  const single = await nextCommand(older);
+  t.same(single.envelope, cmd.envelope, 'the same envelope');
+  t.notOk('batch' in single, 'without the batch field');
+  t.ok(verdict(first.agentId, older.keys, single).ok, 'under a single signature that verifies');
+  t.equal((await fx.store.commands.get(cmd.envelope.id as string))?.state, 'sent', 'moved to sent');
+  answer(older, single);
+  t.equal((await Promise.all(pending)).length, 2);
+  await older.agent.close();
+  await second.agent.close();
+});
+
 t.test('a stored batch-signed command whose signature no longer verifies is not re-signed for an agent without the feature', async (t) => {
   const errors: string[] = [];
   const logger: HubLogger = { debug() {}, info() {}, warn() {}, error: (_o, msg) => errors.push(msg ?? '') };

@@ -357,9 +357,9 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     if (this.#link.supports?.(cmd.agentId, 'batch-signature')) return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature, batch };
     const key = this.#keys.get(envelope.key_id);
     try {
-      const bytes = commandSigningBytes(canonicalJson(envelope));
-      if (key && verifyCommandBatch(decodePublicKey(key.publicKey), bytes, batch, Buffer.from(signature, 'base64url'))) {
-        return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature: signCommandText(key.privateKey, canonicalJson(envelope)) };
+      const canonical = canonicalJson(envelope);
+      if (key && verifyCommandBatch(decodePublicKey(key.publicKey), commandSigningBytes(canonical), batch, Buffer.from(signature, 'base64url'))) {
+        return { protocol: PROTOCOL_VERSION, type: 'command', envelope, signature: signCommandText(key.privateKey, canonical) };
       }
     } catch {
       // a stored envelope canonicalJson refuses: not ours either
@@ -390,11 +390,14 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   }
 
   async #deliver(cmd: Deliverable): Promise<void> {
-    if (!this.#frame(cmd)) return;
+    // One that cannot be framed for this connection stays queued (and expires).
+    const framed = this.#frame(cmd);
+    if (!framed) return;
     // The conditional transition makes delivery at-most-once per connection even when
     // send() and an agent's (re)connect race for the same queued command.
     if (!(await this.#store.transition(cmd.id, ['queued'], 'sent', Date.now()))) return;
-    const frame = this.#frame(cmd);
+    // A reconnect meanwhile may have brought a connection without batch signatures.
+    const frame = framed.batch === undefined || this.#link.supports?.(cmd.agentId, 'batch-signature') ? framed : this.#frame(cmd);
     if (frame) this.#link.deliver(cmd.agentId, frame);
   }
 
