@@ -36,6 +36,17 @@ const ID_ONLY_KEYS = ['protocol', 'type', 'command_id'];
 const COMMAND_KEYS = ['protocol', 'type', 'envelope', 'signature'];
 const BATCH_COMMAND_KEYS = [...COMMAND_KEYS, 'batch'];
 
+const HEARTBEAT_KEYS = ['protocol', 'type', 'sent_at'];
+
+/**
+ * `{protocol, type, sent_at}` and nothing else: an agent's heartbeat (or the hub's, with no
+ * acks on it). An idle fleet sends one per agent every interval: 1,200 a second at 18,000.
+ */
+export function isPlainHeartbeat(value: Record<string, unknown>): boolean {
+  const { sent_at } = value;
+  return hasExactly(value, HEARTBEAT_KEYS) && typeof sent_at === 'number' && Number.isSafeInteger(sent_at) && sent_at >= 0 && sent_at <= MAX_TIMESTAMP;
+}
+
 /** `{protocol, type, command_id}` and nothing else: an `ack` or a `result_ack`. */
 export function isCommandIdOnly(value: Record<string, unknown>): boolean {
   return hasExactly(value, ID_ONLY_KEYS) && isCommandId(value.command_id);

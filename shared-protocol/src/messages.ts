@@ -4,7 +4,7 @@ import { signatureSchema, signingKeySchema } from './commands.ts';
 import { agentPlatformSchema } from './agent-release.ts';
 import { errorKeySchema } from './errors.ts';
 import type { ErrorKey } from './errors.ts';
-import { isCommandIdOnly, isPlainCommand, isPlainObject, isPlainResult } from './hot-frames.ts';
+import { isCommandIdOnly, isPlainCommand, isPlainHeartbeat, isPlainObject, isPlainResult } from './hot-frames.ts';
 
 /** Version of the agent WebSocket protocol; every message carries it. */
 export const PROTOCOL_VERSION = 1;
@@ -309,7 +309,7 @@ function parseWith<M>(raw: RawFrame, schema: z.ZodType<M>, allowed: ReadonlySet<
       };
     }
     // The hot replies of a fan-out, checked without zod (only ever accepting what the schema accepts).
-    if ((type === 'ack' && isCommandIdOnly(record)) || (type === 'result' && isPlainResult(record))) {
+    if ((type === 'ack' && isCommandIdOnly(record)) || (type === 'result' && isPlainResult(record)) || (type === 'heartbeat' && isPlainHeartbeat(record))) {
       return { ok: true, message: record as M };
     }
     const parsed = schema.safeParse(value);

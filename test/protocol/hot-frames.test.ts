@@ -6,17 +6,20 @@ import {
   ackMessage,
   agentMessageSchema,
   commandMessage,
+  heartbeatMessage,
+  hubHeartbeatMessage,
   encodeMessage,
   generateSigningKeyPair,
   messageSchema,
   newId,
   parseAgentMessage,
+  parseServerMessage,
   resultAckMessage,
   resultMessage,
   signCommand,
 } from '@vmkit/protocol';
 import type { Message } from '@vmkit/protocol';
-import { isCommandIdOnly, isPlainCommand, isPlainResult } from '../../shared-protocol/src/hot-frames.ts';
+import { isCommandIdOnly, isPlainCommand, isPlainHeartbeat, isPlainResult } from '../../shared-protocol/src/hot-frames.ts';
 import { NUMBER_EDGES } from './edge-values.ts';
 
 const commandId = newId('command');
@@ -77,7 +80,7 @@ const anyValue = fc.oneof(
   ),
   fc.jsonValue({ maxDepth: 2 }),
 );
-const keys = fc.constantFrom('command_id', 'status', 'output', 'error', 'finished_at', 'envelope', 'signature', 'batch', 'extra', '__proto__');
+const keys = fc.constantFrom('command_id', 'status', 'output', 'error', 'finished_at', 'envelope', 'signature', 'batch', 'sent_at', 'result_acks', 'extra', '__proto__');
 
 /** A reply built from a valid one with fields replaced, added or removed. */
 const mutated = (base: fc.Arbitrary<Record<string, unknown>>, viaJson = true) =>
@@ -94,9 +97,11 @@ const mutated = (base: fc.Arbitrary<Record<string, unknown>>, viaJson = true) =>
 t.test('the quick checks accept nothing the schemas refuse, and the parser agrees with the schemas', async (t) => {
   const results = mutated(fc.constantFrom(...validResults));
   const acks = mutated(fc.constant({ protocol: PROTOCOL_VERSION, type: 'ack', command_id: commandId }));
+  const heartbeats = mutated(fc.constantFrom(...[0, 1_700_000_000_000, 8.64e15].map((sent_at) => ({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at }))));
   for (const [name, arb, quick, schema] of [
     ['result', results, isPlainResult, resultMessage],
     ['ack', acks, isCommandIdOnly, ackMessage],
+    ['heartbeat', heartbeats, isPlainHeartbeat, heartbeatMessage],
   ] as const) {
     let quickAccepted = 0;
     let refused = 0;
@@ -151,4 +156,25 @@ t.test('frames the hub sends: encoded the quick way exactly when the schema acce
     t.ok(quickAccepted > 100, `${name}: many took the quick path (${quickAccepted})`);
     t.ok(refused > 100, `${name}: many were refused (${refused})`);
   }
+});
+
+t.test('heartbeats as the agent receives them: the quick path accepts nothing the hub heartbeat schema refuses', async (t) => {
+  const plain = { protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: 1_700_000_000_000 };
+  const heartbeats = mutated(fc.constantFrom(plain, { ...plain, result_acks: [commandId] }));
+  let quickAccepted = 0;
+  fc.assert(
+    fc.property(heartbeats, (m) => {
+      const accepted = hubHeartbeatMessage.safeParse(m).success;
+      if (isPlainHeartbeat(m)) {
+        quickAccepted++;
+        if (!accepted) return false;
+      }
+      return parseServerMessage(JSON.stringify(m)).ok === accepted;
+    }),
+    { numRuns: 5_000 },
+  );
+  t.ok(quickAccepted > 500, `many took the quick path (${quickAccepted})`);
+  t.notOk(isPlainHeartbeat({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: 1, result_acks: [commandId] }), 'acks on it: left to the schema');
+  t.notOk(isPlainHeartbeat({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: 1.5 }), 'not an integer');
+  t.notOk(isPlainHeartbeat({ protocol: PROTOCOL_VERSION, type: 'heartbeat', sent_at: -1 }), 'negative');
 });
