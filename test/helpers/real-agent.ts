@@ -91,3 +91,21 @@ export function plainBashShell(): string {
   plainBashPath = file;
   return file;
 }
+
+/** The control plane's command bus (a test control plane always runs one). */
+export function busOf(cp: TestControlPlane) {
+  const bus = cp.ctx.commandBus;
+  if (!bus) throw new Error('no command bus');
+  return bus;
+}
+
+/** Waits until the hub stored a result for `commandId`. */
+export async function storedResult(cp: TestControlPlane, commandId: string) {
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    const c = await busOf(cp).get(commandId);
+    if (c?.result) return c;
+    if (Date.now() > deadline) throw new Error(`no result stored for ${commandId}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

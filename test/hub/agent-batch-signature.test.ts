@@ -5,29 +5,14 @@ import type { CommandBatch } from '@vmkit/protocol';
 import { openHubStore } from '../../control-plane/src/db/hub-store.ts';
 import type { AgentProcess } from '../agent/agent-process.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
-import type { TestControlPlane } from '../helpers/control-plane.ts';
-import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { busOf, enrollRealAgent, storedResult, waitAgentState } from '../helpers/real-agent.ts';
 
 // Real control plane and vmkit-agent processes: generous on a shared, loaded machine.
 t.setTimeout(300_000);
 
 const executions = (proc: AgentProcess, id: string) => proc.lines(new RegExp(`^info executing command .*"command_id":"${id}"`)).length;
 
-function busOf(cp: TestControlPlane) {
-  const bus = cp.ctx.commandBus;
-  if (!bus) throw new Error('no command bus');
-  return bus;
-}
 
-async function storedResult(cp: TestControlPlane, commandId: string) {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const c = await busOf(cp).get(commandId);
-    if (c?.result) return c;
-    if (Date.now() > deadline) throw new Error(`no result stored for ${commandId}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
 async function connectedAgent(t: Test) {
   const cp = await startTestControlPlane();

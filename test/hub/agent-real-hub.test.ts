@@ -11,7 +11,7 @@ import { TEST_RECONNECT } from '../agent/agent-process.ts';
 import { startTestControlPlane } from '../helpers/control-plane.ts';
 import type { TestControlPlane } from '../helpers/control-plane.ts';
 import { HeldRelay } from '../helpers/hub-relay.ts';
-import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
+import { busOf, enrollRealAgent, storedResult, waitAgentState } from '../helpers/real-agent.ts';
 import type { RealAgent } from '../helpers/real-agent.ts';
 
 
@@ -84,22 +84,7 @@ function journalRecord(agent: RealAgent, commandId: string): { state: string; ac
   }
 }
 
-/** Waits until the hub stored a result for `commandId`. */
-async function storedResult(cp: TestControlPlane, commandId: string) {
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    const c = await busOf(cp).get(commandId);
-    if (c?.result) return c;
-    if (Date.now() > deadline) throw new Error(`no result stored for ${commandId}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
 
-function busOf(cp: TestControlPlane) {
-  const bus = cp.ctx.commandBus;
-  if (!bus) throw new Error('no command bus');
-  return bus;
-}
 
 t.test('a connection that breaks between ack and result: the agent redials, re-sends its journaled result once, the hub stores it once', async (t) => {
   const { cp, agent, relay, proc, replies, onAck } = await connectedThroughRelay(t);
