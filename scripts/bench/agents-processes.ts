@@ -65,6 +65,8 @@ export interface Fanout {
   max: number;
   totalMs: number;
   cpuMs: number;
+  /** Of cpuMs, the part spent in the kernel (socket writes and reads, epoll, the database file). */
+  sysMs: number;
 }
 
 export interface ServerHandle {

@@ -79,7 +79,7 @@ async function fanout(ids: string[], timeoutMs: number) {
   const total = performance.now() - start;
   const cpu = process.cpuUsage(cpu0);
   latencies.sort((a, b) => a - b);
-  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000 };
+  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000, sysMs: cpu.system / 1000 };
 }
 
 process.on('message', (raw: Request) => {

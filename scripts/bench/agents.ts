@@ -301,7 +301,7 @@ if (!cluster) {
     const f = await profiled(servers, `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
     const net = (f.cpuMs - (idleMsPerS * f.totalMs) / 1000) / Math.max(1, f.agents) * 1000;
     out(
-      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's)`,
+      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
     );
   }
 } else {

@@ -7,7 +7,8 @@
  * `--last-ms` keeps only the samples of the profile's last N ms (the load phase of a bench, not the start-up);
  * `--first-ms` only those of its first N ms (what a phase does before it settles).
  *
- * `--callers name` prints the call paths (`--depth` frames) that lead to the function `name`, by its self time.
+ * `--callers name` prints the call paths (`--depth` frames) that lead to the function `name` (or to a label as printed,
+ * `(anonymous) :0` for native code without a name), by its self time.
  * `--match` also prints the inclusive time of every function whose name or file contains the text.
  *
  * Read it knowing what a V8 profile is: wall-clock samples of the JavaScript thread. On a
@@ -127,7 +128,7 @@ if (values.callers !== undefined) {
     for (let n: number | undefined = id; n !== undefined && chain.length < Number(values.depth); n = parent.get(n)) {
       const f = byId.get(n)?.callFrame;
       if (!f) continue;
-      if (!hit && f.functionName === values.callers) hit = true;
+      if (!hit && ((f.functionName || '(anonymous)') === values.callers || label(f) === values.callers)) hit = true;
       if (hit) chain.push(label(f));
     }
     if (hit) paths.set(chain.join(' < '), (paths.get(chain.join(' < ')) ?? 0) + us);
