@@ -217,3 +217,29 @@ t.test('the batch signer: one batch per key and turn, at most the cap, a lone co
   const b = await signer.sign(k1, leaf());
   t.ok(a.batch === undefined && b.batch === undefined && a.signature !== b.signature, 'calls in different turns are signed apart');
 });
+
+t.test('the batch signer signs one batch a turn, the oldest first, so the first commands go out before the rest are signed', async (t) => {
+  const signer = new CommandBatchSigner({ maxLeaves: 2 });
+  const k = generateSigningKeyPair();
+  const leaf = () => commandSigningText(JSON.stringify({ id: newId('command') }));
+  const settled: number[] = [];
+  const all = Array.from({ length: 5 }, (_, i) =>
+    signer.sign(k, leaf()).then((s) => {
+      settled.push(i);
+      return s;
+    }),
+  );
+  await all[0];
+  t.same(settled, [0, 1], 'the first batch is signed and handed back before the second is signed');
+  await all[2];
+  t.same(settled, [0, 1, 2, 3], 'the second batch in the next turn');
+  const late = signer.sign(k, leaf());
+  const signed = await Promise.all([...all, late]);
+  t.same(
+    signed.map((s) => s.batch?.size ?? 1),
+    [2, 2, 2, 2, 2, 2],
+    'the open batch waited behind the sealed ones and took a call made meanwhile',
+  );
+  t.equal(signed[4]?.signature, signed[5]?.signature, 'the last two share a signature');
+  t.equal(new Set(signed.map((s) => s.signature)).size, 3, 'three signatures for six commands');
+});

@@ -60,22 +60,41 @@ export class CommandBatchSigner {
     });
   }
 
+  /**
+   * Signs one batch a turn, the oldest first, and leaves the rest to the next turns: the
+   * commands of the first batch are stored and sent before the next batch is signed, and
+   * results read meanwhile are handled between batches. A fan-out's first frames leave as
+   * soon as one batch is ready instead of after every command of it is signed and stored,
+   * so the agents work while the rest is prepared.
+   */
   #flush(): void {
     this.#scheduled = false;
-    const batches = [...this.#sealed.splice(0), ...this.#open.values()];
-    this.#open.clear();
-    for (const { key, leaves } of batches) {
-      try {
-        if (leaves.length === 1) {
-          const [only] = leaves as [Leaf];
-          only.resolve({ signature: sign(null, Buffer.from(only.text, 'utf8'), key.privateKey).toString('base64url') });
-          continue;
-        }
-        const { signature, batches: places } = signCommandBatch(key.privateKey, leaves.map((l) => l.text));
-        leaves.forEach((l, i) => l.resolve({ signature, batch: places[i] }));
-      } catch (err) {
-        for (const l of leaves) l.reject(err);
-      }
+    const batch = this.#sealed.shift() ?? this.#takeOpen();
+    if (!batch) return;
+    if (this.#sealed.length > 0 || this.#open.size > 0) {
+      this.#scheduled = true;
+      setImmediate(() => this.#flush());
     }
+    const { key, leaves } = batch;
+    try {
+      if (leaves.length === 1) {
+        const [only] = leaves as [Leaf];
+        only.resolve({ signature: sign(null, Buffer.from(only.text, 'utf8'), key.privateKey).toString('base64url') });
+        return;
+      }
+      const { signature, batches: places } = signCommandBatch(key.privateKey, leaves.map((l) => l.text));
+      leaves.forEach((l, i) => l.resolve({ signature, batch: places[i] }));
+    } catch (err) {
+      for (const l of leaves) l.reject(err);
+    }
+  }
+
+  /** The open batch that was opened first (of one key; several keys are rare: a rotation). */
+  #takeOpen(): OpenBatch | undefined {
+    for (const [keyId, batch] of this.#open) {
+      this.#open.delete(keyId);
+      return batch;
+    }
+    return undefined;
   }
 }
