@@ -3,7 +3,7 @@
  * command verified) spread over several worker processes, against one real
  * control-plane process on this machine, or several on one PostgreSQL database.
  *
- *   node --import tsx scripts/bench/agents.ts [--agents 10000] [--workers 4] [--handshakes-per-second 200]
+ *   node --import tsx scripts/bench/agents.ts [--agents 10000] [--workers 4] [--handshakes-per-second 200] [--fanout-rounds 1]
  *     [--database sqlite|postgres] [--processes 1] [--skip-restart] [--legacy-agents]
  *
  * The simulated agents name the features vmkit-agent names (`queued`, `heartbeat-acks`,
@@ -69,12 +69,19 @@ const { values } = parseArgs({
     'skip-restart': { type: 'boolean', default: false },
     /** Agents that do not send the `queued` feature header (refused `overloaded` instead of held in line). */
     'legacy-agents': { type: 'boolean', default: false },
+    /** Fan-outs (to 1,000 and to all) repeated this many times on the same connected fleet: one connect phase, several samples. */
+    'fanout-rounds': { type: 'string', default: '1' },
   },
 });
 const nofile = hardNofile();
 const plan = planAgentsBench(values, { nofile, ephemeralPorts: ephemeralPorts() });
 if ('error' in plan) {
   process.stderr.write(`bench: ${plan.error}\n`);
+  process.exit(2);
+}
+const rounds = Number(values['fanout-rounds']);
+if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > 100) {
+  process.stderr.write(`bench: --fanout-rounds takes a whole number from 1 to 100, not ${values['fanout-rounds']}\n`);
   process.exit(2);
 }
 const pgMissing = plan.database === 'postgres' ? postgresMissing() : false;
@@ -297,12 +304,14 @@ if (!cluster) {
   const i1 = await server.ask<Stats>('stats');
   const idleMsPerS = ((cpuMsOf(i1.cpu) - cpuMsOf(i0.cpu)) / (performance.now() - t0)) * 1000;
   out(`  the idle fleet: ${fmt(idleMsPerS)} ms control-plane CPU per second with ${i1.hub.connected} agents connected (a heartbeat from each every ${fmt(i1.heartbeatIntervalMs / 1000, 0)} s)`);
-  for (const count of [...new Set([Math.min(1000, N), N])]) {
-    const f = await profiled(servers, `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
-    const net = (f.cpuMs - (idleMsPerS * f.totalMs) / 1000) / Math.max(1, f.agents) * 1000;
-    out(
-      `  ping fan-out to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
-    );
+  for (let round = 1; round <= rounds; round++) {
+    for (const count of [...new Set([Math.min(1000, N), N])]) {
+      const f = await profiled(servers, rounds > 1 ? `fanout-${count}-${round}` : `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
+      const net = (f.cpuMs - (idleMsPerS * f.totalMs) / 1000) / Math.max(1, f.agents) * 1000;
+      out(
+        `  ping fan-out${rounds > 1 ? ` (round ${round})` : ''} to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
+      );
+    }
   }
 } else {
   // Through the first process to agents every process holds, taken in turn from each so
