@@ -28,6 +28,9 @@ async function connect(fx: HubFixture, features?: string, enrolled?: Awaited<Ret
   return { agentId, key, agent, keys: welcome.signing_keys };
 }
 
+/** What a single command signature would sign, for a made-up command. */
+const leaf = () => commandSigningText(JSON.stringify({ id: newId('command') }));
+
 const nextCommand = async (a: Connected) => (await a.agent.next('command')) as MessageOf<'command'>;
 const answer = (a: Connected, cmd: MessageOf<'command'>) =>
   a.agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: cmd.envelope.id, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
@@ -205,7 +208,6 @@ t.test('the batch signer: one batch per key and turn, at most the cap, a lone co
   const signer = new CommandBatchSigner({ maxLeaves: 2 });
   const k1 = generateSigningKeyPair();
   const k2 = generateSigningKeyPair();
-  const leaf = () => commandSigningText(JSON.stringify({ id: newId('command') }));
   const sameTurn = await Promise.all([signer.sign(k1, leaf()), signer.sign(k1, leaf()), signer.sign(k1, leaf()), signer.sign(k2, leaf()), signer.sign(k2, leaf())]);
   t.same(
     sameTurn.map((s) => s.batch?.size ?? 1),
@@ -221,7 +223,6 @@ t.test('the batch signer: one batch per key and turn, at most the cap, a lone co
 t.test('the batch signer signs one batch a turn, the oldest first, so the first commands go out before the rest are signed', async (t) => {
   const signer = new CommandBatchSigner({ maxLeaves: 2 });
   const k = generateSigningKeyPair();
-  const leaf = () => commandSigningText(JSON.stringify({ id: newId('command') }));
   const settled: number[] = [];
   const all = Array.from({ length: 5 }, (_, i) =>
     signer.sign(k, leaf()).then((s) => {
