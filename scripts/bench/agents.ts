@@ -84,6 +84,9 @@ if (!Number.isSafeInteger(rounds) || rounds < 1 || rounds > 100) {
   process.stderr.write(`bench: --fanout-rounds takes a whole number from 1 to 100, not ${values['fanout-rounds']}\n`);
   process.exit(2);
 }
+/** A fan-out's profile name and the words its line starts with, by round (nothing added with one round). */
+const fanoutName = (count: number, round: number) => (rounds > 1 ? `fanout-${count}-${round}` : `fanout-${count}`);
+const roundLabel = (round: number) => (rounds > 1 ? ` (round ${round})` : '');
 const pgMissing = plan.database === 'postgres' ? postgresMissing() : false;
 if (pgMissing) {
   process.stderr.write(`bench: --database postgres cannot run here: ${pgMissing}\n`);
@@ -306,10 +309,10 @@ if (!cluster) {
   out(`  the idle fleet: ${fmt(idleMsPerS)} ms control-plane CPU per second with ${i1.hub.connected} agents connected (a heartbeat from each every ${fmt(i1.heartbeatIntervalMs / 1000, 0)} s)`);
   for (let round = 1; round <= rounds; round++) {
     for (const count of [...new Set([Math.min(1000, N), N])]) {
-      const f = await profiled(servers, rounds > 1 ? `fanout-${count}-${round}` : `fanout-${count}`, () => server.ask<Fanout>('fanout', { count }));
+      const f = await profiled(servers, fanoutName(count, round), () => server.ask<Fanout>('fanout', { count }));
       const net = (f.cpuMs - (idleMsPerS * f.totalMs) / 1000) / Math.max(1, f.agents) * 1000;
       out(
-        `  ping fan-out${rounds > 1 ? ` (round ${round})` : ''} to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
+        `  ping fan-out${roundLabel(round)} to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
       );
     }
   }
@@ -320,7 +323,8 @@ if (!cluster) {
   const total = held.reduce((n, ids) => n + ids.length, 0);
   const through = servers[0];
   if (!through) throw new Error('no control plane');
-  for (const count of [...new Set([Math.min(1000, total), total])]) {
+  // The same agents in every round.
+  const picks = [...new Set([Math.min(1000, total), total])].map((count) => {
     const picked: string[] = [];
     const byProcess = held.map(() => 0);
     for (let k = 0; picked.length < count; k++) {
@@ -332,17 +336,22 @@ if (!cluster) {
         }
       });
     }
-    const before = await statsAll(servers);
-    const f = await profiled(servers, `fanout-${count}`, () => through.ask<Fanout>('fanout', { ids: picked, timeoutMs: Math.max(60_000, count * 10) }));
-    const done = await statsAll(servers);
-    const cpu = servers.map((_, i) => {
-      const [b, a] = [before[i], done[i]];
-      return a && b ? cpuMsOf(a.cpu) - cpuMsOf(b.cpu) : NaN;
-    });
-    const perCommand = (ms: number) => fmt((ms / Math.max(1, f.agents)) * 1000, 0);
-    out(
-      `  ping fan-out through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed${f.failed > 0 ? ` (${Object.entries(f.failures).map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
-    );
+    return { count, picked, byProcess };
+  });
+  for (let round = 1; round <= rounds; round++) {
+    for (const { count, picked, byProcess } of picks) {
+      const before = await statsAll(servers);
+      const f = await profiled(servers, fanoutName(count, round), () => through.ask<Fanout>('fanout', { ids: picked, timeoutMs: Math.max(60_000, count * 10) }));
+      const done = await statsAll(servers);
+      const cpu = servers.map((_, i) => {
+        const [b, a] = [before[i], done[i]];
+        return a && b ? cpuMsOf(a.cpu) - cpuMsOf(b.cpu) : NaN;
+      });
+      const perCommand = (ms: number) => fmt((ms / Math.max(1, f.agents)) * 1000, 0);
+      out(
+        `  ping fan-out${roundLabel(round)} through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed${f.failed > 0 ? ` (${Object.entries(f.failures).map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
+      );
+    }
   }
 }
 

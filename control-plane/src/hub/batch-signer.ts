@@ -22,9 +22,10 @@ interface OpenBatch {
 /**
  * Signs commands together: the `sign` calls made with the same key until their batch is
  * signed (at the next `setImmediate`, or later while older batches go first, see #flush)
- * share one Ed25519 signature over a Merkle tree of them (@vmkit/protocol command-batch.ts). A fan-out calling the bus for
- * thousands of agents at once then pays one signature per `maxLeaves` commands plus two
- * hashes each, instead of a signature each (about 30 µs). A batch of one is signed the
+ * share one Ed25519 signature over a Merkle tree of them (@vmkit/protocol
+ * command-batch.ts). A fan-out calling the bus for thousands of agents at once then pays
+ * one signature per `maxLeaves` commands plus two hashes each, instead of a signature each
+ * (about 30 µs). A batch of one is signed the
  * single way, so it needs no `batch` field.
  *
  * Why at most 1,024 leaves: the audit path, which every command frame carries, grows by
