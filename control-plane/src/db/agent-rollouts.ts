@@ -126,7 +126,11 @@ export async function listRolloutTargets(db: Db, rolloutId: string): Promise<Rol
   return db.orm.select().from(agentRolloutTargets).where(eq(agentRolloutTargets.rolloutId, rolloutId)).orderBy(asc(agentRolloutTargets.seq));
 }
 
-/** Per-state counts of many rollouts' targets (for listings). */
+/**
+ * Per-state counts of many rollouts' targets (for listings), the states in the order of
+ * each rollout's first target in them: read in target order, so the same rollout lists the
+ * same way every time (PostgreSQL returns an unordered read in whatever order its pages hold).
+ */
 export async function countTargetsByState(db: Db, rolloutIds: string[]): Promise<Map<string, Record<string, number>>> {
   const out = new Map<string, Record<string, number>>();
   if (rolloutIds.length === 0) return out;
@@ -134,7 +138,8 @@ export async function countTargetsByState(db: Db, rolloutIds: string[]): Promise
   const rows = await db.orm
     .select({ rolloutId: agentRolloutTargets.rolloutId, state: agentRolloutTargets.state })
     .from(agentRolloutTargets)
-    .where(inArray(agentRolloutTargets.rolloutId, rolloutIds));
+    .where(inArray(agentRolloutTargets.rolloutId, rolloutIds))
+    .orderBy(asc(agentRolloutTargets.rolloutId), asc(agentRolloutTargets.seq));
   for (const r of rows) {
     const counts = out.get(r.rolloutId) ?? {};
     counts[r.state] = (counts[r.state] ?? 0) + 1;
