@@ -67,6 +67,10 @@ export interface Fanout {
   cpuMs: number;
   /** Of cpuMs, the part spent in the kernel (socket writes and reads, epoll, the database file). */
   sysMs: number;
+  /** CPU ms by thread name (MainThread, V8Worker for GC and compiler helpers, libuv-worker, …), from /proc's schedstat. */
+  threadsMs: Record<string, number>;
+  /** Main-thread GC pauses during the fan-out by kind (minor, major, incremental, weakcb): how many, how long. */
+  gc: Record<string, { count: number; ms: number }>;
 }
 
 export interface ServerHandle {

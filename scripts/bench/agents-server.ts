@@ -6,8 +6,9 @@
  * (BENCH_NODE_ID, BENCH_SECRET_KEY_FILE), and a fan-out through one of them is given the
  * ids of agents any of them holds. Not meant to be run by hand.
  */
-import { writeFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { Session } from 'node:inspector/promises';
+import { constants as perfConstants, PerformanceObserver, type PerformanceEntry } from 'node:perf_hooks';
 import { makeConfig } from '../../control-plane/src/config.ts';
 import { AgentCommandError, CommandBusError, CommandTimeoutError } from '../../control-plane/src/hub/errors.ts';
 import { startControlPlane } from '../../control-plane/src/server.ts';
@@ -55,11 +56,46 @@ function pct(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? NaN;
 }
 
+/** CPU ns so far by thread name, summed over the threads of that name (schedstat's first field). */
+function threadCpuNs(): Map<string, number> {
+  const byName = new Map<string, number>();
+  for (const tid of readdirSync('/proc/self/task')) {
+    try {
+      const name = readFileSync(`/proc/self/task/${tid}/comm`, 'utf8').trim();
+      const ns = Number(readFileSync(`/proc/self/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      byName.set(name, (byName.get(name) ?? 0) + ns);
+    } catch {
+      // The thread ended between the listing and the read: its time is lost to both sides.
+    }
+  }
+  return byName;
+}
+
+const GC_KINDS: Record<number, string> = {
+  [perfConstants.NODE_PERFORMANCE_GC_MINOR]: 'minor',
+  [perfConstants.NODE_PERFORMANCE_GC_MAJOR]: 'major',
+  [perfConstants.NODE_PERFORMANCE_GC_INCREMENTAL]: 'incremental',
+  [perfConstants.NODE_PERFORMANCE_GC_WEAKCB]: 'weakcb',
+};
+/** Main-thread GC pauses seen while a fan-out runs; undefined between fan-outs. */
+let gcPauses: Record<string, { count: number; ms: number }> | undefined;
+new PerformanceObserver((list) => {
+  if (!gcPauses) return;
+  for (const e of list.getEntries() as (PerformanceEntry & { detail?: { kind?: number } })[]) {
+    const kind = GC_KINDS[e.detail?.kind ?? -1] ?? 'other';
+    const k = (gcPauses[kind] ??= { count: 0, ms: 0 });
+    k.count++;
+    k.ms += e.duration;
+  }
+}).observe({ entryTypes: ['gc'] });
+
 async function fanout(ids: string[], timeoutMs: number) {
   const latencies: number[] = [];
   let failed = 0;
   /** Why commands failed, by error key (and, for timeouts, whether the command ever reached the agent). */
   const failures: Record<string, number> = {};
+  const threads0 = threadCpuNs();
+  gcPauses = {};
   const cpu0 = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
@@ -78,8 +114,14 @@ async function fanout(ids: string[], timeoutMs: number) {
   );
   const total = performance.now() - start;
   const cpu = process.cpuUsage(cpu0);
+  const threadsMs: Record<string, number> = {};
+  for (const [name, ns] of threadCpuNs()) threadsMs[name] = (ns - (threads0.get(name) ?? 0)) / 1e6;
+  // The observer is called after the entries are queued: let it see the fan-out's last GCs.
+  await new Promise((r) => setImmediate(r));
+  const gc = gcPauses;
+  gcPauses = undefined;
   latencies.sort((a, b) => a - b);
-  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000, sysMs: cpu.system / 1000 };
+  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000, sysMs: cpu.system / 1000, threadsMs, gc };
 }
 
 process.on('message', (raw: Request) => {

@@ -176,6 +176,16 @@ const int = (n: number) => Math.round(n).toLocaleString('en-US');
 const load = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 const cpuMsOf = (c: NodeJS.CpuUsage) => (c.user + c.system) / 1000;
 const out = (s: string) => process.stdout.write(`${s}\n`);
+/** A fan-out's CPU per command by thread, and its main-thread GC pauses. */
+function cpuSplit(f: Fanout): string {
+  const per = (ms: number) => fmt((ms / Math.max(1, f.agents)) * 1000, 0);
+  const threads = Object.entries(f.threadsMs)
+    .filter(([, ms]) => ms >= 0.5)
+    .sort((a, b) => b[1] - a[1])
+    .map(([name, ms]) => `${name} ${per(ms)}`);
+  const gc = Object.entries(f.gc).map(([kind, g]) => `${kind} ${g.count}× ${per(g.ms)}`);
+  return `by thread, µs per command: ${threads.join(', ') || 'n/a'}; main-thread GC pauses, µs per command: ${gc.join(', ') || 'none'}`;
+}
 
 const profDir = process.env.BENCH_CPU_PROF;
 /** Profiles the control planes during one phase when BENCH_CPU_PROF names a directory. */
@@ -314,6 +324,7 @@ if (!cluster) {
       out(
         `  ping fan-out${roundLabel(round)} to ${f.agents} agents: p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed, CP CPU ${fmt(f.cpuMs / Math.max(1, f.agents) * 1000, 0)} µs per command (${fmt(net, 0)} µs net of the idle fleet's; ${fmt(f.sysMs / Math.max(1, f.agents) * 1000, 0)} µs of it in the kernel)`,
       );
+      out(`    ${cpuSplit(f)}`);
     }
   }
 } else {
@@ -351,6 +362,7 @@ if (!cluster) {
       out(
         `  ping fan-out${roundLabel(round)} through control plane 1 to ${f.agents} agents (held by ${byProcess.map((n, i) => `${i + 1}: ${n}`).join(', ')}): p50 ${fmt(f.p50)} ms, p99 ${fmt(f.p99)} ms, max ${fmt(f.max)} ms, all done in ${fmt(f.totalMs)} ms, ${f.failed} failed${f.failed > 0 ? ` (${Object.entries(f.failures).map(([k, n]) => `${k} ×${n}`).join(', ')})` : ''}, CP CPU ${perCommand(cpu.reduce((a, b) => a + b, 0))} µs per command summed over ${P} processes (${cpu.map((ms, i) => `${i + 1}: ${perCommand(ms)}`).join(', ')})`,
       );
+      out(`    control plane 1 ${cpuSplit(f)}`);
     }
   }
 }
