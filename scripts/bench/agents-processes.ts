@@ -83,7 +83,10 @@ export interface ServerHandle {
 
 /** Starts one control-plane process and resolves once it listens. */
 export async function startServer(env: NodeJS.ProcessEnv, nofile: number): Promise<ServerHandle> {
-  const child = nodeProcess('scripts/bench/agents-server.ts', env, nofile, ['--expose-gc']);
+  // BENCH_CP_NODE_ARGS: more Node/V8 flags for the control plane only (e.g. `--trace-gc-nvp`,
+  // `--max-semi-space-size=32`), for diagnostics; the workers do not get them.
+  const extra = (process.env.BENCH_CP_NODE_ARGS ?? '').split(/\s+/).filter(Boolean);
+  const child = nodeProcess('scripts/bench/agents-server.ts', env, nofile, ['--expose-gc', ...extra]);
   let next = 0;
   const pending = new Map<number, { resolve: (v: unknown) => void; reject: (err: Error) => void }>();
   const handle: ServerHandle = {

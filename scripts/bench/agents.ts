@@ -36,6 +36,7 @@
  * tests' own: test/helpers/postgres.ts, initdb in a temporary directory, Unix socket,
  * stopped when this process exits). BENCH_CPU_PROF=<dir> writes one CPU profile of the
  * control plane per phase (connect, each fan-out) into <dir>, start-up excluded.
+ * BENCH_CP_NODE_ARGS="<flags>" gives the control-plane processes more Node/V8 flags.
  */
 import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
