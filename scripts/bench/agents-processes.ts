@@ -69,6 +69,8 @@ export interface Fanout {
   sysMs: number;
   /** CPU ms by thread name (MainThread, V8Worker for GC and compiler helpers, libuv-worker, …), from /proc's schedstat. */
   threadsMs: Record<string, number>;
+  /** Minor page faults during the fan-out (fresh pages the kernel maps and zeroes, e.g. for V8's young generation). */
+  minorFaults: number;
   /** Main-thread GC pauses during the fan-out by kind (minor, major, incremental, weakcb): how many, how long. */
   gc: Record<string, { count: number; ms: number }>;
 }

@@ -96,6 +96,7 @@ async function fanout(ids: string[], timeoutMs: number) {
   const failures: Record<string, number> = {};
   const threads0 = threadCpuNs();
   gcPauses = {};
+  const faults0 = process.resourceUsage().minorPageFault;
   const cpu0 = process.cpuUsage();
   const start = performance.now();
   await Promise.all(
@@ -114,6 +115,7 @@ async function fanout(ids: string[], timeoutMs: number) {
   );
   const total = performance.now() - start;
   const cpu = process.cpuUsage(cpu0);
+  const minorFaults = process.resourceUsage().minorPageFault - faults0;
   const threadsMs: Record<string, number> = {};
   for (const [name, ns] of threadCpuNs()) threadsMs[name] = (ns - (threads0.get(name) ?? 0)) / 1e6;
   // The observer is called after the entries are queued: let it see the fan-out's last GCs.
@@ -121,7 +123,7 @@ async function fanout(ids: string[], timeoutMs: number) {
   const gc = gcPauses;
   gcPauses = undefined;
   latencies.sort((a, b) => a - b);
-  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000, sysMs: cpu.system / 1000, threadsMs, gc };
+  return { agents: ids.length, failed, failures, p50: pct(latencies, 50), p99: pct(latencies, 99), max: latencies.at(-1) ?? NaN, totalMs: total, cpuMs: (cpu.user + cpu.system) / 1000, sysMs: cpu.system / 1000, threadsMs, minorFaults, gc };
 }
 
 process.on('message', (raw: Request) => {

@@ -185,7 +185,7 @@ function cpuSplit(f: Fanout): string {
     .sort((a, b) => b[1] - a[1])
     .map(([name, ms]) => `${name} ${per(ms)}`);
   const gc = Object.entries(f.gc).map(([kind, g]) => `${kind} ${g.count}× ${per(g.ms)}`);
-  return `by thread, µs per command: ${threads.join(', ') || 'n/a'}; main-thread GC pauses, µs per command: ${gc.join(', ') || 'none'}`;
+  return `by thread, µs per command: ${threads.join(', ') || 'n/a'}; main-thread GC pauses, µs per command: ${gc.join(', ') || 'none'}; ${fmt(f.minorFaults / Math.max(1, f.agents), 1)} page faults per command`;
 }
 
 const profDir = process.env.BENCH_CPU_PROF;
