@@ -35,7 +35,7 @@
  * `--database postgres` runs the control plane on a throwaway PostgreSQL cluster (the
  * tests' own: test/helpers/postgres.ts, initdb in a temporary directory, Unix socket,
  * stopped when this process exits). BENCH_CPU_PROF=<dir> writes one CPU profile of the
- * control plane per phase (connect, each fan-out) into <dir>, start-up excluded.
+ * control plane per phase (connect, the idle fleet, each fan-out) into <dir>, start-up excluded.
  * BENCH_CP_NODE_ARGS="<flags>" gives the control-plane processes more Node/V8 flags.
  */
 import type { ChildProcess } from 'node:child_process';
@@ -312,12 +312,17 @@ if (!cluster) {
   // What the connected fleet costs with nothing asked of it (heartbeats, pings, last_seen
   // writes), measured over a few seconds: the fan-out's CPU includes that much of it too.
   const IDLE_MS = 3_000;
-  const i0 = await server.ask<Stats>('stats');
-  const t0 = performance.now();
-  await new Promise((r) => setTimeout(r, IDLE_MS));
-  const i1 = await server.ask<Stats>('stats');
+  const { i0, i1, t0 } = await profiled(servers, 'idle', async () => {
+    const i0 = await server.ask<Stats>('stats');
+    const t0 = performance.now();
+    await new Promise((r) => setTimeout(r, IDLE_MS));
+    return { i0, i1: await server.ask<Stats>('stats'), t0 };
+  });
   const idleMsPerS = ((cpuMsOf(i1.cpu) - cpuMsOf(i0.cpu)) / (performance.now() - t0)) * 1000;
-  out(`  the idle fleet: ${fmt(idleMsPerS)} ms control-plane CPU per second with ${i1.hub.connected} agents connected (a heartbeat from each every ${fmt(i1.heartbeatIntervalMs / 1000, 0)} s)`);
+  const heartbeatsPerS = i1.hub.connected / (i1.heartbeatIntervalMs / 1000);
+  out(
+    `  the idle fleet: ${fmt(idleMsPerS)} ms control-plane CPU per second with ${i1.hub.connected} agents connected (a heartbeat from each every ${fmt(i1.heartbeatIntervalMs / 1000, 0)} s: ${fmt((idleMsPerS / Math.max(1, heartbeatsPerS)) * 1000, 0)} µs per heartbeat)`,
+  );
   for (let round = 1; round <= rounds; round++) {
     for (const count of [...new Set([Math.min(1000, N), N])]) {
       const f = await profiled(servers, fanoutName(count, round), () => server.ask<Fanout>('fanout', { count }));
