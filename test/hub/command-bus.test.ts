@@ -315,6 +315,100 @@ t.test('a failed command surfaces as command_failed', async (t) => {
   await agent.close();
 });
 
+/** The hub's text frames to this agent from now on, in the order they arrived: type, and a command's id. */
+function frameLog(agent: FakeAgent): string[] {
+  const log: string[] = [];
+  agent.ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (isBinary) return;
+    const m = JSON.parse(data.toString()) as { type: string; envelope?: { id: string } };
+    log.push(m.type === 'command' ? `command ${m.envelope?.id ?? ''}` : m.type);
+  });
+  return log;
+}
+
+t.test('a command sent while the connected state is written reaches the agent after its welcome, once', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  // The connected-state write is held, as a slow database would hold it.
+  let writing!: () => void;
+  const written = new Promise<void>((resolve) => (writing = resolve));
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  const markConnected = fx.store.markConnected.bind(fx.store);
+  fx.store.markConnected = async (...args) => {
+    writing();
+    await held;
+    return markConnected(...args);
+  };
+  // Resolves once the bus has handed the command to the hub (and the hub took or refused it).
+  let handed!: () => void;
+  const tried = new Promise<void>((resolve) => (handed = resolve));
+  const deliver = fx.hub.deliver.bind(fx.hub);
+  fx.hub.deliver = (id, message) => {
+    const ok = deliver(id, message);
+    if (message.type === 'command') handed();
+    return ok;
+  };
+  const agent = await FakeAgent.dialAndHello(fx.url, agentId, key);
+  const frames = frameLog(agent);
+  await written;
+  t.ok(fx.hub.isConnected(agentId), 'the connection holds the agent while its state is written');
+  const pending = fx.bus.send(agentId, 'ping', {});
+  await tried;
+  release();
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  t.equal(frames[0], 'welcome', 'the welcome came first');
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: id, status: 'succeeded', output: { pong: true }, finished_at: Date.now() });
+  t.same((await pending).output, { pong: true });
+  // A later command comes after anything the reconnect could still have sent.
+  const later = fx.bus.send(agentId, 'ping', {});
+  const next = (await agent.nextOf((m) => m.type === 'command' && m.envelope.id !== id)) as MessageOf<'command'>;
+  agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: next.envelope.id, status: 'succeeded', output: {}, finished_at: Date.now() });
+  await later;
+  t.same(frames.filter((f) => f.startsWith('command')), [`command ${id}`, `command ${String(next.envelope.id)}`], 'each command went out once');
+  await agent.close();
+});
+
+t.test('a command sent as the agent connects goes out once: the connect’s re-send does not repeat it', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const { agentId, key } = await fx.addAgent();
+  // The connect's read of commands to re-send waits until a new command has gone out.
+  let release!: () => void;
+  const held = new Promise<void>((resolve) => (release = resolve));
+  let reads = 0;
+  let readDone!: () => void;
+  const reread = new Promise<void>((resolve) => (readDone = resolve));
+  const deliverable = fx.store.deliverable.bind(fx.store);
+  fx.store.deliverable = async (...args) => {
+    reads++;
+    await held;
+    const rows = await deliverable(...args);
+    readDone();
+    return rows;
+  };
+  const { agent } = await FakeAgent.connect(fx.url, agentId, key);
+  const frames = frameLog(agent);
+  await until(() => reads === 1, 30_000, 'the re-send read started');
+  const pending = fx.bus.send(agentId, 'ping', {});
+  const cmd = (await agent.next('command')) as MessageOf<'command'>;
+  const id = String(cmd.envelope.id);
+  t.equal((await fx.store.commands.get(id))?.state, 'sent', 'on file as sent when the re-send reads');
+  release();
+  await reread;
+  const later = fx.bus.send(agentId, 'ping', {});
+  const next = (await agent.nextOf((m) => m.type === 'command' && m.envelope.id !== id)) as MessageOf<'command'>;
+  t.same(frames.filter((f) => f.startsWith('command')), [`command ${id}`, `command ${String(next.envelope.id)}`], 'nothing went out twice');
+  for (const c of [id, String(next.envelope.id)]) {
+    agent.send({ protocol: PROTOCOL_VERSION, type: 'result', command_id: c, status: 'succeeded', output: {}, finished_at: Date.now() });
+  }
+  await pending;
+  await later;
+  await agent.close();
+});
+
 t.test('a result re-sent after a reconnect is acknowledged again but applied once', async (t) => {
   const fx = await startHub();
   t.teardown(() => fx.close());

@@ -70,7 +70,10 @@ export interface AgentLink {
   isConnected(agentId: string): boolean;
   /** Whether the agent's connection here named the feature (`x-vmkit-agent-features`); absent: no features. */
   supports?(agentId: string, feature: AgentFeature): boolean;
-  /** Sends a frame to a connected agent; false when it is not connected here. */
+  /**
+   * Sends a frame to a connected agent; false when it is not connected here, or its
+   * connection is not welcomed yet (listeners hear `agentConnected` once it is).
+   */
   deliver(agentId: string, message: ServerMessage): boolean;
   /**
    * Tells a connected agent its result is stored, so its journal may let the result go:
@@ -145,6 +148,12 @@ class Connection {
   /** Stored results not yet acknowledged to a `heartbeat-acks` agent, and since when. */
   pendingAcks: string[] | undefined;
   pendingAcksSince = 0;
+  /**
+   * Whether the welcome is out. A connection is `open` (it holds the agent) while its
+   * connected state is written, before the welcome: no command may reach the agent until
+   * then, since an agent that gets anything else first closes the connection.
+   */
+  welcomed = false;
   readonly ws: WebSocket;
   readonly nonce: string;
   readonly remote: string;
@@ -360,7 +369,7 @@ export class AgentHub implements AgentLink {
 
   deliver(agentId: string, message: ServerMessage): boolean {
     const conn = this.#open.get(agentId);
-    if (!conn || conn.phase !== 'open' || conn.ws.readyState !== WebSocket.OPEN) return false;
+    if (!conn || conn.phase !== 'open' || !conn.welcomed || conn.ws.readyState !== WebSocket.OPEN) return false;
     conn.ws.send(encodeMessage(message));
     return true;
   }
@@ -778,6 +787,7 @@ export class AgentHub implements AgentLink {
       signing_keys: this.#keys.published(),
     };
     conn.ws.send(encodeMessage(welcome));
+    conn.welcomed = true;
     this.#log.debug({ agentId: agent.id, remote: conn.remote }, 'hub: agent connected');
     for (const l of this.#listeners) {
       try {

@@ -142,6 +142,18 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   readonly #acksWaiting = new Set<string>();
   /** Commands stored as `sent` whose agent was gone at delivery, while they go back to `queued`. */
   readonly #requeuing = new Set<string>();
+  /**
+   * Commands a `send` (or a queued command's delivery) is taking to the agent right now,
+   * from before their row says `sent` until the frame is written: a reconnect's re-send
+   * that reads such a row leaves it to them. A count: a send and a pass may deliver the
+   * same queued command at once (one of them wins the transition).
+   */
+  readonly #delivering = new Map<string, number>();
+  /**
+   * While an agent's re-send pass runs (#flushQueue): the commands delivered to it
+   * meanwhile, by the pass or outside it, so that none goes out twice.
+   */
+  readonly #passes = new Map<string, Set<string>>();
   readonly #sweeper: NodeJS.Timeout;
   readonly #startedAt = Date.now();
   readonly #orphanGraceMs: number;
@@ -194,7 +206,13 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       createdAt: now,
       expiresAt: envelope.expires_at,
     };
-    await this.#store.insert(stored);
+    if (direct) this.#deliveryStarts(id);
+    try {
+      await this.#store.insert(stored);
+    } catch (err) {
+      this.#deliveryEnds(id);
+      throw err;
+    }
     const outcome = this.#wait(id, agentId, timeoutMs, opts);
     try {
       if (direct) await this.#deliverStoredAsSent(stored);
@@ -335,13 +353,28 @@ export class InProcessCommandBus implements CommandBus, HubListener {
   }
 
   async #flushQueue(agentId: string): Promise<void> {
-    for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
-      if (cmd.state === 'queued') await this.#deliver(cmd);
-      else if (!this.#requeuing.has(cmd.id)) {
-        const frame = this.#frame(cmd);
-        if (frame) this.#link.deliver(agentId, frame);
+    // A pass already running for this agent shares its record.
+    const own = !this.#passes.has(agentId);
+    const delivered = this.#passes.get(agentId) ?? new Set<string>();
+    if (own) this.#passes.set(agentId, delivered);
+    try {
+      for (const cmd of await this.#store.deliverable(agentId, Date.now() + DELIVERY_MARGIN_MS)) {
+        if (cmd.state === 'queued') await this.#deliver(cmd);
+        // A `sent` row is re-sent unless it already went out on this connection during the
+        // pass, or its own delivery is under way (a send that stored it as the agent connected).
+        else if (!this.#requeuing.has(cmd.id) && !this.#delivering.has(cmd.id) && !delivered.has(cmd.id)) {
+          const frame = this.#frame(cmd);
+          if (frame && this.#link.deliver(agentId, frame)) delivered.add(cmd.id);
+        }
       }
+    } finally {
+      if (own) this.#passes.delete(agentId);
     }
+  }
+
+  /** A frame went out: a re-send pass of its agent that is running must not send it again. */
+  #sent(agentId: string, commandId: string): void {
+    this.#passes.get(agentId)?.add(commandId);
   }
 
   /**
@@ -377,9 +410,14 @@ export class InProcessCommandBus implements CommandBus, HubListener {
    * still re-send it, and the agent answers a second copy from its journal.
    */
   async #deliverStoredAsSent(cmd: Deliverable): Promise<void> {
-    const frame = this.#frame(cmd);
-    if (frame && this.#link.deliver(cmd.agentId, frame)) return;
-    this.#requeuing.add(cmd.id);
+    try {
+      const frame = this.#frame(cmd);
+      if (frame && this.#link.deliver(cmd.agentId, frame)) return this.#sent(cmd.agentId, cmd.id);
+      // Gone, or connected again and not yet welcomed: back to queued, then the usual way.
+      this.#requeuing.add(cmd.id);
+    } finally {
+      this.#deliveryEnds(cmd.id);
+    }
     try {
       await this.#store.transition(cmd.id, ['sent'], 'queued', Date.now());
     } finally {
@@ -394,11 +432,28 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     const framed = this.#frame(cmd);
     if (!framed) return;
     // The conditional transition makes delivery at-most-once per connection even when
-    // send() and an agent's (re)connect race for the same queued command.
-    if (!(await this.#store.transition(cmd.id, ['queued'], 'sent', Date.now()))) return;
-    // A reconnect meanwhile may have brought a connection without batch signatures.
-    const frame = framed.batch === undefined || this.#link.supports?.(cmd.agentId, 'batch-signature') ? framed : this.#frame(cmd);
-    if (frame) this.#link.deliver(cmd.agentId, frame);
+    // send() and an agent's (re)connect race for the same queued command. A connection not
+    // yet welcomed refuses the frame: the row says `sent`, and the re-send pass that
+    // follows the welcome sends it.
+    this.#deliveryStarts(cmd.id);
+    try {
+      if (!(await this.#store.transition(cmd.id, ['queued'], 'sent', Date.now()))) return;
+      // A reconnect meanwhile may have brought a connection without batch signatures.
+      const frame = framed.batch === undefined || this.#link.supports?.(cmd.agentId, 'batch-signature') ? framed : this.#frame(cmd);
+      if (frame && this.#link.deliver(cmd.agentId, frame)) this.#sent(cmd.agentId, cmd.id);
+    } finally {
+      this.#deliveryEnds(cmd.id);
+    }
+  }
+
+  #deliveryStarts(commandId: string): void {
+    this.#delivering.set(commandId, (this.#delivering.get(commandId) ?? 0) + 1);
+  }
+
+  #deliveryEnds(commandId: string): void {
+    const n = (this.#delivering.get(commandId) ?? 1) - 1;
+    if (n > 0) this.#delivering.set(commandId, n);
+    else this.#delivering.delete(commandId);
   }
 
   async #onReply(agentId: string, msg: CommandReply, ackDropped: boolean): Promise<void> {
