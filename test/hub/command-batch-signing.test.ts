@@ -244,3 +244,44 @@ t.test('the batch signer signs one batch a turn, the oldest first, so the first 
   t.equal(signed[4]?.signature, signed[5]?.signature, 'the last two share a signature');
   t.equal(new Set(signed.map((s) => s.signature)).size, 3, 'three signatures for six commands');
 });
+
+t.test('the batch signer builds each leaf when its batch is signed; a leaf that fails to build fails alone', async (t) => {
+  const signer = new CommandBatchSigner({ maxLeaves: 8 });
+  const k = generateSigningKeyPair();
+  let built = 0;
+  const build = (i: number) => () => {
+    built++;
+    if (i === 1) throw new Error('params refused');
+    return { text: leaf(), value: i };
+  };
+  const calls = [0, 1, 2].map((i) => signer.signPrepared(k, build(i)));
+  t.equal(built, 0, 'nothing is built while the calls wait for their batch');
+  const [first, failed, third] = await Promise.allSettled(calls);
+  t.equal(built, 3, 'all built when the batch was signed');
+  t.match(failed, { status: 'rejected', reason: { message: 'params refused' } }, 'the one that failed to build rejects with its own error');
+  if (first?.status !== 'fulfilled' || third?.status !== 'fulfilled') throw new Error('the other two should be signed');
+  t.same([first.value.value, third.value.value], [0, 2], 'each call gets back what its own build made');
+  t.same([first.value.batch?.size, third.value.batch?.size], [2, 2], 'the batch is the two that were built');
+  t.equal(first.value.signature, third.value.signature, 'they share one signature');
+});
+
+t.test('a command the protocol refuses fails its own send; the rest of its batch goes out', async (t) => {
+  const fx = await startHub();
+  t.teardown(() => fx.close());
+  const agents = [await connect(fx, BATCH), await connect(fx, BATCH), await connect(fx, BATCH)];
+  const [a, bad, c] = agents as [Connected, Connected, Connected];
+  const good = [a, c].map((x) => fx.bus.send(x.agentId, 'ping', {}));
+  // Not a valid harden: the envelope is checked as the command is built, in its batch.
+  const refused = fx.bus.send(bad.agentId, 'harden', { deploy_keys: 'not a list', dry_run: true } as unknown as { deploy_keys: string[]; dry_run: boolean }).then(
+    () => undefined,
+    (err: unknown) => err,
+  );
+  const commands = await Promise.all([a, c].map(nextCommand));
+  t.ok(commands.every((cmd, i) => verdict(([a, c][i] as Connected).agentId, ([a, c][i] as Connected).keys, cmd).ok), 'the two others verify');
+  t.ok(commands.every((cmd) => cmd.batch?.size === 2), 'as a batch of two');
+  t.match(await refused, { name: 'ZodError', message: /deploy_keys/ }, 'the refused one rejects with why');
+  commands.forEach((cmd, i) => answer([a, c][i] as Connected, cmd));
+  await Promise.all(good);
+  t.equal(bad.agent.received.filter((m) => m.type === 'command').length, 0, 'nothing went to the third agent');
+  await Promise.all(agents.map((x) => x.agent.close()));
+});

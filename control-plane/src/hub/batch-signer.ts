@@ -8,9 +8,15 @@ export interface CommandSignature {
   batch?: CommandBatch | undefined;
 }
 
-interface Leaf {
+/** What a leaf's `prepare` gives: the text to sign, and whatever the caller wants back with the signature. */
+export interface PreparedLeaf<P> {
   text: string;
-  resolve(sig: CommandSignature): void;
+  value: P;
+}
+
+interface Leaf {
+  prepare(): PreparedLeaf<unknown>;
+  resolve(signed: CommandSignature & { value: unknown }): void;
   reject(err: unknown): void;
 }
 
@@ -30,6 +36,11 @@ interface OpenBatch {
  *
  * Why at most 1,024 leaves: the audit path, which every command frame carries, grows by
  * 44 bytes per doubling; past a thousand the signature is already under 0.1 µs a command.
+ *
+ * `signPrepared` takes the text as a function, called when its batch is signed: a
+ * fan-out of thousands then keeps only what it needs to build each command while it
+ * waits its turn, not the envelope and its canonical text, which the young generation's
+ * scavenges would copy again and again.
  */
 export class CommandBatchSigner {
   readonly #maxLeaves: number;
@@ -42,14 +53,25 @@ export class CommandBatchSigner {
   }
 
   /** Signs `text` (what a single command signature signs: commandSigningText) in this turn's batch for `key`. */
-  sign(key: SigningKeyPair, text: string): Promise<CommandSignature> {
-    return new Promise<CommandSignature>((resolve, reject) => {
+  async sign(key: SigningKeyPair, text: string): Promise<CommandSignature> {
+    const { signature, batch } = await this.signPrepared(key, () => ({ text, value: undefined }));
+    return { signature, batch };
+  }
+
+  /**
+   * Signs what `prepare` gives, in this turn's batch for `key`; `prepare` runs when the
+   * batch is signed. If it throws, this call rejects with its error and the rest of the
+   * batch is signed without it.
+   */
+  signPrepared<P>(key: SigningKeyPair, prepare: () => PreparedLeaf<P>): Promise<CommandSignature & { value: P }> {
+    return new Promise<CommandSignature & { value: P }>((resolve, reject) => {
       let batch = this.#open.get(key.keyId);
       if (!batch) {
         batch = { key, leaves: [] };
         this.#open.set(key.keyId, batch);
       }
-      batch.leaves.push({ text, resolve, reject });
+      // The leaf list holds every type of value; each call gets back what its own prepare made.
+      batch.leaves.push({ prepare, resolve: resolve as (signed: CommandSignature & { value: unknown }) => void, reject });
       if (batch.leaves.length >= this.#maxLeaves) {
         this.#open.delete(key.keyId);
         this.#sealed.push(batch);
@@ -76,15 +98,30 @@ export class CommandBatchSigner {
       this.#scheduled = true;
       setImmediate(() => this.#flush());
     }
-    const { key, leaves } = batch;
+    const { key } = batch;
+    const leaves: Leaf[] = [];
+    const prepared: PreparedLeaf<unknown>[] = [];
+    for (const leaf of batch.leaves) {
+      try {
+        prepared.push(leaf.prepare());
+        leaves.push(leaf);
+      } catch (err) {
+        leaf.reject(err);
+      }
+    }
     try {
+      if (leaves.length === 0) return;
       if (leaves.length === 1) {
         const [only] = leaves as [Leaf];
-        only.resolve({ signature: sign(null, Buffer.from(only.text, 'utf8'), key.privateKey).toString('base64url') });
+        const [p] = prepared as [PreparedLeaf<unknown>];
+        only.resolve({ signature: sign(null, Buffer.from(p.text, 'utf8'), key.privateKey).toString('base64url'), value: p.value });
         return;
       }
-      const { signature, batches: places } = signCommandBatch(key.privateKey, leaves.map((l) => l.text));
-      leaves.forEach((l, i) => l.resolve({ signature, batch: places[i] }));
+      const { signature, batches: places } = signCommandBatch(
+        key.privateKey,
+        prepared.map((p) => p.text),
+      );
+      leaves.forEach((l, i) => l.resolve({ signature, batch: places[i], value: prepared[i]?.value }));
     } catch (err) {
       for (const l of leaves) l.reject(err);
     }

@@ -10,7 +10,7 @@ import {
   signCommandText,
   verifyCommandBatch,
 } from '@vmkit/protocol';
-import type { CommandParams, CommandType, MessageOf } from '@vmkit/protocol';
+import type { CommandEnvelope, CommandParams, CommandType, MessageOf } from '@vmkit/protocol';
 import type { AgentLink, CommandReply, HubListener, HubLogger } from './agent-hub.ts';
 import { CommandBatchSigner } from './batch-signer.ts';
 import type { CommandSignature } from './batch-signer.ts';
@@ -80,7 +80,15 @@ interface Waiter {
   reject(err: Error): void;
   onProgress: ((p: CommandProgress) => void) | undefined;
   timer: NodeJS.Timeout;
-  cleanup(): void;
+  /** The caller's signal and its listener, when it gave one. */
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+}
+
+/** Stops a waiter's timer and abort listener. */
+function cleanup(w: Waiter): void {
+  clearTimeout(w.timer);
+  if (w.onAbort) w.signal?.removeEventListener('abort', w.onAbort);
 }
 
 /**
@@ -181,19 +189,28 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     const lifetimeMs = Math.min(MAX_COMMAND_LIFETIME_MS, opts.lifetimeMs ?? Math.max(DEFAULT_COMMAND_LIFETIME_MS, timeoutMs));
     const key = opts.signWith === undefined ? this.#keys.active() : this.#keys.get(opts.signWith);
     if (!key) throw new CommandBusError('internal', `no signing key ${opts.signWith ?? ''}`);
-    const now = Date.now();
-    const { envelope, canonical } = prepareCommand(key, { agentId, type, params, now, lifetimeMs });
-    const id = envelope.id;
     // An agent held here, and nothing to run between storing and delivering: the command
     // is stored as `sent` and goes out the moment that write committed (one write fewer
     // than queued, then sent). Otherwise it waits as `queued`.
     const direct = opts.onCommandId === undefined && this.#link.isConnected(agentId);
     // Only a command going straight to a connection that reads batch signatures shares one;
-    // one that waits may reach a connection that does not (#frame then re-signs it).
-    const signed: CommandSignature =
-      direct && this.#link.supports?.(agentId, 'batch-signature')
-        ? await this.#batchSigner.sign(key, commandSigningText(canonical))
-        : { signature: signCommandText(key.privateKey, canonical) };
+    // one that waits may reach a connection that does not (#frame then re-signs it). A
+    // batched command is built when its batch is signed (its issued_at is then): while it
+    // waits for its turn it holds only these arguments (see CommandBatchSigner).
+    let envelope: CommandEnvelope;
+    let signed: CommandSignature;
+    if (direct && this.#link.supports?.(agentId, 'batch-signature')) {
+      ({ value: envelope, ...signed } = await this.#batchSigner.signPrepared(key, () => {
+        const p = prepareCommand(key, { agentId, type, params, now: Date.now(), lifetimeMs });
+        return { text: commandSigningText(p.canonical), value: p.envelope };
+      }));
+    } else {
+      const p = prepareCommand(key, { agentId, type, params, now: Date.now(), lifetimeMs });
+      envelope = p.envelope;
+      signed = { signature: signCommandText(key.privateKey, p.canonical) };
+    }
+    const id = envelope.id;
+    const now = envelope.issued_at;
     if (opts.signal?.aborted) throw new CommandAbortedError(id);
     const stored: Omit<StoredCommand, 'result' | 'updatedAt'> = {
       id,
@@ -225,7 +242,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       // Nobody will await `outcome`: forget the waiter so its timer cannot reject it unobserved.
       const waiter = this.#waiters.get(id);
       this.#waiters.delete(id);
-      waiter?.cleanup();
+      if (waiter) cleanup(waiter);
       throw err;
     }
     return outcome;
@@ -262,7 +279,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     this.#closed = true;
     clearInterval(this.#sweeper);
     for (const [id, w] of this.#waiters) {
-      w.cleanup();
+      cleanup(w);
       w.reject(new CommandAbortedError(id));
     }
     this.#waiters.clear();
@@ -278,20 +295,12 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       return aborted;
     }
     const outcome = new Promise<CommandOutcome>((resolve, reject) => {
-      const onAbort = () => void this.#giveUp(id, new CommandAbortedError(id));
-      const waiter: Waiter = {
-        agentId,
-        timeoutMs,
-        resolve,
-        reject,
-        onProgress: opts.onProgress,
-        timer: setTimeout(() => void this.#giveUp(id), timeoutMs),
-        cleanup: () => {
-          clearTimeout(waiter.timer);
-          opts.signal?.removeEventListener('abort', onAbort);
-        },
-      };
-      opts.signal?.addEventListener('abort', onAbort, { once: true });
+      // No closures but the abort listener (only with a signal): a fan-out keeps thousands
+      // of waiters alive for seconds, and what they hold is what each scavenge copies.
+      const signal = opts.signal;
+      const onAbort = signal && (() => void this.#giveUp(id, new CommandAbortedError(id)));
+      const waiter: Waiter = { agentId, timeoutMs, resolve, reject, onProgress: opts.onProgress, timer: setTimeout(this.#onTimeout, timeoutMs, id), signal, onAbort };
+      if (onAbort) signal?.addEventListener('abort', onAbort, { once: true });
       this.#waiters.set(id, waiter);
     });
     // send() and resume() still await their own steps (onCommandId, delivery, a read) before
@@ -542,7 +551,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
     const waiter = this.#waiters.get(commandId);
     if (!waiter) return;
     this.#waiters.delete(commandId);
-    waiter.cleanup();
+    cleanup(waiter);
     if (result.status === 'succeeded') {
       waiter.resolve({ commandId, status: 'succeeded', output: result.output ?? {}, finishedAt: result.finished_at });
     } else {
@@ -551,6 +560,8 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       );
     }
   }
+
+  readonly #onTimeout = (commandId: string): void => void this.#giveUp(commandId);
 
   /** Timeout or abort: record why the command ended without a result, unless one just arrived. */
   async #giveUp(commandId: string, abortError?: CommandAbortedError): Promise<void> {
@@ -567,7 +578,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
       state = 'timed_out';
     }
     this.#waiters.delete(commandId);
-    waiter.cleanup();
+    cleanup(waiter);
     waiter.reject(abortError ?? new CommandTimeoutError(commandId, state, waiter.timeoutMs));
   }
 
@@ -580,7 +591,7 @@ export class InProcessCommandBus implements CommandBus, HubListener {
         const waiter = this.#waiters.get(id);
         if (!waiter) continue;
         this.#waiters.delete(id);
-        waiter.cleanup();
+        cleanup(waiter);
         waiter.reject(new CommandTimeoutError(id, 'expired', waiter.timeoutMs));
       }
     } catch (err) {

@@ -32,16 +32,26 @@ export class MeasuredCommandBus implements CommandBus {
     this.#metrics = metrics;
   }
 
-  async send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts?: SendOptions): Promise<CommandOutcome> {
+  // A `then` rather than an async function: a fan-out keeps thousands of sends pending for
+  // seconds, and a suspended async frame holds more than a reaction does.
+  send<T extends CommandType>(agentId: string, type: T, params: CommandParams<T>, opts?: SendOptions): Promise<CommandOutcome> {
     const started = performance.now();
+    let sent: Promise<CommandOutcome>;
     try {
-      const outcome = await this.#bus.send(agentId, type, params, opts);
-      this.#metrics.commandFinished(type, 'succeeded', (performance.now() - started) / 1000);
-      return outcome;
+      sent = this.#bus.send(agentId, type, params, opts);
     } catch (err) {
-      this.#metrics.commandFinished(type, commandOutcomeOf(err), (performance.now() - started) / 1000);
-      throw err;
+      sent = Promise.reject(err instanceof Error ? err : new Error(String(err)));
     }
+    return sent.then(
+      (outcome) => {
+        this.#metrics.commandFinished(type, 'succeeded', (performance.now() - started) / 1000);
+        return outcome;
+      },
+      (err: unknown) => {
+        this.#metrics.commandFinished(type, commandOutcomeOf(err), (performance.now() - started) / 1000);
+        throw err;
+      },
+    );
   }
 
   get(commandId: string): Promise<StoredCommand | undefined> {
