@@ -331,32 +331,29 @@ t.test('a command sent while the connected state is written reaches the agent af
   t.teardown(() => fx.close());
   const { agentId, key } = await fx.addAgent();
   // The connected-state write is held, as a slow database would hold it.
-  let writing!: () => void;
-  const written = new Promise<void>((resolve) => (writing = resolve));
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => (release = resolve));
+  const writing = Promise.withResolvers<void>();
+  const held = Promise.withResolvers<void>();
   const markConnected = fx.store.markConnected.bind(fx.store);
   fx.store.markConnected = async (...args) => {
-    writing();
-    await held;
+    writing.resolve();
+    await held.promise;
     return markConnected(...args);
   };
   // Resolves once the bus has handed the command to the hub (and the hub took or refused it).
-  let handed!: () => void;
-  const tried = new Promise<void>((resolve) => (handed = resolve));
+  const handed = Promise.withResolvers<void>();
   const deliver = fx.hub.deliver.bind(fx.hub);
   fx.hub.deliver = (id, message) => {
     const ok = deliver(id, message);
-    if (message.type === 'command') handed();
+    if (message.type === 'command') handed.resolve();
     return ok;
   };
   const agent = await FakeAgent.dialAndHello(fx.url, agentId, key);
   const frames = frameLog(agent);
-  await written;
+  await writing.promise;
   t.ok(fx.hub.isConnected(agentId), 'the connection holds the agent while its state is written');
   const pending = fx.bus.send(agentId, 'ping', {});
-  await tried;
-  release();
+  await handed.promise;
+  held.resolve();
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
   t.equal(frames[0], 'welcome', 'the welcome came first');
@@ -376,17 +373,15 @@ t.test('a command sent as the agent connects goes out once: the connect’s re-s
   t.teardown(() => fx.close());
   const { agentId, key } = await fx.addAgent();
   // The connect's read of commands to re-send waits until a new command has gone out.
-  let release!: () => void;
-  const held = new Promise<void>((resolve) => (release = resolve));
+  const held = Promise.withResolvers<void>();
+  const read = Promise.withResolvers<void>();
   let reads = 0;
-  let readDone!: () => void;
-  const reread = new Promise<void>((resolve) => (readDone = resolve));
   const deliverable = fx.store.deliverable.bind(fx.store);
   fx.store.deliverable = async (...args) => {
     reads++;
-    await held;
+    await held.promise;
     const rows = await deliverable(...args);
-    readDone();
+    read.resolve();
     return rows;
   };
   const { agent } = await FakeAgent.connect(fx.url, agentId, key);
@@ -396,8 +391,8 @@ t.test('a command sent as the agent connects goes out once: the connect’s re-s
   const cmd = (await agent.next('command')) as MessageOf<'command'>;
   const id = String(cmd.envelope.id);
   t.equal((await fx.store.commands.get(id))?.state, 'sent', 'on file as sent when the re-send reads');
-  release();
-  await reread;
+  held.resolve();
+  await read.promise;
   const later = fx.bus.send(agentId, 'ping', {});
   const next = (await agent.nextOf((m) => m.type === 'command' && m.envelope.id !== id)) as MessageOf<'command'>;
   t.same(frames.filter((f) => f.startsWith('command')), [`command ${id}`, `command ${String(next.envelope.id)}`], 'nothing went out twice');
