@@ -26,7 +26,7 @@ interface OpenBatch {
 }
 
 /**
- * Signs commands together: the `sign` calls made with the same key until their batch is
+ * Signs commands together: the `signPrepared` calls made with the same key until their batch is
  * signed (at the next `setImmediate`, or later while older batches go first, see #flush)
  * share one Ed25519 signature over a Merkle tree of them (@vmkit/protocol
  * command-batch.ts). A fan-out calling the bus for thousands of agents at once then pays
@@ -37,7 +37,7 @@ interface OpenBatch {
  * Why at most 1,024 leaves: the audit path, which every command frame carries, grows by
  * 44 bytes per doubling; past a thousand the signature is already under 0.1 µs a command.
  *
- * `signPrepared` takes the text as a function, called when its batch is signed: a
+ * It takes the text as a function, called when its batch is signed: a
  * fan-out of thousands then keeps only what it needs to build each command while it
  * waits its turn, not the envelope and its canonical text, which the young generation's
  * scavenges would copy again and again.
@@ -50,12 +50,6 @@ export class CommandBatchSigner {
 
   constructor(opts: { maxLeaves?: number } = {}) {
     this.#maxLeaves = Math.max(1, opts.maxLeaves ?? 1024);
-  }
-
-  /** Signs `text` (what a single command signature signs: commandSigningText) in this turn's batch for `key`. */
-  async sign(key: SigningKeyPair, text: string): Promise<CommandSignature> {
-    const { signature, batch } = await this.signPrepared(key, () => ({ text, value: undefined }));
-    return { signature, batch };
   }
 
   /**
