@@ -16,7 +16,8 @@ import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { copyFileSync, existsSync, mkdirSync, openSync, readFileSync, readSync, closeSync, renameSync, rmSync, statSync, writeFileSync, chmodSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { build } from 'esbuild';
 import type { Plugin } from 'esbuild';
@@ -27,6 +28,7 @@ const run = promisify(execFile);
 
 export const REPO_ROOT = resolve(import.meta.dirname, '..', '..');
 const requireFromRoot = createRequire(join(REPO_ROOT, 'package.json'));
+const AGENT_ENTRY = join(REPO_ROOT, 'vmkit-agent', 'src', 'cli.ts');
 /** Node's SEA sentinel; the same for every Node release that supports SEAs. */
 const SEA_FUSE = 'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2';
 /** ELF e_machine of each platform, to refuse an addon compiled for another CPU. */
@@ -126,7 +128,8 @@ function nodeBinary(platform: AgentPlatform): string {
   return file;
 }
 
-function ptyAddon(platform: AgentPlatform): string {
+/** node-pty's compiled addon for `platform`, checked to be one. */
+export function ptyAddon(platform: AgentPlatform): string {
   const file = join(REPO_ROOT, 'node_modules', 'node-pty', 'build', 'Release', 'pty.node');
   if (!existsSync(file)) throw new AgentBuildError(`${file} is missing: node-pty was not compiled (npm rebuild node-pty)`);
   if (elfMachine(file) !== ELF_MACHINE[platform]) throw new AgentBuildError(`${file} is not compiled for ${platform}`);
@@ -162,6 +165,58 @@ const zodEnglishOnlyPlugin: Plugin = {
   },
 };
 
+/**
+ * The agent as one CommonJS file, what the executable carries, with node-pty's addon copied
+ * beside it (a bundle run by plain node loads it from there: vmkit-agent/src/sea/pty-native.ts).
+ * The tests run their agent processes from such a bundle (test/build-first.ts).
+ */
+export async function bundleAgent(
+  outfile: string,
+  opts: {
+    version: string;
+    pty: string;
+    fault?: BuildFault | undefined;
+    /**
+     * A bundle run from the repository (the tests'): `import.meta.url` is then
+     * vmkit-agent/src/cli.ts's URL in every file, so what the agent reads from beside its
+     * sources when it is not an executable (the systemd unit) is found, as under tsx.
+     */
+    fromSources?: boolean;
+  },
+): Promise<void> {
+  const result = await build({
+    entryPoints: [AGENT_ENTRY],
+    bundle: true,
+    platform: 'node',
+    format: 'cjs',
+    target: 'node24',
+    outfile,
+    sourcemap: 'external',
+    legalComments: 'none',
+    // V8 keeps the whole script's source in the heap (lazily compiled functions are compiled
+    // from it): without whitespace and comments it is about half the size, and comments were
+    // what carried non-ASCII characters, which make V8 store every character in two bytes.
+    // Stack traces still map to the sources through the source map in .build/.
+    minifyWhitespace: true,
+    charset: 'ascii',
+    define: {
+      VMKIT_AGENT_BUILD_VERSION: JSON.stringify(opts.version),
+      VMKIT_AGENT_BUILD_FAULT: JSON.stringify(opts.fault ?? ''),
+      ...(opts.fromSources && { 'import.meta.url': JSON.stringify(pathToFileURL(AGENT_ENTRY).href) }),
+    },
+    plugins: [ptyLoaderPlugin, zodEnglishOnlyPlugin],
+    // version.ts reads package.json through import.meta.url only when the define above is absent (tsx).
+    logOverride: { 'empty-import-meta': 'silent' },
+    logLevel: 'silent',
+  });
+  if (result.warnings.length > 0) throw new AgentBuildError(`esbuild warned: ${result.warnings.map((w) => w.text).join('; ')}`);
+  // One non-ASCII character anywhere doubles the source V8 keeps in the agent's heap.
+  const nonAscii = /[\u0080-\u00ff]/.exec(readFileSync(outfile, 'latin1'));
+  if (nonAscii) throw new AgentBuildError(`the bundle has a non-ASCII character at offset ${nonAscii.index} (V8 would keep the whole source as two-byte)`);
+  // The bundle run by plain node finds the addon beside it (pty-native.ts).
+  copyFileSync(opts.pty, join(dirname(outfile), 'pty.node'));
+}
+
 function sha256File(file: string): string {
   return createHash('sha256').update(readFileSync(file)).digest('hex');
 }
@@ -193,36 +248,7 @@ export async function buildAgent(opts: AgentBuildOptions = {}): Promise<AgentBui
   log(`vmkit-agent ${version} for ${target}${opts.fault ? ` (test fault: ${opts.fault})` : ''}`);
   try {
     const bundle = join(work, 'agent.cjs');
-    const result = await build({
-      entryPoints: [join(REPO_ROOT, 'vmkit-agent', 'src', 'cli.ts')],
-      bundle: true,
-      platform: 'node',
-      format: 'cjs',
-      target: 'node24',
-      outfile: bundle,
-      sourcemap: 'external',
-      legalComments: 'none',
-      // V8 keeps the whole script's source in the heap (lazily compiled functions are compiled
-      // from it): without whitespace and comments it is about half the size, and comments were
-      // what carried non-ASCII characters, which make V8 store every character in two bytes.
-      // Stack traces still map to the sources through the source map in .build/.
-      minifyWhitespace: true,
-      charset: 'ascii',
-      define: {
-        VMKIT_AGENT_BUILD_VERSION: JSON.stringify(version),
-        VMKIT_AGENT_BUILD_FAULT: JSON.stringify(opts.fault ?? ''),
-      },
-      plugins: [ptyLoaderPlugin, zodEnglishOnlyPlugin],
-      // version.ts reads package.json through import.meta.url only when the define above is absent (tsx).
-      logOverride: { 'empty-import-meta': 'silent' },
-      logLevel: 'silent',
-    });
-    if (result.warnings.length > 0) throw new AgentBuildError(`esbuild warned: ${result.warnings.map((w) => w.text).join('; ')}`);
-    // One non-ASCII character anywhere doubles the source V8 keeps in the agent's heap.
-    const nonAscii = /[\u0080-\u00ff]/.exec(readFileSync(bundle, 'latin1'));
-    if (nonAscii) throw new AgentBuildError(`the bundle has a non-ASCII character at offset ${nonAscii.index} (V8 would keep the whole source as two-byte)`);
-    // The bundle run by plain node finds the addon beside it (pty-native.ts).
-    copyFileSync(pty, join(work, 'pty.node'));
+    await bundleAgent(bundle, { version, pty, ...(opts.fault ? { fault: opts.fault } : {}) });
     const unit = join(REPO_ROOT, 'scripts', 'vmkit-agent.service');
     const seaConfig = join(work, 'sea-config.json');
     const blob = join(work, 'sea.blob');

@@ -41,7 +41,7 @@ export async function enrollRealAgent(
   });
   const configFile = join(dir, 'agent.json');
   const stateDir = join(dir, 'state');
-  // Generous: tsx compiles the CLI on a cold start, and a shared machine is slow.
+  // Generous: a shared machine is slow.
   const r = await runCli(['enroll', '--url', cp.url, '--token', tok.token, '--config', configFile, '--state-dir', stateDir, ...(opts.enrollArgs ?? [])], 120_000);
   if (r.code !== 0) throw new Error(`enroll failed (${r.code}): ${r.stderr}`);
   const read = () => JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
