@@ -196,7 +196,7 @@ export async function bundleAgent(
     // V8 keeps the whole script's source in the heap (lazily compiled functions are compiled
     // from it): without whitespace and comments it is about half the size, and comments were
     // what carried non-ASCII characters, which make V8 store every character in two bytes.
-    // Stack traces still map to the sources through the source map in .build/.
+    // Stack traces still map to the sources through the source map written beside the bundle.
     minifyWhitespace: true,
     charset: 'ascii',
     define: {
