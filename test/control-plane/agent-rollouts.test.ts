@@ -15,7 +15,7 @@ import { vmkitCli } from '../helpers/vmkit-cli.ts';
 
 /**
  * Fleet rollouts (POST /api/agents/updates) against a real control plane and real agent
- * processes run from source (tsx). These agents are not installed as releases, so each
+ * processes run from the tests' agent bundle. These agents are not installed as releases, so each
  * refuses agent.update (update_refused): the failure path, validation, isolation, scope,
  * the one-running-rollout rule, the audit trail, a restart mid-rollout and the CLI run
  * here without building executables. test/agent/rollout.test.ts updates installed

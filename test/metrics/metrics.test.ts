@@ -12,7 +12,7 @@ import { enrollRealAgent, waitAgentState } from '../helpers/real-agent.ts';
 import { parsePromText } from '../helpers/prom-text.ts';
 import type { Scrape } from '../helpers/prom-text.ts';
 
-// Real agent processes (tsx cold starts) on a shared, loaded machine.
+// Real agent processes on a shared, loaded machine.
 t.setTimeout(600_000);
 
 async function scrape(cp: TestControlPlane, key: string = cp.adminKey): Promise<Scrape> {
